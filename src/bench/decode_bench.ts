@@ -1,0 +1,139 @@
+/**
+ * Decode benchmark: tokens/s of the real decode loop, GPU time per token from timestamp queries, per-kernel
+ * GPU time, bandwidth achieved against the weight bytes each token must read, and host overhead.
+ * @module
+ */
+import type { Op } from "../gpu/context.ts";
+import type { Model } from "../model/model.ts";
+import { SLOTS } from "../model/weights.ts";
+import { calibrate, projectionParams } from "../teal/calibrate.ts";
+
+/** One benchmark row. */
+export interface DecodeBenchRow {
+  sparsity: number;
+  /** Realised sparsity during the timed decode (parameter-weighted), null for dense. */
+  realized: number | null;
+  /** Generated tokens. */
+  tokens: number;
+  /** Decode tokens/s through the real decode loop (streaming read-backs included). */
+  tokensPerSecond: number;
+  /** GPU time of one decode step, from timestamps around a pass of many steps (median of repeats). */
+  gpuMsPerToken: number;
+  /** Weight bytes one decode step must read (active columns only when sparse). */
+  bytesPerToken: number;
+  /** bytesPerToken over gpuMsPerToken. */
+  gbPerS: number;
+  /** Share of wall time per token not covered by GPU work. */
+  hostOverhead: number;
+  /** GPU time per token by kernel label (profile run: one pass per dispatch), ms. */
+  kernels: Record<string, number>;
+}
+
+/** Options of {@link benchDecode}. */
+export interface DecodeBenchOptions {
+  sparsities: number[];
+  tokens: number;
+  /** Prompt length (default 16). */
+  promptTokens?: number;
+  /** Print progress lines to stderr. */
+  log?: (line: string) => void;
+}
+
+function median(v: number[]): number {
+  const s = [...v].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+function randomIds(n: number, vocab: number, seed: number): number[] {
+  let a = seed >>> 0;
+  return Array.from({ length: n }, () => {
+    a = (Math.imul(a, 1664525) + 1013904223) >>> 0;
+    return a % vocab;
+  });
+}
+
+/**
+ * Bytes of weights one decode step reads: every matrix in full when dense; with sparsity, each projection's
+ * kept fraction of its rows (perTensor from the GPU counters); lm_head in full; one embedding row.
+ */
+export function weightBytesPerToken(model: Model, perTensor: number[][] | null): number {
+  const c = model.config;
+  const params = projectionParams(model);
+  let bytes = 0;
+  for (let l = 0; l < c.numLayers; l++) {
+    for (let s = 0; s < SLOTS; s++) bytes += 2 * params[s] * (perTensor ? 1 - perTensor[l][s] : 1);
+  }
+  return bytes + 2 * c.vocabSize * c.hiddenSize + 2 * c.hiddenSize;
+}
+
+/** Runs the decode benchmark on a model (random or real) at each sparsity. */
+export async function benchDecode(model: Model, o: DecodeBenchOptions): Promise<DecodeBenchRow[]> {
+  const log = o.log ?? (() => {});
+  const c = model.config;
+  const f = model.forward;
+  const gpu = model.gpu;
+  const prompt = randomIds(o.promptTokens ?? 16, c.vocabSize, 7);
+  if (o.sparsities.some((s) => s > 0) && model.sparsityLevels.length === 0) {
+    // thresholds from the model's own activations: uniform quantiles over a few random-token windows
+    const ctx = Math.min(64, f.maxPrefill);
+    const wins = Array.from({ length: 8 }, (_, i) => randomIds(ctx, c.vocabSize, 100 + i));
+    log(`calibrating thresholds on ${wins.length * ctx} tokens of the model's own activations`);
+    model.attachProfile(
+      await calibrate(model, wins, { tokens: wins.length * ctx, ctx, allocation: "uniform" }),
+    );
+  }
+  const rows: DecodeBenchRow[] = [];
+  for (const s of o.sparsities) {
+    const gen = { maxTokens: o.tokens, temperature: 0, stopAtEos: false, sparsity: s };
+    await model.complete(prompt, { ...gen, maxTokens: Math.min(16, o.tokens) }); // warm-up: pipelines, caches
+    const timed = [];
+    for (let r = 0; r < 3; r++) timed.push(await model.complete(prompt, gen));
+    const best = timed.reduce((a, b) => (b.tokensPerSecond > a.tokensPerSecond ? b : a));
+    const realized = best.realizedSparsity;
+    const perTensor = s > 0 ? model.lastSparsity?.perTensor ?? null : null;
+
+    // GPU time per step: many steps in one pass, continuing the last generation's state
+    const step = f.decodeStep(s > 0);
+    const steps = 32;
+    f.writeState(prompt.length, prompt[0], 1);
+    const passes: Op[][] = [];
+    for (let r = 0; r < 5; r++) passes.push(Array.from({ length: steps }, () => step).flat());
+    const times: number[] = [];
+    for (const p of passes) {
+      f.writeState(prompt.length, prompt[0], 1);
+      times.push((await gpu.timePasses([p]))[0]);
+    }
+    const gpuMs = median(times) / steps;
+
+    // per-kernel profile: one pass per dispatch, three repeats, median per dispatch, summed by label
+    f.writeState(prompt.length, prompt[0], 1);
+    const perOp: number[][] = step.map(() => []);
+    for (let r = 0; r < 3; r++) {
+      const t = await gpu.timePasses(step.map((op) => [op]));
+      t.forEach((v, i) => perOp[i].push(v));
+    }
+    const kernels: Record<string, number> = {};
+    step.forEach((op, i) => (kernels[op.label] = (kernels[op.label] ?? 0) + median(perOp[i])));
+    for (const k in kernels) kernels[k] = Number(kernels[k].toFixed(4));
+
+    const bytes = weightBytesPerToken(model, perTensor);
+    const wallMs = 1000 / best.tokensPerSecond;
+    rows.push({
+      sparsity: s,
+      realized,
+      tokens: best.ids.length,
+      tokensPerSecond: best.tokensPerSecond,
+      gpuMsPerToken: gpuMs,
+      bytesPerToken: bytes,
+      gbPerS: bytes / (gpuMs / 1000) / 1e9,
+      hostOverhead: Math.max(0, 1 - gpuMs / wallMs),
+      kernels,
+    });
+    log(
+      `sparsity ${s}: ${best.tokensPerSecond.toFixed(1)} tokens/s, GPU ${gpuMs.toFixed(3)} ms/token, ` +
+        `${(bytes / (gpuMs / 1000) / 1e9).toFixed(0)} GB/s` +
+        (realized !== null ? `, realised ${realized.toFixed(3)}` : ""),
+    );
+  }
+  return rows;
+}

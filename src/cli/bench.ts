@@ -1,0 +1,107 @@
+/**
+ * `cli.ts bench`: decode speed at real model shapes with random weights made on the GPU (or a real model).
+ * @module
+ */
+import { benchDecode } from "../bench/decode_bench.ts";
+import { randomModel } from "../bench/random_model.ts";
+import { SHAPES } from "../bench/shapes.ts";
+import { createGpuContext } from "../gpu/context.ts";
+import type { Model } from "../model/model.ts";
+import type { Command } from "./commands.ts";
+import { num, numList } from "./options.ts";
+
+async function gitCommit(): Promise<string> {
+  try {
+    const out = await new Deno.Command("git", { args: ["rev-parse", "--short", "HEAD"], stderr: "null" })
+      .output();
+    return out.success ? new TextDecoder().decode(out.stdout).trim() : "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
+/** The bench command. */
+export const benchCommand: Command = {
+  summary: "decode speed (tokens/s, per-kernel GPU time, GB/s) at 7B/8B shapes",
+  usage: `usage: deno run -A cli.ts bench [options]
+
+  --shape NAME         ${Object.keys(SHAPES).join(" | ")} (random f16 weights made on the GPU; default tiny)
+  --model DIR          benchmark a real model folder instead of a random shape
+  --sparsity LIST      comma-separated TEAL targets (default 0,0.25,0.4,0.5,0.6,0.7)
+  --tokens N           tokens to decode per run (default 128)
+  --quant none         weight format (only none: f16)
+  --json               print one JSON object with every row`,
+  options: {
+    shape: { type: "string" },
+    model: { type: "string" },
+    sparsity: { type: "string" },
+    tokens: { type: "string" },
+    quant: { type: "string" },
+    json: { type: "boolean" },
+  },
+  async run(v, deps) {
+    const quant = (v.quant as string | undefined) ?? "none";
+    if (quant !== "none") throw new Error(`--quant ${quant}: only 'none' (f16 weights) is implemented`);
+    const sparsities = numList((v.sparsity as string | undefined) ?? "0,0.25,0.4,0.5,0.6,0.7", "sparsity");
+    for (const s of sparsities) if (!(s >= 0 && s < 1)) throw new Error(`--sparsity: ${s} is outside [0, 1)`);
+    const tokens = num(v, "tokens", 128, { min: 1, integer: true });
+    const log = (l: string) => console.error(l);
+    let model: Model;
+    let shape: string;
+    const contextLength = 16 + tokens + 64;
+    if (v.model) {
+      shape = (v.model as string).replace(/\/+$/, "").split("/").pop()!;
+      model = await deps.loadModel(v.model as string, { contextLength });
+    } else {
+      shape = (v.shape as string | undefined) ?? "tiny";
+      const config = SHAPES[shape];
+      if (!config) throw new Error(`--shape ${shape}: unknown (choose ${Object.keys(SHAPES).join(", ")})`);
+      const t0 = performance.now();
+      model = randomModel(await createGpuContext(), config, { contextLength });
+      log(
+        `built ${shape} with random weights: ${(model.weightBytes / 2 ** 30).toFixed(2)} GiB in ${
+          ((performance.now() - t0) / 1000).toFixed(1)
+        } s`,
+      );
+    }
+    try {
+      const rows = await benchDecode(model, { sparsities, tokens, log });
+      const report = {
+        device: model.gpu.adapterName,
+        date: new Date().toISOString(),
+        commit: await gitCommit(),
+        deno: Deno.version.deno,
+        shape,
+        quant,
+        weight_bytes: model.weightBytes,
+        rows: rows.map((r) => ({
+          sparsity: r.sparsity,
+          realized: r.realized === null ? null : Number(r.realized.toFixed(4)),
+          tokens: r.tokens,
+          tokens_per_s: Number(r.tokensPerSecond.toFixed(2)),
+          gpu_ms_per_token: Number(r.gpuMsPerToken.toFixed(4)),
+          gb_per_s: Number(r.gbPerS.toFixed(1)),
+          host_overhead: Number(r.hostOverhead.toFixed(3)),
+          kernels_ms: r.kernels,
+        })),
+      };
+      if (v.json) console.log(JSON.stringify(report));
+      else {
+        console.log(`${shape} on ${report.device} (${report.date}, commit ${report.commit})`);
+        console.log("sparsity  realised  tokens/s  GPU ms/token   GB/s  host overhead");
+        for (const r of report.rows) {
+          console.log(
+            `${r.sparsity.toFixed(2).padStart(8)}  ${(r.realized ?? 0).toFixed(3).padStart(8)}  ${
+              r.tokens_per_s.toFixed(1).padStart(8)
+            }  ${r.gpu_ms_per_token.toFixed(3).padStart(12)}  ${r.gb_per_s.toFixed(0).padStart(5)}  ${
+              (r.host_overhead * 100).toFixed(1).padStart(12)
+            }%`,
+          );
+        }
+      }
+      return 0;
+    } finally {
+      model.dispose();
+    }
+  },
+};

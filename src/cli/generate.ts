@@ -1,0 +1,108 @@
+/**
+ * `cli.ts generate`: text generation, streamed to stdout (or one JSON object with --json).
+ * @module
+ */
+import type { Command } from "./commands.ts";
+import { num, numList } from "./options.ts";
+
+const USAGE = `usage: deno run -A cli.ts generate [options]
+
+  --model DIR          Hugging Face model folder (default: the embedded tiny-llama-16m)
+  --prompt TEXT        text prompt (BOS added)
+  --prompt-ids 1,2,3   token ids, used as given (no BOS added)
+  --chat               wrap --prompt as one user message in the model's chat template
+  --max-tokens N       most new tokens (default 128)
+  --temperature T      0 is greedy (default 0.8)
+  --top-k K            keep the K most likely tokens (default 0: off)
+  --top-p P            nucleus mass in (0, 1] (default 1: off)
+  --seed S             sampler seed (default 0)
+  --stop TEXT          stop at this text (repeatable)
+  --sparsity S         TEAL activation sparsity target, e.g. 0.4 (default 0: dense)
+  --profile FILE       TEAL profile (default: teal-profile.json beside the model)
+  --sparse-prefill     apply TEAL sparsity during prefill too
+  --context N          context length to allocate (default min(model max, 4096))
+  --json               print {"ids", "text", "prompt_tokens", "tokens_per_s", ...} instead of streaming`;
+
+/** The generate command. */
+export const generateCommand: Command = {
+  summary: "generate text from a prompt",
+  usage: USAGE,
+  options: {
+    model: { type: "string" },
+    prompt: { type: "string" },
+    "prompt-ids": { type: "string" },
+    chat: { type: "boolean" },
+    "max-tokens": { type: "string" },
+    temperature: { type: "string" },
+    "top-k": { type: "string" },
+    "top-p": { type: "string" },
+    seed: { type: "string" },
+    stop: { type: "string", multiple: true },
+    sparsity: { type: "string" },
+    profile: { type: "string" },
+    "sparse-prefill": { type: "boolean" },
+    context: { type: "string" },
+    json: { type: "boolean" },
+  },
+  async run(v, deps) {
+    if ((v.prompt === undefined) === (v["prompt-ids"] === undefined)) {
+      throw new Error("give exactly one of --prompt TEXT or --prompt-ids 1,2,3");
+    }
+    const options = {
+      maxTokens: num(v, "max-tokens", 128, { min: 1, integer: true }),
+      temperature: num(v, "temperature", 0.8, { min: 0 }),
+      topK: num(v, "top-k", 0, { min: 0, integer: true }),
+      topP: num(v, "top-p", 1, { min: 0, max: 1, minExclusive: true }),
+      seed: num(v, "seed", 0, { min: 0, max: 0xffffffff, integer: true }),
+      sparsity: num(v, "sparsity", 0, { min: 0, max: 0.99 }),
+      sparsePrefill: Boolean(v["sparse-prefill"]),
+      stop: (v.stop as string[] | undefined) ?? [],
+    };
+    const dir = (v.model as string | undefined) ?? deps.defaultModelDir();
+    const contextLength = v.context === undefined
+      ? undefined
+      : num(v, "context", 0, { min: 2, integer: true });
+    const model = await deps.loadModel(dir, { contextLength, profile: v.profile as string | undefined });
+    try {
+      let prompt: string | number[];
+      if (v["prompt-ids"] !== undefined) prompt = numList(v["prompt-ids"] as string, "prompt-ids", true);
+      else if (v.chat) {
+        prompt = model.encode(
+          model.applyChatTemplate([{ role: "user", content: v.prompt as string }]),
+          false,
+        );
+      } else prompt = v.prompt as string;
+      const gen = model.generate(prompt, options);
+      const enc = new TextEncoder();
+      for await (const chunk of gen) {
+        if (!v.json && chunk.text) await Deno.stdout.write(enc.encode(chunk.text));
+      }
+      const r = await gen.result;
+      if (v.json) {
+        console.log(JSON.stringify({
+          ids: r.ids,
+          text: r.text,
+          prompt_tokens: r.promptTokens,
+          tokens_per_s: Number(r.tokensPerSecond.toFixed(2)),
+          finish_reason: r.finishReason,
+          ttft_ms: Number(r.timeToFirstTokenMs.toFixed(2)),
+          sparsity: options.sparsity,
+          realized_sparsity: r.realizedSparsity,
+        }));
+      } else {
+        if (!model.hasTokenizer) console.log(r.ids.join(" "));
+        else console.log();
+        console.error(
+          `[${r.ids.length} tokens, ${r.tokensPerSecond.toFixed(1)} tokens/s, first token ${
+            r.timeToFirstTokenMs.toFixed(0)
+          } ms, ${r.finishReason}${
+            r.realizedSparsity !== null ? `, realised sparsity ${r.realizedSparsity.toFixed(3)}` : ""
+          }]`,
+        );
+      }
+      return 0;
+    } finally {
+      model.dispose();
+    }
+  },
+};

@@ -1,0 +1,158 @@
+/**
+ * The decode loop. Deno's WebGPU spends at least 10 ms on every read-back (its poll loop sleeps), so reading
+ * each token before the next step would cap decoding near 90 tokens/s on any GPU. Instead the sampled token
+ * stays on the GPU (sample.wgsl writes it into the state buffer that the next step's embedding reads), steps
+ * are queued in batches, and tokens come back batch by batch while later batches already run. Stopping
+ * (EOS, stop strings, max tokens, abort) is decided on read-back; tokens computed past it are discarded.
+ * @module
+ */
+import { writeSamplerParams } from "../gpu/kernels.ts";
+import { type Forward, releaseOps } from "../model/forward.ts";
+import type { SamplingOptions } from "./sampler.ts";
+
+/** One generation as the decode loop sees it. */
+export interface DecodeJob {
+  promptIds: number[];
+  /** Most tokens to generate. */
+  maxTokens: number;
+  sampling: SamplingOptions;
+  /** Run decode steps TEAL-sparse (thresholds already written). */
+  sparse: boolean;
+  /** Apply the thresholds during prefill too. */
+  sparsePrefill: boolean;
+  /** Called with each read-back batch of new tokens; return false to stop. */
+  onTokens: (ids: number[]) => boolean;
+  signal?: AbortSignal;
+}
+
+/** What the decode loop measured. */
+export interface DecodeStats {
+  /** Tokens read back and accepted by onTokens (the last batch may be cut by the caller). */
+  tokensRead: number;
+  /** Milliseconds from start to the first token on the host. */
+  ttftMs: number;
+  /** Milliseconds from the first token on the host to the last. */
+  decodeMs: number;
+  /** True when the loop ended because of `signal`. */
+  aborted: boolean;
+}
+
+/** Tunables of the read-back pipeline. */
+export const DECODE = {
+  /** Largest batch of steps between read-backs. */
+  maxBatch: 64,
+  /** Aim for batches of about this much GPU time, so tokens still stream. */
+  targetBatchMs: 40,
+  /** Read-backs in flight at once. */
+  depth: 3,
+} as const;
+
+interface Batch {
+  a: number;
+  b: number;
+  staging: GPUBuffer;
+  done: Promise<void>;
+}
+
+/** Runs prefill and decode for one job on the GPU. */
+export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeStats> {
+  const { ctx } = fwd;
+  const M = job.promptIds.length;
+  const limit = Math.min(job.maxTokens, fwd.maxSeq - M);
+  if (M === 0) throw new RangeError("the prompt is empty");
+  if (limit <= 0) {
+    throw new RangeError(`prompt of ${M} tokens leaves no room in the context of ${fwd.maxSeq} tokens`);
+  }
+  const t0 = performance.now();
+  ctx.checkAlive();
+  writeSamplerParams(ctx, fwd.samplerParams, fwd.config.vocabSize, fwd.maxSeq, job.sampling);
+  ctx.write(fwd.sparsity.counters, new Uint32Array(fwd.config.numLayers * 7));
+
+  // Prefill in chunks; the last chunk samples token 0 and leaves the state at (pos M, token 0, step 1).
+  for (let c0 = 0; c0 < M; c0 += fwd.maxPrefill) {
+    const rows = Math.min(fwd.maxPrefill, M - c0);
+    const last = c0 + rows === M;
+    ctx.write(fwd.ids, new Uint32Array(job.promptIds.slice(c0, c0 + rows)));
+    if (last) fwd.writeState(M - 1, 0, 0);
+    const ops = fwd.prefill(rows, c0, { sparse: job.sparsePrefill, sample: last });
+    ctx.run(ops);
+    releaseOps(ops);
+  }
+
+  const step = fwd.decodeStep(job.sparse);
+  const inflight: Batch[] = [];
+  let queued = 0; // tokens [0, queued) are computed or queued
+  let batchSize = 1;
+  let stepMs = 0; // estimate of one step's GPU time
+  let lastResolve = 0;
+  let tFirst = 0;
+  let tLast = 0;
+  let read = 0;
+  let stopped = false;
+  let aborted = false;
+
+  const submit = () => {
+    const a = queued;
+    const b = Math.min(limit, a + batchSize);
+    const enc = ctx.device.createCommandEncoder();
+    // token 0 came from prefill; step i produces token i
+    const steps = b - Math.max(a, 1);
+    if (steps > 0) {
+      const pass = enc.beginComputePass();
+      for (let i = 0; i < steps; i++) {
+        for (const op of step) {
+          pass.setPipeline(op.pipeline);
+          pass.setBindGroup(0, op.bindGroup);
+          pass.dispatchWorkgroups(op.workgroups[0], op.workgroups[1], op.workgroups[2]);
+        }
+      }
+      pass.end();
+    }
+    const staging = ctx.device.createBuffer({
+      size: (b - a) * 4,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    enc.copyBufferToBuffer(fwd.tokens, a * 4, staging, 0, (b - a) * 4);
+    ctx.device.queue.submit([enc.finish()]);
+    inflight.push({ a, b, staging, done: staging.mapAsync(GPUMapMode.READ) });
+    queued = b;
+    // grow the batch, but keep about targetBatchMs of GPU work per read-back
+    const cap = stepMs > 0 ? Math.max(1, Math.floor(DECODE.targetBatchMs / stepMs)) : DECODE.maxBatch;
+    batchSize = Math.min(DECODE.maxBatch, cap, batchSize * 2);
+  };
+
+  try {
+    while (!stopped || inflight.length > 0) {
+      while (!stopped && queued < limit && inflight.length < DECODE.depth) submit();
+      const batch = inflight.shift();
+      if (!batch) break;
+      await batch.done;
+      const ids = Array.from(new Uint32Array(batch.staging.getMappedRange()));
+      batch.staging.unmap();
+      batch.staging.destroy();
+      const now = performance.now();
+      if (lastResolve > 0 && inflight.length > 0) {
+        // the GPU was busy the whole interval: it ran this batch's steps
+        const est = (now - lastResolve) / Math.max(1, batch.b - batch.a);
+        stepMs = stepMs === 0 ? est : 0.5 * stepMs + 0.5 * est;
+      }
+      lastResolve = now;
+      if (stopped) continue;
+      if (job.signal?.aborted) {
+        stopped = aborted = true;
+        continue;
+      }
+      if (read === 0) tFirst = now;
+      tLast = now;
+      read += ids.length;
+      if (!job.onTokens(ids) || read >= limit) stopped = true;
+    }
+  } finally {
+    for (const b of inflight) {
+      await b.done.catch(() => {});
+      b.staging.destroy();
+    }
+    ctx.checkAlive();
+  }
+  return { tokensRead: read, ttftMs: tFirst - t0, decodeMs: tLast - tFirst, aborted };
+}

@@ -1,0 +1,93 @@
+/**
+ * Types shared by the decode loop, the public API and the server.
+ * @module
+ */
+
+/** Options for one generation request. */
+export interface GenerateOptions {
+  /** Most new tokens to generate (default 128). */
+  maxTokens?: number;
+  /** Sampling temperature; 0 is greedy (default 0.8). */
+  temperature?: number;
+  /** Keep only the K most likely tokens; 0 disables (default 0). */
+  topK?: number;
+  /** Nucleus sampling mass in (0, 1]; 1 disables (default 1). */
+  topP?: number;
+  /** Seed of the sampler's counter-based random numbers (default 0). */
+  seed?: number;
+  /** Stop generating when the decoded text contains one of these; the stop string is not returned. */
+  stop?: string[];
+  /** Stop at the model's end-of-sequence tokens (default true). */
+  stopAtEos?: boolean;
+  /** TEAL model-wide activation sparsity target in [0, 1); 0 runs the dense path (default 0). */
+  sparsity?: number;
+  /** Apply TEAL sparsity during prefill too (default false: prefill stays dense). */
+  sparsePrefill?: boolean;
+  /** Add the tokenizer's BOS token in front of a text prompt (default true). Ignored for token-id prompts. */
+  addBos?: boolean;
+  /** Aborting stops generation within one read-back batch. */
+  signal?: AbortSignal;
+}
+
+/** One streamed piece of output. */
+export interface GenerateChunk {
+  /** Token ids generated since the previous chunk. */
+  ids: number[];
+  /** Text of those tokens (empty when the model has no tokenizer). */
+  text: string;
+}
+
+/** Why a generation ended. */
+export type FinishReason = "stop" | "length" | "abort";
+
+/** The whole result of a generation. */
+export interface GenerateResult {
+  /** Generated token ids (prompt excluded, stop string and EOS excluded). */
+  ids: number[];
+  /** Generated text. */
+  text: string;
+  /** Number of prompt tokens fed to the model. */
+  promptTokens: number;
+  /** Why generation ended. */
+  finishReason: FinishReason;
+  /** Decode throughput: generated tokens over the time from first to last decode step, in tokens/s. */
+  tokensPerSecond: number;
+  /** Time to first token in milliseconds (prefill plus the first read-back). */
+  timeToFirstTokenMs: number;
+  /** Realised TEAL sparsity over the decode steps (fraction of skipped input channels), or null when dense. */
+  realizedSparsity: number | null;
+}
+
+/**
+ * A running generation: iterate it for streamed chunks; `result` settles when it ends.
+ * Breaking out of the iteration (or aborting `signal`) stops the generation.
+ */
+export interface Generation extends AsyncIterable<GenerateChunk> {
+  /** The final result, available once the stream has ended. */
+  readonly result: Promise<GenerateResult>;
+}
+
+/** What callers (CLI, server) need from a loaded text model. */
+export interface TextModel {
+  /** A short model id (the model folder's name). */
+  readonly id: string;
+  /** Longest sequence (prompt + generated tokens) the model accepts. */
+  readonly contextLength: number;
+  /** TEAL sparsity targets available from the loaded profile, ascending ([] without a profile). */
+  readonly sparsityLevels: number[];
+  /** True when the model has a tokenizer (text prompts); false for token-id-only models. */
+  readonly hasTokenizer: boolean;
+  /** True when the tokenizer has a chat template. */
+  readonly hasChatTemplate: boolean;
+  /** Tokenizes text (BOS added when `addBos`). Throws without a tokenizer. */
+  encode(text: string, addBos?: boolean): number[];
+  /** Renders chat messages with the model's chat template. Throws without one. */
+  applyChatTemplate(messages: { role: string; content: string }[]): string;
+  /**
+   * Starts a generation. Calls are queued first-come first-served: one runs on the GPU at a time.
+   * Token-id prompts are used as given; text prompts are tokenized (BOS per `options.addBos`).
+   */
+  generate(prompt: string | number[], options?: GenerateOptions): Generation;
+  /** Frees GPU memory. */
+  dispose(): void;
+}

@@ -1,0 +1,449 @@
+/**
+ * Host side of each WGSL kernel: packs its parameters and builds its dispatch. The names of fields follow the
+ * `Params` structs in `shaders/*.wgsl`.
+ * @module
+ */
+import type { GpuContext, Op } from "./context.ts";
+
+/** gemv.wgsl tunables: threads per column group and input channels per split. */
+export const GEMV = { TPR: 16, KCHUNK: 512 } as const;
+/** Columns one gemv workgroup owns. */
+export const GEMV_TILE_N: number = GEMV.TPR * 8;
+/** Output tile of matmul.wgsl (rows and columns). */
+export const MATMUL_TILE = 64;
+
+/** One output segment of a weight matrix: a [K][stride] block of f16 holding the transposed weights. */
+export interface Segment {
+  /** First f16 of the block in the matrix buffer. */
+  base: number;
+  /** f16 per block row (columns rounded up to 8). */
+  stride: number;
+  /** Output columns. */
+  len: number;
+  /** Column of output 0 in the concatenated output (q|k|v, gate|up). */
+  out: number;
+  /** Index of this segment's threshold in the thresholds buffer. */
+  thr: number;
+}
+
+/**
+ * A linear layer on the GPU, transposed ([in][out]) in f16 so a skipped input channel is a contiguous run of
+ * weights. Fused projections (q|k|v, gate|up) are several segments in one buffer.
+ */
+export interface Matrix {
+  /** Input features. */
+  K: number;
+  /** Total output columns (sum of segment lengths). */
+  N: number;
+  segments: Segment[];
+  buffer: GPUBuffer;
+  /** Per-channel score scales, [segments][K] (ones for plain magnitude scoring). */
+  scales: GPUBuffer;
+}
+
+/** Rounds up to a multiple of m. */
+export function roundUp(n: number, m: number): number {
+  return Math.ceil(n / m) * m;
+}
+
+/** Segment layout for output lengths (blocks back to back); thr gives each segment's threshold index. */
+export function layoutSegments(
+  K: number,
+  lens: number[],
+  thr: number[],
+): { segments: Segment[]; halves: number } {
+  const segments: Segment[] = [];
+  let base = 0;
+  let out = 0;
+  lens.forEach((len, i) => {
+    const stride = roundUp(len, 8);
+    segments.push({ base, stride, len, out, thr: thr[i] ?? 0 });
+    base += K * stride;
+    out += len;
+  });
+  return { segments, halves: base };
+}
+
+function segWords(segs: Segment[], tile: number): number[] {
+  const w: number[] = [];
+  let tile0 = 0;
+  for (let i = 0; i < 3; i++) {
+    const s = segs[i];
+    if (s) {
+      w.push(s.base, s.stride, s.len, tile0, s.thr, s.out, 0, 0);
+      tile0 += Math.ceil(s.len / tile);
+    } else w.push(0, 0, 0, 0xffffffff, 0, 0, 0, 0);
+  }
+  return w;
+}
+
+function tiles(segs: Segment[], tile: number): number {
+  return segs.reduce((a, s) => a + Math.ceil(s.len / tile), 0);
+}
+
+/** Number of split-K partial rows gemv writes for an input of K channels. */
+export function gemvSplits(K: number): number {
+  return Math.ceil(K / GEMV.KCHUNK);
+}
+
+/** Buffers every gemv/matmul reads besides x and the weights. */
+export interface SparsityBuffers {
+  thresholds: GPUBuffer;
+  counters: GPUBuffer;
+}
+
+/** gemv.wgsl: partials[split][N] = x[K-chunk] . wt for every segment (sparse: masked, compacted). */
+export function gemvOp(
+  ctx: GpuContext,
+  m: Matrix,
+  x: GPUBuffer,
+  partials: GPUBuffer,
+  sp: SparsityBuffers,
+  opts: { sparse: boolean; counter?: number; label?: string },
+): Op {
+  const params = ctx.uniform([
+    m.K,
+    m.N,
+    m.segments.length,
+    opts.counter ?? 0,
+    ...segWords(m.segments, GEMV_TILE_N),
+  ], "gemv");
+  return ctx.op({
+    variant: {
+      shader: "gemv",
+      overrides: { TPR: GEMV.TPR, KCHUNK: GEMV.KCHUNK, SPARSE: opts.sparse ? 1 : 0 },
+    },
+    bindings: [params, x, m.buffer, partials, sp.thresholds, m.scales, sp.counters],
+    owned: [params],
+    workgroups: [tiles(m.segments, GEMV_TILE_N), gemvSplits(m.K)],
+    label: opts.label ?? "gemv",
+  });
+}
+
+/** reduce.wgsl modes. */
+export const REDUCE = { store: 0, add: 1, swiglu: 2 } as const;
+
+/** reduce.wgsl: adds gemv partials and applies the epilogue (bias, residual add or SwiGLU). */
+export function reduceOp(
+  ctx: GpuContext,
+  partials: GPUBuffer,
+  out: GPUBuffer,
+  o: {
+    n: number;
+    splits: number;
+    ncols: number;
+    mode: number;
+    srcOffset?: number;
+    offB?: number;
+    outOffset?: number;
+    bias?: GPUBuffer | null;
+    dummy: GPUBuffer;
+    label?: string;
+  },
+): Op {
+  const params = ctx.uniform(
+    [o.n, o.splits, o.ncols, o.srcOffset ?? 0, o.offB ?? 0, o.outOffset ?? 0, o.bias ? 1 : 0, 0],
+    "reduce",
+  );
+  return ctx.op({
+    variant: { shader: "reduce", overrides: { MODE: o.mode } },
+    bindings: [params, partials, o.bias ?? o.dummy, out],
+    owned: [params],
+    workgroups: [Math.ceil(o.n / 256)],
+    label: o.label ?? "reduce",
+  });
+}
+
+/** matmul.wgsl: y[M][..] (=|+=) x[M][K] . wt (+ bias), optional TEAL mask on x. */
+export function matmulOp(
+  ctx: GpuContext,
+  m: Matrix,
+  x: GPUBuffer,
+  y: GPUBuffer,
+  sp: SparsityBuffers,
+  o: {
+    M: number;
+    ldy: number;
+    yOffset?: number;
+    accumulate?: boolean;
+    bias?: GPUBuffer | null;
+    sparse?: boolean;
+    /** counters[counter + segment] counts kept inputs when sparse. */
+    counter?: number;
+    dummy: GPUBuffer;
+    label?: string;
+  },
+): Op {
+  const params = ctx.uniform(
+    [
+      o.M,
+      m.K,
+      o.ldy,
+      o.yOffset ?? 0,
+      m.segments.length,
+      o.counter ?? 0,
+      0,
+      0,
+      ...segWords(m.segments, MATMUL_TILE),
+    ],
+    "matmul",
+  );
+  return ctx.op({
+    variant: {
+      shader: "matmul",
+      overrides: { SPARSE: o.sparse ? 1 : 0, ACCUM: o.accumulate ? 1 : 0, BIAS: o.bias ? 1 : 0 },
+    },
+    bindings: [params, x, m.buffer, y, o.bias ?? o.dummy, sp.thresholds, m.scales, sp.counters],
+    owned: [params],
+    workgroups: [tiles(m.segments, MATMUL_TILE), Math.ceil(o.M / MATMUL_TILE)],
+    label: o.label ?? "matmul",
+  });
+}
+
+/** rmsnorm.wgsl over `rows` rows of n, reading from row `inRow` on. */
+export function rmsNormOp(
+  ctx: GpuContext,
+  x: GPUBuffer,
+  weight: GPUBuffer,
+  out: GPUBuffer,
+  o: { n: number; rows: number; eps: number; inRow?: number },
+): Op {
+  const params = ctx.uniform([o.n, o.rows, o.eps, o.inRow ?? 0], "rmsnorm", [false, false, true, false]);
+  return ctx.op({
+    variant: { shader: "rmsnorm" },
+    bindings: [params, x, weight, out],
+    owned: [params],
+    workgroups: [o.rows],
+    label: "rmsnorm",
+  });
+}
+
+/** embed.wgsl: out[row] = table[token]; tokens from ids[idOffset + row]. */
+export function embedOp(
+  ctx: GpuContext,
+  table: GPUBuffer,
+  ids: GPUBuffer,
+  out: GPUBuffer,
+  o: {
+    hidden: number;
+    rows: number;
+    idOffset: number;
+    tok0: number;
+    tok1: number;
+    tokStride: number;
+    elemStride: number;
+  },
+): Op {
+  const params = ctx.uniform(
+    [o.hidden, o.rows, o.idOffset, o.tok0, o.tok1, o.tokStride, o.elemStride, 0],
+    "embed",
+  );
+  return ctx.op({
+    variant: { shader: "embed" },
+    bindings: [params, table, ids, out],
+    owned: [params],
+    workgroups: [Math.ceil(o.hidden / 256), o.rows],
+    label: "embed",
+  });
+}
+
+/** Attention geometry shared by rope.wgsl and attention.wgsl. */
+export interface AttentionShape {
+  numHeads: number;
+  numKv: number;
+  headDim: number;
+  maxSeq: number;
+  /** Row stride of the q|k|v buffer. */
+  ldq: number;
+}
+
+/** Where the rows' positions come from: posBase + row (prefill), or the decode state. */
+export interface Positions {
+  rows: number;
+  posBase: number;
+  fromState: boolean;
+}
+
+/** rope.wgsl: rotates q, k; stores k, v in the cache. */
+export function ropeOp(
+  ctx: GpuContext,
+  qkv: GPUBuffer,
+  turns: GPUBuffer,
+  kcache: GPUBuffer,
+  vcache: GPUBuffer,
+  state: GPUBuffer,
+  a: AttentionShape,
+  at: Positions,
+): Op {
+  const params = ctx.uniform(
+    [at.rows, a.numHeads, a.numKv, a.headDim, a.maxSeq, at.posBase, at.fromState ? 1 : 0, a.ldq],
+    "rope",
+  );
+  return ctx.op({
+    variant: { shader: "rope" },
+    bindings: [params, qkv, turns, kcache, vcache, state],
+    owned: [params],
+    workgroups: [Math.ceil(((a.numHeads + 2 * a.numKv) * a.headDim / 4) / 64), at.rows],
+    label: "rope",
+  });
+}
+
+/** attention.wgsl: out[row][head] = softmax(q k^T / sqrt(d)) v over the visible cache positions. */
+export function attentionOp(
+  ctx: GpuContext,
+  qkv: GPUBuffer,
+  kcache: GPUBuffer,
+  vcache: GPUBuffer,
+  out: GPUBuffer,
+  state: GPUBuffer,
+  a: AttentionShape,
+  at: Positions,
+  window: number,
+): Op {
+  const params = ctx.uniform(
+    [
+      at.rows,
+      a.numHeads,
+      a.numKv,
+      a.headDim,
+      a.maxSeq,
+      at.posBase,
+      at.fromState ? 1 : 0,
+      a.ldq,
+      window,
+      1 / Math.sqrt(a.headDim),
+      0,
+      0,
+    ],
+    "attention",
+    [false, false, false, false, false, false, false, false, false, true],
+  );
+  return ctx.op({
+    variant: { shader: "attention" },
+    bindings: [params, qkv, kcache, vcache, out, state],
+    owned: [params],
+    workgroups: [a.numHeads, at.rows],
+    label: "attention",
+  });
+}
+
+/** swiglu.wgsl: out[m][i] = silu(gu[m][i]) * gu[m][offB + i]. */
+export function swigluOp(
+  ctx: GpuContext,
+  gu: GPUBuffer,
+  out: GPUBuffer,
+  o: { rows: number; n: number; ld: number; offB: number },
+): Op {
+  const params = ctx.uniform([o.rows, o.n, o.ld, o.offB], "swiglu");
+  return ctx.op({
+    variant: { shader: "swiglu" },
+    bindings: [params, gu, out],
+    owned: [params],
+    workgroups: [Math.ceil(o.n / 256), o.rows],
+    label: "swiglu",
+  });
+}
+
+/** Sampler settings as sample.wgsl reads them. */
+export interface SamplerParams {
+  temperature: number;
+  topK: number;
+  topP: number;
+  seed: number;
+}
+
+/** Writes sampler settings into an existing sample params buffer. */
+export function writeSamplerParams(
+  ctx: GpuContext,
+  buffer: GPUBuffer,
+  vocab: number,
+  capacity: number,
+  s: SamplerParams,
+): void {
+  const data = new ArrayBuffer(32);
+  const u = new Uint32Array(data);
+  const f = new Float32Array(data);
+  u[0] = vocab;
+  u[1] = s.topK >>> 0;
+  u[2] = s.seed >>> 0;
+  u[3] = capacity;
+  f[4] = s.temperature;
+  f[5] = s.topP;
+  ctx.device.queue.writeBuffer(buffer, 0, data);
+}
+
+/** sample.wgsl: picks a token from logits, writes it to tokens[state.step] and advances the state. */
+export function sampleOp(
+  ctx: GpuContext,
+  params: GPUBuffer,
+  logits: GPUBuffer,
+  state: GPUBuffer,
+  tokens: GPUBuffer,
+): Op {
+  return ctx.op({
+    variant: { shader: "sample" },
+    bindings: [params, logits, state, tokens],
+    workgroups: [1],
+    label: "sample",
+  });
+}
+
+/** copy.wgsl: dst[dstOffset + i] = src[srcOffset + i] for n 32-bit words. */
+export function copyOp(
+  ctx: GpuContext,
+  src: GPUBuffer,
+  dst: GPUBuffer,
+  o: { n: number; srcOffset?: number; dstOffset?: number },
+): Op {
+  const params = ctx.uniform([o.n, o.srcOffset ?? 0, o.dstOffset ?? 0, 0], "copy");
+  const groups = Math.ceil(o.n / 256);
+  const x = Math.min(groups, 65535);
+  return ctx.op({
+    variant: { shader: "copy" },
+    bindings: [params, src, dst],
+    owned: [params],
+    workgroups: [x, Math.ceil(groups / x)],
+    label: "copy",
+  });
+}
+
+/** sqdiff.wgsl: out[slot] = sum((a[i] - b[bOffset + i])^2) over n elements. */
+export function sqdiffOp(
+  ctx: GpuContext,
+  a: GPUBuffer,
+  b: GPUBuffer,
+  out: GPUBuffer,
+  o: { n: number; slot: number; bOffset?: number },
+): Op {
+  const params = ctx.uniform([o.n, o.slot, o.bOffset ?? 0, 0], "sqdiff");
+  return ctx.op({
+    variant: { shader: "sqdiff" },
+    bindings: [params, a, b, out],
+    owned: [params],
+    workgroups: [1],
+    label: "sqdiff",
+  });
+}
+
+/** fill.wgsl: random f16 pairs in [-scale, scale) (mode "random") or a constant f32 (mode "const"). */
+export function fillOp(
+  ctx: GpuContext,
+  dst: GPUBuffer,
+  o: { words: number; mode: "random" | "const"; seed?: number; scale?: number; value?: number },
+): Op {
+  const params = ctx.uniform([o.words, o.seed ?? 0, o.scale ?? 1, o.value ?? 0], "fill", [
+    false,
+    false,
+    true,
+    true,
+  ]);
+  const groups = Math.ceil(o.words / 256);
+  const x = Math.min(groups, 65535);
+  return ctx.op({
+    variant: { shader: "fill", overrides: { MODE: o.mode === "random" ? 0 : 1 } },
+    bindings: [params, dst],
+    owned: [params],
+    workgroups: [x, Math.ceil(groups / x)],
+    label: "fill",
+  });
+}

@@ -1,0 +1,367 @@
+/**
+ * The forward pass on the GPU, readable top to bottom: one decode step (single token, GEMV, positions and the
+ * token itself read from a GPU state buffer so the same step can be queued many times with no host round
+ * trip), and prefill (many tokens, GEMM). TEAL sparsity enters through the thresholds buffer: in a sparse
+ * decode step every projection drops the input channels below its threshold.
+ * @module
+ */
+import type { GpuContext, Op } from "../gpu/context.ts";
+import {
+  attentionOp,
+  type AttentionShape,
+  embedOp,
+  gemvOp,
+  gemvSplits,
+  matmulOp,
+  type Matrix,
+  REDUCE,
+  reduceOp,
+  rmsNormOp,
+  ropeOp,
+  sampleOp,
+  type SparsityBuffers,
+  swigluOp,
+} from "../gpu/kernels.ts";
+import type { ModelConfig } from "./config.ts";
+import { SLOTS, type Weights } from "./weights.ts";
+
+/** Sizes of the run state. */
+export interface ForwardOptions {
+  /** Longest sequence (KV cache positions). */
+  maxSeq: number;
+  /** Most prompt rows one prefill pass handles (longer prompts go in chunks). */
+  maxPrefill: number;
+}
+
+/** Where calibration can read activations inside a layer: the block input and each projection's input. */
+export type CaptureSite = "in" | "qkv" | "o" | "gateup" | "down";
+
+/** Returns ops to run right after `buffer` ([rows][width] f32) holds the site's activations of layer i. */
+export type CaptureHook = (layer: number, site: CaptureSite, buffer: GPUBuffer, width: number) => Op[];
+
+/** Decode state words (state buffer, u32). */
+export const STATE = { pos: 0, token: 1, step: 2 } as const;
+
+/** Activations, KV cache and the decode state of one model. */
+export class Forward {
+  readonly ctx: GpuContext;
+  readonly config: ModelConfig;
+  readonly weights: Weights;
+  readonly maxSeq: number;
+  readonly maxPrefill: number;
+  readonly shape: AttentionShape;
+  // decode activations
+  readonly x: GPUBuffer; // f32 [hidden] residual stream
+  readonly xn: GPUBuffer; // f32 [hidden] normed
+  readonly qkv: GPUBuffer; // f32 [q|k|v]
+  readonly attn: GPUBuffer; // f32 [heads*headDim]
+  readonly act: GPUBuffer; // f32 [intermediate] silu(gate)*up
+  readonly partials: GPUBuffer; // f32 [splits][cols] split-K sums
+  readonly logits: GPUBuffer; // f32 [vocab] (prefill "all": [maxPrefill][vocab])
+  // prefill activations, [maxPrefill][...]
+  readonly X: GPUBuffer;
+  readonly XN: GPUBuffer;
+  readonly QKV: GPUBuffer;
+  readonly ATT: GPUBuffer;
+  readonly GU: GPUBuffer;
+  readonly ACT: GPUBuffer;
+  readonly ids: GPUBuffer; // u32 [maxPrefill] prompt ids of one prefill pass
+  readonly kcache: GPUBuffer[]; // per layer: f16 [numKv][maxSeq][headDim]
+  readonly vcache: GPUBuffer[];
+  /** u32 [4]: position of the next token to feed, that token, tokens sampled. */
+  readonly state: GPUBuffer;
+  /** u32 [maxSeq]: every sampled token, by step. */
+  readonly tokens: GPUBuffer;
+  /** sample.wgsl parameters (written per generation). */
+  readonly samplerParams: GPUBuffer;
+  /** Thresholds f32 [layers*7] and active-channel counters u32 [layers*7]. */
+  readonly sparsity: SparsityBuffers;
+  readonly #dummy: GPUBuffer;
+  #decode = new Map<string, Op[]>();
+  #all: GPUBuffer[] = [];
+
+  constructor(ctx: GpuContext, config: ModelConfig, weights: Weights, o: ForwardOptions) {
+    this.ctx = ctx;
+    this.config = config;
+    this.weights = weights;
+    this.maxSeq = o.maxSeq;
+    this.maxPrefill = o.maxPrefill;
+    const c = config;
+    const qkvDim = (c.numHeads + 2 * c.numKvHeads) * c.headDim;
+    const qDim = c.numHeads * c.headDim;
+    this.shape = {
+      numHeads: c.numHeads,
+      numKv: c.numKvHeads,
+      headDim: c.headDim,
+      maxSeq: o.maxSeq,
+      ldq: qkvDim,
+    };
+    const f32 = (n: number, label: string) => this.#track(ctx.buffer(n * 4, label));
+    const P = o.maxPrefill;
+    const maxK = Math.max(c.hiddenSize, qDim, c.intermediateSize);
+    const maxCols = Math.max(
+      qkvDim,
+      2 * c.intermediateSize,
+      c.hiddenSize,
+      ...weights.lmHead.map((p) => p.matrix.N),
+    );
+    this.x = f32(c.hiddenSize, "x");
+    this.xn = f32(c.hiddenSize, "xn");
+    this.qkv = f32(qkvDim, "qkv");
+    this.attn = f32(qDim, "attn");
+    this.act = f32(c.intermediateSize, "act");
+    this.partials = f32(gemvSplits(maxK) * maxCols, "partials");
+    this.logits = f32(c.vocabSize, "logits");
+    this.X = f32(P * c.hiddenSize, "X");
+    this.XN = f32(P * c.hiddenSize, "XN");
+    this.QKV = f32(P * qkvDim, "QKV");
+    this.ATT = f32(P * qDim, "ATT");
+    this.GU = f32(P * 2 * c.intermediateSize, "GU");
+    this.ACT = f32(P * c.intermediateSize, "ACT");
+    this.ids = this.#track(ctx.buffer(P * 4, "ids"));
+    const cacheBytes = c.numKvHeads * o.maxSeq * c.headDim * 2;
+    this.kcache = [];
+    this.vcache = [];
+    for (let i = 0; i < c.numLayers; i++) {
+      this.kcache.push(this.#track(ctx.buffer(cacheBytes, `k${i}`)));
+      this.vcache.push(this.#track(ctx.buffer(cacheBytes, `v${i}`)));
+    }
+    this.state = this.#track(ctx.buffer(16, "state"));
+    this.tokens = this.#track(ctx.buffer(o.maxSeq * 4, "tokens"));
+    this.samplerParams = this.#track(
+      ctx.device.createBuffer({ size: 32, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST }),
+    );
+    this.sparsity = {
+      thresholds: this.#track(ctx.buffer(c.numLayers * SLOTS * 4, "thresholds")),
+      counters: this.#track(ctx.buffer(c.numLayers * SLOTS * 4, "counters")),
+    };
+    this.#dummy = this.#track(ctx.buffer(16, "dummy"));
+  }
+
+  #track(b: GPUBuffer): GPUBuffer {
+    this.#all.push(b);
+    return b;
+  }
+
+  /** Bytes of the KV cache. */
+  get kvCacheBytes(): number {
+    return this.kcache.reduce((a, b) => a + b.size, 0) * 2;
+  }
+
+  /**
+   * One decode step for the token in the state buffer: embedding, every layer, lm_head, sampling.
+   * Built once per variant and reused: all per-step data lives on the GPU.
+   */
+  decodeStep(sparse: boolean): Op[] {
+    const key = sparse ? "sparse" : "dense";
+    let ops = this.#decode.get(key);
+    if (ops) return ops;
+    const { ctx, config: c, weights: w } = this;
+    const sp = this.sparsity;
+    const at = { rows: 1, posBase: 0, fromState: true };
+    const gemv = (m: Matrix, x: GPUBuffer, slot: number, label: string) =>
+      gemvOp(ctx, m, x, this.partials, sp, { sparse, counter: slot, label: `gemv.${label}` });
+    const reduce = (
+      m: Matrix,
+      out: GPUBuffer,
+      mode: number,
+      extra: { bias?: GPUBuffer | null; offB?: number; label: string },
+    ) =>
+      reduceOp(ctx, this.partials, out, {
+        n: mode === REDUCE.swiglu ? m.N / 2 : m.N,
+        splits: gemvSplits(m.K),
+        ncols: m.N,
+        mode,
+        dummy: this.#dummy,
+        ...extra,
+      });
+    ops = [];
+    for (const e of w.embed) {
+      ops.push(
+        embedOp(ctx, e.buffer, this.state, this.x, {
+          hidden: c.hiddenSize,
+          rows: 1,
+          idOffset: STATE.token,
+          ...e,
+        }),
+      );
+    }
+    w.layers.forEach((L, i) => {
+      const slot = i * SLOTS;
+      ops!.push(
+        rmsNormOp(ctx, this.x, L.attnNorm, this.xn, { n: c.hiddenSize, rows: 1, eps: c.rmsNormEps }),
+        gemv(L.qkv, this.xn, slot, "qkv"),
+        reduce(L.qkv, this.qkv, REDUCE.store, { bias: L.qkvBias, label: "reduce.qkv" }),
+        ropeOp(ctx, this.qkv, w.turns, this.kcache[i], this.vcache[i], this.state, this.shape, at),
+        attentionOp(
+          ctx,
+          this.qkv,
+          this.kcache[i],
+          this.vcache[i],
+          this.attn,
+          this.state,
+          this.shape,
+          at,
+          c.slidingWindow ?? 0,
+        ),
+        gemv(L.o, this.attn, slot + 3, "o"),
+        reduce(L.o, this.x, REDUCE.add, { label: "reduce.o" }),
+        rmsNormOp(ctx, this.x, L.mlpNorm, this.xn, { n: c.hiddenSize, rows: 1, eps: c.rmsNormEps }),
+        gemv(L.gateUp, this.xn, slot + 4, "gateup"),
+        reduce(L.gateUp, this.act, REDUCE.swiglu, { offB: c.intermediateSize, label: "reduce.gateup" }),
+        gemv(L.down, this.act, slot + 6, "down"),
+        reduce(L.down, this.x, REDUCE.add, { label: "reduce.down" }),
+      );
+    });
+    ops.push(...this.#lmHeadLast(this.x, 0));
+    ops.push(sampleOp(ctx, this.samplerParams, this.logits, this.state, this.tokens));
+    this.#decode.set(key, ops);
+    return ops;
+  }
+
+  /** Final norm of row `row` of `x`, then lm_head (dense GEMV) into `logits`. */
+  #lmHeadLast(x: GPUBuffer, row: number): Op[] {
+    const { ctx, config: c, weights: w } = this;
+    const ops = [
+      rmsNormOp(ctx, x, w.finalNorm, this.xn, { n: c.hiddenSize, rows: 1, eps: c.rmsNormEps, inRow: row }),
+    ];
+    for (const p of w.lmHead) {
+      ops.push(
+        gemvOp(ctx, p.matrix, this.xn, this.partials, this.sparsity, {
+          sparse: false,
+          label: "gemv.lm_head",
+        }),
+        reduceOp(ctx, this.partials, this.logits, {
+          n: p.matrix.N,
+          splits: gemvSplits(p.matrix.K),
+          ncols: p.matrix.N,
+          mode: REDUCE.store,
+          outOffset: p.col0,
+          dummy: this.#dummy,
+          label: "reduce.lm_head",
+        }),
+      );
+    }
+    return ops;
+  }
+
+  /**
+   * Prefill of `rows` prompt tokens (already in `ids`) at positions posBase.. : fills the KV cache, then either
+   * the last row's logits (+ sampling when `sample`) or every row's logits into `allLogits` ([rows][vocab]).
+   * Ops own their parameter buffers: release them with {@link releaseOps} after submitting.
+   */
+  prefill(
+    rows: number,
+    posBase: number,
+    o: { sparse?: boolean; sample?: boolean; allLogits?: GPUBuffer; capture?: CaptureHook },
+  ): Op[] {
+    const { ctx, config: c, weights: w } = this;
+    const h = c.hiddenSize;
+    const ops: Op[] = [];
+    for (const e of w.embed) {
+      ops.push(embedOp(ctx, e.buffer, this.ids, this.X, { hidden: h, rows, idOffset: 0, ...e }));
+    }
+    for (let i = 0; i < c.numLayers; i++) {
+      ops.push(...this.layerPrefill(i, rows, posBase, o.sparse ?? false, o.capture));
+    }
+    if (o.allLogits) {
+      ops.push(rmsNormOp(ctx, this.X, w.finalNorm, this.XN, { n: h, rows, eps: c.rmsNormEps }));
+      for (const p of w.lmHead) {
+        ops.push(matmulOp(ctx, p.matrix, this.XN, o.allLogits, this.sparsity, {
+          M: rows,
+          ldy: c.vocabSize,
+          yOffset: p.col0,
+          dummy: this.#dummy,
+        }));
+      }
+    } else {
+      ops.push(...this.#lmHeadLast(this.X, rows - 1));
+      if (o.sample) ops.push(sampleOp(ctx, this.samplerParams, this.logits, this.state, this.tokens));
+    }
+    return ops;
+  }
+
+  /**
+   * One transformer block over `rows` rows of X (in place): X += attn(norm(X)); X += mlp(norm(X)).
+   * `capture` may add ops right after each projection input is ready (calibration reads them).
+   */
+  layerPrefill(i: number, rows: number, posBase: number, sparse: boolean, capture?: CaptureHook): Op[] {
+    const { ctx, config: c, weights: w } = this;
+    const L = w.layers[i];
+    const sp = this.sparsity;
+    const at = { rows, posBase, fromState: false };
+    const h = c.hiddenSize;
+    const I = c.intermediateSize;
+    const d = this.#dummy;
+    const slot = i * SLOTS;
+    const cap = (site: CaptureSite, buf: GPUBuffer, width: number) => capture?.(i, site, buf, width) ?? [];
+    return [
+      ...cap("in", this.X, h),
+      rmsNormOp(ctx, this.X, L.attnNorm, this.XN, { n: h, rows, eps: c.rmsNormEps }),
+      ...cap("qkv", this.XN, h),
+      matmulOp(ctx, L.qkv, this.XN, this.QKV, sp, {
+        M: rows,
+        ldy: this.shape.ldq,
+        bias: L.qkvBias,
+        sparse,
+        counter: slot,
+        dummy: d,
+      }),
+      ropeOp(ctx, this.QKV, w.turns, this.kcache[i], this.vcache[i], this.state, this.shape, at),
+      attentionOp(
+        ctx,
+        this.QKV,
+        this.kcache[i],
+        this.vcache[i],
+        this.ATT,
+        this.state,
+        this.shape,
+        at,
+        c.slidingWindow ?? 0,
+      ),
+      ...cap("o", this.ATT, c.numHeads * c.headDim),
+      matmulOp(ctx, L.o, this.ATT, this.X, sp, {
+        M: rows,
+        ldy: h,
+        accumulate: true,
+        sparse,
+        counter: slot + 3,
+        dummy: d,
+      }),
+      rmsNormOp(ctx, this.X, L.mlpNorm, this.XN, { n: h, rows, eps: c.rmsNormEps }),
+      ...cap("gateup", this.XN, h),
+      matmulOp(ctx, L.gateUp, this.XN, this.GU, sp, {
+        M: rows,
+        ldy: 2 * I,
+        sparse,
+        counter: slot + 4,
+        dummy: d,
+      }),
+      swigluOp(ctx, this.GU, this.ACT, { rows, n: I, ld: 2 * I, offB: I }),
+      ...cap("down", this.ACT, I),
+      matmulOp(ctx, L.down, this.ACT, this.X, sp, {
+        M: rows,
+        ldy: h,
+        accumulate: true,
+        sparse,
+        counter: slot + 6,
+        dummy: d,
+      }),
+    ];
+  }
+
+  /** Writes the decode state: position of the next token to feed, the token, and the sampled count. */
+  writeState(pos: number, token: number, step: number): void {
+    this.ctx.write(this.state, new Uint32Array([pos, token, step, 0]));
+  }
+
+  /** Frees every buffer (weights included). */
+  destroy(extra: GPUBuffer[] = []): void {
+    for (const b of [...this.#all, ...extra]) b.destroy();
+  }
+}
+
+/** Destroys the per-call parameter buffers of ops built for one submission. */
+export function releaseOps(ops: Op[]): void {
+  for (const op of ops) for (const b of op.owned ?? []) b.destroy();
+}

@@ -1,0 +1,277 @@
+/**
+ * Model weights on the GPU: one buffer per fused projection, transposed to [in][out] f16 so that TEAL can skip
+ * whole input channels; norms in f32; lm_head split into column parts when it exceeds one storage binding.
+ * @module
+ */
+import type { GpuContext } from "../gpu/context.ts";
+import { layoutSegments, type Matrix } from "../gpu/kernels.ts";
+import type { ModelConfig } from "./config.ts";
+import { ropeInvFreq } from "./config.ts";
+import { f32ToF16Bits } from "./dtype.ts";
+
+/** Threshold / counter slot of each projection within a layer (thresholds[layer * 7 + slot]). */
+export const PROJ = { q: 0, k: 1, v: 2, o: 3, gate: 4, up: 5, down: 6 } as const;
+/** Projection names in slot order. */
+export const PROJ_NAMES = ["q", "k", "v", "o", "gate", "up", "down"] as const;
+/** A projection name. */
+export type ProjName = typeof PROJ_NAMES[number];
+/** Slots per layer. */
+export const SLOTS = 7;
+
+/** One transformer block's weights. */
+export interface LayerWeights {
+  attnNorm: GPUBuffer; // f32 [hidden]
+  qkv: Matrix; // [hidden] -> q|k|v
+  qkvBias: GPUBuffer | null; // f32 [q|k|v]
+  o: Matrix; // [heads*headDim] -> [hidden]
+  mlpNorm: GPUBuffer; // f32 [hidden]
+  gateUp: Matrix; // [hidden] -> gate|up
+  down: Matrix; // [intermediate] -> [hidden]
+}
+
+/** A slice of the token embedding table (f16). */
+export interface EmbedPart {
+  buffer: GPUBuffer;
+  tok0: number;
+  tok1: number;
+  /** f16 between consecutive tokens. */
+  tokStride: number;
+  /** f16 between consecutive elements of one token. */
+  elemStride: number;
+}
+
+/** Columns [col0, col0 + matrix.N) of lm_head. */
+export interface LmHeadPart {
+  col0: number;
+  matrix: Matrix;
+}
+
+/** Every weight of the model on the GPU. */
+export interface Weights {
+  embed: EmbedPart[];
+  layers: LayerWeights[];
+  finalNorm: GPUBuffer;
+  lmHead: LmHeadPart[];
+  /** f32 [headDim/2]: RoPE inverse frequencies over 2 pi (turns per position). */
+  turns: GPUBuffer;
+  /** Bytes of GPU memory the weights take. */
+  bytes: number;
+  /** Host copy of each projection's input-channel norms ||W[:, k]||, [layer][slot] (weight-aware scoring). */
+  norms: Float32Array[][];
+}
+
+/** A host tensor as the checkpoint reader (or a test) produces it: HF name, shape, f32 data. */
+export interface NamedTensor {
+  name: string;
+  shape: number[];
+  data: Float32Array;
+}
+
+/** Transposes W [out][in] rows [r0, r1) into a [in][stride] f16 block. */
+export function transposeToF16(
+  w: Float32Array,
+  inDim: number,
+  r0: number,
+  r1: number,
+  stride: number,
+): Uint16Array {
+  const cols = r1 - r0;
+  const t = new Float32Array(inDim * stride);
+  for (let n = 0; n < cols; n++) {
+    const row = (r0 + n) * inDim;
+    for (let k = 0; k < inDim; k++) t[k * stride + n] = w[row + k];
+  }
+  return f32ToF16Bits(t);
+}
+
+/** Allocates the weight buffers of a model (contents written later by {@link uploadTensor}). */
+export function allocateWeights(ctx: GpuContext, c: ModelConfig): Weights {
+  const h = c.hiddenSize;
+  const qDim = c.numHeads * c.headDim;
+  const kvDim = c.numKvHeads * c.headDim;
+  let bytes = 0;
+  const ones = (n: number) => ctx.buffer(n * 4, "ones", new Float32Array(n).fill(1));
+  const matrix = (K: number, lens: number[], thr: number[], label: string): Matrix => {
+    const { segments, halves } = layoutSegments(K, lens, thr);
+    if (halves * 2 > ctx.maxBinding) {
+      throw new Error(
+        `${label}: ${halves * 2} bytes exceed the device's largest storage binding (${ctx.maxBinding})`,
+      );
+    }
+    bytes += halves * 2;
+    return {
+      K,
+      N: lens.reduce((a, b) => a + b, 0),
+      segments,
+      buffer: ctx.buffer(halves * 2, label),
+      scales: ones(K * lens.length),
+    };
+  };
+  const vec = (n: number, label: string) => {
+    bytes += n * 4;
+    return ctx.buffer(n * 4, label);
+  };
+  const layers: LayerWeights[] = [];
+  for (let i = 0; i < c.numLayers; i++) {
+    const s = i * SLOTS;
+    layers.push({
+      attnNorm: vec(h, `l${i}.attn_norm`),
+      qkv: matrix(h, [qDim, kvDim, kvDim], [s + PROJ.q, s + PROJ.k, s + PROJ.v], `l${i}.qkv`),
+      qkvBias: c.qkvBias ? vec(qDim + 2 * kvDim, `l${i}.qkv_bias`) : null,
+      o: matrix(qDim, [h], [s + PROJ.o], `l${i}.o`),
+      mlpNorm: vec(h, `l${i}.mlp_norm`),
+      gateUp: matrix(
+        h,
+        [c.intermediateSize, c.intermediateSize],
+        [s + PROJ.gate, s + PROJ.up],
+        `l${i}.gate_up`,
+      ),
+      down: matrix(c.intermediateSize, [h], [s + PROJ.down], `l${i}.down`),
+    });
+  }
+  // lm_head [hidden] -> [vocab], split by columns to fit one binding each.
+  const maxCols = Math.max(8, Math.floor(ctx.maxBinding / (2 * h) / 8) * 8);
+  const lmHead: LmHeadPart[] = [];
+  for (let col0 = 0; col0 < c.vocabSize; col0 += maxCols) {
+    const n = Math.min(maxCols, c.vocabSize - col0);
+    lmHead.push({ col0, matrix: matrix(h, [n], [0], `lm_head[${col0}]`) });
+  }
+  let embed: EmbedPart[];
+  if (c.tieWordEmbeddings) {
+    // Tied: gather the token's column of the transposed lm_head instead of keeping a second copy.
+    embed = lmHead.map((p) => ({
+      buffer: p.matrix.buffer,
+      tok0: p.col0,
+      tok1: p.col0 + p.matrix.N,
+      tokStride: 1,
+      elemStride: p.matrix.segments[0].stride,
+    }));
+  } else {
+    const rowsPerPart = Math.max(1, Math.floor(ctx.maxBinding / (2 * h)));
+    embed = [];
+    for (let tok0 = 0; tok0 < c.vocabSize; tok0 += rowsPerPart) {
+      const tok1 = Math.min(c.vocabSize, tok0 + rowsPerPart);
+      bytes += (tok1 - tok0) * h * 2;
+      embed.push({
+        buffer: ctx.buffer((tok1 - tok0) * h * 2, `embed[${tok0}]`),
+        tok0,
+        tok1,
+        tokStride: h,
+        elemStride: 1,
+      });
+    }
+  }
+  const inv = ropeInvFreq(c);
+  const turns = new Float32Array(inv.length);
+  for (let i = 0; i < inv.length; i++) turns[i] = inv[i] / (2 * Math.PI);
+  return {
+    embed,
+    layers,
+    finalNorm: vec(h, "final_norm"),
+    lmHead,
+    turns: ctx.buffer(turns.byteLength, "rope_turns", turns),
+    bytes,
+    norms: layers.map(() => [] as Float32Array[]),
+  };
+}
+
+/** Norm of each input column of W [out][in]. */
+export function columnNorms(w: Float32Array, inDim: number): Float32Array {
+  const acc = new Float64Array(inDim);
+  for (let i = 0; i < w.length; i++) acc[i % inDim] += w[i] * w[i];
+  return Float32Array.from(acc, Math.sqrt);
+}
+
+function writeSegment(ctx: GpuContext, m: Matrix, seg: number, w: Float32Array, r0 = 0): void {
+  const s = m.segments[seg];
+  ctx.write(m.buffer, transposeToF16(w, m.K, r0, r0 + s.len, s.stride), s.base * 2);
+}
+
+/**
+ * Writes one checkpoint tensor (HF name, [out][in] layout) into its place on the GPU. Returns false for a
+ * tensor the runtime does not use.
+ */
+export function uploadTensor(ctx: GpuContext, c: ModelConfig, w: Weights, t: NamedTensor): boolean {
+  const name = t.name;
+  if (name === "model.embed_tokens.weight") {
+    if (c.tieWordEmbeddings) {
+      for (const p of w.lmHead) writeSegment(ctx, p.matrix, 0, t.data, p.col0);
+    } else {
+      for (const p of w.embed) {
+        ctx.write(p.buffer, f32ToF16Bits(t.data.subarray(p.tok0 * c.hiddenSize, p.tok1 * c.hiddenSize)));
+      }
+    }
+    return true;
+  }
+  if (name === "lm_head.weight") {
+    if (c.tieWordEmbeddings) return false;
+    for (const p of w.lmHead) writeSegment(ctx, p.matrix, 0, t.data, p.col0);
+    return true;
+  }
+  if (name === "model.norm.weight") {
+    ctx.write(w.finalNorm, t.data);
+    return true;
+  }
+  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(name);
+  if (!m) return false;
+  const L = w.layers[Number(m[1])];
+  if (!L) return false;
+  const proj = /\.(q|k|v|o|gate|up|down)_proj\.weight$/.exec(name);
+  if (proj) w.norms[Number(m[1])][PROJ[proj[1] as ProjName]] = columnNorms(t.data, t.shape[1]);
+  const qDim = c.numHeads * c.headDim;
+  const kvDim = c.numKvHeads * c.headDim;
+  switch (m[2]) {
+    case "input_layernorm.weight":
+      ctx.write(L.attnNorm, t.data);
+      return true;
+    case "post_attention_layernorm.weight":
+      ctx.write(L.mlpNorm, t.data);
+      return true;
+    case "self_attn.q_proj.weight":
+      writeSegment(ctx, L.qkv, 0, t.data);
+      return true;
+    case "self_attn.k_proj.weight":
+      writeSegment(ctx, L.qkv, 1, t.data);
+      return true;
+    case "self_attn.v_proj.weight":
+      writeSegment(ctx, L.qkv, 2, t.data);
+      return true;
+    case "self_attn.o_proj.weight":
+      writeSegment(ctx, L.o, 0, t.data);
+      return true;
+    case "mlp.gate_proj.weight":
+      writeSegment(ctx, L.gateUp, 0, t.data);
+      return true;
+    case "mlp.up_proj.weight":
+      writeSegment(ctx, L.gateUp, 1, t.data);
+      return true;
+    case "mlp.down_proj.weight":
+      writeSegment(ctx, L.down, 0, t.data);
+      return true;
+    case "self_attn.q_proj.bias":
+      if (L.qkvBias) ctx.write(L.qkvBias, t.data, 0);
+      return L.qkvBias !== null;
+    case "self_attn.k_proj.bias":
+      if (L.qkvBias) ctx.write(L.qkvBias, t.data, qDim * 4);
+      return L.qkvBias !== null;
+    case "self_attn.v_proj.bias":
+      if (L.qkvBias) ctx.write(L.qkvBias, t.data, (qDim + kvDim) * 4);
+      return L.qkvBias !== null;
+  }
+  return false;
+}
+
+/** Every buffer of the weights, for disposal. */
+export function weightBuffers(w: Weights): GPUBuffer[] {
+  const out: GPUBuffer[] = [w.finalNorm, w.turns];
+  for (const L of w.layers) {
+    out.push(L.attnNorm, L.mlpNorm, L.qkv.buffer, L.qkv.scales, L.o.buffer, L.o.scales);
+    out.push(L.gateUp.buffer, L.gateUp.scales, L.down.buffer, L.down.scales);
+    if (L.qkvBias) out.push(L.qkvBias);
+  }
+  for (const p of w.lmHead) out.push(p.matrix.buffer, p.matrix.scales);
+  if (w.embed[0] && !w.lmHead.some((p) => p.matrix.buffer === w.embed[0].buffer)) {
+    for (const e of w.embed) out.push(e.buffer);
+  }
+  return out;
+}

@@ -1,0 +1,340 @@
+/**
+ * Every WGSL kernel against the CPU reference on random inputs at awkward sizes, outputs poisoned first.
+ */
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
+import {
+  embedOp,
+  gemvOp,
+  gemvSplits,
+  layoutSegments,
+  matmulOp,
+  type Matrix,
+  REDUCE,
+  reduceOp,
+  rmsNormOp,
+  sampleOp,
+  swigluOp,
+  writeSamplerParams,
+} from "../src/gpu/kernels.ts";
+import type { GpuContext } from "../src/gpu/context.ts";
+import { f16ToF32, f32ToF16Bits } from "../src/model/dtype.ts";
+import { transposeToF16 } from "../src/model/weights.ts";
+import { matmulT, rmsNorm, silu } from "../src/model/reference.ts";
+import { sampleToken } from "../src/generate/sampler.ts";
+import { gpu, poisoned, randn, relErr, rng } from "./_gpu.ts";
+
+/** f16-rounded copy, so the reference sees the weights the GPU sees. */
+function f16round(a: Float32Array): Float32Array {
+  return f16ToF32(f32ToF16Bits(a));
+}
+
+/** Uploads weights W_s ([len_s][K] each) as one fused matrix with optional per-channel scales. */
+function makeMatrix(
+  ctx: GpuContext,
+  K: number,
+  ws: Float32Array[],
+  lens: number[],
+  scales?: Float32Array,
+): Matrix {
+  const { segments, halves } = layoutSegments(K, lens, lens.map((_, i) => i));
+  const buffer = ctx.buffer(halves * 2, "w");
+  segments.forEach((s, i) => ctx.write(buffer, transposeToF16(ws[i], K, 0, s.len, s.stride), s.base * 2));
+  const sc = scales ?? new Float32Array(K * lens.length).fill(1);
+  return {
+    K,
+    N: lens.reduce((a, b) => a + b, 0),
+    segments,
+    buffer,
+    scales: ctx.buffer(sc.byteLength, "scales", sc),
+  };
+}
+
+/** CPU oracle of a (masked) fused projection: y = concat_s mask_s(x) . W_s^T. */
+function fusedRef(
+  x: Float32Array,
+  rows: number,
+  K: number,
+  ws: Float32Array[],
+  lens: number[],
+  thr: number[] | null,
+  scales?: Float32Array,
+): { y: Float32Array; active: number[] } {
+  const N = lens.reduce((a, b) => a + b, 0);
+  const y = new Float32Array(rows * N);
+  const active = lens.map(() => 0);
+  let out = 0;
+  lens.forEach((len, s) => {
+    const xm = Float32Array.from(x);
+    for (let r = 0; r < rows; r++) {
+      for (let k = 0; k < K; k++) {
+        const keep = thr === null || Math.abs(xm[r * K + k]) * (scales ? scales[s * K + k] : 1) > thr[s];
+        if (keep) active[s]++;
+        else xm[r * K + k] = 0;
+      }
+    }
+    const ys = matmulT(xm, f16round(ws[s]), rows, K, len);
+    for (let r = 0; r < rows; r++) for (let n = 0; n < len; n++) y[r * N + out + n] = ys[r * len + n];
+    out += len;
+  });
+  return { y, active };
+}
+
+/** Threshold that drops about `frac` of |x| (a quantile). */
+function quantile(x: Float32Array, frac: number): number {
+  const a = Array.from(x, Math.abs).sort((p, q) => p - q);
+  if (frac <= 0) return -1;
+  if (frac >= 1) return a[a.length - 1] + 1;
+  return a[Math.floor(frac * a.length)];
+}
+
+Deno.test("gemv + reduce: dense fused q|k|v with bias equals the reference at awkward sizes", async () => {
+  const ctx = await gpu();
+  const r = rng(1);
+  for (const [K, lens] of [[172, [64, 32, 32]], [1100, [200, 72, 72]], [7, [8]]] as [number, number[]][]) {
+    const ws = lens.map((n) => randn(n * K, r, 0.5));
+    const m = makeMatrix(ctx, K, ws, lens);
+    const x = randn(K, r);
+    const bias = randn(m.N, r);
+    const xb = ctx.buffer(K * 4, "x", x);
+    const partials = poisoned(ctx, gemvSplits(K) * m.N);
+    const out = poisoned(ctx, m.N);
+    const sp = { thresholds: ctx.buffer(16, "t", new Float32Array(4)), counters: ctx.buffer(16, "c") };
+    const dummy = ctx.buffer(16, "d");
+    ctx.run([
+      gemvOp(ctx, m, xb, partials, sp, { sparse: false }),
+      reduceOp(ctx, partials, out, {
+        n: m.N,
+        splits: gemvSplits(K),
+        ncols: m.N,
+        mode: REDUCE.store,
+        bias: ctx.buffer(bias.byteLength, "b", bias),
+        dummy,
+      }),
+    ]);
+    const got = await ctx.readF32(out);
+    const want = fusedRef(x, 1, K, ws, lens, null).y.map((v, i) => v + bias[i]);
+    assert(relErr(got, want) < 1e-4, `K=${K}: rel err ${relErr(got, want)}`);
+  }
+});
+
+Deno.test("gemv: sparse equals dense on the masked input; counters match a CPU count", async () => {
+  const ctx = await gpu();
+  const r = rng(2);
+  const K = 1100;
+  const lens = [200, 72, 72];
+  const ws = lens.map((n) => randn(n * K, r, 0.5));
+  const scales = randn(K * 3, r).map((v) => 0.5 + Math.abs(v));
+  const m = makeMatrix(ctx, K, ws, lens, scales);
+  for (const frac of [0, 0.3, 0.5, 0.9, 1]) {
+    const x = randn(K, r);
+    const thr = [quantile(x, frac), quantile(x, Math.min(1, frac + 0.1)), quantile(x, frac / 2)];
+    const sp = { thresholds: ctx.buffer(12, "t", new Float32Array(thr)), counters: ctx.buffer(12, "c") };
+    const partials = poisoned(ctx, gemvSplits(K) * m.N);
+    const out = poisoned(ctx, m.N);
+    ctx.run([
+      gemvOp(ctx, m, ctx.buffer(K * 4, "x", x), partials, sp, { sparse: true, counter: 0 }),
+      reduceOp(ctx, partials, out, {
+        n: m.N,
+        splits: gemvSplits(K),
+        ncols: m.N,
+        mode: REDUCE.store,
+        dummy: ctx.buffer(16, "d"),
+      }),
+    ]);
+    const got = await ctx.readF32(out);
+    const want = fusedRef(x, 1, K, ws, lens, thr, scales);
+    const scale = Math.max(1, ...Array.from(want.y, Math.abs));
+    const err = got.reduce((a, v, i) => Math.max(a, Math.abs(v - want.y[i])), 0) / scale;
+    assert(err < 1e-4, `sparsity ${frac}: err ${err}`);
+    assertEquals(Array.from(await ctx.readU32(sp.counters, 3)), want.active, `counters at ${frac}`);
+  }
+});
+
+Deno.test("reduce: residual add and SwiGLU epilogues", async () => {
+  const ctx = await gpu();
+  const r = rng(3);
+  const K = 530;
+  const I = 172;
+  const ws = [randn(I * K, r, 0.3), randn(I * K, r, 0.3)];
+  const m = makeMatrix(ctx, K, ws, [I, I]);
+  const x = randn(K, r);
+  const sp = { thresholds: ctx.buffer(16, "t"), counters: ctx.buffer(16, "c") };
+  const partials = poisoned(ctx, gemvSplits(K) * m.N);
+  const act = poisoned(ctx, I);
+  const resid = randn(2 * I, r);
+  const sum = ctx.buffer(resid.byteLength, "resid", resid);
+  const dummy = ctx.buffer(16, "d");
+  ctx.run([
+    gemvOp(ctx, m, ctx.buffer(K * 4, "x", x), partials, sp, { sparse: false }),
+    reduceOp(ctx, partials, act, { n: I, splits: 2, ncols: m.N, mode: REDUCE.swiglu, offB: I, dummy }),
+    reduceOp(ctx, partials, sum, { n: 2 * I, splits: 2, ncols: m.N, mode: REDUCE.add, dummy }),
+  ]);
+  const y = fusedRef(x, 1, K, ws, [I, I], null).y;
+  const wantAct = new Float32Array(I).map((_, i) => silu(y[i]) * y[I + i]);
+  assert(relErr(await ctx.readF32(act), wantAct) < 1e-4);
+  assert(relErr(await ctx.readF32(sum), resid.map((v, i) => v + y[i])) < 1e-4);
+});
+
+Deno.test("matmul: prefill GEMM (fused, bias, accumulate, sparse) at 1, 7 and 130 rows", async () => {
+  const ctx = await gpu();
+  const r = rng(4);
+  const K = 172;
+  const lens = [96, 40, 40];
+  const ws = lens.map((n) => randn(n * K, r, 0.5));
+  const m = makeMatrix(ctx, K, ws, lens);
+  const dummy = ctx.buffer(16, "d");
+  for (const M of [1, 7, 130]) {
+    const x = randn(M * K, r);
+    const bias = randn(m.N, r);
+    // dense with bias
+    const sp = {
+      thresholds: ctx.buffer(12, "t", new Float32Array([0.3, 0.6, 0.9])),
+      counters: ctx.buffer(16, "c"),
+    };
+    const y = poisoned(ctx, M * m.N);
+    ctx.run([
+      matmulOp(ctx, m, ctx.buffer(x.byteLength, "x", x), y, sp, {
+        M,
+        ldy: m.N,
+        bias: ctx.buffer(bias.byteLength, "b", bias),
+        dummy,
+      }),
+    ]);
+    const want = fusedRef(x, M, K, ws, lens, null).y.map((v, i) => v + bias[i % m.N]);
+    assert(relErr(await ctx.readF32(y), want) < 1e-4, `dense M=${M}`);
+    // sparse, accumulating into a residual with a wider row stride and an offset
+    const ldy = m.N + 5;
+    const base = randn(M * ldy, r);
+    const yb = ctx.buffer(base.byteLength, "y", base);
+    ctx.run([
+      matmulOp(ctx, m, ctx.buffer(x.byteLength, "x", x), yb, sp, {
+        M,
+        ldy,
+        yOffset: 3,
+        accumulate: true,
+        sparse: true,
+        dummy,
+      }),
+    ]);
+    const ws2 = fusedRef(x, M, K, ws, lens, [0.3, 0.6, 0.9]).y;
+    const want2 = Float32Array.from(base);
+    for (let i = 0; i < M; i++) for (let n = 0; n < m.N; n++) want2[i * ldy + 3 + n] += ws2[i * m.N + n];
+    assert(relErr(await ctx.readF32(yb), want2) < 1e-4, `sparse M=${M}`);
+  }
+});
+
+Deno.test("rmsnorm, swiglu and embed kernels", async () => {
+  const ctx = await gpu();
+  const r = rng(5);
+  const n = 172;
+  const rows = 7;
+  const x = randn(rows * n, r, 3);
+  const w = randn(n, r);
+  const out = poisoned(ctx, 2 * n);
+  // two rows starting at row 4
+  ctx.run([
+    rmsNormOp(ctx, ctx.buffer(x.byteLength, "x", x), ctx.buffer(w.byteLength, "w", w), out, {
+      n,
+      rows: 2,
+      eps: 1e-5,
+      inRow: 4,
+    }),
+  ]);
+  assert(relErr(await ctx.readF32(out), rmsNorm(x.slice(4 * n, 6 * n), w, 1e-5, 2)) < 1e-5);
+
+  const gu = randn(rows * 2 * n, r, 4);
+  const act = poisoned(ctx, rows * n);
+  ctx.run([swigluOp(ctx, ctx.buffer(gu.byteLength, "gu", gu), act, { rows, n, ld: 2 * n, offB: n })]);
+  const want = new Float32Array(rows * n);
+  for (let m = 0; m < rows; m++) {
+    for (let i = 0; i < n; i++) want[m * n + i] = silu(gu[m * 2 * n + i]) * gu[m * 2 * n + n + i];
+  }
+  assert(relErr(await ctx.readF32(act), want) < 1e-5);
+
+  // row-major table split in two parts, and a transposed (tied) table
+  const vocab = 37;
+  const hidden = 10;
+  const table = randn(vocab * hidden, r);
+  const ids = [5, 0, 36, 20, 5, 19];
+  const e = poisoned(ctx, ids.length * hidden);
+  const idb = ctx.buffer(ids.length * 4, "ids", new Uint32Array(ids));
+  const half = f32ToF16Bits(table);
+  const p1 = ctx.buffer(20 * hidden * 2, "p1", half.slice(0, 20 * hidden));
+  const p2 = ctx.buffer(17 * hidden * 2, "p2", half.slice(20 * hidden));
+  ctx.run([
+    embedOp(ctx, p1, idb, e, {
+      hidden,
+      rows: ids.length,
+      idOffset: 0,
+      tok0: 0,
+      tok1: 20,
+      tokStride: hidden,
+      elemStride: 1,
+    }),
+    embedOp(ctx, p2, idb, e, {
+      hidden,
+      rows: ids.length,
+      idOffset: 0,
+      tok0: 20,
+      tok1: 37,
+      tokStride: hidden,
+      elemStride: 1,
+    }),
+  ]);
+  const wantE = ids.flatMap((t) => Array.from(f16round(table.slice(t * hidden, (t + 1) * hidden))));
+  assertEquals(Array.from(await ctx.readF32(e)), wantE);
+  const stride = 40; // transposed [hidden][stride]
+  const tr = transposeToF16(table, hidden, 0, vocab, stride);
+  const e2 = poisoned(ctx, ids.length * hidden);
+  ctx.run([
+    embedOp(ctx, ctx.buffer(tr.byteLength, "tr", tr), idb, e2, {
+      hidden,
+      rows: ids.length,
+      idOffset: 0,
+      tok0: 0,
+      tok1: vocab,
+      tokStride: 1,
+      elemStride: stride,
+    }),
+  ]);
+  assertEquals(Array.from(await ctx.readF32(e2)), wantE);
+});
+
+Deno.test("sample: greedy argmax (lowest id on ties) and seeded sampling match the CPU mirror", async () => {
+  const ctx = await gpu();
+  const r = rng(6);
+  const vocab = 1000 + 37;
+  const params = ctx.device.createBuffer({
+    size: 32,
+    usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+  });
+  const logitsBuf = ctx.buffer(vocab * 4, "logits");
+  const state = ctx.buffer(16, "state");
+  const tokens = poisoned(ctx, 64);
+  const op = sampleOp(ctx, params, logitsBuf, state, tokens);
+  const cases = [
+    { temperature: 0, topK: 0, topP: 1, seed: 0 },
+    { temperature: 1, topK: 0, topP: 1, seed: 7 },
+    { temperature: 0.7, topK: 40, topP: 1, seed: 8 },
+    { temperature: 1.3, topK: 0, topP: 0.9, seed: 9 },
+    { temperature: 0.8, topK: 50, topP: 0.8, seed: 10 },
+    { temperature: 1, topK: 1, topP: 1, seed: 11 },
+  ];
+  for (const s of cases) {
+    const logits = randn(vocab, r, 4);
+    logits[17] = logits[900] = 9; // tie for the maximum
+    ctx.write(logitsBuf, logits);
+    writeSamplerParams(ctx, params, vocab, 64, s);
+    ctx.write(state, new Uint32Array([100, 0, 0, 0]));
+    const steps = 24;
+    ctx.run(Array(steps).fill(op));
+    const got = Array.from(await ctx.readU32(tokens, steps));
+    const want = Array.from({ length: steps }, (_, i) => sampleToken(logits, s, i));
+    assertEquals(got, want, JSON.stringify(s));
+    if (s.temperature === 0) assert(got.every((t) => t === 17));
+    else if (s.topK === 1) {
+      assert(got.every((t) => t === 17 || t === 900), "top-1 keeps only the tied maxima");
+    } else assert(new Set(got).size > 1, "sampling must vary across steps");
+    assertEquals(Array.from(await ctx.readU32(state, 3)), [100 + steps, got[steps - 1], steps]);
+  }
+});
