@@ -2,17 +2,24 @@
 // Weights are stored transposed, one block [K][stride] per segment (stride = columns padded to a multiple of 8),
 // so the weights that one input channel k meets are one contiguous row: a channel TEAL zeroes is never read.
 // Workgroup (tile, split) owns TILE_N = TPR*8 columns of one segment and input channels
-// [split*KCHUNK, (split+1)*KCHUNK). Sparse: channels with |x[k]| * scale[seg][k] <= threshold[seg] are dropped
-// while the chunk is compacted (in order, by a prefix sum) into workgroup memory; then each group of TPR
-// threads walks the active channels. Partial sums go to partials[split][ncols]; reduce.wgsl adds the splits.
-// Segments let fused q|k|v or gate|up share one pass over x with a threshold each.
+// [split*KCHUNK, (split+1)*KCHUNK). The chunk of x is staged in workgroup memory, transformed on the way in:
+//   INPUT 0: x as is; INPUT 1: RMSNorm(x) * aux (aux = norm weight; sum of squares = sum of ss[0..nss), the
+//   partial sums the previous residual add wrote); INPUT 2: silu(gate) * up, summed from the fused gate|up
+//   GEMV's split partials in aux (so neither RMSNorm nor the SwiGLU epilogue needs a dispatch of its own).
+// Sparse: channels with |x[k]| * scale[seg][k] <= threshold[seg] are dropped while the chunk is compacted (in
+// order, by a prefix sum); then each group of TPR threads walks the active channels, UNROLL rows at a time so
+// several 16-byte loads are in flight. Partial sums go to partials[split][ncols]; a reduce pass adds splits.
 // bindings: 0 params (uniform), 1 x (f32 [K], read), 2 wt (vec4<u32> = 8 f16, segment blocks, read),
 //           3 partials (f32 [splits][ncols], write), 4 thresholds (f32, read), 5 scales (f32 [nseg][K], read),
-//           6 counters (atomic u32: active channels per segment, summed over calls)
+//           6 counters (atomic u32: active channels per segment, summed over calls), 7 aux (f32, read),
+//           8 ss (f32 [nss], read), 9 state (u32 decode state, read: [3] != 0 once EOS was sampled, so the
+//           steps queued past it skip their weight reads)
 override TPR: u32 = 16u;
 override KCHUNK: u32 = 512u;
 override SPARSE: bool = false;
+override INPUT: u32 = 0u;
 const WG: u32 = 256u;
+const UNROLL: u32 = 4u;
 override KG: u32 = WG / TPR;
 override TILE_N: u32 = TPR * 8u;
 override PER: u32 = KCHUNK / WG;
@@ -29,9 +36,13 @@ struct Seg {
 }
 struct Params {
   K: u32,
-  ncols: u32,    // columns of partials (all segments)
+  ncols: u32,      // columns of partials (all segments)
   nseg: u32,
-  counter: u32,  // counters[counter + seg] counts active channels of each segment
+  counter: u32,    // counters[counter + seg] counts active channels of each segment
+  nss: u32,        // INPUT 1: partial sums of squares in ss
+  eps: f32,        // INPUT 1
+  auxSplits: u32,  // INPUT 2: splits of the gate|up partials
+  auxCols: u32,    // INPUT 2: columns of the gate|up partials; up starts at auxCols / 2
   seg: array<Seg, 3>,
 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -41,64 +52,99 @@ struct Params {
 @group(0) @binding(4) var<storage, read> thresholds: array<f32>;
 @group(0) @binding(5) var<storage, read> scales: array<f32>;
 @group(0) @binding(6) var<storage, read_write> counters: array<atomic<u32>>;
+@group(0) @binding(7) var<storage, read> aux: array<f32>;
+@group(0) @binding(8) var<storage, read> ss: array<f32>;
+@group(0) @binding(9) var<storage, read> state: array<u32>;
 
+var<workgroup> xs: array<f32, KCHUNK>;
 var<workgroup> act_idx: array<u32, KCHUNK>;
 var<workgroup> act_val: array<f32, KCHUNK>;
 var<workgroup> scan: array<u32, WG>;
 var<workgroup> red: array<f32, 2048>;  // KG * TILE_N = WG * 8
 
-fn keep(k: u32, s: u32, v: f32, thr: f32) -> bool {
-  if (!SPARSE) { return true; }
-  return abs(v) * scales[s * p.K + k] > thr;
+fn input(k: u32, inv_rms: f32) -> f32 {
+  if (INPUT == 1u) { return x[k] * inv_rms * aux[k]; }
+  if (INPUT == 2u) {
+    var g = 0.0;
+    var u = 0.0;
+    let half_cols = p.auxCols / 2u;
+    for (var s = 0u; s < p.auxSplits; s++) {
+      g += aux[s * p.auxCols + k];
+      u += aux[s * p.auxCols + half_cols + k];
+    }
+    return g / (1.0 + exp(-g)) * u;
+  }
+  return x[k];
 }
 
 fn unpack8(w: vec4<u32>) -> array<vec4<f32>, 2> {
-  let a = unpack2x16float(w.x);
-  let b = unpack2x16float(w.y);
-  let c = unpack2x16float(w.z);
-  let d = unpack2x16float(w.w);
-  return array<vec4<f32>, 2>(vec4<f32>(a, b), vec4<f32>(c, d));
+  return array<vec4<f32>, 2>(
+    vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
+    vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)),
+  );
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  if (state[3] != 0u) { return; }
   let tile = wid.x;
   let split = wid.y;
   var s = 0u;
   if (p.nseg > 1u && tile >= p.seg[1].tile0) { s = 1u; }
   if (p.nseg > 2u && tile >= p.seg[2].tile0) { s = 2u; }
   let seg = p.seg[s];
-  let thr = thresholds[seg.thr];
-  let k0 = split * KCHUNK + t * PER;
+  let k_base = split * KCHUNK;
+  let n_k = min(KCHUNK, p.K - k_base);
 
-  // Compact this split's active channels, in channel order, into workgroup memory.
-  var cnt = 0u;
-  for (var e = 0u; e < PER; e++) {
-    let k = k0 + e;
-    if (k < p.K && keep(k, s, x[k], thr)) { cnt++; }
+  var inv_rms = 1.0;
+  if (INPUT == 1u) {
+    var sum = 0.0;
+    for (var i = 0u; i < p.nss; i++) { sum += ss[i]; }
+    inv_rms = inverseSqrt(sum / f32(p.K) + p.eps);
   }
-  scan[t] = cnt;
-  workgroupBarrier();
-  for (var off = 1u; off < WG; off <<= 1u) {
-    let add = select(0u, scan[t - off], t >= off);
-    workgroupBarrier();
-    scan[t] += add;
-    workgroupBarrier();
-  }
-  var slot = scan[t] - cnt;
-  for (var e = 0u; e < PER; e++) {
-    let k = k0 + e;
-    if (k < p.K) {
-      let v = x[k];
-      if (keep(k, s, v, thr)) {
-        act_idx[slot] = k;
-        act_val[slot] = v;
-        slot++;
+
+  var n_act = n_k;
+  if (SPARSE) {
+    // Compact this split's active channels, in channel order, into workgroup memory.
+    let thr = thresholds[seg.thr];
+    let k0 = t * PER;
+    var cnt = 0u;
+    for (var e = 0u; e < PER; e++) {
+      let kk = k0 + e;
+      if (kk < n_k) {
+        let v = input(k_base + kk, inv_rms);
+        xs[kk] = v;
+        if (abs(v) * scales[s * p.K + k_base + kk] > thr) { cnt++; }
       }
     }
+    scan[t] = cnt;
+    workgroupBarrier();
+    for (var off = 1u; off < WG; off <<= 1u) {
+      let add = select(0u, scan[t - off], t >= off);
+      workgroupBarrier();
+      scan[t] += add;
+      workgroupBarrier();
+    }
+    var slot = scan[t] - cnt;
+    for (var e = 0u; e < PER; e++) {
+      let kk = k0 + e;
+      if (kk < n_k) {
+        let v = xs[kk];
+        if (abs(v) * scales[s * p.K + k_base + kk] > thr) {
+          act_idx[slot] = k_base + kk;
+          act_val[slot] = v;
+          slot++;
+        }
+      }
+    }
+    n_act = scan[WG - 1u];
+    if (t == 0u && tile == seg.tile0) { atomicAdd(&counters[p.counter + s], n_act); }
+  } else {
+    for (var kk = t; kk < n_k; kk += WG) {
+      act_idx[kk] = k_base + kk;
+      act_val[kk] = input(k_base + kk, inv_rms);
+    }
   }
-  let n_act = scan[WG - 1u];
-  if (SPARSE && t == 0u && tile == seg.tile0) { atomicAdd(&counters[p.counter + s], n_act); }
   workgroupBarrier();
 
   // Each group of TPR threads walks every KG-th active channel; thread c of the group owns 8 columns.
@@ -110,11 +156,27 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   if (col < seg.len) {
     let v_col = (seg.base + col) / 8u;
     let v_stride = seg.stride / 8u;
-    for (var j = kg; j < n_act; j += KG) {
-      let w = unpack8(wt[act_idx[j] * v_stride + v_col]);
-      let v = act_val[j];
-      acc0 += v * w[0];
-      acc1 += v * w[1];
+    var j = kg;
+    for (; j + (UNROLL - 1u) * KG < n_act; j += UNROLL * KG) {
+      let w0 = wt[act_idx[j] * v_stride + v_col];
+      let w1 = wt[act_idx[j + KG] * v_stride + v_col];
+      let w2 = wt[act_idx[j + 2u * KG] * v_stride + v_col];
+      let w3 = wt[act_idx[j + 3u * KG] * v_stride + v_col];
+      let a0 = unpack8(w0);
+      let a1 = unpack8(w1);
+      let a2 = unpack8(w2);
+      let a3 = unpack8(w3);
+      let v0 = act_val[j];
+      let v1 = act_val[j + KG];
+      let v2 = act_val[j + 2u * KG];
+      let v3 = act_val[j + 3u * KG];
+      acc0 += v0 * a0[0] + v1 * a1[0] + v2 * a2[0] + v3 * a3[0];
+      acc1 += v0 * a0[1] + v1 * a1[1] + v2 * a2[1] + v3 * a3[1];
+    }
+    for (; j < n_act; j += KG) {
+      let a = unpack8(wt[act_idx[j] * v_stride + v_col]);
+      acc0 += act_val[j] * a[0];
+      acc1 += act_val[j] * a[1];
     }
   }
   let r = kg * TILE_N + c * 8u;

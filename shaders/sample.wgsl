@@ -4,7 +4,8 @@
 // keeps the most likely tokens whose mass reaches top_p of that (bisection again), and the token is drawn by
 // inverse CDF in id order with u = rand(seed, step). src/generate/sampler.ts mirrors this on the CPU.
 // bindings: 0 params (uniform), 1 logits (f32 [vocab], read), 2 state (u32, read_write:
-//           [0] position of the next token to feed, [1] that token, [2] tokens sampled so far),
+//           [0] position of the next token to feed, [1] that token, [2] tokens sampled so far, [3] set to 1
+//           once an end-of-sequence token is sampled: later queued steps skip their GEMVs),
 //           3 tokens (u32 [capacity], write: tokens[step] = sampled token)
 const WG: u32 = 256u;
 struct Params {
@@ -14,8 +15,9 @@ struct Params {
   capacity: u32,   // length of tokens
   temperature: f32,
   topP: f32,       // 1: off
+  numEos: u32,     // end-of-sequence ids in eos (at most 4)
   _pad0: u32,
-  _pad1: u32,
+  eos: vec4<u32>,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
@@ -183,5 +185,8 @@ fn main(@builtin(local_invocation_index) t: u32) {
     if (step < p.capacity) { tokens[step] = token; }
     state[2] = step + 1u;
     state[0] = state[0] + 1u;
+    for (var e = 0u; e < min(p.numEos, 4u); e++) {
+      if (token == p.eos[e]) { state[3] = 1u; }
+    }
   }
 }

@@ -136,7 +136,15 @@ export class FakeModel implements TextModel {
   #token(prompt: number[], o: GenerateOptions, step: number): number {
     const p = hash(prompt.length, ...prompt);
     const t = Math.round((o.temperature ?? 0.8) * 1000);
-    const h = hash(p, o.seed ?? 0, t, o.topK ?? 0, Math.round((o.topP ?? 1) * 1000), (o.sparsity ?? 0) * 1000, step);
+    const h = hash(
+      p,
+      o.seed ?? 0,
+      t,
+      o.topK ?? 0,
+      Math.round((o.topP ?? 1) * 1000),
+      (o.sparsity ?? 0) * 1000,
+      step,
+    );
     if (this.#o.eosEvery > 0 && step > 0 && h % this.#o.eosEvery === 0) return FAKE_EOS;
     return 3 + 32 + (h >>> 8) % 95; // ' '..'~'
   }
@@ -154,7 +162,9 @@ export class FakeModel implements TextModel {
       const ids = typeof prompt === "string" ? this.encode(prompt, options.addBos ?? true) : prompt;
       if (ids.length === 0) throw new RangeError("the prompt is empty");
       for (const id of ids) {
-        if (!Number.isInteger(id) || id < 0 || id >= FAKE_VOCAB) throw new RangeError(`token id ${id} out of range`);
+        if (!Number.isInteger(id) || id < 0 || id >= FAKE_VOCAB) {
+          throw new RangeError(`token id ${id} out of range`);
+        }
       }
       if (ids.length >= this.contextLength) throw new RangeError("prompt too long");
       run.prompt = ids;
@@ -234,7 +244,9 @@ export class FakeModel implements TextModel {
             break;
           }
           text += String.fromCharCode(id - 3);
-          const at = stops.length ? Math.min(...stops.map((s) => text.indexOf(s)).map((x) => x < 0 ? Infinity : x)) : -1;
+          const at = stops.length
+            ? Math.min(...stops.map((s) => text.indexOf(s)).map((x) => x < 0 ? Infinity : x))
+            : -1;
           if (at >= 0 && at !== Infinity) {
             cut = at;
             finish = "stop";

@@ -3,6 +3,7 @@
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
 import {
+  attentionOp,
   embedOp,
   gemvOp,
   gemvSplits,
@@ -12,6 +13,8 @@ import {
   REDUCE,
   reduceOp,
   rmsNormOp,
+  ropeOp,
+  SAMPLER_PARAMS_BYTES,
   sampleOp,
   swigluOp,
   writeSamplerParams,
@@ -19,7 +22,7 @@ import {
 import type { GpuContext } from "../src/gpu/context.ts";
 import { f16ToF32, f32ToF16Bits } from "../src/model/dtype.ts";
 import { transposeToF16 } from "../src/model/weights.ts";
-import { matmulT, rmsNorm, silu } from "../src/model/reference.ts";
+import { applyRope, attention, matmulT, rmsNorm, silu } from "../src/model/reference.ts";
 import { sampleToken } from "../src/generate/sampler.ts";
 import { gpu, poisoned, randn, relErr, rng } from "./_gpu.ts";
 
@@ -99,7 +102,6 @@ Deno.test("gemv + reduce: dense fused q|k|v with bias equals the reference at aw
     const partials = poisoned(ctx, gemvSplits(K) * m.N);
     const out = poisoned(ctx, m.N);
     const sp = { thresholds: ctx.buffer(16, "t", new Float32Array(4)), counters: ctx.buffer(16, "c") };
-    const dummy = ctx.buffer(16, "d");
     ctx.run([
       gemvOp(ctx, m, xb, partials, sp, { sparse: false }),
       reduceOp(ctx, partials, out, {
@@ -108,7 +110,6 @@ Deno.test("gemv + reduce: dense fused q|k|v with bias equals the reference at aw
         ncols: m.N,
         mode: REDUCE.store,
         bias: ctx.buffer(bias.byteLength, "b", bias),
-        dummy,
       }),
     ]);
     const got = await ctx.readF32(out);
@@ -132,13 +133,15 @@ Deno.test("gemv: sparse equals dense on the masked input; counters match a CPU c
     const partials = poisoned(ctx, gemvSplits(K) * m.N);
     const out = poisoned(ctx, m.N);
     ctx.run([
-      gemvOp(ctx, m, ctx.buffer(K * 4, "x", x), partials, sp, { sparse: true, counter: 0 }),
+      gemvOp(ctx, m, ctx.buffer(K * 4, "x", x), partials, sp, {
+        sparse: true,
+        counter: 0,
+      }),
       reduceOp(ctx, partials, out, {
         n: m.N,
         splits: gemvSplits(K),
         ncols: m.N,
         mode: REDUCE.store,
-        dummy: ctx.buffer(16, "d"),
       }),
     ]);
     const got = await ctx.readF32(out);
@@ -163,16 +166,166 @@ Deno.test("reduce: residual add and SwiGLU epilogues", async () => {
   const act = poisoned(ctx, I);
   const resid = randn(2 * I, r);
   const sum = ctx.buffer(resid.byteLength, "resid", resid);
-  const dummy = ctx.buffer(16, "d");
+  const ss = poisoned(ctx, 2);
   ctx.run([
     gemvOp(ctx, m, ctx.buffer(K * 4, "x", x), partials, sp, { sparse: false }),
-    reduceOp(ctx, partials, act, { n: I, splits: 2, ncols: m.N, mode: REDUCE.swiglu, offB: I, dummy }),
-    reduceOp(ctx, partials, sum, { n: 2 * I, splits: 2, ncols: m.N, mode: REDUCE.add, dummy }),
+    reduceOp(ctx, partials, act, { n: I, splits: 2, ncols: m.N, mode: REDUCE.swiglu, offB: I }),
+    reduceOp(ctx, partials, sum, { n: 2 * I, splits: 2, ncols: m.N, mode: REDUCE.add, ss }),
   ]);
   const y = fusedRef(x, 1, K, ws, [I, I], null).y;
   const wantAct = new Float32Array(I).map((_, i) => silu(y[i]) * y[I + i]);
   assert(relErr(await ctx.readF32(act), wantAct) < 1e-4);
-  assert(relErr(await ctx.readF32(sum), resid.map((v, i) => v + y[i])) < 1e-4);
+  const newResid = resid.map((v, i) => v + y[i]);
+  assert(relErr(await ctx.readF32(sum), newResid) < 1e-4);
+  // the residual add leaves each workgroup's sum of squares for the next fused RMSNorm
+  const wantSs = [0, 1].map((w) => newResid.slice(w * 256, (w + 1) * 256).reduce((a, v) => a + v * v, 0));
+  assert(relErr(await ctx.readF32(ss, 2), wantSs) < 1e-5);
+});
+
+Deno.test("gemv: fused RMSNorm and fused SwiGLU inputs, dense and sparse", async () => {
+  const ctx = await gpu();
+  const r = rng(7);
+  const K = 530;
+  const N = 150;
+  const W = randn(N * K, r, 0.4);
+  const m = makeMatrix(ctx, K, [W], [N]);
+  // RMSNorm: sum of squares arrives as three partial sums
+  const x = randn(K, r, 2);
+  const normW = randn(K, r);
+  const total = x.reduce((a, v) => a + v * v, 0);
+  const ss = ctx.buffer(12, "ss", new Float32Array([total * 0.2, total * 0.5, total * 0.3]));
+  const xn = rmsNorm(x, normW, 1e-5);
+  for (const sparse of [false, true]) {
+    const thr = quantile(xn, 0.4);
+    const sp = { thresholds: ctx.buffer(16, "t", new Float32Array([thr])), counters: ctx.buffer(16, "c") };
+    const partials = poisoned(ctx, gemvSplits(K) * N);
+    const out = poisoned(ctx, N);
+    ctx.run([
+      gemvOp(ctx, m, ctx.buffer(K * 4, "x", x), partials, sp, {
+        sparse,
+        input: { kind: "rmsnorm", weight: ctx.buffer(K * 4, "nw", normW), ss, nss: 3, eps: 1e-5 },
+      }),
+      reduceOp(ctx, partials, out, { n: N, splits: gemvSplits(K), ncols: N, mode: REDUCE.store }),
+    ]);
+    const want = fusedRef(xn, 1, K, [W], [N], sparse ? [thr] : null).y;
+    assert(relErr(await ctx.readF32(out), want) < 1e-4, `rmsnorm input, sparse=${sparse}`);
+  }
+  // SwiGLU: gate|up split partials [3][2K]
+  const splits = 3;
+  const gu = randn(splits * 2 * K, r, 1.5);
+  const act = new Float32Array(K).map((_, k) => {
+    let g = 0;
+    let u = 0;
+    for (let s = 0; s < splits; s++) {
+      g += gu[s * 2 * K + k];
+      u += gu[s * 2 * K + K + k];
+    }
+    return silu(g) * u;
+  });
+  for (const sparse of [false, true]) {
+    const thr = quantile(act, 0.6);
+    const sp = { thresholds: ctx.buffer(16, "t", new Float32Array([thr])), counters: ctx.buffer(16, "c") };
+    const partials = poisoned(ctx, gemvSplits(K) * N);
+    const out = poisoned(ctx, N);
+    ctx.run([
+      gemvOp(ctx, m, ctx.scratch("read"), partials, sp, {
+        sparse,
+        counter: 0,
+        input: { kind: "swiglu", partials: ctx.buffer(gu.byteLength, "gu", gu), splits, cols: 2 * K },
+      }),
+      reduceOp(ctx, partials, out, { n: N, splits: gemvSplits(K), ncols: N, mode: REDUCE.store }),
+    ]);
+    const ref = fusedRef(act, 1, K, [W], [N], sparse ? [thr] : null);
+    assert(relErr(await ctx.readF32(out), ref.y) < 1e-4, `swiglu input, sparse=${sparse}`);
+    if (sparse) assertEquals((await ctx.readU32(sp.counters, 1))[0], ref.active[0]);
+  }
+});
+
+Deno.test("rope + attention: prefill rows and a decode step (fused q|k|v sums) against the reference", async () => {
+  const ctx = await gpu();
+  const r = rng(8);
+  const numHeads = 4;
+  const numKv = 2;
+  const headDim = 24;
+  const maxSeq = 140;
+  const ldq = (numHeads + 2 * numKv) * headDim;
+  const shape = { numHeads, numKv, headDim, maxSeq, ldq };
+  const invFreq = new Float32Array(headDim / 2).map((_, i) => 10000 ** (-2 * i / headDim));
+  const turns = ctx.buffer(invFreq.byteLength, "turns", invFreq.map((v) => v / (2 * Math.PI)));
+  const kc = poisoned(ctx, numKv * maxSeq * headDim / 2);
+  const vc = poisoned(ctx, numKv * maxSeq * headDim / 2);
+  const state = ctx.buffer(16, "state");
+  for (const window of [0, 50]) {
+    const rows = 130; // prefill positions 0..129, then one decode step at 130
+    const qkv = randn(rows * ldq, r);
+    const positions = Array.from({ length: rows }, (_, i) => i);
+    const qkvBuf = ctx.buffer(qkv.byteLength, "qkv", qkv);
+    const att = poisoned(ctx, rows * numHeads * headDim);
+    const at = { rows, posBase: 0, fromState: false };
+    ctx.run([
+      ropeOp(ctx, qkvBuf, turns, kc, vc, state, shape, at, null),
+      attentionOp(ctx, qkvBuf, kc, vc, att, state, shape, at, window),
+    ]);
+    // reference: rotate q and k, round k and v to f16 as the cache holds them
+    const ref = Float32Array.from(qkv);
+    applyRope(ref, positions, numHeads + numKv, headDim, invFreq, ldq, 0);
+    const q = new Float32Array(rows * numHeads * headDim);
+    const k = new Float32Array((rows + 1) * numKv * headDim);
+    const v = new Float32Array((rows + 1) * numKv * headDim);
+    for (let i = 0; i < rows; i++) {
+      q.set(ref.subarray(i * ldq, i * ldq + numHeads * headDim), i * numHeads * headDim);
+      k.set(
+        f16round(ref.slice(i * ldq + numHeads * headDim, i * ldq + (numHeads + numKv) * headDim)),
+        i * numKv * headDim,
+      );
+      v.set(f16round(qkv.slice(i * ldq + (numHeads + numKv) * headDim, (i + 1) * ldq)), i * numKv * headDim);
+    }
+    const want = attention(q, k, v, {
+      rows,
+      positions,
+      numHeads,
+      numKv,
+      headDim,
+      window: window || undefined,
+    });
+    assert(relErr(await ctx.readF32(att), want) < 2e-3, `prefill attention, window ${window}`);
+    assert(
+      relErr((await ctx.readF32(qkvBuf)).filter((_, i) => i % ldq < numHeads * headDim), q) < 1e-4,
+      "rotated q",
+    );
+
+    // decode at position 130: q|k|v come as 3 split partials + bias; position from the state buffer
+    const splits = 3;
+    const parts = randn(splits * ldq, r);
+    const bias = randn(ldq, r);
+    const row = new Float32Array(ldq).map((_, i) => bias[i] + parts[i] + parts[ldq + i] + parts[2 * ldq + i]);
+    ctx.write(state, new Uint32Array([rows, 0, 0, 0]));
+    const dq = poisoned(ctx, ldq);
+    const datt = poisoned(ctx, numHeads * headDim);
+    const dat = { rows: 1, posBase: 0, fromState: true };
+    const fused = {
+      partials: ctx.buffer(parts.byteLength, "parts", parts),
+      splits,
+      bias: ctx.buffer(bias.byteLength, "bias", bias),
+    };
+    ctx.run([
+      ropeOp(ctx, dq, turns, kc, vc, state, shape, dat, fused),
+      attentionOp(ctx, dq, kc, vc, datt, state, shape, dat, window),
+    ]);
+    const rrow = Float32Array.from(row);
+    applyRope(rrow, [rows], numHeads + numKv, headDim, invFreq, ldq, 0);
+    k.set(f16round(rrow.slice(numHeads * headDim, (numHeads + numKv) * headDim)), rows * numKv * headDim);
+    v.set(f16round(row.slice((numHeads + numKv) * headDim)), rows * numKv * headDim);
+    const wantD = attention(rrow.slice(0, numHeads * headDim), k, v, {
+      rows: 1,
+      positions: [rows],
+      numHeads,
+      numKv,
+      headDim,
+      window: window || undefined,
+    });
+    assert(relErr(await ctx.readF32(datt), wantD) < 2e-3, `decode attention, window ${window}`);
+  }
 });
 
 Deno.test("matmul: prefill GEMM (fused, bias, accumulate, sparse) at 1, 7 and 130 rows", async () => {
@@ -182,7 +335,6 @@ Deno.test("matmul: prefill GEMM (fused, bias, accumulate, sparse) at 1, 7 and 13
   const lens = [96, 40, 40];
   const ws = lens.map((n) => randn(n * K, r, 0.5));
   const m = makeMatrix(ctx, K, ws, lens);
-  const dummy = ctx.buffer(16, "d");
   for (const M of [1, 7, 130]) {
     const x = randn(M * K, r);
     const bias = randn(m.N, r);
@@ -197,7 +349,6 @@ Deno.test("matmul: prefill GEMM (fused, bias, accumulate, sparse) at 1, 7 and 13
         M,
         ldy: m.N,
         bias: ctx.buffer(bias.byteLength, "b", bias),
-        dummy,
       }),
     ]);
     const want = fusedRef(x, M, K, ws, lens, null).y.map((v, i) => v + bias[i % m.N]);
@@ -213,7 +364,6 @@ Deno.test("matmul: prefill GEMM (fused, bias, accumulate, sparse) at 1, 7 and 13
         yOffset: 3,
         accumulate: true,
         sparse: true,
-        dummy,
       }),
     ]);
     const ws2 = fusedRef(x, M, K, ws, lens, [0.3, 0.6, 0.9]).y;
@@ -298,6 +448,29 @@ Deno.test("rmsnorm, swiglu and embed kernels", async () => {
     }),
   ]);
   assertEquals(Array.from(await ctx.readF32(e2)), wantE);
+  // decode: one row from the state buffer's token slot, with the per-workgroup sums of squares
+  const h2 = 300;
+  const t2 = randn(vocab * h2, r);
+  const e3 = poisoned(ctx, h2);
+  const ss = poisoned(ctx, 2);
+  const st = ctx.buffer(16, "state", new Uint32Array([9, 33, 0, 0]));
+  const tb = f32ToF16Bits(t2);
+  ctx.run([
+    embedOp(ctx, ctx.buffer(tb.byteLength, "t2", tb), st, e3, {
+      hidden: h2,
+      rows: 1,
+      idOffset: 1,
+      tok0: 0,
+      tok1: vocab,
+      tokStride: h2,
+      elemStride: 1,
+      ss,
+    }),
+  ]);
+  const row33 = f16round(t2.slice(33 * h2, 34 * h2));
+  assertEquals(Array.from(await ctx.readF32(e3)), Array.from(row33));
+  const wantSs = [row33.slice(0, 256), row33.slice(256)].map((a) => a.reduce((s, v) => s + v * v, 0));
+  assert(relErr(await ctx.readF32(ss, 2), wantSs) < 1e-5);
 });
 
 Deno.test("sample: greedy argmax (lowest id on ties) and seeded sampling match the CPU mirror", async () => {
@@ -305,7 +478,7 @@ Deno.test("sample: greedy argmax (lowest id on ties) and seeded sampling match t
   const r = rng(6);
   const vocab = 1000 + 37;
   const params = ctx.device.createBuffer({
-    size: 32,
+    size: SAMPLER_PARAMS_BYTES,
     usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
   });
   const logitsBuf = ctx.buffer(vocab * 4, "logits");
@@ -335,6 +508,14 @@ Deno.test("sample: greedy argmax (lowest id on ties) and seeded sampling match t
     else if (s.topK === 1) {
       assert(got.every((t) => t === 17 || t === 900), "top-1 keeps only the tied maxima");
     } else assert(new Set(got).size > 1, "sampling must vary across steps");
-    assertEquals(Array.from(await ctx.readU32(state, 3)), [100 + steps, got[steps - 1], steps]);
+    assertEquals(Array.from(await ctx.readU32(state, 4)), [100 + steps, got[steps - 1], steps, 0]);
   }
+  // sampling an end-of-sequence id raises the state's stop flag
+  const logits = randn(vocab, r, 4);
+  logits[321] = 50;
+  ctx.write(logitsBuf, logits);
+  writeSamplerParams(ctx, params, vocab, 64, cases[0], [7, 321]);
+  ctx.write(state, new Uint32Array([5, 0, 0, 0]));
+  ctx.run([op]);
+  assertEquals(Array.from(await ctx.readU32(state, 4)), [6, 321, 1, 1]);
 });

@@ -35,7 +35,7 @@ export const calibrateCommand: Command = {
   --text FILE          calibration text
   --out FILE           profile to write (name it teal-profile.json in the model folder to have it found)
   --tokens N           calibration tokens for the statistics (default 16384)
-  --ctx N              window length, BOS included (default 512)
+  --ctx N              text tokens per window, each window BOS + N tokens (default 512)
   --greedy-tokens N    tokens the greedy allocation evaluates block errors on (default 1024)
   --score MODE         magnitude (|x|) or weighted (|x| * ||W[:, i]||) (default magnitude)
   --uniform            same sparsity for every tensor instead of TEAL's greedy allocation`,
@@ -59,8 +59,8 @@ export const calibrateCommand: Command = {
     const ctx = num(v, "ctx", 512, { min: 2, integer: true });
     const text = await readText(v.text as string, "text");
     const model = await deps.loadModel((v.model as string | undefined) ?? deps.defaultModelDir(), {
-      maxPrefill: ctx,
-      contextLength: Math.max(ctx, 2),
+      maxPrefill: ctx + 1,
+      contextLength: ctx + 2,
       profile: false,
     });
     try {
@@ -91,7 +91,7 @@ export const evalCommand: Command = {
 
   --model DIR          model folder (default: the embedded tiny-llama-16m)
   --text FILE          text to score
-  --ctx N              window length, BOS included (default 512)
+  --ctx N              text tokens per window, each window BOS + N tokens (default 512)
   --windows N          windows to score (default 8)
   --sparsity LIST      comma-separated targets (default 0)
   --profile FILE       TEAL profile (default: teal-profile.json in the model folder)
@@ -115,8 +115,8 @@ export const evalCommand: Command = {
     const text = await readText(v.text as string, "text");
     const dir = (v.model as string | undefined) ?? deps.defaultModelDir();
     const model = await deps.loadModel(dir, {
-      maxPrefill: ctx,
-      contextLength: Math.max(ctx + 1, 2),
+      maxPrefill: ctx + 1,
+      contextLength: ctx + 2,
       profile: v.profile as string | undefined,
     });
     try {

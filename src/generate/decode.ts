@@ -16,6 +16,8 @@ export interface DecodeJob {
   /** Most tokens to generate. */
   maxTokens: number;
   sampling: SamplingOptions;
+  /** End-of-sequence ids (at most 4): once one is sampled, queued steps skip their GEMVs on the GPU. */
+  eosIds: number[];
   /** Run decode steps TEAL-sparse (thresholds already written). */
   sparse: boolean;
   /** Apply the thresholds during prefill too. */
@@ -42,9 +44,9 @@ export const DECODE = {
   /** Largest batch of steps between read-backs. */
   maxBatch: 64,
   /** Aim for batches of about this much GPU time, so tokens still stream. */
-  targetBatchMs: 40,
+  targetBatchMs: 60,
   /** Read-backs in flight at once. */
-  depth: 3,
+  depth: 4,
 } as const;
 
 interface Batch {
@@ -65,7 +67,7 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
   }
   const t0 = performance.now();
   ctx.checkAlive();
-  writeSamplerParams(ctx, fwd.samplerParams, fwd.config.vocabSize, fwd.maxSeq, job.sampling);
+  writeSamplerParams(ctx, fwd.samplerParams, fwd.config.vocabSize, fwd.maxSeq, job.sampling, job.eosIds);
   ctx.write(fwd.sparsity.counters, new Uint32Array(fwd.config.numLayers * 7));
 
   // Prefill in chunks; the last chunk samples token 0 and leaves the state at (pos M, token 0, step 1).

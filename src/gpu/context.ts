@@ -62,6 +62,7 @@ export class GpuContext {
   #pipelines = new Map<string, GPUComputePipeline>();
   #modules = new Map<string, GPUShaderModule>();
   #lost: string | null = null;
+  #scratch = new Map<string, GPUBuffer>();
 
   constructor(device: GPUDevice, adapterName: string, hasTimestamps: boolean) {
     this.device = device;
@@ -115,6 +116,16 @@ export class GpuContext {
       throw new GpuError(`dispatch ${variantName(d.variant)}: ${x}x${y}x${z} workgroups exceeds ${max}`);
     }
     return { pipeline, bindGroup, workgroups: [x, y, z], label: d.label ?? d.variant.shader, owned: d.owned };
+  }
+
+  /**
+   * A small placeholder buffer for a binding a variant does not use. WebGPU forbids one buffer bound both
+   * read-only and read-write in a dispatch, so there is one of each kind.
+   */
+  scratch(access: "read" | "write"): GPUBuffer {
+    let b = this.#scratch.get(access);
+    if (!b) this.#scratch.set(access, b = this.buffer(256, `scratch_${access}`));
+    return b;
   }
 
   /** Creates a storage buffer (optionally filled). Size is rounded up to 4 bytes. */

@@ -92,30 +92,79 @@ export interface SparsityBuffers {
   counters: GPUBuffer;
 }
 
-/** gemv.wgsl: partials[split][N] = x[K-chunk] . wt for every segment (sparse: masked, compacted). */
+/** How gemv.wgsl reads its input. */
+export type GemvInput =
+  | { kind: "plain" }
+  /** RMSNorm fused in: x * rsqrt(sum(ss[0..nss)) / K + eps) * weight. */
+  | { kind: "rmsnorm"; weight: GPUBuffer; ss: GPUBuffer; nss: number; eps: number }
+  /** SwiGLU fused in: silu(gate) * up summed from the gate|up GEMV's split partials. */
+  | { kind: "swiglu"; partials: GPUBuffer; splits: number; cols: number };
+
+/** gemv.wgsl: partials[split][N] = in(x)[K-chunk] . wt for every segment (sparse: masked, compacted). */
 export function gemvOp(
   ctx: GpuContext,
   m: Matrix,
   x: GPUBuffer,
   partials: GPUBuffer,
   sp: SparsityBuffers,
-  opts: { sparse: boolean; counter?: number; label?: string },
+  opts: {
+    sparse: boolean;
+    counter?: number;
+    label?: string;
+    input?: GemvInput;
+    /** Decode state: the GEMV does nothing once state[3] (EOS seen) is set. */
+    state?: GPUBuffer;
+    /** Override the tunables (benchmarks). */
+    tune?: { TPR: number; KCHUNK: number };
+  },
 ): Op {
-  const params = ctx.uniform([
-    m.K,
-    m.N,
-    m.segments.length,
-    opts.counter ?? 0,
-    ...segWords(m.segments, GEMV_TILE_N),
-  ], "gemv");
+  const tune = opts.tune ?? GEMV;
+  const inp = opts.input ?? { kind: "plain" };
+  const params = ctx.uniform(
+    [
+      m.K,
+      m.N,
+      m.segments.length,
+      opts.counter ?? 0,
+      inp.kind === "rmsnorm" ? inp.nss : 0,
+      inp.kind === "rmsnorm" ? inp.eps : 0,
+      inp.kind === "swiglu" ? inp.splits : 0,
+      inp.kind === "swiglu" ? inp.cols : 0,
+      ...segWords(m.segments, tune.TPR * 8),
+    ],
+    "gemv",
+    [false, false, false, false, false, true],
+  );
+  const aux = inp.kind === "rmsnorm"
+    ? inp.weight
+    : inp.kind === "swiglu"
+    ? inp.partials
+    : ctx.scratch("read");
+  const ss = inp.kind === "rmsnorm" ? inp.ss : ctx.scratch("read");
   return ctx.op({
     variant: {
       shader: "gemv",
-      overrides: { TPR: GEMV.TPR, KCHUNK: GEMV.KCHUNK, SPARSE: opts.sparse ? 1 : 0 },
+      overrides: {
+        TPR: tune.TPR,
+        KCHUNK: tune.KCHUNK,
+        SPARSE: opts.sparse ? 1 : 0,
+        INPUT: { plain: 0, rmsnorm: 1, swiglu: 2 }[inp.kind],
+      },
     },
-    bindings: [params, x, m.buffer, partials, sp.thresholds, m.scales, sp.counters],
+    bindings: [
+      params,
+      x,
+      m.buffer,
+      partials,
+      sp.thresholds,
+      m.scales,
+      sp.counters,
+      aux,
+      ss,
+      opts.state ?? ctx.scratch("read"),
+    ],
     owned: [params],
-    workgroups: [tiles(m.segments, GEMV_TILE_N), gemvSplits(m.K)],
+    workgroups: [tiles(m.segments, tune.TPR * 8), Math.ceil(m.K / tune.KCHUNK)],
     label: opts.label ?? "gemv",
   });
 }
@@ -137,7 +186,8 @@ export function reduceOp(
     offB?: number;
     outOffset?: number;
     bias?: GPUBuffer | null;
-    dummy: GPUBuffer;
+    /** MODE add: per-workgroup sums of squares of the new values (ceil(n / 256) floats). */
+    ss?: GPUBuffer;
     label?: string;
   },
 ): Op {
@@ -147,7 +197,7 @@ export function reduceOp(
   );
   return ctx.op({
     variant: { shader: "reduce", overrides: { MODE: o.mode } },
-    bindings: [params, partials, o.bias ?? o.dummy, out],
+    bindings: [params, partials, o.bias ?? ctx.scratch("read"), out, o.ss ?? ctx.scratch("write")],
     owned: [params],
     workgroups: [Math.ceil(o.n / 256)],
     label: o.label ?? "reduce",
@@ -170,7 +220,6 @@ export function matmulOp(
     sparse?: boolean;
     /** counters[counter + segment] counts kept inputs when sparse. */
     counter?: number;
-    dummy: GPUBuffer;
     label?: string;
   },
 ): Op {
@@ -193,7 +242,7 @@ export function matmulOp(
       shader: "matmul",
       overrides: { SPARSE: o.sparse ? 1 : 0, ACCUM: o.accumulate ? 1 : 0, BIAS: o.bias ? 1 : 0 },
     },
-    bindings: [params, x, m.buffer, y, o.bias ?? o.dummy, sp.thresholds, m.scales, sp.counters],
+    bindings: [params, x, m.buffer, y, o.bias ?? ctx.scratch("read"), sp.thresholds, m.scales, sp.counters],
     owned: [params],
     workgroups: [tiles(m.segments, MATMUL_TILE), Math.ceil(o.M / MATMUL_TILE)],
     label: o.label ?? "matmul",
@@ -232,15 +281,17 @@ export function embedOp(
     tok1: number;
     tokStride: number;
     elemStride: number;
+    /** Decode: write per-workgroup sums of squares for the first fused RMSNorm. */
+    ss?: GPUBuffer;
   },
 ): Op {
   const params = ctx.uniform(
-    [o.hidden, o.rows, o.idOffset, o.tok0, o.tok1, o.tokStride, o.elemStride, 0],
+    [o.hidden, o.rows, o.idOffset, o.tok0, o.tok1, o.tokStride, o.elemStride, o.ss ? 1 : 0],
     "embed",
   );
   return ctx.op({
     variant: { shader: "embed" },
-    bindings: [params, table, ids, out],
+    bindings: [params, table, ids, out, o.ss ?? ctx.scratch("write")],
     owned: [params],
     workgroups: [Math.ceil(o.hidden / 256), o.rows],
     label: "embed",
@@ -264,7 +315,7 @@ export interface Positions {
   fromState: boolean;
 }
 
-/** rope.wgsl: rotates q, k; stores k, v in the cache. */
+/** rope.wgsl: rotates q, k; stores k, v in the cache (decode: q|k|v summed from GEMV partials first). */
 export function ropeOp(
   ctx: GpuContext,
   qkv: GPUBuffer,
@@ -274,14 +325,37 @@ export function ropeOp(
   state: GPUBuffer,
   a: AttentionShape,
   at: Positions,
+  fused: { partials: GPUBuffer; splits: number; bias: GPUBuffer | null } | null,
 ): Op {
   const params = ctx.uniform(
-    [at.rows, a.numHeads, a.numKv, a.headDim, a.maxSeq, at.posBase, at.fromState ? 1 : 0, a.ldq],
+    [
+      at.rows,
+      a.numHeads,
+      a.numKv,
+      a.headDim,
+      a.maxSeq,
+      at.posBase,
+      at.fromState ? 1 : 0,
+      a.ldq,
+      fused?.splits ?? 0,
+      fused?.bias ? 1 : 0,
+      0,
+      0,
+    ],
     "rope",
   );
   return ctx.op({
-    variant: { shader: "rope" },
-    bindings: [params, qkv, turns, kcache, vcache, state],
+    variant: { shader: "rope", overrides: { FROM_PARTIALS: fused ? 1 : 0 } },
+    bindings: [
+      params,
+      qkv,
+      turns,
+      kcache,
+      vcache,
+      state,
+      fused?.partials ?? ctx.scratch("read"),
+      fused?.bias ?? ctx.scratch("read"),
+    ],
     owned: [params],
     workgroups: [Math.ceil(((a.numHeads + 2 * a.numKv) * a.headDim / 4) / 64), at.rows],
     label: "rope",
@@ -352,6 +426,9 @@ export interface SamplerParams {
   seed: number;
 }
 
+/** Bytes of sample.wgsl's parameter block. */
+export const SAMPLER_PARAMS_BYTES = 48;
+
 /** Writes sampler settings into an existing sample params buffer. */
 export function writeSamplerParams(
   ctx: GpuContext,
@@ -359,8 +436,10 @@ export function writeSamplerParams(
   vocab: number,
   capacity: number,
   s: SamplerParams,
+  eos: number[] = [],
 ): void {
-  const data = new ArrayBuffer(32);
+  if (eos.length > 4) throw new RangeError("at most 4 end-of-sequence ids are checked on the GPU");
+  const data = new ArrayBuffer(SAMPLER_PARAMS_BYTES);
   const u = new Uint32Array(data);
   const f = new Float32Array(data);
   u[0] = vocab;
@@ -369,6 +448,8 @@ export function writeSamplerParams(
   u[3] = capacity;
   f[4] = s.temperature;
   f[5] = s.topP;
+  u[6] = eos.length;
+  eos.forEach((id, i) => (u[8 + i] = id));
   ctx.device.queue.writeBuffer(buffer, 0, data);
 }
 

@@ -13,8 +13,11 @@ export { CheckpointError } from "./config.ts";
 
 /** Where a tensor lives and how it is stored. */
 export interface TensorInfo {
+  /** HF tensor name. */
   name: string;
+  /** Dimensions, outermost first. */
   shape: number[];
+  /** Stored element type. */
   dtype: "F32" | "F16" | "BF16";
   /** Path of the safetensors file holding it. */
   file: string;
@@ -22,14 +25,19 @@ export interface TensorInfo {
 
 /** A tensor read from the checkpoint, converted to f32 on the host. */
 export interface HostTensor {
+  /** HF tensor name. */
   name: string;
+  /** Dimensions, outermost first. */
   shape: number[];
+  /** Elements, row-major. */
   data: Float32Array;
 }
 
 /** An opened, validated checkpoint folder. */
 export interface Checkpoint {
+  /** The model folder. */
   dir: string;
+  /** Parsed config (with generation_config.json stop tokens merged). */
   config: ModelConfig;
   /** Every tensor in the weight files (including ignored ones such as a tied `lm_head.weight`). */
   tensors: Map<string, TensorInfo>;
@@ -37,7 +45,10 @@ export interface Checkpoint {
   files: string[];
   /** Bytes of stored tensor data that {@link Checkpoint.readTensors} streams. */
   totalBytes: number;
-  /** Streams every tensor, shard by shard (peak host memory about one shard or less), converted to f32. onBytes reports progress. */
+  /**
+   * Streams every tensor the config uses, file by file in on-disk order, converted to f32. Each tensor is read
+   * on its own, so peak host memory is about one tensor. `onBytes(done, total)` reports stored bytes read.
+   */
   readTensors(onBytes?: (done: number, total: number) => void): AsyncIterable<HostTensor>;
   /** Reads one tensor by HF name. */
   readTensor(name: string): Promise<HostTensor>;

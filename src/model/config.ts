@@ -10,33 +10,53 @@ export type Architecture = "llama" | "mistral" | "qwen2";
 
 /** Llama 3.1-style RoPE frequency scaling (the only scaling the runtime implements). */
 export interface RopeScaling {
+  /** Scaling kind (HF `rope_type`). */
   type: "llama3";
+  /** Divisor of the low (long-wavelength) frequencies. */
   factor: number;
+  /** Wavelengths above `originalMaxPositionEmbeddings / lowFreqFactor` are fully scaled. */
   lowFreqFactor: number;
+  /** Wavelengths below `originalMaxPositionEmbeddings / highFreqFactor` are kept. */
   highFreqFactor: number;
+  /** Context length the model was pre-trained with. */
   originalMaxPositionEmbeddings: number;
 }
 
 /** Normalized model configuration: everything the runtime needs, validated. */
 export interface ModelConfig {
+  /** Model family. */
   architecture: Architecture;
+  /** Residual stream width. */
   hiddenSize: number;
+  /** MLP inner width. */
   intermediateSize: number;
+  /** Transformer blocks. */
   numLayers: number;
+  /** Query heads. */
   numHeads: number;
+  /** Key/value heads (grouped-query attention); divides numHeads. */
   numKvHeads: number;
+  /** Width of one head (explicit head_dim or hidden/heads); even. */
   headDim: number;
+  /** Rows of the embedding and lm_head. */
   vocabSize: number;
+  /** Longest context the model supports. */
   maxPositionEmbeddings: number;
+  /** Epsilon of every RMSNorm. */
   rmsNormEps: number;
+  /** RoPE base. */
   ropeTheta: number;
+  /** RoPE frequency scaling, or null for plain RoPE. */
   ropeScaling: RopeScaling | null;
+  /** lm_head reuses the token embedding. */
   tieWordEmbeddings: boolean;
   /** q/k/v projections carry a bias (Qwen2). */
   qkvBias: boolean;
   /** Attention looks back at most this many positions (Mistral, Qwen2 with use_sliding_window). */
   slidingWindow: number | null;
+  /** Beginning-of-sequence token, if any. */
   bosTokenId: number | null;
+  /** Tokens that end generation (config plus generation_config.json). */
   eosTokenIds: number[];
 }
 
@@ -128,13 +148,10 @@ export function parseConfig(json: unknown, source: string): ModelConfig {
   // Llama's attention_bias puts a bias on o_proj as well as q/k/v; the kernels only add q/k/v biases.
   // Mistral and Qwen2 ignore the key (their bias layout is fixed by the architecture).
   if (architecture === "llama" && flag("attention_bias", false)) {
-    fail(`"attention_bias": true is not supported: attention_bias with o_proj bias is not supported`);
+    fail(`attention_bias with o_proj bias is not supported ("attention_bias": true biases o_proj too)`);
   }
-  if (
-    j.partial_rotary_factor !== undefined && j.partial_rotary_factor !== null && j.partial_rotary_factor !== 1
-  ) {
-    fail(`"partial_rotary_factor" ${JSON.stringify(j.partial_rotary_factor)} is not supported (only 1)`);
-  }
+  const partial = j.partial_rotary_factor ?? 1;
+  if (partial !== 1) fail(`"partial_rotary_factor" ${JSON.stringify(partial)} is not supported (only 1)`);
 
   const { ropeTheta, ropeScaling } = parseRope(j, fail, posNum);
   const slidingWindow = parseSlidingWindow(j, architecture, numLayers, fail);
@@ -334,11 +351,15 @@ export function configHash(config: ModelConfig): string {
     c.qkvBias,
     c.slidingWindow,
   ]);
-  // FNV-1a 64 in two 32-bit halves: sync (crypto.subtle is async) and exact without BigInt.
+  return fnv1a64(canonical);
+}
+
+/** FNV-1a 64 of the UTF-8 bytes of `text`, as 16 hex digits. Sync (crypto.subtle is async), exact without BigInt. */
+export function fnv1a64(text: string): string {
   let hi = 0xcbf29ce4, lo = 0x84222325;
-  for (const byte of new TextEncoder().encode(canonical)) {
-    lo ^= byte;
-    // Multiply by the FNV prime 2^40 + 0x1b3, modulo 2^64.
+  for (const byte of new TextEncoder().encode(text)) {
+    lo = (lo ^ byte) >>> 0; // >>> 0: keep it unsigned, or the product below goes negative
+    // Multiply by the FNV prime 2^40 + 0x1b3 modulo 2^64: the 2^40 term only adds lo << 8 to the high half.
     const l = lo * 0x1b3;
     const carry = Math.floor(l / 0x100000000);
     const newHi = (Math.imul(hi, 0x1b3) + carry + (lo << 8)) >>> 0;

@@ -10,6 +10,7 @@ import {
   attentionOp,
   type AttentionShape,
   embedOp,
+  type GemvInput,
   gemvOp,
   gemvSplits,
   matmulOp,
@@ -19,6 +20,7 @@ import {
   rmsNormOp,
   ropeOp,
   sampleOp,
+  SAMPLER_PARAMS_BYTES,
   type SparsityBuffers,
   swigluOp,
 } from "../gpu/kernels.ts";
@@ -57,6 +59,8 @@ export class Forward {
   readonly attn: GPUBuffer; // f32 [heads*headDim]
   readonly act: GPUBuffer; // f32 [intermediate] silu(gate)*up
   readonly partials: GPUBuffer; // f32 [splits][cols] split-K sums
+  readonly partials2: GPUBuffer; // f32 [splits][cols] second set (down GEMV reads gate|up partials)
+  readonly ss: GPUBuffer; // f32 [ceil(hidden/256)] sums of squares of the residual stream, by workgroup
   readonly logits: GPUBuffer; // f32 [vocab] (prefill "all": [maxPrefill][vocab])
   // prefill activations, [maxPrefill][...]
   readonly X: GPUBuffer;
@@ -76,7 +80,7 @@ export class Forward {
   readonly samplerParams: GPUBuffer;
   /** Thresholds f32 [layers*7] and active-channel counters u32 [layers*7]. */
   readonly sparsity: SparsityBuffers;
-  readonly #dummy: GPUBuffer;
+
   #decode = new Map<string, Op[]>();
   #all: GPUBuffer[] = [];
 
@@ -111,6 +115,8 @@ export class Forward {
     this.attn = f32(qDim, "attn");
     this.act = f32(c.intermediateSize, "act");
     this.partials = f32(gemvSplits(maxK) * maxCols, "partials");
+    this.partials2 = f32(gemvSplits(maxK) * maxCols, "partials2");
+    this.ss = f32(Math.ceil(c.hiddenSize / 256), "ss");
     this.logits = f32(c.vocabSize, "logits");
     this.X = f32(P * c.hiddenSize, "X");
     this.XN = f32(P * c.hiddenSize, "XN");
@@ -129,13 +135,15 @@ export class Forward {
     this.state = this.#track(ctx.buffer(16, "state"));
     this.tokens = this.#track(ctx.buffer(o.maxSeq * 4, "tokens"));
     this.samplerParams = this.#track(
-      ctx.device.createBuffer({ size: 32, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST }),
+      ctx.device.createBuffer({
+        size: SAMPLER_PARAMS_BYTES,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      }),
     );
     this.sparsity = {
       thresholds: this.#track(ctx.buffer(c.numLayers * SLOTS * 4, "thresholds")),
       counters: this.#track(ctx.buffer(c.numLayers * SLOTS * 4, "counters")),
     };
-    this.#dummy = this.#track(ctx.buffer(16, "dummy"));
   }
 
   #track(b: GPUBuffer): GPUBuffer {
@@ -150,7 +158,9 @@ export class Forward {
 
   /**
    * One decode step for the token in the state buffer: embedding, every layer, lm_head, sampling.
-   * Built once per variant and reused: all per-step data lives on the GPU.
+   * Built once per variant and reused: all per-step data lives on the GPU. Per layer, eight dispatches:
+   * RMSNorm is fused into the GEMV that reads it (from sums of squares the residual add leaves), the q|k|v
+   * split sums into RoPE, and SwiGLU into the down GEMV's input.
    */
   decodeStep(sparse: boolean): Op[] {
     const key = sparse ? "sparse" : "dense";
@@ -158,41 +168,52 @@ export class Forward {
     if (ops) return ops;
     const { ctx, config: c, weights: w } = this;
     const sp = this.sparsity;
+    const h = c.hiddenSize;
+    const nss = Math.ceil(h / 256);
     const at = { rows: 1, posBase: 0, fromState: true };
-    const gemv = (m: Matrix, x: GPUBuffer, slot: number, label: string) =>
-      gemvOp(ctx, m, x, this.partials, sp, { sparse, counter: slot, label: `gemv.${label}` });
-    const reduce = (
-      m: Matrix,
-      out: GPUBuffer,
-      mode: number,
-      extra: { bias?: GPUBuffer | null; offB?: number; label: string },
-    ) =>
-      reduceOp(ctx, this.partials, out, {
-        n: mode === REDUCE.swiglu ? m.N / 2 : m.N,
+    const normed = (weight: GPUBuffer): GemvInput => ({
+      kind: "rmsnorm",
+      weight,
+      ss: this.ss,
+      nss,
+      eps: c.rmsNormEps,
+    });
+    const residual = (m: Matrix, partials: GPUBuffer, label: string) =>
+      reduceOp(ctx, partials, this.x, {
+        n: m.N,
         splits: gemvSplits(m.K),
         ncols: m.N,
-        mode,
-        dummy: this.#dummy,
-        ...extra,
+        mode: REDUCE.add,
+        ss: this.ss,
+        label,
       });
     ops = [];
     for (const e of w.embed) {
       ops.push(
         embedOp(ctx, e.buffer, this.state, this.x, {
-          hidden: c.hiddenSize,
+          hidden: h,
           rows: 1,
           idOffset: STATE.token,
           ...e,
+          ss: this.ss,
         }),
       );
     }
     w.layers.forEach((L, i) => {
       const slot = i * SLOTS;
       ops!.push(
-        rmsNormOp(ctx, this.x, L.attnNorm, this.xn, { n: c.hiddenSize, rows: 1, eps: c.rmsNormEps }),
-        gemv(L.qkv, this.xn, slot, "qkv"),
-        reduce(L.qkv, this.qkv, REDUCE.store, { bias: L.qkvBias, label: "reduce.qkv" }),
-        ropeOp(ctx, this.qkv, w.turns, this.kcache[i], this.vcache[i], this.state, this.shape, at),
+        gemvOp(ctx, L.qkv, this.x, this.partials, sp, {
+          sparse,
+          counter: slot,
+          label: "gemv.qkv",
+          state: this.state,
+          input: normed(L.attnNorm),
+        }),
+        ropeOp(ctx, this.qkv, w.turns, this.kcache[i], this.vcache[i], this.state, this.shape, at, {
+          partials: this.partials,
+          splits: gemvSplits(L.qkv.K),
+          bias: L.qkvBias,
+        }),
         attentionOp(
           ctx,
           this.qkv,
@@ -204,22 +225,59 @@ export class Forward {
           at,
           c.slidingWindow ?? 0,
         ),
-        gemv(L.o, this.attn, slot + 3, "o"),
-        reduce(L.o, this.x, REDUCE.add, { label: "reduce.o" }),
-        rmsNormOp(ctx, this.x, L.mlpNorm, this.xn, { n: c.hiddenSize, rows: 1, eps: c.rmsNormEps }),
-        gemv(L.gateUp, this.xn, slot + 4, "gateup"),
-        reduce(L.gateUp, this.act, REDUCE.swiglu, { offB: c.intermediateSize, label: "reduce.gateup" }),
-        gemv(L.down, this.act, slot + 6, "down"),
-        reduce(L.down, this.x, REDUCE.add, { label: "reduce.down" }),
+        gemvOp(ctx, L.o, this.attn, this.partials, sp, {
+          sparse,
+          counter: slot + 3,
+          label: "gemv.o",
+          state: this.state,
+        }),
+        residual(L.o, this.partials, "reduce.o"),
+        gemvOp(ctx, L.gateUp, this.x, this.partials, sp, {
+          sparse,
+          counter: slot + 4,
+          label: "gemv.gateup",
+          state: this.state,
+          input: normed(L.mlpNorm),
+        }),
+        gemvOp(ctx, L.down, this.act, this.partials2, sp, {
+          sparse,
+          counter: slot + 6,
+          label: "gemv.down",
+          state: this.state,
+          input: {
+            kind: "swiglu",
+            partials: this.partials,
+            splits: gemvSplits(L.gateUp.K),
+            cols: L.gateUp.N,
+          },
+        }),
+        residual(L.down, this.partials2, "reduce.down"),
       );
     });
-    ops.push(...this.#lmHeadLast(this.x, 0));
+    for (const p of w.lmHead) {
+      ops.push(
+        gemvOp(ctx, p.matrix, this.x, this.partials, sp, {
+          sparse: false,
+          label: "gemv.lm_head",
+          input: normed(w.finalNorm),
+          state: this.state,
+        }),
+        reduceOp(ctx, this.partials, this.logits, {
+          n: p.matrix.N,
+          splits: gemvSplits(p.matrix.K),
+          ncols: p.matrix.N,
+          mode: REDUCE.store,
+          outOffset: p.col0,
+          label: "reduce.lm_head",
+        }),
+      );
+    }
     ops.push(sampleOp(ctx, this.samplerParams, this.logits, this.state, this.tokens));
     this.#decode.set(key, ops);
     return ops;
   }
 
-  /** Final norm of row `row` of `x`, then lm_head (dense GEMV) into `logits`. */
+  /** Final norm of row `row` of `x`, then lm_head (dense GEMV) into `logits` (prefill). */
   #lmHeadLast(x: GPUBuffer, row: number): Op[] {
     const { ctx, config: c, weights: w } = this;
     const ops = [
@@ -237,7 +295,6 @@ export class Forward {
           ncols: p.matrix.N,
           mode: REDUCE.store,
           outOffset: p.col0,
-          dummy: this.#dummy,
           label: "reduce.lm_head",
         }),
       );
@@ -271,7 +328,6 @@ export class Forward {
           M: rows,
           ldy: c.vocabSize,
           yOffset: p.col0,
-          dummy: this.#dummy,
         }));
       }
     } else {
@@ -292,7 +348,6 @@ export class Forward {
     const at = { rows, posBase, fromState: false };
     const h = c.hiddenSize;
     const I = c.intermediateSize;
-    const d = this.#dummy;
     const slot = i * SLOTS;
     const cap = (site: CaptureSite, buf: GPUBuffer, width: number) => capture?.(i, site, buf, width) ?? [];
     return [
@@ -305,9 +360,8 @@ export class Forward {
         bias: L.qkvBias,
         sparse,
         counter: slot,
-        dummy: d,
       }),
-      ropeOp(ctx, this.QKV, w.turns, this.kcache[i], this.vcache[i], this.state, this.shape, at),
+      ropeOp(ctx, this.QKV, w.turns, this.kcache[i], this.vcache[i], this.state, this.shape, at, null),
       attentionOp(
         ctx,
         this.QKV,
@@ -326,7 +380,6 @@ export class Forward {
         accumulate: true,
         sparse,
         counter: slot + 3,
-        dummy: d,
       }),
       rmsNormOp(ctx, this.X, L.mlpNorm, this.XN, { n: h, rows, eps: c.rmsNormEps }),
       ...cap("gateup", this.XN, h),
@@ -335,7 +388,6 @@ export class Forward {
         ldy: 2 * I,
         sparse,
         counter: slot + 4,
-        dummy: d,
       }),
       swigluOp(ctx, this.GU, this.ACT, { rows, n: I, ld: 2 * I, offB: I }),
       ...cap("down", this.ACT, I),
@@ -345,7 +397,6 @@ export class Forward {
         accumulate: true,
         sparse,
         counter: slot + 6,
-        dummy: d,
       }),
     ];
   }

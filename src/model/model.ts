@@ -387,6 +387,7 @@ export class Model implements TextModel {
         topP: o.topP ?? GENERATE_DEFAULTS.topP,
         seed: o.seed ?? GENERATE_DEFAULTS.seed,
       },
+      eosIds: [...eos].slice(0, 4),
       sparse,
       sparsePrefill: sparse && (o.sparsePrefill ?? false),
       onTokens,

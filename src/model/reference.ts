@@ -10,6 +10,8 @@
 import { openCheckpoint } from "./checkpoint.ts";
 import { type ModelConfig, ropeInvFreq } from "./config.ts";
 
+export type { Architecture, ModelConfig, RopeScaling } from "./config.ts";
+
 /**
  * RMS normalization, per row: `x / sqrt(mean(x^2) + eps) * weight`.
  *
@@ -312,6 +314,8 @@ export class ReferenceModel {
   #capacity = 0;
 
   /**
+   * Build the model from f32 weights (shapes are checked; tensors are used in place, not copied).
+   *
    * @param config model configuration
    * @param weights HF tensor name -> f32 data (row-major `[out, in]` for projections)
    */

@@ -20,8 +20,11 @@ export const MAX_HEADER_BYTES = 100_000_000;
 
 /** One tensor's entry in a safetensors header, with its absolute position in the file. */
 export interface SafetensorsEntry {
+  /** Tensor name. */
   name: string;
+  /** Stored element type. */
   dtype: DType;
+  /** Dimensions, outermost first. */
   shape: number[];
   /** Absolute byte offset of the data in the file. */
   offset: number;
@@ -31,6 +34,7 @@ export interface SafetensorsEntry {
 
 /** A validated safetensors header. */
 export interface SafetensorsFile {
+  /** Path of the file. */
   path: string;
   /** File size in bytes. */
   size: number;
@@ -69,7 +73,8 @@ export function parseSafetensorsHeader(json: Uint8Array, path: string, fileSize:
     const t = `tensor "${name}"`;
     if (!isObject(info)) fail(`${t}: entry is not an object`);
     const { dtype, shape, data_offsets: span } = info as Record<string, unknown>;
-    if (typeof dtype !== "string" || !(dtype in DTYPE_BYTES)) {
+    // hasOwn rather than `in`: inherited keys such as "toString" must not pass for a dtype.
+    if (typeof dtype !== "string" || !Object.hasOwn(DTYPE_BYTES, dtype)) {
       fail(`${t} has dtype ${JSON.stringify(dtype)}; only F32, F16 and BF16 are supported`);
     }
     if (!Array.isArray(shape) || !shape.every(isCount)) fail(`${t}: invalid shape ${JSON.stringify(shape)}`);
@@ -186,4 +191,38 @@ export async function readEntry(
     await readAt(file, entry.offset, entry.bytes, path, `tensor "${entry.name}"`),
     entry.dtype,
   );
+}
+
+/** A tensor to serialize: raw little-endian element bytes; dtype is free-form so tests can write any. */
+export interface RawTensor {
+  /** Tensor name. */
+  name: string;
+  /** Safetensors dtype tag (F32, BF16, ...). */
+  dtype: string;
+  /** Dimensions, outermost first. */
+  shape: number[];
+  /** Raw element bytes. */
+  data: Uint8Array;
+}
+
+/** Serializes tensors to safetensors bytes (tests, tools), header padded to 8 bytes like the reference writer. */
+export function encodeSafetensors(tensors: RawTensor[], metadata?: Record<string, string>): Uint8Array {
+  const header: Record<string, unknown> = metadata ? { __metadata__: metadata } : {};
+  let pos = 0;
+  for (const t of tensors) {
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [pos, pos + t.data.byteLength] };
+    pos += t.data.byteLength;
+  }
+  const json = JSON.stringify(header);
+  const pad = (8 - (new TextEncoder().encode(json).length % 8)) % 8;
+  const head = new TextEncoder().encode(json + " ".repeat(pad));
+  const out = new Uint8Array(8 + head.length + pos);
+  new DataView(out.buffer).setBigUint64(0, BigInt(head.length), true);
+  out.set(head, 8);
+  let at = 8 + head.length;
+  for (const t of tensors) {
+    out.set(t.data, at);
+    at += t.data.byteLength;
+  }
+  return out;
 }

@@ -1,31 +1,29 @@
 /**
- * Text <-> token ids for a model folder: a thin wrapper over `@huggingface/tokenizers` (tokenizer.json and
- * tokenizer_config.json), chat templates rendered with `@huggingface/jinja`, and a streaming detokenizer.
+ * Text tokenizer: a thin wrapper over `@huggingface/tokenizers` (tokenizer.json) with explicit BOS
+ * handling, chat templates rendered by `@huggingface/jinja`, and an incremental UTF-8-safe decoder.
  *
- * Special tokens are never added behind the caller's back: {@link TextTokenizer.encode} adds BOS only when
- * asked (`addBos`), whatever the tokenizer's post-processor would do.
  * @module
  */
 import { Tokenizer } from "@huggingface/tokenizers";
 import { Template } from "@huggingface/jinja";
 
-/** One chat message. */
+/** One chat message for {@linkcode TextTokenizer.applyChatTemplate}. */
 export interface ChatMessage {
-  /** "system", "user", "assistant", ... */
+  /** Speaker role, e.g. "system", "user", "assistant". */
   role: string;
-  /** The message text. */
+  /** Message text. */
   content: string;
 }
 
-/** Options of {@link TextTokenizer.encode}. */
+/** Options for {@linkcode TextTokenizer.encode}. */
 export interface EncodeOptions {
-  /** Prepend the BOS token (default false; nothing is added when the model has no BOS token). */
+  /** Prepend the BOS token (once, even if the text already starts with it). Default false. */
   addBos?: boolean;
 }
 
-/** Options of {@link TextTokenizer.applyChatTemplate}. */
+/** Options for {@linkcode TextTokenizer.applyChatTemplate}. */
 export interface ChatTemplateOptions {
-  /** End with the prompt that opens the assistant's turn (default true). */
+  /** Append the assistant turn prefix so the model answers next. Default true. */
   addGenerationPrompt?: boolean;
 }
 
@@ -36,7 +34,7 @@ async function readJson(path: string): Promise<Json | null> {
     return JSON.parse(await Deno.readTextFile(path)) as Json;
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return null;
-    throw new Error(`cannot read ${path}: ${(e as Error).message}`);
+    throw new Error(`cannot read ${path}: ${e instanceof Error ? e.message : e}`);
   }
 }
 
@@ -49,175 +47,201 @@ async function readText(path: string): Promise<string | null> {
   }
 }
 
-/** A special token in tokenizer_config.json: a string or an AddedToken object `{content: ...}`. */
-function tokenText(v: unknown): string | null {
+/** A special-token field of tokenizer_config.json: a string or an AddedToken object. */
+function tokenString(v: unknown): string | null {
   if (typeof v === "string") return v;
-  if (v && typeof v === "object" && typeof (v as Json).content === "string") return (v as Json).content as string;
+  if (v && typeof v === "object" && typeof (v as Json).content === "string") {
+    return (v as Json).content as string;
+  }
   return null;
 }
 
-/** `eos_token_id` of config.json / generation_config.json: a number, a list, or absent. */
-function idList(v: unknown): number[] {
-  if (typeof v === "number") return [v];
-  if (Array.isArray(v)) return v.filter((x): x is number => typeof x === "number");
-  return [];
-}
-
-/** The chat template: tokenizer_config's `chat_template` (a string or a named list), else chat_template.jinja. */
+/** Pick the chat template from tokenizer_config.json's `chat_template` (string, list or map form). */
 function pickTemplate(v: unknown): string | null {
   if (typeof v === "string") return v;
   if (Array.isArray(v)) {
     const named = v as { name?: string; template?: string }[];
-    const t = named.find((x) => x.name === "default") ?? named[0];
-    return typeof t?.template === "string" ? t.template : null;
+    const d = named.find((t) => t.name === "default") ?? named[0];
+    return typeof d?.template === "string" ? d.template : null;
+  }
+  if (v && typeof v === "object") {
+    const m = v as Record<string, unknown>;
+    const d = m.default ?? Object.values(m)[0];
+    return typeof d === "string" ? d : null;
   }
   return null;
 }
 
-/** A model's tokenizer: encode, decode, chat template. */
+/** A loaded tokenizer (tokenizer.json + tokenizer_config.json + optional generation_config.json). */
 export class TextTokenizer {
-  /** BOS token id, or null when the model has none. */
+  /** BOS token id, or null when the tokenizer defines none. */
   readonly bosTokenId: number | null;
-  /** Token ids that end a generation (tokenizer's eos_token plus config.json / generation_config.json). */
+  /** End-of-sequence token ids (tokenizer_config eos_token plus generation_config eos_token_id). */
   readonly eosTokenIds: number[];
-  /** Number of token ids the tokenizer knows (largest id + 1, added tokens included). */
+  /** Number of token ids, added tokens included. */
   readonly vocabSize: number;
   readonly #tok: Tokenizer;
-  readonly #template: Template | null;
-  readonly #bosText: string;
-  readonly #eosText: string;
+  readonly #bosToken: string | null;
+  readonly #eosToken: string | null;
+  readonly #template: string | null;
+  #compiled: Template | null = null;
 
   /**
-   * Builds a tokenizer from parsed files; {@link TextTokenizer.load} reads them from a model folder.
+   * Build from parsed files (normally via {@linkcode TextTokenizer.load}).
+   *
    * @param tokenizerJson parsed tokenizer.json
-   * @param tokenizerConfig parsed tokenizer_config.json ({} when absent)
-   * @param extra model config ids (config.json / generation_config.json) and a chat template from elsewhere
+   * @param config parsed tokenizer_config.json (special tokens, chat_template)
+   * @param generation parsed generation_config.json (extra eos_token_id), if any
+   * @param templateFile contents of chat_template.jinja, used when config has no chat_template
    */
   constructor(
-    tokenizerJson: Json,
-    tokenizerConfig: Json = {},
-    extra: { bosTokenId?: number | null; eosTokenIds?: number[]; chatTemplate?: string | null } = {},
+    tokenizerJson: object,
+    config: Json = {},
+    generation: Json | null = null,
+    templateFile: string | null = null,
   ) {
-    this.#tok = new Tokenizer(tokenizerJson, tokenizerConfig);
-    let maxId = -1;
-    for (const id of this.#tok.get_vocab(true).values()) maxId = Math.max(maxId, id);
-    this.vocabSize = maxId + 1;
-
-    const bosText = tokenText(tokenizerConfig.bos_token);
-    const eosText = tokenText(tokenizerConfig.eos_token);
-    const bosFromText = bosText !== null ? this.#tok.token_to_id(bosText) ?? null : null;
-    this.bosTokenId = bosFromText ?? extra.bosTokenId ?? null;
-    this.#bosText = bosText ?? (this.bosTokenId !== null ? this.#tok.id_to_token(this.bosTokenId) ?? "" : "");
+    const tok = new Tokenizer(tokenizerJson, config);
+    this.#tok = tok;
+    this.#bosToken = tokenString(config.bos_token);
+    this.#eosToken = tokenString(config.eos_token);
+    this.bosTokenId = this.#bosToken === null ? null : tok.token_to_id(this.#bosToken) ?? null;
     const eos = new Set<number>();
-    const eosFromText = eosText !== null ? this.#tok.token_to_id(eosText) : undefined;
-    if (eosFromText !== undefined) eos.add(eosFromText);
-    for (const id of extra.eosTokenIds ?? []) eos.add(id);
+    const eosId = this.#eosToken === null ? undefined : tok.token_to_id(this.#eosToken);
+    if (eosId !== undefined) eos.add(eosId);
+    const genEos = generation?.eos_token_id;
+    for (const id of Array.isArray(genEos) ? genEos : [genEos]) if (typeof id === "number") eos.add(id);
     this.eosTokenIds = [...eos];
-    const firstEos = this.eosTokenIds[0];
-    this.#eosText = eosText ?? (firstEos !== undefined ? this.#tok.id_to_token(firstEos) ?? "" : "");
-
-    const template = pickTemplate(tokenizerConfig.chat_template) ?? extra.chatTemplate ?? null;
-    this.#template = template !== null ? new Template(template) : null;
+    let max = -1;
+    for (const id of tok.get_vocab(true).values()) if (id > max) max = id;
+    this.vocabSize = max + 1;
+    this.#template = pickTemplate(config.chat_template) ?? templateFile;
   }
 
   /**
-   * Reads tokenizer.json, tokenizer_config.json, config.json, generation_config.json and chat_template.jinja
-   * (whichever exist) from a model folder.
+   * Load the tokenizer of a model folder.
+   *
+   * @param dir folder holding tokenizer.json (and usually tokenizer_config.json)
    * @returns the tokenizer, or null when the folder has no tokenizer.json
    */
   static async load(dir: string): Promise<TextTokenizer | null> {
-    const tokenizerJson = await readJson(`${dir}/tokenizer.json`);
-    if (!tokenizerJson) return null;
-    const tokenizerConfig = (await readJson(`${dir}/tokenizer_config.json`)) ?? {};
-    const config = (await readJson(`${dir}/config.json`)) ?? {};
-    const generation = (await readJson(`${dir}/generation_config.json`)) ?? {};
-    const bos = generation.bos_token_id ?? config.bos_token_id;
-    return new TextTokenizer(tokenizerJson, tokenizerConfig, {
-      bosTokenId: typeof bos === "number" ? bos : null,
-      eosTokenIds: [...idList(generation.eos_token_id), ...idList(config.eos_token_id)],
-      chatTemplate: await readText(`${dir}/chat_template.jinja`),
-    });
+    const json = await readJson(`${dir}/tokenizer.json`);
+    if (!json) return null;
+    const config = (await readJson(`${dir}/tokenizer_config.json`)) ?? {};
+    const generation = await readJson(`${dir}/generation_config.json`);
+    const templateFile = await readText(`${dir}/chat_template.jinja`);
+    return new TextTokenizer(json, config, generation, templateFile);
   }
 
-  /** True when a chat template was found. */
+  /**
+   * Encode text to token ids. The tokenizer's own post-processor (which may add BOS) is not used:
+   * BOS is prepended only when `opts.addBos` is set, and never twice.
+   *
+   * @returns token ids
+   */
+  encode(text: string, opts: EncodeOptions = {}): number[] {
+    const ids = this.#tok.encode(text, { add_special_tokens: false }).ids;
+    if (opts.addBos && this.bosTokenId !== null && ids[0] !== this.bosTokenId) ids.unshift(this.bosTokenId);
+    return ids;
+  }
+
+  /**
+   * Decode token ids to text. Special tokens (BOS, EOS, ...) are kept as their text unless
+   * `opts.skipSpecialTokens` is set.
+   *
+   * @returns the text
+   */
+  decode(ids: number[], opts: { skipSpecialTokens?: boolean } = {}): string {
+    if (ids.length === 0) return "";
+    return this.#tok.decode(ids, { skip_special_tokens: opts.skipSpecialTokens ?? false });
+  }
+
+  /** Whether a chat template is available. */
   get hasChatTemplate(): boolean {
     return this.#template !== null;
   }
 
   /**
-   * Token ids of `text`. Special-token strings inside the text (e.g. "<|begin_of_text|>" from a chat
-   * template) become their ids; BOS is prepended only with `addBos`, and not twice when the text already
-   * starts with it.
-   */
-  encode(text: string, opts: EncodeOptions = {}): number[] {
-    const ids = text.length > 0 ? this.#tok.encode(text, { add_special_tokens: false }).ids : [];
-    if (opts.addBos && this.bosTokenId !== null && ids[0] !== this.bosTokenId) ids.unshift(this.bosTokenId);
-    return ids;
-  }
-
-  /** Text of token ids, special tokens included, without clean-up of spaces (so decode(encode(s)) === s). */
-  decode(ids: number[]): string {
-    if (ids.length === 0) return "";
-    return this.#tok.decode(ids, { skip_special_tokens: false, clean_up_tokenization_spaces: false });
-  }
-
-  /**
-   * Renders messages with the model's chat template (bos_token and eos_token passed as strings).
-   * The result already holds any BOS the template writes: encode it without `addBos`.
-   * @throws Error when the model has no chat template
+   * Render the chat template (from tokenizer_config.json or chat_template.jinja) for `messages`,
+   * with `bos_token` and `eos_token` defined.
+   *
+   * @returns the prompt text (encode it without `addBos`: templates usually emit BOS themselves)
+   * @throws Error when the tokenizer has no chat template
    */
   applyChatTemplate(messages: ChatMessage[], opts: ChatTemplateOptions = {}): string {
-    if (!this.#template) {
-      throw new Error(
-        "this model's tokenizer has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja): pass a plain prompt instead",
-      );
+    if (this.#template === null) {
+      throw new Error("this tokenizer has no chat template (tokenizer_config.json has no chat_template)");
     }
-    return this.#template.render({
+    this.#compiled ??= new Template(this.#template);
+    return this.#compiled.render({
       messages,
+      bos_token: this.#bosToken ?? "",
+      eos_token: this.#eosToken ?? "",
       add_generation_prompt: opts.addGenerationPrompt ?? true,
-      bos_token: this.#bosText,
-      eos_token: this.#eosText,
     });
   }
 }
 
+/** Tokens the decoder may hold back waiting for a UTF-8 sequence to complete before giving up. */
+const MAX_PENDING = 8;
+
 /**
- * Incremental detokenizer for streaming: text grows token by token, and a multi-byte character split over
- * several tokens is held back until complete (nothing is emitted while the decoded text ends in U+FFFD).
- * Decoding happens over a short window of recent tokens (the prefix/read offsets of HF text-generation-
- * inference), so decoders that treat the first token specially (leading-space stripping) stay correct.
- * The concatenation of every `push` and the final `flush` equals `tok.decode(allIds)`.
+ * Incremental detokenizer for streaming generation. It decodes a sliding window of ids
+ * (a few already-emitted tokens for context plus the pending ones) and emits the new part, so
+ * tokenizers whose decode of a suffix differs from the suffix of a decode (leading-space handling)
+ * stream correctly, and it holds text back while the decoded tail ends in U+FFFD (an incomplete
+ * UTF-8 sequence split across byte tokens).
  */
 export class StreamDecoder {
   readonly #tok: TextTokenizer;
-  /** Tokens from the start of the decoding window. */
   #ids: number[] = [];
-  /** Tokens of #ids already emitted (their text is the window's prefix). */
+  /** Start of the context window. */
+  #prefix = 0;
+  /** End of the context window = start of the not-yet-emitted ids. */
   #read = 0;
 
-  /** @param tok the tokenizer that made the ids */
+  /**
+   * Start an empty stream.
+   *
+   * @param tok the tokenizer used to decode
+   */
   constructor(tok: TextTokenizer) {
     this.#tok = tok;
   }
 
-  /** Adds tokens; returns the text that became complete ("" while a character is still incomplete). */
+  /**
+   * Add generated ids.
+   *
+   * @returns the newly completed text (possibly empty)
+   */
   push(ids: number[]): string {
     this.#ids.push(...ids);
-    const prefix = this.#tok.decode(this.#ids.slice(0, this.#read));
-    const text = this.#tok.decode(this.#ids);
-    if (text.length <= prefix.length || text.endsWith("\uFFFD")) return "";
-    // the emitted tokens become the context of the next window
-    this.#ids = this.#ids.slice(this.#read);
-    this.#read = this.#ids.length;
-    return text.slice(prefix.length);
+    return this.#step(false);
   }
 
-  /** Returns the text still held back (an incomplete character shows as U+FFFD) and starts over. */
+  /**
+   * Emit whatever is still held back (an incomplete sequence at the very end decodes to U+FFFD).
+   *
+   * @returns the remaining text
+   */
   flush(): string {
-    const prefix = this.#tok.decode(this.#ids.slice(0, this.#read));
-    const text = this.#tok.decode(this.#ids);
-    this.#ids = [];
-    this.#read = 0;
-    return text.slice(prefix.length);
+    return this.#step(true);
+  }
+
+  #step(force: boolean): string {
+    if (this.#read >= this.#ids.length) return "";
+    const prefixText = this.#tok.decode(this.#ids.slice(this.#prefix, this.#read));
+    const fullText = this.#tok.decode(this.#ids.slice(this.#prefix));
+    const pending = this.#ids.length - this.#read;
+    if (!force && fullText.endsWith("\uFFFD") && pending < MAX_PENDING) return "";
+    if (!force && fullText.length <= prefixText.length) return ""; // nothing visible yet (e.g. a lone space piece)
+    // The window's text normally extends the context's text; otherwise emit past the common prefix.
+    let start = prefixText.length;
+    if (!fullText.startsWith(prefixText)) {
+      start = 0;
+      while (start < prefixText.length && fullText[start] === prefixText[start]) start++;
+    }
+    this.#prefix = this.#read;
+    this.#read = this.#ids.length;
+    return fullText.slice(start);
   }
 }

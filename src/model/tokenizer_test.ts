@@ -32,7 +32,10 @@ Deno.test("tokenizer: metadata of tiny-llama", () => {
 Deno.test("tokenizer: encode/decode round-trips unicode, emoji and whitespace", () => {
   for (const s of SAMPLES) {
     const ids = tok.encode(s);
-    assert(ids.every((id) => Number.isInteger(id) && id >= 0 && id < tok.vocabSize), `ids of ${JSON.stringify(s)}`);
+    assert(
+      ids.every((id) => Number.isInteger(id) && id >= 0 && id < tok.vocabSize),
+      `ids of ${JSON.stringify(s)}`,
+    );
     assert(!ids.includes(0), `no BOS unless asked: ${JSON.stringify(s)}`);
     assertEquals(tok.decode(ids), s);
   }
@@ -118,4 +121,30 @@ Deno.test("tokenizer: StreamDecoder holds back a split emoji until complete, flu
 
 Deno.test("tokenizer: load returns null for a folder without tokenizer.json", async () => {
   assertEquals(await TextTokenizer.load(NO_TOKENIZER), null);
+});
+
+Deno.test("tokenizer: StreamDecoder handles decoders where a suffix decodes differently (WordPiece spaces)", () => {
+  // WordPiece decode joins words with spaces but a lone token has none: per-token decoding would lose them.
+  const json = {
+    model: {
+      type: "WordPiece",
+      unk_token: "[UNK]",
+      continuing_subword_prefix: "##",
+      vocab: { "[UNK]": 0, hello: 1, world: 2, "##ing": 3, walk: 4 },
+    },
+    pre_tokenizer: { type: "Whitespace" },
+    decoder: { type: "WordPiece", prefix: "##", cleanup: true },
+    normalizer: null,
+    post_processor: null,
+    added_tokens: [],
+  };
+  const wp = new TextTokenizer(json, {});
+  const ids = wp.encode("hello world walking hello");
+  assertEquals(ids, [1, 2, 4, 3, 1]);
+  assertEquals(ids.map((id) => wp.decode([id])).join(""), "helloworldwalk##inghello"); // the naive way fails
+  const dec = new StreamDecoder(wp);
+  const parts = ids.map((id) => dec.push([id]));
+  parts.push(dec.flush());
+  assertEquals(parts.join(""), "hello world walking hello");
+  assertEquals(parts.slice(0, 4), ["hello", " world", " walk", "ing"]);
 });

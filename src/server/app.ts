@@ -119,7 +119,8 @@ async function sha256(s: string): Promise<Uint8Array> {
 
 /** Reads the body as JSON, enforcing `max` bytes while streaming (Content-Length is only a fast path). */
 async function readJson(req: Request, max: number): Promise<unknown> {
-  const tooLarge = () => new HttpError(413, `request body is larger than ${max} bytes`, null, "request_too_large");
+  const tooLarge = () =>
+    new HttpError(413, `request body is larger than ${max} bytes`, null, "request_too_large");
   const declared = req.headers.get("content-length");
   if (declared !== null && Number(declared) > max) {
     await req.body?.cancel().catch(() => {});
@@ -181,7 +182,12 @@ function optNumber(
   if (v === undefined || v === null) return undefined;
   const kind = r.integer ? "an integer" : "a number";
   if (typeof v !== "number" || !Number.isFinite(v) || (r.integer && !Number.isInteger(v))) {
-    throw new HttpError(400, `'${name}' must be ${kind}, got ${typeName(v)} ${JSON.stringify(v)}`, name, "invalid_type");
+    throw new HttpError(
+      400,
+      `'${name}' must be ${kind}, got ${typeName(v)} ${JSON.stringify(v)}`,
+      name,
+      "invalid_type",
+    );
   }
   const low = r.min !== undefined && (r.minExclusive ? v <= r.min : v < r.min);
   const high = r.max !== undefined && v > r.max;
@@ -207,9 +213,12 @@ function optBoolean(b: Body, name: string): boolean | undefined {
 
 /** Fields whose non-default values this server cannot honour: rejected rather than silently ignored. */
 function rejectUnsupported(b: Body, chat: boolean): void {
-  const bad = (name: string, why: string) => new HttpError(400, `'${name}' ${why}`, name, "unsupported_value");
+  const bad = (name: string, why: string) =>
+    new HttpError(400, `'${name}' ${why}`, name, "unsupported_value");
   const n = b.n;
-  if (n !== undefined && n !== null && n !== 1) throw bad("n", "must be 1: one choice per request is supported");
+  if (n !== undefined && n !== null && n !== 1) {
+    throw bad("n", "must be 1: one choice per request is supported");
+  }
   if (b.best_of !== undefined && b.best_of !== null && b.best_of !== 1) throw bad("best_of", "must be 1");
   if (b.echo !== undefined && b.echo !== null && b.echo !== false) throw bad("echo", "is not supported");
   if (b.suffix !== undefined && b.suffix !== null) throw bad("suffix", "is not supported");
@@ -227,7 +236,9 @@ function rejectUnsupported(b: Body, chat: boolean): void {
   }
   for (const name of ["tools", "functions"]) {
     const v = b[name];
-    if (v !== undefined && v !== null && !(Array.isArray(v) && v.length === 0)) throw bad(name, "are not supported");
+    if (v !== undefined && v !== null && !(Array.isArray(v) && v.length === 0)) {
+      throw bad(name, "are not supported");
+    }
   }
 }
 
@@ -311,7 +322,9 @@ function parseStop(v: unknown): string[] {
 const CHAT_ROLES = new Set(["system", "developer", "user", "assistant", "tool"]);
 
 function parseMessages(v: unknown): { role: string; content: string }[] {
-  if (v === undefined || v === null) throw new HttpError(400, "'messages' is required", "messages", "missing_required");
+  if (v === undefined || v === null) {
+    throw new HttpError(400, "'messages' is required", "messages", "missing_required");
+  }
   if (!Array.isArray(v)) throw new HttpError(400, "'messages' must be an array", "messages", "invalid_type");
   if (v.length === 0) throw new HttpError(400, "'messages' must not be empty", "messages", "invalid_value");
   return v.map((m, i) => {
@@ -358,7 +371,9 @@ function parseMessages(v: unknown): { role: string; content: string }[] {
 
 /** A completions prompt: a string or token ids; a batch of exactly one of those is unwrapped. */
 function parsePrompt(v: unknown): string | number[] {
-  if (v === undefined || v === null) throw new HttpError(400, "'prompt' is required", "prompt", "missing_required");
+  if (v === undefined || v === null) {
+    throw new HttpError(400, "'prompt' is required", "prompt", "missing_required");
+  }
   if (Array.isArray(v) && v.length === 1 && (typeof v[0] === "string" || Array.isArray(v[0]))) v = v[0];
   if (typeof v === "string") {
     if (v.length === 0) throw new HttpError(400, "'prompt' must not be empty", "prompt", "invalid_value");
@@ -380,6 +395,13 @@ function parsePrompt(v: unknown): string | number[] {
     );
   }
   throw new HttpError(400, "'prompt' must be a string or an array of token ids", "prompt", "invalid_type");
+}
+
+/** The vocabulary size when the model tells it (`vocabSize`, or `config.vocabSize` of the GPU `Model`). */
+function vocabSizeOf(model: TextModel): number | undefined {
+  const m = model as { vocabSize?: unknown; config?: { vocabSize?: unknown } };
+  const v = m.vocabSize ?? m.config?.vocabSize;
+  return typeof v === "number" && v > 0 ? v : undefined;
 }
 
 /** Errors a TextModel raises for bad input (RangeError) become 400; the rest 500. */
@@ -429,7 +451,9 @@ export function createApp(options: ServerOptions): App {
   const keyHash = options.apiKey !== undefined ? sha256(options.apiKey) : null;
 
   let state: ModelState = { kind: "loading" };
+  let loadedAt = 0;
   const ready = (model: TextModel) => {
+    loadedAt = Math.floor(Date.now() / 1000);
     state = { kind: "ready", model, limits: resolveLimits(options, model.contextLength) };
   };
   const m = options.model;
@@ -455,9 +479,16 @@ export function createApp(options: ServerOptions): App {
   function requireModel(): { model: TextModel; limits: ServerLimits } {
     if (state.kind === "ready") return state;
     if (state.kind === "loading") {
-      throw new HttpError(503, "the model is still loading; retry shortly", null, "model_loading", "server_error", {
-        "retry-after": "5",
-      });
+      throw new HttpError(
+        503,
+        "the model is still loading; retry shortly",
+        null,
+        "model_loading",
+        "server_error",
+        {
+          "retry-after": "5",
+        },
+      );
     }
     throw new HttpError(503, "the model failed to load", null, "model_load_failed", "server_error");
   }
@@ -480,7 +511,7 @@ export function createApp(options: ServerOptions): App {
     const { model } = requireModel();
     return json({
       object: "list",
-      data: [{ id: model.id, object: "model", created: 0, owned_by: "tealgpu" }],
+      data: [{ id: model.id, object: "model", created: loadedAt, owned_by: "tealgpu" }],
     });
   }
 
@@ -539,7 +570,11 @@ export function createApp(options: ServerOptions): App {
       try {
         text = model.applyChatTemplate(messages);
       } catch (e) {
-        throw new HttpError(400, `the chat template rejected the messages: ${(e as Error).message}`, "messages");
+        throw new HttpError(
+          400,
+          `the chat template rejected the messages: ${(e as Error).message}`,
+          "messages",
+        );
       }
       ids = model.encode(text, false); // the template's text already holds BOS
       checkPromptLength(ids.length, limits, "messages");
@@ -550,6 +585,16 @@ export function createApp(options: ServerOptions): App {
       }
       ids = typeof prompt === "string" ? model.encode(prompt, true) : prompt;
       checkPromptLength(ids.length, limits, "prompt");
+      const vocab = vocabSizeOf(model);
+      const bad = vocab === undefined ? undefined : ids.find((id) => id >= vocab);
+      if (bad !== undefined) {
+        throw new HttpError(
+          400,
+          `'prompt' token id ${bad} is outside the vocabulary [0, ${vocab})`,
+          "prompt",
+          "invalid_value",
+        );
+      }
     }
     const maxField = chat && b.max_completion_tokens !== undefined && b.max_completion_tokens !== null
       ? "max_completion_tokens"
@@ -597,13 +642,23 @@ export function createApp(options: ServerOptions): App {
         for await (const _ of gen) { /* the result holds the whole text */ }
         r = await gen.result;
       } catch (e) {
-        throw modelError(e);
+        const err = modelError(e);
+        if (err.status >= 500) onError(e);
+        throw err;
       }
       if (r.finishReason === "abort") {
-        return json(errorBody(new HttpError(499, "the client closed the request", null, "client_closed")), 499);
+        return json(
+          errorBody(new HttpError(499, "the client closed the request", null, "client_closed")),
+          499,
+        );
       }
       const choice = job.chat
-        ? { index: 0, message: { role: "assistant", content: r.text }, logprobs: null, finish_reason: finishReason(r) }
+        ? {
+          index: 0,
+          message: { role: "assistant", content: r.text },
+          logprobs: null,
+          finish_reason: finishReason(r),
+        }
         : { index: 0, text: r.text, logprobs: null, finish_reason: finishReason(r) };
       return json({
         id,
@@ -617,13 +672,17 @@ export function createApp(options: ServerOptions): App {
 
     // A prompt the model rejects up front (e.g. a token id outside the vocabulary) still gets a 4xx status:
     // such errors settle the result before any timer fires.
-    let timer = 0;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     const early = await Promise.race([
       gen.result.then(() => null, (e) => ({ e })),
       new Promise<null>((r) => (timer = setTimeout(() => r(null), 0))),
     ]);
     clearTimeout(timer);
-    if (early) throw modelError(early.e);
+    if (early) {
+      const err = modelError(early.e);
+      if (err.status >= 500) onError(early.e);
+      throw err;
+    }
 
     const enc = new TextEncoder();
     const sse = (obj: unknown) => enc.encode(`data: ${JSON.stringify(obj)}\n\n`);
@@ -646,7 +705,14 @@ export function createApp(options: ServerOptions): App {
       start(controller) {
         if (job.chat) {
           controller.enqueue(
-            sse(chunk({ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null })),
+            sse(
+              chunk({
+                index: 0,
+                delta: { role: "assistant", content: "" },
+                logprobs: null,
+                finish_reason: null,
+              }),
+            ),
           );
         }
       },
@@ -668,7 +734,9 @@ export function createApp(options: ServerOptions): App {
               return;
             }
             controller.enqueue(sse(piece("", finishReason(r))));
-            if (job.includeUsage) controller.enqueue(sse({ id, object, created, model: modelId, choices: [], usage: usage(r) }));
+            if (job.includeUsage) {
+              controller.enqueue(sse({ id, object, created, model: modelId, choices: [], usage: usage(r) }));
+            }
             controller.enqueue(enc.encode("data: [DONE]\n\n"));
             closed = true;
             controller.close();
@@ -704,9 +772,16 @@ export function createApp(options: ServerOptions): App {
     const methods = ROUTES[path];
     if (path === "/health") {
       if (!methods.includes(req.method)) {
-        throw new HttpError(405, `method ${req.method} is not allowed on ${path}`, null, "method_not_allowed", undefined, {
-          allow: methods.join(", "),
-        });
+        throw new HttpError(
+          405,
+          `method ${req.method} is not allowed on ${path}`,
+          null,
+          "method_not_allowed",
+          undefined,
+          {
+            allow: methods.join(", "),
+          },
+        );
       }
       return health();
     }
@@ -722,9 +797,16 @@ export function createApp(options: ServerOptions): App {
     }
     if (!methods) throw new HttpError(404, `invalid URL (${req.method} ${path})`, null, "not_found");
     if (!methods.includes(req.method)) {
-      throw new HttpError(405, `method ${req.method} is not allowed on ${path}`, null, "method_not_allowed", undefined, {
-        allow: methods.join(", "),
-      });
+      throw new HttpError(
+        405,
+        `method ${req.method} is not allowed on ${path}`,
+        null,
+        "method_not_allowed",
+        undefined,
+        {
+          allow: methods.join(", "),
+        },
+      );
     }
     switch (path) {
       case "/v1/models":
@@ -742,8 +824,9 @@ export function createApp(options: ServerOptions): App {
       try {
         res = await handle(req);
       } catch (e) {
-        if (!(e instanceof HttpError)) onError(e);
-        res = errorResponse(modelError(e));
+        const err = modelError(e);
+        if (err.status >= 500 && !(e instanceof HttpError)) onError(e);
+        res = errorResponse(err);
       }
       if (req.method === "HEAD") {
         await res.body?.cancel();

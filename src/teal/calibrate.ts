@@ -28,7 +28,7 @@ import {
 export interface CalibrateOptions {
   /** Calibration tokens for the statistics (default 16384). */
   tokens?: number;
-  /** Window length in tokens, BOS included (default 512). */
+  /** Text tokens per window; each window is BOS + ctx tokens (default 512). */
   ctx?: number;
   /** Tokens of block inputs the greedy search evaluates on (default 1024). */
   greedyTokens?: number;
@@ -51,12 +51,13 @@ export interface CalibrateOptions {
 /** Input site of each projection slot (q, k, v share one input, as do gate and up). */
 const SITE_OF = ["qkv", "qkv", "qkv", "o", "gateup", "gateup", "down"] as const;
 
-/** Splits token ids into windows of ctx tokens: BOS followed by ctx - 1 text tokens. */
+/**
+ * Splits text token ids into non-overlapping windows of `ctx` tokens, each prefixed with BOS (ctx + 1 ids).
+ * This is the evaluation protocol the targets were set with (tiny-llama-16m: 109.94 dense over 8 windows).
+ */
 export function windows(ids: number[], ctx: number, bos: number, count: number): number[][] {
   const out: number[][] = [];
-  for (let i = 0; out.length < count && i + ctx - 1 <= ids.length; i += ctx - 1) {
-    out.push([bos, ...ids.slice(i, i + ctx - 1)]);
-  }
+  for (let i = 0; out.length < count && i + ctx <= ids.length; i += ctx) out.push([bos, ...ids.slice(i, i + ctx)]);
   return out;
 }
 
@@ -68,7 +69,7 @@ export function projectionParams(model: Model): number[] {
 
 /**
  * Calibrates a TEAL profile for `model` on `text` (tokenized into BOS-prefixed windows), or on windows of
- * token ids given directly (each `ctx` long). Needs `maxPrefill >= ctx`.
+ * token ids given directly (each BOS + `ctx` tokens long). Needs `maxPrefill >= ctx + 1`.
  */
 export async function calibrate(
   model: Model,
@@ -84,10 +85,10 @@ export async function calibrate(
   const score = o.score ?? "magnitude";
   const gridStep = o.gridStep ?? 0.05;
   const maxTarget = o.maxTarget ?? 0.9;
-  if (ctx > f.maxPrefill) {
-    throw new RangeError(`--ctx ${ctx} exceeds the model's prefill size ${f.maxPrefill}`);
+  if (ctx + 1 > f.maxPrefill) {
+    throw new RangeError(`windows of ${ctx + 1} tokens exceed the model's prefill size ${f.maxPrefill}`);
   }
-  if (ctx < 2) throw new RangeError("--ctx must be at least 2");
+  if (ctx < 1) throw new RangeError("--ctx must be at least 1");
   const nWin = Math.ceil(tokens / ctx);
   let wins: number[][];
   if (typeof source === "string") {
@@ -105,8 +106,8 @@ export async function calibrate(
     }
   } else {
     wins = source.slice(0, nWin);
-    if (wins.length === 0 || wins.some((w) => w.length !== ctx)) {
-      throw new RangeError(`windows must be ${ctx} tokens`);
+    if (wins.length === 0 || wins.some((w) => w.length !== ctx + 1)) {
+      throw new RangeError(`windows must be ${ctx + 1} tokens (BOS + ctx)`);
     }
   }
   const params = projectionParams(model);
@@ -130,24 +131,25 @@ export async function calibrate(
     down: c.intermediateSize,
   };
   const perRow = widths.qkv + widths.o + widths.gateup + widths.down;
-  const capture = gpu.buffer(c.numLayers * ctx * perRow * 4, "calib_capture");
+  const W = ctx + 1; // rows per window
+  const capture = gpu.buffer(c.numLayers * W * perRow * 4, "calib_capture");
   const gWin = Math.min(wins.length, Math.max(1, Math.ceil((o.greedyTokens ?? 1024) / ctx)));
   const blockIn = o.allocation === "uniform"
     ? []
     : Array.from({ length: c.numLayers + 1 }, (_, l) =>
-      gpu.buffer(gWin * ctx * c.hiddenSize * 4, `block_in${l}`));
+      gpu.buffer(gWin * W * c.hiddenSize * 4, `block_in${l}`));
   try {
     for (let w = 0; w < wins.length; w++) {
       const rows = wins[w].length;
       const hook: CaptureHook = (layer, site, buf, width) => {
         if (site === "in") {
           return w < gWin && blockIn.length > 0
-            ? [copyOp(gpu, buf, blockIn[layer], { n: rows * width, dstOffset: w * ctx * c.hiddenSize })]
+            ? [copyOp(gpu, buf, blockIn[layer], { n: rows * width, dstOffset: w * W * c.hiddenSize })]
             : [];
         }
         const off = siteOffset(site, widths);
         return [
-          copyOp(gpu, buf, capture, { n: rows * width, dstOffset: (layer * ctx * perRow) + off * ctx }),
+          copyOp(gpu, buf, capture, { n: rows * width, dstOffset: layer * W * perRow + off * W }),
         ];
       };
       gpu.write(f.ids, new Uint32Array(wins[w]));
@@ -157,13 +159,13 @@ export async function calibrate(
         ops.push(
           copyOp(gpu, f.X, blockIn[c.numLayers], {
             n: rows * c.hiddenSize,
-            dstOffset: w * ctx * c.hiddenSize,
+            dstOffset: w * W * c.hiddenSize,
           }),
         );
       }
       gpu.run(ops);
       releaseOps(ops);
-      const data = await gpu.readF32(capture, c.numLayers * ctx * perRow);
+      const data = await gpu.readF32(capture, c.numLayers * W * perRow);
       for (let l = 0; l < c.numLayers; l++) {
         const seen = new Set<MagnitudeHistogram>();
         for (let s = 0; s < SLOTS; s++) {
@@ -172,7 +174,7 @@ export async function calibrate(
           seen.add(h);
           const site = SITE_OF[s];
           const width = widths[site];
-          const start = l * ctx * perRow + siteOffset(site, widths) * ctx;
+          const start = l * W * perRow + siteOffset(site, widths) * W;
           h.add(data.subarray(start, start + rows * width), width, norms?.[l][s]);
         }
       }
@@ -187,7 +189,7 @@ export async function calibrate(
       perLayer.push(
         o.allocation === "uniform"
           ? targets.map((t) => PROJ_NAMES.map(() => t))
-          : await greedyBlock(model, l, hist[l], params, targets, blockIn, gWin, ctx, o.greedyStep ?? 0.025),
+          : await greedyBlock(model, l, hist[l], params, targets, blockIn, gWin, W, o.greedyStep ?? 0.025),
       );
       o.onProgress?.("allocation", l + 1, c.numLayers);
     }

@@ -1,6 +1,6 @@
 /**
  * Perplexity evaluation, dense and TEAL-sparse. Protocol: non-overlapping windows of `ctx` tokens of the text,
- * each BOS followed by ctx - 1 text tokens; every text token of the window is scored (predicted from its prefix).
+ * each prefixed with BOS; every text token of the window is scored (predicted from BOS and its prefix).
  * Sparse rows apply the thresholds at every position, as decoding would, and realised sparsity is counted on
  * the GPU.
  * @module
@@ -22,7 +22,7 @@ export interface EvalResult {
 
 /** Options of {@link evaluatePerplexity}. */
 export interface EvalOptions {
-  /** Window length in tokens, BOS included (default 512). */
+  /** Text tokens per window, each window prefixed with BOS (default 512). */
   ctx?: number;
   /** Windows to score (default 8). */
   windows?: number;

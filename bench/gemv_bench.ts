@@ -1,0 +1,136 @@
+/**
+ * Kernel-level benchmark of the dense and TEAL-sparse GEMV (gemv.wgsl + its reduce pass) at Llama-3-8B shapes.
+ *
+ * `deno run -A bench/gemv_bench.ts [--quick]` prints GPU times from timestamp queries (median of repeats, each
+ * repeat many dispatches in one pass over rotating weight copies so L2 never holds them), the bandwidth
+ * achieved against the bytes of the active weight rows, and variant sweeps of the tunables.
+ * `deno bench -A bench/` runs the same kernels as Deno benchmarks: their wall time includes Deno's >= 10 ms
+ * read-back fence, amortised over 100 dispatches per iteration.
+ * @module
+ */
+import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
+import { gemvOp, layoutSegments, type Matrix, REDUCE, reduceOp } from "../src/gpu/kernels.ts";
+import { fillOp } from "../src/gpu/kernels.ts";
+
+/** Llama-3-8B decode GEMV shapes, N x K. */
+export const SHAPES_8B: [number, number][] = [[14336, 4096], [4096, 14336], [4096, 4096], [1024, 4096]];
+
+interface Setup {
+  mats: Matrix[];
+  x: GPUBuffer;
+  partials: GPUBuffer;
+  out: GPUBuffer;
+  sp: { thresholds: GPUBuffer; counters: GPUBuffer };
+}
+
+/** Random weights (several copies, to defeat L2), a random input, and a threshold for each sparsity. */
+function setup(ctx: GpuContext, N: number, K: number, copies: number): Setup {
+  const mats: Matrix[] = [];
+  const ops: Op[] = [];
+  for (let c = 0; c < copies; c++) {
+    const { segments, halves } = layoutSegments(K, [N], [0]);
+    const buffer = ctx.buffer(halves * 2, "w");
+    ops.push(fillOp(ctx, buffer, { words: halves / 2, mode: "random", seed: c + 1, scale: 0.02 }));
+    mats.push({ K, N, segments, buffer, scales: ctx.buffer(K * 4, "ones", new Float32Array(K).fill(1)) });
+  }
+  ctx.run(ops);
+  // x uniform in [-1, 1): threshold t drops a fraction t of the channels
+  const xs = new Float32Array(K);
+  let a = 12345;
+  for (let i = 0; i < K; i++) {
+    a = (Math.imul(a, 1664525) + 1013904223) >>> 0;
+    xs[i] = a / 2 ** 31 - 1;
+  }
+  return {
+    mats,
+    x: ctx.buffer(K * 4, "x", xs),
+    partials: ctx.buffer(Math.ceil(K / 256) * N * 4, "partials"),
+    out: ctx.buffer(N * 4, "out"),
+    sp: { thresholds: ctx.buffer(16, "thr"), counters: ctx.buffer(16, "cnt") },
+  };
+}
+
+function median(v: number[]): number {
+  const s = [...v].sort((x, y) => x - y);
+  return s[Math.floor(s.length / 2)];
+}
+
+/** GPU microseconds of one GEMV + reduce at `sparsity` (median over repeats). */
+export async function timeGemv(
+  ctx: GpuContext,
+  s: Setup,
+  sparsity: number,
+  tune = { TPR: 16, KCHUNK: 512 },
+  reps = 7,
+  perPass = 40,
+): Promise<number> {
+  ctx.write(s.sp.thresholds, new Float32Array([sparsity]));
+  const ops = s.mats.flatMap((m) => [
+    gemvOp(ctx, m, s.x, s.partials, s.sp, { sparse: sparsity > 0, tune }),
+    reduceOp(ctx, s.partials, s.out, {
+      n: m.N,
+      splits: Math.ceil(m.K / tune.KCHUNK),
+      ncols: m.N,
+      mode: REDUCE.store,
+    }),
+  ]);
+  const pass: Op[] = [];
+  for (let i = 0; pass.length < perPass * 2; i++) {
+    pass.push(...ops.slice((2 * i) % ops.length, (2 * i) % ops.length + 2));
+  }
+  const times: number[] = [];
+  for (let r = 0; r < reps; r++) times.push((await ctx.timePasses([pass]))[0]);
+  return (median(times) / perPass) * 1000;
+}
+
+if (import.meta.main) {
+  if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
+  const quick = Deno.args.includes("--quick");
+  const ctx = await createGpuContext();
+  console.log(`device: ${ctx.adapterName}`);
+  const sparsities = quick ? [0, 0.5] : [0, 0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
+  const tunes = quick ? [{ TPR: 16, KCHUNK: 512 }] : [
+    { TPR: 16, KCHUNK: 512 },
+    { TPR: 16, KCHUNK: 256 },
+    { TPR: 16, KCHUNK: 1024 },
+    { TPR: 32, KCHUNK: 512 },
+    { TPR: 32, KCHUNK: 1024 },
+    { TPR: 8, KCHUNK: 512 },
+  ];
+  const rows: Record<string, unknown>[] = [];
+  for (const [N, K] of SHAPES_8B) {
+    const s = setup(ctx, N, K, Math.max(2, Math.ceil(400e6 / (N * K * 2))));
+    for (const tune of tunes) {
+      const line: string[] = [];
+      for (const sp of sparsities) {
+        const us = await timeGemv(ctx, s, sp, tune);
+        const gbs = (N * K * 2 * (1 - sp)) / (us * 1e-6) / 1e9;
+        rows.push({ N, K, ...tune, sparsity: sp, us: Number(us.toFixed(2)), gbs: Number(gbs.toFixed(0)) });
+        line.push(`${sp}: ${us.toFixed(1)}us ${gbs.toFixed(0)}GB/s`);
+      }
+      console.log(`${N}x${K} TPR${tune.TPR} KCHUNK${tune.KCHUNK} | ${line.join(" | ")}`);
+    }
+    for (const m of s.mats) m.buffer.destroy();
+  }
+  const out = Deno.env.get("GEMV_BENCH_JSON");
+  if (out) {
+    await Deno.writeTextFile(
+      out,
+      JSON.stringify({ device: ctx.adapterName, date: new Date().toISOString(), rows }),
+    );
+  }
+  ctx.destroy();
+} else {
+  const ctx = await createGpuContext();
+  for (const [N, K] of [[1024, 4096]] as [number, number][]) {
+    const s = setup(ctx, N, K, 2);
+    for (const sp of [0, 0.5]) {
+      const ops = s.mats.flatMap((m) => [gemvOp(ctx, m, s.x, s.partials, s.sp, { sparse: sp > 0 })]);
+      Deno.bench(`gemv ${N}x${K} sparsity ${sp} (x100 per iteration)`, async () => {
+        ctx.write(s.sp.thresholds, new Float32Array([sp]));
+        ctx.run(Array.from({ length: 100 }, (_, i) => ops[i % ops.length]));
+        await ctx.device.queue.onSubmittedWorkDone();
+      });
+    }
+  }
+}

@@ -1,0 +1,36 @@
+/**
+ * The OpenAI-compatible HTTP server as a `deno serve` module:
+ *
+ * ```sh
+ * TEALGPU_MODEL=/models/TinyLlama-1.1B-Chat-v1.0 TEALGPU_API_KEY=secret \
+ *   deno serve -A --host 127.0.0.1 --port 8000 server.ts
+ * ```
+ *
+ * Environment:
+ * - `TEALGPU_MODEL`: model folder (default: the embedded tiny-llama-16m of a checkout).
+ * - `TEALGPU_API_KEY`: when set, every endpoint but `/health` requires `Authorization: Bearer <key>`.
+ *
+ * The model loads in the background: `/health` answers 503 until it is ready. Run one process per GPU (do not
+ * use `deno serve --parallel`: each worker would load its own copy of the model). Endpoints:
+ * `POST /v1/completions`, `POST /v1/chat/completions`, `GET /v1/models`, `GET /health`.
+ * @module
+ */
+import { createApp } from "./src/server/app.ts";
+import { defaultModelDir } from "./src/model/default_model.ts";
+import { loadModel } from "./src/model/model.ts";
+
+// wgpu's Vulkan backend warns when XDG_RUNTIME_DIR is unset (headless servers); give it a harmless one.
+if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
+
+const dir = Deno.env.get("TEALGPU_MODEL") || defaultModelDir();
+const app = createApp({
+  model: loadModel(dir, { onProgress: () => {} }).then((m) => {
+    console.error(`tealgpu: model ${m.id} ready (context ${m.contextLength} tokens)`);
+    return m;
+  }),
+  apiKey: Deno.env.get("TEALGPU_API_KEY") || undefined,
+});
+
+/** The `deno serve` handler. */
+const handler: Deno.ServeDefaultExport = { fetch: (req: Request): Promise<Response> => app.fetch(req) };
+export default handler;

@@ -1,0 +1,71 @@
+/**
+ * Starts the OpenAI-compatible HTTP server ({@link createApp}) on a socket with `Deno.serve`.
+ * @module
+ */
+import type { TextModel } from "../generate/types.ts";
+import { defaultModelDir } from "../model/default_model.ts";
+import { loadModel } from "../model/model.ts";
+import { createApp } from "./app.ts";
+
+/** Options of {@link serve}. */
+export interface ServeOptions {
+  /** Model folder to load (default: the embedded model); ignored when `model` is given. */
+  modelDir?: string;
+  /** An already loaded model (or a promise of one); the caller keeps ownership and disposes it. */
+  model?: TextModel | Promise<TextModel>;
+  /** Interface to bind (default "127.0.0.1": loopback only). */
+  host?: string;
+  /** TCP port (default 8000; 0 picks a free one). */
+  port?: number;
+  /** Require `Authorization: Bearer <apiKey>` on every endpoint but /health. */
+  apiKey?: string;
+  /** Aborting it shuts the server down gracefully (running requests finish). */
+  signal?: AbortSignal;
+  /** Largest `max_tokens` a request may ask for (default 1024). */
+  maxTokensLimit?: number;
+  /** Largest request body in bytes (default 1 MiB). */
+  maxBodyBytes?: number;
+  /** Longest prompt in tokens (default: the context length - 1). */
+  maxPromptTokens?: number;
+  /** Most requests waiting behind the running generation (default 64). */
+  maxQueue?: number;
+  /** Called once the socket listens (default: logs the address to stderr). */
+  onListen?: (addr: Deno.NetAddr) => void;
+}
+
+/**
+ * Serves the model over HTTP. Without `model`, the model in `modelDir` loads in the background: `/health`
+ * answers 503 until it is ready (and reports the error if loading fails); that model is disposed when the
+ * server finishes.
+ */
+export function serve(options: ServeOptions = {}): Deno.HttpServer {
+  const owned = options.model === undefined;
+  const model: TextModel | Promise<TextModel> = options.model ??
+    loadModel(options.modelDir ?? defaultModelDir(), { onProgress: () => {} });
+  const app = createApp({
+    model,
+    apiKey: options.apiKey,
+    maxTokensLimit: options.maxTokensLimit,
+    maxBodyBytes: options.maxBodyBytes,
+    maxPromptTokens: options.maxPromptTokens,
+    maxQueue: options.maxQueue,
+  });
+  const server = Deno.serve({
+    hostname: options.host ?? "127.0.0.1",
+    port: options.port ?? 8000,
+    onListen: options.onListen ??
+      ((addr: Deno.NetAddr) => console.error(`tealgpu: listening on http://${addr.hostname}:${addr.port}`)),
+  }, (req: Request) => app.fetch(req));
+  // Deno.serve's own `signal` option drops open connections; shutdown() lets running requests finish
+  const signal = options.signal;
+  if (signal) {
+    const stop = () => server.shutdown().catch(() => {});
+    if (signal.aborted) stop();
+    else signal.addEventListener("abort", stop, { once: true });
+    server.finished.finally(() => signal.removeEventListener("abort", stop));
+  }
+  if (owned) {
+    server.finished.then(async () => (await model).dispose()).catch(() => {});
+  }
+  return server;
+}

@@ -1,0 +1,215 @@
+/**
+ * The OpenAI-compatible server over real HTTP on loopback, against the real embedded model
+ * (models/tiny-llama-16m; lavapipe in CI, so requests stay short).
+ * @module
+ */
+import assert from "node:assert/strict";
+import { createApp } from "../src/server/app.ts";
+import { defaultModelDir } from "../src/model/default_model.ts";
+import { loadModel, type Model } from "../src/model/model.ts";
+import type { GenerateOptions, GenerateResult, Generation, TextModel } from "../src/generate/types.ts";
+
+if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
+
+/** The real model, with every generation's result recorded (bound methods keep private fields working). */
+function observed(model: Model): { model: TextModel; results: Promise<GenerateResult>[] } {
+  const results: Promise<GenerateResult>[] = [];
+  const proxy = new Proxy(model, {
+    get(target, p) {
+      if (p === "generate") {
+        return (prompt: string | number[], o?: GenerateOptions): Generation => {
+          const g = target.generate(prompt, o);
+          results.push(g.result);
+          g.result.catch(() => {});
+          return g;
+        };
+      }
+      const v = Reflect.get(target, p, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  return { model: proxy, results };
+}
+
+async function post(url: string, path: string, body: unknown, signal?: AbortSignal): Promise<Response> {
+  return await fetch(url + path, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+    signal,
+  });
+}
+
+/** Parses a whole SSE body: the JSON payloads, whether it ended with [DONE], the text and finish reason. */
+function parseSse(raw: string): {
+  // deno-lint-ignore no-explicit-any
+  chunks: any[];
+  done: boolean;
+  text: string;
+  finishReason: string | null;
+} {
+  const data = raw.split("\n\n").filter((b) => b !== "").map((b) => {
+    assert.ok(b.startsWith("data: "), `SSE event ${JSON.stringify(b)}`);
+    return b.slice(6);
+  });
+  const done = data.at(-1) === "[DONE]";
+  const chunks = data.filter((d) => d !== "[DONE]").map((d) => JSON.parse(d));
+  let text = "";
+  let finishReason: string | null = null;
+  for (const c of chunks) {
+    for (const ch of c.choices) {
+      text += ch.text ?? ch.delta?.content ?? "";
+      finishReason = ch.finish_reason ?? finishReason;
+    }
+  }
+  return { chunks, done, text, finishReason };
+}
+
+async function direct(model: TextModel, ids: number[], o: GenerateOptions): Promise<GenerateResult> {
+  const g = model.generate(ids, o);
+  for await (const _ of g) { /* drain */ }
+  return await g.result;
+}
+
+Deno.test("server on the real tiny model", async (t) => {
+  const t0 = performance.now();
+  const real = await loadModel(defaultModelDir(), { onProgress: () => {} });
+  const { model, results } = observed(real);
+  const app = createApp({ model, onError: (e) => console.error(e) });
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (req) => app.fetch(req));
+  const url = `http://127.0.0.1:${server.addr.port}`;
+  try {
+    await t.step("health and a completion equal to a direct generation", async () => {
+      const h = await fetch(url + "/health");
+      assert.equal(h.status, 200);
+      assert.equal((await h.json()).model, real.id);
+      const body = { prompt: "The jury said that", max_tokens: 12, temperature: 0 };
+      const res = await post(url, "/v1/completions", body);
+      assert.equal(res.status, 200);
+      const r = await res.json();
+      const ids = real.encode(body.prompt, true);
+      const want = await direct(real, ids, { maxTokens: 12, temperature: 0, topP: 1, topK: 0 });
+      assert.equal(r.choices[0].text, want.text);
+      assert.equal(r.usage.prompt_tokens, ids.length);
+      assert.equal(r.usage.completion_tokens, want.ids.length);
+      assert.equal(r.choices[0].finish_reason, want.finishReason === "length" ? "length" : "stop");
+    });
+
+    await t.step("a streamed chat completion equals the same request unstreamed", async () => {
+      const body = {
+        messages: [{ role: "user", content: "Tell me about the jury." }],
+        max_tokens: 12,
+        temperature: 0.8,
+        seed: 3,
+      };
+      const solo = await (await post(url, "/v1/chat/completions", body)).json();
+      const res = await post(url, "/v1/chat/completions", { ...body, stream: true });
+      assert.equal(res.status, 200);
+      assert.match(res.headers.get("content-type")!, /^text\/event-stream/);
+      const s = parseSse(await res.text());
+      assert.ok(s.done);
+      assert.equal(s.chunks[0].choices[0].delta.role, "assistant");
+      assert.equal(s.text, solo.choices[0].message.content);
+      assert.equal(s.finishReason, solo.choices[0].finish_reason);
+    });
+
+    await t.step("/health answers promptly during a long generation", async () => {
+      const ac = new AbortController();
+      const res = await post(
+        url,
+        "/v1/completions",
+        { prompt: "Once upon a time", max_tokens: 400, temperature: 1, seed: 1, stream: true },
+        ac.signal,
+      );
+      const reader = res.body!.getReader();
+      let ended = false;
+      const drained = (async () => {
+        while (!(await reader.read()).done) { /* keep the stream flowing */ }
+        ended = true;
+      })().catch(() => {});
+      const times: number[] = [];
+      while (!ended && times.length < 20) {
+        const t1 = performance.now();
+        const h = await fetch(url + "/health");
+        const body = await h.json();
+        if (body.running !== 1) break;
+        times.push(performance.now() - t1);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      ac.abort();
+      await drained;
+      await results.at(-1);
+      times.sort((a, b) => a - b);
+      const median = times[Math.floor(times.length / 2)];
+      console.log(
+        `/health during generation: ${times.length} probes, median ${median?.toFixed(1)} ms, max ${
+          times.at(-1)?.toFixed(1)
+        } ms`,
+      );
+      assert.ok(times.length >= 3, `only ${times.length} probes while the generation ran`);
+      assert.ok(times.at(-1)! < 500, `slowest /health took ${times.at(-1)} ms`);
+      assert.ok(median < 100, `median /health took ${median} ms`);
+    });
+
+    await t.step("a client disconnect aborts the generation", async () => {
+      const ac = new AbortController();
+      const n = results.length;
+      const res = await post(
+        url,
+        "/v1/completions",
+        { prompt: "Once upon a time", max_tokens: 600, temperature: 1, seed: 2, stream: true },
+        ac.signal,
+      );
+      const reader = res.body!.getReader();
+      await reader.read();
+      ac.abort();
+      await reader.read().catch(() => {});
+      const r = await results[n];
+      assert.equal(r.finishReason, "abort");
+      assert.ok(r.ids.length < 600);
+      const t1 = performance.now();
+      const next = await post(url, "/v1/completions", { prompt: "Hello", max_tokens: 4, temperature: 0 });
+      assert.equal(next.status, 200);
+      await next.json();
+      console.log(`request after the disconnect: ${(performance.now() - t1).toFixed(0)} ms`);
+    });
+
+    await t.step("8 concurrent streams equal solo runs with the same seed", async () => {
+      const bodies = Array.from(
+        { length: 8 },
+        (_, i) =>
+          i % 2 === 0
+            ? {
+              path: "/v1/completions",
+              body: { prompt: `Story ${i}: the cat`, max_tokens: 8, seed: i, temperature: 0.9 },
+            }
+            : {
+              path: "/v1/chat/completions",
+              body: {
+                messages: [{ role: "user", content: `Question ${i}?` }],
+                max_tokens: 8,
+                seed: i,
+                temperature: 0.9,
+              },
+            },
+      );
+      const streamed = await Promise.all(bodies.map(async ({ path, body }) => {
+        const res = await post(url, path, { ...body, stream: true });
+        assert.equal(res.status, 200);
+        return parseSse(await res.text());
+      }));
+      for (let i = 0; i < bodies.length; i++) {
+        const { path, body } = bodies[i];
+        const solo = parseSse(await (await post(url, path, { ...body, stream: true })).text());
+        assert.ok(streamed[i].done && solo.done);
+        assert.equal(streamed[i].text, solo.text, `request ${i}`);
+        assert.equal(streamed[i].finishReason, solo.finishReason);
+      }
+    });
+  } finally {
+    await server.shutdown();
+    await Promise.allSettled(results);
+    real.dispose();
+    console.log(`real-model server test: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  }
+});
