@@ -10,21 +10,22 @@
  * - `TEALGPU_MODEL`: model folder (default: the embedded tiny-llama-16m of a checkout).
  * - `TEALGPU_API_KEY`: when set, every endpoint but `/health` requires `Authorization: Bearer <key>`.
  *
- * The model loads in the background: `/health` answers 503 until it is ready. Run one process per GPU (do not
+ * The model loads in the background, in a worker thread: `/health` answers 503 until it is ready. Run one process per GPU (do not
  * use `deno serve --parallel`: each worker would load its own copy of the model). Endpoints:
  * `POST /v1/completions`, `POST /v1/chat/completions`, `GET /v1/models`, `GET /health`.
  * @module
  */
 import { createApp } from "./src/server/app.ts";
 import { defaultModelDir } from "./src/model/default_model.ts";
-import { loadModel } from "./src/model/model.ts";
+import { loadModelInWorker } from "./src/server/worker.ts";
 
 // wgpu's Vulkan backend warns when XDG_RUNTIME_DIR is unset (headless servers); give it a harmless one.
 if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
 
 const dir = Deno.env.get("TEALGPU_MODEL") || defaultModelDir();
 const app = createApp({
-  model: loadModel(dir, { onProgress: () => {} }).then((m) => {
+  // GPU work runs in a worker thread so it never blocks this one's event loop
+  model: loadModelInWorker(dir).then((m) => {
     console.error(`tealgpu: model ${m.id} ready (context ${m.contextLength} tokens)`);
     return m;
   }),

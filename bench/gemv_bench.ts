@@ -10,7 +10,7 @@
  */
 import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
 import { gemvOp, layoutSegments, type Matrix, REDUCE, reduceOp } from "../src/gpu/kernels.ts";
-import { fillOp } from "../src/gpu/kernels.ts";
+import { copyOp, fillOp } from "../src/gpu/kernels.ts";
 
 /** Llama-3-8B decode GEMV shapes, N x K. */
 export const SHAPES_8B: [number, number][] = [[14336, 4096], [4096, 14336], [4096, 4096], [1024, 4096]];
@@ -83,11 +83,41 @@ export async function timeGemv(
   return (median(times) / perPass) * 1000;
 }
 
+/** Per-dispatch GPU cost of tiny dispatches, and of a GEMV alone and a reduce alone (microseconds). */
+export async function overheads(ctx: GpuContext): Promise<Record<string, number>> {
+  const a = ctx.buffer(64, "a");
+  const b = ctx.buffer(64, "b");
+  const per = async (ops: Op[]) => {
+    const t: number[] = [];
+    for (let r = 0; r < 7; r++) t.push((await ctx.timePasses([ops]))[0]);
+    return (median(t) / ops.length) * 1000;
+  };
+  const chain = Array.from({ length: 80 }, (_, i) => copyOp(ctx, i % 2 ? a : b, i % 2 ? b : a, { n: 16 }));
+  const s = setup(ctx, 1024, 4096, 8);
+  const gemvs = Array.from(
+    { length: 40 },
+    (_, i) => gemvOp(ctx, s.mats[i % 8], s.x, s.partials, s.sp, { sparse: false }),
+  );
+  const reduces = Array.from(
+    { length: 40 },
+    () => reduceOp(ctx, s.partials, s.out, { n: 1024, splits: 8, ncols: 1024, mode: REDUCE.store }),
+  );
+  return {
+    "tiny dependent dispatch": await per(chain),
+    "gemv 1024x4096 alone": await per(gemvs),
+    "reduce 1024 alone": await per(reduces),
+  };
+}
+
 if (import.meta.main) {
   if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
   const quick = Deno.args.includes("--quick");
   const ctx = await createGpuContext();
   console.log(`device: ${ctx.adapterName}`);
+  if (Deno.args.includes("--overhead")) {
+    for (const [k, v] of Object.entries(await overheads(ctx))) console.log(`${k}: ${v.toFixed(2)} us`);
+    Deno.exit(0);
+  }
   const sparsities = quick ? [0, 0.5] : [0, 0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
   const tunes = quick ? [{ TPR: 16, KCHUNK: 512 }] : [
     { TPR: 16, KCHUNK: 512 },

@@ -4,6 +4,8 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
 import {
   attentionOp,
+  attnDecodeOps,
+  attnPartFloats,
   embedOp,
   gemvOp,
   gemvSplits,
@@ -14,8 +16,8 @@ import {
   reduceOp,
   rmsNormOp,
   ropeOp,
-  SAMPLER_PARAMS_BYTES,
   sampleOp,
+  SAMPLER_PARAMS_BYTES,
   swigluOp,
   writeSamplerParams,
 } from "../src/gpu/kernels.ts";
@@ -93,7 +95,12 @@ function quantile(x: Float32Array, frac: number): number {
 Deno.test("gemv + reduce: dense fused q|k|v with bias equals the reference at awkward sizes", async () => {
   const ctx = await gpu();
   const r = rng(1);
-  for (const [K, lens] of [[172, [64, 32, 32]], [1100, [200, 72, 72]], [7, [8]]] as [number, number[]][]) {
+  for (
+    const [K, lens] of [[172, [64, 32, 32]], [1100, [200, 72, 72]], [7, [8]], [8200, [24, 16]]] as [
+      number,
+      number[],
+    ][]
+  ) {
     const ws = lens.map((n) => randn(n * K, r, 0.5));
     const m = makeMatrix(ctx, K, ws, lens);
     const x = randn(K, r);
@@ -325,6 +332,56 @@ Deno.test("rope + attention: prefill rows and a decode step (fused q|k|v sums) a
       window: window || undefined,
     });
     assert(relErr(await ctx.readF32(datt), wantD) < 2e-3, `decode attention, window ${window}`);
+  }
+});
+
+Deno.test("attn_decode + attn_combine: split-KV decode attention over a long cache, with and without a window", async () => {
+  const ctx = await gpu();
+  const r = rng(9);
+  const numHeads = 6;
+  const numKv = 3;
+  const headDim = 16;
+  const maxSeq = 1100; // 3 splits of 512
+  const shape = { numHeads, numKv, headDim, maxSeq, ldq: (numHeads + 2 * numKv) * headDim };
+  // caches [numKv][maxSeq][headDim] f16; the reference wants [position][numKv * headDim]
+  const kf = randn(numKv * maxSeq * headDim, r);
+  const vf = randn(numKv * maxSeq * headDim, r);
+  const kc = ctx.buffer(kf.length * 2, "k", f32ToF16Bits(kf));
+  const vc = ctx.buffer(vf.length * 2, "v", f32ToF16Bits(vf));
+  const toRows = (a: Float32Array) => {
+    const out = new Float32Array(maxSeq * numKv * headDim);
+    for (let h = 0; h < numKv; h++) {
+      for (let j = 0; j < maxSeq; j++) {
+        for (let d = 0; d < headDim; d++) {
+          out[(j * numKv + h) * headDim + d] = a[(h * maxSeq + j) * headDim + d];
+        }
+      }
+    }
+    return f16round(out);
+  };
+  const K = toRows(kf);
+  const V = toRows(vf);
+  const part = poisoned(ctx, attnPartFloats(shape));
+  const state = ctx.buffer(16, "state");
+  for (const [pos, window] of [[1030, 0], [1030, 700], [5, 0], [511, 0], [512, 3]]) {
+    const q = randn(numHeads * headDim, r, 2);
+    const out = poisoned(ctx, numHeads * headDim);
+    ctx.write(state, new Uint32Array([pos, 0, 0, 0]));
+    ctx.run(attnDecodeOps(ctx, ctx.buffer(q.byteLength, "q", q), kc, vc, part, out, state, shape, window));
+    const want = attention(
+      q,
+      K.subarray(0, (pos + 1) * numKv * headDim),
+      V.subarray(0, (pos + 1) * numKv * headDim),
+      {
+        rows: 1,
+        positions: [pos],
+        numHeads,
+        numKv,
+        headDim,
+        window: window || undefined,
+      },
+    );
+    assert(relErr(await ctx.readF32(out), want) < 1e-4, `pos ${pos} window ${window}`);
   }
 });
 

@@ -615,6 +615,21 @@ Deno.test("internal errors: 500 OpenAI error, the server keeps serving", async (
   }
 });
 
+Deno.test("a model that failed for good: /health and generation answer 503", async () => {
+  const s = startServer();
+  try {
+    assert.equal((await call(s.url, "/health")).status, 200);
+    Object.assign(s.model, { failure: new Error("the model worker failed: device lost") });
+    const h = await call(s.url, "/health");
+    assert.equal(h.status, 503);
+    assert.equal(h.body.status, "error");
+    assert.match(h.body.error, /device lost/);
+    assertOpenAIError(await call(s.url, "/v1/completions", { prompt: "a" }), 503, null, "model_failed");
+  } finally {
+    await s.close();
+  }
+});
+
 Deno.test("API key: 401 without or with a wrong key, 200 with it; /health stays open", async () => {
   const s = startServer({}, { apiKey: "sekret-key" });
   try {
@@ -813,23 +828,21 @@ Deno.test("serve(): loopback by default, graceful shutdown on abort", async () =
   assert.equal(fake.disposed, false, "a model passed in stays the caller's");
 });
 
-Deno.test("cli serve: exits 1 when the model cannot load, 0 after SIGTERM", async () => {
-  const deps = {
-    defaultModelDir: () => "/nonexistent",
-    loadModel: () => Promise.reject(new Error("no config.json in /nonexistent")),
-  } as unknown as CliDeps;
+Deno.test("cli serve: bad flags throw; a model that cannot load exits 1", async () => {
+  const deps = { defaultModelDir: () => "/nonexistent" } as unknown as CliDeps;
+  await assert.rejects(() => serveCommand.run({ port: "70000" }, deps), /--port/);
+  await assert.rejects(() => serveCommand.run({ "max-tokens-limit": "0" }, deps), /--max-tokens-limit/);
   const errors: unknown[] = [];
   const log = console.error;
   console.error = (...a: unknown[]) => errors.push(a.join(" "));
   try {
-    assert.equal(await serveCommand.run({ port: "0" }, deps), 1);
-    assert.ok(errors.some((e) => String(e).includes("no config.json")));
-    const fake = new FakeModel();
-    const ok = { defaultModelDir: () => "/m", loadModel: () => Promise.resolve(fake) } as unknown as CliDeps;
-    setTimeout(() => Deno.kill(Deno.pid, "SIGTERM"), 100);
-    assert.equal(await serveCommand.run({ port: "0", "api-key": "k" }, ok), 0);
-    assert.ok(fake.disposed, "the command disposes the model it loaded");
-    await assert.rejects(() => serveCommand.run({ port: "70000" }, ok), /--port/);
+    const dir = await Deno.makeTempDir();
+    try {
+      assert.equal(await serveCommand.run({ model: dir, port: "0" }, deps), 1);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+    assert.ok(errors.some((e) => String(e).includes(`cannot load ${dir}`)), errors.join("\n"));
   } finally {
     console.error = log;
   }

@@ -75,8 +75,8 @@ export async function benchDecode(model: Model, o: DecodeBenchOptions): Promise<
   const prompt = randomIds(o.promptTokens ?? 16, c.vocabSize, 7);
   if (o.sparsities.some((s) => s > 0) && model.sparsityLevels.length === 0) {
     // thresholds from the model's own activations: uniform quantiles over a few random-token windows
-    const ctx = Math.min(64, f.maxPrefill);
-    const wins = Array.from({ length: 8 }, (_, i) => randomIds(ctx, c.vocabSize, 100 + i));
+    const ctx = Math.min(64, f.maxPrefill - 1);
+    const wins = Array.from({ length: 8 }, (_, i) => randomIds(ctx + 1, c.vocabSize, 100 + i));
     log(`calibrating thresholds on ${wins.length * ctx} tokens of the model's own activations`);
     model.attachProfile(
       await calibrate(model, wins, { tokens: wins.length * ctx, ctx, allocation: "uniform" }),
@@ -90,6 +90,13 @@ export async function benchDecode(model: Model, o: DecodeBenchOptions): Promise<
     for (let r = 0; r < 3; r++) timed.push(await model.complete(prompt, gen));
     const best = timed.reduce((a, b) => (b.tokensPerSecond > a.tokensPerSecond ? b : a));
     const realized = best.realizedSparsity;
+    if (Deno.env.get("TEALGPU_TRACE")) {
+      for (const b of model.lastBatches) {
+        log(
+          `  batch [${b.a}, ${b.b}) submitted ${b.submitMs.toFixed(1)} ms, read ${b.resolveMs.toFixed(1)} ms`,
+        );
+      }
+    }
     const perTensor = s > 0 ? model.lastSparsity?.perTensor ?? null : null;
 
     // GPU time per step: many steps in one pass, continuing the last generation's state

@@ -6,6 +6,7 @@ import type { Command } from "./commands.ts";
 import { num } from "./options.ts";
 import { DEFAULT_LIMITS } from "../server/app.ts";
 import { serve } from "../server/serve.ts";
+import { loadModelInWorker } from "../server/worker.ts";
 
 const USAGE = `usage: deno run -A cli.ts serve [options]
 
@@ -58,7 +59,9 @@ export const serveCommand: Command = {
     for (const s of sigs) Deno.addSignalListener(s, onSignal);
 
     let failed = false;
-    const model = deps.loadModel(dir, { contextLength, profile: v.profile as string | undefined });
+    // the model runs in a worker thread: GPU read-backs block their thread, and this one serves HTTP
+    console.error(`tealgpu: loading ${dir}`);
+    const model = loadModelInWorker(dir, { contextLength, profile: v.profile as string | undefined });
     model.then(
       (m) => {
         const sparse = m.sparsityLevels.length > 0 ? `, TEAL sparsity up to ${m.sparsityLevels.at(-1)}` : "";

@@ -37,23 +37,26 @@ export interface DecodeStats {
   decodeMs: number;
   /** True when the loop ended because of `signal`. */
   aborted: boolean;
+  /** Per read-back batch: tokens [a, b), submit and resolve times (ms since start); for profiling. */
+  batches: { a: number; b: number; submitMs: number; resolveMs: number }[];
 }
 
 /** Tunables of the read-back pipeline. */
 export const DECODE = {
   /** Largest batch of steps between read-backs. */
   maxBatch: 64,
-  /** Aim for batches of about this much GPU time, so tokens still stream. */
-  targetBatchMs: 60,
-  /** Read-backs in flight at once. */
-  depth: 4,
+  /** Aim for batches of about this much time, so tokens still stream. */
+  targetBatchMs: 100,
+  /** Batches queued on the GPU at once (one of them being read back). */
+  depth: 3,
 } as const;
 
 interface Batch {
   a: number;
   b: number;
   staging: GPUBuffer;
-  done: Promise<void>;
+  done: Promise<void> | null;
+  submitMs: number;
 }
 
 /** Runs prefill and decode for one job on the GPU. */
@@ -85,13 +88,13 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
   const inflight: Batch[] = [];
   let queued = 0; // tokens [0, queued) are computed or queued
   let batchSize = 1;
-  let stepMs = 0; // estimate of one step's GPU time
-  let lastResolve = 0;
+  let tokenMs = 0; // steady-state wall time per token
   let tFirst = 0;
   let tLast = 0;
   let read = 0;
   let stopped = false;
   let aborted = false;
+  const trace: DecodeStats["batches"] = [];
 
   const submit = () => {
     const a = queued;
@@ -116,10 +119,12 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
     });
     enc.copyBufferToBuffer(fwd.tokens, a * 4, staging, 0, (b - a) * 4);
     ctx.device.queue.submit([enc.finish()]);
-    inflight.push({ a, b, staging, done: staging.mapAsync(GPUMapMode.READ) });
+    // mapAsync is called when this batch becomes the oldest: one read-back pending at a time (several
+    // pending at once resolve late and irregularly in Deno), while later batches keep the GPU busy
+    inflight.push({ a, b, staging, done: null, submitMs: performance.now() - t0 });
     queued = b;
-    // grow the batch, but keep about targetBatchMs of GPU work per read-back
-    const cap = stepMs > 0 ? Math.max(1, Math.floor(DECODE.targetBatchMs / stepMs)) : DECODE.maxBatch;
+    // grow the batch, but keep about targetBatchMs of work per read-back
+    const cap = tokenMs > 0 ? Math.max(2, Math.floor(DECODE.targetBatchMs / tokenMs)) : DECODE.maxBatch;
     batchSize = Math.min(DECODE.maxBatch, cap, batchSize * 2);
   };
 
@@ -128,17 +133,13 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
       while (!stopped && queued < limit && inflight.length < DECODE.depth) submit();
       const batch = inflight.shift();
       if (!batch) break;
+      batch.done = batch.staging.mapAsync(GPUMapMode.READ);
       await batch.done;
       const ids = Array.from(new Uint32Array(batch.staging.getMappedRange()));
       batch.staging.unmap();
       batch.staging.destroy();
       const now = performance.now();
-      if (lastResolve > 0 && inflight.length > 0) {
-        // the GPU was busy the whole interval: it ran this batch's steps
-        const est = (now - lastResolve) / Math.max(1, batch.b - batch.a);
-        stepMs = stepMs === 0 ? est : 0.5 * stepMs + 0.5 * est;
-      }
-      lastResolve = now;
+      trace.push({ a: batch.a, b: batch.b, submitMs: batch.submitMs, resolveMs: now - t0 });
       if (stopped) continue;
       if (job.signal?.aborted) {
         stopped = aborted = true;
@@ -147,14 +148,14 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
       if (read === 0) tFirst = now;
       tLast = now;
       read += ids.length;
+      // steady-state time per token, for batch sizing (the first read-back includes prefill)
+      if (read > 1 && now > tFirst) tokenMs = (now - tFirst) / (read - 1);
       if (!job.onTokens(ids) || read >= limit) stopped = true;
     }
   } finally {
-    for (const b of inflight) {
-      await b.done.catch(() => {});
-      b.staging.destroy();
-    }
+    // batches never mapped need no wait: destroying their staging buffers is deferred past queued work
+    for (const b of inflight) b.staging.destroy();
     ctx.checkAlive();
   }
-  return { tokensRead: read, ttftMs: tFirst - t0, decodeMs: tLast - tFirst, aborted };
+  return { tokensRead: read, ttftMs: tFirst - t0, decodeMs: tLast - tFirst, aborted, batches: trace };
 }

@@ -81,9 +81,14 @@ function tiles(segs: Segment[], tile: number): number {
   return segs.reduce((a, s) => a + Math.ceil(s.len / tile), 0);
 }
 
+/** Input channels per gemv split: longer chunks for long inputs (down_proj) measured faster on the H100. */
+export function gemvChunk(K: number): number {
+  return K >= 8192 ? 2 * GEMV.KCHUNK : GEMV.KCHUNK;
+}
+
 /** Number of split-K partial rows gemv writes for an input of K channels. */
 export function gemvSplits(K: number): number {
-  return Math.ceil(K / GEMV.KCHUNK);
+  return Math.ceil(K / gemvChunk(K));
 }
 
 /** Buffers every gemv/matmul reads besides x and the weights. */
@@ -118,7 +123,7 @@ export function gemvOp(
     tune?: { TPR: number; KCHUNK: number };
   },
 ): Op {
-  const tune = opts.tune ?? GEMV;
+  const tune = opts.tune ?? { TPR: GEMV.TPR, KCHUNK: gemvChunk(m.K) };
   const inp = opts.input ?? { kind: "plain" };
   const params = ctx.uniform(
     [
@@ -527,4 +532,52 @@ export function fillOp(
     workgroups: [x, Math.ceil(groups / x)],
     label: "fill",
   });
+}
+
+/** Keys per attn_decode workgroup. */
+export const ATTN_CHUNK = 512;
+
+/** Floats of attn_decode's split partials for a shape. */
+export function attnPartFloats(a: AttentionShape): number {
+  return Math.ceil(a.maxSeq / ATTN_CHUNK) * a.numHeads * (a.headDim + 2);
+}
+
+/**
+ * Decode attention split over the KV length (attn_decode.wgsl), then the merge (attn_combine.wgsl): the
+ * single query at the state's position; q is the first numHeads*headDim floats of `q`.
+ */
+export function attnDecodeOps(
+  ctx: GpuContext,
+  q: GPUBuffer,
+  kcache: GPUBuffer,
+  vcache: GPUBuffer,
+  part: GPUBuffer,
+  out: GPUBuffer,
+  state: GPUBuffer,
+  a: AttentionShape,
+  window: number,
+): Op[] {
+  const splits = Math.ceil(a.maxSeq / ATTN_CHUNK);
+  const p1 = ctx.uniform(
+    [a.numHeads, a.numKv, a.headDim, a.maxSeq, window, 1 / Math.sqrt(a.headDim), splits, 0],
+    "attn_decode",
+    [false, false, false, false, false, true],
+  );
+  const p2 = ctx.uniform([a.numHeads, a.headDim, splits, 0], "attn_combine");
+  return [
+    ctx.op({
+      variant: { shader: "attn_decode", overrides: { CHUNK: ATTN_CHUNK } },
+      bindings: [p1, q, kcache, vcache, part, state],
+      owned: [p1],
+      workgroups: [a.numHeads, splits],
+      label: "attention",
+    }),
+    ctx.op({
+      variant: { shader: "attn_combine", overrides: { CHUNK: ATTN_CHUNK } },
+      bindings: [p2, part, out, state],
+      owned: [p2],
+      workgroups: [a.numHeads],
+      label: "attention.combine",
+    }),
+  ];
 }

@@ -9,6 +9,8 @@ import type { GpuContext, Op } from "../gpu/context.ts";
 import {
   attentionOp,
   type AttentionShape,
+  attnDecodeOps,
+  attnPartFloats,
   embedOp,
   type GemvInput,
   gemvOp,
@@ -57,6 +59,7 @@ export class Forward {
   readonly xn: GPUBuffer; // f32 [hidden] normed
   readonly qkv: GPUBuffer; // f32 [q|k|v]
   readonly attn: GPUBuffer; // f32 [heads*headDim]
+  readonly attnPart: GPUBuffer; // f32 [kv splits][heads][headDim + 2] split-KV attention partials
   readonly act: GPUBuffer; // f32 [intermediate] silu(gate)*up
   readonly partials: GPUBuffer; // f32 [splits][cols] split-K sums
   readonly partials2: GPUBuffer; // f32 [splits][cols] second set (down GEMV reads gate|up partials)
@@ -113,6 +116,7 @@ export class Forward {
     this.xn = f32(c.hiddenSize, "xn");
     this.qkv = f32(qkvDim, "qkv");
     this.attn = f32(qDim, "attn");
+    this.attnPart = f32(attnPartFloats(this.shape), "attn_part");
     this.act = f32(c.intermediateSize, "act");
     this.partials = f32(gemvSplits(maxK) * maxCols, "partials");
     this.partials2 = f32(gemvSplits(maxK) * maxCols, "partials2");
@@ -214,15 +218,15 @@ export class Forward {
           splits: gemvSplits(L.qkv.K),
           bias: L.qkvBias,
         }),
-        attentionOp(
+        ...attnDecodeOps(
           ctx,
           this.qkv,
           this.kcache[i],
           this.vcache[i],
+          this.attnPart,
           this.attn,
           this.state,
           this.shape,
-          at,
           c.slidingWindow ?? 0,
         ),
         gemvOp(ctx, L.o, this.attn, this.partials, sp, {

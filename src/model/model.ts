@@ -87,6 +87,7 @@ export class Model implements TextModel {
   #sparsityLevels: number[] = [];
   #thresholdsFor: ((sparsity: number) => Float32Array) | null = null;
   #lastSparsity: SparsityReport | null = null;
+  #lastBatches: { a: number; b: number; submitMs: number; resolveMs: number }[] = [];
   #profile: TealProfile | null = null;
   #score: ScoreMode = "magnitude";
   #disposed = false;
@@ -122,6 +123,11 @@ export class Model implements TextModel {
   /** True when the tokenizer has a chat template. */
   get hasChatTemplate(): boolean {
     return this.tokenizer?.hasChatTemplate ?? false;
+  }
+
+  /** Read-back batches of the last generation (token range, submit and resolve ms): decode-loop profiling. */
+  get lastBatches(): { a: number; b: number; submitMs: number; resolveMs: number }[] {
+    return this.#lastBatches;
   }
 
   /** Realised sparsity of the last sparse generation, or null. */
@@ -394,6 +400,7 @@ export class Model implements TextModel {
       signal: o.signal,
     });
     if (stats.aborted) finish = "abort";
+    this.#lastBatches = stats.batches;
     let realized: number | null = null;
     if (sparse) {
       // counters include steps queued past the stop: the state's step count says how many ran

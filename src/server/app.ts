@@ -2,11 +2,10 @@
  * The OpenAI-compatible HTTP API as a plain `fetch(Request): Promise<Response>` handler, testable without a
  * socket: `POST /v1/completions`, `POST /v1/chat/completions`, `GET /v1/models`, `GET /health`.
  *
- * Generation runs on the main thread. The model's decode loop awaits a GPU read-back (`mapAsync`) after every
- * batch of steps, so the event loop gets a turn at least every batch (about 40 ms of GPU work by design).
- * Measured with the embedded tiny-llama-16m on lavapipe (tests/server_real_test.ts, "health answers during a
- * long generation"): `/health` answers in a few milliseconds while a long streamed generation runs (see the
- * report in docs/deploy.md), so no Worker is needed.
+ * The handler itself only parses, validates, queues and streams; `model.generate()` does the GPU work. Deno's
+ * WebGPU blocks the calling thread during read-backs, so a GPU model on the HTTP thread would stall every other
+ * request (see src/server/worker.ts for the measurement): `serve()` and server.ts therefore pass a model hosted in
+ * a worker thread (`loadModelInWorker`).
  * @module
  */
 import type { GenerateChunk, GenerateOptions, GenerateResult, TextModel } from "../generate/types.ts";
@@ -22,7 +21,7 @@ export const DEFAULT_LIMITS: Readonly<{ maxBodyBytes: number; maxTokensLimit: nu
 };
 
 /** `max_tokens` of a `/v1/completions` request that names none (OpenAI's default). */
-export const COMPLETIONS_DEFAULT_MAX_TOKENS = 16;
+export const COMPLETIONS_DEFAULT_MAX_TOKENS: number = 16;
 
 /** Options of {@link createApp}. */
 export interface ServerOptions {
@@ -404,6 +403,12 @@ function vocabSizeOf(model: TextModel): number | undefined {
   return typeof v === "number" && v > 0 ? v : undefined;
 }
 
+/** A model that can fail for good (a worker-hosted model whose worker died) tells it as `failure`. */
+function failureOf(model: TextModel): Error | null {
+  const f = (model as { failure?: unknown }).failure;
+  return f instanceof Error ? f : null;
+}
+
 /** Errors a TextModel raises for bad input (RangeError) become 400; the rest 500. */
 function modelError(e: unknown): HttpError {
   if (e instanceof HttpError) return e;
@@ -477,7 +482,18 @@ export function createApp(options: ServerOptions): App {
   }
 
   function requireModel(): { model: TextModel; limits: ServerLimits } {
-    if (state.kind === "ready") return state;
+    if (state.kind === "ready") {
+      if (failureOf(state.model)) {
+        throw new HttpError(
+          503,
+          "the model has failed; the server needs a restart",
+          null,
+          "model_failed",
+          "server_error",
+        );
+      }
+      return state;
+    }
     if (state.kind === "loading") {
       throw new HttpError(
         503,
@@ -494,6 +510,9 @@ export function createApp(options: ServerOptions): App {
   }
 
   function health(): Response {
+    if (state.kind === "ready" && failureOf(state.model)) {
+      return json({ status: "error", error: failureOf(state.model)!.message }, 503);
+    }
     if (state.kind === "ready") {
       return json({
         status: "ok",

@@ -4,14 +4,17 @@
  */
 import type { TextModel } from "../generate/types.ts";
 import { defaultModelDir } from "../model/default_model.ts";
-import { loadModel } from "../model/model.ts";
 import { createApp } from "./app.ts";
+import { loadModelInWorker } from "./worker.ts";
 
 /** Options of {@link serve}. */
 export interface ServeOptions {
-  /** Model folder to load (default: the embedded model); ignored when `model` is given. */
+  /** Model folder to load in a worker thread (default: the embedded model); ignored when `model` is given. */
   modelDir?: string;
-  /** An already loaded model (or a promise of one); the caller keeps ownership and disposes it. */
+  /**
+   * An already loaded model (or a promise of one); the caller keeps ownership and disposes it. Pass a model
+   * from `loadModelInWorker` (src/server/worker.ts): a GPU model on this thread blocks the HTTP event loop.
+   */
   model?: TextModel | Promise<TextModel>;
   /** Interface to bind (default "127.0.0.1": loopback only). */
   host?: string;
@@ -34,14 +37,14 @@ export interface ServeOptions {
 }
 
 /**
- * Serves the model over HTTP. Without `model`, the model in `modelDir` loads in the background: `/health`
- * answers 503 until it is ready (and reports the error if loading fails); that model is disposed when the
- * server finishes.
+ * Serves the model over HTTP. Without `model`, the model in `modelDir` loads in the background, in a worker
+ * thread: `/health` answers 503 until it is ready (and reports the error if loading fails); that model is
+ * disposed when the server finishes.
  */
 export function serve(options: ServeOptions = {}): Deno.HttpServer {
   const owned = options.model === undefined;
   const model: TextModel | Promise<TextModel> = options.model ??
-    loadModel(options.modelDir ?? defaultModelDir(), { onProgress: () => {} });
+    loadModelInWorker(options.modelDir ?? defaultModelDir());
   const app = createApp({
     model,
     apiKey: options.apiKey,

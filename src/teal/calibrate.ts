@@ -57,7 +57,9 @@ const SITE_OF = ["qkv", "qkv", "qkv", "o", "gateup", "gateup", "down"] as const;
  */
 export function windows(ids: number[], ctx: number, bos: number, count: number): number[][] {
   const out: number[][] = [];
-  for (let i = 0; out.length < count && i + ctx <= ids.length; i += ctx) out.push([bos, ...ids.slice(i, i + ctx)]);
+  for (let i = 0; out.length < count && i + ctx <= ids.length; i += ctx) {
+    out.push([bos, ...ids.slice(i, i + ctx)]);
+  }
   return out;
 }
 
