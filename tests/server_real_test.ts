@@ -211,7 +211,7 @@ Deno.test("server on the real tiny model", async (t) => {
   } finally {
     await server.shutdown();
     await Promise.allSettled(results);
-    real.dispose();
+    await real.close();
     console.log(`real-model server test: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   }
 });

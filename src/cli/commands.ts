@@ -7,6 +7,7 @@ import type { LoadOptions, Model } from "../model/model.ts";
 import { generateCommand } from "./generate.ts";
 import { calibrateCommand, evalCommand } from "./teal.ts";
 import { benchCommand } from "./bench.ts";
+import { serveCommand } from "./serve.ts";
 
 /** What a command runner gets besides its parsed options. */
 export interface CliDeps {
@@ -28,4 +29,5 @@ export const COMMANDS: Record<string, Command> = {
   calibrate: calibrateCommand,
   eval: evalCommand,
   bench: benchCommand,
+  serve: serveCommand,
 };

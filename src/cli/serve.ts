@@ -78,7 +78,7 @@ export const serveCommand: Command = {
       await server.finished;
     } finally {
       for (const s of sigs) Deno.removeSignalListener(s, onSignal);
-      await model.then((m) => m.dispose(), () => {});
+      await model.then((m) => m.close(), () => {}); // frees the GPU before cli.ts calls Deno.exit
     }
     return failed ? 1 : 0;
   },

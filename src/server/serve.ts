@@ -42,9 +42,10 @@ export interface ServeOptions {
  * disposed when the server finishes.
  */
 export function serve(options: ServeOptions = {}): Deno.HttpServer {
-  const owned = options.model === undefined;
-  const model: TextModel | Promise<TextModel> = options.model ??
-    loadModelInWorker(options.modelDir ?? defaultModelDir());
+  const loading = options.model === undefined
+    ? loadModelInWorker(options.modelDir ?? defaultModelDir())
+    : null;
+  const model: TextModel | Promise<TextModel> = options.model ?? loading!;
   const app = createApp({
     model,
     apiKey: options.apiKey,
@@ -67,8 +68,6 @@ export function serve(options: ServeOptions = {}): Deno.HttpServer {
     else signal.addEventListener("abort", stop, { once: true });
     server.finished.finally(() => signal.removeEventListener("abort", stop));
   }
-  if (owned) {
-    server.finished.then(async () => (await model).dispose()).catch(() => {});
-  }
+  if (loading) server.finished.then(() => loading).then((m) => m.close()).catch(() => {});
   return server;
 }

@@ -20,6 +20,7 @@ import type {
   Generation,
   TextModel,
 } from "../generate/types.ts";
+import type { Model } from "../model/model.ts";
 import { TextTokenizer } from "../model/tokenizer.ts";
 
 /** Load options that can cross into the worker (see `LoadOptions` of `loadModel`). */
@@ -97,6 +98,8 @@ export class WorkerModel implements TextModel {
   #next = 0;
   #failure: Error | null = null;
   #disposed = false;
+  #closed: Promise<void>;
+  #onClosed!: () => void;
 
   /** @internal Use {@link loadModelInWorker}. */
   constructor(worker: Worker, info: ModelInfo, tokenizer: TextTokenizer | null) {
@@ -106,6 +109,7 @@ export class WorkerModel implements TextModel {
     this.contextLength = info.contextLength;
     this.sparsityLevels = info.sparsityLevels;
     this.vocabSize = info.vocabSize;
+    this.#closed = new Promise((r) => (this.#onClosed = r));
     worker.onmessage = (e: MessageEvent<FromWorker>) => this.#receive(e.data);
     worker.onerror = (e: ErrorEvent) => {
       e.preventDefault();
@@ -144,7 +148,8 @@ export class WorkerModel implements TextModel {
 
   #receive(m: FromWorker): void {
     if (m.type === "disposed") {
-      this.#worker.terminate();
+      // the worker closes itself: terminating it while it tears down its GPU device crashes Deno (NVIDIA)
+      this.#onClosed();
       return;
     }
     if (m.type !== "chunk" && m.type !== "result" && m.type !== "error") return;
@@ -160,6 +165,7 @@ export class WorkerModel implements TextModel {
     for (const p of this.#pending.values()) p.reject(e);
     this.#pending.clear();
     this.#worker.terminate();
+    this.#onClosed();
   }
 
   /** The checks the model itself makes up front, so bad input fails without a round trip. */
@@ -248,9 +254,19 @@ export class WorkerModel implements TextModel {
     this.#disposed = true;
     if (this.#failure) return;
     this.#worker.postMessage({ type: "dispose" } satisfies ToWorker);
-    // a worker that does not answer must not keep the process alive
-    const t = setTimeout(() => this.#worker.terminate(), 10_000);
+    // a worker that does not answer within 10 s is ended, so it cannot keep the process alive
+    const t = setTimeout(() => this.#fail(new Error("the model worker did not stop")), 10_000);
     Deno.unrefTimer(t);
+    this.#closed.then(() => clearTimeout(t));
+  }
+
+  /**
+   * Like {@link WorkerModel.dispose}, and resolves once the worker has freed the GPU: call it before
+   * `Deno.exit()`, since exiting while the worker tears down its GPU device can crash the process.
+   */
+  close(): Promise<void> {
+    this.dispose();
+    return this.#closed;
   }
 }
 
@@ -260,6 +276,7 @@ export class WorkerModel implements TextModel {
  */
 export async function loadModelInWorker(dir: string, options: WorkerLoadOptions = {}): Promise<WorkerModel> {
   const worker = new Worker(import.meta.url, { type: "module", name: WORKER_NAME });
+  let crashed = false;
   const loaded = new Promise<ModelInfo>((resolve, reject) => {
     worker.onmessage = (e: MessageEvent<FromWorker>) => {
       if (e.data.type === "loaded") resolve(e.data.info);
@@ -267,6 +284,7 @@ export async function loadModelInWorker(dir: string, options: WorkerLoadOptions 
     };
     worker.onerror = (e: ErrorEvent) => {
       e.preventDefault();
+      crashed = true;
       reject(new Error(`the model worker failed: ${e.message}`));
     };
   });
@@ -275,7 +293,16 @@ export async function loadModelInWorker(dir: string, options: WorkerLoadOptions 
     const [info, tokenizer] = await Promise.all([loaded, TextTokenizer.load(dir)]);
     return new WorkerModel(worker, info, tokenizer);
   } catch (e) {
-    worker.terminate();
+    if (crashed) worker.terminate();
+    else {
+      // let the worker free what it loaded and end itself (see WorkerModel.close)
+      const t = setTimeout(() => worker.terminate(), 10_000);
+      Deno.unrefTimer(t);
+      worker.onmessage = (m: MessageEvent<FromWorker>) => {
+        if (m.data.type === "disposed") clearTimeout(t);
+      };
+      worker.postMessage({ type: "dispose" } satisfies ToWorker);
+    }
     throw e;
   }
 }
@@ -287,7 +314,7 @@ function host(): void {
     onmessage: ((e: MessageEvent<ToWorker>) => void) | null;
     close(): void;
   };
-  let model: TextModel | null = null;
+  let model: Model | null = null;
   const running = new Map<number, { abort: AbortController; done: Promise<unknown> }>();
   scope.onmessage = (e: MessageEvent<ToWorker>) => {
     const m = e.data;
@@ -332,7 +359,12 @@ function host(): void {
       (async () => {
         for (const r of running.values()) r.abort.abort();
         await Promise.allSettled([...running.values()].map((r) => r.done));
-        model?.dispose();
+        if (model) {
+          model.dispose();
+          // free the device here, while nothing else runs, rather than in the thread's teardown
+          model.gpu.destroy();
+          await Promise.race([model.gpu.device.lost, new Promise((r) => setTimeout(r, 2000))]);
+        }
         scope.postMessage({ type: "disposed" });
         scope.close();
       })();
