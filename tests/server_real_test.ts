@@ -81,38 +81,64 @@ Deno.test("server on the real tiny model", async (t) => {
   const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (req) => app.fetch(req));
   const url = `http://127.0.0.1:${server.addr.port}`;
   try {
+    // solo runs (one at a time); the concurrent step replays them
+    const solo = new Map<
+      string,
+      { path: string; body: Record<string, unknown>; text: string; finish: string }
+    >();
+    const streamAlone = async (key: string, path: string, body: Record<string, unknown>) => {
+      const res = await post(url, path, { ...body, stream: true });
+      assert.equal(res.status, 200);
+      assert.match(res.headers.get("content-type")!, /^text\/event-stream/);
+      const s = parseSse(await res.text());
+      assert.ok(s.done, "ends with [DONE]");
+      solo.set(key, { path, body, text: s.text, finish: s.finishReason! });
+      return s;
+    };
+
     await t.step("health and a completion equal to a direct generation", async () => {
       const h = await fetch(url + "/health");
       assert.equal(h.status, 200);
       assert.equal((await h.json()).model, real.id);
-      const body = { prompt: "The jury said that", max_tokens: 8, temperature: 0 };
+      const body = { prompt: "The jury said that", max_tokens: 6, temperature: 0 };
       const res = await post(url, "/v1/completions", body);
       assert.equal(res.status, 200);
       const r = await res.json();
+      assert.match(r.id, /^cmpl-/);
       const ids = real.encode(body.prompt, true);
-      const want = await direct(real, ids, { maxTokens: 8, temperature: 0, topP: 1, topK: 0 });
+      const want = await direct(real, ids, { maxTokens: 6, temperature: 0, topP: 1, topK: 0 });
       assert.equal(r.choices[0].text, want.text);
       assert.equal(r.usage.prompt_tokens, ids.length);
       assert.equal(r.usage.completion_tokens, want.ids.length);
       assert.equal(r.choices[0].finish_reason, want.finishReason === "length" ? "length" : "stop");
+      solo.set("a", { path: "/v1/completions", body, text: want.text, finish: r.choices[0].finish_reason });
     });
 
     await t.step("a streamed chat completion equals the same request unstreamed", async () => {
       const body = {
         messages: [{ role: "user", content: "Tell me about the jury." }],
-        max_tokens: 8,
+        max_tokens: 6,
         temperature: 0.8,
         seed: 3,
       };
-      const solo = await (await post(url, "/v1/chat/completions", body)).json();
-      const res = await post(url, "/v1/chat/completions", { ...body, stream: true });
-      assert.equal(res.status, 200);
-      assert.match(res.headers.get("content-type")!, /^text\/event-stream/);
-      const s = parseSse(await res.text());
-      assert.ok(s.done);
+      const whole = await (await post(url, "/v1/chat/completions", body)).json();
+      const s = await streamAlone("b", "/v1/chat/completions", body);
       assert.equal(s.chunks[0].choices[0].delta.role, "assistant");
-      assert.equal(s.text, solo.choices[0].message.content);
-      assert.equal(s.finishReason, solo.choices[0].finish_reason);
+      assert.match(s.chunks[0].id, /^chatcmpl-/);
+      assert.equal(s.text, whole.choices[0].message.content);
+      assert.equal(s.finishReason, whole.choices[0].finish_reason);
+      await streamAlone("c", "/v1/completions", {
+        prompt: "Story: the cat",
+        max_tokens: 6,
+        seed: 5,
+        temperature: 0.9,
+      });
+      await streamAlone("d", "/v1/chat/completions", {
+        messages: [{ role: "user", content: "Question?" }],
+        max_tokens: 6,
+        seed: 6,
+        temperature: 0.9,
+      });
     });
 
     await t.step("/health answers promptly during a long generation", async () => {
@@ -177,41 +203,24 @@ Deno.test("server on the real tiny model", async (t) => {
     });
 
     await t.step("8 concurrent streams equal solo runs with the same seed", async () => {
-      const bodies = Array.from(
-        { length: 8 },
-        (_, i) =>
-          i % 2 === 0
-            ? {
-              path: "/v1/completions",
-              body: { prompt: `Story ${i}: the cat`, max_tokens: 5, seed: i, temperature: 0.9 },
-            }
-            : {
-              path: "/v1/chat/completions",
-              body: {
-                messages: [{ role: "user", content: `Question ${i}?` }],
-                max_tokens: 5,
-                seed: i,
-                temperature: 0.9,
-              },
-            },
-      );
-      const streamed = await Promise.all(bodies.map(async ({ path, body }) => {
+      // each of the 4 solo requests twice, all at once
+      const keys = ["a", "b", "c", "d", "d", "c", "b", "a"];
+      const streamed = await Promise.all(keys.map(async (k) => {
+        const { path, body } = solo.get(k)!;
         const res = await post(url, path, { ...body, stream: true });
         assert.equal(res.status, 200);
         return parseSse(await res.text());
       }));
-      for (let i = 0; i < bodies.length; i++) {
-        const { path, body } = bodies[i];
-        const solo = parseSse(await (await post(url, path, { ...body, stream: true })).text());
-        assert.ok(streamed[i].done && solo.done);
-        assert.equal(streamed[i].text, solo.text, `request ${i}`);
-        assert.equal(streamed[i].finishReason, solo.finishReason);
-      }
+      keys.forEach((k, i) => {
+        assert.ok(streamed[i].done, `stream ${i} ends with [DONE]`);
+        assert.equal(streamed[i].text, solo.get(k)!.text, `stream ${i} (${k})`);
+        assert.equal(streamed[i].finishReason, solo.get(k)!.finish, `stream ${i} (${k})`);
+      });
     });
   } finally {
     await server.shutdown();
     await Promise.allSettled(results);
-    await real.close();
+    await real.stop(); // the worker stays idle until the process exits: see WorkerModel.close
     console.log(`real-model server test: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   }
 });

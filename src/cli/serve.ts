@@ -78,7 +78,8 @@ export const serveCommand: Command = {
       await server.finished;
     } finally {
       for (const s of sigs) Deno.removeSignalListener(s, onSignal);
-      await model.then((m) => m.close(), () => {}); // frees the GPU before cli.ts calls Deno.exit
+      // cli.ts calls Deno.exit next: leave the idle worker to the OS (exiting while it tears down can crash)
+      await model.then((m) => m.stop(), () => {});
     }
     return failed ? 1 : 0;
   },

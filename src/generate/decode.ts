@@ -44,18 +44,17 @@ export interface DecodeStats {
 /** Tunables of the read-back pipeline. */
 export const DECODE = {
   /** Largest batch of steps between read-backs. */
-  maxBatch: 64,
-  /** Aim for batches of about this much time, so tokens still stream. */
-  targetBatchMs: 100,
-  /** Batches queued on the GPU at once (one of them being read back). */
-  depth: 3,
+  maxBatch: 256,
+  /** Aim for batches of about this much time: longer batches hide the read-back gap better, shorter ones
+   * stream tokens more smoothly. */
+  targetBatchMs: 120,
 } as const;
 
 interface Batch {
   a: number;
   b: number;
   staging: GPUBuffer;
-  done: Promise<void> | null;
+  commands: GPUCommandBuffer;
   submitMs: number;
 }
 
@@ -85,8 +84,7 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
   }
 
   const step = fwd.decodeStep(job.sparse);
-  const inflight: Batch[] = [];
-  let queued = 0; // tokens [0, queued) are computed or queued
+  let queued = 0; // tokens [0, queued) are encoded
   let batchSize = 1;
   let tokenMs = 0; // steady-state wall time per token
   let tFirst = 0;
@@ -96,11 +94,11 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
   let aborted = false;
   const trace: DecodeStats["batches"] = [];
 
-  const submit = () => {
+  // Encodes the steps producing tokens [a, b) and their copy to a staging buffer; token 0 came from prefill.
+  const encode = (): Batch => {
     const a = queued;
     const b = Math.min(limit, a + batchSize);
     const enc = ctx.device.createCommandEncoder();
-    // token 0 came from prefill; step i produces token i
     const steps = b - Math.max(a, 1);
     if (steps > 0) {
       const pass = enc.beginComputePass();
@@ -118,43 +116,50 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
       usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
     });
     enc.copyBufferToBuffer(fwd.tokens, a * 4, staging, 0, (b - a) * 4);
-    ctx.device.queue.submit([enc.finish()]);
-    // mapAsync is called when this batch becomes the oldest: one read-back pending at a time (several
-    // pending at once resolve late and irregularly in Deno), while later batches keep the GPU busy
-    inflight.push({ a, b, staging, done: null, submitMs: performance.now() - t0 });
     queued = b;
-    // grow the batch, but keep about targetBatchMs of work per read-back
     const cap = tokenMs > 0 ? Math.max(2, Math.floor(DECODE.targetBatchMs / tokenMs)) : DECODE.maxBatch;
     batchSize = Math.min(DECODE.maxBatch, cap, batchSize * 2);
+    return { a, b, staging, commands: enc.finish(), submitMs: 0 };
+  };
+  const submit = (batch: Batch) => {
+    batch.submitMs = performance.now() - t0;
+    ctx.device.queue.submit([batch.commands]);
   };
 
+  // Deno's mapAsync blocks until all submitted work is done, so at most one batch is on the GPU: the next one
+  // is encoded while the current one runs, and submitted the moment the current one's tokens are mapped.
+  let cur: Batch | null = encode();
+  submit(cur);
+  let next: Batch | null = null;
   try {
-    while (!stopped || inflight.length > 0) {
-      while (!stopped && queued < limit && inflight.length < DECODE.depth) submit();
-      const batch = inflight.shift();
-      if (!batch) break;
-      batch.done = batch.staging.mapAsync(GPUMapMode.READ);
-      await batch.done;
-      const ids = Array.from(new Uint32Array(batch.staging.getMappedRange()));
-      batch.staging.unmap();
-      batch.staging.destroy();
+    while (cur) {
+      next = queued < limit ? encode() : null;
+      await cur.staging.mapAsync(GPUMapMode.READ);
+      if (next && !stopped) submit(next);
+      const ids = Array.from(new Uint32Array(cur.staging.getMappedRange()));
+      cur.staging.unmap();
+      cur.staging.destroy();
       const now = performance.now();
-      trace.push({ a: batch.a, b: batch.b, submitMs: batch.submitMs, resolveMs: now - t0 });
-      if (stopped) continue;
+      trace.push({ a: cur.a, b: cur.b, submitMs: cur.submitMs, resolveMs: now - t0 });
+      cur = null;
       if (job.signal?.aborted) {
         stopped = aborted = true;
-        continue;
+      } else {
+        if (read === 0) tFirst = now;
+        tLast = now;
+        read += ids.length;
+        if (read > 1 && now > tFirst) tokenMs = (now - tFirst) / (read - 1);
+        if (!job.onTokens(ids) || read >= limit) stopped = true;
       }
-      if (read === 0) tFirst = now;
-      tLast = now;
-      read += ids.length;
-      // steady-state time per token, for batch sizing (the first read-back includes prefill)
-      if (read > 1 && now > tFirst) tokenMs = (now - tFirst) / (read - 1);
-      if (!job.onTokens(ids) || read >= limit) stopped = true;
+      if (stopped) break;
+      cur = next;
+      next = null;
     }
   } finally {
-    // batches never mapped need no wait: destroying their staging buffers is deferred past queued work
-    for (const b of inflight) b.staging.destroy();
+    // a batch submitted past the stop runs on (EOS-flagged steps skip their weights); its buffer is released
+    // once the queued work is done
+    next?.staging.destroy();
+    cur?.staging.destroy();
     ctx.checkAlive();
   }
   return { tokensRead: read, ttftMs: tFirst - t0, decodeMs: tLast - tFirst, aborted, batches: trace };

@@ -50,7 +50,7 @@ type ToWorker =
   | { type: "load"; dir: string; options: WorkerLoadOptions }
   | { type: "generate"; gid: number; prompt: string | number[]; options: Omit<GenerateOptions, "signal"> }
   | { type: "abort"; gid: number }
-  | { type: "dispose" };
+  | { type: "dispose"; end: boolean };
 
 type FromWorker =
   | { type: "loaded"; info: ModelInfo }
@@ -253,7 +253,7 @@ export class WorkerModel implements TextModel {
     if (this.#disposed) return;
     this.#disposed = true;
     if (this.#failure) return;
-    this.#worker.postMessage({ type: "dispose" } satisfies ToWorker);
+    this.#worker.postMessage({ type: "dispose", end: true } satisfies ToWorker);
     // a worker that does not answer within 10 s is ended, so it cannot keep the process alive
     const t = setTimeout(() => this.#fail(new Error("the model worker did not stop")), 10_000);
     Deno.unrefTimer(t);
@@ -261,11 +261,24 @@ export class WorkerModel implements TextModel {
   }
 
   /**
-   * Like {@link WorkerModel.dispose}, and resolves once the worker has freed the GPU: call it before
-   * `Deno.exit()`, since exiting while the worker tears down its GPU device can crash the process.
+   * Like {@link WorkerModel.dispose}, and resolves once the worker has freed the GPU and is ending. Let the
+   * process end by itself afterwards: `Deno.exit()` while the worker thread tears down its GPU device can crash
+   * the process (seen with NVIDIA's Vulkan driver); before `Deno.exit()`, call {@link WorkerModel.stop} instead.
    */
   close(): Promise<void> {
     this.dispose();
+    return this.#closed;
+  }
+
+  /**
+   * Aborts every generation and resolves once the worker is idle, leaving its thread and GPU device as they are:
+   * the way to end before `Deno.exit()` (the OS frees the GPU memory). Later generations are refused.
+   */
+  stop(): Promise<void> {
+    if (this.#disposed) return this.#closed;
+    this.#disposed = true;
+    if (this.#failure) return this.#closed;
+    this.#worker.postMessage({ type: "dispose", end: false } satisfies ToWorker);
     return this.#closed;
   }
 }
@@ -301,7 +314,7 @@ export async function loadModelInWorker(dir: string, options: WorkerLoadOptions 
       worker.onmessage = (m: MessageEvent<FromWorker>) => {
         if (m.data.type === "disposed") clearTimeout(t);
       };
-      worker.postMessage({ type: "dispose" } satisfies ToWorker);
+      worker.postMessage({ type: "dispose", end: true } satisfies ToWorker);
     }
     throw e;
   }
@@ -359,6 +372,10 @@ function host(): void {
       (async () => {
         for (const r of running.values()) r.abort.abort();
         await Promise.allSettled([...running.values()].map((r) => r.done));
+        if (!m.end) {
+          scope.postMessage({ type: "disposed" });
+          return;
+        }
         if (model) {
           model.dispose();
           // free the device here, while nothing else runs, rather than in the thread's teardown

@@ -2,11 +2,11 @@
  * TEAL calibration: magnitude statistics of every sparsified tensor on calibration text, then TEAL's greedy
  * block-wise allocation of a block-level sparsity target over the block's seven projections.
  *
- * Greedy, per block: start dense; repeatedly raise the sparsity of the projection whose step increases the
- * block's output error least (squared error against the dense block output on captured block inputs), each
- * step sized so that it zeroes the same number of weights whichever projection takes it (sizes from each
- * projection's real parameter count, derived from the config). Record the projections' sparsities each time
- * the block's parameter-weighted sparsity crosses a grid target.
+ * Greedy, per block: start dense; repeatedly raise by one step the sparsity of the projection whose step
+ * increases the block's output error least per weight it zeroes (squared error against the dense block output
+ * on captured block inputs; weights from each projection's real parameter count, derived from the config, so
+ * GQA k/v and MHA shapes are weighed right). Record the projections' sparsities each time the block's
+ * parameter-weighted sparsity crosses a grid target.
  * @module
  */
 import type { Op } from "../gpu/context.ts";
@@ -40,7 +40,7 @@ export interface CalibrateOptions {
   gridStep?: number;
   /** Largest target (default 0.9). */
   maxTarget?: number;
-  /** Greedy step in block sparsity (default 0.025). */
+  /** Greedy step in one projection's sparsity (default 0.025). */
   greedyStep?: number;
   /** Name of the text source, recorded in the profile. */
   textName?: string;
@@ -276,6 +276,7 @@ async function greedyBlock(
   const diffs: Op[][] = PROJ_NAMES.map((_, j) => Array.from({ length: gWin }, (_, w) => diff(j, w)));
   const thresholds = new Float32Array(c.numLayers * SLOTS);
   const sp = PROJ_NAMES.map(() => 0);
+  let current = 0; // block output error of the current allocation (dense: 0)
   const out: number[][] = [];
   let ti = 0;
   const blockSparsity = () => sp.reduce((a, s, j) => a + s * params[j], 0) / total;
@@ -292,7 +293,7 @@ async function greedyBlock(
       if (candidates.length === 0) break;
       for (const j of candidates) {
         const trial = [...sp];
-        trial[j] = Math.min(MAX_PROJ_SPARSITY, sp[j] + step * total / params[j]);
+        trial[j] = Math.min(MAX_PROJ_SPARSITY, sp[j] + step);
         for (let s = 0; s < SLOTS; s++) {
           thresholds[layer * SLOTS + s] = trial[s] > 0 ? hist[s].quantile(trial[s]) : 0;
         }
@@ -302,17 +303,23 @@ async function greedyBlock(
         gpu.device.queue.submit([enc.finish()]);
       }
       const e = await gpu.readF32(errs, SLOTS * gWin);
+      // the step that adds the least error per weight it zeroes
       let best = candidates[0];
-      let bestErr = Infinity;
+      let bestCost = Infinity;
+      let bestErr = current;
       for (const j of candidates) {
         let sum = 0;
         for (let w = 0; w < gWin; w++) sum += e[j * gWin + w];
-        if (sum < bestErr) {
-          bestErr = sum;
+        const zeroed = (Math.min(MAX_PROJ_SPARSITY, sp[j] + step) - sp[j]) * params[j];
+        const cost = (sum - current) / zeroed;
+        if (cost < bestCost) {
+          bestCost = cost;
           best = j;
+          bestErr = sum;
         }
       }
-      sp[best] = Math.min(MAX_PROJ_SPARSITY, sp[best] + step * total / params[best]);
+      sp[best] = Math.min(MAX_PROJ_SPARSITY, sp[best] + step);
+      current = bestErr;
       record();
     }
     while (out.length < targets.length) out.push([...sp]);
