@@ -220,7 +220,7 @@ Deno.test("server on the real tiny model", async (t) => {
   } finally {
     await server.shutdown();
     await Promise.allSettled(results);
-    await real.stop(); // the worker stays idle until the process exits: see WorkerModel.close
+    await real.close(); // the worker thread must be gone before the test run ends (see WorkerModel.close)
     console.log(`real-model server test: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   }
 });

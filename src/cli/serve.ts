@@ -78,8 +78,7 @@ export const serveCommand: Command = {
       await server.finished;
     } finally {
       for (const s of sigs) Deno.removeSignalListener(s, onSignal);
-      // cli.ts calls Deno.exit next: leave the idle worker to the OS (exiting while it tears down can crash)
-      await model.then((m) => m.stop(), () => {});
+      await model.then((m) => m.close(), () => {}); // before cli.ts calls Deno.exit (see WorkerModel.close)
     }
     return failed ? 1 : 0;
   },

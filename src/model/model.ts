@@ -453,15 +453,16 @@ export class Model implements TextModel {
   }
 
   /**
-   * Logits of every position of `ids` ([ids.length][vocab], row-major), from a fresh context. With `sparsity`,
-   * the TEAL thresholds apply at every position (as decoding would).
+   * Logits of every position of `ids` ([ids.length][vocab], row-major), from a fresh context. With `sparsity`
+   * (or explicit `thresholds`, [layers * 7]), the TEAL thresholds apply at every position, as decoding would.
    */
-  logits(ids: number[], o: { sparsity?: number } = {}): Promise<Float32Array> {
+  logits(ids: number[], o: { sparsity?: number; thresholds?: Float32Array } = {}): Promise<Float32Array> {
     const ids2 = this.#prepare(ids, { maxTokens: 1 });
     return this.#exclusive(async () => {
-      const sparse = (o.sparsity ?? 0) > 0;
+      const sparse = (o.sparsity ?? 0) > 0 || o.thresholds !== undefined;
       if (sparse) {
-        this.#useSparsity(o.sparsity!);
+        if (o.thresholds) this.setThresholds(o.thresholds);
+        else this.#useSparsity(o.sparsity!);
         this.gpu.write(this.forward.sparsity.counters, new Uint32Array(this.config.numLayers * SLOTS));
       }
       const V = this.config.vocabSize;

@@ -4,8 +4,10 @@
  * Why: Deno's WebGPU blocks the calling thread inside `mapAsync` and `queue.submit` while the device works
  * (measured with the embedded tiny-llama-16m on lavapipe, 200 decode steps: the `mapAsync` calls alone held the
  * main thread for 10.8 s of a 13.2 s generation, with event-loop stalls up to 2.7 s; `/health` took 421 ms median
- * and 689 ms at worst during a generation). With the model in a worker, the main thread's event loop stalled at
- * most 12.7 ms during the same generation.
+ * and 689 ms at worst during a generation). On an H100 (NVIDIA Vulkan), a 1000-token generation on the main
+ * thread let a 5 ms interval timer fire 86 times in 2.0 s, with stalls up to 97 ms. With the model in a worker,
+ * the main thread's event loop stalled at most 12.7 ms (lavapipe) and 8.8 ms (H100) during those generations,
+ * and `/health` answered in about 1 ms during a long generation (tests/server_real_test.ts).
  *
  * {@link loadModelInWorker} returns a {@link WorkerModel}: a {@link TextModel} whose `generate()` runs in the
  * worker (chunks and results come back over postMessage; aborts go the other way), while `encode()` and
@@ -61,6 +63,8 @@ type FromWorker =
   | { type: "disposed" };
 
 const WORKER_NAME = "tealgpu-model";
+/** Wait after the worker's last message before its thread counts as ended (measured need on NVIDIA: < 100 ms). */
+const CLOSE_GRACE_MS = 500;
 
 function toWire(e: unknown): WireError {
   return e instanceof Error ? { name: e.name, message: e.message } : { name: "Error", message: String(e) };
@@ -148,8 +152,9 @@ export class WorkerModel implements TextModel {
 
   #receive(m: FromWorker): void {
     if (m.type === "disposed") {
-      // the worker closes itself: terminating it while it tears down its GPU device crashes Deno (NVIDIA)
-      this.#onClosed();
+      // The worker ends itself: terminating it, or exiting the process, while its thread tears down the GPU
+      // device crashed or hung Deno with NVIDIA's Vulkan driver; 100 ms after this message was enough there.
+      setTimeout(() => this.#onClosed(), CLOSE_GRACE_MS);
       return;
     }
     if (m.type !== "chunk" && m.type !== "result" && m.type !== "error") return;
@@ -261,24 +266,12 @@ export class WorkerModel implements TextModel {
   }
 
   /**
-   * Like {@link WorkerModel.dispose}, and resolves once the worker has freed the GPU and is ending. Let the
-   * process end by itself afterwards: `Deno.exit()` while the worker thread tears down its GPU device can crash
-   * the process (seen with NVIDIA's Vulkan driver); before `Deno.exit()`, call {@link WorkerModel.stop} instead.
+   * Like {@link WorkerModel.dispose}, and resolves once the worker has freed the GPU and its thread has had time
+   * to end. Await it before `Deno.exit()` (or the end of a test): exiting while the worker thread tears down its
+   * GPU device crashed or hung the process with NVIDIA's Vulkan driver.
    */
   close(): Promise<void> {
     this.dispose();
-    return this.#closed;
-  }
-
-  /**
-   * Aborts every generation and resolves once the worker is idle, leaving its thread and GPU device as they are:
-   * the way to end before `Deno.exit()` (the OS frees the GPU memory). Later generations are refused.
-   */
-  stop(): Promise<void> {
-    if (this.#disposed) return this.#closed;
-    this.#disposed = true;
-    if (this.#failure) return this.#closed;
-    this.#worker.postMessage({ type: "dispose", end: false } satisfies ToWorker);
     return this.#closed;
   }
 }
@@ -308,13 +301,19 @@ export async function loadModelInWorker(dir: string, options: WorkerLoadOptions 
   } catch (e) {
     if (crashed) worker.terminate();
     else {
-      // let the worker free what it loaded and end itself (see WorkerModel.close)
-      const t = setTimeout(() => worker.terminate(), 10_000);
-      Deno.unrefTimer(t);
-      worker.onmessage = (m: MessageEvent<FromWorker>) => {
-        if (m.data.type === "disposed") clearTimeout(t);
-      };
-      worker.postMessage({ type: "dispose", end: true } satisfies ToWorker);
+      // let the worker free what it loaded and end itself before the caller may exit (see WorkerModel.close)
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => {
+          worker.terminate();
+          resolve();
+        }, 10_000);
+        worker.onmessage = (m: MessageEvent<FromWorker>) => {
+          if (m.data.type !== "disposed") return;
+          clearTimeout(t);
+          setTimeout(resolve, CLOSE_GRACE_MS);
+        };
+        worker.postMessage({ type: "dispose", end: true } satisfies ToWorker);
+      });
     }
     throw e;
   }

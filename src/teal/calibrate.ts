@@ -16,6 +16,7 @@ import { type CaptureHook, releaseOps } from "../model/forward.ts";
 import { linearShapes } from "../model/config.ts";
 import { PROJ_NAMES, SLOTS } from "../model/weights.ts";
 import { MagnitudeHistogram } from "./histogram.ts";
+import { windowNll } from "./eval.ts";
 import {
   modelIdentity,
   PROFILE_VERSION,
@@ -198,17 +199,38 @@ export async function calibrate(
 
     // 3. Thresholds from the histograms.
     const total = params.reduce((a, b) => a + b, 0);
-    const levels: ProfileLevel[] = targets.map((target, ti) => {
+    const level = (target: number, alloc: number[][], allocation: "greedy" | "uniform"): ProfileLevel => {
       let cal = 0;
-      const layers = perLayer.map((byTarget, l) => {
-        const sp = byTarget[ti];
+      const layers = alloc.map((sp, l) => {
         const threshold = sp.map((s, j) => (s > 0 ? hist[l][j].quantile(s) : 0));
         const sparsity = threshold.map((t, j) => (sp[j] > 0 ? hist[l][j].fractionBelow(t) : 0));
         cal += sparsity.reduce((a, s, j) => a + s * params[j], 0) / total;
         return { threshold, sparsity };
       });
-      return { target, calibrated: cal / c.numLayers, layers };
-    });
+      return { target, calibrated: cal / c.numLayers, allocation, layers };
+    };
+    const flat = (lv: ProfileLevel) => Float32Array.from(lv.layers.flatMap((L) => L.threshold));
+    const guardWins = wins.slice(0, Math.max(1, gWin));
+    const nll = async (lv: ProfileLevel) => {
+      let sum = 0;
+      for (const w of guardWins) {
+        sum += windowNll(await model.logits(w, { thresholds: flat(lv) }), w, c.vocabSize);
+      }
+      return sum;
+    };
+    const levels: ProfileLevel[] = [];
+    for (let ti = 0; ti < targets.length; ti++) {
+      const uniform = level(targets[ti], perLayer.map(() => PROJ_NAMES.map(() => targets[ti])), "uniform");
+      if (o.allocation === "uniform" || targets[ti] === 0) {
+        levels.push(uniform);
+        continue;
+      }
+      // The greedy search minimises each block's output error; where that does not carry to the model's loss
+      // on the calibration windows, the uniform allocation of the same target is kept instead.
+      const greedy = level(targets[ti], perLayer.map((byTarget) => byTarget[ti]), "greedy");
+      levels.push((await nll(greedy)) <= (await nll(uniform)) ? greedy : uniform);
+      o.onProgress?.("guard", ti + 1, targets.length);
+    }
     return {
       format: "tealgpu-teal-profile",
       version: PROFILE_VERSION,

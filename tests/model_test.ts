@@ -1,0 +1,343 @@
+/**
+ * Whole models on the GPU against the CPU reference: synthetic random models at awkward sizes (GQA, head_dim
+ * not hidden/heads, vocab not a multiple of 64, tied + q/k/v bias + sliding window), the two real test models,
+ * and the generation API (sampling, stop strings, limits, abort, queueing, option errors).
+ *
+ * Tolerances: the GPU keeps weights in f16 and the KV cache in f16, the reference works in f32 with f64 dot
+ * products. Synthetic weights are rounded to f16 before both see them, so the remaining difference is
+ * activation rounding (mostly the f16 KV cache): logits agree to about 1e-3 of their largest magnitude.
+ * Greedy ids are compared exactly only after checking that the reference's top-1/top-2 logit margin at every
+ * step is far above that error (the test asserts the margin, so a seed where it would not hold fails loudly
+ * instead of flaking).
+ */
+import { deepStrictEqual as assertEquals, ok as assert, rejects as assertRejects } from "node:assert";
+import { loadModel, type Model, modelFromTensors } from "../src/model/model.ts";
+import type { ModelConfig } from "../src/model/config.ts";
+import { argmax, greedyGenerate, ReferenceModel } from "../src/model/reference.ts";
+import { f16ToF32, f32ToF16Bits } from "../src/model/dtype.ts";
+import type { NamedTensor } from "../src/model/weights.ts";
+import { sampleToken } from "../src/generate/sampler.ts";
+import { gpu, randn, relErr, rng } from "./_gpu.ts";
+
+const STORIES = new URL("../../shared/models/stories260k", import.meta.url).pathname;
+const TINY = new URL("../models/tiny-llama-16m", import.meta.url).pathname;
+
+/** f16-rounded copy, so the reference sees the weights the GPU sees. */
+function f16round(a: Float32Array): Float32Array {
+  return f16ToF32(f32ToF16Bits(a));
+}
+
+/** Llama-like config at awkward sizes: head_dim 16 with hidden 172, GQA 2, vocab 300, untied. */
+const LLAMA: ModelConfig = {
+  architecture: "llama",
+  hiddenSize: 172,
+  intermediateSize: 200,
+  numLayers: 2,
+  numHeads: 4,
+  numKvHeads: 2,
+  headDim: 16,
+  vocabSize: 300,
+  maxPositionEmbeddings: 512,
+  rmsNormEps: 1e-5,
+  ropeTheta: 10000,
+  ropeScaling: null,
+  tieWordEmbeddings: false,
+  qkvBias: false,
+  slidingWindow: null,
+  bosTokenId: 1,
+  eosTokenIds: [2],
+};
+
+/** Qwen2-like: tied embeddings, q/k/v bias, sliding window of 5 positions. */
+const QWEN: ModelConfig = {
+  ...LLAMA,
+  architecture: "qwen2",
+  tieWordEmbeddings: true,
+  qkvBias: true,
+  slidingWindow: 5,
+};
+
+/** Random HF-named weights ([out, in]), f16-rounded; matrices uniform with unit output variance. */
+function randomWeights(c: ModelConfig, seed: number): { map: Map<string, Float32Array>; tensors: NamedTensor[] } {
+  const r = rng(seed);
+  const H = c.hiddenSize;
+  const I = c.intermediateSize;
+  const qDim = c.numHeads * c.headDim;
+  const kvDim = c.numKvHeads * c.headDim;
+  const tensors: NamedTensor[] = [];
+  const add = (name: string, shape: number[], data: Float32Array) =>
+    tensors.push({ name, shape, data: f16round(data) });
+  const mat = (name: string, out: number, inn: number, gain = 1) =>
+    add(name, [out, inn], randn(out * inn, r, gain * Math.sqrt(3 / inn)));
+  const norm = (name: string) => add(name, [H], Float32Array.from(randn(H, r, 0.2), (v) => 1 + v));
+  add("model.embed_tokens.weight", [c.vocabSize, H], randn(c.vocabSize * H, r, 1));
+  for (let l = 0; l < c.numLayers; l++) {
+    const p = `model.layers.${l}.`;
+    norm(p + "input_layernorm.weight");
+    mat(p + "self_attn.q_proj.weight", qDim, H, 2); // sharper attention than uniform
+    mat(p + "self_attn.k_proj.weight", kvDim, H, 2);
+    mat(p + "self_attn.v_proj.weight", kvDim, H);
+    mat(p + "self_attn.o_proj.weight", H, qDim);
+    if (c.qkvBias) {
+      add(p + "self_attn.q_proj.bias", [qDim], randn(qDim, r, 0.5));
+      add(p + "self_attn.k_proj.bias", [kvDim], randn(kvDim, r, 0.5));
+      add(p + "self_attn.v_proj.bias", [kvDim], randn(kvDim, r, 0.5));
+    }
+    norm(p + "post_attention_layernorm.weight");
+    mat(p + "mlp.gate_proj.weight", I, H);
+    mat(p + "mlp.up_proj.weight", I, H);
+    mat(p + "mlp.down_proj.weight", H, I);
+  }
+  norm("model.norm.weight");
+  if (!c.tieWordEmbeddings) mat("lm_head.weight", c.vocabSize, H, 3);
+  return { map: new Map(tensors.map((t) => [t.name, t.data])), tensors };
+}
+
+/** Smallest top-1 minus top-2 logit gap over rows, relative to the largest |logit|. */
+function minMargin(logits: Float32Array, V: number): number {
+  let worst = Infinity;
+  let scale = 0;
+  for (let i = 0; i < logits.length; i++) scale = Math.max(scale, Math.abs(logits[i]));
+  for (let r = 0; r < logits.length / V; r++) {
+    const row = logits.subarray(r * V, (r + 1) * V);
+    const b = argmax(row);
+    let second = -Infinity;
+    for (let i = 0; i < V; i++) if (i !== b && row[i] > second) second = row[i];
+    worst = Math.min(worst, row[b] - second);
+  }
+  return worst / scale;
+}
+
+/** Greedy continuation on the reference with the logits of every step (prompt's last row first). */
+function refGreedy(ref: ReferenceModel, prompt: number[], n: number): { ids: number[]; logits: Float32Array } {
+  const V = ref.config.vocabSize;
+  ref.reset();
+  const all = new Float32Array(n * V);
+  let l: Float32Array = ref.forward(prompt, 0).slice((prompt.length - 1) * V);
+  const ids: number[] = [];
+  for (let i = 0; i < n; i++) {
+    all.set(l, i * V);
+    ids.push(argmax(l));
+    if (i + 1 < n) l = ref.forward([ids[i]], prompt.length + i);
+  }
+  return { ids, logits: all };
+}
+
+/** Logits of `ids` from the GPU model and the reference (fresh cache), and their relative error. */
+async function compareLogits(model: Model, ref: ReferenceModel, ids: number[]): Promise<number> {
+  const got = await model.logits(ids);
+  ref.reset();
+  const want = ref.forward(ids, 0);
+  assertEquals(got.length, ids.length * ref.config.vocabSize);
+  return relErr(got, want);
+}
+
+for (const [name, config, seed] of [["llama GQA", LLAMA, 11], ["qwen2-like tied+bias+window", QWEN, 12]] as const) {
+  Deno.test(`synthetic ${name} (hidden 172, head_dim 16, vocab 300): logits at 1/7/130 tokens and greedy`, async () => {
+    const { map, tensors } = randomWeights(config, seed);
+    const ref = new ReferenceModel(config, map);
+    const model = await modelFromTensors("synthetic", config, tensors, {
+      gpu: await gpu(),
+      contextLength: 256,
+      maxPrefill: 64, // the 130-token case runs in three prefill chunks
+    });
+    try {
+      const r = rng(seed + 100);
+      for (const n of [1, 7, 130]) {
+        const ids = Array.from({ length: n }, () => Math.floor(r() * config.vocabSize));
+        const err = await compareLogits(model, ref, ids);
+        assert(err < 5e-3, `${n} tokens: logits relative error ${err}`);
+      }
+      const prompt = [1, 17, 250, 299, 3, 42, 7];
+      const want = refGreedy(ref, prompt, 24);
+      assertEquals(want.ids, greedyGenerate(ref, prompt, 24));
+      const margin = minMargin(want.logits, config.vocabSize);
+      assert(margin > 1e-2, `seed gives a greedy margin of only ${margin}: pick another`);
+      const got = await model.complete(prompt, { temperature: 0, maxTokens: 24, stopAtEos: false });
+      assertEquals(got.ids, want.ids);
+      assertEquals(got.finishReason, "length");
+      assertEquals(got.promptTokens, prompt.length);
+      assertEquals(got.realizedSparsity, null);
+    } finally {
+      model.dispose();
+    }
+  });
+}
+
+Deno.test("stories260k: logits equal the reference; greedy 120 tokens from [1] identical", async () => {
+  const model = await loadModel(STORIES, { gpu: await gpu(), contextLength: 256, profile: false });
+  const ref = await ReferenceModel.load(STORIES);
+  try {
+    assertEquals(model.hasTokenizer, false);
+    const want = greedyGenerate(ref, [1], 120);
+    const err = await compareLogits(model, ref, [1, ...want.slice(0, 40)]);
+    assert(err < 5e-3, `logits relative error ${err}`);
+    const got = await model.complete([1], { temperature: 0, maxTokens: 120, stopAtEos: false });
+    assertEquals(got.ids, want);
+    assertEquals(got.text, "");
+  } finally {
+    model.dispose();
+  }
+});
+
+// The tiny model is shared by the tests below (loading and the reference cost a few seconds each).
+let tiny: Promise<{ model: Model; ref: ReferenceModel }> | null = null;
+function tinyModel(): Promise<{ model: Model; ref: ReferenceModel }> {
+  tiny ??= (async () => ({
+    model: await loadModel(TINY, { gpu: await gpu(), contextLength: 128, profile: false }),
+    ref: await ReferenceModel.load(TINY),
+  }))();
+  return tiny;
+}
+const PROMPT = "The jury said that the city";
+
+Deno.test("tiny-llama-16m: logits equal the reference; greedy 32 tokens identical", async () => {
+  const { model, ref } = await tinyModel();
+  const ids = model.encode(PROMPT);
+  assertEquals(ids[0], 0, "BOS first");
+  const err = await compareLogits(model, ref, ids);
+  assert(err < 5e-3, `logits relative error ${err}`);
+  const want = refGreedy(ref, ids, 32);
+  const got = await model.complete(ids, { temperature: 0, maxTokens: 32, stopAtEos: false });
+  assertEquals(got.ids, want.ids);
+  assertEquals(got.text, model.decode(want.ids));
+  // the text prompt gives the same as its ids
+  const viaText = await model.complete(PROMPT, { temperature: 0, maxTokens: 32, stopAtEos: false });
+  assertEquals(viaText.ids, want.ids);
+  assertEquals(viaText.promptTokens, ids.length);
+});
+
+Deno.test("generate: seeded sampling is reproducible and follows the CPU sampler on reference logits", async () => {
+  const { model, ref } = await tinyModel();
+  const ids = model.encode(PROMPT);
+  const opts = { temperature: 0.9, topK: 50, topP: 0.95, maxTokens: 12, stopAtEos: false };
+  const a = await model.complete(ids, { ...opts, seed: 7 });
+  const b = await model.complete(ids, { ...opts, seed: 7 });
+  const c = await model.complete(ids, { ...opts, seed: 8 });
+  assertEquals(a.ids, b.ids);
+  assertEquals(a.text, b.text);
+  assert(JSON.stringify(a.ids) !== JSON.stringify(c.ids), "another seed gives another sample");
+  // CPU mirror: reference logits along the GPU's path, sampled with the same counter-based numbers
+  const V = ref.config.vocabSize;
+  ref.reset();
+  let logits: Float32Array = ref.forward(ids, 0).slice((ids.length - 1) * V);
+  const cpu: number[] = [];
+  for (let step = 0; step < 6; step++) {
+    cpu.push(sampleToken(logits, { ...opts, seed: 7 }, step));
+    logits = ref.forward([a.ids[step]], ids.length + step);
+  }
+  assertEquals(a.ids.slice(0, 6), cpu);
+});
+
+Deno.test("generate: stop strings, maxTokens, finish reasons", async () => {
+  const { model } = await tinyModel();
+  const base = { temperature: 0, maxTokens: 24, stopAtEos: false };
+  const full = await model.complete(PROMPT, base);
+  assertEquals(full.finishReason, "length");
+  assertEquals(full.ids.length, 24);
+  // stop at a word from the middle of the greedy text: the text ends right before it
+  const words = full.text.trim().split(/\s+/);
+  const stopWord = words.find((w, i) => i >= 2 && w.length >= 3 && full.text.indexOf(w) > 4)!;
+  assert(stopWord, `no stop word in ${JSON.stringify(full.text)}`);
+  const at = full.text.indexOf(stopWord);
+  const stopped = await model.complete(PROMPT, { ...base, stop: ["\u0000never", stopWord] });
+  assertEquals(stopped.finishReason, "stop");
+  assertEquals(stopped.text, full.text.slice(0, at));
+  assert(stopped.ids.length < full.ids.length);
+  assertEquals(stopped.ids, full.ids.slice(0, stopped.ids.length));
+  // streamed chunks add up to the result, never showing the stop string
+  const g = model.generate(PROMPT, { ...base, stop: [stopWord] });
+  let streamed = "";
+  const streamedIds: number[] = [];
+  for await (const ch of g) {
+    streamed += ch.text;
+    streamedIds.push(...ch.ids);
+  }
+  const res = await g.result;
+  assertEquals(streamed, res.text);
+  assertEquals(streamedIds, res.ids);
+  assert(!streamed.includes(stopWord));
+  for (const n of [1, 5]) {
+    const r = await model.complete(PROMPT, { ...base, maxTokens: n });
+    assertEquals([r.ids.length, r.finishReason], [n, "length"]);
+    assertEquals(r.ids, full.ids.slice(0, n));
+  }
+  // EOS: with stopAtEos the generation ends at the model's EOS id (1) and excludes it
+  const eos = model.config.eosTokenIds[0];
+  const cut = full.ids.indexOf(eos);
+  const withEos = await model.complete(PROMPT, { temperature: 0, maxTokens: 24 });
+  if (cut >= 0) assertEquals([withEos.ids, withEos.finishReason], [full.ids.slice(0, cut), "stop"]);
+  else assertEquals(withEos.ids, full.ids);
+});
+
+Deno.test("generate: abort mid-stream, early break, concurrent FIFO generations", async () => {
+  const { model } = await tinyModel();
+  const opts = { temperature: 0.8, seed: 3, maxTokens: 20, stopAtEos: false };
+  const solo1 = await model.complete(PROMPT, opts);
+  const solo2 = await model.complete(" In the morning", { ...opts, seed: 4, maxTokens: 16 });
+  // abort after the first chunk
+  const ac = new AbortController();
+  const g = model.generate(PROMPT, { ...opts, maxTokens: 100, signal: ac.signal });
+  let chunks = 0;
+  for await (const _ of g) {
+    if (++chunks === 1) ac.abort();
+  }
+  const aborted = await g.result;
+  assertEquals(aborted.finishReason, "abort");
+  assert(aborted.ids.length < 100, `aborted after ${aborted.ids.length} tokens`);
+  const n = Math.min(aborted.ids.length, solo1.ids.length);
+  assertEquals(aborted.ids.slice(0, n), solo1.ids.slice(0, n), "the same seed samples the same tokens");
+  // breaking out of the stream stops that generation; the model keeps working
+  const g2 = model.generate(PROMPT, { ...opts, maxTokens: 100 });
+  for await (const _ of g2) break;
+  const broken = await g2.result;
+  assert(broken.ids.length < 100);
+  // two generations started together run one after the other and match their solo runs
+  const [r1, r2] = await Promise.all([
+    model.complete(PROMPT, opts),
+    model.complete(" In the morning", { ...opts, seed: 4, maxTokens: 16 }),
+  ]);
+  assertEquals(r1.ids, solo1.ids);
+  assertEquals(r2.ids, solo2.ids);
+  assertEquals(r1.text, solo1.text);
+});
+
+Deno.test("generate: bad options reject with RangeError naming the field; sparsity needs a profile", async () => {
+  const { model } = await tinyModel();
+  const bad = async (prompt: string | number[], o: Record<string, unknown>, field: string) => {
+    await assertRejects(model.complete(prompt, o), (e: unknown) => {
+      assert(e instanceof RangeError, `${JSON.stringify(o)}: ${e}`);
+      assert(e.message.includes(field), `"${e.message}" lacks "${field}"`);
+      return true;
+    });
+  };
+  await bad(PROMPT, { topP: 0 }, "topP");
+  await bad(PROMPT, { topP: 1.5 }, "topP");
+  await bad(PROMPT, { temperature: -1 }, "temperature");
+  await bad(PROMPT, { topK: -1 }, "topK");
+  await bad(PROMPT, { maxTokens: 0 }, "maxTokens");
+  await bad(PROMPT, { sparsity: 1 }, "sparsity");
+  await bad([0, model.config.vocabSize], {}, "token id");
+  await bad([0, -1], {}, "token id");
+  await bad([], {}, "empty");
+  await bad(new Array(model.contextLength).fill(5), {}, "context");
+  await assertRejects(model.logits([]), RangeError);
+  // the Generation's stream surfaces the same error
+  await assertRejects(
+    (async () => {
+      for await (const _ of model.generate(PROMPT, { topP: 0 })) { /* nothing */ }
+    })(),
+    RangeError,
+  );
+  assertEquals(model.sparsityLevels, []);
+  await assertRejects(model.complete(PROMPT, { sparsity: 0.3 }), (e: unknown) => {
+    assert(e instanceof Error && /no TEAL profile/.test(e.message) && e.message.includes("0.3"), `${e}`);
+    return true;
+  });
+  await assertRejects(model.logits([0, 5], { sparsity: 0.3 }), /no TEAL profile/);
+  // and the model still works afterwards
+  const ok = await model.complete(PROMPT, { temperature: 0, maxTokens: 3, stopAtEos: false });
+  assertEquals(ok.ids.length, 3);
+  model.dispose();
+  tiny = null;
+});
