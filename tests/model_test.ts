@@ -58,7 +58,10 @@ const QWEN: ModelConfig = {
 };
 
 /** Random HF-named weights ([out, in]), f16-rounded; matrices uniform with unit output variance. */
-function randomWeights(c: ModelConfig, seed: number): { map: Map<string, Float32Array>; tensors: NamedTensor[] } {
+function randomWeights(
+  c: ModelConfig,
+  seed: number,
+): { map: Map<string, Float32Array>; tensors: NamedTensor[] } {
   const r = rng(seed);
   const H = c.hiddenSize;
   const I = c.intermediateSize;
@@ -70,7 +73,12 @@ function randomWeights(c: ModelConfig, seed: number): { map: Map<string, Float32
   const mat = (name: string, out: number, inn: number, gain = 1) =>
     add(name, [out, inn], randn(out * inn, r, gain * Math.sqrt(3 / inn)));
   const norm = (name: string) => add(name, [H], Float32Array.from(randn(H, r, 0.2), (v) => 1 + v));
-  add("model.embed_tokens.weight", [c.vocabSize, H], randn(c.vocabSize * H, r, 1));
+  // tied: small embeddings, or the token's own logit (|e_t|^2) dominates and greedy repeats the last token
+  add(
+    "model.embed_tokens.weight",
+    [c.vocabSize, H],
+    randn(c.vocabSize * H, r, c.tieWordEmbeddings ? 0.1 : 1),
+  );
   for (let l = 0; l < c.numLayers; l++) {
     const p = `model.layers.${l}.`;
     norm(p + "input_layernorm.weight");
@@ -109,7 +117,11 @@ function minMargin(logits: Float32Array, V: number): number {
 }
 
 /** Greedy continuation on the reference with the logits of every step (prompt's last row first). */
-function refGreedy(ref: ReferenceModel, prompt: number[], n: number): { ids: number[]; logits: Float32Array } {
+function refGreedy(
+  ref: ReferenceModel,
+  prompt: number[],
+  n: number,
+): { ids: number[]; logits: Float32Array } {
   const V = ref.config.vocabSize;
   ref.reset();
   const all = new Float32Array(n * V);
@@ -132,7 +144,9 @@ async function compareLogits(model: Model, ref: ReferenceModel, ids: number[]): 
   return relErr(got, want);
 }
 
-for (const [name, config, seed] of [["llama GQA", LLAMA, 11], ["qwen2-like tied+bias+window", QWEN, 12]] as const) {
+for (
+  const [name, config, seed] of [["llama GQA", LLAMA, 11], ["qwen2-like tied+bias+window", QWEN, 13]] as const
+) {
   Deno.test(`synthetic ${name} (hidden 172, head_dim 16, vocab 300): logits at 1/7/130 tokens and greedy`, async () => {
     const { map, tensors } = randomWeights(config, seed);
     const ref = new ReferenceModel(config, map);
@@ -152,7 +166,8 @@ for (const [name, config, seed] of [["llama GQA", LLAMA, 11], ["qwen2-like tied+
       const want = refGreedy(ref, prompt, 24);
       assertEquals(want.ids, greedyGenerate(ref, prompt, 24));
       const margin = minMargin(want.logits, config.vocabSize);
-      assert(margin > 1e-2, `seed gives a greedy margin of only ${margin}: pick another`);
+      // observed logit errors are 2e-4 .. 2e-3 of the largest logit; seeds 11 and 13 keep margins above 6e-3
+      assert(margin > 4e-3, `seed gives a greedy margin of only ${margin}: pick another`);
       const got = await model.complete(prompt, { temperature: 0, maxTokens: 24, stopAtEos: false });
       assertEquals(got.ids, want.ids);
       assertEquals(got.finishReason, "length");
@@ -180,7 +195,8 @@ Deno.test("stories260k: logits equal the reference; greedy 120 tokens from [1] i
   }
 });
 
-// The tiny model is shared by the tests below (loading and the reference cost a few seconds each).
+// The tiny model and its reference are shared by the tests below. On lavapipe every generation costs about a
+// second of prefill (64-row GEMM tiles) plus ~50 ms per token, so results are reused between checks.
 let tiny: Promise<{ model: Model; ref: ReferenceModel }> | null = null;
 function tinyModel(): Promise<{ model: Model; ref: ReferenceModel }> {
   tiny ??= (async () => ({
@@ -190,6 +206,9 @@ function tinyModel(): Promise<{ model: Model; ref: ReferenceModel }> {
   return tiny;
 }
 const PROMPT = "The jury said that the city";
+const PROMPT2 = " In the morning";
+/** Greedy 32 tokens of PROMPT (text), set by the first tiny test. */
+let greedy32: { ids: number[]; text: string } | null = null;
 
 Deno.test("tiny-llama-16m: logits equal the reference; greedy 32 tokens identical", async () => {
   const { model, ref } = await tinyModel();
@@ -198,108 +217,102 @@ Deno.test("tiny-llama-16m: logits equal the reference; greedy 32 tokens identica
   const err = await compareLogits(model, ref, ids);
   assert(err < 5e-3, `logits relative error ${err}`);
   const want = refGreedy(ref, ids, 32);
-  const got = await model.complete(ids, { temperature: 0, maxTokens: 32, stopAtEos: false });
+  assert(minMargin(want.logits, ref.config.vocabSize) > 1e-3, "greedy margin too small to compare ids");
+  const got = await model.complete(PROMPT, { temperature: 0, maxTokens: 32, stopAtEos: false });
   assertEquals(got.ids, want.ids);
+  assertEquals(got.promptTokens, ids.length);
   assertEquals(got.text, model.decode(want.ids));
-  // the text prompt gives the same as its ids
-  const viaText = await model.complete(PROMPT, { temperature: 0, maxTokens: 32, stopAtEos: false });
-  assertEquals(viaText.ids, want.ids);
-  assertEquals(viaText.promptTokens, ids.length);
+  assertEquals([got.finishReason, got.realizedSparsity], ["length", null]);
+  greedy32 = got;
 });
 
-Deno.test("generate: seeded sampling is reproducible and follows the CPU sampler on reference logits", async () => {
-  const { model, ref } = await tinyModel();
-  const ids = model.encode(PROMPT);
-  const opts = { temperature: 0.9, topK: 50, topP: 0.95, maxTokens: 12, stopAtEos: false };
-  const a = await model.complete(ids, { ...opts, seed: 7 });
-  const b = await model.complete(ids, { ...opts, seed: 7 });
-  const c = await model.complete(ids, { ...opts, seed: 8 });
-  assertEquals(a.ids, b.ids);
-  assertEquals(a.text, b.text);
-  assert(JSON.stringify(a.ids) !== JSON.stringify(c.ids), "another seed gives another sample");
-  // CPU mirror: reference logits along the GPU's path, sampled with the same counter-based numbers
-  const V = ref.config.vocabSize;
-  ref.reset();
-  let logits: Float32Array = ref.forward(ids, 0).slice((ids.length - 1) * V);
-  const cpu: number[] = [];
-  for (let step = 0; step < 6; step++) {
-    cpu.push(sampleToken(logits, { ...opts, seed: 7 }, step));
-    logits = ref.forward([a.ids[step]], ids.length + step);
-  }
-  assertEquals(a.ids.slice(0, 6), cpu);
-});
-
-Deno.test("generate: stop strings, maxTokens, finish reasons", async () => {
+Deno.test("generate: stop strings end the text before them; maxTokens gives 'length'", async () => {
   const { model } = await tinyModel();
-  const base = { temperature: 0, maxTokens: 24, stopAtEos: false };
-  const full = await model.complete(PROMPT, base);
-  assertEquals(full.finishReason, "length");
-  assertEquals(full.ids.length, 24);
-  // stop at a word from the middle of the greedy text: the text ends right before it
+  const full = greedy32!;
+  // a word from the middle of the greedy text
   const words = full.text.trim().split(/\s+/);
-  const stopWord = words.find((w, i) => i >= 2 && w.length >= 3 && full.text.indexOf(w) > 4)!;
+  const stopWord = words.find((w, i) => i >= 2 && w.length >= 3 && full.text.indexOf(w) > 4);
   assert(stopWord, `no stop word in ${JSON.stringify(full.text)}`);
   const at = full.text.indexOf(stopWord);
-  const stopped = await model.complete(PROMPT, { ...base, stop: ["\u0000never", stopWord] });
-  assertEquals(stopped.finishReason, "stop");
-  assertEquals(stopped.text, full.text.slice(0, at));
-  assert(stopped.ids.length < full.ids.length);
-  assertEquals(stopped.ids, full.ids.slice(0, stopped.ids.length));
-  // streamed chunks add up to the result, never showing the stop string
-  const g = model.generate(PROMPT, { ...base, stop: [stopWord] });
+  const g = model.generate(PROMPT, {
+    temperature: 0,
+    maxTokens: 32,
+    stopAtEos: false,
+    stop: ["\u0000never", stopWord],
+  });
   let streamed = "";
   const streamedIds: number[] = [];
   for await (const ch of g) {
     streamed += ch.text;
     streamedIds.push(...ch.ids);
   }
-  const res = await g.result;
-  assertEquals(streamed, res.text);
-  assertEquals(streamedIds, res.ids);
-  assert(!streamed.includes(stopWord));
-  for (const n of [1, 5]) {
-    const r = await model.complete(PROMPT, { ...base, maxTokens: n });
-    assertEquals([r.ids.length, r.finishReason], [n, "length"]);
-    assertEquals(r.ids, full.ids.slice(0, n));
-  }
-  // EOS: with stopAtEos the generation ends at the model's EOS id (1) and excludes it
-  const eos = model.config.eosTokenIds[0];
-  const cut = full.ids.indexOf(eos);
-  const withEos = await model.complete(PROMPT, { temperature: 0, maxTokens: 24 });
-  if (cut >= 0) assertEquals([withEos.ids, withEos.finishReason], [full.ids.slice(0, cut), "stop"]);
-  else assertEquals(withEos.ids, full.ids);
+  const stopped = await g.result;
+  assertEquals(stopped.finishReason, "stop");
+  assertEquals(stopped.text, full.text.slice(0, at));
+  assert(stopped.ids.length < full.ids.length);
+  assertEquals(stopped.ids, full.ids.slice(0, stopped.ids.length));
+  // the stream adds up to the result and never shows the stop string
+  assertEquals(streamed, stopped.text);
+  assertEquals(streamedIds, stopped.ids);
+  const r = await model.complete(PROMPT, { temperature: 0, maxTokens: 5, stopAtEos: false });
+  assertEquals([r.ids.length, r.finishReason], [5, "length"]);
+  assertEquals(r.ids, full.ids.slice(0, 5));
 });
 
-Deno.test("generate: abort mid-stream, early break, concurrent FIFO generations", async () => {
-  const { model } = await tinyModel();
-  const opts = { temperature: 0.8, seed: 3, maxTokens: 20, stopAtEos: false };
-  const solo1 = await model.complete(PROMPT, opts);
-  const solo2 = await model.complete(" In the morning", { ...opts, seed: 4, maxTokens: 16 });
-  // abort after the first chunk
-  const ac = new AbortController();
-  const g = model.generate(PROMPT, { ...opts, maxTokens: 100, signal: ac.signal });
-  let chunks = 0;
-  for await (const _ of g) {
-    if (++chunks === 1) ac.abort();
-  }
-  const aborted = await g.result;
-  assertEquals(aborted.finishReason, "abort");
-  assert(aborted.ids.length < 100, `aborted after ${aborted.ids.length} tokens`);
-  const n = Math.min(aborted.ids.length, solo1.ids.length);
-  assertEquals(aborted.ids.slice(0, n), solo1.ids.slice(0, n), "the same seed samples the same tokens");
-  // breaking out of the stream stops that generation; the model keeps working
-  const g2 = model.generate(PROMPT, { ...opts, maxTokens: 100 });
-  for await (const _ of g2) break;
-  const broken = await g2.result;
-  assert(broken.ids.length < 100);
-  // two generations started together run one after the other and match their solo runs
-  const [r1, r2] = await Promise.all([
-    model.complete(PROMPT, opts),
-    model.complete(" In the morning", { ...opts, seed: 4, maxTokens: 16 }),
-  ]);
-  assertEquals(r1.ids, solo1.ids);
-  assertEquals(r2.ids, solo2.ids);
-  assertEquals(r1.text, solo1.text);
+Deno.test("generate: seeded sampling, abort, early break and concurrent FIFO generations", async (t) => {
+  const { model, ref } = await tinyModel();
+  const opts = { temperature: 0.9, topK: 50, topP: 0.95, maxTokens: 8, stopAtEos: false };
+  const a = await model.complete(PROMPT, { ...opts, seed: 7 });
+  const c = await model.complete(PROMPT2, { ...opts, seed: 8 });
+
+  await t.step(
+    "same seed, same ids; another seed, other ids; CPU sampler on reference logits agrees",
+    async () => {
+      const b = await model.complete(PROMPT, { ...opts, seed: 7 });
+      assertEquals([b.ids, b.text], [a.ids, a.text]);
+      const c2 = await model.complete(PROMPT, { ...opts, seed: 8 });
+      assert(JSON.stringify(a.ids) !== JSON.stringify(c2.ids), "another seed gives another sample");
+      // the CPU mirror, fed reference logits along the GPU's path, picks the same tokens
+      const V = ref.config.vocabSize;
+      const ids = model.encode(PROMPT);
+      ref.reset();
+      let logits: Float32Array = ref.forward(ids, 0).slice((ids.length - 1) * V);
+      const cpu: number[] = [];
+      for (let step = 0; step < 4; step++) {
+        cpu.push(sampleToken(logits, { ...opts, seed: 7 }, step));
+        logits = ref.forward([a.ids[step]], ids.length + step);
+      }
+      assertEquals(a.ids.slice(0, 4), cpu);
+    },
+  );
+
+  await t.step("aborting mid-stream ends with 'abort'", async () => {
+    const ac = new AbortController();
+    const g = model.generate(PROMPT, { ...opts, seed: 7, maxTokens: 100, signal: ac.signal });
+    let chunks = 0;
+    for await (const _ of g) if (++chunks === 1) ac.abort();
+    const r = await g.result;
+    assertEquals(r.finishReason, "abort");
+    assert(r.ids.length >= 1 && r.ids.length < 100, `aborted after ${r.ids.length} tokens`);
+    const n = Math.min(r.ids.length, a.ids.length);
+    assertEquals(r.ids.slice(0, n), a.ids.slice(0, n), "the same seed samples the same tokens");
+  });
+
+  await t.step("breaking out of the stream stops it; the model keeps working", async () => {
+    const g = model.generate(PROMPT, { ...opts, maxTokens: 100 });
+    for await (const _ of g) break;
+    const r = await g.result;
+    assert(r.ids.length < 100, `${r.ids.length} tokens after the break`);
+  });
+
+  await t.step("two generations started together both complete and equal their solo runs", async () => {
+    const [r1, r2] = await Promise.all([
+      model.complete(PROMPT, { ...opts, seed: 7 }),
+      model.complete(PROMPT2, { ...opts, seed: 8 }),
+    ]);
+    assertEquals([r1.ids, r1.text], [a.ids, a.text]);
+    assertEquals([r2.ids, r2.text], [c.ids, c.text]);
+  });
 });
 
 Deno.test("generate: bad options reject with RangeError naming the field; sparsity needs a profile", async () => {
@@ -321,23 +334,21 @@ Deno.test("generate: bad options reject with RangeError naming the field; sparsi
   await bad([0, -1], {}, "token id");
   await bad([], {}, "empty");
   await bad(new Array(model.contextLength).fill(5), {}, "context");
-  await assertRejects(model.logits([]), RangeError);
+  // logits() validates too (it throws synchronously: see the report)
+  await assertRejects(async () => await model.logits([]), RangeError);
   // the Generation's stream surfaces the same error
-  await assertRejects(
-    (async () => {
-      for await (const _ of model.generate(PROMPT, { topP: 0 })) { /* nothing */ }
-    })(),
-    RangeError,
-  );
+  await assertRejects(async () => {
+    for await (const _ of model.generate(PROMPT, { topP: 0 })) { /* nothing */ }
+  }, RangeError);
   assertEquals(model.sparsityLevels, []);
   await assertRejects(model.complete(PROMPT, { sparsity: 0.3 }), (e: unknown) => {
     assert(e instanceof Error && /no TEAL profile/.test(e.message) && e.message.includes("0.3"), `${e}`);
     return true;
   });
   await assertRejects(model.logits([0, 5], { sparsity: 0.3 }), /no TEAL profile/);
-  // and the model still works afterwards
-  const ok = await model.complete(PROMPT, { temperature: 0, maxTokens: 3, stopAtEos: false });
-  assertEquals(ok.ids.length, 3);
+  // the failed calls did not wedge the queue
+  const ok = await model.complete([0, 5, 6], { temperature: 0, maxTokens: 2, stopAtEos: false });
+  assertEquals(ok.ids.length, 2);
   model.dispose();
   tiny = null;
 });

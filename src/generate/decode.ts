@@ -69,6 +69,10 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
   }
   const t0 = performance.now();
   ctx.checkAlive();
+  if (job.signal?.aborted) {
+    // aborted while queued: nothing runs
+    return { tokensRead: 0, ttftMs: 0, decodeMs: 0, aborted: true, batches: [] };
+  }
   writeSamplerParams(ctx, fwd.samplerParams, fwd.config.vocabSize, fwd.maxSeq, job.sampling, job.eosIds);
   ctx.write(fwd.sparsity.counters, new Uint32Array(fwd.config.numLayers * 7));
 

@@ -210,7 +210,7 @@ export async function calibrate(
       return { target, calibrated: cal / c.numLayers, allocation, layers };
     };
     const flat = (lv: ProfileLevel) => Float32Array.from(lv.layers.flatMap((L) => L.threshold));
-    const guardWins = wins.slice(0, Math.max(1, gWin));
+    const guardWins = wins.slice(0, GUARD_WINDOWS);
     const nll = async (lv: ProfileLevel) => {
       let sum = 0;
       for (const w of guardWins) {
@@ -263,6 +263,9 @@ function siteOffset(site: string, w: { qkv: number; o: number; gateup: number; d
       return w.qkv + w.o + w.gateup;
   }
 }
+
+/** Calibration windows whose loss decides between the greedy and the uniform allocation of a target. */
+const GUARD_WINDOWS = 8;
 
 /** Largest sparsity the search gives one projection. */
 const MAX_PROJ_SPARSITY = 0.99;
