@@ -23,8 +23,21 @@ export type {
   Generation,
   TextModel,
 } from "./src/generate/types.ts";
-export type { ModelConfig } from "./src/model/config.ts";
-export type { NamedTensor } from "./src/model/weights.ts";
+export type { Architecture, ModelConfig, RopeScaling } from "./src/model/config.ts";
+export type { EmbedPart, LayerWeights, LmHeadPart, NamedTensor, Weights } from "./src/model/weights.ts";
+export type { Matrix, Segment } from "./src/gpu/kernels.ts";
 export { type ChatMessage, TextTokenizer } from "./src/model/tokenizer.ts";
+export type { ChatTemplateOptions, EncodeOptions } from "./src/model/tokenizer.ts";
 export { createGpuContext, GpuContext, GpuError } from "./src/gpu/context.ts";
+export type { Dispatch, GpuContextOptions, Op, Variant } from "./src/gpu/context.ts";
 export { defaultModelDir } from "./src/model/default_model.ts";
+export { createApp, DEFAULT_LIMITS, resolveLimits } from "./src/server/app.ts";
+export type { App, OpenAIError, ServerLimits, ServerOptions } from "./src/server/app.ts";
+export { serve } from "./src/server/serve.ts";
+export type { ServeOptions } from "./src/server/serve.ts";
+export { calibrate } from "./src/teal/calibrate.ts";
+export type { CalibrateOptions } from "./src/teal/calibrate.ts";
+export { evaluatePerplexity } from "./src/teal/eval.ts";
+export type { EvalOptions, EvalResult } from "./src/teal/eval.ts";
+export { loadProfile, thresholdsFor, validateProfile } from "./src/teal/profile.ts";
+export type { ProfileLevel, ScoreMode, TealProfile } from "./src/teal/profile.ts";

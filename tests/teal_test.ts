@@ -163,8 +163,9 @@ const MARGIN = 2e-3;
 
 /**
  * Thresholds per slot near `quantiles[slot]` of the scores that `run` produces under those very thresholds,
- * each in the middle of the widest gap among the scores near that quantile (fixed point: a layer's thresholds
- * change what later projections see). 0 keeps everything non-zero; 1 drops everything.
+ * each in the middle of the widest gap among the scores near that quantile. A fixed point: a projection's
+ * thresholds change only what later projections (and later layers, through the KV cache) see, so the search
+ * settles stage by stage as long as `run` follows a fixed token path. 0 keeps everything non-zero; 1 drops all.
  */
 function pickThresholds(
   run: (hooks: ForwardHooks) => void,
@@ -284,14 +285,18 @@ Deno.test("TEAL sparse greedy decode (GEMV) equals the masked reference step by 
     const prompt = [1, 40, 7, 99, 3];
     const n = 16;
     const V = CONFIG.vocabSize;
-    let path: number[] = [];
-    let margin = Infinity;
-    // prefill dense (sparsePrefill is off), then every decode step masked
-    const run = (hooks: ForwardHooks) => {
+    /** Dense prefill (sparsePrefill is off), then masked decode steps feeding `path` (teacher forcing). */
+    const forced = (path: number[]) => (hooks: ForwardHooks) => {
+      ref.reset();
+      ref.forward(prompt, 0);
+      for (let i = 0; i + 1 < n; i++) ref.forward([path[i]], prompt.length + i, hooks);
+    };
+    /** Greedy decoding with masks: the path, its smallest relative top-1 margin. */
+    const greedy = (hooks: ForwardHooks) => {
       ref.reset();
       let logits: Float32Array = ref.forward(prompt, 0).slice((prompt.length - 1) * V);
-      path = [];
-      margin = Infinity;
+      const path: number[] = [];
+      let margin = Infinity;
       for (let i = 0; i < n; i++) {
         const b = argmax(logits);
         const scale = logits.reduce((a, v) => Math.max(a, Math.abs(v)), 0);
@@ -299,10 +304,20 @@ Deno.test("TEAL sparse greedy decode (GEMV) equals the masked reference step by 
         path.push(b);
         if (i + 1 < n) logits = ref.forward([b], prompt.length + i, hooks);
       }
+      return { path, margin };
     };
-    const thr = pickThresholds(run, spread(0.5), null);
+    // thresholds settled on a path, then the greedy path under them: repeat until they agree
+    let path = greedy({}).path;
+    let thr: Float32Array = new Float32Array(0);
+    for (let round = 0;; round++) {
+      assert(round < 5, "no self-consistent greedy path");
+      thr = pickThresholds(forced(path), spread(0.5), null);
+      const next = greedy(maskHooks(thr, null)).path;
+      if (next.join() === path.join()) break;
+      path = next;
+    }
     const st = newStats();
-    run(maskHooks(thr, null, st));
+    const { margin } = greedy(maskHooks(thr, null, st));
     assert(margin > 4e-3, `greedy margin ${margin} too small for this seed`);
     use(thr);
     const got = await model.complete(prompt, {
@@ -361,13 +376,16 @@ Deno.test("TEAL weighted scores: the GPU masks |x| * ||W[:, k]|| like the refere
     ref.reset();
     ref.forward(ids, 0, maskHooks(thr, null, stM));
     assert(stM.dropped.some((d, i) => d !== st.dropped[i]));
+    // back to magnitude scores: the GPU follows the magnitude masks again
     model.setScoreMode("magnitude");
+    const thrM = pickThresholds(run, spread(0.5), null);
     const st2 = newStats();
     ref.reset();
-    const wantM = ref.forward(ids, 0, maskHooks(thr, null, st2));
+    const wantM = ref.forward(ids, 0, maskHooks(thrM, null, st2));
+    use(thrM);
     const logitsM = await model.logits(ids, { sparsity: 0.5 });
-    // magnitude thresholds were not picked for margins here: allow a few channels to flip
-    assert(relErr(logitsM, wantM) < 2e-2, `back to magnitude: ${relErr(logitsM, wantM)}`);
+    assert(relErr(logitsM, wantM) < 5e-3, `back to magnitude: ${relErr(logitsM, wantM)}`);
+    checkCounters(model.lastSparsity!.perTensor, st2, "magnitude again");
   } finally {
     model.dispose();
   }
@@ -380,10 +398,11 @@ Deno.test("TEAL calibration: deterministic, on target, greedy allocation, profil
     const r = rng(9);
     const ctx = 32;
     const wins = Array.from(
-      { length: 8 },
+      { length: 4 },
       () => [1, ...Array.from({ length: ctx }, () => Math.floor(r() * CONFIG.vocabSize))],
     );
-    const opts = { ctx, tokens: 256, greedyTokens: 32, gridStep: 0.1, maxTarget: 0.9, greedyStep: 0.05 };
+    // small: on lavapipe each greedy step (7 trial block runs and a read-back) costs ~80 ms
+    const opts = { ctx, tokens: 128, greedyTokens: 32, gridStep: 0.1, maxTarget: 0.9, greedyStep: 0.1 };
     const params = projectionParams(model);
     assertEquals(params, [64 * 64, 32 * 64, 32 * 64, 64 * 64, 96 * 64, 96 * 64, 64 * 96]);
     const total = params.reduce((a, b) => a + b, 0);
@@ -393,7 +412,7 @@ Deno.test("TEAL calibration: deterministic, on target, greedy allocation, profil
     await t.step("levels hit their targets", () => {
       for (const p of [greedy, uniform]) {
         assertEquals(p.levels.map((l) => l.target), [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]);
-        assertEquals(p.calibration.tokens, 256);
+        assertEquals(p.calibration.tokens, 128);
         for (const lv of p.levels) {
           assert(Math.abs(lv.calibrated - lv.target) <= 0.03, `${lv.target}: calibrated ${lv.calibrated}`);
         }
@@ -404,32 +423,31 @@ Deno.test("TEAL calibration: deterministic, on target, greedy allocation, profil
           ly.sparsity.forEach((s) => assert(Math.abs(s - lv.target) <= 0.03, `uniform ${lv.target}: ${s}`));
         }
       }
-      for (const p of [greedy, uniform]) {
-        for (let l = 0; l < L; l++) {
-          for (let s = 0; s < SLOTS; s++) {
-            for (let i = 1; i < p.levels.length; i++) {
-              assert(p.levels[i].layers[l].threshold[s] >= p.levels[i - 1].layers[l].threshold[s]);
-            }
+      // uniform thresholds rise with the target (greedy levels need not: a level may keep the uniform
+      // allocation when the greedy one loses on the calibration loss)
+      for (let l = 0; l < L; l++) {
+        for (let s = 0; s < SLOTS; s++) {
+          for (let i = 1; i < uniform.levels.length; i++) {
+            assert(uniform.levels[i].layers[l].threshold[s] > uniform.levels[i - 1].layers[l].threshold[s]);
           }
         }
       }
     });
 
-    await t.step("greedy allocation is parameter-weighted to the target in every layer, and uneven", () => {
-      let uneven = false;
+    await t.step("greedy allocation is parameter-weighted to the target in every layer", () => {
       for (const lv of greedy.levels) {
         for (const ly of lv.layers) {
           const w = ly.sparsity.reduce((a, s, j) => a + s * params[j], 0) / total;
           assert(Math.abs(w - lv.target) <= 0.03, `target ${lv.target}: weighted ${w} (${ly.sparsity})`);
-          if (Math.max(...ly.sparsity) - Math.min(...ly.sparsity) > 0.1) uneven = true;
         }
       }
-      assert(uneven, "the greedy search should not allocate uniformly");
     });
 
     await t.step("calibration is deterministic", async () => {
-      const again = await calibrate(model, wins, { ...opts, allocation: "greedy" });
-      assertEquals(again.levels, greedy.levels);
+      assertEquals((await calibrate(model, wins, { ...opts, allocation: "uniform" })).levels, uniform.levels);
+      // the greedy search is sequential: a run to a lower maxTarget repeats the first levels exactly
+      const again = await calibrate(model, wins, { ...opts, maxTarget: 0.2, allocation: "greedy" });
+      assertEquals(again.levels, greedy.levels.slice(0, 3));
     });
 
     await t.step("profiles validate against their model and are refused by another", () => {

@@ -11,6 +11,9 @@ import type { Command } from "./commands.ts";
 import { num, numList } from "./options.ts";
 
 async function gitCommit(): Promise<string> {
+  // the GPU machine gets a copy of the tree without .git: TEALGPU_COMMIT names the commit there
+  const fromEnv = Deno.env.get("TEALGPU_COMMIT");
+  if (fromEnv) return fromEnv;
   try {
     const out = await new Deno.Command("git", { args: ["rev-parse", "--short", "HEAD"], stderr: "null" })
       .output();

@@ -7,6 +7,7 @@ import { type ShaderName, SHADERS } from "./shaders.generated.ts";
 
 /** Why the context could not be created, or a GPU error, in words a user can act on. */
 export class GpuError extends Error {
+  /** Error name. */
   override name = "GpuError";
 }
 

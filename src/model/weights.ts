@@ -62,8 +62,11 @@ export interface Weights {
 
 /** A host tensor as the checkpoint reader (or a test) produces it: HF name, shape, f32 data. */
 export interface NamedTensor {
+  /** Hugging Face tensor name, e.g. `model.layers.0.mlp.down_proj.weight`. */
   name: string;
+  /** Shape ([out, in] for linear weights). */
   shape: number[];
+  /** Values, row-major. */
   data: Float32Array;
 }
 

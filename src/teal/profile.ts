@@ -23,12 +23,17 @@ export interface ProfileLevel {
 
 /** A TEAL profile file. */
 export interface TealProfile {
+  /** File format marker. */
   format: "tealgpu-teal-profile";
+  /** Format version. */
   version: 1;
+  /** The model it was calibrated for: config hash, layer count, folder name. */
   model: { hash: string; numLayers: number; name: string };
   /** magnitude: |x_i| > t; weighted: |x_i| * ||W[:, i]|| > t (WINA-style, norms folded into the kernel). */
   score: ScoreMode;
+  /** Calibration text (file name), tokens, window length, greedy-search tokens and seconds taken. */
   calibration: { text: string; tokens: number; ctx: number; greedyTokens: number; seconds: number };
+  /** One entry per target on the grid, ascending. */
   levels: ProfileLevel[];
 }
 
