@@ -306,10 +306,12 @@ Deno.test("generate: seeded sampling, abort, early break and concurrent FIFO gen
   });
 
   await t.step("two generations started together both complete and equal their solo runs", async () => {
+    const done: number[] = [];
     const [r1, r2] = await Promise.all([
-      model.complete(PROMPT, { ...opts, seed: 7 }),
-      model.complete(PROMPT2, { ...opts, seed: 8 }),
+      model.complete(PROMPT, { ...opts, seed: 7 }).finally(() => done.push(1)),
+      model.complete(PROMPT2, { ...opts, seed: 8 }).finally(() => done.push(2)),
     ]);
+    assertEquals(done, [1, 2], "first come, first served");
     assertEquals([r1.ids, r1.text], [a.ids, a.text]);
     assertEquals([r2.ids, r2.text], [c.ids, c.text]);
   });

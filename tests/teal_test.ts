@@ -17,7 +17,7 @@ import {
   throws as assertThrows,
 } from "node:assert";
 import { join } from "node:path";
-import { loadModel, type Model, modelFromTensors } from "../src/model/model.ts";
+import { loadModel, modelFromTensors } from "../src/model/model.ts";
 import type { ModelConfig } from "../src/model/config.ts";
 import { argmax, type ForwardHooks, ReferenceModel } from "../src/model/reference.ts";
 import { f16ToF32, f32ToF16Bits } from "../src/model/dtype.ts";
@@ -62,6 +62,8 @@ const SLOT_OF = PROJ as Record<string, number>;
 function randomWeights(
   c: ModelConfig,
   seed: number,
+  chain = 0,
+  outGain = 1,
 ): { map: Map<string, Float32Array>; tensors: NamedTensor[] } {
   const r = rng(seed);
   const H = c.hiddenSize;
@@ -86,14 +88,26 @@ function randomWeights(
     mat(p + "self_attn.q_proj.weight", qDim, H, 2);
     mat(p + "self_attn.k_proj.weight", kvDim, H, 2);
     mat(p + "self_attn.v_proj.weight", kvDim, H);
-    mat(p + "self_attn.o_proj.weight", H, qDim);
+    mat(p + "self_attn.o_proj.weight", H, qDim, outGain);
     norm(p + "post_attention_layernorm.weight");
     mat(p + "mlp.gate_proj.weight", I, H);
     mat(p + "mlp.up_proj.weight", I, H);
-    mat(p + "mlp.down_proj.weight", H, I);
+    mat(p + "mlp.down_proj.weight", H, I, outGain);
   }
   norm("model.norm.weight");
   mat("lm_head.weight", c.vocabSize, H, 3);
+  if (chain > 0) {
+    // lm_head row j also holds the embedding of token (j + 1) mod V: the residual stream keeps the current
+    // token's embedding, so this favours "next = current - 1" by a margin that a few flipped channels cannot
+    // overturn (random models are otherwise chaotic under sparsity: any changed mask changes the path)
+    const e = tensors[0].data;
+    const lm = tensors[tensors.length - 1].data;
+    for (let j = 0; j < c.vocabSize; j++) {
+      const src = ((j + 1) % c.vocabSize) * H;
+      for (let k = 0; k < H; k++) lm[j * H + k] = Math.fround(lm[j * H + k] + chain * e[src + k]);
+    }
+    tensors[tensors.length - 1].data = f16round(lm);
+  }
   return { map: new Map(tensors.map((t) => [t.name, t.data])), tensors };
 }
 
@@ -171,8 +185,9 @@ function pickThresholds(
   run: (hooks: ForwardHooks) => void,
   quantiles: number[],
   scales: Float32Array[][] | null,
+  start?: Float32Array,
 ): Float32Array {
-  const thr = new Float32Array(L * SLOTS);
+  const thr = start ? Float32Array.from(start) : new Float32Array(L * SLOTS);
   for (let i = 0; i < thr.length; i++) if (quantiles[i % SLOTS] >= 1) thr[i] = 1e30;
   for (let iter = 0; iter < 16; iter++) {
     const st = newStats();
@@ -182,16 +197,24 @@ function pickThresholds(
       const q = quantiles[i % SLOTS];
       if (q <= 0 || q >= 1) continue;
       const v = Float64Array.from(st.scores[i]).sort();
-      const t = thr[i];
-      const near = v.some((s) => Math.abs(s - t) <= MARGIN * t);
-      const frac = v.filter((s) => s <= t).length / v.length;
-      if (t > 0 && !near && Math.abs(frac - q) < 0.1) continue;
-      // widest relative gap among ranks within +-5% of the quantile
       const n = v.length;
-      const lo = Math.max(1, Math.floor((q - 0.05) * n));
-      const hi = Math.min(n - 1, Math.ceil((q + 0.05) * n));
-      let best = lo;
-      for (let j = lo; j <= hi; j++) if (v[j] / v[j - 1] > v[best] / v[best - 1]) best = j;
+      const t = thr[i];
+      const below = v.filter((s) => s <= t).length;
+      const near = v.some((s) => Math.abs(s - t) <= MARGIN * t);
+      if (t > 0 && !near && Math.abs(below / n - q) < 0.1) continue;
+      // the gap wide enough for MARGIN on both sides that is nearest (in rank) to where the threshold is,
+      // so that a correction drops or keeps as few other channels as possible
+      const at = t > 0 && Math.abs(below / n - q) < 0.1 ? below : Math.round(q * n);
+      let best = -1;
+      for (let d = 0; d < n && best < 0; d++) {
+        for (const j of [at - d, at + d + 1]) {
+          if (j >= 1 && j < n && v[j] / v[j - 1] > (1 + 2.5 * MARGIN) ** 2) {
+            best = j;
+            break;
+          }
+        }
+      }
+      assert(best > 0, "no gap between the scores");
       const nt = Math.fround(Math.sqrt(v[best] * v[best - 1]));
       if (nt !== t) {
         thr[i] = nt;
@@ -209,8 +232,8 @@ function spread(s: number): number[] {
   return [s - 0.1, s, s + 0.1, s, s - 0.05, s + 0.05, s];
 }
 
-async function syntheticModel(seed: number) {
-  const { map, tensors } = randomWeights(CONFIG, seed);
+async function syntheticModel(seed: number, chain = 0, outGain = 1) {
+  const { map, tensors } = randomWeights(CONFIG, seed, chain, outGain);
   const ref = new ReferenceModel(CONFIG, map);
   const model = await modelFromTensors("teal-synthetic", CONFIG, tensors, {
     gpu: await gpu(),
@@ -280,7 +303,9 @@ Deno.test("TEAL sparse logits (GEMM) equal the reference with masks at 0%, ~50% 
 });
 
 Deno.test("TEAL sparse greedy decode (GEMV) equals the masked reference step by step; decode counters match", async () => {
-  const { ref, model, use } = await syntheticModel(22);
+  // seed 22 with a next-token chain and damped block outputs: the masked greedy path is self-consistent
+  // (see randomWeights) and still differs from the dense one
+  const { ref, model, use } = await syntheticModel(22, 1, 0.5);
   try {
     const prompt = [1, 40, 7, 99, 3];
     const n = 16;
@@ -307,11 +332,12 @@ Deno.test("TEAL sparse greedy decode (GEMV) equals the masked reference step by 
       return { path, margin };
     };
     // thresholds settled on a path, then the greedy path under them: repeat until they agree
-    let path = greedy({}).path;
+    const densePath = greedy({}).path;
+    let path = densePath;
     let thr: Float32Array = new Float32Array(0);
     for (let round = 0;; round++) {
       assert(round < 5, "no self-consistent greedy path");
-      thr = pickThresholds(forced(path), spread(0.5), null);
+      thr = pickThresholds(forced(path), spread(0.5), null, round > 0 ? thr : undefined);
       const next = greedy(maskHooks(thr, null)).path;
       if (next.join() === path.join()) break;
       path = next;
@@ -319,6 +345,7 @@ Deno.test("TEAL sparse greedy decode (GEMV) equals the masked reference step by 
     const st = newStats();
     const { margin } = greedy(maskHooks(thr, null, st));
     assert(margin > 4e-3, `greedy margin ${margin} too small for this seed`);
+    assert(path.join() !== densePath.join(), "the masks should change the greedy path");
     use(thr);
     const got = await model.complete(prompt, {
       temperature: 0,
@@ -334,15 +361,7 @@ Deno.test("TEAL sparse greedy decode (GEMV) equals the masked reference step by 
     assert(Math.abs(got.realizedSparsity! - 0.5) < 0.1, `realised ${got.realizedSparsity}`);
     // the dense path is untouched by the thresholds
     const dense = await model.complete(prompt, { temperature: 0, stopAtEos: false, maxTokens: 4 });
-    ref.reset();
-    assertEquals(dense.realizedSparsity, null);
-    const refDense: number[] = [];
-    let lg: Float32Array = ref.forward(prompt, 0).slice((prompt.length - 1) * V);
-    for (let i = 0; i < 4; i++) {
-      refDense.push(argmax(lg));
-      lg = ref.forward([refDense[i]], prompt.length + i);
-    }
-    assertEquals(dense.ids, refDense);
+    assertEquals([dense.ids, dense.realizedSparsity], [densePath.slice(0, 4), null]);
   } finally {
     model.dispose();
   }
@@ -546,7 +565,7 @@ Deno.test("evaluatePerplexity (dense) on tiny-llama-16m equals exp(mean NLL) of 
   const model = await loadModel(TINY, { gpu: await gpu(), contextLength: 128, profile: false });
   try {
     const text = (await Deno.readTextFile(EVAL_TEXT)).slice(0, 2000);
-    const ctx = 64;
+    const ctx = 63; // BOS + 63 = 64 rows: one GEMM row tile, half the lavapipe time of 65 rows
     const [res] = await evaluatePerplexity(model, text, { ctx, windows: 2 });
     assertEquals([res.sparsity, res.tokens, res.realized], [0, 2 * ctx, 0]);
     const ids = model.encode(text, false);

@@ -456,9 +456,9 @@ export class Model implements TextModel {
    * Logits of every position of `ids` ([ids.length][vocab], row-major), from a fresh context. With `sparsity`
    * (or explicit `thresholds`, [layers * 7]), the TEAL thresholds apply at every position, as decoding would.
    */
-  logits(ids: number[], o: { sparsity?: number; thresholds?: Float32Array } = {}): Promise<Float32Array> {
+  async logits(ids: number[], o: { sparsity?: number; thresholds?: Float32Array } = {}): Promise<Float32Array> {
     const ids2 = this.#prepare(ids, { maxTokens: 1 });
-    return this.#exclusive(async () => {
+    return await this.#exclusive(async () => {
       const sparse = (o.sparsity ?? 0) > 0 || o.thresholds !== undefined;
       if (sparse) {
         if (o.thresholds) this.setThresholds(o.thresholds);
@@ -486,7 +486,7 @@ export class Model implements TextModel {
     });
   }
 
-  /** Frees the GPU memory of this model (the GPU context too unless it was passed in shared). */
+  /** Frees the GPU buffers of this model. The GPU context (`model.gpu`) stays usable; it may be shared. */
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
