@@ -30,6 +30,7 @@ export { type ChatMessage, TextTokenizer } from "./src/model/tokenizer.ts";
 export type { ChatTemplateOptions, EncodeOptions } from "./src/model/tokenizer.ts";
 export { createGpuContext, GpuContext, GpuError } from "./src/gpu/context.ts";
 export type { Dispatch, GpuContextOptions, Op, Variant } from "./src/gpu/context.ts";
+export type { ShaderName } from "./src/gpu/shaders.generated.ts";
 export { defaultModelDir } from "./src/model/default_model.ts";
 export { createApp, DEFAULT_LIMITS, resolveLimits } from "./src/server/app.ts";
 export type { App, OpenAIError, ServerLimits, ServerOptions } from "./src/server/app.ts";

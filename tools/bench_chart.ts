@@ -14,11 +14,18 @@ if (import.meta.main) {
     const run = JSON.parse(line);
     series.push({
       name: `${run.shape} (${run.device})`,
-      points: run.rows.map((r: { sparsity: number; tokens_per_s: number }) => ({ x: r.sparsity, y: r.tokens_per_s })),
+      points: run.rows.map((r: { sparsity: number; tokens_per_s: number }) => ({
+        x: r.sparsity,
+        y: r.tokens_per_s,
+      })),
     });
   }
   await Deno.writeTextFile(
     out,
-    lineChart(series, { title: "TealGPU decode speed against TEAL sparsity", xLabel: "sparsity", yLabel: "tokens/s" }),
+    lineChart(series, {
+      title: "TealGPU decode speed against TEAL sparsity",
+      xLabel: "sparsity",
+      yLabel: "tokens/s",
+    }),
   );
 }

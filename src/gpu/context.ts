@@ -13,15 +13,21 @@ export class GpuError extends Error {
 
 /** A compute pipeline variant: a shader, its entry point and its `override` constants. */
 export interface Variant {
+  /** Embedded shader to compile (a `shaders/*.wgsl` file name without `.wgsl`). */
   shader: ShaderName;
+  /** Entry point in the shader; defaults to "main". */
   entry?: string;
+  /** Values of the shader's `override` constants, by constant name. */
   overrides?: Record<string, number>;
 }
 
 /** One dispatch: a pipeline variant, its bindings in binding order, and the workgroup counts. */
 export interface Dispatch {
+  /** Pipeline variant to run. */
   variant: Variant;
+  /** Buffers bound to bindings 0, 1, 2, ... of group 0, in binding order. */
   bindings: GPUBuffer[];
+  /** Workgroup counts [x, y?, z?]; y and z default to 1. */
   workgroups: [number, number?, number?];
   /** Shown by the profile switch; defaults to the shader name. */
   label?: string;
@@ -31,10 +37,15 @@ export interface Dispatch {
 
 /** A dispatch whose bind group is built: cheap to encode again every step. */
 export interface Op {
+  /** Compiled (cached) compute pipeline of the dispatch's variant. */
   pipeline: GPUComputePipeline;
+  /** Bind group of the dispatch's bindings. */
   bindGroup: GPUBindGroup;
+  /** Workgroup counts [x, y, z]. */
   workgroups: [number, number, number];
+  /** Shown by the profile switch: the dispatch's label, or its shader name. */
   label: string;
+  /** Buffers made for this dispatch alone (its parameters), released with it. */
   owned?: GPUBuffer[];
 }
 
@@ -65,6 +76,12 @@ export class GpuContext {
   #lost: string | null = null;
   #scratch = new Map<string, GPUBuffer>();
 
+  /**
+   * Wraps a device; use {@link createGpuContext} to request one.
+   * @param device The WebGPU device.
+   * @param adapterName The adapter's description.
+   * @param hasTimestamps Whether the device has the "timestamp-query" feature.
+   */
   constructor(device: GPUDevice, adapterName: string, hasTimestamps: boolean) {
     this.device = device;
     this.adapterName = adapterName;

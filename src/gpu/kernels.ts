@@ -35,7 +35,9 @@ export interface Matrix {
   K: number;
   /** Total output columns (sum of segment lengths). */
   N: number;
+  /** Output segments, back to back in `buffer` (one for a plain projection). */
   segments: Segment[];
+  /** f16 weights: each segment's [K][stride] block at its base. */
   buffer: GPUBuffer;
   /** Per-channel score scales, [segments][K] (ones for plain magnitude scoring). */
   scales: GPUBuffer;

@@ -92,6 +92,15 @@ export class Model implements TextModel {
   #score: ScoreMode = "magnitude";
   #disposed = false;
 
+  /**
+   * Wraps weights already on the GPU; use {@link loadModel} or {@link modelFromTensors} to make one.
+   * @param id Model id.
+   * @param config Parsed config.
+   * @param gpu GPU context holding the weights.
+   * @param weights The model's weights on the GPU.
+   * @param tokenizer The tokenizer, or null for token-id-only models.
+   * @param o Longest sequence (`contextLength`) and most tokens per prefill pass (`maxPrefill`).
+   */
   constructor(
     id: string,
     config: ModelConfig,
@@ -456,7 +465,10 @@ export class Model implements TextModel {
    * Logits of every position of `ids` ([ids.length][vocab], row-major), from a fresh context. With `sparsity`
    * (or explicit `thresholds`, [layers * 7]), the TEAL thresholds apply at every position, as decoding would.
    */
-  async logits(ids: number[], o: { sparsity?: number; thresholds?: Float32Array } = {}): Promise<Float32Array> {
+  async logits(
+    ids: number[],
+    o: { sparsity?: number; thresholds?: Float32Array } = {},
+  ): Promise<Float32Array> {
     const ids2 = this.#prepare(ids, { maxTokens: 1 });
     return await this.#exclusive(async () => {
       const sparse = (o.sparsity ?? 0) > 0 || o.thresholds !== undefined;

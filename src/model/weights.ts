@@ -20,19 +20,29 @@ export const SLOTS = 7;
 
 /** One transformer block's weights. */
 export interface LayerWeights {
-  attnNorm: GPUBuffer; // f32 [hidden]
-  qkv: Matrix; // [hidden] -> q|k|v
-  qkvBias: GPUBuffer | null; // f32 [q|k|v]
-  o: Matrix; // [heads*headDim] -> [hidden]
-  mlpNorm: GPUBuffer; // f32 [hidden]
-  gateUp: Matrix; // [hidden] -> gate|up
-  down: Matrix; // [intermediate] -> [hidden]
+  /** Attention RMSNorm weight, f32 [hidden]. */
+  attnNorm: GPUBuffer;
+  /** Fused q|k|v projection, [hidden] -> [heads*headDim | kvHeads*headDim | kvHeads*headDim]. */
+  qkv: Matrix;
+  /** q|k|v bias, f32 [heads*headDim + 2*kvHeads*headDim], or null when the model has none. */
+  qkvBias: GPUBuffer | null;
+  /** Attention output projection, [heads*headDim] -> [hidden]. */
+  o: Matrix;
+  /** MLP RMSNorm weight, f32 [hidden]. */
+  mlpNorm: GPUBuffer;
+  /** Fused gate|up projection, [hidden] -> [intermediate | intermediate]. */
+  gateUp: Matrix;
+  /** MLP down projection, [intermediate] -> [hidden]. */
+  down: Matrix;
 }
 
 /** A slice of the token embedding table (f16). */
 export interface EmbedPart {
+  /** f16 table of tokens [tok0, tok1): its own [tok1 - tok0][hidden] rows, or a tied lm_head part's buffer. */
   buffer: GPUBuffer;
+  /** First token id in this part. */
   tok0: number;
+  /** One past the last token id in this part. */
   tok1: number;
   /** f16 between consecutive tokens. */
   tokStride: number;
@@ -42,15 +52,21 @@ export interface EmbedPart {
 
 /** Columns [col0, col0 + matrix.N) of lm_head. */
 export interface LmHeadPart {
+  /** First vocabulary column (token id) of this part. */
   col0: number;
+  /** The part's weights, [hidden] -> [matrix.N] (one segment). */
   matrix: Matrix;
 }
 
 /** Every weight of the model on the GPU. */
 export interface Weights {
+  /** Token embedding table, in parts by token range. */
   embed: EmbedPart[];
+  /** Per-layer weights, [numLayers]. */
   layers: LayerWeights[];
+  /** Final RMSNorm weight, f32 [hidden]. */
   finalNorm: GPUBuffer;
+  /** lm_head, [hidden] -> [vocab], in parts by column range. */
   lmHead: LmHeadPart[];
   /** f32 [headDim/2]: RoPE inverse frequencies over 2 pi (turns per position). */
   turns: GPUBuffer;
