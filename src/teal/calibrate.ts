@@ -199,7 +199,11 @@ export async function calibrate(
 
     // 3. Thresholds from the histograms.
     const total = params.reduce((a, b) => a + b, 0);
-    const level = (target: number, alloc: number[][], allocation: "greedy" | "uniform"): ProfileLevel => {
+    const level = (
+      target: number,
+      alloc: number[][],
+      allocation: ProfileLevel["allocation"],
+    ): ProfileLevel => {
       let cal = 0;
       const layers = alloc.map((sp, l) => {
         const threshold = sp.map((s, j) => (s > 0 ? hist[l][j].quantile(s) : 0));
@@ -225,10 +229,22 @@ export async function calibrate(
         levels.push(uniform);
         continue;
       }
-      // The greedy search minimises each block's output error; where that does not carry to the model's loss
-      // on the calibration windows, the uniform allocation of the same target is kept instead.
-      const greedy = level(targets[ti], perLayer.map((byTarget) => byTarget[ti]), "greedy");
-      levels.push((await nll(greedy)) <= (await nll(uniform)) ? greedy : uniform);
+      // The greedy search minimises each block's output error, which does not always carry to the model's
+      // loss: of the greedy allocation, the uniform one and their midpoint (same parameter-weighted target),
+      // the one with the lowest loss on the calibration windows is kept.
+      const g = perLayer.map((byTarget) => byTarget[ti]);
+      const candidates = [
+        level(targets[ti], g, "greedy"),
+        uniform,
+        level(targets[ti], g.map((sp) => sp.map((s) => (s + targets[ti]) / 2)), "blend"),
+      ];
+      let best = candidates[0];
+      let bestLoss = Infinity;
+      for (const cand of candidates) {
+        const loss = await nll(cand);
+        if (loss < bestLoss) [best, bestLoss] = [cand, loss];
+      }
+      levels.push(best);
       o.onProgress?.("guard", ti + 1, targets.length);
     }
     return {
@@ -265,7 +281,7 @@ function siteOffset(site: string, w: { qkv: number; o: number; gateup: number; d
 }
 
 /** Calibration windows whose loss decides between the greedy and the uniform allocation of a target. */
-const GUARD_WINDOWS = 8;
+const GUARD_WINDOWS = 32;
 
 /** Largest sparsity the search gives one projection. */
 const MAX_PROJ_SPARSITY = 0.99;

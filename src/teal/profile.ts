@@ -15,8 +15,11 @@ export interface ProfileLevel {
   target: number;
   /** Sparsity measured on the calibration text with these thresholds (parameter-weighted). */
   calibrated: number;
-  /** How the target was spread over the projections: TEAL's greedy search, or the same for every tensor. */
-  allocation?: "greedy" | "uniform";
+  /**
+   * How the target was spread over the projections: TEAL's greedy search, the same for every tensor, or the
+   * midpoint of the two.
+   */
+  allocation?: "greedy" | "uniform" | "blend";
   /** Per layer: thresholds and calibration sparsities of q, k, v, o, gate, up, down. */
   layers: { threshold: number[]; sparsity: number[] }[];
 }
