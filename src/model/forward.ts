@@ -258,24 +258,7 @@ export class Forward {
         residual(L.down, this.partials2, "reduce.down"),
       );
     });
-    for (const p of w.lmHead) {
-      ops.push(
-        gemvOp(ctx, p.matrix, this.x, this.partials, sp, {
-          sparse: false,
-          label: "gemv.lm_head",
-          input: normed(w.finalNorm),
-          state: this.state,
-        }),
-        reduceOp(ctx, this.partials, this.logits, {
-          n: p.matrix.N,
-          splits: gemvSplits(p.matrix.K),
-          ncols: p.matrix.N,
-          mode: REDUCE.store,
-          outOffset: p.col0,
-          label: "reduce.lm_head",
-        }),
-      );
-    }
+    ops.push(...this.#lmHead(this.x, { input: normed(w.finalNorm), state: this.state }));
     ops.push(sampleOp(ctx, this.samplerParams, this.logits, this.state, this.tokens));
     this.#decode.set(key, ops);
     return ops;
@@ -284,26 +267,29 @@ export class Forward {
   /** Final norm of row `row` of `x`, then lm_head (dense GEMV) into `logits` (prefill). */
   #lmHeadLast(x: GPUBuffer, row: number): Op[] {
     const { ctx, config: c, weights: w } = this;
-    const ops = [
+    return [
       rmsNormOp(ctx, x, w.finalNorm, this.xn, { n: c.hiddenSize, rows: 1, eps: c.rmsNormEps, inRow: row }),
+      ...this.#lmHead(this.xn, {}),
     ];
-    for (const p of w.lmHead) {
-      ops.push(
-        gemvOp(ctx, p.matrix, this.xn, this.partials, this.sparsity, {
-          sparse: false,
-          label: "gemv.lm_head",
-        }),
-        reduceOp(ctx, this.partials, this.logits, {
-          n: p.matrix.N,
-          splits: gemvSplits(p.matrix.K),
-          ncols: p.matrix.N,
-          mode: REDUCE.store,
-          outOffset: p.col0,
-          label: "reduce.lm_head",
-        }),
-      );
-    }
-    return ops;
+  }
+
+  /** lm_head (dense GEMV over each column part, then its split sums) from `x` into `logits`. */
+  #lmHead(x: GPUBuffer, o: { input?: GemvInput; state?: GPUBuffer }): Op[] {
+    return this.weights.lmHead.flatMap((p) => [
+      gemvOp(this.ctx, p.matrix, x, this.partials, this.sparsity, {
+        sparse: false,
+        label: "gemv.lm_head",
+        ...o,
+      }),
+      reduceOp(this.ctx, this.partials, this.logits, {
+        n: p.matrix.N,
+        splits: gemvSplits(p.matrix.K),
+        ncols: p.matrix.N,
+        mode: REDUCE.store,
+        outOffset: p.col0,
+        label: "reduce.lm_head",
+      }),
+    ]);
   }
 
   /**

@@ -5,6 +5,7 @@
  */
 import { createGpuContext, type GpuContext } from "../gpu/context.ts";
 import { runDecode } from "../generate/decode.ts";
+import { ChunkQueue } from "../generate/stream.ts";
 import type {
   FinishReason,
   GenerateChunk,
@@ -279,44 +280,18 @@ export class Model implements TextModel {
    * earlier generations.
    */
   generate(prompt: string | number[], options: GenerateOptions = {}): Generation {
-    const chunks: GenerateChunk[] = [];
-    let wake: (() => void) | null = null;
-    let ended = false;
+    const queue = new ChunkQueue();
     const internal = new AbortController();
     const signal = options.signal ? AbortSignal.any([options.signal, internal.signal]) : internal.signal;
-    const push = (c: GenerateChunk) => {
-      chunks.push(c);
-      wake?.();
-    };
-    let ids: number[];
     let result: Promise<GenerateResult>;
     try {
-      ids = this.#prepare(prompt, options);
-      result = this.#exclusive(() => this.#generate(ids, { ...options, signal }, push));
+      const ids = this.#prepare(prompt, options);
+      result = this.#exclusive(() => this.#generate(ids, { ...options, signal }, (c) => queue.push(c)));
     } catch (e) {
       result = Promise.reject(e);
     }
-    result.catch(() => {}).finally(() => {
-      ended = true;
-      wake?.();
-    });
-    const iterate = async function* (): AsyncGenerator<GenerateChunk> {
-      try {
-        while (true) {
-          if (chunks.length > 0) {
-            yield chunks.shift()!;
-            continue;
-          }
-          if (ended) break;
-          await new Promise<void>((r) => (wake = r));
-          wake = null;
-        }
-        await result; // surfaces errors to the consumer
-      } finally {
-        if (!ended) internal.abort(); // the consumer stopped early
-      }
-    };
-    return { result, [Symbol.asyncIterator]: iterate };
+    result.catch(() => {}).finally(() => queue.end());
+    return queue.generation(result, () => internal.abort());
   }
 
   /** Generates and returns the whole result. */

@@ -24,6 +24,7 @@ import type {
 } from "../generate/types.ts";
 import type { Model } from "../model/model.ts";
 import { TextTokenizer } from "../model/tokenizer.ts";
+import { ChunkQueue } from "../generate/stream.ts";
 
 /** Load options that can cross into the worker (see `LoadOptions` of `loadModel`). */
 export interface WorkerLoadOptions {
@@ -196,9 +197,7 @@ export class WorkerModel implements TextModel {
    */
   generate(prompt: string | number[], options: GenerateOptions = {}): Generation {
     const { signal, ...rest } = options;
-    const chunks: GenerateChunk[] = [];
-    let wake: (() => void) | null = null;
-    let ended = false;
+    const queue = new ChunkQueue();
     let resolve!: (r: GenerateResult) => void;
     let reject!: (e: Error) => void;
     const result = new Promise<GenerateResult>((res, rej) => {
@@ -207,21 +206,17 @@ export class WorkerModel implements TextModel {
     });
     const gid = this.#next++;
     const abort = () => {
-      if (!ended && !this.#failure) this.#worker.postMessage({ type: "abort", gid } satisfies ToWorker);
+      if (!queue.ended && !this.#failure) this.#worker.postMessage({ type: "abort", gid } satisfies ToWorker);
     };
     result.catch(() => {}).finally(() => {
-      ended = true;
       this.#pending.delete(gid);
       signal?.removeEventListener("abort", abort);
-      wake?.();
+      queue.end();
     });
     try {
       const ids = this.#prepare(prompt, options);
       this.#pending.set(gid, {
-        push(c) {
-          chunks.push(c);
-          wake?.();
-        },
+        push: (c) => queue.push(c),
         resolve,
         reject,
       });
@@ -231,23 +226,7 @@ export class WorkerModel implements TextModel {
     } catch (e) {
       reject(e as Error);
     }
-    const iterate = async function* (): AsyncGenerator<GenerateChunk> {
-      try {
-        while (true) {
-          if (chunks.length > 0) {
-            yield chunks.shift()!;
-            continue;
-          }
-          if (ended) break;
-          await new Promise<void>((r) => (wake = r));
-          wake = null;
-        }
-        await result; // surfaces errors to the consumer
-      } finally {
-        if (!ended) abort(); // the consumer stopped early
-      }
-    };
-    return { result, [Symbol.asyncIterator]: iterate };
+    return queue.generation(result, abort);
   }
 
   /**
