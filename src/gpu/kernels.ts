@@ -7,8 +7,6 @@ import type { GpuContext, Op } from "./context.ts";
 
 /** gemv.wgsl tunables: threads per column group and input channels per split. */
 export const GEMV = { TPR: 16, KCHUNK: 512 } as const;
-/** Columns one gemv workgroup owns. */
-export const GEMV_TILE_N: number = GEMV.TPR * 8;
 /** Output tile of matmul.wgsl (rows and columns). */
 export const MATMUL_TILE = 64;
 
