@@ -20,6 +20,9 @@ const USAGE = `usage: deno run -A cli.ts generate [options]
   --sparsity S         TEAL activation sparsity target, e.g. 0.4 (default 0: dense)
   --profile FILE       TEAL profile (default: teal-profile.json beside the model)
   --sparse-prefill     apply TEAL sparsity during prefill too
+  --speculate K        self-speculative decoding: draft K tokens sparse, verify dense (greedy only, needs
+                       --temperature 0 and a TEAL profile; output identical to dense greedy)
+  --draft-sparsity S   sparsity of the speculative draft (default 0.5)
   --context N          context length to allocate (default min(model max, 4096))
   --json               print {"ids", "text", "prompt_tokens", "tokens_per_s", ...} instead of streaming`;
 
@@ -42,6 +45,8 @@ export const generateCommand: Command = {
     profile: { type: "string" },
     "sparse-prefill": { type: "boolean" },
     context: { type: "string" },
+    speculate: { type: "string" },
+    "draft-sparsity": { type: "string" },
     json: { type: "boolean" },
   },
   async run(v, deps) {
@@ -57,6 +62,10 @@ export const generateCommand: Command = {
       sparsity: num(v, "sparsity", 0, { min: 0, max: 0.99 }),
       sparsePrefill: Boolean(v["sparse-prefill"]),
       stop: (v.stop as string[] | undefined) ?? [],
+      speculate: num(v, "speculate", 0, { min: 0, integer: true }),
+      draftSparsity: v["draft-sparsity"] === undefined
+        ? undefined
+        : num(v, "draft-sparsity", 0.5, { min: 0, max: 0.99, minExclusive: true }),
     };
     const dir = (v.model as string | undefined) ?? deps.defaultModelDir();
     const contextLength = v.context === undefined
@@ -88,6 +97,12 @@ export const generateCommand: Command = {
           ttft_ms: Number(r.timeToFirstTokenMs.toFixed(2)),
           sparsity: options.sparsity,
           realized_sparsity: r.realizedSparsity,
+          ...(r.speculation
+            ? {
+              acceptance_rate: Number(r.speculation.acceptanceRate.toFixed(4)),
+              tokens_per_verify: Number(r.speculation.tokensPerRound.toFixed(3)),
+            }
+            : {}),
         }));
       } else {
         if (!model.hasTokenizer) console.log(r.ids.join(" "));

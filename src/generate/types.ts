@@ -25,6 +25,13 @@ export interface GenerateOptions {
   sparsePrefill?: boolean;
   /** Add the tokenizer's BOS token in front of a text prompt (default true). Ignored for token-id prompts. */
   addBos?: boolean;
+  /**
+   * Self-speculative decoding: draft this many tokens TEAL-sparse, verify them in one dense pass; the output is
+   * the dense greedy output (needs temperature 0 and a TEAL profile). 0 disables (default).
+   */
+  speculate?: number;
+  /** Sparsity of the speculative draft (default 0.5, or the profile's highest level if lower). */
+  draftSparsity?: number;
   /** Aborting stops generation within one read-back batch. */
   signal?: AbortSignal;
 }
@@ -56,6 +63,8 @@ export interface GenerateResult {
   timeToFirstTokenMs: number;
   /** Realised TEAL sparsity over the decode steps (fraction of skipped input channels), or null when dense. */
   realizedSparsity: number | null;
+  /** Speculative decoding: drafts accepted over drafts made, and tokens per dense verify pass; else null. */
+  speculation?: { acceptanceRate: number; tokensPerRound: number; rounds: number } | null;
 }
 
 /**

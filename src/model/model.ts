@@ -5,6 +5,7 @@
  */
 import { createGpuContext, type GpuContext } from "../gpu/context.ts";
 import { runDecode } from "../generate/decode.ts";
+import { runSpeculative, type SpeculativeStats } from "../generate/speculative.ts";
 import { ChunkQueue } from "../generate/stream.ts";
 import type {
   FinishReason,
@@ -272,6 +273,10 @@ export class Model implements TextModel {
     if (!Number.isInteger(k) || k < 0) throw new RangeError(`topK must be an integer >= 0, got ${k}`);
     const s = o.sparsity ?? 0;
     if (!(s >= 0 && s < 1)) throw new RangeError(`sparsity must be in [0, 1), got ${s}`);
+    const spec = o.speculate ?? 0;
+    if (!Number.isInteger(spec) || spec < 0) {
+      throw new RangeError(`speculate must be an integer >= 0, got ${spec}`);
+    }
     return ids;
   }
 
@@ -368,25 +373,43 @@ export class Model implements TextModel {
       return more;
     };
 
-    const stats = await runDecode(this.forward, {
-      promptIds,
-      maxTokens,
-      sampling: {
-        temperature: o.temperature ?? GENERATE_DEFAULTS.temperature,
-        topK: o.topK ?? GENERATE_DEFAULTS.topK,
-        topP: o.topP ?? GENERATE_DEFAULTS.topP,
-        seed: o.seed ?? GENERATE_DEFAULTS.seed,
-      },
-      eosIds: [...eos].slice(0, 4),
-      sparse,
-      sparsePrefill: sparse && (o.sparsePrefill ?? false),
-      onTokens,
-      signal: o.signal,
-    });
+    const k = o.speculate ?? 0;
+    const draftSparsity = k > 0 ? (o.draftSparsity ?? Math.min(0.5, this.#sparsityLevels.at(-1) ?? 0.5)) : 0;
+    if (k > 0) {
+      if (o.temperature !== 0) {
+        throw new RangeError("speculate needs temperature 0 (speculative sampling is not implemented)");
+      }
+      if (!(draftSparsity > 0)) throw new RangeError(`draftSparsity must be in (0, 1), got ${draftSparsity}`);
+      this.#useSparsity(draftSparsity);
+    }
+    const stats = k > 0
+      ? await runSpeculative(this.forward, {
+        promptIds,
+        maxTokens,
+        k,
+        eosIds: [...eos].slice(0, 4),
+        onTokens,
+        signal: o.signal,
+      })
+      : await runDecode(this.forward, {
+        promptIds,
+        maxTokens,
+        sampling: {
+          temperature: o.temperature ?? GENERATE_DEFAULTS.temperature,
+          topK: o.topK ?? GENERATE_DEFAULTS.topK,
+          topP: o.topP ?? GENERATE_DEFAULTS.topP,
+          seed: o.seed ?? GENERATE_DEFAULTS.seed,
+        },
+        eosIds: [...eos].slice(0, 4),
+        sparse,
+        sparsePrefill: sparse && (o.sparsePrefill ?? false),
+        onTokens,
+        signal: o.signal,
+      });
     if (stats.aborted) finish = "abort";
     this.#lastBatches = stats.batches;
     let realized: number | null = null;
-    if (sparse) {
+    if (sparse && k === 0) {
       // counters include steps queued past the stop: the state's step count says how many ran
       const state = await this.gpu.readU32(this.forward.state, 4);
       this.#lastSparsity = await this.#readSparsity(Math.max(1, state[2] - 1));
@@ -401,6 +424,13 @@ export class Model implements TextModel {
       tokensPerSecond: stats.decodeMs > 0 ? (stats.tokensRead - 1) / (stats.decodeMs / 1000) : 0,
       timeToFirstTokenMs: stats.ttftMs,
       realizedSparsity: realized,
+      speculation: "rounds" in stats
+        ? {
+          acceptanceRate: (stats as SpeculativeStats).acceptanceRate,
+          tokensPerRound: (stats as SpeculativeStats).tokensPerRound,
+          rounds: (stats as SpeculativeStats).rounds,
+        }
+        : null,
     };
   }
 
