@@ -58,6 +58,23 @@ interface Batch {
   submitMs: number;
 }
 
+/**
+ * Prefill of the prompt in chunks of `maxPrefill` rows; the last chunk samples token 0 and leaves the decode
+ * state at (position M, token 0, step 1).
+ */
+export function prefillPrompt(fwd: Forward, promptIds: number[], sparse: boolean): void {
+  const M = promptIds.length;
+  for (let c0 = 0; c0 < M; c0 += fwd.maxPrefill) {
+    const rows = Math.min(fwd.maxPrefill, M - c0);
+    const last = c0 + rows === M;
+    fwd.ctx.write(fwd.ids, new Uint32Array(promptIds.slice(c0, c0 + rows)));
+    if (last) fwd.writeState(M - 1, 0, 0);
+    const ops = fwd.prefill(rows, c0, { sparse, sample: last });
+    fwd.ctx.run(ops);
+    releaseOps(ops);
+  }
+}
+
 /** Runs prefill and decode for one job on the GPU. */
 export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeStats> {
   const { ctx } = fwd;
@@ -76,16 +93,7 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
   writeSamplerParams(ctx, fwd.samplerParams, fwd.config.vocabSize, fwd.maxSeq, job.sampling, job.eosIds);
   ctx.write(fwd.sparsity.counters, new Uint32Array(fwd.config.numLayers * 7));
 
-  // Prefill in chunks; the last chunk samples token 0 and leaves the state at (pos M, token 0, step 1).
-  for (let c0 = 0; c0 < M; c0 += fwd.maxPrefill) {
-    const rows = Math.min(fwd.maxPrefill, M - c0);
-    const last = c0 + rows === M;
-    ctx.write(fwd.ids, new Uint32Array(job.promptIds.slice(c0, c0 + rows)));
-    if (last) fwd.writeState(M - 1, 0, 0);
-    const ops = fwd.prefill(rows, c0, { sparse: job.sparsePrefill, sample: last });
-    ctx.run(ops);
-    releaseOps(ops);
-  }
+  prefillPrompt(fwd, job.promptIds, job.sparsePrefill);
 
   const step = fwd.decodeStep(job.sparse);
   let queued = 0; // tokens [0, queued) are encoded

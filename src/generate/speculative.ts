@@ -9,7 +9,7 @@
 import { copyOp, writeSamplerParams } from "../gpu/kernels.ts";
 import { type Forward, releaseOps } from "../model/forward.ts";
 import { argmax } from "./sampler.ts";
-import type { DecodeStats } from "./decode.ts";
+import { type DecodeStats, prefillPrompt } from "./decode.ts";
 
 /** One speculative generation. */
 export interface SpeculativeJob {
@@ -60,15 +60,7 @@ export async function runSpeculative(fwd: Forward, job: SpeculativeJob): Promise
     job.eosIds,
   );
   ctx.write(fwd.sparsity.counters, new Uint32Array(fwd.config.numLayers * 7));
-  for (let c0 = 0; c0 < M; c0 += fwd.maxPrefill) {
-    const rows = Math.min(fwd.maxPrefill, M - c0);
-    const last = c0 + rows === M;
-    ctx.write(fwd.ids, new Uint32Array(job.promptIds.slice(c0, c0 + rows)));
-    if (last) fwd.writeState(M - 1, 0, 0);
-    const ops = fwd.prefill(rows, c0, { sample: last });
-    ctx.run(ops);
-    releaseOps(ops);
-  }
+  prefillPrompt(fwd, job.promptIds, false);
 
   const draft = fwd.decodeStep(true);
   const logits = ctx.buffer((job.k + 1) * V * 4, "verify_logits");
