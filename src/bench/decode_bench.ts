@@ -5,6 +5,7 @@
  */
 import type { Op } from "../gpu/context.ts";
 import type { Model } from "../model/model.ts";
+import { releaseOps } from "../model/forward.ts";
 import { SLOTS } from "../model/weights.ts";
 import { calibrate, projectionParams } from "../teal/calibrate.ts";
 
@@ -143,4 +144,58 @@ export async function benchDecode(model: Model, o: DecodeBenchOptions): Promise<
     );
   }
   return rows;
+}
+
+/** Costs of self-speculative decoding at one draft length, and the speed-up they imply. */
+export interface SpeculativeBenchRow {
+  /** Draft tokens per round. */
+  k: number;
+  /** Draft sparsity. */
+  draftSparsity: number;
+  /** GPU ms of one dense multi-token verify pass over k + 1 positions (timestamp queries, median of 5). */
+  verifyMs: number;
+  /** GPU ms of one sparse draft step, and of one dense decode step (from the decode rows). */
+  draftMs: number;
+  denseMs: number;
+  /** Acceptance rate the estimate assumes (per draft token, independent). */
+  acceptance: number;
+  /** Expected tokens per round: (1 - a^(k+1)) / (1 - a). */
+  tokensPerRound: number;
+  /** Estimated speed-up over dense decoding: tokensPerRound * denseMs / (k * draftMs + verifyMs). */
+  speedup: number;
+}
+
+/**
+ * Times the dense verify pass for draft length k (prefill of k + 1 rows at a mid-context position) and turns
+ * it, with the measured dense and draft step times and an acceptance rate measured elsewhere (a real model:
+ * random weights accept almost nothing), into the expected speed-up of self-speculative decoding. The
+ * read-back per round (>= 10 ms in Deno) is not included: it is hidden only when rounds are batched.
+ */
+export async function benchSpeculative(
+  model: Model,
+  o: { k: number; draftSparsity: number; acceptance: number; denseMs: number; draftMs: number },
+): Promise<SpeculativeBenchRow> {
+  const f = model.forward;
+  const rows = o.k + 1;
+  const ids = randomIds(rows, model.config.vocabSize, 11);
+  model.gpu.write(f.ids, new Uint32Array(ids));
+  const logits = model.gpu.buffer(rows * model.config.vocabSize * 4, "verify_logits");
+  const ops = f.prefill(rows, Math.min(64, f.maxSeq - rows), { allLogits: logits });
+  const times: number[] = [];
+  for (let r = 0; r < 5; r++) times.push((await model.gpu.timePasses([ops]))[0]);
+  releaseOps(ops);
+  logits.destroy();
+  const verifyMs = median(times);
+  const a = o.acceptance;
+  const tokensPerRound = a >= 1 ? o.k + 1 : (1 - a ** (o.k + 1)) / (1 - a);
+  return {
+    k: o.k,
+    draftSparsity: o.draftSparsity,
+    verifyMs,
+    draftMs: o.draftMs,
+    denseMs: o.denseMs,
+    acceptance: a,
+    tokensPerRound,
+    speedup: (tokensPerRound * o.denseMs) / (o.k * o.draftMs + verifyMs),
+  };
 }

@@ -2,7 +2,7 @@
  * `cli.ts bench`: decode speed at real model shapes with random weights made on the GPU (or a real model).
  * @module
  */
-import { benchDecode } from "../bench/decode_bench.ts";
+import { benchDecode, benchSpeculative } from "../bench/decode_bench.ts";
 import { randomModel } from "../bench/random_model.ts";
 import { SHAPES } from "../bench/shapes.ts";
 import { createGpuContext } from "../gpu/context.ts";
@@ -33,6 +33,11 @@ export const benchCommand: Command = {
   --sparsity LIST      comma-separated TEAL targets (default 0,0.25,0.4,0.5,0.6,0.7)
   --tokens N           tokens to decode per run (default 128)
   --quant none         weight format (only none: f16)
+  --speculate K        also time self-speculative decoding's dense verify pass (K + 1 positions) and estimate
+                       its speed-up from the dense/draft step times and --acceptance
+  --draft-sparsity S   draft sparsity for the estimate (default 0.5; must be one of --sparsity)
+  --acceptance A       per-token draft acceptance to assume (measure it on a real model with
+                       'generate --speculate K --json'; default 0.43, tiny-llama-16m at K=1, S=0.5)
   --json               print one JSON object with every row`,
   options: {
     shape: { type: "string" },
@@ -40,6 +45,9 @@ export const benchCommand: Command = {
     sparsity: { type: "string" },
     tokens: { type: "string" },
     quant: { type: "string" },
+    speculate: { type: "string" },
+    "draft-sparsity": { type: "string" },
+    acceptance: { type: "string" },
     json: { type: "boolean" },
   },
   async run(v, deps) {
@@ -69,6 +77,28 @@ export const benchCommand: Command = {
     }
     try {
       const rows = await benchDecode(model, { sparsities, tokens, log });
+      let speculative = null;
+      if (v.speculate !== undefined) {
+        const k = num(v, "speculate", 4, { min: 1, integer: true });
+        const draftSparsity = num(v, "draft-sparsity", 0.5, { min: 0, max: 0.99, minExclusive: true });
+        const dense = rows.find((r) => r.sparsity === 0);
+        const draft = rows.find((r) => r.sparsity === draftSparsity);
+        if (!dense || !draft) throw new Error(`--speculate needs 0 and ${draftSparsity} in --sparsity`);
+        speculative = await benchSpeculative(model, {
+          k,
+          draftSparsity,
+          acceptance: num(v, "acceptance", 0.43, { min: 0, max: 1 }),
+          denseMs: dense.gpuMsPerToken,
+          draftMs: draft.gpuMsPerToken,
+        });
+        log(
+          `speculate K=${k}, draft ${draftSparsity}: verify ${speculative.verifyMs.toFixed(3)} ms, ` +
+            `${
+              speculative.tokensPerRound.toFixed(2)
+            } tokens/round at acceptance ${speculative.acceptance} -> ` +
+            `estimated ${speculative.speedup.toFixed(2)}x dense (GPU time only)`,
+        );
+      }
       const report = {
         device: model.gpu.adapterName,
         date: new Date().toISOString(),
@@ -87,6 +117,7 @@ export const benchCommand: Command = {
           host_overhead: Number(r.hostOverhead.toFixed(3)),
           kernels_ms: r.kernels,
         })),
+        speculative,
       };
       if (v.json) console.log(JSON.stringify(report));
       else {
