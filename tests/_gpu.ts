@@ -3,6 +3,7 @@
  * @module
  */
 import { createGpuContext, type GpuContext } from "../src/gpu/context.ts";
+import { f16ToF32, f32ToF16Bits } from "../src/model/dtype.ts";
 
 let shared: Promise<GpuContext> | null = null;
 /** The test run's GPU context (lavapipe in CI). */
@@ -51,4 +52,9 @@ export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
     den = Math.max(den, Math.abs(b[i]));
   }
   return num / Math.max(den, 1e-30);
+}
+
+/** f16-rounded copy, so a CPU reference sees the weights the GPU sees. */
+export function f16round(a: Float32Array): Float32Array {
+  return f16ToF32(f32ToF16Bits(a));
 }

@@ -26,12 +26,7 @@ import { f16ToF32, f32ToF16Bits } from "../src/model/dtype.ts";
 import { transposeToF16 } from "../src/model/weights.ts";
 import { applyRope, attention, matmulT, rmsNorm, silu } from "../src/model/reference.ts";
 import { sampleToken } from "../src/generate/sampler.ts";
-import { gpu, poisoned, randn, relErr, rng } from "./_gpu.ts";
-
-/** f16-rounded copy, so the reference sees the weights the GPU sees. */
-function f16round(a: Float32Array): Float32Array {
-  return f16ToF32(f32ToF16Bits(a));
-}
+import { f16round, gpu, poisoned, randn, relErr, rng } from "./_gpu.ts";
 
 /** Uploads weights W_s ([len_s][K] each) as one fused matrix with optional per-channel scales. */
 function makeMatrix(

@@ -14,18 +14,12 @@ import { deepStrictEqual as assertEquals, ok as assert, rejects as assertRejects
 import { loadModel, type Model, modelFromTensors } from "../src/model/model.ts";
 import type { ModelConfig } from "../src/model/config.ts";
 import { argmax, greedyGenerate, ReferenceModel } from "../src/model/reference.ts";
-import { f16ToF32, f32ToF16Bits } from "../src/model/dtype.ts";
 import type { NamedTensor } from "../src/model/weights.ts";
 import { sampleToken } from "../src/generate/sampler.ts";
-import { gpu, randn, relErr, rng } from "./_gpu.ts";
+import { f16round, gpu, randn, relErr, rng } from "./_gpu.ts";
 
 const STORIES = new URL("../../shared/models/stories260k", import.meta.url).pathname;
 const TINY = new URL("../models/tiny-llama-16m", import.meta.url).pathname;
-
-/** f16-rounded copy, so the reference sees the weights the GPU sees. */
-function f16round(a: Float32Array): Float32Array {
-  return f16ToF32(f32ToF16Bits(a));
-}
 
 /** Llama-like config at awkward sizes: head_dim 16 with hidden 172, GQA 2, vocab 300, untied. */
 const LLAMA: ModelConfig = {

@@ -25,14 +25,10 @@ import { type NamedTensor, PROJ, SLOTS } from "../src/model/weights.ts";
 import { calibrate, projectionParams } from "../src/teal/calibrate.ts";
 import { evaluatePerplexity } from "../src/teal/eval.ts";
 import { loadProfile, type TealProfile, thresholdsFor, validateProfile } from "../src/teal/profile.ts";
-import { gpu, randn, relErr, rng } from "./_gpu.ts";
+import { f16round, gpu, randn, relErr, rng } from "./_gpu.ts";
 
 const TINY = new URL("../models/tiny-llama-16m", import.meta.url).pathname;
 const EVAL_TEXT = new URL("../../shared/data/eval_brown.txt", import.meta.url).pathname;
-
-function f16round(a: Float32Array): Float32Array {
-  return f16ToF32(f32ToF16Bits(a));
-}
 
 const CONFIG: ModelConfig = {
   architecture: "llama",

@@ -75,15 +75,21 @@ export function prefillPrompt(fwd: Forward, promptIds: number[], sparse: boolean
   }
 }
 
+/** Tokens a generation may produce after a prompt of M tokens: maxTokens, or what the context leaves. */
+export function tokenLimit(fwd: Forward, M: number, maxTokens: number): number {
+  if (M === 0) throw new RangeError("the prompt is empty");
+  const limit = Math.min(maxTokens, fwd.maxSeq - M);
+  if (limit <= 0) {
+    throw new RangeError(`prompt of ${M} tokens leaves no room in the context of ${fwd.maxSeq} tokens`);
+  }
+  return limit;
+}
+
 /** Runs prefill and decode for one job on the GPU. */
 export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeStats> {
   const { ctx } = fwd;
   const M = job.promptIds.length;
-  const limit = Math.min(job.maxTokens, fwd.maxSeq - M);
-  if (M === 0) throw new RangeError("the prompt is empty");
-  if (limit <= 0) {
-    throw new RangeError(`prompt of ${M} tokens leaves no room in the context of ${fwd.maxSeq} tokens`);
-  }
+  const limit = tokenLimit(fwd, M, job.maxTokens);
   const t0 = performance.now();
   ctx.checkAlive();
   if (job.signal?.aborted) {

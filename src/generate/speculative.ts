@@ -9,7 +9,7 @@
 import { copyOp, writeSamplerParams } from "../gpu/kernels.ts";
 import { type Forward, releaseOps } from "../model/forward.ts";
 import { argmax } from "./sampler.ts";
-import { type DecodeStats, prefillPrompt } from "./decode.ts";
+import { type DecodeStats, prefillPrompt, tokenLimit } from "./decode.ts";
 
 /** One speculative generation. */
 export interface SpeculativeJob {
@@ -41,11 +41,7 @@ export interface SpeculativeStats extends DecodeStats {
 export async function runSpeculative(fwd: Forward, job: SpeculativeJob): Promise<SpeculativeStats> {
   const { ctx } = fwd;
   const M = job.promptIds.length;
-  const limit = Math.min(job.maxTokens, fwd.maxSeq - M);
-  if (M === 0) throw new RangeError("the prompt is empty");
-  if (limit <= 0) {
-    throw new RangeError(`prompt of ${M} tokens leaves no room in the context of ${fwd.maxSeq} tokens`);
-  }
+  const limit = tokenLimit(fwd, M, job.maxTokens);
   if (!Number.isInteger(job.k) || job.k < 1 || job.k + 1 > fwd.maxPrefill) {
     throw new RangeError(`speculate must be an integer in [1, ${fwd.maxPrefill - 1}], got ${job.k}`);
   }
