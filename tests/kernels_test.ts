@@ -22,7 +22,7 @@ import {
   writeSamplerParams,
 } from "../src/gpu/kernels.ts";
 import type { GpuContext } from "../src/gpu/context.ts";
-import { f16ToF32, f32ToF16Bits } from "../src/model/dtype.ts";
+import { f32ToF16Bits } from "../src/model/dtype.ts";
 import { transposeToF16 } from "../src/model/weights.ts";
 import { applyRope, attention, matmulT, rmsNorm, silu } from "../src/model/reference.ts";
 import { sampleToken } from "../src/generate/sampler.ts";

@@ -20,7 +20,6 @@ import { join } from "node:path";
 import { loadModel, modelFromTensors } from "../src/model/model.ts";
 import type { ModelConfig } from "../src/model/config.ts";
 import { argmax, type ForwardHooks, ReferenceModel } from "../src/model/reference.ts";
-import { f16ToF32, f32ToF16Bits } from "../src/model/dtype.ts";
 import { type NamedTensor, PROJ, SLOTS } from "../src/model/weights.ts";
 import { calibrate, projectionParams } from "../src/teal/calibrate.ts";
 import { evaluatePerplexity } from "../src/teal/eval.ts";
