@@ -15,6 +15,7 @@
  */
 export { DEFAULT_CONTEXT, GENERATE_DEFAULTS, loadModel, Model, modelFromTensors } from "./src/model/model.ts";
 export type { LoadOptions, SparsityReport } from "./src/model/model.ts";
+export type { BatchTrace } from "./src/generate/decode.ts";
 export type {
   FinishReason,
   GenerateChunk,

@@ -5,6 +5,8 @@
 //           3 vcache (u32, read), 4 part (f32 [splits][numHeads][headDim + 2], write), 5 state (u32, read)
 const WG: u32 = 128u;
 override CHUNK: u32 = 512u;
+// the head size as a constant: the loops over a key's or a value's dims unroll, and their loads go out together
+override HEAD_DIM: u32 = 128u;
 struct Params {
   numHeads: u32,
   numKv: u32,
@@ -25,6 +27,7 @@ struct Params {
 var<workgroup> qs: array<f32, 256>;
 var<workgroup> sc: array<f32, CHUNK>;
 var<workgroup> red: array<f32, WG>;
+var<workgroup> vred: array<vec2<f32>, WG>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -51,7 +54,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   workgroupBarrier();
 
   // scores, 8 dims per 16-byte load
-  let hv = p.headDim / 8u;
+  let hv = HEAD_DIM / 8u;
   var m = -3.0e38;
   for (var i = t; i < n; i += WG) {
     let kb = (kvh * p.maxSeq + j0 + i) * hv;
@@ -89,14 +92,32 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     if (t < k) { red[t] += red[t + k]; }
     workgroupBarrier();
   }
-  // values: thread t owns the dim pair (2t, 2t+1)
-  let hw = p.headDim / 2u;
+  // values: thread t owns the dim pair d2 = t % hw of the keys i = t / hw (mod G), four keys a step so that
+  // four loads are in flight; the G groups' sums meet in workgroup memory
+  let hw = HEAD_DIM / 2u;
+  let G = WG / hw;
+  let g = t / hw;
+  let d2 = t % hw;
+  var acc = vec2<f32>(0.0);
+  if (g < G) {
+    let vb = (kvh * p.maxSeq + j0) * hw + d2;
+    var i = g;
+    for (; i + 3u * G < n; i += 4u * G) {
+      let v0 = unpack2x16float(vcache[vb + i * hw]);
+      let v1 = unpack2x16float(vcache[vb + (i + G) * hw]);
+      let v2 = unpack2x16float(vcache[vb + (i + 2u * G) * hw]);
+      let v3 = unpack2x16float(vcache[vb + (i + 3u * G) * hw]);
+      acc += sc[i] * v0 + sc[i + G] * v1 + sc[i + 2u * G] * v2 + sc[i + 3u * G] * v3;
+    }
+    for (; i < n; i += G) { acc += sc[i] * unpack2x16float(vcache[vb + i * hw]); }
+  }
+  vred[t] = acc;
+  workgroupBarrier();
   if (t < hw) {
-    var acc = vec2<f32>(0.0);
-    let vb = (kvh * p.maxSeq + j0) * hw + t;
-    for (var i = 0u; i < n; i++) { acc += sc[i] * unpack2x16float(vcache[vb + i * hw]); }
-    part[out + 2u * t] = acc.x;
-    part[out + 2u * t + 1u] = acc.y;
+    var sum = vec2<f32>(0.0);
+    for (var k = 0u; k < G; k++) { sum += vred[k * hw + t]; }
+    part[out + 2u * t] = sum.x;
+    part[out + 2u * t + 1u] = sum.y;
   }
   if (t == 0u) {
     part[out + p.headDim] = mx;

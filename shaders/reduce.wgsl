@@ -5,6 +5,9 @@
 // bindings: 0 params (uniform), 1 partials (f32 [splits][np], read), 2 bias (f32, read),
 //           3 out (f32, read_write), 4 ss (f32 [ceil(n / 256)], write)
 override MODE: u32 = 0u;
+// a constant, so that each thread's loads of its column's splits are all in flight at once (a loop bound from
+// the uniform kept them one L2 round trip apart)
+override SPLITS: u32 = 1u;
 const WG: u32 = 256u;
 struct Params {
   n: u32,          // outputs
@@ -25,7 +28,7 @@ var<workgroup> part: array<f32, WG>;
 
 fn total(col: u32) -> f32 {
   var sum = 0.0;
-  for (var s = 0u; s < p.splits; s++) { sum += partials[s * p.np + col]; }
+  for (var s = 0u; s < SPLITS; s++) { sum += partials[s * p.np + col]; }
   return sum;
 }
 

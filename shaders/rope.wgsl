@@ -10,6 +10,7 @@
 //           5 state (u32: [0] = position of the decode token, read), 6 partials (f32 [splits][ldq], read),
 //           7 bias (f32 [ldq], read)
 override FROM_PARTIALS: bool = false;
+override SPLITS: u32 = 1u;  // FROM_PARTIALS: a constant, so the split loads are issued together
 struct Params {
   rows: u32,
   numHeads: u32,
@@ -19,7 +20,7 @@ struct Params {
   posBase: u32,    // position of row 0 (prefill)
   fromState: u32,  // 1: position from state[0] (decode)
   ldq: u32,
-  splits: u32,   // FROM_PARTIALS
+  _pad2: u32,
   hasBias: u32,  // FROM_PARTIALS
   _pad0: u32,
   _pad1: u32,
@@ -36,7 +37,7 @@ struct Params {
 fn load(at: u32) -> f32 {
   if (!FROM_PARTIALS) { return qkv[at]; }
   var v = select(0.0, bias[at], p.hasBias != 0u);
-  for (var s = 0u; s < p.splits; s++) { v += partials[s * p.ldq + at]; }
+  for (var s = 0u; s < SPLITS; s++) { v += partials[s * p.ldq + at]; }
   return v;
 }
 

@@ -66,9 +66,22 @@ fn main(@builtin(local_invocation_index) t: u32) {
   // argmax, lowest id on ties
   var best = -3.4e38;
   var best_i = 0xffffffffu;
-  for (var i = t; i < p.vocab; i += WG) {
-    let v = logits[i];
-    if (v > best) { best = v; best_i = i; }
+  // four loads a step in flight (a 128k vocabulary is 500 loads per thread); ids rise within a thread, so the
+  // strict > keeps the lowest id on ties
+  var ia = t;
+  for (; ia + 3u * WG < p.vocab; ia += 4u * WG) {
+    let v0 = logits[ia];
+    let v1 = logits[ia + WG];
+    let v2 = logits[ia + 2u * WG];
+    let v3 = logits[ia + 3u * WG];
+    if (v0 > best) { best = v0; best_i = ia; }
+    if (v1 > best) { best = v1; best_i = ia + WG; }
+    if (v2 > best) { best = v2; best_i = ia + 2u * WG; }
+    if (v3 > best) { best = v3; best_i = ia + 3u * WG; }
+  }
+  for (; ia < p.vocab; ia += WG) {
+    let v = logits[ia];
+    if (v > best) { best = v; best_i = ia; }
   }
   rf[t] = best;
   ru[t] = best_i;

@@ -101,14 +101,14 @@ Deno.test("gemv + reduce: dense fused q|k|v with bias equals the reference at aw
     const x = randn(K, r);
     const bias = randn(m.N, r);
     const xb = ctx.buffer(K * 4, "x", x);
-    const partials = poisoned(ctx, gemvSplits(K) * m.N);
+    const partials = poisoned(ctx, gemvSplits(K, m.N) * m.N);
     const out = poisoned(ctx, m.N);
     const sp = { thresholds: ctx.buffer(16, "t", new Float32Array(4)), counters: ctx.buffer(16, "c") };
     ctx.run([
       gemvOp(ctx, m, xb, partials, sp, { sparse: false }),
       reduceOp(ctx, partials, out, {
         n: m.N,
-        splits: gemvSplits(K),
+        splits: gemvSplits(K, m.N),
         ncols: m.N,
         mode: REDUCE.store,
         bias: ctx.buffer(bias.byteLength, "b", bias),
@@ -123,35 +123,40 @@ Deno.test("gemv + reduce: dense fused q|k|v with bias equals the reference at aw
 Deno.test("gemv: sparse equals dense on the masked input; counters match a CPU count", async () => {
   const ctx = await gpu();
   const r = rng(2);
-  const K = 1100;
-  const lens = [200, 72, 72];
-  const ws = lens.map((n) => randn(n * K, r, 0.5));
-  const scales = randn(K * 3, r).map((v) => 0.5 + Math.abs(v));
-  const m = makeMatrix(ctx, K, ws, lens, scales);
-  for (const frac of [0, 0.3, 0.5, 0.9, 1]) {
-    const x = randn(K, r);
-    const thr = [quantile(x, frac), quantile(x, Math.min(1, frac + 0.1)), quantile(x, frac / 2)];
-    const sp = { thresholds: ctx.buffer(12, "t", new Float32Array(thr)), counters: ctx.buffer(12, "c") };
-    const partials = poisoned(ctx, gemvSplits(K) * m.N);
-    const out = poisoned(ctx, m.N);
-    ctx.run([
-      gemvOp(ctx, m, ctx.buffer(K * 4, "x", x), partials, sp, {
-        sparse: true,
-        counter: 0,
-      }),
-      reduceOp(ctx, partials, out, {
-        n: m.N,
-        splits: gemvSplits(K),
-        ncols: m.N,
-        mode: REDUCE.store,
-      }),
-    ]);
-    const got = await ctx.readF32(out);
-    const want = fusedRef(x, 1, K, ws, lens, thr, scales);
-    const scale = Math.max(1, ...Array.from(want.y, Math.abs));
-    const err = got.reduce((a, v, i) => Math.max(a, Math.abs(v - want.y[i])), 0) / scale;
-    assert(err < 1e-4, `sparsity ${frac}: err ${err}`);
-    assertEquals(Array.from(await ctx.readU32(sp.counters, 3)), want.active, `counters at ${frac}`);
+  // three segments (q|k|v-like), and one segment wide enough (>= 16384 columns) for the long K chunks
+  for (const [K, lens] of [[1100, [200, 72, 72]], [300, [16390]]] as [number, number[]][]) {
+    const ws = lens.map((n) => randn(n * K, r, 0.5));
+    const scales = randn(K * lens.length, r).map((v) => 0.5 + Math.abs(v));
+    const m = makeMatrix(ctx, K, ws, lens, scales);
+    for (const frac of [0, 0.3, 0.5, 0.9, 1]) {
+      const x = randn(K, r);
+      const thr = [quantile(x, frac), quantile(x, Math.min(1, frac + 0.1)), quantile(x, frac / 2)];
+      const sp = { thresholds: ctx.buffer(12, "t", new Float32Array(thr)), counters: ctx.buffer(12, "c") };
+      const partials = poisoned(ctx, gemvSplits(K, m.N) * m.N);
+      const out = poisoned(ctx, m.N);
+      ctx.run([
+        gemvOp(ctx, m, ctx.buffer(K * 4, "x", x), partials, sp, {
+          sparse: true,
+          counter: 0,
+        }),
+        reduceOp(ctx, partials, out, {
+          n: m.N,
+          splits: gemvSplits(K, m.N),
+          ncols: m.N,
+          mode: REDUCE.store,
+        }),
+      ]);
+      const got = await ctx.readF32(out);
+      const want = fusedRef(x, 1, K, ws, lens, thr, scales);
+      const scale = Math.max(1, ...Array.from(want.y, Math.abs));
+      const err = got.reduce((a, v, i) => Math.max(a, Math.abs(v - want.y[i])), 0) / scale;
+      assert(err < 1e-4, `K=${K}, sparsity ${frac}: err ${err}`);
+      assertEquals(
+        Array.from(await ctx.readU32(sp.counters, lens.length)),
+        want.active,
+        `K=${K}: counters at ${frac}`,
+      );
+    }
   }
 });
 
@@ -164,7 +169,7 @@ Deno.test("reduce: residual add and SwiGLU epilogues", async () => {
   const m = makeMatrix(ctx, K, ws, [I, I]);
   const x = randn(K, r);
   const sp = { thresholds: ctx.buffer(16, "t"), counters: ctx.buffer(16, "c") };
-  const partials = poisoned(ctx, gemvSplits(K) * m.N);
+  const partials = poisoned(ctx, gemvSplits(K, m.N) * m.N);
   const act = poisoned(ctx, I);
   const resid = randn(2 * I, r);
   const sum = ctx.buffer(resid.byteLength, "resid", resid);
@@ -200,14 +205,14 @@ Deno.test("gemv: fused RMSNorm and fused SwiGLU inputs, dense and sparse", async
   for (const sparse of [false, true]) {
     const thr = quantile(xn, 0.4);
     const sp = { thresholds: ctx.buffer(16, "t", new Float32Array([thr])), counters: ctx.buffer(16, "c") };
-    const partials = poisoned(ctx, gemvSplits(K) * N);
+    const partials = poisoned(ctx, gemvSplits(K, N) * N);
     const out = poisoned(ctx, N);
     ctx.run([
       gemvOp(ctx, m, ctx.buffer(K * 4, "x", x), partials, sp, {
         sparse,
         input: { kind: "rmsnorm", weight: ctx.buffer(K * 4, "nw", normW), ss, nss: 3, eps: 1e-5 },
       }),
-      reduceOp(ctx, partials, out, { n: N, splits: gemvSplits(K), ncols: N, mode: REDUCE.store }),
+      reduceOp(ctx, partials, out, { n: N, splits: gemvSplits(K, m.N), ncols: N, mode: REDUCE.store }),
     ]);
     const want = fusedRef(xn, 1, K, [W], [N], sparse ? [thr] : null).y;
     assert(relErr(await ctx.readF32(out), want) < 1e-4, `rmsnorm input, sparse=${sparse}`);
@@ -227,7 +232,7 @@ Deno.test("gemv: fused RMSNorm and fused SwiGLU inputs, dense and sparse", async
   for (const sparse of [false, true]) {
     const thr = quantile(act, 0.6);
     const sp = { thresholds: ctx.buffer(16, "t", new Float32Array([thr])), counters: ctx.buffer(16, "c") };
-    const partials = poisoned(ctx, gemvSplits(K) * N);
+    const partials = poisoned(ctx, gemvSplits(K, N) * N);
     const out = poisoned(ctx, N);
     ctx.run([
       gemvOp(ctx, m, ctx.scratch("read"), partials, sp, {
@@ -235,7 +240,7 @@ Deno.test("gemv: fused RMSNorm and fused SwiGLU inputs, dense and sparse", async
         counter: 0,
         input: { kind: "swiglu", partials: ctx.buffer(gu.byteLength, "gu", gu), splits, cols: 2 * K },
       }),
-      reduceOp(ctx, partials, out, { n: N, splits: gemvSplits(K), ncols: N, mode: REDUCE.store }),
+      reduceOp(ctx, partials, out, { n: N, splits: gemvSplits(K, m.N), ncols: N, mode: REDUCE.store }),
     ]);
     const ref = fusedRef(act, 1, K, [W], [N], sparse ? [thr] : null);
     assert(relErr(await ctx.readF32(out), ref.y) < 1e-4, `swiglu input, sparse=${sparse}`);

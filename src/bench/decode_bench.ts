@@ -36,6 +36,8 @@ export interface DecodeBenchOptions {
   tokens: number;
   /** Prompt length (default 16). */
   promptTokens?: number;
+  /** Milliseconds of decoding per read-back batch (the generation option streamIntervalMs). */
+  streamIntervalMs?: number;
   /** Print progress lines to stderr. */
   log?: (line: string) => void;
 }
@@ -85,7 +87,13 @@ export async function benchDecode(model: Model, o: DecodeBenchOptions): Promise<
   }
   const rows: DecodeBenchRow[] = [];
   for (const s of o.sparsities) {
-    const gen = { maxTokens: o.tokens, temperature: 0, stopAtEos: false, sparsity: s };
+    const gen = {
+      maxTokens: o.tokens,
+      temperature: 0,
+      stopAtEos: false,
+      sparsity: s,
+      streamIntervalMs: o.streamIntervalMs,
+    };
     await model.complete(prompt, { ...gen, maxTokens: Math.min(16, o.tokens) }); // warm-up: pipelines, caches
     const timed = [];
     for (let r = 0; r < 3; r++) timed.push(await model.complete(prompt, gen));
@@ -94,7 +102,9 @@ export async function benchDecode(model: Model, o: DecodeBenchOptions): Promise<
     if (Deno.env.get("TEALGPU_TRACE")) {
       for (const b of model.lastBatches) {
         log(
-          `  batch [${b.a}, ${b.b}) submitted ${b.submitMs.toFixed(1)} ms, read ${b.resolveMs.toFixed(1)} ms`,
+          `  batch [${b.a}, ${b.b}) submitted ${b.submitMs.toFixed(1)} ms (took ${
+            b.submitCostMs.toFixed(2)
+          } ms), read ${b.resolveMs.toFixed(1)} ms`,
         );
       }
     }

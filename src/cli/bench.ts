@@ -6,6 +6,7 @@ import { benchDecode, benchSpeculative } from "../bench/decode_bench.ts";
 import { randomModel } from "../bench/random_model.ts";
 import { SHAPES } from "../bench/shapes.ts";
 import { createGpuContext } from "../gpu/context.ts";
+import { DECODE } from "../generate/decode.ts";
 import type { Model } from "../model/model.ts";
 import type { Command } from "./commands.ts";
 import { num, numList } from "./options.ts";
@@ -38,6 +39,9 @@ export const benchCommand: Command = {
   --draft-sparsity S   draft sparsity for the estimate (default 0.5; must be one of --sparsity)
   --acceptance A       per-token draft acceptance to assume (measure it on a real model with
                        'generate --speculate K --json'; default 0.43, tiny-llama-16m at K=1, S=0.5)
+  --stream-interval MS decoding per read-back batch (default 250; see GenerateOptions.streamIntervalMs)
+  --submit-chunk N     dispatches per submitted command buffer in the decode loop (default 512; 0: one
+                       command buffer per read-back batch)
   --json               print one JSON object with every row`,
   options: {
     shape: { type: "string" },
@@ -48,6 +52,8 @@ export const benchCommand: Command = {
     speculate: { type: "string" },
     "draft-sparsity": { type: "string" },
     acceptance: { type: "string" },
+    "stream-interval": { type: "string" },
+    "submit-chunk": { type: "string" },
     json: { type: "boolean" },
   },
   async run(v, deps) {
@@ -76,7 +82,14 @@ export const benchCommand: Command = {
       );
     }
     try {
-      const rows = await benchDecode(model, { sparsities, tokens, log });
+      const streamIntervalMs = v["stream-interval"] === undefined
+        ? undefined
+        : num(v, "stream-interval", 250, { min: 1, max: 60_000 });
+      DECODE.dispatchesPerSubmit = num(v, "submit-chunk", DECODE.dispatchesPerSubmit, {
+        min: 0,
+        integer: true,
+      });
+      const rows = await benchDecode(model, { sparsities, tokens, log, streamIntervalMs });
       let speculative = null;
       if (v.speculate !== undefined) {
         const k = num(v, "speculate", 4, { min: 1, integer: true });
@@ -106,6 +119,8 @@ export const benchCommand: Command = {
         deno: Deno.version.deno,
         shape,
         quant,
+        stream_interval_ms: streamIntervalMs ?? null,
+        dispatches_per_submit: DECODE.dispatchesPerSubmit,
         weight_bytes: model.weightBytes,
         rows: rows.map((r) => ({
           sparsity: r.sparsity,

@@ -22,6 +22,8 @@ export interface DecodeJob {
   sparse: boolean;
   /** Apply the thresholds during prefill too. */
   sparsePrefill: boolean;
+  /** Milliseconds of decoding per read-back batch once the loop is up to speed (default DECODE's). */
+  batchMs?: number;
   /** Called with each read-back batch of new tokens; return false to stop. */
   onTokens: (ids: number[]) => boolean;
   signal?: AbortSignal;
@@ -38,24 +40,45 @@ export interface DecodeStats {
   /** True when the loop ended because of `signal`. */
   aborted: boolean;
   /** Per read-back batch: tokens [a, b), submit and resolve times (ms since start); for profiling. */
-  batches: { a: number; b: number; submitMs: number; resolveMs: number }[];
+  batches: BatchTrace[];
 }
 
-/** Tunables of the read-back pipeline. */
+/** One read-back batch as the decode loop saw it (ms since the generation started). */
+export interface BatchTrace {
+  /** Tokens [a, b) of the batch. */
+  a: number;
+  b: number;
+  /** When its first command buffer was submitted. */
+  submitMs: number;
+  /** Host time the submit calls of the batch took. */
+  submitCostMs: number;
+  /** When its tokens were mapped on the host. */
+  resolveMs: number;
+}
+
+/** Tunables of the read-back pipeline (benchmarks may change them). */
 export const DECODE = {
   /** Largest batch of steps between read-backs. */
   maxBatch: 256,
   /** Aim for batches of about this much time: longer batches hide the read-back gap better, shorter ones
-   * stream tokens more smoothly. */
-  targetBatchMs: 120,
-} as const;
+   * stream tokens more smoothly. At 250 ms the gap (up to 10 ms) costs at most 4%. */
+  targetBatchMs: 250,
+  /** Batch growth per read-back until the target: fast, so that short generations are not all ramp. */
+  growth: 4,
+  /**
+   * Dispatches per command buffer. A batch goes to the queue as several command buffers, each submitted on
+   * its own, so the GPU starts on the first while the host still submits the rest (0: one per batch).
+   */
+  dispatchesPerSubmit: 512,
+};
 
 interface Batch {
   a: number;
   b: number;
   staging: GPUBuffer;
-  commands: GPUCommandBuffer;
+  commands: GPUCommandBuffer[];
   submitMs: number;
+  submitCostMs: number;
 }
 
 /**
@@ -116,11 +139,19 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
   const encode = (): Batch => {
     const a = queued;
     const b = Math.min(limit, a + batchSize);
-    const enc = ctx.device.createCommandEncoder();
     const steps = b - Math.max(a, 1);
-    if (steps > 0) {
+    const perBuffer = DECODE.dispatchesPerSubmit > 0
+      ? Math.max(1, Math.floor(DECODE.dispatchesPerSubmit / step.length))
+      : Math.max(1, steps);
+    const commands: GPUCommandBuffer[] = [];
+    let enc = ctx.device.createCommandEncoder();
+    for (let s0 = 0; s0 < steps; s0 += perBuffer) {
+      if (s0 > 0) {
+        commands.push(enc.finish());
+        enc = ctx.device.createCommandEncoder();
+      }
       const pass = enc.beginComputePass();
-      for (let i = 0; i < steps; i++) {
+      for (let i = s0; i < Math.min(steps, s0 + perBuffer); i++) {
         for (const op of step) {
           pass.setPipeline(op.pipeline);
           pass.setBindGroup(0, op.bindGroup);
@@ -134,14 +165,17 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
       usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
     });
     enc.copyBufferToBuffer(fwd.tokens, a * 4, staging, 0, (b - a) * 4);
+    commands.push(enc.finish());
     queued = b;
-    const cap = tokenMs > 0 ? Math.max(2, Math.floor(DECODE.targetBatchMs / tokenMs)) : DECODE.maxBatch;
-    batchSize = Math.min(DECODE.maxBatch, cap, batchSize * 2);
-    return { a, b, staging, commands: enc.finish(), submitMs: 0 };
+    const target = job.batchMs ?? DECODE.targetBatchMs;
+    const cap = tokenMs > 0 ? Math.max(2, Math.floor(target / tokenMs)) : DECODE.maxBatch;
+    batchSize = Math.min(DECODE.maxBatch, cap, batchSize * DECODE.growth);
+    return { a, b, staging, commands, submitMs: 0, submitCostMs: 0 };
   };
   const submit = (batch: Batch) => {
     batch.submitMs = performance.now() - t0;
-    ctx.device.queue.submit([batch.commands]);
+    for (const cb of batch.commands) ctx.device.queue.submit([cb]);
+    batch.submitCostMs = performance.now() - t0 - batch.submitMs;
   };
 
   // Deno's mapAsync blocks until all submitted work is done, so at most one batch is on the GPU: the next one
@@ -158,7 +192,13 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
       cur.staging.unmap();
       cur.staging.destroy();
       const now = performance.now();
-      trace.push({ a: cur.a, b: cur.b, submitMs: cur.submitMs, resolveMs: now - t0 });
+      trace.push({
+        a: cur.a,
+        b: cur.b,
+        submitMs: cur.submitMs,
+        submitCostMs: cur.submitCostMs,
+        resolveMs: now - t0,
+      });
       cur = null;
       if (job.signal?.aborted) {
         stopped = aborted = true;

@@ -32,6 +32,12 @@ export interface GenerateOptions {
   speculate?: number;
   /** Sparsity of the speculative draft (default 0.5, or the profile's highest level if lower). */
   draftSparsity?: number;
+  /**
+   * About how much decoding, in milliseconds, runs between two read-backs of tokens to the host (default
+   * 250). Each read-back leaves the GPU idle for up to Deno's 10 ms poll interval, so longer intervals decode
+   * faster and shorter ones stream more smoothly; the first tokens always come back at once.
+   */
+  streamIntervalMs?: number;
   /** Aborting stops generation within one read-back batch. */
   signal?: AbortSignal;
 }

@@ -81,14 +81,18 @@ function tiles(segs: Segment[], tile: number): number {
   return segs.reduce((a, s) => a + Math.ceil(s.len / tile), 0);
 }
 
-/** Input channels per gemv split: longer chunks for long inputs (down_proj) measured faster on the H100. */
-export function gemvChunk(K: number): number {
-  return K >= 8192 ? 2 * GEMV.KCHUNK : GEMV.KCHUNK;
+/**
+ * Input channels per gemv split. Measured on the H200 (bench/gemv_bench.ts --grid, 2026-12-02): chunks of
+ * 1024 are fastest for long inputs (down_proj) and wide outputs (gate|up, lm_head), 512 for the 4096x4096
+ * class; the smaller split count of long chunks also shortens the reads of the kernels that sum the splits.
+ */
+export function gemvChunk(K: number, N: number): number {
+  return K >= 8192 || N >= 16384 ? 2 * GEMV.KCHUNK : GEMV.KCHUNK;
 }
 
-/** Number of split-K partial rows gemv writes for an input of K channels. */
-export function gemvSplits(K: number): number {
-  return Math.ceil(K / gemvChunk(K));
+/** Number of split-K partial rows gemv writes for a K x N matrix (at most ceil(K / GEMV.KCHUNK)). */
+export function gemvSplits(K: number, N: number): number {
+  return Math.ceil(K / gemvChunk(K, N));
 }
 
 /** Buffers every gemv/matmul reads besides x and the weights. */
@@ -123,7 +127,7 @@ export function gemvOp(
     tune?: { TPR: number; KCHUNK: number };
   },
 ): Op {
-  const tune = opts.tune ?? { TPR: GEMV.TPR, KCHUNK: gemvChunk(m.K) };
+  const tune = opts.tune ?? { TPR: GEMV.TPR, KCHUNK: gemvChunk(m.K, m.N) };
   const inp = opts.input ?? { kind: "plain" };
   const params = ctx.uniform(
     [
@@ -131,9 +135,9 @@ export function gemvOp(
       m.N,
       m.segments.length,
       opts.counter ?? 0,
-      inp.kind === "rmsnorm" ? inp.nss : 0,
+      0,
       inp.kind === "rmsnorm" ? inp.eps : 0,
-      inp.kind === "swiglu" ? inp.splits : 0,
+      0,
       inp.kind === "swiglu" ? inp.cols : 0,
       ...segWords(m.segments, tune.TPR * 8),
     ],
@@ -154,6 +158,9 @@ export function gemvOp(
         KCHUNK: tune.KCHUNK,
         SPARSE: opts.sparse ? 1 : 0,
         INPUT: { plain: 0, rmsnorm: 1, swiglu: 2 }[inp.kind],
+        // loop bounds as constants, so the loads they guard are issued together
+        NSS: inp.kind === "rmsnorm" ? inp.nss : 1,
+        AUX_SPLITS: inp.kind === "swiglu" ? inp.splits : 1,
       },
     },
     bindings: [
@@ -201,7 +208,7 @@ export function reduceOp(
     "reduce",
   );
   return ctx.op({
-    variant: { shader: "reduce", overrides: { MODE: o.mode } },
+    variant: { shader: "reduce", overrides: { MODE: o.mode, SPLITS: o.splits } },
     bindings: [params, partials, o.bias ?? ctx.scratch("read"), out, o.ss ?? ctx.scratch("write")],
     owned: [params],
     workgroups: [Math.ceil(o.n / 256)],
@@ -342,7 +349,7 @@ export function ropeOp(
       at.posBase,
       at.fromState ? 1 : 0,
       a.ldq,
-      fused?.splits ?? 0,
+      0,
       fused?.bias ? 1 : 0,
       0,
       0,
@@ -350,7 +357,7 @@ export function ropeOp(
     "rope",
   );
   return ctx.op({
-    variant: { shader: "rope", overrides: { FROM_PARTIALS: fused ? 1 : 0 } },
+    variant: { shader: "rope", overrides: { FROM_PARTIALS: fused ? 1 : 0, SPLITS: fused?.splits ?? 1 } },
     bindings: [
       params,
       qkv,
@@ -566,7 +573,7 @@ export function attnDecodeOps(
   const p2 = ctx.uniform([a.numHeads, a.headDim, splits, 0], "attn_combine");
   return [
     ctx.op({
-      variant: { shader: "attn_decode", overrides: { CHUNK: ATTN_CHUNK } },
+      variant: { shader: "attn_decode", overrides: { CHUNK: ATTN_CHUNK, HEAD_DIM: a.headDim } },
       bindings: [p1, q, kcache, vcache, part, state],
       owned: [p1],
       workgroups: [a.numHeads, splits],

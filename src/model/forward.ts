@@ -12,6 +12,7 @@ import {
   attnDecodeOps,
   attnPartFloats,
   embedOp,
+  GEMV,
   type GemvInput,
   gemvOp,
   gemvSplits,
@@ -118,8 +119,9 @@ export class Forward {
     this.attn = f32(qDim, "attn");
     this.attnPart = f32(attnPartFloats(this.shape), "attn_part");
     this.act = f32(c.intermediateSize, "act");
-    this.partials = f32(gemvSplits(maxK) * maxCols, "partials");
-    this.partials2 = f32(gemvSplits(maxK) * maxCols, "partials2");
+    const maxSplits = Math.ceil(maxK / GEMV.KCHUNK); // no matrix has more (gemvSplits)
+    this.partials = f32(maxSplits * maxCols, "partials");
+    this.partials2 = f32(maxSplits * maxCols, "partials2");
     this.ss = f32(Math.ceil(c.hiddenSize / 256), "ss");
     this.logits = f32(c.vocabSize, "logits");
     this.X = f32(P * c.hiddenSize, "X");
@@ -185,7 +187,7 @@ export class Forward {
     const residual = (m: Matrix, partials: GPUBuffer, label: string) =>
       reduceOp(ctx, partials, this.x, {
         n: m.N,
-        splits: gemvSplits(m.K),
+        splits: gemvSplits(m.K, m.N),
         ncols: m.N,
         mode: REDUCE.add,
         ss: this.ss,
@@ -215,7 +217,7 @@ export class Forward {
         }),
         ropeOp(ctx, this.qkv, w.turns, this.kcache[i], this.vcache[i], this.state, this.shape, at, {
           partials: this.partials,
-          splits: gemvSplits(L.qkv.K),
+          splits: gemvSplits(L.qkv.K, L.qkv.N),
           bias: L.qkvBias,
         }),
         ...attnDecodeOps(
@@ -251,7 +253,7 @@ export class Forward {
           input: {
             kind: "swiglu",
             partials: this.partials,
-            splits: gemvSplits(L.gateUp.K),
+            splits: gemvSplits(L.gateUp.K, L.gateUp.N),
             cols: L.gateUp.N,
           },
         }),
@@ -283,7 +285,7 @@ export class Forward {
       }),
       reduceOp(this.ctx, this.partials, this.logits, {
         n: p.matrix.N,
-        splits: gemvSplits(p.matrix.K),
+        splits: gemvSplits(p.matrix.K, p.matrix.N),
         ncols: p.matrix.N,
         mode: REDUCE.store,
         outOffset: p.col0,

@@ -4,7 +4,7 @@
  * @module
  */
 import { createGpuContext, type GpuContext } from "../gpu/context.ts";
-import { runDecode } from "../generate/decode.ts";
+import { type BatchTrace, DECODE, runDecode } from "../generate/decode.ts";
 import { runSpeculative, type SpeculativeStats } from "../generate/speculative.ts";
 import { ChunkQueue } from "../generate/stream.ts";
 import type {
@@ -89,7 +89,7 @@ export class Model implements TextModel {
   #sparsityLevels: number[] = [];
   #thresholdsFor: ((sparsity: number) => Float32Array) | null = null;
   #lastSparsity: SparsityReport | null = null;
-  #lastBatches: { a: number; b: number; submitMs: number; resolveMs: number }[] = [];
+  #lastBatches: BatchTrace[] = [];
   #profile: TealProfile | null = null;
   #score: ScoreMode = "magnitude";
   #disposed = false;
@@ -137,7 +137,7 @@ export class Model implements TextModel {
   }
 
   /** Read-back batches of the last generation (token range, submit and resolve ms): decode-loop profiling. */
-  get lastBatches(): { a: number; b: number; submitMs: number; resolveMs: number }[] {
+  get lastBatches(): BatchTrace[] {
     return this.#lastBatches;
   }
 
@@ -273,6 +273,10 @@ export class Model implements TextModel {
     if (!Number.isInteger(k) || k < 0) throw new RangeError(`topK must be an integer >= 0, got ${k}`);
     const s = o.sparsity ?? 0;
     if (!(s >= 0 && s < 1)) throw new RangeError(`sparsity must be in [0, 1), got ${s}`);
+    const interval = o.streamIntervalMs ?? DECODE.targetBatchMs;
+    if (!(interval >= 1 && interval <= 60_000)) {
+      throw new RangeError(`streamIntervalMs must be in [1, 60000], got ${interval}`);
+    }
     const spec = o.speculate ?? 0;
     if (!Number.isInteger(spec) || spec < 0) {
       throw new RangeError(`speculate must be an integer >= 0, got ${spec}`);
@@ -403,6 +407,7 @@ export class Model implements TextModel {
         eosIds: [...eos].slice(0, 4),
         sparse,
         sparsePrefill: sparse && (o.sparsePrefill ?? false),
+        batchMs: o.streamIntervalMs,
         onTokens,
         signal: o.signal,
       });
