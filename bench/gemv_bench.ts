@@ -9,7 +9,7 @@
  * @module
  */
 import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
-import { gemvOp, layoutSegments, type Matrix, REDUCE, reduceOp } from "../src/gpu/kernels.ts";
+import { gemvOp, type GemvTune, layoutSegments, type Matrix, REDUCE, reduceOp } from "../src/gpu/kernels.ts";
 import { copyOp, fillOp } from "../src/gpu/kernels.ts";
 
 /** Llama-3-8B decode GEMV shapes, N x K. */
@@ -60,7 +60,7 @@ export async function timeGemv(
   ctx: GpuContext,
   s: Setup,
   sparsity: number,
-  tune: { TPR: number; KCHUNK: number } = { TPR: 16, KCHUNK: 512 },
+  tune: GemvTune = { TPR: 16, KCHUNK: 512 },
   reps = 5,
   // a pass of ~40 ms at 3 TB/s: short passes separated by read-backs let the GPU clock down, and the
   // ramp-up then shows as a fixed cost per dispatch that the same kernel does not have inside a decode loop
@@ -123,8 +123,10 @@ if (import.meta.main) {
   }
   const grid = Deno.args.includes("--grid");
   const sparsities = quick ? [0, 0.5] : grid ? [0, 0.5, 0.7] : [0, 0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
-  // --grid: every workgroup shape and K chunk
-  const gridTunes = [8, 16, 32].flatMap((TPR) => [256, 512, 1024, 2048].map((KCHUNK) => ({ TPR, KCHUNK })));
+  // --grid: K chunks, workgroup sizes and rows in flight around the chosen TPR
+  const gridTunes: GemvTune[] = [512, 1024].flatMap((KCHUNK) =>
+    [128, 256].flatMap((WG) => [4, 8].map((UNROLL) => ({ TPR: 16, KCHUNK, WG, UNROLL })))
+  );
   const tunes = quick ? [{ TPR: 16, KCHUNK: 512 }] : grid ? gridTunes : [
     { TPR: 16, KCHUNK: 512 },
     { TPR: 16, KCHUNK: 256 },
@@ -145,7 +147,9 @@ if (import.meta.main) {
         line.push(`${sp}: ${us.toFixed(1)}us ${gbs.toFixed(0)}GB/s`);
       }
       console.log(
-        `${N}x${K} TPR${tune.TPR} KCHUNK${tune.KCHUNK} | ${line.join(" | ")}`,
+        `${N}x${K} TPR${tune.TPR} KCHUNK${tune.KCHUNK} WG${tune.WG ?? 256} UNROLL${tune.UNROLL ?? 4} | ${
+          line.join(" | ")
+        }`,
       );
     }
     for (const m of s.mats) m.buffer.destroy();

@@ -20,8 +20,8 @@ override SPARSE: bool = false;
 override INPUT: u32 = 0u;
 override NSS: u32 = 1u;         // INPUT 1: partial sums of squares in ss
 override AUX_SPLITS: u32 = 1u;  // INPUT 2: splits of the gate|up partials
-const WG: u32 = 256u;
-const UNROLL: u32 = 4u;
+override WG: u32 = 256u;     // threads per workgroup
+override UNROLL: u32 = 4u;   // active rows in flight per thread: 4 or 8
 override KG: u32 = WG / TPR;
 override TILE_N: u32 = TPR * 8u;
 override PER: u32 = KCHUNK / WG;
@@ -62,7 +62,7 @@ var<workgroup> xs: array<f32, KCHUNK>;
 var<workgroup> act_idx: array<u32, KCHUNK>;
 var<workgroup> act_val: array<f32, KCHUNK>;
 var<workgroup> scan: array<u32, WG>;
-var<workgroup> red: array<f32, 2048>;  // KG * TILE_N = WG * 8
+var<workgroup> red: array<f32, WG * 8u>;  // KG * TILE_N
 
 fn input(k: u32, inv_rms: f32) -> f32 {
   if (INPUT == 1u) { return x[k] * inv_rms * aux[k]; }
@@ -165,6 +165,18 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     let v_col = (seg.base + col) / 8u;
     let v_stride = seg.stride / 8u;
     var j = kg;
+    if (UNROLL == 8u) {
+      for (; j + 7u * KG < n_act; j += 8u * KG) {
+        var w: array<vec4<u32>, 8>;
+        for (var u = 0u; u < 8u; u++) { w[u] = wt[act_idx[j + u * KG] * v_stride + v_col]; }
+        for (var u = 0u; u < 8u; u++) {
+          let a = unpack8(w[u]);
+          let v = act_val[j + u * KG];
+          acc0 += v * a[0];
+          acc1 += v * a[1];
+        }
+      }
+    }
     for (; j + (UNROLL - 1u) * KG < n_act; j += UNROLL * KG) {
       let w0 = wt[act_idx[j] * v_stride + v_col];
       let w1 = wt[act_idx[j + KG] * v_stride + v_col];
@@ -191,11 +203,11 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   red[r] = acc0.x; red[r + 1u] = acc0.y; red[r + 2u] = acc0.z; red[r + 3u] = acc0.w;
   red[r + 4u] = acc1.x; red[r + 5u] = acc1.y; red[r + 6u] = acc1.z; red[r + 7u] = acc1.w;
   workgroupBarrier();
-  if (t < TILE_N) {
-    let cl = (tile - seg.tile0) * TILE_N + t;
+  for (var ct = t; ct < TILE_N; ct += WG) {
+    let cl = (tile - seg.tile0) * TILE_N + ct;
     if (cl < seg.len) {
       var sum = 0.0;
-      for (var g = 0u; g < KG; g++) { sum += red[g * TILE_N + t]; }
+      for (var g = 0u; g < KG; g++) { sum += red[g * TILE_N + ct]; }
       partials[split * p.ncols + seg.out + cl] = sum;
     }
   }

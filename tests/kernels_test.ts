@@ -128,20 +128,29 @@ Deno.test("gemv: sparse equals dense on the masked input; counters match a CPU c
     const ws = lens.map((n) => randn(n * K, r, 0.5));
     const scales = randn(K * lens.length, r).map((v) => 0.5 + Math.abs(v));
     const m = makeMatrix(ctx, K, ws, lens, scales);
-    for (const frac of [0, 0.3, 0.5, 0.9, 1]) {
+    // the default variant, and the other workgroup size and rows-in-flight variants the benchmarks sweep
+    const tunes = [undefined, { TPR: 16, KCHUNK: 256, WG: 128, UNROLL: 8 }, {
+      TPR: 32,
+      KCHUNK: 512,
+      WG: 128,
+    }];
+    for (const [f, frac] of [0, 0.3, 0.5, 0.9, 1].entries()) {
+      const tune = tunes[f % tunes.length];
+      const splits = tune ? Math.ceil(K / tune.KCHUNK) : gemvSplits(K, m.N);
       const x = randn(K, r);
       const thr = [quantile(x, frac), quantile(x, Math.min(1, frac + 0.1)), quantile(x, frac / 2)];
       const sp = { thresholds: ctx.buffer(12, "t", new Float32Array(thr)), counters: ctx.buffer(12, "c") };
-      const partials = poisoned(ctx, gemvSplits(K, m.N) * m.N);
+      const partials = poisoned(ctx, splits * m.N);
       const out = poisoned(ctx, m.N);
       ctx.run([
         gemvOp(ctx, m, ctx.buffer(K * 4, "x", x), partials, sp, {
           sparse: true,
           counter: 0,
+          tune,
         }),
         reduceOp(ctx, partials, out, {
           n: m.N,
-          splits: gemvSplits(K, m.N),
+          splits,
           ncols: m.N,
           mode: REDUCE.store,
         }),

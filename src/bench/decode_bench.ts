@@ -26,6 +26,8 @@ export interface DecodeBenchRow {
   gbPerS: number;
   /** Share of wall time per token not covered by GPU work. */
   hostOverhead: number;
+  /** Realised sparsity per projection (q, k, v, o, gate, up, down), averaged over layers; null for dense. */
+  realizedByProjection: number[] | null;
   /** GPU time per token by kernel label (profile run: one pass per dispatch), ms. */
   kernels: Record<string, number>;
 }
@@ -110,21 +112,23 @@ export async function benchDecode(model: Model, o: DecodeBenchOptions): Promise<
     }
     const perTensor = s > 0 ? model.lastSparsity?.perTensor ?? null : null;
 
-    // GPU time per step: many steps in one pass, continuing the last generation's state
+    // GPU time per step: many steps in one pass over the middle of the generation's positions (attention
+    // grows with the position), on the KV cache the last generation left
     const step = f.decodeStep(s > 0);
     const steps = 32;
-    f.writeState(prompt.length, prompt[0], 1);
+    const pos0 = prompt.length + Math.max(0, Math.floor(o.tokens / 2) - steps / 2);
+    f.writeState(pos0, prompt[0], 1);
     const passes: Op[][] = [];
     for (let r = 0; r < 5; r++) passes.push(Array.from({ length: steps }, () => step).flat());
     const times: number[] = [];
     for (const p of passes) {
-      f.writeState(prompt.length, prompt[0], 1);
+      f.writeState(pos0, prompt[0], 1);
       times.push((await gpu.timePasses([p]))[0]);
     }
     const gpuMs = median(times) / steps;
 
     // per-kernel profile: one pass per dispatch, three repeats, median per dispatch, summed by label
-    f.writeState(prompt.length, prompt[0], 1);
+    f.writeState(pos0, prompt[0], 1);
     const perOp: number[][] = step.map(() => []);
     for (let r = 0; r < 3; r++) {
       const t = await gpu.timePasses(step.map((op) => [op]));
@@ -135,10 +139,14 @@ export async function benchDecode(model: Model, o: DecodeBenchOptions): Promise<
     for (const k in kernels) kernels[k] = Number(kernels[k].toFixed(4));
 
     const bytes = weightBytesPerToken(model, perTensor);
+    const byProj = perTensor
+      ? Array.from({ length: SLOTS }, (_, j) => perTensor.reduce((a, l) => a + l[j], 0) / perTensor.length)
+      : null;
     const wallMs = 1000 / best.tokensPerSecond;
     rows.push({
       sparsity: s,
       realized,
+      realizedByProjection: byProj,
       tokens: best.ids.length,
       tokensPerSecond: best.tokensPerSecond,
       gpuMsPerToken: gpuMs,

@@ -125,6 +125,7 @@ export const benchCommand: Command = {
         rows: rows.map((r) => ({
           sparsity: r.sparsity,
           realized: r.realized === null ? null : Number(r.realized.toFixed(4)),
+          realized_by_projection: r.realizedByProjection?.map((v) => Number(v.toFixed(3))) ?? null,
           tokens: r.tokens,
           tokens_per_s: Number(r.tokensPerSecond.toFixed(2)),
           gpu_ms_per_token: Number(r.gpuMsPerToken.toFixed(4)),

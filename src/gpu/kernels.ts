@@ -5,8 +5,20 @@
  */
 import type { GpuContext, Op } from "./context.ts";
 
-/** gemv.wgsl tunables: threads per column group and input channels per split. */
-export const GEMV = { TPR: 16, KCHUNK: 512 } as const;
+/** gemv.wgsl tunables: threads per column group, input channels per split, threads, rows in flight. */
+export const GEMV = { TPR: 16, KCHUNK: 512, WG: 256, UNROLL: 4 } as const;
+
+/** A gemv.wgsl variant (benchmarks sweep these; WG and UNROLL default to GEMV's). */
+export interface GemvTune {
+  /** Threads per column group (8 columns each). */
+  TPR: number;
+  /** Input channels per split. */
+  KCHUNK: number;
+  /** Threads per workgroup (KCHUNK must be a multiple). */
+  WG?: number;
+  /** Active rows in flight per thread: 4 or 8. */
+  UNROLL?: number;
+}
 /** Output tile of matmul.wgsl (rows and columns). */
 export const MATMUL_TILE = 64;
 
@@ -124,7 +136,7 @@ export function gemvOp(
     /** Decode state: the GEMV does nothing once state[3] (EOS seen) is set. */
     state?: GPUBuffer;
     /** Override the tunables (benchmarks). */
-    tune?: { TPR: number; KCHUNK: number };
+    tune?: GemvTune;
   },
 ): Op {
   const tune = opts.tune ?? { TPR: GEMV.TPR, KCHUNK: gemvChunk(m.K, m.N) };
@@ -156,6 +168,8 @@ export function gemvOp(
       overrides: {
         TPR: tune.TPR,
         KCHUNK: tune.KCHUNK,
+        WG: tune.WG ?? GEMV.WG,
+        UNROLL: tune.UNROLL ?? GEMV.UNROLL,
         SPARSE: opts.sparse ? 1 : 0,
         INPUT: { plain: 0, rmsnorm: 1, swiglu: 2 }[inp.kind],
         // loop bounds as constants, so the loads they guard are issued together
