@@ -123,9 +123,9 @@ if (import.meta.main) {
   }
   const grid = Deno.args.includes("--grid");
   const sparsities = quick ? [0, 0.5] : grid ? [0, 0.5, 0.7] : [0, 0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
-  // --grid: K chunks, workgroup sizes and rows in flight around the chosen TPR
-  const gridTunes: GemvTune[] = [512, 1024].flatMap((KCHUNK) =>
-    [128, 256].flatMap((WG) => [4, 8].map((UNROLL) => ({ TPR: 16, KCHUNK, WG, UNROLL })))
+  // --grid: column groups, K chunks and workgroup sizes
+  const gridTunes: GemvTune[] = [8, 16, 32].flatMap((TPR) =>
+    [256, 512, 1024].flatMap((KCHUNK) => [128, 256].map((WG) => ({ TPR, KCHUNK, WG })))
   );
   const tunes = quick ? [{ TPR: 16, KCHUNK: 512 }] : grid ? gridTunes : [
     { TPR: 16, KCHUNK: 512 },
@@ -147,9 +147,7 @@ if (import.meta.main) {
         line.push(`${sp}: ${us.toFixed(1)}us ${gbs.toFixed(0)}GB/s`);
       }
       console.log(
-        `${N}x${K} TPR${tune.TPR} KCHUNK${tune.KCHUNK} WG${tune.WG ?? 256} UNROLL${tune.UNROLL ?? 4} | ${
-          line.join(" | ")
-        }`,
+        `${N}x${K} TPR${tune.TPR} KCHUNK${tune.KCHUNK} WG${tune.WG ?? 256} | ${line.join(" | ")}`,
       );
     }
     for (const m of s.mats) m.buffer.destroy();

@@ -92,8 +92,8 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     if (t < k) { red[t] += red[t + k]; }
     workgroupBarrier();
   }
-  // values: thread t owns the dim pair d2 = t % hw of the keys i = t / hw (mod G), four keys a step so that
-  // four loads are in flight; the G groups' sums meet in workgroup memory
+  // values: thread t owns the dim pair d2 = t % hw of the keys i = t / hw (mod G), eight keys a step so that
+  // eight loads are in flight; the G groups' sums meet in workgroup memory
   let hw = HEAD_DIM / 2u;
   let G = WG / hw;
   let g = t / hw;
@@ -102,12 +102,17 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   if (g < G) {
     let vb = (kvh * p.maxSeq + j0) * hw + d2;
     var i = g;
-    for (; i + 3u * G < n; i += 4u * G) {
+    for (; i + 7u * G < n; i += 8u * G) {
       let v0 = unpack2x16float(vcache[vb + i * hw]);
       let v1 = unpack2x16float(vcache[vb + (i + G) * hw]);
       let v2 = unpack2x16float(vcache[vb + (i + 2u * G) * hw]);
       let v3 = unpack2x16float(vcache[vb + (i + 3u * G) * hw]);
-      acc += sc[i] * v0 + sc[i + G] * v1 + sc[i + 2u * G] * v2 + sc[i + 3u * G] * v3;
+      let v4 = unpack2x16float(vcache[vb + (i + 4u * G) * hw]);
+      let v5 = unpack2x16float(vcache[vb + (i + 5u * G) * hw]);
+      let v6 = unpack2x16float(vcache[vb + (i + 6u * G) * hw]);
+      let v7 = unpack2x16float(vcache[vb + (i + 7u * G) * hw]);
+      acc += sc[i] * v0 + sc[i + G] * v1 + sc[i + 2u * G] * v2 + sc[i + 3u * G] * v3 + sc[i + 4u * G] * v4 +
+        sc[i + 5u * G] * v5 + sc[i + 6u * G] * v6 + sc[i + 7u * G] * v7;
     }
     for (; i < n; i += G) { acc += sc[i] * unpack2x16float(vcache[vb + i * hw]); }
   }
