@@ -9,7 +9,15 @@
  * @module
  */
 import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
-import { gemvOp, type GemvTune, layoutSegments, type Matrix, REDUCE, reduceOp } from "../src/gpu/kernels.ts";
+import {
+  type GemvInput,
+  gemvOp,
+  type GemvTune,
+  layoutSegments,
+  type Matrix,
+  REDUCE,
+  reduceOp,
+} from "../src/gpu/kernels.ts";
 import { copyOp, fillOp } from "../src/gpu/kernels.ts";
 
 /** Llama-3-8B decode GEMV shapes, N x K. */
@@ -24,11 +32,11 @@ interface Setup {
 }
 
 /** Random weights (several copies, to defeat L2), a random input, and a threshold for each sparsity. */
-function setup(ctx: GpuContext, N: number, K: number, copies: number): Setup {
+function setup(ctx: GpuContext, N: number, K: number, copies: number, lens = [N]): Setup {
   const mats: Matrix[] = [];
   const ops: Op[] = [];
   for (let c = 0; c < copies; c++) {
-    const { segments, halves } = layoutSegments(K, [N], [0]);
+    const { segments, halves } = layoutSegments(K, lens, lens.map(() => 0));
     const buffer = ctx.buffer(halves * 2, "w");
     ops.push(fillOp(ctx, buffer, { words: halves / 2, mode: "random", seed: c + 1, scale: 0.02 }));
     mats.push({ K, N, segments, buffer, scales: ctx.buffer(K * 4, "ones", new Float32Array(K).fill(1)) });
@@ -61,6 +69,7 @@ export async function timeGemv(
   s: Setup,
   sparsity: number,
   tune: GemvTune = { TPR: 16, KCHUNK: 512 },
+  input?: GemvInput,
   reps = 5,
   // a pass of ~40 ms at 3 TB/s: short passes separated by read-backs let the GPU clock down, and the
   // ramp-up then shows as a fixed cost per dispatch that the same kernel does not have inside a decode loop
@@ -68,7 +77,7 @@ export async function timeGemv(
 ): Promise<number> {
   ctx.write(s.sp.thresholds, new Float32Array([sparsity]));
   const ops = s.mats.flatMap((m) => [
-    gemvOp(ctx, m, s.x, s.partials, s.sp, { sparse: sparsity > 0, tune }),
+    gemvOp(ctx, m, s.x, s.partials, s.sp, { sparse: sparsity > 0, tune, input }),
     reduceOp(ctx, s.partials, s.out, {
       n: m.N,
       splits: Math.ceil(m.K / tune.KCHUNK),
@@ -119,6 +128,37 @@ if (import.meta.main) {
   console.log(`device: ${ctx.adapterName}`);
   if (Deno.args.includes("--overhead")) {
     for (const [k, v] of Object.entries(await overheads(ctx))) console.log(`${k}: ${v.toFixed(2)} us`);
+    Deno.exit(0);
+  }
+  if (Deno.args.includes("--fused")) {
+    // the gate|up GEMV as the model runs it (two segments, RMSNorm fused into the input) against the same
+    // bytes as one segment with a plain input: what the fusions cost the sparse kernel
+    const [N, K] = Deno.env.get("GEMV_FUSED_SMALL") ? [2048, 1024] : [28672, 4096];
+    const tune = { TPR: 16, KCHUNK: 1024 };
+    const ss = ctx.buffer(64, "ss", new Float32Array(16).fill(K / 16)); // mean square 1: RMSNorm scales by ~1
+    const rms: GemvInput = {
+      kind: "rmsnorm",
+      weight: ctx.buffer(K * 4, "norm", new Float32Array(K).fill(1)),
+      ss,
+      nss: 16,
+      eps: 1e-5,
+    };
+    for (
+      const [name, lens, input] of [
+        ["1 segment, plain input", [N], undefined],
+        ["2 segments, plain input", [N / 2, N / 2], undefined],
+        ["2 segments, RMSNorm input", [N / 2, N / 2], rms],
+      ] as [string, number[], GemvInput | undefined][]
+    ) {
+      const s = setup(ctx, N, K, 3, lens);
+      const line: string[] = [];
+      for (const sp of [0, 0.5, 0.7]) {
+        const us = await timeGemv(ctx, s, sp, tune, input);
+        line.push(`${sp}: ${us.toFixed(1)}us`);
+      }
+      console.log(`${N}x${K} ${name} | ${line.join(" | ")}`);
+      for (const m of s.mats) m.buffer.destroy();
+    }
     Deno.exit(0);
   }
   const grid = Deno.args.includes("--grid");
