@@ -140,7 +140,7 @@ export class WorkerModel implements TextModel {
   /** Tokenizes text on the calling thread. */
   encode(text: string, addBos = true): number[] {
     if (!this.#tokenizer) {
-      throw new Error(`model ${this.id} has no tokenizer.json: pass token ids instead of text`);
+      throw new Error(`model ${this.id} has no tokenizer: pass token ids instead of text`);
     }
     return this.#tokenizer.encode(text, { addBos });
   }
