@@ -89,7 +89,9 @@ class Cursor {
   /** Fails unless `count` items of at least `min` bytes each can fit in the rest of the file. */
   fits(count: number, min: number, what: string): void {
     if (count * min > this.fileSize - this.pos) {
-      this.fail(`file is truncated: ${this.what} declares ${count} ${what}, more than the file can hold`);
+      this.fail(
+        `file is truncated: ${count} ${what} (declared in ${this.what}) cannot fit in the rest of the file`,
+      );
     }
   }
   u8(): number {
@@ -207,7 +209,6 @@ export function parseGgufHeader(bytes: Uint8Array, path: string, fileSize: numbe
   const nTensors = c.count("tensor count");
   const nKv = c.count("metadata count");
   c.fits(nKv, 8 + 4 + 1, "metadata entries");
-  c.fits(nTensors, 8 + 4 + 8 + 4 + 8, "tensors");
 
   const metadata = new Map<string, GgufValue>();
   for (let i = 0; i < nKv; i++) {
@@ -218,6 +219,8 @@ export function parseGgufHeader(bytes: Uint8Array, path: string, fileSize: numbe
     metadata.set(key, c.value(c.u32()));
   }
 
+  c.what = "the tensor count";
+  c.fits(nTensors, 8 + 4 + 8 + 4 + 8, "tensor infos");
   const infos: { name: string; ne: number[]; typeId: number; rel: number }[] = [];
   for (let i = 0; i < nTensors; i++) {
     c.what = `tensor info ${i}`;
