@@ -146,7 +146,7 @@ class Cursor {
       case T_I32:
         return v.getInt32(at(4), true);
       case T_F32:
-        return v.getFloat32(at(4), true);
+        return shortestF32(v.getFloat32(at(4), true));
       case T_BOOL: {
         const b = this.u8();
         if (b > 1) this.fail(`${this.what}: invalid bool byte ${b}`);
@@ -178,6 +178,19 @@ class Cursor {
         return this.fail(`${this.what}: unknown metadata value type ${type}`);
     }
   }
+}
+
+/**
+ * The shortest decimal that rounds to the same f32: converters write f64 config values (1e-5) as f32, and this
+ * gives the written value back instead of 9.99999974737875e-6.
+ */
+function shortestF32(x: number): number {
+  if (!Number.isFinite(x)) return x;
+  for (let p = 1; p <= 9; p++) {
+    const d = Number(x.toPrecision(p));
+    if (Math.fround(d) === x) return d;
+  }
+  return x;
 }
 
 const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
