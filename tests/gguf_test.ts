@@ -77,7 +77,8 @@ Deno.test("stories260k as GGUF F32 / F16 / BF16 gives the safetensors model's lo
   for (const type of ["F32", "F16"] as const) {
     const { dir, path } = await tempGguf(hfToGguf(config, tensors, matricesAs(type)).file);
     try {
-      const m = await loadModel(dir, { ...OPTS, gpu: ctx }); // the folder's one .gguf
+      // the file itself, and the folder holding it as its one .gguf
+      const m = await loadModel(type === "F32" ? path : dir, { ...OPTS, gpu: ctx });
       assertEquals(m.config, config);
       assertEquals([m.id, m.tokenizer], ["model", null]);
       // both reach the GPU as the same f16 weights

@@ -747,7 +747,10 @@ export async function findGgufFile(path: string): Promise<string | null> {
   try {
     stat = await Deno.stat(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
+    if (e instanceof Deno.errors.NotFound) {
+      if (/\.gguf$/i.test(path)) throw new CheckpointError(`${path}: file not found`);
+      return null;
+    }
     throw e;
   }
   if (stat.isFile) return path;

@@ -553,6 +553,7 @@ Deno.test("findGgufFile: a file, a folder's only .gguf, HF folders and ambiguous
     await Deno.writeFile(join(dir, "model.safetensors"), new Uint8Array(4));
     assertEquals(await findGgufFile(dir), null);
     assertEquals(await findGgufFile(join(dir, "nope")), null);
+    await assertRejects(findGgufFile(join(dir, "nope.gguf")), named("nope.gguf: file not found"));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -623,10 +624,39 @@ Deno.test("llama-bpe and qwen2 pre-tokenizers split digits as Llama 3 and Qwen2 
   assertEquals(build("llama-bpe").decode([id("123"), id("45")]), "12345");
 });
 
+Deno.test("SentencePiece GGUF tokenizer encodes like SentencePiece (llama.cpp fragments) and decodes like it", async () => {
+  // tests/fixtures/spm_tiny.py: a BPE SentencePiece model with byte fallback, and its own encodings
+  const fx = JSON.parse(
+    await Deno.readTextFile(new URL("../../tests/fixtures/spm_tiny.json", import.meta.url)),
+  );
+  const meta = metaOf([
+    ["tokenizer.ggml.model", gv.str("llama")],
+    ["tokenizer.ggml.tokens", gv.strs(fx.tokens)],
+    ["tokenizer.ggml.scores", gv.f32s(fx.scores)],
+    ["tokenizer.ggml.token_type", gv.i32s(fx.types)],
+    ["tokenizer.ggml.bos_token_id", gv.u32(1)],
+    ["tokenizer.ggml.eos_token_id", gv.u32(2)],
+    ["tokenizer.ggml.unknown_token_id", gv.u32(0)],
+  ]);
+  const { tokenizer, reason } = ggufTokenizer(meta, [2]);
+  assertEquals(reason, null);
+  const tok = tokenizer!;
+  assertEquals([tok.bosTokenId, tok.eosTokenIds], [1, [2]]);
+  for (const c of fx.cases as { text: string; ids: number[]; decoded: string }[]) {
+    assertEquals(tok.encode(c.text), c.ids, c.text);
+    assertEquals(tok.encode(c.text, { addBos: true }), c.ids.length ? [1, ...c.ids] : [1], c.text);
+    if (!c.text.includes("<|user|>")) assertEquals(tok.decode(c.ids), c.decoded);
+  }
+  assert(
+    fx.cases.some((c: { ids: number[] }) => c.ids.some((id) => fx.types[id] === 6)),
+    "byte fallback exercised",
+  );
+});
+
 Deno.test("unsupported GGUF tokenizers load as token ids only, saying why", () => {
-  const spm = ggufTokenizer(metaOf([["tokenizer.ggml.model", gv.str("llama")]]), []);
-  assertEquals(spm.tokenizer, null);
-  assert(spm.reason!.includes("SentencePiece"), spm.reason!);
+  const other = ggufTokenizer(metaOf([["tokenizer.ggml.model", gv.str("bert")]]), []);
+  assertEquals(other.tokenizer, null);
+  assert(other.reason!.includes(`"bert" is not supported`), other.reason!);
   const pre = ggufTokenizer(
     metaOf([["tokenizer.ggml.model", gv.str("gpt2")], ["tokenizer.ggml.pre", gv.str("falcon")]]),
     [],
