@@ -335,7 +335,10 @@ export function ggufName(hf: string): string {
 }
 
 /** The `{arch}.*` and general metadata llama.cpp writes for a config. */
-export function configMetadata(c: ModelConfig, arch = c.architecture === "qwen2" ? "qwen2" : "llama") {
+export function configMetadata(
+  c: ModelConfig,
+  arch: string = c.architecture === "qwen2" ? "qwen2" : "llama",
+): [string, MetaValue][] {
   const a = arch + ".";
   const m: [string, MetaValue][] = [
     ["general.architecture", gv.str(arch)],

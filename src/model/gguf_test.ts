@@ -508,6 +508,42 @@ Deno.test("openGguf: streams HF names and shapes, un-permutes llama q/k, reports
   });
 });
 
+Deno.test("openGguf: a Llama 3 rope_freqs tensor becomes llama3 rope scaling and is not streamed", async () => {
+  const c = { ...CONFIG, ropeTheta: 10000 };
+  const plain = ropeInvFreq(c);
+  // factor 8, low 1, high 4, original context 64: head dim 16 wavelengths 6.3, 20, 63, 199, ... span all three
+  const factors = Float32Array.from(plain, (freq) => {
+    const wavelen = 2 * Math.PI / freq;
+    if (wavelen < 64 / 4) return 1;
+    if (wavelen > 64) return 8;
+    const smooth = (64 / wavelen - 1) / 3;
+    return 1 / ((1 - smooth) / 8 + smooth);
+  });
+  const rope: GgufTensorSpec = {
+    name: "rope_freqs.weight",
+    ne: [8],
+    type: 0,
+    data: new Uint8Array(factors.buffer),
+  };
+  await withFile(encodeGguf(configMetadata(c), [...tensorsOf(c), rope]), async (path) => {
+    const ck = await openGguf(path);
+    const s = ck.config.ropeScaling!;
+    assertEquals([s.type, s.factor], ["llama3", 8]);
+    const want = ropeInvFreq({
+      ...c,
+      ropeScaling: { ...s, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 },
+    });
+    ropeInvFreq(ck.config).forEach((f, i) => assert(Math.abs(f / want[i] - 1) < 1e-5, `freq ${i}`));
+    const names: string[] = [];
+    for await (const t of ck.readTensors()) names.push(t.name);
+    assert(!names.some((n) => n.includes("rope")));
+  });
+  const f16Rope = { ...rope, type: 1, data: new Uint8Array(16) };
+  await withFile(encodeGguf(configMetadata(c), [...tensorsOf(c), f16Rope]), async (path) => {
+    await assertRejects(openGguf(path), named(path, `"rope_freqs.weight" must be a 1-D F32 tensor`));
+  });
+});
+
 Deno.test("openGguf: missing, unexpected and mis-shaped tensors, missing key, name the file and tensor", async () => {
   const meta = configMetadata(CONFIG);
   await withFile(encodeGguf(meta, tensorsOf(CONFIG, "blk.1.ffn_up.weight")), async (path) => {

@@ -119,9 +119,10 @@ export function ggufTokenizerJson(meta: GgufMetadata): { json: object | null; re
   const merges = meta.array("tokenizer.ggml.merges", isString, "strings") ??
     meta.fail(`missing required metadata key "tokenizer.ggml.merges" (a gpt2 tokenizer needs its merges)`);
   const pairs = merges.map((m, i): [string, string] => {
-    const parts = m.split(" ");
-    if (parts.length !== 2) meta.fail(`tokenizer.ggml.merges[${i}] ${JSON.stringify(m)} is not "left right"`);
-    return parts as [string, string];
+    // llama.cpp splits at the first space after the first character, so a left part may itself be " "
+    const at = m.indexOf(" ", 1);
+    if (at < 0) meta.fail(`tokenizer.ggml.merges[${i}] ${JSON.stringify(m)} is not "left right"`);
+    return [m.slice(0, at), m.slice(at + 1)];
   });
   const json = {
     version: "1.0",
