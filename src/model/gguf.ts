@@ -329,12 +329,20 @@ const ARCHS: Record<string, "llama" | "qwen2"> = { llama: "llama", qwen2: "qwen2
 
 /** Typed reads of metadata values; every failure names the file and key. */
 export class GgufMetadata {
+  /** Metadata key -> value. */
+  readonly map: Map<string, GgufValue>;
+  /** File the metadata came from (prefixes every error). */
+  readonly path: string;
+
   /**
    * Wraps parsed metadata.
    * @param map Metadata key -> value.
-   * @param path File the metadata came from (prefixes every error).
+   * @param path File the metadata came from.
    */
-  constructor(readonly map: Map<string, GgufValue>, readonly path: string) {}
+  constructor(map: Map<string, GgufValue>, path: string) {
+    this.map = map;
+    this.path = path;
+  }
 
   /** Throws a {@link CheckpointError} naming the file. */
   fail(what: string): never {

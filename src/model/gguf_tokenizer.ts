@@ -240,8 +240,11 @@ export function ggufTokenizer(meta: GgufMetadata, eosTokenIds: number[]): GgufTo
   };
   const template = meta.str("tokenizer.chat_template");
   if (template !== undefined) config.chat_template = template;
-  return {
-    tokenizer: new TextTokenizer(json, config, { eos_token_id: eosTokenIds }),
-    reason: null,
-  };
+  try {
+    return { tokenizer: new TextTokenizer(json, config, { eos_token_id: eosTokenIds }), reason: null };
+  } catch (e) {
+    return meta.fail(
+      `cannot build a tokenizer from tokenizer.ggml.* (${e instanceof Error ? e.message : e})`,
+    );
+  }
 }
