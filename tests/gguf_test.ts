@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { CheckpointError, expectedTensors, openCheckpoint } from "../src/model/checkpoint.ts";
 import type { ModelConfig } from "../src/model/config.ts";
 import { loadModel, type Model, modelFromTensors } from "../src/model/model.ts";
+import { ReferenceModel } from "../src/model/reference.ts";
 import type { NamedTensor } from "../src/model/weights.ts";
 import { gpt2TokenizerMetadata, gv, hfToGguf, type MetaValue, type WriteType } from "./_gguf_writer.ts";
 import { gpu, randn, relErr, rng } from "./_gpu.ts";
@@ -90,6 +91,17 @@ Deno.test("stories260k as GGUF F32 / F16 / BF16 gives the safetensors model's lo
   }
   // BF16 rounds the f32 weights first: the same logits as a model of those values; close to the f32 model's
   await compareWithStored(config, tensors, "BF16", 1e-6);
+});
+
+Deno.test("CPU reference: stories260k as F32 GGUF computes exactly the safetensors model's logits", async () => {
+  const { config, tensors } = await hfModel(STORIES);
+  const { dir, path } = await tempGguf(hfToGguf(config, tensors, () => "F32").file);
+  try {
+    const want = (await ReferenceModel.load(STORIES)).forward(IDS, 0);
+    assertEquals((await ReferenceModel.load(path)).forward(IDS, 0), want); // f32 throughout: bit for bit
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("stories260k as GGUF Q8_0 and Q4_0 matches a model of the stored values", async () => {
