@@ -121,7 +121,17 @@ export interface Quantized {
 }
 
 /** ggml_type ids. */
-export const TYPE_ID = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8, Q4_K: 12, Q6_K: 14, BF16: 30 } as const;
+export const TYPE_ID = {
+  F32: 0,
+  F16: 1,
+  Q4_0: 2,
+  Q5_0: 6,
+  Q8_0: 8,
+  Q4_K: 12,
+  Q5_K: 13,
+  Q6_K: 14,
+  BF16: 30,
+} as const;
 /** A type the writer encodes. */
 export type WriteType = keyof typeof TYPE_ID;
 
@@ -198,14 +208,42 @@ function quantQ4_0(x: Float32Array): Quantized {
   return { bytes, values };
 }
 
-const clamp = (v: number, lo: number, hi: number) => Math.max(lo, Math.min(hi, v));
-
-function quantQ4K(x: Float32Array): Quantized {
-  const nb = x.length / 256;
-  const bytes = new Uint8Array(nb * 144);
+function quantQ5_0(x: Float32Array): Quantized {
+  const nb = x.length / 32;
+  const bytes = new Uint8Array(nb * 22);
   const values = new Float32Array(x.length);
   for (let i = 0; i < nb; i++) {
-    const p = i * 144;
+    let amax = 0, max = 0;
+    for (let j = 0; j < 32; j++) {
+      const v = x[i * 32 + j];
+      if (Math.abs(v) > amax) [amax, max] = [Math.abs(v), v];
+    }
+    const d = max / -16;
+    const id = d ? 1 / d : 0;
+    putF16(bytes, i * 22, d);
+    const dh = f16(d);
+    let qh = 0;
+    for (let j = 0; j < 32; j++) {
+      const q = Math.min(31, Math.trunc(x[i * 32 + j] * id + 16.5));
+      bytes[i * 22 + 6 + (j & 15)] |= (q & 15) << (j < 16 ? 0 : 4);
+      qh |= (q >> 4) << j;
+      values[i * 32 + j] = dh * (q - 16);
+    }
+    new DataView(bytes.buffer).setUint32(i * 22 + 2, qh >>> 0, true);
+  }
+  return { bytes, values };
+}
+
+const clamp = (v: number, lo: number, hi: number) => Math.max(lo, Math.min(hi, v));
+
+/** Q4_K, or with `fifth` Q5_K (32 levels, fifth bits in qh[32] between the scales and qs). */
+function quantK(x: Float32Array, fifth: boolean): Quantized {
+  const size = fifth ? 176 : 144, levels = fifth ? 31 : 15;
+  const nb = x.length / 256;
+  const bytes = new Uint8Array(nb * size);
+  const values = new Float32Array(x.length);
+  for (let i = 0; i < nb; i++) {
+    const p = i * size;
     const scale: number[] = [], mins: number[] = [];
     for (let s = 0; s < 8; s++) {
       let mn = 0, mx = -Infinity;
@@ -214,7 +252,7 @@ function quantQ4K(x: Float32Array): Quantized {
         mn = Math.min(mn, v);
         mx = Math.max(mx, v);
       }
-      scale.push((mx - mn) / 15);
+      scale.push((mx - mn) / levels);
       mins.push(-mn);
     }
     const d = Math.max(...scale) / 63, dmin = Math.max(...mins) / 63;
@@ -231,9 +269,10 @@ function quantQ4K(x: Float32Array): Quantized {
     for (let e = 0; e < 256; e++) {
       const s = e >> 5;
       const step = dh * sc[s], off = mh * m[s];
-      const q = step ? clamp(Math.round((x[i * 256 + e] + off) / step), 0, 15) : 0;
-      const byte = p + 16 + 32 * (e >> 6) + (e & 31);
-      bytes[byte] |= (e & 32) ? q << 4 : q;
+      const q = step ? clamp(Math.round((x[i * 256 + e] + off) / step), 0, levels) : 0;
+      const byte = p + (fifth ? 48 : 16) + 32 * (e >> 6) + (e & 31);
+      bytes[byte] |= (e & 32) ? (q & 15) << 4 : q & 15;
+      if (fifth) bytes[p + 16 + (e & 31)] |= (q >> 4) << s;
       values[i * 256 + e] = step * q - off;
     }
   }
@@ -285,8 +324,12 @@ export function quantize(x: Float32Array, type: WriteType): Quantized {
       return quantQ8_0(x);
     case "Q4_0":
       return quantQ4_0(x);
+    case "Q5_0":
+      return quantQ5_0(x);
     case "Q4_K":
-      return quantQ4K(x);
+      return quantK(x, false);
+    case "Q5_K":
+      return quantK(x, true);
     case "Q6_K":
       return quantQ6K(x);
   }
@@ -299,7 +342,9 @@ export const BLOCK: Record<WriteType, number> = {
   BF16: 1,
   Q8_0: 32,
   Q4_0: 32,
+  Q5_0: 32,
   Q4_K: 256,
+  Q5_K: 256,
   Q6_K: 256,
 };
 

@@ -104,9 +104,9 @@ Deno.test("CPU reference: stories260k as F32 GGUF computes exactly the safetenso
   }
 });
 
-Deno.test("stories260k as GGUF Q8_0 and Q4_0 matches a model of the stored values", async () => {
+Deno.test("stories260k as GGUF Q8_0, Q4_0 and Q5_0 matches a model of the stored values", async () => {
   const { config, tensors } = await hfModel(STORIES);
-  for (const type of ["Q8_0", "Q4_0"] as const) {
+  for (const type of ["Q8_0", "Q4_0", "Q5_0"] as const) {
     const types = await compareWithStored(config, tensors, type, 1e-4);
     // every matrix but the 172-wide down projections (not whole blocks: F16, as llama.cpp falls back)
     assertEquals(types.get("model.layers.0.self_attn.q_proj.weight"), type);
@@ -148,9 +148,9 @@ const K_LLAMA: ModelConfig = {
   eosTokenIds: [2],
 };
 
-Deno.test("llama GGUF with every matrix Q4_K or Q6_K (GQA, untied) matches a model of the stored values", async () => {
+Deno.test("llama GGUF with every matrix Q4_K, Q5_K or Q6_K (GQA, untied) matches a model of the stored values", async () => {
   const tensors = randomModel(K_LLAMA, 11);
-  for (const type of ["Q4_K", "Q6_K"] as const) {
+  for (const type of ["Q4_K", "Q5_K", "Q6_K"] as const) {
     const types = await compareWithStored(K_LLAMA, tensors, type, 1e-4);
     assert([...types].every(([n, t]) => t === (/norm/.test(n) ? "F32" : type)), `${type}: all matrices`);
   }

@@ -1,13 +1,14 @@
 /**
  * GGML tensor types and CPU dequantizers for the ones the GGUF loader reads: F32, F16, BF16 and the block
- * formats Q8_0, Q4_0, Q4_K and Q6_K. Layouts follow ggml's `ggml-common.h` (`block_q8_0`, `block_q4_0`,
- * `block_q4_K`, `block_q6_K`) and `dequantize_row_*` in `ggml-quants.c`; all fields are little-endian.
+ * formats Q8_0, Q4_0, Q5_0, Q4_K, Q5_K and Q6_K. Layouts follow ggml's `ggml-common.h` (`block_q8_0`,
+ * `block_q4_0`, `block_q5_0`, `block_q4_K`, `block_q5_K`, `block_q6_K`) and `dequantize_row_*` in
+ * `ggml-quants.c`; all fields are little-endian.
  * @module
  */
 import { bf16ToF32, f16BitsToF32, f16ToF32 } from "./dtype.ts";
 
 /** A GGML tensor type the loader can dequantize. */
-export type GgmlType = "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q4_K" | "Q6_K";
+export type GgmlType = "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q5_0" | "Q4_K" | "Q5_K" | "Q6_K";
 
 /** Block geometry of a GGML type: `blockSize` elements take `blockBytes` bytes. */
 export interface GgmlTypeInfo {
@@ -24,8 +25,10 @@ export const GGML_TYPES: ReadonlyMap<number, GgmlTypeInfo> = new Map<number, Ggm
   [0, { name: "F32", blockSize: 1, blockBytes: 4 }],
   [1, { name: "F16", blockSize: 1, blockBytes: 2 }],
   [2, { name: "Q4_0", blockSize: 32, blockBytes: 18 }], // f16 d, 16 bytes of nibbles
+  [6, { name: "Q5_0", blockSize: 32, blockBytes: 22 }], // f16 d, u32 of fifth bits, 16 bytes of nibbles
   [8, { name: "Q8_0", blockSize: 32, blockBytes: 34 }], // f16 d, 32 int8
   [12, { name: "Q4_K", blockSize: 256, blockBytes: 144 }], // f16 d, f16 dmin, 12 scale bytes, 128 nibble bytes
+  [13, { name: "Q5_K", blockSize: 256, blockBytes: 176 }], // as Q4_K plus 32 bytes of fifth bits before qs
   [14, { name: "Q6_K", blockSize: 256, blockBytes: 210 }], // 128 ql, 64 qh, 16 int8 scales, f16 d
   [30, { name: "BF16", blockSize: 1, blockBytes: 2 }],
 ]);
@@ -33,12 +36,10 @@ export const GGML_TYPES: ReadonlyMap<number, GgmlTypeInfo> = new Map<number, Ggm
 /** Names of the `ggml_type` values the loader knows but does not read, so errors can name them. */
 export const UNSUPPORTED_GGML_TYPES: ReadonlyMap<number, string> = new Map([
   [3, "Q4_1"],
-  [6, "Q5_0"],
   [7, "Q5_1"],
   [9, "Q8_1"],
   [10, "Q2_K"],
   [11, "Q3_K"],
-  [13, "Q5_K"],
   [15, "Q8_K"],
   [16, "IQ2_XXS"],
   [17, "IQ2_XS"],
@@ -82,8 +83,12 @@ export function dequantize(raw: Uint8Array, type: GgmlType): Float32Array {
       return dequantizeQ8_0(raw);
     case "Q4_0":
       return dequantizeQ4_0(raw);
+    case "Q5_0":
+      return dequantizeQ5_0(raw);
     case "Q4_K":
-      return dequantizeQ4K(raw);
+      return dequantizeQ4K(raw, false);
+    case "Q5_K":
+      return dequantizeQ4K(raw, true);
     case "Q6_K":
       return dequantizeQ6K(raw);
   }
@@ -135,6 +140,27 @@ function dequantizeQ4_0(b: Uint8Array): Float32Array {
   return out;
 }
 
+/**
+ * `block_q5_0`: Q4_0's nibbles plus a fifth bit per element in a u32 `qh` (bit j for element j);
+ * x = d * (q - 16).
+ */
+function dequantizeQ5_0(b: Uint8Array): Float32Array {
+  const blocks = b.length / 22;
+  const out = new Float32Array(blocks * 32);
+  const ds = blockScales(b, 22, 0);
+  for (let i = 0; i < blocks; i++) {
+    const p = i * 22;
+    const d = ds[i];
+    const qh = (b[p + 2] | (b[p + 3] << 8) | (b[p + 4] << 16) | (b[p + 5] << 24)) >>> 0;
+    for (let j = 0; j < 16; j++) {
+      const q = b[p + 6 + j];
+      out[i * 32 + j] = d * (((q & 0xf) | (((qh >>> j) & 1) << 4)) - 16);
+      out[i * 32 + j + 16] = d * (((q >> 4) | (((qh >>> (j + 16)) & 1) << 4)) - 16);
+    }
+  }
+  return out;
+}
+
 /** ggml `get_scale_min_k4`: 6-bit scale and min of sub-block j (0..7) packed in 12 bytes at `s`. */
 function scaleMinK4(b: Uint8Array, s: number, j: number): [number, number] {
   if (j < 4) return [b[s + j] & 63, b[s + j + 4] & 63];
@@ -146,22 +172,30 @@ function scaleMinK4(b: Uint8Array, s: number, j: number): [number, number] {
 
 /**
  * `block_q4_K`: 8 sub-blocks of 32; sub-block k has scale d * sc[k] and offset dmin * m[k]; each 32 bytes of
- * `qs` hold two sub-blocks (low nibbles first); x = d * sc * q - dmin * m.
+ * `qs` hold two sub-blocks (low nibbles first); x = d * sc * q - dmin * m. `block_q5_K` (`fifth`) has 32 bytes
+ * `qh` before `qs`: bit k of qh[l] is the fifth bit of element l of sub-block k.
  */
-function dequantizeQ4K(b: Uint8Array): Float32Array {
-  const blocks = b.length / 144;
+function dequantizeQ4K(b: Uint8Array, fifth: boolean): Float32Array {
+  const size = fifth ? 176 : 144;
+  const blocks = b.length / size;
   const out = new Float32Array(blocks * 256);
   for (let i = 0; i < blocks; i++) {
-    const p = i * 144;
+    const p = i * size;
     const d = f16At(b, p);
     const dmin = f16At(b, p + 2);
+    const qh = p + 16;
+    const qs = p + (fifth ? 48 : 16);
     let y = i * 256;
     for (let j = 0; j < 4; j++) {
       const [sc1, m1] = scaleMinK4(b, p + 4, 2 * j);
       const [sc2, m2] = scaleMinK4(b, p + 4, 2 * j + 1);
-      const q = p + 16 + 32 * j;
-      for (let l = 0; l < 32; l++) out[y + l] = d * sc1 * (b[q + l] & 0xf) - dmin * m1;
-      for (let l = 0; l < 32; l++) out[y + 32 + l] = d * sc2 * (b[q + l] >> 4) - dmin * m2;
+      const q = qs + 32 * j;
+      for (let l = 0; l < 32; l++) {
+        const h1 = fifth ? ((b[qh + l] >> (2 * j)) & 1) << 4 : 0;
+        const h2 = fifth ? ((b[qh + l] >> (2 * j + 1)) & 1) << 4 : 0;
+        out[y + l] = d * sc1 * ((b[q + l] & 0xf) | h1) - dmin * m1;
+        out[y + 32 + l] = d * sc2 * ((b[q + l] >> 4) | h2) - dmin * m2;
+      }
       y += 64;
     }
   }

@@ -85,6 +85,30 @@ Deno.test("dequantize Q4_0: low nibbles first half, high nibbles second half, mi
   assertEquals([y[0], y[16], y[1], y[17], y[2]], [14, -16, 0, 2, -16]);
 });
 
+Deno.test("dequantize Q5_0: Q4_0 nibbles plus fifth bits from a u32, minus 16", () => {
+  const b = new Uint8Array(22);
+  b.set([0x00, 0x3c], 0); // d = 1
+  new DataView(b.buffer).setUint32(2, (1 << 0) | (1 << 17) | (1 << 31), true);
+  b[6] = 0x21; // element 0 low nibble 1 (+16: fifth bit 0), element 16 high nibble 2
+  b[7] = 0x0f; // element 1 = 15, element 17 = 0 (+16: fifth bit 17)
+  b[6 + 15] = 0xf0; // element 31 = 15 + 16
+  const y = dequantize(b, "Q5_0");
+  assertEquals([y[0], y[16], y[1], y[17], y[31], y[30]], [1, -14, -1, 0, 15, -16]);
+});
+
+Deno.test("dequantize Q5_K: Q4_K plus a fifth bit per sub-block in qh", () => {
+  const b = new Uint8Array(176);
+  b.set([0x00, 0x3c, 0x00, 0x00], 0); // d = 1, dmin = 0
+  b[4 + 0] = 2; // sub-block 0: sc = 2
+  b[4 + 3] = 1; // sub-block 3: sc = 1
+  b[16 + 3] = 1 << 0; // fifth bit of element 3 (sub-block 0)
+  b[16 + 0] = 1 << 3; // fifth bit of element 96 (sub-block 3)
+  b[48 + 3] = 5; // element 3: low nibble 5
+  b[48 + 32] = 1 << 4; // element 96: high nibble of qs[32]
+  const y = dequantize(b, "Q5_K");
+  assertEquals([y[3], y[2], y[96], y[64], y[97]], [2 * (5 + 16), 0, 17, 0, 0]);
+});
+
 Deno.test("dequantize Q4_K: 6-bit scales and mins, the packed upper sub-blocks", () => {
   const b = new Uint8Array(144);
   b.set([0x00, 0x3c, 0x00, 0x38], 0); // d = 1, dmin = 0.5
@@ -141,7 +165,9 @@ const ROUND_TRIP: [WriteType, number][] = [
   ["BF16", 8e-3],
   ["Q8_0", 0.01],
   ["Q4_0", 0.15],
+  ["Q5_0", 0.07],
   ["Q4_K", 0.1],
+  ["Q5_K", 0.05],
   ["Q6_K", 0.035],
 ];
 
@@ -311,8 +337,8 @@ Deno.test("parse: tensor past EOF, misaligned, overlapping, duplicate, empty, pa
 
 Deno.test("parse: unknown and unsupported ggml types name the tensor and the type", () => {
   assertThrows(
-    () => parse(encodeGguf([], [{ ...F32_4("blk.0.ffn_up.weight"), type: 13 }])),
-    named(`tensor "blk.0.ffn_up.weight"`, "Q5_K (13)", "not supported"),
+    () => parse(encodeGguf([], [{ ...F32_4("blk.0.ffn_up.weight"), type: 11 }])),
+    named(`tensor "blk.0.ffn_up.weight"`, "Q3_K (11)", "not supported"),
   );
   assertThrows(
     () => parse(encodeGguf([], [{ ...F32_4("t"), type: 99 }])),
