@@ -125,7 +125,9 @@ export const TYPE_ID = {
   F32: 0,
   F16: 1,
   Q4_0: 2,
+  Q4_1: 3,
   Q5_0: 6,
+  Q5_1: 7,
   Q8_0: 8,
   Q4_K: 12,
   Q5_K: 13,
@@ -234,6 +236,33 @@ function quantQ5_0(x: Float32Array): Quantized {
   return { bytes, values };
 }
 
+/** Q4_1 / Q5_1 (`fifth`): d = (max - min) / levels, m = min, q = trunc((x - min) / d + 0.5) as ggml rounds. */
+function quantQ1(x: Float32Array, fifth: boolean): Quantized {
+  const size = fifth ? 24 : 20, levels = fifth ? 31 : 15, qsAt = fifth ? 8 : 4;
+  const nb = x.length / 32;
+  const bytes = new Uint8Array(nb * size);
+  const values = new Float32Array(x.length);
+  for (let i = 0; i < nb; i++) {
+    const block = x.subarray(i * 32, i * 32 + 32);
+    const min = Math.min(...block), max = Math.max(...block);
+    const d = (max - min) / levels;
+    const id = d ? 1 / d : 0;
+    const p = i * size;
+    putF16(bytes, p, d);
+    putF16(bytes, p + 2, min);
+    const dh = f16(d), mh = f16(min);
+    let qh = 0;
+    for (let j = 0; j < 32; j++) {
+      const q = Math.min(levels, Math.trunc((block[j] - min) * id + 0.5));
+      bytes[p + qsAt + (j & 15)] |= (q & 15) << (j < 16 ? 0 : 4);
+      qh |= (q >> 4) << j;
+      values[i * 32 + j] = dh * q + mh;
+    }
+    if (fifth) new DataView(bytes.buffer).setUint32(p + 4, qh >>> 0, true);
+  }
+  return { bytes, values };
+}
+
 const clamp = (v: number, lo: number, hi: number) => Math.max(lo, Math.min(hi, v));
 
 /** Q4_K, or with `fifth` Q5_K (32 levels, fifth bits in qh[32] between the scales and qs). */
@@ -326,6 +355,10 @@ export function quantize(x: Float32Array, type: WriteType): Quantized {
       return quantQ4_0(x);
     case "Q5_0":
       return quantQ5_0(x);
+    case "Q4_1":
+      return quantQ1(x, false);
+    case "Q5_1":
+      return quantQ1(x, true);
     case "Q4_K":
       return quantK(x, false);
     case "Q5_K":
@@ -342,7 +375,9 @@ export const BLOCK: Record<WriteType, number> = {
   BF16: 1,
   Q8_0: 32,
   Q4_0: 32,
+  Q4_1: 32,
   Q5_0: 32,
+  Q5_1: 32,
   Q4_K: 256,
   Q5_K: 256,
   Q6_K: 256,

@@ -104,9 +104,9 @@ Deno.test("CPU reference: stories260k as F32 GGUF computes exactly the safetenso
   }
 });
 
-Deno.test("stories260k as GGUF Q8_0, Q4_0 and Q5_0 matches a model of the stored values", async () => {
+Deno.test("stories260k as GGUF Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 matches a model of the stored values", async () => {
   const { config, tensors } = await hfModel(STORIES);
-  for (const type of ["Q8_0", "Q4_0", "Q5_0"] as const) {
+  for (const type of ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"] as const) {
     const types = await compareWithStored(config, tensors, type, 1e-4);
     // every matrix but the 172-wide down projections (not whole blocks: F16, as llama.cpp falls back)
     assertEquals(types.get("model.layers.0.self_attn.q_proj.weight"), type);

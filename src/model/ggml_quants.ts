@@ -1,14 +1,25 @@
 /**
  * GGML tensor types and CPU dequantizers for the ones the GGUF loader reads: F32, F16, BF16 and the block
- * formats Q8_0, Q4_0, Q5_0, Q4_K, Q5_K and Q6_K. Layouts follow ggml's `ggml-common.h` (`block_q8_0`,
- * `block_q4_0`, `block_q5_0`, `block_q4_K`, `block_q5_K`, `block_q6_K`) and `dequantize_row_*` in
- * `ggml-quants.c`; all fields are little-endian.
+ * formats Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K. Layouts follow ggml's `ggml-common.h`
+ * (`block_q8_0`, `block_q4_0`, ..., `block_q6_K`) and `dequantize_row_*` in `ggml-quants.c`; all fields are
+ * little-endian.
  * @module
  */
 import { bf16ToF32, f16BitsToF32, f16ToF32 } from "./dtype.ts";
 
 /** A GGML tensor type the loader can dequantize. */
-export type GgmlType = "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q5_0" | "Q4_K" | "Q5_K" | "Q6_K";
+export type GgmlType =
+  | "F32"
+  | "F16"
+  | "BF16"
+  | "Q8_0"
+  | "Q4_0"
+  | "Q4_1"
+  | "Q5_0"
+  | "Q5_1"
+  | "Q4_K"
+  | "Q5_K"
+  | "Q6_K";
 
 /** Block geometry of a GGML type: `blockSize` elements take `blockBytes` bytes. */
 export interface GgmlTypeInfo {
@@ -25,7 +36,9 @@ export const GGML_TYPES: ReadonlyMap<number, GgmlTypeInfo> = new Map<number, Ggm
   [0, { name: "F32", blockSize: 1, blockBytes: 4 }],
   [1, { name: "F16", blockSize: 1, blockBytes: 2 }],
   [2, { name: "Q4_0", blockSize: 32, blockBytes: 18 }], // f16 d, 16 bytes of nibbles
+  [3, { name: "Q4_1", blockSize: 32, blockBytes: 20 }], // f16 d, f16 m, 16 bytes of nibbles
   [6, { name: "Q5_0", blockSize: 32, blockBytes: 22 }], // f16 d, u32 of fifth bits, 16 bytes of nibbles
+  [7, { name: "Q5_1", blockSize: 32, blockBytes: 24 }], // f16 d, f16 m, u32 of fifth bits, 16 bytes of nibbles
   [8, { name: "Q8_0", blockSize: 32, blockBytes: 34 }], // f16 d, 32 int8
   [12, { name: "Q4_K", blockSize: 256, blockBytes: 144 }], // f16 d, f16 dmin, 12 scale bytes, 128 nibble bytes
   [13, { name: "Q5_K", blockSize: 256, blockBytes: 176 }], // as Q4_K plus 32 bytes of fifth bits before qs
@@ -35,8 +48,6 @@ export const GGML_TYPES: ReadonlyMap<number, GgmlTypeInfo> = new Map<number, Ggm
 
 /** Names of the `ggml_type` values the loader knows but does not read, so errors can name them. */
 export const UNSUPPORTED_GGML_TYPES: ReadonlyMap<number, string> = new Map([
-  [3, "Q4_1"],
-  [7, "Q5_1"],
   [9, "Q8_1"],
   [10, "Q2_K"],
   [11, "Q3_K"],
@@ -82,9 +93,13 @@ export function dequantize(raw: Uint8Array, type: GgmlType): Float32Array {
     case "Q8_0":
       return dequantizeQ8_0(raw);
     case "Q4_0":
-      return dequantizeQ4_0(raw);
+      return dequantizeSmall(raw, false, false);
+    case "Q4_1":
+      return dequantizeSmall(raw, true, false);
     case "Q5_0":
-      return dequantizeQ5_0(raw);
+      return dequantizeSmall(raw, false, true);
+    case "Q5_1":
+      return dequantizeSmall(raw, true, true);
     case "Q4_K":
       return dequantizeQ4K(raw, false);
     case "Q5_K":
@@ -123,39 +138,30 @@ function dequantizeQ8_0(b: Uint8Array): Float32Array {
   return out;
 }
 
-/** `block_q4_0`: element j < 16 is the low nibble of byte j, element j + 16 its high nibble; x = d * (q - 8). */
-function dequantizeQ4_0(b: Uint8Array): Float32Array {
-  const blocks = b.length / 18;
-  const out = new Float32Array(blocks * 32);
-  const ds = blockScales(b, 18, 0);
-  for (let i = 0; i < blocks; i++) {
-    const p = i * 18;
-    const d = ds[i];
-    for (let j = 0; j < 16; j++) {
-      const q = b[p + 2 + j];
-      out[i * 32 + j] = d * ((q & 0xf) - 8);
-      out[i * 32 + j + 16] = d * ((q >> 4) - 8);
-    }
-  }
-  return out;
-}
-
 /**
- * `block_q5_0`: Q4_0's nibbles plus a fifth bit per element in a u32 `qh` (bit j for element j);
- * x = d * (q - 16).
+ * The 32-element formats `block_q4_0`, `block_q4_1`, `block_q5_0`, `block_q5_1`: f16 d, (`_1`: f16 m), (`5`: a
+ * u32 of fifth bits, bit j for element j), 16 bytes whose low nibbles are elements 0..15 and high nibbles
+ * 16..31. `_0`: x = d * (q - 8 or 16); `_1`: x = d * q + m.
  */
-function dequantizeQ5_0(b: Uint8Array): Float32Array {
-  const blocks = b.length / 22;
+function dequantizeSmall(b: Uint8Array, withMin: boolean, fifth: boolean): Float32Array {
+  const size = 18 + (withMin ? 2 : 0) + (fifth ? 4 : 0);
+  const blocks = b.length / size;
   const out = new Float32Array(blocks * 32);
-  const ds = blockScales(b, 22, 0);
+  const ds = blockScales(b, size, 0);
+  const ms = withMin ? blockScales(b, size, 2) : null;
+  const bias = withMin ? 0 : fifth ? 16 : 8;
+  const qhAt = withMin ? 4 : 2;
+  const qsAt = qhAt + (fifth ? 4 : 0);
   for (let i = 0; i < blocks; i++) {
-    const p = i * 22;
-    const d = ds[i];
-    const qh = (b[p + 2] | (b[p + 3] << 8) | (b[p + 4] << 16) | (b[p + 5] << 24)) >>> 0;
+    const p = i * size;
+    const d = ds[i], m = ms ? ms[i] : 0;
+    const qh = fifth
+      ? (b[p + qhAt] | (b[p + qhAt + 1] << 8) | (b[p + qhAt + 2] << 16) | (b[p + qhAt + 3] << 24)) >>> 0
+      : 0;
     for (let j = 0; j < 16; j++) {
-      const q = b[p + 6 + j];
-      out[i * 32 + j] = d * (((q & 0xf) | (((qh >>> j) & 1) << 4)) - 16);
-      out[i * 32 + j + 16] = d * (((q >> 4) | (((qh >>> (j + 16)) & 1) << 4)) - 16);
+      const q = b[p + qsAt + j];
+      out[i * 32 + j] = d * (((q & 0xf) | (((qh >>> j) & 1) << 4)) - bias) + m;
+      out[i * 32 + j + 16] = d * (((q >> 4) | (((qh >>> (j + 16)) & 1) << 4)) - bias) + m;
     }
   }
   return out;

@@ -96,6 +96,20 @@ Deno.test("dequantize Q5_0: Q4_0 nibbles plus fifth bits from a u32, minus 16", 
   assertEquals([y[0], y[16], y[1], y[17], y[31], y[30]], [1, -14, -1, 0, 15, -16]);
 });
 
+Deno.test("dequantize Q4_1 and Q5_1: d * q + m", () => {
+  const b = new Uint8Array(20);
+  b.set([0x00, 0x40, 0x00, 0xbc], 0); // d = 2, m = -1
+  b[4] = 0x3f; // element 0 = 15, element 16 = 3
+  const y = dequantize(b, "Q4_1");
+  assertEquals([y[0], y[16], y[1]], [29, 5, -1]);
+  const c = new Uint8Array(24);
+  c.set([0x00, 0x40, 0x00, 0xbc], 0);
+  new DataView(c.buffer).setUint32(4, (1 << 0) | (1 << 16), true);
+  c[8] = 0x3f; // element 0 = 15 + 16, element 16 = 3 + 16
+  const z = dequantize(c, "Q5_1");
+  assertEquals([z[0], z[16], z[1], z[17]], [61, 37, -1, -1]);
+});
+
 Deno.test("dequantize Q5_K: Q4_K plus a fifth bit per sub-block in qh", () => {
   const b = new Uint8Array(176);
   b.set([0x00, 0x3c, 0x00, 0x00], 0); // d = 1, dmin = 0
@@ -165,7 +179,9 @@ const ROUND_TRIP: [WriteType, number][] = [
   ["BF16", 8e-3],
   ["Q8_0", 0.01],
   ["Q4_0", 0.15],
+  ["Q4_1", 0.1],
   ["Q5_0", 0.07],
+  ["Q5_1", 0.05],
   ["Q4_K", 0.1],
   ["Q5_K", 0.05],
   ["Q6_K", 0.035],
