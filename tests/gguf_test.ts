@@ -10,6 +10,7 @@ import { CheckpointError, expectedTensors, openCheckpoint } from "../src/model/c
 import type { ModelConfig } from "../src/model/config.ts";
 import { loadModel, type Model, modelFromTensors } from "../src/model/model.ts";
 import { ReferenceModel } from "../src/model/reference.ts";
+import { loadModelInWorker } from "../src/server/worker.ts";
 import type { NamedTensor } from "../src/model/weights.ts";
 import { gpt2TokenizerMetadata, gv, hfToGguf, type MetaValue, type WriteType } from "./_gguf_writer.ts";
 import { gpu, randn, relErr, rng } from "./_gpu.ts";
@@ -189,6 +190,18 @@ Deno.test("tiny-llama-16m as BF16 GGUF with its tokenizer: same config, logits, 
       const a = await m.complete(text, { maxTokens: 12, temperature: 0 });
       const b = await ref.complete(text, { maxTokens: 12, temperature: 0 });
       assertEquals([a.ids, a.text], [b.ids, b.text]);
+      // the server's worker model: weights in the worker, the GGUF's tokenizer on this thread
+      m.dispose();
+      const w = await loadModelInWorker(path, { contextLength: 64, profile: false });
+      try {
+        assertEquals(w.encode(text), ids);
+        const g = w.generate(text, { maxTokens: 12, temperature: 0 });
+        for await (const _ of g) { /* drain */ }
+        const c = await g.result;
+        assertEquals([c.ids, c.text], [b.ids, b.text]);
+      } finally {
+        await w.close();
+      }
     } finally {
       m.dispose();
     }

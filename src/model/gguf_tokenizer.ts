@@ -6,7 +6,7 @@
  * yields no tokenizer and a reason.
  * @module
  */
-import type { GgufMetadata, GgufValue } from "./gguf.ts";
+import { findGgufFile, GgufMetadata, type GgufValue, openGguf } from "./gguf.ts";
 import { TextTokenizer } from "./tokenizer.ts";
 
 // llama.cpp `llama_token_type` values; unknown, control and user-defined tokens are HF added tokens.
@@ -247,4 +247,15 @@ export function ggufTokenizer(meta: GgufMetadata, eosTokenIds: number[]): GgufTo
       `cannot build a tokenizer from tokenizer.ggml.* (${e instanceof Error ? e.message : e})`,
     );
   }
+}
+
+/**
+ * The tokenizer of a model path as `loadModel` resolves it: from the metadata of a GGUF file (or a
+ * folder's one `.gguf`), else the folder's tokenizer.json. Validates the GGUF header as the loader does.
+ */
+export async function loadTokenizer(path: string): Promise<GgufTokenizerResult> {
+  const gguf = await findGgufFile(path);
+  if (!gguf) return { tokenizer: await TextTokenizer.load(path), reason: null };
+  const ck = await openGguf(gguf);
+  return ggufTokenizer(new GgufMetadata(ck.header.metadata, gguf), ck.config.eosTokenIds);
 }
