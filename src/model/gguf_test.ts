@@ -11,7 +11,7 @@ import {
 } from "node:assert";
 import { join } from "node:path";
 import { CheckpointError, ropeInvFreq } from "./config.ts";
-import { dequantize } from "./ggml_quants.ts";
+import { dequantize, type GgmlType } from "./ggml_quants.ts";
 import {
   findGgufFile,
   ggufConfig,
@@ -169,6 +169,24 @@ Deno.test("dequantize F16 and BF16 from odd offsets", () => {
   assertEquals([...dequantize(b.subarray(1), "F16")], [1, -2]);
   b.set([0x80, 0x3f, 0x00, 0xc0], 1);
   assertEquals([...dequantize(b.subarray(1), "BF16")], [1, -2]);
+});
+
+Deno.test("dequantizers agree with llama.cpp's gguf-py on random blocks of every block type", async () => {
+  // tests/fixtures/ggml_reference.py: random blocks and gguf-py's dequantization (numpy, f32 arithmetic)
+  const fx = JSON.parse(
+    await Deno.readTextFile(new URL("../../tests/fixtures/ggml_blocks.json", import.meta.url)),
+  );
+  const types = Object.keys(fx);
+  assertEquals(types.sort(), ["Q4_0", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_0"]);
+  for (const type of types) {
+    const { hex, values } = fx[type] as { hex: string; values: number[] };
+    const bytes = Uint8Array.from(hex.match(/../g)!, (h) => parseInt(h, 16));
+    const y = dequantize(bytes, type as GgmlType);
+    assertEquals(y.length, values.length, type);
+    // numpy rounds each f32 product; the dequantizers round once: a few f32 ulps of the block's range
+    const tol = 1e-6 * Math.max(...values.map(Math.abs));
+    values.forEach((v, i) => assert(Math.abs(y[i] - v) <= tol, `${type}[${i}]: ${y[i]} vs gguf-py ${v}`));
+  }
 });
 
 // ---- Dequantizers against the writer's quantizers ------------------------------------------------------------
@@ -548,6 +566,42 @@ Deno.test("openGguf: streams HF names and shapes, un-permutes llama q/k, reports
     assertEquals(k.data[1 * 64], 1 * 64); // qwen2: NEOX order kept
     assert((await ck.readTensor("model.layers.1.self_attn.v_proj.bias")).data.length === 32);
   });
+});
+
+Deno.test("openGguf reads a file written by llama.cpp's gguf-py, q/k rows permuted as convert_hf_to_gguf does", async () => {
+  // tests/fixtures/ggml_reference.py: GGUFWriter output (F16, F32, Q8_0, Q4_K, Q6_K) and the HF-ordered values
+  const path = new URL("../../tests/fixtures/tiny_ref.gguf", import.meta.url).pathname;
+  const want = JSON.parse(await Deno.readTextFile(path.replace(/\.gguf$/, ".json")));
+  const ck = await openGguf(path);
+  const c = ck.config;
+  assertEquals([c.architecture, c.hiddenSize, c.intermediateSize, c.numLayers, c.numHeads, c.numKvHeads], [
+    "llama",
+    256,
+    256,
+    1,
+    4,
+    2,
+  ]);
+  assertEquals([c.headDim, c.vocabSize, c.maxPositionEmbeddings, c.rmsNormEps, c.ropeTheta], [
+    64,
+    48,
+    128,
+    1e-5,
+    10000,
+  ]);
+  assertEquals([c.tieWordEmbeddings, c.bosTokenId, c.eosTokenIds], [false, 1, [2]]);
+  const seen = new Set<string>();
+  for await (const t of ck.readTensors()) {
+    const w = want[t.name] as { shape: number[]; sample: [number, number][] };
+    assert(w, `unexpected ${t.name}`);
+    assertEquals(t.shape, w.shape, t.name);
+    const tol = 1e-6 * Math.max(...w.sample.map(([, v]) => Math.abs(v)));
+    for (const [i, v] of w.sample) {
+      assert(Math.abs(t.data[i] - v) <= tol, `${t.name}[${i}]: ${t.data[i]} vs ${v}`);
+    }
+    seen.add(t.name);
+  }
+  assertEquals(seen, new Set(Object.keys(want)));
 });
 
 Deno.test("openGguf: a Llama 3 rope_freqs tensor becomes llama3 rope scaling and is not streamed", async () => {
