@@ -754,6 +754,10 @@ Deno.test("llama-bpe and qwen2 pre-tokenizers split digits as Llama 3 and Qwen2 
   assertEquals(build("qwen2").encode("12345"), ["1", "2", "3", "4", "5"].map(id)); // \p{N} one by one
   assertEquals(build("gpt-2").encode("12345"), [id("123"), id("45")]);
   assertEquals(build("llama-bpe").decode([id("123"), id("45")]), "12345");
+  // Qwen2 normalizes to NFC first: "e" + combining acute becomes the one byte pair of "é"
+  const e = [...new TextEncoder().encode("é")].map((b) => id(map.get(b)!));
+  assertEquals(build("qwen2").encode("e\u0301"), e);
+  assertEquals(build("gpt-2").encode("e\u0301").length, 3);
 });
 
 Deno.test("SentencePiece GGUF tokenizer encodes like SentencePiece (llama.cpp fragments) and decodes like it", async () => {

@@ -36,13 +36,14 @@ const splitThenBytes = (pattern: string) => ({
 });
 
 /**
- * `tokenizer.ggml.pre` values (llama.cpp's pre-tokenizer names) this module maps, with the HF pre-tokenizer
- * and `ignore_merges` (Llama 3 looks whole words up before merging) of each.
+ * `tokenizer.ggml.pre` values (llama.cpp's pre-tokenizer names) this module maps, with the HF pre-tokenizer,
+ * normalizer (Qwen2's tokenizer.json applies NFC) and `ignore_merges` (Llama 3 looks whole words up before
+ * merging) of each.
  */
-const PRE_TOKENIZERS: Record<string, { pre: object; ignoreMerges: boolean }> = {
-  "gpt-2": { pre: byteLevel(true), ignoreMerges: false },
-  "llama-bpe": { pre: splitThenBytes(LLAMA3_SPLIT), ignoreMerges: true },
-  "qwen2": { pre: splitThenBytes(QWEN2_SPLIT), ignoreMerges: false },
+const PRE_TOKENIZERS: Record<string, { pre: object; normalizer: object | null; ignoreMerges: boolean }> = {
+  "gpt-2": { pre: byteLevel(true), normalizer: null, ignoreMerges: false },
+  "llama-bpe": { pre: splitThenBytes(LLAMA3_SPLIT), normalizer: null, ignoreMerges: true },
+  "qwen2": { pre: splitThenBytes(QWEN2_SPLIT), normalizer: { type: "NFC" }, ignoreMerges: false },
 };
 
 /** A tokenizer built from GGUF metadata, or null and why not. */
@@ -129,7 +130,7 @@ export function ggufTokenizerJson(meta: GgufMetadata): { json: object | null; re
     truncation: null,
     padding: null,
     added_tokens: added,
-    normalizer: null,
+    normalizer: pre.normalizer,
     pre_tokenizer: pre.pre,
     post_processor: null,
     decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
