@@ -30,7 +30,7 @@ export const benchCommand: Command = {
   usage: `usage: deno run -A cli.ts bench [options]
 
   --shape NAME         ${Object.keys(SHAPES).join(" | ")} (random f16 weights made on the GPU; default tiny)
-  --model DIR          benchmark a real model folder instead of a random shape
+  --model PATH         benchmark a real model (folder or GGUF file) instead of a random shape
   --sparsity LIST      comma-separated TEAL targets (default 0,0.25,0.4,0.5,0.6,0.7)
   --tokens N           tokens to decode per run (default 128)
   --quant none         weight format (only none: f16)

@@ -7,7 +7,7 @@ import { num, numList } from "./options.ts";
 
 const USAGE = `usage: deno run -A cli.ts generate [options]
 
-  --model DIR          Hugging Face model folder (default: the embedded tiny-llama-16m)
+  --model PATH         Hugging Face model folder or GGUF file (default: the embedded tiny-llama-16m)
   --prompt TEXT        text prompt (BOS added)
   --prompt-ids 1,2,3   token ids, used as given (no BOS added)
   --chat               wrap --prompt as one user message in the model's chat template

@@ -10,7 +10,7 @@ import { loadModelInWorker } from "../server/worker.ts";
 
 const USAGE = `usage: deno run -A cli.ts serve [options]
 
-  --model DIR             Hugging Face model folder (default: the embedded tiny-llama-16m)
+  --model PATH            Hugging Face model folder or GGUF file (default: the embedded tiny-llama-16m)
   --host ADDR             interface to bind (default 127.0.0.1; 0.0.0.0 for every interface)
   --port P                TCP port (default 8000)
   --api-key KEY           require 'Authorization: Bearer KEY' (default: $TEALGPU_API_KEY when set)

@@ -31,7 +31,7 @@ export const calibrateCommand: Command = {
   summary: "calibrate TEAL thresholds for a model (writes a profile)",
   usage: `usage: deno run -A cli.ts calibrate --model DIR --text FILE --out PROFILE.json [options]
 
-  --model DIR          model folder (default: the embedded tiny-llama-16m)
+  --model PATH         model folder or GGUF file (default: the embedded tiny-llama-16m)
   --text FILE          calibration text
   --out FILE           profile to write (name it teal-profile.json in the model folder to have it found)
   --tokens N           calibration tokens for the statistics (default 16384)
@@ -89,7 +89,7 @@ export const evalCommand: Command = {
   summary: "perplexity of a text, dense and at TEAL sparsity levels",
   usage: `usage: deno run -A cli.ts eval --text FILE [options]
 
-  --model DIR          model folder (default: the embedded tiny-llama-16m)
+  --model PATH         model folder or GGUF file (default: the embedded tiny-llama-16m)
   --text FILE          text to score
   --ctx N              text tokens per window, each window BOS + N tokens (default 512)
   --windows N          windows to score (default 8)

@@ -16,6 +16,8 @@ import type {
   TextModel,
 } from "../generate/types.ts";
 import { openCheckpoint } from "./checkpoint.ts";
+import { findGgufFile, GgufMetadata, ggufModelId, openGguf } from "./gguf.ts";
+import { ggufTokenizer } from "./gguf_tokenizer.ts";
 import type { ModelConfig } from "./config.ts";
 import { Forward, releaseOps } from "./forward.ts";
 import { progressBar } from "./progress.ts";
@@ -223,7 +225,7 @@ export class Model implements TextModel {
   /** Tokenizes text. */
   encode(text: string, addBos = true): number[] {
     if (!this.tokenizer) {
-      throw new Error(`model ${this.id} has no tokenizer.json: pass token ids instead of text`);
+      throw new Error(`model ${this.id} has no tokenizer: pass token ids instead of text`);
     }
     return this.tokenizer.encode(text, { addBos });
   }
@@ -545,10 +547,13 @@ export async function modelFromTensors(
 }
 
 /**
- * Loads a Hugging Face model folder onto the GPU: checks every file first (clear errors naming the file or
- * tensor), then streams the weights shard by shard.
+ * Loads a model onto the GPU: a Hugging Face folder, a llama.cpp GGUF file, or a folder holding exactly one
+ * `.gguf` and no safetensors. Checks every file first (clear errors naming the file or tensor), then streams
+ * the weights tensor by tensor (GGUF block formats dequantized on the CPU).
  */
 export async function loadModel(dir: string, options: LoadOptions = {}): Promise<Model> {
+  const gguf = await findGgufFile(dir);
+  if (gguf) return await loadGguf(gguf, dir, options);
   const ckpt = await openCheckpoint(dir);
   const tokenizer = await TextTokenizer.load(dir);
   const onProgress = options.onProgress ??
@@ -558,6 +563,28 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   const profilePath = options.profile === false ? null : options.profile ?? await findProfile(dir);
   const profile = profilePath ? await loadProfile(profilePath, ckpt.config) : null;
   const model = await modelFromTensors(id, ckpt.config, ckpt.readTensors(onProgress), {
+    ...options,
+    tokenizer,
+  });
+  if (profile) model.attachProfile(profile);
+  return model;
+}
+
+/** {@link loadModel} for a GGUF file; `given` is the path the caller named (its folder is searched for a profile). */
+async function loadGguf(file: string, given: string, options: LoadOptions): Promise<Model> {
+  const ck = await openGguf(file);
+  const meta = new GgufMetadata(ck.header.metadata, file);
+  const { tokenizer, reason } = ggufTokenizer(meta, ck.config.eosTokenIds);
+  if (reason) console.warn(`${file}: ${reason}; the model takes token ids only`);
+  const onProgress = options.onProgress ??
+    (Deno.stderr.isTerminal() ? progressBar(`loading ${file}`) : undefined);
+  // A profile beside a folder's one GGUF is found as for HF folders; for a file path only --profile names one.
+  const isDir = file !== given;
+  const profilePath = options.profile === false
+    ? null
+    : options.profile ?? (isDir ? await findProfile(given) : null);
+  const profile = profilePath ? await loadProfile(profilePath, ck.config) : null;
+  const model = await modelFromTensors(ggufModelId(file), ck.config, ck.readTensors(onProgress), {
     ...options,
     tokenizer,
   });

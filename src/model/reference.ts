@@ -8,6 +8,7 @@
  * @module
  */
 import { openCheckpoint } from "./checkpoint.ts";
+import { findGgufFile, openGguf } from "./gguf.ts";
 import { type ModelConfig, ropeInvFreq } from "./config.ts";
 
 export type { Architecture, ModelConfig, RopeScaling } from "./config.ts";
@@ -362,13 +363,15 @@ export class ReferenceModel {
   }
 
   /**
-   * Load a checkpoint folder (config.json + safetensors) into f32 CPU memory.
+   * Load a checkpoint folder (config.json + safetensors) or a GGUF file (or a folder holding one) into f32 CPU
+   * memory.
    *
-   * @param dir model folder
+   * @param dir model folder or GGUF file
    * @returns the reference model
    */
   static async load(dir: string): Promise<ReferenceModel> {
-    const ckpt = await openCheckpoint(dir);
+    const gguf = await findGgufFile(dir);
+    const ckpt = gguf ? await openGguf(gguf) : await openCheckpoint(dir);
     const weights = new Map<string, Float32Array>();
     for await (const t of ckpt.readTensors()) weights.set(t.name, t.data);
     return new ReferenceModel(ckpt.config, weights);

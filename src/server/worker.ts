@@ -23,7 +23,8 @@ import type {
   TextModel,
 } from "../generate/types.ts";
 import type { Model } from "../model/model.ts";
-import { TextTokenizer } from "../model/tokenizer.ts";
+import type { TextTokenizer } from "../model/tokenizer.ts";
+import { loadTokenizer } from "../model/gguf_tokenizer.ts";
 import { ChunkQueue } from "../generate/stream.ts";
 
 /** Load options that can cross into the worker (see `LoadOptions` of `loadModel`). */
@@ -140,7 +141,7 @@ export class WorkerModel implements TextModel {
   /** Tokenizes text on the calling thread. */
   encode(text: string, addBos = true): number[] {
     if (!this.#tokenizer) {
-      throw new Error(`model ${this.id} has no tokenizer.json: pass token ids instead of text`);
+      throw new Error(`model ${this.id} has no tokenizer: pass token ids instead of text`);
     }
     return this.#tokenizer.encode(text, { addBos });
   }
@@ -275,7 +276,8 @@ export async function loadModelInWorker(dir: string, options: WorkerLoadOptions 
   });
   worker.postMessage({ type: "load", dir, options } satisfies ToWorker);
   try {
-    const [info, tokenizer] = await Promise.all([loaded, TextTokenizer.load(dir)]);
+    // the worker's loadModel reports why a GGUF has no tokenizer; this copy stays quiet
+    const [info, { tokenizer }] = await Promise.all([loaded, loadTokenizer(dir)]);
     return new WorkerModel(worker, info, tokenizer);
   } catch (e) {
     if (crashed) worker.terminate();
