@@ -6,6 +6,7 @@
  */
 import { deepStrictEqual as assertEquals, ok as assert, rejects, throws } from "node:assert";
 import {
+  bytesPerWeight,
   dequantizeBlock,
   fakeQuantize,
   groupParams,
@@ -17,11 +18,13 @@ import {
 } from "../src/gpu/quant.ts";
 import { gemvOp, gemvSplits, matmulOp, type Matrix, REDUCE, reduceOp } from "../src/gpu/kernels.ts";
 import type { GpuContext } from "../src/gpu/context.ts";
-import { matmulT, rmsNorm, silu } from "../src/model/reference.ts";
-import { ReferenceModel } from "../src/model/reference.ts";
+import { argmax, matmulT, ReferenceModel, rmsNorm, silu } from "../src/model/reference.ts";
+import { f16ToF32, f32ToF16Bits } from "../src/model/dtype.ts";
 import { loadModel } from "../src/model/model.ts";
 import { openCheckpoint } from "../src/model/checkpoint.ts";
 import { COMMANDS } from "../src/cli/commands.ts";
+import { randomModel } from "../src/bench/random_model.ts";
+import { SHAPES } from "../src/bench/shapes.ts";
 import { gpu, poisoned, randn, relErr, rng } from "./_gpu.ts";
 
 const INT8: QuantScheme = QUANT_SCHEMES.int8;
@@ -296,5 +299,111 @@ Deno.test("matmul_q: prefill GEMM (fused, bias, accumulate, sparse) at 1, 7 and 
       assert(relErr(await ctx.readF32(yb), want2) < 1e-4, `${name} sparse M=${M}`);
       assertEquals(Array.from(await ctx.readU32(sp.counters, 3)), ref.active, `${name} counters M=${M}`);
     }
+  }
+});
+
+const STORIES = new URL("../../shared/models/stories260k", import.meta.url).pathname;
+
+/** Reference weights as the quantized GPU model sees them: linear layers and lm_head fake-quantized, the
+ * embedding f16; tied embeddings become an explicit lm_head (the GPU keeps an f16 table for the lookup). */
+async function quantizedReference(dir: string, s: QuantScheme): Promise<ReferenceModel> {
+  const ckpt = await openCheckpoint(dir);
+  const c = ckpt.config;
+  const weights = new Map<string, Float32Array>();
+  for await (const t of ckpt.readTensors()) {
+    const linear = /_proj\.weight$/.test(t.name) || t.name === "lm_head.weight";
+    if (linear) weights.set(t.name, fakeQuantize(t.data, t.shape[0], t.shape[1], s));
+    else if (t.name === "model.embed_tokens.weight") {
+      weights.set(t.name, f16ToF32(f32ToF16Bits(t.data)));
+      if (c.tieWordEmbeddings) {
+        weights.set("lm_head.weight", fakeQuantize(t.data, c.vocabSize, c.hiddenSize, s));
+      }
+    } else weights.set(t.name, t.data);
+  }
+  return new ReferenceModel({ ...c, tieWordEmbeddings: false }, weights);
+}
+
+Deno.test("stories260k (tied) with int8 and int4 weights: logits and greedy tokens equal the reference on the dequantized weights", async () => {
+  for (const quant of ["int8", "int4"] as const) {
+    const model = await loadModel(STORIES, { gpu: await gpu(), contextLength: 128, profile: false, quant });
+    try {
+      assertEquals(model.weightFormat, quant);
+      const ref = await quantizedReference(STORIES, QUANT_SCHEMES[quant]);
+      const V = ref.config.vocabSize;
+      // greedy on the reference, with the top-1/top-2 margin of every step (ids compare only above the error)
+      let l = ref.forward([1], 0);
+      const want: number[] = [];
+      const margins: number[] = [];
+      for (let i = 0; i < 48; i++) {
+        const b = argmax(l);
+        const second = Math.max(...Array.from(l).filter((_, j) => j !== b));
+        margins.push((l[b] - second) / Math.max(...Array.from(l, Math.abs)));
+        want.push(b);
+        l = ref.forward([b], i + 1);
+      }
+      ref.reset();
+      const ids = [1, ...want.slice(0, 40)];
+      const err = relErr(await model.logits(ids), ref.forward(ids, 0));
+      assert(err < 5e-3, `${quant}: logits relative error ${err}`);
+      // ids compare up to the first step whose top-1/top-2 margin is within 4x the measured logit error
+      let sure = margins.findIndex((m) => m < 4 * err);
+      if (sure < 0) sure = want.length;
+      assert(sure >= 8, `${quant}: greedy margin too small after ${sure} tokens to compare ids`);
+      const got = await model.complete([1], { temperature: 0, maxTokens: 48, stopAtEos: false });
+      assertEquals(got.ids.slice(0, sure), want.slice(0, sure), quant);
+    } finally {
+      model.dispose();
+    }
+  }
+});
+
+Deno.test("random bench models: quantized codes and scales made on the GPU give finite logits; weight bytes per format", async () => {
+  const ctx = await gpu();
+  const c = SHAPES.tiny;
+  const P = c.numLayers * projectionParamsOf(c) + c.vocabSize * c.hiddenSize; // linear layers + lm_head
+  const other = c.vocabSize * c.hiddenSize * 2 + (2 * c.numLayers + 1) * c.hiddenSize * 4; // f16 embed, norms
+  for (const quant of ["none", "int8", "int4"] as const) {
+    const model = randomModel(ctx, c, { contextLength: 64, quant });
+    try {
+      const format = quant === "none" ? "f16" : quant;
+      assertEquals(model.weightFormat, format);
+      const want = P * bytesPerWeight(format, QUANT_SCHEMES[quant as "int8"]?.group) + other;
+      // rows are padded to whole groups and 16 bytes: a few percent at these small widths
+      assert(Math.abs(model.weightBytes / want - 1) < 0.03, `${quant}: ${model.weightBytes} bytes, want ~${want}`);
+      const logits = await model.logits([1, 5, 9]);
+      assert(logits.every(Number.isFinite), `${quant}: non-finite logits`);
+      const sd = Math.sqrt(logits.reduce((a, v) => a + v * v, 0) / logits.length);
+      assert(sd > 0.1 && sd < 100, `${quant}: logit scale ${sd}`);
+    } finally {
+      model.dispose();
+    }
+  }
+});
+
+/** Weights of one layer's seven projections. */
+function projectionParamsOf(c: typeof SHAPES.tiny): number {
+  const q = c.numHeads * c.headDim;
+  const kv = c.numKvHeads * c.headDim;
+  return c.hiddenSize * (2 * q + 2 * kv) + 3 * c.hiddenSize * c.intermediateSize;
+}
+
+Deno.test("quant option: an unknown format is a clear error naming the flag, before any file is read", async () => {
+  throws(() => parseQuant("int3", "--quant"), /--quant must be one of none, int8, int4, got 'int3'/);
+  assertEquals(parseQuant(undefined, "--quant"), "none");
+  await rejects(
+    loadModel("/nonexistent", { quant: "fp8" as "int8" }),
+    /quant must be one of none, int8, int4, got 'fp8'/,
+  );
+  const deps = {
+    loadModel: () => Promise.reject(new Error("must not load")),
+    defaultModelDir: () => STORIES,
+  };
+  for (const [name, values] of [
+    ["generate", { "prompt-ids": "1", quant: "q4" }],
+    ["eval", { text: import.meta.filename!, quant: "q4" }],
+    ["bench", { quant: "q4" }],
+    ["serve", { quant: "q4" }],
+  ] as const) {
+    await rejects(COMMANDS[name].run(values, deps), /--quant must be one of none, int8, int4, got 'q4'/, name);
   }
 });

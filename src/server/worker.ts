@@ -23,6 +23,7 @@ import type {
   TextModel,
 } from "../generate/types.ts";
 import type { Model } from "../model/model.ts";
+import type { QuantFormat } from "../gpu/quant.ts";
 import { TextTokenizer } from "../model/tokenizer.ts";
 import { ChunkQueue } from "../generate/stream.ts";
 
@@ -34,6 +35,8 @@ export interface WorkerLoadOptions {
   maxPrefill?: number;
   /** TEAL profile file; default `teal-profile.json` in the model folder when present; false: none. */
   profile?: string | false;
+  /** Weight format: "none" (f16), "int8" or "int4" (quantized at load). */
+  quant?: QuantFormat;
 }
 
 /** What the worker reports once the model is loaded. */
