@@ -51,7 +51,7 @@ Deno.test("quantize: every error is within scale / 2 of its group, at awkward wi
       const w = randn(len * K, r, 0.3);
       // edge cases in channel 0: an all-equal group, a zero group, a group with one huge value
       for (let n = 0; n < Math.min(len, s.group); n++) w[n * K] = 0.123;
-      if (len > s.group) for (let n = s.group; n < Math.min(len, 2 * s.group); n++) w[n * K] = 0;
+      if (len > s.group) { for (let n = s.group; n < Math.min(len, 2 * s.group); n++) w[n * K] = 0; }
       if (K > 1) w[3 * K + 1] = 40;
       const { deq } = roundTrip(w, K, len, s);
       for (let k = 0; k < K; k++) {
@@ -60,12 +60,17 @@ Deno.test("quantize: every error is within scale / 2 of its group, at awkward wi
           const { scale } = groupParams(v, s);
           for (let j = 0; j < v.length; j++) {
             const err = Math.abs(deq[(g0 + j) * K + k] - v[j]);
-            assert(err <= scale / 2 * (1 + 1e-6) + 1e-12, `${name} K=${K} len=${len}: err ${err} scale ${scale}`);
+            assert(
+              err <= scale / 2 * (1 + 1e-6) + 1e-12,
+              `${name} K=${K} len=${len}: err ${err} scale ${scale}`,
+            );
           }
         }
       }
       // the zero group comes back exactly zero; the all-equal group within its bound (exact for int8/int4 zp)
-      if (len > s.group) for (let n = s.group; n < Math.min(len, 2 * s.group); n++) assertEquals(deq[n * K], 0);
+      if (len > s.group) {
+        for (let n = s.group; n < Math.min(len, 2 * s.group); n++) assertEquals(deq[n * K], 0);
+      }
     }
   }
 });
@@ -84,7 +89,11 @@ Deno.test("quantize: packing round-trips codes, metadata sits after the codes, r
     // values on the code grid of one group come back exactly
     const scale = 0.25;
     const w = new Float32Array(len * K).map((_, i) =>
-      s.bits === 8 ? ((i * 37) % 255 - 127) * scale : s.zeroPoint ? ((i * 7) % 16) * scale : ((i * 7) % 15 - 7) * scale
+      s.bits === 8
+        ? ((i * 37) % 255 - 127) * scale
+        : s.zeroPoint
+        ? ((i * 7) % 16) * scale
+        : ((i * 7) % 15 - 7) * scale
     );
     // pin each group's range so the scale is exactly 0.25
     for (let k = 0; k < K; k++) {
@@ -173,7 +182,10 @@ async function runGemv(
   thr: number[],
   o: Parameters<typeof gemvOp>[5],
 ): Promise<{ y: Float32Array; counters: number[] }> {
-  const sp = { thresholds: ctx.buffer(16, "t", new Float32Array([...thr, 0, 0, 0, 0].slice(0, 4))), counters: ctx.buffer(16, "c") };
+  const sp = {
+    thresholds: ctx.buffer(16, "t", new Float32Array([...thr, 0, 0, 0, 0].slice(0, 4))),
+    counters: ctx.buffer(16, "c"),
+  };
   const partials = poisoned(ctx, gemvSplits(m.K) * m.N);
   const out = poisoned(ctx, m.N);
   ctx.run([
@@ -187,7 +199,12 @@ Deno.test("gemv_q: dense and sparse fused q|k|v, int8 and int4, at awkward sizes
   const ctx = await gpu();
   const r = rng(12);
   for (const [name, s] of SCHEMES) {
-    for (const [K, lens] of [[172, [64, 40, 40]], [1100, [200, 72, 72]], [7, [9]], [8200, [35]]] as [number, number[]][]) {
+    for (
+      const [K, lens] of [[172, [64, 40, 40]], [1100, [200, 72, 72]], [7, [9]], [8200, [35]]] as [
+        number,
+        number[],
+      ][]
+    ) {
       const ws = lens.map((n) => randn(n * K, r, 0.5));
       const scales = randn(K * lens.length, r).map((v) => 0.5 + Math.abs(v));
       const { m, deq } = makeQMatrix(ctx, K, ws, lens, s, scales);
@@ -329,7 +346,6 @@ Deno.test("stories260k (tied) with int8 and int4 weights: logits and greedy toke
     try {
       assertEquals(model.weightFormat, quant);
       const ref = await quantizedReference(STORIES, QUANT_SCHEMES[quant]);
-      const V = ref.config.vocabSize;
       // greedy on the reference, with the top-1/top-2 margin of every step (ids compare only above the error)
       let l = ref.forward([1], 0);
       const want: number[] = [];
@@ -369,7 +385,10 @@ Deno.test("random bench models: quantized codes and scales made on the GPU give 
       assertEquals(model.weightFormat, format);
       const want = P * bytesPerWeight(format, QUANT_SCHEMES[quant as "int8"]?.group) + other;
       // rows are padded to whole groups and 16 bytes: a few percent at these small widths
-      assert(Math.abs(model.weightBytes / want - 1) < 0.03, `${quant}: ${model.weightBytes} bytes, want ~${want}`);
+      assert(
+        Math.abs(model.weightBytes / want - 1) < 0.03,
+        `${quant}: ${model.weightBytes} bytes, want ~${want}`,
+      );
       const logits = await model.logits([1, 5, 9]);
       assert(logits.every(Number.isFinite), `${quant}: non-finite logits`);
       const sd = Math.sqrt(logits.reduce((a, v) => a + v * v, 0) / logits.length);
@@ -398,12 +417,18 @@ Deno.test("quant option: an unknown format is a clear error naming the flag, bef
     loadModel: () => Promise.reject(new Error("must not load")),
     defaultModelDir: () => STORIES,
   };
-  for (const [name, values] of [
-    ["generate", { "prompt-ids": "1", quant: "q4" }],
-    ["eval", { text: import.meta.filename!, quant: "q4" }],
-    ["bench", { quant: "q4" }],
-    ["serve", { quant: "q4" }],
-  ] as const) {
-    await rejects(COMMANDS[name].run(values, deps), /--quant must be one of none, int8, int4, got 'q4'/, name);
+  for (
+    const [name, values] of [
+      ["generate", { "prompt-ids": "1", quant: "q4" }],
+      ["eval", { text: import.meta.filename!, quant: "q4" }],
+      ["bench", { quant: "q4" }],
+      ["serve", { quant: "q4" }],
+    ] as const
+  ) {
+    await rejects(
+      COMMANDS[name].run(values, deps),
+      /--quant must be one of none, int8, int4, got 'q4'/,
+      name,
+    );
   }
 });

@@ -47,7 +47,9 @@ export function randomModel(
   }
   one(w.finalNorm);
   for (const p of w.lmHead) rndMatrix(p.matrix);
-  if (!config.tieWordEmbeddings || w.format !== "f16") { for (const e of w.embed) rnd(e.buffer, e.buffer.size, 3); }
+  if (!config.tieWordEmbeddings || w.format !== "f16") {
+    for (const e of w.embed) rnd(e.buffer, e.buffer.size, 3);
+  }
   gpu.run(ops);
   releaseOps(ops);
   const contextLength = Math.min(o.contextLength, config.maxPositionEmbeddings);

@@ -71,9 +71,9 @@ export const benchCommand: Command = {
       const t0 = performance.now();
       model = randomModel(await createGpuContext(), config, { contextLength, quant });
       log(
-        `built ${shape} with random ${model.weightFormat} weights: ${(model.weightBytes / 2 ** 30).toFixed(2)} GiB in ${
-          ((performance.now() - t0) / 1000).toFixed(1)
-        } s`,
+        `built ${shape} with random ${model.weightFormat} weights: ${
+          (model.weightBytes / 2 ** 30).toFixed(2)
+        } GiB in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
       );
     }
     try {
@@ -124,7 +124,9 @@ export const benchCommand: Command = {
       if (v.json) console.log(JSON.stringify(report));
       else {
         console.log(
-          `${shape}, ${model.weightFormat} weights (${(model.weightBytes / 2 ** 30).toFixed(2)} GiB) on ${report.device} ` +
+          `${shape}, ${model.weightFormat} weights (${
+            (model.weightBytes / 2 ** 30).toFixed(2)
+          } GiB) on ${report.device} ` +
             `(${report.date}, commit ${report.commit})`,
         );
         console.log("sparsity  realised  tokens/s  GPU ms/token   GB/s  host overhead");

@@ -145,7 +145,9 @@ export const evalCommand: Command = {
           })),
         }));
       } else {
-        console.log(`${model.id}, ${model.weightFormat} weights (${(model.weightBytes / 2 ** 20).toFixed(1)} MiB)`);
+        console.log(
+          `${model.id}, ${model.weightFormat} weights (${(model.weightBytes / 2 ** 20).toFixed(1)} MiB)`,
+        );
         console.log("sparsity  perplexity  tokens  realised");
         for (const r of results) {
           console.log(

@@ -11,10 +11,10 @@
  */
 import type { GpuContext, Op } from "./context.ts";
 import {
-  type GemvInput,
   gemvChunk,
-  type Matrix,
+  type GemvInput,
   MATMUL_TILE,
+  type Matrix,
   roundUp,
   type Segment,
   type SparsityBuffers,
@@ -224,7 +224,13 @@ export function dequantizeBlock(block: Uint32Array, K: number, seg: Segment, s: 
  * W [out][in] as the GPU sees it after quantization (the CPU reference on these weights is the oracle of the
  * quantized model). Column parts start at multiples of `part` outputs (lm_head's split), groups restart there.
  */
-export function fakeQuantize(w: Float32Array, outDim: number, inDim: number, s: QuantScheme, part = outDim) {
+export function fakeQuantize(
+  w: Float32Array,
+  outDim: number,
+  inDim: number,
+  s: QuantScheme,
+  part: number = outDim,
+): Float32Array {
   const res = new Float32Array(w.length);
   for (let r0 = 0; r0 < outDim; r0 += part) {
     const len = Math.min(part, outDim - r0);
