@@ -29,12 +29,12 @@ import { gpu, poisoned, randn, relErr, rng } from "./_gpu.ts";
 
 const INT8: QuantScheme = QUANT_SCHEMES.int8;
 const INT4: QuantScheme = QUANT_SCHEMES.int4;
-const INT4_SYM: QuantScheme = { bits: 4, group: 64, zeroPoint: false };
 const SCHEMES: [string, QuantScheme][] = [
   ["int8/128", INT8],
   ["int8/32", { bits: 8, group: 32, zeroPoint: false }],
-  ["int4/32 zero point", INT4],
-  ["int4/64 symmetric", INT4_SYM],
+  ["int4/64 zero point", INT4],
+  ["int4/32 symmetric", { bits: 4, group: 32, zeroPoint: false }],
+  ["int4/128 zero point", { bits: 4, group: 128, zeroPoint: true }],
 ];
 
 /** Quantizes W [len][K] as one segment and returns the block, its layout and the dequantized weights. */
