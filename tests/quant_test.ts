@@ -32,9 +32,9 @@ const INT4: QuantScheme = QUANT_SCHEMES.int4;
 const SCHEMES: [string, QuantScheme][] = [
   ["int8/128", INT8],
   ["int8/32", { bits: 8, group: 32, zeroPoint: false }],
-  ["int4/64 zero point", INT4],
+  ["int4/128 zero point", INT4],
   ["int4/32 symmetric", { bits: 4, group: 32, zeroPoint: false }],
-  ["int4/128 zero point", { bits: 4, group: 128, zeroPoint: true }],
+  ["int4/64 zero point", { bits: 4, group: 64, zeroPoint: true }],
 ];
 
 /** Quantizes W [len][K] as one segment and returns the block, its layout and the dequantized weights. */

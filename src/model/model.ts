@@ -51,7 +51,7 @@ export interface LoadOptions {
   profile?: string | false;
   /**
    * Weight format of the linear layers and lm_head: "none" keeps f16; "int8" (symmetric, groups of 128) and
-   * "int4" (with a zero point, groups of 64) quantize at load (docs/quantization.md). Embeddings stay f16.
+   * "int4" (with a zero point, groups of 128) quantize at load (docs/quantization.md). Embeddings stay f16.
    */
   quant?: QuantFormat;
 }
