@@ -75,6 +75,17 @@ Deno.test("quantize: every error is within scale / 2 of its group, at awkward wi
   }
 });
 
+Deno.test("quantize: tiny (f16 subnormal) and negative groups stay within their bound", () => {
+  for (const [name, s] of SCHEMES) {
+    for (const v of [[-3e-8, -1e-9, -2e-8], [1e-9, 4e-8, 2e-9], [-5e-6, 7e-7, -1e-7], [-2, -1.5, -1.75]]) {
+      const w = new Float32Array(v);
+      const { deq } = roundTrip(w, 1, v.length, s);
+      const { scale } = groupParams(w, s);
+      w.forEach((x, i) => assert(Math.abs(deq[i] - x) <= scale / 2 * (1 + 1e-6), `${name} ${v}: ${deq[i]}`));
+    }
+  }
+});
+
 Deno.test("quantize: packing round-trips codes, metadata sits after the codes, rows are 16-byte aligned", () => {
   for (const [name, s] of SCHEMES) {
     const K = 3;

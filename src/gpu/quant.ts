@@ -110,12 +110,13 @@ export function bytesPerWeight(format: WeightFormat, group = 0): number {
 function f16Toward(x: number, dir: "up" | "down"): number {
   let b = f32ToF16Bit(x);
   let v = f16BitsToF32(b);
-  // step one ulp at a time: at most one or two steps, since f32ToF16Bit rounds to nearest
+  // one ulp at a time (one step at most, since f32ToF16Bit rounds to nearest); sign-magnitude bits: a
+  // larger magnitude is one more for a positive value, and ±0 steps to the smallest subnormal of the sign
   while (dir === "up" ? v < x : v > x) {
     const neg = (b & 0x8000) !== 0;
     const mag = b & 0x7fff;
-    if ((dir === "up") !== neg) b = mag === 0 && neg ? 0x0001 : b + 1;
-    else b = mag === 0 ? 0x8001 : b - 1;
+    if (dir === "up") b = mag === 0 ? 0x0001 : neg ? b - 1 : b + 1;
+    else b = mag === 0 ? 0x8001 : neg ? b + 1 : b - 1;
     v = f16BitsToF32(b);
   }
   return v;
