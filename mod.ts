@@ -27,6 +27,7 @@ export type {
 export type { Architecture, ModelConfig, RopeScaling } from "./src/model/config.ts";
 export type { EmbedPart, LayerWeights, LmHeadPart, NamedTensor, Weights } from "./src/model/weights.ts";
 export type { Matrix, Segment } from "./src/gpu/kernels.ts";
+export type { QuantFormat, QuantScheme, WeightFormat } from "./src/gpu/quant.ts";
 export { type ChatMessage, TextTokenizer } from "./src/model/tokenizer.ts";
 export type { ChatTemplateOptions, EncodeOptions } from "./src/model/tokenizer.ts";
 export { createGpuContext, GpuContext, GpuError } from "./src/gpu/context.ts";

@@ -9,6 +9,7 @@
  * Environment:
  * - `TEALGPU_MODEL`: model folder (default: the embedded tiny-llama-16m of a checkout).
  * - `TEALGPU_API_KEY`: when set, every endpoint but `/health` requires `Authorization: Bearer <key>`.
+ * - `TEALGPU_QUANT`: weight format, `none` (f16, default), `int8` or `int4` (quantized at load).
  *
  * The model loads in the background, in a worker thread: `/health` answers 503 until it is ready. Run one process per GPU (do not
  * use `deno serve --parallel`: each worker would load its own copy of the model). Endpoints:
@@ -18,14 +19,16 @@
 import { createApp } from "./src/server/app.ts";
 import { defaultModelDir } from "./src/model/default_model.ts";
 import { loadModelInWorker } from "./src/server/worker.ts";
+import { parseQuant } from "./src/gpu/quant.ts";
 
 // wgpu's Vulkan backend warns when XDG_RUNTIME_DIR is unset (headless servers); give it a harmless one.
 if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
 
 const dir = Deno.env.get("TEALGPU_MODEL") || defaultModelDir();
+const quant = parseQuant(Deno.env.get("TEALGPU_QUANT") || undefined, "TEALGPU_QUANT");
 const app = createApp({
   // GPU work runs in a worker thread so it never blocks this one's event loop
-  model: loadModelInWorker(dir).then((m) => {
+  model: loadModelInWorker(dir, { quant }).then((m) => {
     console.error(`tealgpu: model ${m.id} ready (context ${m.contextLength} tokens)`);
     return m;
   }),

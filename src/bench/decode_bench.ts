@@ -7,6 +7,7 @@ import type { Op } from "../gpu/context.ts";
 import type { Model } from "../model/model.ts";
 import { releaseOps } from "../model/forward.ts";
 import { SLOTS } from "../model/weights.ts";
+import { bytesPerWeight } from "../gpu/quant.ts";
 import { calibrate, projectionParams } from "../teal/calibrate.ts";
 
 /** One benchmark row. */
@@ -59,16 +60,19 @@ function randomIds(n: number, vocab: number, seed: number): number[] {
 
 /**
  * Bytes of weights one decode step reads: every matrix in full when dense; with sparsity, each projection's
- * kept fraction of its rows (perTensor from the GPU counters); lm_head in full; one embedding row.
+ * kept fraction of its rows (perTensor from the GPU counters); lm_head in full; one embedding row (f16).
+ * Quantized formats count codes and group scales.
  */
 export function weightBytesPerToken(model: Model, perTensor: number[][] | null): number {
   const c = model.config;
   const params = projectionParams(model);
+  const group = model.forward.weights.layers[0]?.qkv.group ?? 0;
+  const b = bytesPerWeight(model.weightFormat, group);
   let bytes = 0;
   for (let l = 0; l < c.numLayers; l++) {
-    for (let s = 0; s < SLOTS; s++) bytes += 2 * params[s] * (perTensor ? 1 - perTensor[l][s] : 1);
+    for (let s = 0; s < SLOTS; s++) bytes += b * params[s] * (perTensor ? 1 - perTensor[l][s] : 1);
   }
-  return bytes + 2 * c.vocabSize * c.hiddenSize + 2 * c.hiddenSize;
+  return bytes + b * c.vocabSize * c.hiddenSize + 2 * c.hiddenSize;
 }
 
 /** Runs the decode benchmark on a model (random or real) at each sparsity. */

@@ -10,6 +10,7 @@ import { DECODE } from "../generate/decode.ts";
 import type { Model } from "../model/model.ts";
 import type { Command } from "./commands.ts";
 import { num, numList } from "./options.ts";
+import { parseQuant } from "../gpu/quant.ts";
 
 async function gitCommit(): Promise<string> {
   // the GPU machine gets a copy of the tree without .git: TEALGPU_COMMIT names the commit there
@@ -33,7 +34,8 @@ export const benchCommand: Command = {
   --model PATH         benchmark a real model (folder or GGUF file) instead of a random shape
   --sparsity LIST      comma-separated TEAL targets (default 0,0.25,0.4,0.5,0.6,0.7)
   --tokens N           tokens to decode per run (default 128)
-  --quant none         weight format (only none: f16)
+  --quant FORMAT       weight format: none (f16), int8 or int4 (group-wise, quantized on the GPU for
+                       --shape, at load for --model; see docs/quantization.md)
   --speculate K        also time self-speculative decoding's dense verify pass (K + 1 positions) and estimate
                        its speed-up from the dense/draft step times and --acceptance
   --draft-sparsity S   draft sparsity for the estimate (default 0.5; must be one of --sparsity)
@@ -57,8 +59,7 @@ export const benchCommand: Command = {
     json: { type: "boolean" },
   },
   async run(v, deps) {
-    const quant = (v.quant as string | undefined) ?? "none";
-    if (quant !== "none") throw new Error(`--quant ${quant}: only 'none' (f16 weights) is implemented`);
+    const quant = parseQuant(v.quant as string | undefined, "--quant");
     const sparsities = numList((v.sparsity as string | undefined) ?? "0,0.25,0.4,0.5,0.6,0.7", "sparsity");
     for (const s of sparsities) if (!(s >= 0 && s < 1)) throw new Error(`--sparsity: ${s} is outside [0, 1)`);
     const tokens = num(v, "tokens", 128, { min: 1, integer: true });
@@ -68,17 +69,17 @@ export const benchCommand: Command = {
     const contextLength = 16 + tokens + 64;
     if (v.model) {
       shape = (v.model as string).replace(/\/+$/, "").split("/").pop()!;
-      model = await deps.loadModel(v.model as string, { contextLength });
+      model = await deps.loadModel(v.model as string, { contextLength, quant });
     } else {
       shape = (v.shape as string | undefined) ?? "tiny";
       const config = SHAPES[shape];
       if (!config) throw new Error(`--shape ${shape}: unknown (choose ${Object.keys(SHAPES).join(", ")})`);
       const t0 = performance.now();
-      model = randomModel(await createGpuContext(), config, { contextLength });
+      model = randomModel(await createGpuContext(), config, { contextLength, quant });
       log(
-        `built ${shape} with random weights: ${(model.weightBytes / 2 ** 30).toFixed(2)} GiB in ${
-          ((performance.now() - t0) / 1000).toFixed(1)
-        } s`,
+        `built ${shape} with random ${model.weightFormat} weights: ${
+          (model.weightBytes / 2 ** 30).toFixed(2)
+        } GiB in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
       );
     }
     try {
@@ -121,6 +122,7 @@ export const benchCommand: Command = {
         quant,
         stream_interval_ms: streamIntervalMs ?? null,
         dispatches_per_submit: DECODE.dispatchesPerSubmit,
+        weight_format: model.weightFormat,
         weight_bytes: model.weightBytes,
         rows: rows.map((r) => ({
           sparsity: r.sparsity,
@@ -137,7 +139,12 @@ export const benchCommand: Command = {
       };
       if (v.json) console.log(JSON.stringify(report));
       else {
-        console.log(`${shape} on ${report.device} (${report.date}, commit ${report.commit})`);
+        console.log(
+          `${shape}, ${model.weightFormat} weights (${
+            (model.weightBytes / 2 ** 30).toFixed(2)
+          } GiB) on ${report.device} ` +
+            `(${report.date}, commit ${report.commit})`,
+        );
         console.log("sparsity  realised  tokens/s  GPU ms/token   GB/s  host overhead");
         for (const r of report.rows) {
           console.log(

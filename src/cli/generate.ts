@@ -4,6 +4,7 @@
  */
 import type { Command } from "./commands.ts";
 import { num, numList } from "./options.ts";
+import { parseQuant } from "../gpu/quant.ts";
 
 const USAGE = `usage: deno run -A cli.ts generate [options]
 
@@ -24,6 +25,7 @@ const USAGE = `usage: deno run -A cli.ts generate [options]
                        --temperature 0 and a TEAL profile; output identical to dense greedy)
   --draft-sparsity S   sparsity of the speculative draft (default 0.5)
   --context N          context length to allocate (default min(model max, 4096))
+  --quant FORMAT       weight format: none (f16, default), int8 or int4 (quantized at load)
   --json               print {"ids", "text", "prompt_tokens", "tokens_per_s", ...} instead of streaming`;
 
 /** The generate command. */
@@ -45,6 +47,7 @@ export const generateCommand: Command = {
     profile: { type: "string" },
     "sparse-prefill": { type: "boolean" },
     context: { type: "string" },
+    quant: { type: "string" },
     speculate: { type: "string" },
     "draft-sparsity": { type: "string" },
     json: { type: "boolean" },
@@ -67,11 +70,16 @@ export const generateCommand: Command = {
         ? undefined
         : num(v, "draft-sparsity", 0.5, { min: 0, max: 0.99, minExclusive: true }),
     };
+    const quant = parseQuant(v.quant as string | undefined, "--quant");
     const dir = (v.model as string | undefined) ?? deps.defaultModelDir();
     const contextLength = v.context === undefined
       ? undefined
       : num(v, "context", 0, { min: 2, integer: true });
-    const model = await deps.loadModel(dir, { contextLength, profile: v.profile as string | undefined });
+    const model = await deps.loadModel(dir, {
+      contextLength,
+      profile: v.profile as string | undefined,
+      quant,
+    });
     try {
       let prompt: string | number[];
       if (v["prompt-ids"] !== undefined) prompt = numList(v["prompt-ids"] as string, "prompt-ids", true);
@@ -97,6 +105,8 @@ export const generateCommand: Command = {
           ttft_ms: Number(r.timeToFirstTokenMs.toFixed(2)),
           sparsity: options.sparsity,
           realized_sparsity: r.realizedSparsity,
+          weight_format: model.weightFormat,
+          weight_bytes: model.weightBytes,
           ...(r.speculation
             ? {
               acceptance_rate: Number(r.speculation.acceptanceRate.toFixed(4)),

@@ -4,6 +4,7 @@
  */
 import type { Command } from "./commands.ts";
 import { num } from "./options.ts";
+import { parseQuant } from "../gpu/quant.ts";
 import { DEFAULT_LIMITS } from "../server/app.ts";
 import { serve } from "../server/serve.ts";
 import { loadModelInWorker } from "../server/worker.ts";
@@ -17,6 +18,7 @@ const USAGE = `usage: deno run -A cli.ts serve [options]
   --max-tokens-limit N    largest max_tokens a request may ask for (default ${DEFAULT_LIMITS.maxTokensLimit})
   --context N             context length to allocate (default min(model max, 4096))
   --profile FILE          TEAL profile (default: teal-profile.json beside the model)
+  --quant FORMAT          weight format: none (f16), int8 or int4 (default: $TEALGPU_QUANT, else none)
 
 Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health.
 SIGINT/SIGTERM stop accepting connections and wait for running requests; a second signal exits at once.`;
@@ -33,6 +35,7 @@ export const serveCommand: Command = {
     "max-tokens-limit": { type: "string" },
     context: { type: "string" },
     profile: { type: "string" },
+    quant: { type: "string" },
   },
   async run(v, deps) {
     const port = num(v, "port", 8000, { min: 0, max: 65535, integer: true });
@@ -47,6 +50,9 @@ export const serveCommand: Command = {
     const apiKey = (v["api-key"] as string | undefined) ?? (Deno.env.get("TEALGPU_API_KEY") || undefined);
     if (apiKey !== undefined && apiKey.length === 0) throw new Error("--api-key must not be empty");
     const dir = (v.model as string | undefined) ?? deps.defaultModelDir();
+    const quant = v.quant !== undefined
+      ? parseQuant(v.quant as string, "--quant")
+      : parseQuant(Deno.env.get("TEALGPU_QUANT") || undefined, "TEALGPU_QUANT");
 
     const stop = new AbortController();
     let signals = 0;
@@ -61,7 +67,7 @@ export const serveCommand: Command = {
     let failed = false;
     // the model runs in a worker thread: GPU read-backs block their thread, and this one serves HTTP
     console.error(`tealgpu: loading ${dir}`);
-    const model = loadModelInWorker(dir, { contextLength, profile: v.profile as string | undefined });
+    const model = loadModelInWorker(dir, { contextLength, profile: v.profile as string | undefined, quant });
     model.then(
       (m) => {
         const sparse = m.sparsityLevels.length > 0 ? `, TEAL sparsity up to ${m.sparsityLevels.at(-1)}` : "";

@@ -8,6 +8,7 @@ import { lineChart } from "../teal/plot.ts";
 import { progressBar } from "../model/progress.ts";
 import type { Command } from "./commands.ts";
 import { num, numList } from "./options.ts";
+import { parseQuant } from "../gpu/quant.ts";
 
 async function readText(path: string, flag: string): Promise<string> {
   try {
@@ -95,7 +96,9 @@ export const evalCommand: Command = {
   --windows N          windows to score (default 8)
   --sparsity LIST      comma-separated targets (default 0)
   --profile FILE       TEAL profile (default: teal-profile.json in the model folder)
-  --json               print {"results": [{"sparsity", "ppl", "tokens", "realized"}]}
+  --quant FORMAT       weight format: none (f16, default), int8 or int4 (quantized at load)
+  --json               print {"weight_format", "weight_bytes", "results": [{"sparsity", "ppl", "tokens",
+                       "realized"}]}
   --plot FILE.svg      draw perplexity against sparsity`,
   options: {
     model: { type: "string" },
@@ -104,6 +107,7 @@ export const evalCommand: Command = {
     windows: { type: "string" },
     sparsity: { type: "string" },
     profile: { type: "string" },
+    quant: { type: "string" },
     json: { type: "boolean" },
     plot: { type: "string" },
   },
@@ -112,12 +116,14 @@ export const evalCommand: Command = {
     const ctx = num(v, "ctx", 512, { min: 2, integer: true });
     const sparsities = v.sparsity ? numList(v.sparsity as string, "sparsity") : [0];
     for (const s of sparsities) if (!(s >= 0 && s < 1)) throw new Error(`--sparsity: ${s} is outside [0, 1)`);
+    const quant = parseQuant(v.quant as string | undefined, "--quant");
     const text = await readText(v.text as string, "text");
     const dir = (v.model as string | undefined) ?? deps.defaultModelDir();
     const model = await deps.loadModel(dir, {
       maxPrefill: ctx + 1,
       contextLength: ctx + 2,
       profile: v.profile as string | undefined,
+      quant,
     });
     try {
       const bar = Deno.stderr.isTerminal() ? progressBar("eval".padEnd(10), "items") : undefined;
@@ -129,6 +135,8 @@ export const evalCommand: Command = {
       });
       if (v.json) {
         console.log(JSON.stringify({
+          weight_format: model.weightFormat,
+          weight_bytes: model.weightBytes,
           results: results.map((r) => ({
             sparsity: r.sparsity,
             ppl: Number(r.ppl.toFixed(4)),
@@ -137,6 +145,9 @@ export const evalCommand: Command = {
           })),
         }));
       } else {
+        console.log(
+          `${model.id}, ${model.weightFormat} weights (${(model.weightBytes / 2 ** 20).toFixed(1)} MiB)`,
+        );
         console.log("sparsity  perplexity  tokens  realised");
         for (const r of results) {
           console.log(

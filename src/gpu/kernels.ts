@@ -4,6 +4,7 @@
  * @module
  */
 import type { GpuContext, Op } from "./context.ts";
+import { gemvQOp, matmulQOp, type WeightFormat } from "./quant.ts";
 
 /** gemv.wgsl tunables: threads per column group, input channels per split, threads per workgroup. */
 export const GEMV = { TPR: 16, KCHUNK: 512, WG: 256 } as const;
@@ -20,11 +21,14 @@ export interface GemvTune {
 /** Output tile of matmul.wgsl (rows and columns). */
 export const MATMUL_TILE = 64;
 
-/** One output segment of a weight matrix: a [K][stride] block of f16 holding the transposed weights. */
+/**
+ * One output segment of a weight matrix: a [K][stride] block holding the transposed weights (f16; quantized
+ * formats count `base` and `stride` in u32 words, see src/gpu/quant.ts).
+ */
 export interface Segment {
-  /** First f16 of the block in the matrix buffer. */
+  /** First f16 (quantized: u32 word) of the block in the matrix buffer. */
   base: number;
-  /** f16 per block row (columns rounded up to 8). */
+  /** f16 per block row (columns rounded up to 8); quantized: u32 words per row. */
   stride: number;
   /** Output columns. */
   len: number;
@@ -32,6 +36,8 @@ export interface Segment {
   out: number;
   /** Index of this segment's threshold in the thresholds buffer. */
   thr: number;
+  /** Quantized formats: u32 word within a row where the row's group scales start (after its codes). */
+  meta?: number;
 }
 
 /**
@@ -49,6 +55,10 @@ export interface Matrix {
   buffer: GPUBuffer;
   /** Per-channel score scales, [segments][K] (ones for plain magnitude scoring). */
   scales: GPUBuffer;
+  /** Storage format of `buffer` (default f16); int8/int4 run the kernels of src/gpu/quant.ts. */
+  format?: WeightFormat;
+  /** Quantized formats: outputs per group sharing a scale. */
+  group?: number;
 }
 
 /** Rounds up to a multiple of m. */
@@ -137,6 +147,7 @@ export function gemvOp(
     tune?: GemvTune;
   },
 ): Op {
+  if (m.format && m.format !== "f16") return gemvQOp(ctx, m, x, partials, sp, opts);
   const tune = opts.tune ?? { TPR: GEMV.TPR, KCHUNK: gemvChunk(m.K, m.N) };
   const inp = opts.input ?? { kind: "plain" };
   const params = ctx.uniform(
@@ -246,6 +257,7 @@ export function matmulOp(
     label?: string;
   },
 ): Op {
+  if (m.format && m.format !== "f16") return matmulQOp(ctx, m, x, y, sp, o);
   const params = ctx.uniform(
     [
       o.M,

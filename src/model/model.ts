@@ -4,6 +4,7 @@
  * @module
  */
 import { createGpuContext, type GpuContext } from "../gpu/context.ts";
+import { parseQuant, type QuantFormat, type WeightFormat } from "../gpu/quant.ts";
 import { type BatchTrace, DECODE, runDecode } from "../generate/decode.ts";
 import { runSpeculative, type SpeculativeStats } from "../generate/speculative.ts";
 import { ChunkQueue } from "../generate/stream.ts";
@@ -50,6 +51,11 @@ export interface LoadOptions {
   gpu?: GpuContext;
   /** TEAL profile file; default `teal-profile.json` in the model folder when present; false: none. */
   profile?: string | false;
+  /**
+   * Weight format of the linear layers and lm_head: "none" keeps f16; "int8" (symmetric, groups of 128) and
+   * "int4" (with a zero point, groups of 128) quantize at load (docs/quantization.md). Embeddings stay f16.
+   */
+  quant?: QuantFormat;
 }
 
 /** Realised TEAL sparsity measured on the GPU during the last generation. */
@@ -83,6 +89,8 @@ export class Model implements TextModel {
   readonly contextLength: number;
   /** Bytes of weights on the GPU. */
   readonly weightBytes: number;
+  /** Format of the linear layers and lm_head on the GPU. */
+  readonly weightFormat: WeightFormat;
   /** @internal GPU forward pass. */
   readonly forward: Forward;
   #weights: Weights;
@@ -120,6 +128,7 @@ export class Model implements TextModel {
     this.contextLength = o.contextLength;
     this.#weights = weights;
     this.weightBytes = weights.bytes;
+    this.weightFormat = weights.format;
     this.forward = new Forward(gpu, config, weights, { maxSeq: o.contextLength, maxPrefill: o.maxPrefill });
   }
 
@@ -536,8 +545,9 @@ export async function modelFromTensors(
   options: LoadOptions & { tokenizer?: TextTokenizer | null } = {},
 ): Promise<Model> {
   checkShapes(config);
+  const quant = parseQuant(options.quant, "quant");
   const gpu = options.gpu ?? await createGpuContext();
-  const weights = allocateWeights(gpu, config);
+  const weights = allocateWeights(gpu, config, quant);
   for await (const t of tensors) uploadTensor(gpu, config, weights, t);
   const contextLength = Math.min(options.contextLength ?? DEFAULT_CONTEXT, config.maxPositionEmbeddings);
   return new Model(id, config, gpu, weights, options.tokenizer ?? null, {
@@ -552,6 +562,7 @@ export async function modelFromTensors(
  * the weights tensor by tensor (GGUF block formats dequantized on the CPU).
  */
 export async function loadModel(dir: string, options: LoadOptions = {}): Promise<Model> {
+  parseQuant(options.quant, "quant"); // before reading any file
   const gguf = await findGgufFile(dir);
   if (gguf) return await loadGguf(gguf, dir, options);
   const ckpt = await openCheckpoint(dir);

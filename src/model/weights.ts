@@ -1,10 +1,19 @@
 /**
- * Model weights on the GPU: one buffer per fused projection, transposed to [in][out] f16 so that TEAL can skip
- * whole input channels; norms in f32; lm_head split into column parts when it exceeds one storage binding.
+ * Model weights on the GPU: one buffer per fused projection, transposed to [in][out] (f16, or group-wise int8 /
+ * int4 codes with their scales, src/gpu/quant.ts) so that TEAL can skip whole input channels; norms in f32;
+ * lm_head split into column parts when it exceeds one storage binding.
  * @module
  */
 import type { GpuContext } from "../gpu/context.ts";
 import { layoutSegments, type Matrix } from "../gpu/kernels.ts";
+import {
+  layoutQuantSegments,
+  QUANT_SCHEMES,
+  type QuantFormat,
+  quantizeBlock,
+  type QuantScheme,
+  type WeightFormat,
+} from "../gpu/quant.ts";
 import type { ModelConfig } from "./config.ts";
 import { ropeInvFreq } from "./config.ts";
 import { f32ToF16Bits } from "./dtype.ts";
@@ -72,6 +81,10 @@ export interface Weights {
   turns: GPUBuffer;
   /** Bytes of GPU memory the weights take. */
   bytes: number;
+  /** Format of the linear layers and lm_head (embeddings stay f16). */
+  format: WeightFormat;
+  /** How the quantized formats were built (null for f16). */
+  scheme: QuantScheme | null;
   /** Host copy of each projection's input-channel norms ||W[:, k]||, [layer][slot] (weight-aware scoring). */
   norms: Float32Array[][];
 }
@@ -103,27 +116,39 @@ export function transposeToF16(
   return f32ToF16Bits(t);
 }
 
-/** Allocates the weight buffers of a model (contents written later by {@link uploadTensor}). */
-export function allocateWeights(ctx: GpuContext, c: ModelConfig): Weights {
+/**
+ * Allocates the weight buffers of a model (contents written later by {@link uploadTensor}); `quant` picks the
+ * format of every linear layer and lm_head (a scheme overrides the default group size of the format).
+ */
+export function allocateWeights(
+  ctx: GpuContext,
+  c: ModelConfig,
+  quant: QuantFormat = "none",
+  scheme?: QuantScheme,
+): Weights {
+  const q = quant === "none" ? null : scheme ?? QUANT_SCHEMES[quant];
   const h = c.hiddenSize;
   const qDim = c.numHeads * c.headDim;
   const kvDim = c.numKvHeads * c.headDim;
   let bytes = 0;
   const ones = (n: number) => ctx.buffer(n * 4, "ones", new Float32Array(n).fill(1));
   const matrix = (K: number, lens: number[], thr: number[], label: string): Matrix => {
-    const { segments, halves } = layoutSegments(K, lens, thr);
-    if (halves * 2 > ctx.maxBinding) {
+    const { segments, size } = q
+      ? (({ segments, words }) => ({ segments, size: words * 4 }))(layoutQuantSegments(K, lens, thr, q))
+      : (({ segments, halves }) => ({ segments, size: halves * 2 }))(layoutSegments(K, lens, thr));
+    if (size > ctx.maxBinding) {
       throw new Error(
-        `${label}: ${halves * 2} bytes exceed the device's largest storage binding (${ctx.maxBinding})`,
+        `${label}: ${size} bytes exceed the device's largest storage binding (${ctx.maxBinding})`,
       );
     }
-    bytes += halves * 2;
+    bytes += size;
     return {
       K,
       N: lens.reduce((a, b) => a + b, 0),
       segments,
-      buffer: ctx.buffer(halves * 2, label),
+      buffer: ctx.buffer(size, label),
       scales: ones(K * lens.length),
+      ...(q ? { format: quant as WeightFormat, group: q.group } : {}),
     };
   };
   const vec = (n: number, label: string) => {
@@ -148,15 +173,16 @@ export function allocateWeights(ctx: GpuContext, c: ModelConfig): Weights {
       down: matrix(c.intermediateSize, [h], [s + PROJ.down], `l${i}.down`),
     });
   }
-  // lm_head [hidden] -> [vocab], split by columns to fit one binding each.
-  const maxCols = Math.max(8, Math.floor(ctx.maxBinding / (2 * h) / 8) * 8);
+  // lm_head [hidden] -> [vocab], split by columns to fit one binding each (quantized: whole groups per part).
+  const colAlign = q ? q.group : 8;
+  const maxCols = Math.max(colAlign, Math.floor(ctx.maxBinding / (2 * h) / colAlign) * colAlign);
   const lmHead: LmHeadPart[] = [];
   for (let col0 = 0; col0 < c.vocabSize; col0 += maxCols) {
     const n = Math.min(maxCols, c.vocabSize - col0);
     lmHead.push({ col0, matrix: matrix(h, [n], [0], `lm_head[${col0}]`) });
   }
   let embed: EmbedPart[];
-  if (c.tieWordEmbeddings) {
+  if (c.tieWordEmbeddings && !q) {
     // Tied: gather the token's column of the transposed lm_head instead of keeping a second copy.
     embed = lmHead.map((p) => ({
       buffer: p.matrix.buffer,
@@ -190,6 +216,8 @@ export function allocateWeights(ctx: GpuContext, c: ModelConfig): Weights {
     lmHead,
     turns: ctx.buffer(turns.byteLength, "rope_turns", turns),
     bytes,
+    format: q ? quant as WeightFormat : "f16",
+    scheme: q,
     norms: layers.map(() => [] as Float32Array[]),
   };
 }
@@ -201,9 +229,17 @@ export function columnNorms(w: Float32Array, inDim: number): Float32Array {
   return Float32Array.from(acc, Math.sqrt);
 }
 
-function writeSegment(ctx: GpuContext, m: Matrix, seg: number, w: Float32Array, r0 = 0): void {
+function writeSegment(
+  ctx: GpuContext,
+  m: Matrix,
+  seg: number,
+  w: Float32Array,
+  r0: number,
+  scheme: QuantScheme | null,
+): void {
   const s = m.segments[seg];
-  ctx.write(m.buffer, transposeToF16(w, m.K, r0, r0 + s.len, s.stride), s.base * 2);
+  if (scheme) ctx.write(m.buffer, quantizeBlock(w, m.K, r0, s, scheme), s.base * 4);
+  else ctx.write(m.buffer, transposeToF16(w, m.K, r0, r0 + s.len, s.stride), s.base * 2);
 }
 
 /**
@@ -214,8 +250,9 @@ export function uploadTensor(ctx: GpuContext, c: ModelConfig, w: Weights, t: Nam
   const name = t.name;
   if (name === "model.embed_tokens.weight") {
     if (c.tieWordEmbeddings) {
-      for (const p of w.lmHead) writeSegment(ctx, p.matrix, 0, t.data, p.col0);
-    } else {
+      for (const p of w.lmHead) writeSegment(ctx, p.matrix, 0, t.data, p.col0, w.scheme);
+    }
+    if (!c.tieWordEmbeddings || w.format !== "f16") {
       for (const p of w.embed) {
         ctx.write(p.buffer, f32ToF16Bits(t.data.subarray(p.tok0 * c.hiddenSize, p.tok1 * c.hiddenSize)));
       }
@@ -224,7 +261,7 @@ export function uploadTensor(ctx: GpuContext, c: ModelConfig, w: Weights, t: Nam
   }
   if (name === "lm_head.weight") {
     if (c.tieWordEmbeddings) return false;
-    for (const p of w.lmHead) writeSegment(ctx, p.matrix, 0, t.data, p.col0);
+    for (const p of w.lmHead) writeSegment(ctx, p.matrix, 0, t.data, p.col0, w.scheme);
     return true;
   }
   if (name === "model.norm.weight") {
@@ -247,25 +284,25 @@ export function uploadTensor(ctx: GpuContext, c: ModelConfig, w: Weights, t: Nam
       ctx.write(L.mlpNorm, t.data);
       return true;
     case "self_attn.q_proj.weight":
-      writeSegment(ctx, L.qkv, 0, t.data);
+      writeSegment(ctx, L.qkv, 0, t.data, 0, w.scheme);
       return true;
     case "self_attn.k_proj.weight":
-      writeSegment(ctx, L.qkv, 1, t.data);
+      writeSegment(ctx, L.qkv, 1, t.data, 0, w.scheme);
       return true;
     case "self_attn.v_proj.weight":
-      writeSegment(ctx, L.qkv, 2, t.data);
+      writeSegment(ctx, L.qkv, 2, t.data, 0, w.scheme);
       return true;
     case "self_attn.o_proj.weight":
-      writeSegment(ctx, L.o, 0, t.data);
+      writeSegment(ctx, L.o, 0, t.data, 0, w.scheme);
       return true;
     case "mlp.gate_proj.weight":
-      writeSegment(ctx, L.gateUp, 0, t.data);
+      writeSegment(ctx, L.gateUp, 0, t.data, 0, w.scheme);
       return true;
     case "mlp.up_proj.weight":
-      writeSegment(ctx, L.gateUp, 1, t.data);
+      writeSegment(ctx, L.gateUp, 1, t.data, 0, w.scheme);
       return true;
     case "mlp.down_proj.weight":
-      writeSegment(ctx, L.down, 0, t.data);
+      writeSegment(ctx, L.down, 0, t.data, 0, w.scheme);
       return true;
     case "self_attn.q_proj.bias":
       if (L.qkvBias) ctx.write(L.qkvBias, t.data, 0);

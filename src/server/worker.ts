@@ -25,6 +25,7 @@ import type {
 import type { Model } from "../model/model.ts";
 import type { TextTokenizer } from "../model/tokenizer.ts";
 import { loadTokenizer } from "../model/gguf_tokenizer.ts";
+import type { QuantFormat } from "../gpu/quant.ts";
 import { ChunkQueue } from "../generate/stream.ts";
 
 /** Load options that can cross into the worker (see `LoadOptions` of `loadModel`). */
@@ -35,6 +36,8 @@ export interface WorkerLoadOptions {
   maxPrefill?: number;
   /** TEAL profile file; default `teal-profile.json` in the model folder when present; false: none. */
   profile?: string | false;
+  /** Weight format: "none" (f16), "int8" or "int4" (quantized at load). */
+  quant?: QuantFormat;
 }
 
 /** What the worker reports once the model is loaded. */

@@ -1,0 +1,139 @@
+/**
+ * Kernel-level benchmark of the quantized GEMV (gemv_q.wgsl + its reduce pass) against the f16 GEMV at
+ * Llama-3-8B shapes, dense and TEAL-sparse, with a sweep of gemv_q's TPR (threads per row of a tile).
+ *
+ * `deno run -A bench/gemv_q_bench.ts [--quick] [--tpr 4,8,16]` prints GPU microseconds per GEMV (timestamp
+ * queries, median of repeats, rotating weight copies so L2 never holds them) and the bandwidth achieved
+ * against the bytes of the active weight rows (codes + group scales).
+ * @module
+ */
+import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
+import {
+  fillOp,
+  GEMV,
+  gemvChunk,
+  gemvOp,
+  layoutSegments,
+  type Matrix,
+  REDUCE,
+  reduceOp,
+} from "../src/gpu/kernels.ts";
+import {
+  bytesPerWeight,
+  fillQuantOps,
+  layoutQuantSegments,
+  QUANT_SCHEMES,
+  type WeightFormat,
+} from "../src/gpu/quant.ts";
+
+/** Llama-3-8B decode GEMV shapes, N x K. */
+const SHAPES: [number, number][] = [[14336, 4096], [4096, 14336], [4096, 4096], [1024, 4096]];
+
+/** `copies` random matrices of one format (made on the GPU). */
+function matrices(ctx: GpuContext, format: WeightFormat, N: number, K: number, copies: number): Matrix[] {
+  const mats: Matrix[] = [];
+  const ops: Op[] = [];
+  for (let c = 0; c < copies; c++) {
+    const scales = ctx.buffer(K * 4, "ones", new Float32Array(K).fill(1));
+    if (format === "f16") {
+      const { segments, halves } = layoutSegments(K, [N], [0]);
+      const buffer = ctx.buffer(halves * 2, "w");
+      ops.push(fillOp(ctx, buffer, { words: halves / 2, mode: "random", seed: c + 1, scale: 0.02 }));
+      mats.push({ K, N, segments, buffer, scales });
+    } else {
+      const s = QUANT_SCHEMES[format];
+      const { segments, words } = layoutQuantSegments(K, [N], [0], s);
+      const m: Matrix = {
+        K,
+        N,
+        segments,
+        buffer: ctx.buffer(words * 4, "wq"),
+        scales,
+        format,
+        group: s.group,
+      };
+      ops.push(...fillQuantOps(ctx, m, c + 1));
+      mats.push(m);
+    }
+  }
+  ctx.run(ops);
+  return mats;
+}
+
+function median(v: number[]): number {
+  const s = [...v].sort((x, y) => x - y);
+  return s[Math.floor(s.length / 2)];
+}
+
+/** GPU microseconds of one GEMV + reduce at `sparsity` (x uniform in [-1, 1): threshold = sparsity). */
+async function timeGemv(
+  ctx: GpuContext,
+  mats: Matrix[],
+  sparsity: number,
+  TPR: number,
+  perPass: number,
+): Promise<number> {
+  const K = mats[0].K;
+  const N = mats[0].N;
+  const xs = new Float32Array(K);
+  let a = 12345;
+  for (let i = 0; i < K; i++) {
+    a = (Math.imul(a, 1664525) + 1013904223) >>> 0;
+    xs[i] = a / 2 ** 31 - 1;
+  }
+  const x = ctx.buffer(K * 4, "x", xs);
+  const sp = {
+    thresholds: ctx.buffer(16, "thr", new Float32Array([sparsity])),
+    counters: ctx.buffer(16, "cnt"),
+  };
+  const splits = Math.ceil(K / gemvChunk(K, N));
+  const partials = ctx.buffer(splits * N * 4, "partials");
+  const out = ctx.buffer(N * 4, "out");
+  const tune = { TPR, KCHUNK: gemvChunk(K, N) };
+  const pass: Op[] = [];
+  for (let i = 0; i < perPass; i++) {
+    const m = mats[i % mats.length];
+    pass.push(
+      gemvOp(ctx, m, x, partials, sp, { sparse: sparsity > 0, tune }),
+      reduceOp(ctx, partials, out, { n: N, splits, ncols: N, mode: REDUCE.store }),
+    );
+  }
+  const times: number[] = [];
+  // an untimed pass first in the same submission: a short pass after an idle read-back starts at a low clock
+  for (let r = 0; r < 7; r++) times.push((await ctx.timePasses([pass, pass]))[1]);
+  for (const b of [x, sp.thresholds, sp.counters, partials, out]) b.destroy();
+  return (median(times) / perPass) * 1000;
+}
+
+if (import.meta.main) {
+  if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
+  const quick = Deno.args.includes("--quick");
+  const at = Deno.args.indexOf("--tpr");
+  const tprs = at >= 0 ? Deno.args[at + 1].split(",").map(Number) : [4, 8, 16];
+  const ctx = await createGpuContext();
+  console.log(`device: ${ctx.adapterName}`);
+  const shapes = quick ? SHAPES.slice(2, 3) : SHAPES;
+  const copies = quick ? 2 : 8;
+  console.log("N x K          format  TPR  sparsity        us    GB/s");
+  for (const [N, K] of shapes) {
+    for (const format of ["f16", "int8", "int4"] as const) {
+      const mats = matrices(ctx, format, N, K, copies);
+      const bpw = bytesPerWeight(format, mats[0].group);
+      for (const TPR of format === "f16" ? [GEMV.TPR] : tprs) {
+        for (const s of [0, 0.5]) {
+          const us = await timeGemv(ctx, mats, s, TPR, quick ? 4 : 400);
+          const gbs = (N * K * (1 - s) * bpw) / (us * 1e-6) / 1e9;
+          console.log(
+            `${`${N} x ${K}`.padEnd(14)} ${format.padEnd(6)} ${String(TPR).padStart(4)}  ${
+              s.toFixed(2).padStart(8)
+            }  ${us.toFixed(1).padStart(8)}  ${gbs.toFixed(0).padStart(6)}`,
+          );
+        }
+      }
+      for (const m of mats) {
+        m.buffer.destroy();
+        m.scales.destroy();
+      }
+    }
+  }
+}

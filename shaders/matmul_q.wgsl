@@ -1,0 +1,131 @@
+// Prefill GEMM over group-quantized weights (int8 / int4, layout of gemv_q.wgsl): matmul.wgsl's contract
+// (64x64 tiles, SPARSE mask with counters, ACCUM, BIAS) with each weight tile dequantized as it is staged in
+// workgroup memory: every thread loads 4 consecutive outputs of one row (inside one group) and their scale.
+// bindings: 0 params (uniform), 1 x (f32 [M][K], read), 2 wt (u32 words, segment blocks, read),
+//           3 y (f32 [M][ldy], read_write), 4 bias (f32, read), 5 thresholds (f32, read),
+//           6 scales (f32 [nseg][K], read), 7 counters (atomic u32: kept (row, channel) pairs per segment)
+override BITS: u32 = 8u;     // 8 or 4
+override GROUP: u32 = 128u;  // outputs per scale
+override SPARSE: bool = false;
+override ACCUM: bool = false;  // y += result (residual add)
+override BIAS: bool = false;
+const BK: u32 = 16u;
+
+struct Seg {
+  base: u32,    // first u32 word of the segment's [K][stride] block
+  stride: u32,  // u32 words per row
+  len: u32,
+  tile0: u32,
+  thr: u32,
+  out: u32,     // column of the segment's output 0 in y (and in bias)
+  scale0: u32,    // word of a row's group metadata, after its codes
+  _pad1: u32,
+}
+struct Params {
+  M: u32,
+  K: u32,
+  ldy: u32,      // y row stride (elements)
+  yOffset: u32,  // added to every output column
+  nseg: u32,
+  counter: u32,  // counters[counter + seg] counts kept inputs (SPARSE)
+  _pad1: u32,
+  _pad2: u32,
+  seg: array<Seg, 3>,
+}
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<u32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read> thresholds: array<f32>;
+@group(0) @binding(6) var<storage, read> scales: array<f32>;
+@group(0) @binding(7) var<storage, read_write> counters: array<atomic<u32>>;
+
+var<workgroup> xs: array<f32, 1024>;  // [64 rows][BK]
+var<workgroup> ws: array<f32, 1024>;  // [BK][64 cols]
+var<workgroup> kept: atomic<u32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  var s = 0u;
+  if (p.nseg > 1u && wid.x >= p.seg[1].tile0) { s = 1u; }
+  if (p.nseg > 2u && wid.x >= p.seg[2].tile0) { s = 2u; }
+  let seg = p.seg[s];
+  let thr = thresholds[seg.thr];
+  let col0 = (wid.x - seg.tile0) * 64u;  // first column of the tile within the segment
+  let row0 = wid.y * 64u;
+  let tx = t % 16u;
+  let ty = t / 16u;
+  var acc: array<vec4<f32>, 4>;
+  for (var i = 0u; i < 4u; i++) { acc[i] = vec4<f32>(0.0); }
+  var my_kept = 0u;
+
+  for (var k0 = 0u; k0 < p.K; k0 += BK) {
+    for (var i = 0u; i < 4u; i++) {
+      let idx = t + i * 256u;
+      let r = idx / BK;
+      let k = k0 + idx % BK;
+      var v = 0.0;
+      if (row0 + r < p.M && k < p.K) {
+        v = x[(row0 + r) * p.K + k];
+        if (SPARSE) {
+          if (abs(v) * scales[s * p.K + k] > thr) { my_kept++; } else { v = 0.0; }
+        }
+      }
+      xs[idx] = v;
+    }
+    {
+      let kk = t / 16u;
+      let c4 = (t % 16u) * 4u;
+      let k = k0 + kk;
+      let col = col0 + c4;
+      var w = vec4<f32>(0.0);
+      if (k < p.K && col < seg.len) {
+        let row = seg.base + k * seg.stride;
+        let g = col / GROUP;
+        if (BITS == 8u) {
+          let q = (vec4<i32>(bitcast<i32>(wt[row + col / 4u])) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u);
+          let sc = unpack2x16float(wt[row + seg.scale0 + g / 2u]);
+          w = vec4<f32>(q) * select(sc.x, sc.y, (g & 1u) == 1u);
+        } else {
+          let sh = (col % 8u) * 4u;
+          let q = (vec4<u32>(wt[row + col / 8u]) >> (vec4<u32>(0u, 4u, 8u, 12u) + sh)) & vec4<u32>(15u);
+          let so = unpack2x16float(wt[row + seg.scale0 + g]);
+          w = vec4<f32>(q) * so.x + so.y;
+        }
+      }
+      ws[kk * 64u + c4] = w.x;
+      ws[kk * 64u + c4 + 1u] = w.y;
+      ws[kk * 64u + c4 + 2u] = w.z;
+      ws[kk * 64u + c4 + 3u] = w.w;
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < BK; kk++) {
+      let b = vec4<f32>(ws[kk * 64u + tx * 4u], ws[kk * 64u + tx * 4u + 1u], ws[kk * 64u + tx * 4u + 2u],
+        ws[kk * 64u + tx * 4u + 3u]);
+      for (var i = 0u; i < 4u; i++) {
+        acc[i] += xs[(ty * 4u + i) * BK + kk] * b;
+      }
+    }
+    workgroupBarrier();
+  }
+
+  // one column tile per segment counts the kept inputs of its rows
+  if (SPARSE && wid.x == seg.tile0) {
+    atomicAdd(&kept, my_kept);
+    workgroupBarrier();
+    if (t == 0u) { atomicAdd(&counters[p.counter + s], atomicLoad(&kept)); }
+  }
+  for (var i = 0u; i < 4u; i++) {
+    let m = row0 + ty * 4u + i;
+    if (m >= p.M) { continue; }
+    for (var j = 0u; j < 4u; j++) {
+      let cl = col0 + tx * 4u + j;
+      if (cl >= seg.len) { continue; }
+      var v = acc[i][j];
+      if (BIAS) { v += bias[seg.out + cl]; }
+      let at = m * p.ldy + p.yOffset + seg.out + cl;
+      if (ACCUM) { y[at] += v; } else { y[at] = v; }
+    }
+  }
+}

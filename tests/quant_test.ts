@@ -1,0 +1,445 @@
+/**
+ * Group-wise int8 / int4 weights: quantization error bounds and packing on the CPU, the quantized GEMV (every
+ * input mode, dense and sparse, fused segments) and GEMM (sparse, accumulate, bias) against a CPU reference
+ * on the dequantized weights at awkward sizes with poisoned outputs, a whole model against the CPU reference,
+ * and option errors.
+ */
+import { deepStrictEqual as assertEquals, ok as assert, rejects, throws } from "node:assert";
+import {
+  bytesPerWeight,
+  dequantizeBlock,
+  fakeQuantize,
+  groupParams,
+  layoutQuantSegments,
+  parseQuant,
+  QUANT_SCHEMES,
+  quantizeBlock,
+  type QuantScheme,
+} from "../src/gpu/quant.ts";
+import { gemvOp, gemvSplits, matmulOp, type Matrix, REDUCE, reduceOp } from "../src/gpu/kernels.ts";
+import type { GpuContext } from "../src/gpu/context.ts";
+import { argmax, matmulT, ReferenceModel, rmsNorm, silu } from "../src/model/reference.ts";
+import { f16ToF32, f32ToF16Bits } from "../src/model/dtype.ts";
+import { loadModel } from "../src/model/model.ts";
+import { openCheckpoint } from "../src/model/checkpoint.ts";
+import { COMMANDS } from "../src/cli/commands.ts";
+import { randomModel } from "../src/bench/random_model.ts";
+import { SHAPES } from "../src/bench/shapes.ts";
+import { gpu, poisoned, randn, relErr, rng } from "./_gpu.ts";
+
+const INT8: QuantScheme = QUANT_SCHEMES.int8;
+const INT4: QuantScheme = QUANT_SCHEMES.int4;
+const SCHEMES: [string, QuantScheme][] = [
+  ["int8/128", INT8],
+  ["int8/32", { bits: 8, group: 32, zeroPoint: false }],
+  ["int4/128 zero point", INT4],
+  ["int4/32 symmetric", { bits: 4, group: 32, zeroPoint: false }],
+  ["int4/64 zero point", { bits: 4, group: 64, zeroPoint: true }],
+];
+
+/** Quantizes W [len][K] as one segment and returns the block, its layout and the dequantized weights. */
+function roundTrip(w: Float32Array, K: number, len: number, s: QuantScheme) {
+  const { segments } = layoutQuantSegments(K, [len], [0], s);
+  const block = quantizeBlock(w, K, 0, segments[0], s);
+  return { seg: segments[0], block, deq: dequantizeBlock(block, K, segments[0], s) };
+}
+
+Deno.test("quantize: every error is within scale / 2 of its group, at awkward widths and edge-case groups", () => {
+  const r = rng(11);
+  for (const [name, s] of SCHEMES) {
+    for (const [K, len] of [[5, 200], [3, 37], [2, 129], [1, 7]]) {
+      const w = randn(len * K, r, 0.3);
+      // edge cases in channel 0: an all-equal group, a zero group, a group with one huge value
+      for (let n = 0; n < Math.min(len, s.group); n++) w[n * K] = 0.123;
+      if (len > s.group) { for (let n = s.group; n < Math.min(len, 2 * s.group); n++) w[n * K] = 0; }
+      if (K > 1) w[3 * K + 1] = 40;
+      const { deq } = roundTrip(w, K, len, s);
+      for (let k = 0; k < K; k++) {
+        for (let g0 = 0; g0 < len; g0 += s.group) {
+          const v = Array.from({ length: Math.min(s.group, len - g0) }, (_, j) => w[(g0 + j) * K + k]);
+          const { scale } = groupParams(v, s);
+          for (let j = 0; j < v.length; j++) {
+            const err = Math.abs(deq[(g0 + j) * K + k] - v[j]);
+            assert(
+              err <= scale / 2 * (1 + 1e-6) + 1e-12,
+              `${name} K=${K} len=${len}: err ${err} scale ${scale}`,
+            );
+          }
+        }
+      }
+      // the zero group comes back exactly zero; the all-equal group within its bound (exact for int8/int4 zp)
+      if (len > s.group) {
+        for (let n = s.group; n < Math.min(len, 2 * s.group); n++) assertEquals(deq[n * K], 0);
+      }
+    }
+  }
+});
+
+Deno.test("quantize: tiny (f16 subnormal) and negative groups stay within their bound", () => {
+  for (const [name, s] of SCHEMES) {
+    for (const v of [[-3e-8, -1e-9, -2e-8], [1e-9, 4e-8, 2e-9], [-5e-6, 7e-7, -1e-7], [-2, -1.5, -1.75]]) {
+      const w = new Float32Array(v);
+      const { deq } = roundTrip(w, 1, v.length, s);
+      const { scale } = groupParams(w, s);
+      w.forEach((x, i) => assert(Math.abs(deq[i] - x) <= scale / 2 * (1 + 1e-6), `${name} ${v}: ${deq[i]}`));
+    }
+  }
+});
+
+Deno.test("quantize: packing round-trips codes, metadata sits after the codes, rows are 16-byte aligned", () => {
+  for (const [name, s] of SCHEMES) {
+    const K = 3;
+    const len = 70; // not a multiple of the group or of 8
+    const { segments, words } = layoutQuantSegments(K, [len, 9], [0, 1], s);
+    for (const g of segments) {
+      assertEquals(g.stride % 4, 0, name);
+      assertEquals(g.base % 4, 0, name);
+      assert(g.meta! * 32 >= Math.ceil(g.len / s.group) * s.group * s.bits, name);
+    }
+    assertEquals(words, segments[1].base + K * segments[1].stride);
+    // values on the code grid of one group come back exactly
+    const scale = 0.25;
+    const w = new Float32Array(len * K).map((_, i) =>
+      s.bits === 8
+        ? ((i * 37) % 255 - 127) * scale
+        : s.zeroPoint
+        ? ((i * 7) % 16) * scale
+        : ((i * 7) % 15 - 7) * scale
+    );
+    // pin each group's range so the scale is exactly 0.25
+    for (let k = 0; k < K; k++) {
+      for (let g0 = 0; g0 < len; g0 += s.group) {
+        const lo = s.bits === 8 ? -127 : s.zeroPoint ? 0 : -7;
+        const hi = s.bits === 8 ? 127 : s.zeroPoint ? 15 : 7;
+        w[g0 * K + k] = lo * scale;
+        if (g0 + 1 < len) w[(g0 + 1) * K + k] = hi * scale;
+      }
+    }
+    const { deq } = roundTrip(w, K, len, s);
+    assertEquals(Array.from(deq), Array.from(w), name);
+  }
+});
+
+/** Quantizes weights W_s ([len_s][K] each) into one fused matrix; returns it and the dequantized weights. */
+function makeQMatrix(
+  ctx: GpuContext,
+  K: number,
+  ws: Float32Array[],
+  lens: number[],
+  s: QuantScheme,
+  scales?: Float32Array,
+): { m: Matrix; deq: Float32Array[] } {
+  const { segments, words } = layoutQuantSegments(K, lens, lens.map((_, i) => i), s);
+  const buffer = poisoned(ctx, words, "wq"); // padding words must never be needed
+  const deq = segments.map((g, i) => {
+    const block = quantizeBlock(ws[i], K, 0, g, s);
+    ctx.write(buffer, block, g.base * 4);
+    return dequantizeBlock(block, K, g, s);
+  });
+  const sc = scales ?? new Float32Array(K * lens.length).fill(1);
+  const m: Matrix = {
+    K,
+    N: lens.reduce((a, b) => a + b, 0),
+    segments,
+    buffer,
+    scales: ctx.buffer(sc.byteLength, "scales", sc),
+    format: s.bits === 8 ? "int8" : "int4",
+    group: s.group,
+  };
+  return { m, deq };
+}
+
+/** CPU oracle: y = concat_s mask_s(x) . W_s^T on the given (dequantized) weights, with kept counts. */
+function fusedRef(
+  x: Float32Array,
+  rows: number,
+  K: number,
+  ws: Float32Array[],
+  lens: number[],
+  thr: number[] | null,
+  scales?: Float32Array,
+): { y: Float32Array; active: number[] } {
+  const N = lens.reduce((a, b) => a + b, 0);
+  const y = new Float32Array(rows * N);
+  const active = lens.map(() => 0);
+  let out = 0;
+  lens.forEach((len, s) => {
+    const xm = Float32Array.from(x);
+    for (let i = 0; i < rows * K; i++) {
+      const keep = thr === null || Math.abs(xm[i]) * (scales ? scales[s * K + (i % K)] : 1) > thr[s];
+      if (keep) active[s]++;
+      else xm[i] = 0;
+    }
+    const ys = matmulT(xm, ws[s], rows, K, len);
+    for (let r = 0; r < rows; r++) for (let n = 0; n < len; n++) y[r * N + out + n] = ys[r * len + n];
+    out += len;
+  });
+  return { y, active };
+}
+
+/** Threshold that drops about `frac` of |x|, halfway between two values (GPU rounding cannot flip a channel). */
+function quantile(x: Float32Array, frac: number): number {
+  const a = Array.from(x, Math.abs).sort((p, q) => p - q);
+  if (frac <= 0) return -1;
+  const i = Math.max(1, Math.min(a.length - 1, Math.floor(frac * a.length)));
+  return (a[i - 1] + a[i]) / 2;
+}
+
+/** Runs a (fused) GEMV and its reduce; returns the summed output. */
+async function runGemv(
+  ctx: GpuContext,
+  m: Matrix,
+  x: GPUBuffer,
+  thr: number[],
+  o: Parameters<typeof gemvOp>[5],
+): Promise<{ y: Float32Array; counters: number[] }> {
+  const sp = {
+    thresholds: ctx.buffer(16, "t", new Float32Array([...thr, 0, 0, 0, 0].slice(0, 4))),
+    counters: ctx.buffer(16, "c"),
+  };
+  const partials = poisoned(ctx, gemvSplits(m.K, m.N) * m.N);
+  const out = poisoned(ctx, m.N);
+  ctx.run([
+    gemvOp(ctx, m, x, partials, sp, o),
+    reduceOp(ctx, partials, out, { n: m.N, splits: gemvSplits(m.K, m.N), ncols: m.N, mode: REDUCE.store }),
+  ]);
+  return { y: await ctx.readF32(out), counters: Array.from(await ctx.readU32(sp.counters, 3)) };
+}
+
+Deno.test("gemv_q: dense and sparse fused q|k|v, int8 and int4, at awkward sizes; counters match", async () => {
+  const ctx = await gpu();
+  const r = rng(12);
+  for (const [name, s] of SCHEMES) {
+    for (
+      const [K, lens] of [[172, [64, 40, 40]], [1100, [200, 72, 72]], [7, [9]], [8200, [35]]] as [
+        number,
+        number[],
+      ][]
+    ) {
+      const ws = lens.map((n) => randn(n * K, r, 0.5));
+      const scales = randn(K * lens.length, r).map((v) => 0.5 + Math.abs(v));
+      const { m, deq } = makeQMatrix(ctx, K, ws, lens, s, scales);
+      const x = randn(K, r);
+      const xb = ctx.buffer(K * 4, "x", x);
+      const dense = await runGemv(ctx, m, xb, [0, 0, 0], { sparse: false });
+      const want = fusedRef(x, 1, K, deq, lens, null).y;
+      assert(relErr(dense.y, want) < 1e-4, `${name} dense K=${K}: ${relErr(dense.y, want)}`);
+      for (const frac of [0.4, 0.9]) {
+        const thr = lens.map((_, i) => quantile(x, Math.min(1, frac + 0.05 * i)));
+        const got = await runGemv(ctx, m, xb, thr, { sparse: true, counter: 0 });
+        const ref = fusedRef(x, 1, K, deq, lens, thr, scales);
+        assert(relErr(got.y, ref.y) < 1e-4, `${name} sparse ${frac} K=${K}: ${relErr(got.y, ref.y)}`);
+        assertEquals(got.counters.slice(0, lens.length), ref.active, `${name} counters K=${K}`);
+      }
+    }
+  }
+});
+
+Deno.test("gemv_q: fused RMSNorm and SwiGLU inputs, dense and sparse; EOS state skips the work", async () => {
+  const ctx = await gpu();
+  const r = rng(13);
+  const K = 530;
+  const N = 150;
+  for (const [name, s] of SCHEMES) {
+    const W = randn(N * K, r, 0.4);
+    const { m, deq } = makeQMatrix(ctx, K, [W], [N], s);
+    const x = randn(K, r, 2);
+    const normW = randn(K, r);
+    const total = x.reduce((a, v) => a + v * v, 0);
+    const ss = ctx.buffer(12, "ss", new Float32Array([total * 0.2, total * 0.5, total * 0.3]));
+    const xn = rmsNorm(x, normW, 1e-5);
+    const splits = 3;
+    const gu = randn(splits * 2 * K, r, 1.5);
+    const act = new Float32Array(K).map((_, k) => {
+      let g = 0;
+      let u = 0;
+      for (let i = 0; i < splits; i++) {
+        g += gu[i * 2 * K + k];
+        u += gu[i * 2 * K + K + k];
+      }
+      return silu(g) * u;
+    });
+    for (const sparse of [false, true]) {
+      const thr = quantile(xn, 0.4);
+      const got = await runGemv(ctx, m, ctx.buffer(K * 4, "x", x), [thr], {
+        sparse,
+        input: { kind: "rmsnorm", weight: ctx.buffer(K * 4, "nw", normW), ss, nss: 3, eps: 1e-5 },
+      });
+      const want = fusedRef(xn, 1, K, deq, [N], sparse ? [thr] : null);
+      assert(relErr(got.y, want.y) < 1e-4, `${name} rmsnorm sparse=${sparse}: ${relErr(got.y, want.y)}`);
+      const thr2 = quantile(act, 0.6);
+      const got2 = await runGemv(ctx, m, ctx.scratch("read"), [thr2], {
+        sparse,
+        input: { kind: "swiglu", partials: ctx.buffer(gu.byteLength, "gu", gu), splits, cols: 2 * K },
+      });
+      const want2 = fusedRef(act, 1, K, deq, [N], sparse ? [thr2] : null);
+      assert(relErr(got2.y, want2.y) < 1e-4, `${name} swiglu sparse=${sparse}: ${relErr(got2.y, want2.y)}`);
+      if (sparse) assertEquals(got2.counters[0], want2.active[0], `${name} swiglu counter`);
+    }
+    // state[3] set (EOS seen): the GEMV writes nothing, the poison stays
+    const partials = poisoned(ctx, gemvSplits(K, N) * N);
+    const sp = { thresholds: ctx.buffer(16, "t"), counters: ctx.buffer(16, "c") };
+    const state = ctx.buffer(16, "state", new Uint32Array([0, 0, 0, 1]));
+    ctx.run([gemvOp(ctx, m, ctx.buffer(K * 4, "x", x), partials, sp, { sparse: false, state })]);
+    assert((await ctx.readU32(partials)).every((v) => v === 0x7fc0dead), `${name}: EOS early-out`);
+  }
+});
+
+Deno.test("matmul_q: prefill GEMM (fused, bias, accumulate, sparse) at 1, 7 and 130 rows", async () => {
+  const ctx = await gpu();
+  const r = rng(14);
+  const K = 172;
+  const lens = [96, 40, 44];
+  for (const [name, s] of SCHEMES) {
+    const ws = lens.map((n) => randn(n * K, r, 0.5));
+    const { m, deq } = makeQMatrix(ctx, K, ws, lens, s);
+    const thr = [0.3, 0.6, 0.9];
+    for (const M of [1, 7, 130]) {
+      const x = randn(M * K, r);
+      const bias = randn(m.N, r);
+      const sp = { thresholds: ctx.buffer(12, "t", new Float32Array(thr)), counters: ctx.buffer(16, "c") };
+      const y = poisoned(ctx, M * m.N);
+      ctx.run([
+        matmulOp(ctx, m, ctx.buffer(x.byteLength, "x", x), y, sp, {
+          M,
+          ldy: m.N,
+          bias: ctx.buffer(bias.byteLength, "b", bias),
+        }),
+      ]);
+      const want = fusedRef(x, M, K, deq, lens, null).y.map((v, i) => v + bias[i % m.N]);
+      assert(relErr(await ctx.readF32(y), want) < 1e-4, `${name} dense M=${M}`);
+      const ldy = m.N + 5;
+      const base = randn(M * ldy, r);
+      const yb = ctx.buffer(base.byteLength, "y", base);
+      ctx.run([
+        matmulOp(ctx, m, ctx.buffer(x.byteLength, "x", x), yb, sp, {
+          M,
+          ldy,
+          yOffset: 3,
+          accumulate: true,
+          sparse: true,
+          counter: 0,
+        }),
+      ]);
+      const ref = fusedRef(x, M, K, deq, lens, thr);
+      const want2 = Float32Array.from(base);
+      for (let i = 0; i < M; i++) for (let n = 0; n < m.N; n++) want2[i * ldy + 3 + n] += ref.y[i * m.N + n];
+      assert(relErr(await ctx.readF32(yb), want2) < 1e-4, `${name} sparse M=${M}`);
+      assertEquals(Array.from(await ctx.readU32(sp.counters, 3)), ref.active, `${name} counters M=${M}`);
+    }
+  }
+});
+
+const STORIES = new URL("../../shared/models/stories260k", import.meta.url).pathname;
+
+/** Reference weights as the quantized GPU model sees them: linear layers and lm_head fake-quantized, the
+ * embedding f16; tied embeddings become an explicit lm_head (the GPU keeps an f16 table for the lookup). */
+async function quantizedReference(dir: string, s: QuantScheme): Promise<ReferenceModel> {
+  const ckpt = await openCheckpoint(dir);
+  const c = ckpt.config;
+  const weights = new Map<string, Float32Array>();
+  for await (const t of ckpt.readTensors()) {
+    const linear = /_proj\.weight$/.test(t.name) || t.name === "lm_head.weight";
+    if (linear) weights.set(t.name, fakeQuantize(t.data, t.shape[0], t.shape[1], s));
+    else if (t.name === "model.embed_tokens.weight") {
+      weights.set(t.name, f16ToF32(f32ToF16Bits(t.data)));
+      if (c.tieWordEmbeddings) {
+        weights.set("lm_head.weight", fakeQuantize(t.data, c.vocabSize, c.hiddenSize, s));
+      }
+    } else weights.set(t.name, t.data);
+  }
+  return new ReferenceModel({ ...c, tieWordEmbeddings: false }, weights);
+}
+
+Deno.test("stories260k (tied) with int8 and int4 weights: logits and greedy tokens equal the reference on the dequantized weights", async () => {
+  for (const quant of ["int8", "int4"] as const) {
+    const model = await loadModel(STORIES, { gpu: await gpu(), contextLength: 128, profile: false, quant });
+    try {
+      assertEquals(model.weightFormat, quant);
+      const ref = await quantizedReference(STORIES, QUANT_SCHEMES[quant]);
+      // greedy on the reference, with the top-1/top-2 margin of every step (ids compare only above the error)
+      let l = ref.forward([1], 0);
+      const want: number[] = [];
+      const margins: number[] = [];
+      for (let i = 0; i < 48; i++) {
+        const b = argmax(l);
+        const second = Math.max(...Array.from(l).filter((_, j) => j !== b));
+        margins.push((l[b] - second) / Math.max(...Array.from(l, Math.abs)));
+        want.push(b);
+        l = ref.forward([b], i + 1);
+      }
+      ref.reset();
+      const ids = [1, ...want.slice(0, 40)];
+      const err = relErr(await model.logits(ids), ref.forward(ids, 0));
+      assert(err < 5e-3, `${quant}: logits relative error ${err}`);
+      // ids compare up to the first step whose top-1/top-2 margin is within 4x the measured logit error
+      let sure = margins.findIndex((m) => m < 4 * err);
+      if (sure < 0) sure = want.length;
+      assert(sure >= 8, `${quant}: greedy margin too small after ${sure} tokens to compare ids`);
+      const got = await model.complete([1], { temperature: 0, maxTokens: 48, stopAtEos: false });
+      assertEquals(got.ids.slice(0, sure), want.slice(0, sure), quant);
+    } finally {
+      model.dispose();
+    }
+  }
+});
+
+Deno.test("random bench models: quantized codes and scales made on the GPU give finite logits; weight bytes per format", async () => {
+  const ctx = await gpu();
+  const c = SHAPES.tiny;
+  const P = c.numLayers * projectionParamsOf(c) + c.vocabSize * c.hiddenSize; // linear layers + lm_head
+  const other = c.vocabSize * c.hiddenSize * 2 + (2 * c.numLayers + 1) * c.hiddenSize * 4; // f16 embed, norms
+  for (const quant of ["none", "int8", "int4"] as const) {
+    const model = randomModel(ctx, c, { contextLength: 64, quant });
+    try {
+      const format = quant === "none" ? "f16" : quant;
+      assertEquals(model.weightFormat, format);
+      const want = P * bytesPerWeight(format, QUANT_SCHEMES[quant as "int8"]?.group) + other;
+      // rows are padded to whole groups and 16 bytes: a few percent at these small widths
+      assert(
+        Math.abs(model.weightBytes / want - 1) < 0.03,
+        `${quant}: ${model.weightBytes} bytes, want ~${want}`,
+      );
+      const logits = await model.logits([1, 5, 9]);
+      assert(logits.every(Number.isFinite), `${quant}: non-finite logits`);
+      const sd = Math.sqrt(logits.reduce((a, v) => a + v * v, 0) / logits.length);
+      assert(sd > 0.1 && sd < 100, `${quant}: logit scale ${sd}`);
+    } finally {
+      model.dispose();
+    }
+  }
+});
+
+/** Weights of one layer's seven projections. */
+function projectionParamsOf(c: typeof SHAPES.tiny): number {
+  const q = c.numHeads * c.headDim;
+  const kv = c.numKvHeads * c.headDim;
+  return c.hiddenSize * (2 * q + 2 * kv) + 3 * c.hiddenSize * c.intermediateSize;
+}
+
+Deno.test("quant option: an unknown format is a clear error naming the flag, before any file is read", async () => {
+  throws(() => parseQuant("int3", "--quant"), /--quant must be one of none, int8, int4, got 'int3'/);
+  assertEquals(parseQuant(undefined, "--quant"), "none");
+  await rejects(
+    loadModel("/nonexistent", { quant: "fp8" as "int8" }),
+    /quant must be one of none, int8, int4, got 'fp8'/,
+  );
+  const deps = {
+    loadModel: () => Promise.reject(new Error("must not load")),
+    defaultModelDir: () => STORIES,
+  };
+  for (
+    const [name, values] of [
+      ["generate", { "prompt-ids": "1", quant: "q4" }],
+      ["eval", { text: import.meta.filename!, quant: "q4" }],
+      ["bench", { quant: "q4" }],
+      ["serve", { quant: "q4" }],
+    ] as const
+  ) {
+    await rejects(
+      COMMANDS[name].run(values, deps),
+      /--quant must be one of none, int8, int4, got 'q4'/,
+      name,
+    );
+  }
+});
