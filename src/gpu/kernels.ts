@@ -589,51 +589,18 @@ export function attnDecodeOps(
   state: GPUBuffer,
   a: AttentionShape,
   window: number,
-  /** RoPE fused in: q, k, v of the new token from the q|k|v GEMV's split partials (+ bias); `q` is unused. */
-  rope: { partials: GPUBuffer; splits: number; bias: GPUBuffer | null; turns: GPUBuffer } | null = null,
 ): Op[] {
   const splits = Math.ceil(a.maxSeq / ATTN_CHUNK);
   const p1 = ctx.uniform(
-    [
-      a.numHeads,
-      a.numKv,
-      a.headDim,
-      a.maxSeq,
-      window,
-      1 / Math.sqrt(a.headDim),
-      splits,
-      a.ldq,
-      rope?.bias ? 1 : 0,
-      0,
-      0,
-      0,
-    ],
+    [a.numHeads, a.numKv, a.headDim, a.maxSeq, window, 1 / Math.sqrt(a.headDim), splits, 0],
     "attn_decode",
     [false, false, false, false, false, true],
   );
   const p2 = ctx.uniform([a.numHeads, a.headDim, splits, 0], "attn_combine");
   return [
     ctx.op({
-      variant: {
-        shader: "attn_decode",
-        overrides: {
-          CHUNK: ATTN_CHUNK,
-          HEAD_DIM: a.headDim,
-          FUSED_ROPE: rope ? 1 : 0,
-          RSPLITS: rope?.splits ?? 1,
-        },
-      },
-      bindings: [
-        p1,
-        rope ? ctx.scratch("read") : q,
-        kcache,
-        vcache,
-        part,
-        state,
-        rope?.turns ?? ctx.scratch("read"),
-        rope?.partials ?? ctx.scratch("read"),
-        rope?.bias ?? ctx.scratch("read"),
-      ],
+      variant: { shader: "attn_decode", overrides: { CHUNK: ATTN_CHUNK, HEAD_DIM: a.headDim } },
+      bindings: [p1, q, kcache, vcache, part, state],
       owned: [p1],
       workgroups: [a.numHeads, splits],
       label: "attention",

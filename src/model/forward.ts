@@ -58,6 +58,7 @@ export class Forward {
   // decode activations
   readonly x: GPUBuffer; // f32 [hidden] residual stream
   readonly xn: GPUBuffer; // f32 [hidden] normed
+  readonly qkv: GPUBuffer; // f32 [q|k|v]
   readonly attn: GPUBuffer; // f32 [heads*headDim]
   readonly attnPart: GPUBuffer; // f32 [kv splits][heads][headDim + 2] split-KV attention partials
   readonly act: GPUBuffer; // f32 [intermediate] silu(gate)*up
@@ -114,6 +115,7 @@ export class Forward {
     );
     this.x = f32(c.hiddenSize, "x");
     this.xn = f32(c.hiddenSize, "xn");
+    this.qkv = f32(qkvDim, "qkv");
     this.attn = f32(qDim, "attn");
     this.attnPart = f32(attnPartFloats(this.shape), "attn_part");
     this.act = f32(c.intermediateSize, "act");
@@ -164,7 +166,7 @@ export class Forward {
    * One decode step for the token in the state buffer: embedding, every layer, lm_head, sampling.
    * Built once per variant and reused: all per-step data lives on the GPU. Per layer, eight dispatches:
    * RMSNorm is fused into the GEMV that reads it (from sums of squares the residual add leaves), the q|k|v
-   * split sums and RoPE into attention, and SwiGLU into the down GEMV's input.
+   * split sums into RoPE, and SwiGLU into the down GEMV's input.
    */
   decodeStep(sparse: boolean): Op[] {
     const key = sparse ? "sparse" : "dense";
@@ -174,6 +176,7 @@ export class Forward {
     const sp = this.sparsity;
     const h = c.hiddenSize;
     const nss = Math.ceil(h / 256);
+    const at = { rows: 1, posBase: 0, fromState: true };
     const normed = (weight: GPUBuffer): GemvInput => ({
       kind: "rmsnorm",
       weight,
@@ -212,10 +215,14 @@ export class Forward {
           state: this.state,
           input: normed(L.attnNorm),
         }),
-        // RoPE is fused into attention: q|k|v come straight from the GEMV's split partials
+        ropeOp(ctx, this.qkv, w.turns, this.kcache[i], this.vcache[i], this.state, this.shape, at, {
+          partials: this.partials,
+          splits: gemvSplits(L.qkv.K, L.qkv.N),
+          bias: L.qkvBias,
+        }),
         ...attnDecodeOps(
           ctx,
-          this.partials,
+          this.qkv,
           this.kcache[i],
           this.vcache[i],
           this.attnPart,
@@ -223,7 +230,6 @@ export class Forward {
           this.state,
           this.shape,
           c.slidingWindow ?? 0,
-          { partials: this.partials, splits: gemvSplits(L.qkv.K, L.qkv.N), bias: L.qkvBias, turns: w.turns },
         ),
         gemvOp(ctx, L.o, this.attn, this.partials, sp, {
           sparse,
