@@ -474,6 +474,76 @@ export function sampleOp(
   });
 }
 
+/** Settings of one speculative acceptance round (spec_accept.wgsl). */
+export interface SpecAcceptParams {
+  /** Vocabulary size (row length of the draft and verify logits). */
+  vocab: number;
+  /** Drafts this round (draft rows; the verify logits have k + 1 rows). */
+  k: number;
+  /** Index in `tokens` of the token fed to the round: draft i is tokens[step0 + 1 + i]. */
+  step0: number;
+  /** Position of that token. */
+  pos: number;
+  /** Length of `tokens`. */
+  capacity: number;
+  /** Temperature, top-k and top-p, as the draft sampler used them (temperature 0: greedy). */
+  temperature: number;
+  topK: number;
+  topP: number;
+  /** Seeds of the acceptance and the residual streams (see `specSeeds` in src/generate/sampler.ts). */
+  seedAccept: number;
+  seedResidual: number;
+}
+
+/**
+ * spec_accept.wgsl: `dist` over the 2k + 1 rows (draft logits, then verify logits) and `accept`, which keeps
+ * the accepted drafts, writes the decided token to tokens[step0 + 1 + n] and the next round's decode state.
+ * `stats` holds (2k + 1) * 4 words. The two ops share one parameter buffer, owned by the first.
+ */
+export function specAcceptOps(
+  ctx: GpuContext,
+  draft: GPUBuffer,
+  verify: GPUBuffer,
+  stats: GPUBuffer,
+  tokens: GPUBuffer,
+  state: GPUBuffer,
+  o: SpecAcceptParams,
+): Op[] {
+  const params = ctx.uniform(
+    [
+      o.vocab,
+      o.k,
+      o.step0,
+      o.pos,
+      o.temperature,
+      o.topP,
+      o.topK >>> 0,
+      o.seedAccept >>> 0,
+      o.seedResidual >>> 0,
+      o.capacity,
+      0,
+      0,
+    ],
+    "spec_accept",
+    [false, false, false, false, true, true],
+  );
+  return [
+    ctx.op({
+      variant: { shader: "spec_accept", entry: "dist" },
+      bindings: [params, draft, verify, stats],
+      owned: [params],
+      workgroups: [2 * o.k + 1],
+      label: "spec.dist",
+    }),
+    ctx.op({
+      variant: { shader: "spec_accept", entry: "accept" },
+      bindings: [params, draft, verify, stats, tokens, state],
+      workgroups: [1],
+      label: "spec.accept",
+    }),
+  ];
+}
+
 /** copy.wgsl: dst[dstOffset + i] = src[srcOffset + i] for n 32-bit words. */
 export function copyOp(
   ctx: GpuContext,
