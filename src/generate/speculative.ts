@@ -1,14 +1,17 @@
 /**
- * Self-speculative greedy decoding: the same weights run TEAL-sparse to draft K tokens (GPU-resident decode
- * steps), then dense over those K tokens and the one before them in one multi-token pass (the prefill GEMM,
- * which reads each weight once for all K + 1 positions and rewrites their KV entries with dense values). The
- * longest prefix of drafts that the dense pass agrees with is accepted, plus the dense pass's own next token,
- * so the output is the dense model's greedy output. Drafted tokens stay on the GPU: one read-back per round.
+ * Self-speculative decoding: the same weights run TEAL-sparse to draft K tokens (GPU-resident decode steps,
+ * sampled with the generation's own settings; each step's logits are kept), then dense over those K tokens and
+ * the one before them in one multi-token pass (the prefill GEMM, which reads each weight once for all K + 1
+ * positions and rewrites their KV entries with dense values). shaders/spec_accept.wgsl then applies the
+ * speculative sampling rule on the GPU: greedy keeps the drafts the dense argmax agrees with, so the output
+ * is the dense greedy output; sampling accepts draft x with probability min(1, p(x) / q(x)) and resamples
+ * from norm(max(0, p - q)) at the first rejection, so the output follows the dense distribution. It also
+ * writes the next round's decode state: one read-back per round (the round's tokens and the state).
  * @module
  */
-import { copyOp, writeSamplerParams } from "../gpu/kernels.ts";
+import { copyOp, specAcceptOps, writeSamplerParams } from "../gpu/kernels.ts";
 import { type Forward, releaseOps } from "../model/forward.ts";
-import { argmax } from "./sampler.ts";
+import { type SamplingOptions, specSeeds } from "./sampler.ts";
 import { type DecodeStats, prefillPrompt, tokenLimit } from "./decode.ts";
 
 /** One speculative generation. */
@@ -17,6 +20,8 @@ export interface SpeculativeJob {
   maxTokens: number;
   /** Draft tokens per round. */
   k: number;
+  /** Sampling settings, applied identically to the draft (q) and the dense verify (p) distributions. */
+  sampling: SamplingOptions;
   /** End-of-sequence ids (at most 4), flagged on the GPU during drafting. */
   eosIds: number[];
   /** Called with each round's accepted tokens; return false to stop. */
@@ -28,44 +33,59 @@ export interface SpeculativeJob {
 export interface SpeculativeStats extends DecodeStats {
   /** Rounds (one dense verify pass each). */
   rounds: number;
+  /** Drafts made and drafts accepted. */
+  drafted: number;
+  accepted: number;
   /** Drafts accepted over drafts made. */
   acceptanceRate: number;
+  /**
+   * Estimated probability that a draft is accepted once its predecessors were: accepted / (accepted +
+   * rejections), the per-token acceptance `a` of the expected tokens per round (1 - a^(K+1)) / (1 - a).
+   */
+  perTokenAcceptance: number;
   /** Tokens produced per dense verify pass. */
   tokensPerRound: number;
 }
 
+/** Largest draft length a forward pass can verify (K + 1 rows in one prefill pass). */
+export function maxDraft(fwd: Forward): number {
+  return fwd.maxPrefill - 1;
+}
+
 /**
- * Runs greedy self-speculative decoding. The thresholds for the sparse draft must already be written
- * (Model does it); prefill is dense.
+ * Runs self-speculative decoding. The thresholds for the sparse draft must already be written (Model does
+ * it); prefill is dense.
  */
 export async function runSpeculative(fwd: Forward, job: SpeculativeJob): Promise<SpeculativeStats> {
   const { ctx } = fwd;
   const M = job.promptIds.length;
   const limit = tokenLimit(fwd, M, job.maxTokens);
-  if (!Number.isInteger(job.k) || job.k < 1 || job.k + 1 > fwd.maxPrefill) {
-    throw new RangeError(`speculate must be an integer in [1, ${fwd.maxPrefill - 1}], got ${job.k}`);
+  if (!Number.isInteger(job.k) || job.k < 1 || job.k > maxDraft(fwd)) {
+    throw new RangeError(`speculate must be an integer in [1, ${maxDraft(fwd)}], got ${job.k}`);
   }
   const t0 = performance.now();
   const V = fwd.config.vocabSize;
-  writeSamplerParams(
-    ctx,
-    fwd.samplerParams,
-    V,
-    fwd.maxSeq,
-    { temperature: 0, topK: 0, topP: 1, seed: 0 },
-    job.eosIds,
-  );
+  const K = job.k;
+  writeSamplerParams(ctx, fwd.samplerParams, V, fwd.maxSeq, job.sampling, job.eosIds);
   ctx.write(fwd.sparsity.counters, new Uint32Array(fwd.config.numLayers * 7));
   prefillPrompt(fwd, job.promptIds, false);
 
   const draft = fwd.decodeStep(true);
-  const logits = ctx.buffer((job.k + 1) * V * 4, "verify_logits");
-  let p = M; // position of the last accepted token, fed next
+  const qLogits = ctx.buffer(K * V * 4, "draft_logits"); // f32 [K][vocab]: logits of each draft step
+  const pLogits = ctx.buffer((K + 1) * V * 4, "verify_logits"); // f32 [K + 1][vocab]: dense rows
+  const stats = ctx.buffer((2 * K + 1) * 16, "spec_stats"); // u32 [2K + 1][4]
+  const keep = Array.from(
+    { length: K },
+    (_, i) => copyOp(ctx, fwd.logits, qLogits, { n: V, dstOffset: i * V }),
+  );
+  const seeds = specSeeds(job.sampling.seed);
+  let p = M; // position of the last decided token, fed next
   let s = 0; // its index in the tokens buffer
   let produced = 0;
   let rounds = 0;
   let drafted = 0;
   let accepted = 0;
+  let rejections = 0;
   let tFirst = 0;
   let tLast = 0;
   let aborted = false;
@@ -75,52 +95,63 @@ export async function runSpeculative(fwd: Forward, job: SpeculativeJob): Promise
         aborted = true;
         break;
       }
-      const k = Math.min(job.k, fwd.maxSeq - 1 - p, limit - produced);
+      const k = Math.min(K, fwd.maxSeq - 1 - p, limit - produced);
       if (k < 0) break; // the context is full
       const enc = ctx.device.createCommandEncoder();
-      // draft k tokens sparse, from (position p, token tokens[s])
-      if (k > 0) ctx.encode(enc, Array.from({ length: k }, () => draft).flat());
-      // verify: rows [tokens[s], d1..dk] at positions p..p+k, dense, every row's logits
+      // draft k tokens sparse, from (position p, token tokens[s]), keeping each step's logits
+      if (k > 0) ctx.encode(enc, Array.from({ length: k }, (_, i) => [...draft, keep[i]]).flat());
+      // verify: rows [tokens[s], d1..dk] at positions p..p+k, dense, every row's logits; then the decision
       const copy = copyOp(ctx, fwd.tokens, fwd.ids, { n: k + 1, srcOffset: s });
-      const verify = fwd.prefill(k + 1, p, { allLogits: logits });
-      ctx.encode(enc, [copy, ...verify]);
+      const verify = fwd.prefill(k + 1, p, { allLogits: pLogits });
+      const decide = specAcceptOps(ctx, qLogits, pLogits, stats, fwd.tokens, fwd.state, {
+        vocab: V,
+        k,
+        step0: s,
+        pos: p,
+        capacity: fwd.maxSeq,
+        ...job.sampling,
+        seedAccept: seeds.accept,
+        seedResidual: seeds.residual,
+      });
+      ctx.encode(enc, [copy, ...verify, ...decide]);
       const staging = ctx.device.createBuffer({
-        size: (k + 1) * 4 + (k + 1) * V * 4,
+        size: (k + 2) * 4 + 16,
         usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
       });
-      enc.copyBufferToBuffer(fwd.tokens, s * 4, staging, 0, (k + 1) * 4);
-      enc.copyBufferToBuffer(logits, 0, staging, (k + 1) * 4, (k + 1) * V * 4);
+      enc.copyBufferToBuffer(fwd.tokens, s * 4, staging, 0, (k + 2) * 4);
+      enc.copyBufferToBuffer(fwd.state, 0, staging, (k + 2) * 4, 16);
       ctx.device.queue.submit([enc.finish()]);
-      releaseOps([copy, ...verify]);
+      releaseOps([copy, ...verify, ...decide]);
       await staging.mapAsync(GPUMapMode.READ);
-      const data = staging.getMappedRange();
-      const toks = Array.from(new Uint32Array(data, 0, k + 1));
-      const rowLogits = new Float32Array(data, (k + 1) * 4, (k + 1) * V).slice();
+      const words = new Uint32Array(staging.getMappedRange().slice(0));
       staging.unmap();
       staging.destroy();
+      const toks = Array.from(words.subarray(0, k + 2));
+      const n = words[k + 2 + 2] - s - 2; // the kernel's next step is s + n + 2
+      if (!(n >= 0 && n <= k)) {
+        throw new Error(`speculative round: bad decode state ${words.subarray(k + 2)}`);
+      }
       rounds++;
       drafted += k;
-      // accept the drafts the dense pass agrees with, then its own next token
-      let n = 0;
-      while (n < k && toks[n + 1] === argmax(rowLogits.subarray(n * V, (n + 1) * V))) n++;
-      const next = argmax(rowLogits.subarray(n * V, (n + 1) * V));
       accepted += n;
-      const out = [...(produced === 0 ? [toks[0]] : []), ...toks.slice(1, n + 1), next];
+      if (n < k) rejections++;
+      // the accepted drafts, then the decided token (the kernel wrote it after them)
+      const out = [...(produced === 0 ? [toks[0]] : []), ...toks.slice(1, n + 2)];
       const now = performance.now();
       if (tFirst === 0) tFirst = now;
       tLast = now;
-      const room = limit - produced;
-      const emit = out.slice(0, room);
+      const emit = out.slice(0, limit - produced);
       produced += emit.length;
       if (!job.onTokens(emit)) break;
-      // continue from the dense token: its index and position follow the accepted drafts
+      // the kernel left the state at (p + n + 1, decided token, s + n + 2)
       p += n + 1;
       s += n + 1;
-      ctx.write(fwd.tokens, new Uint32Array([next]), s * 4);
-      fwd.writeState(p, next, s + 1);
     }
   } finally {
-    logits.destroy();
+    qLogits.destroy();
+    pLogits.destroy();
+    stats.destroy();
+    releaseOps(keep);
     ctx.checkAlive();
   }
   return {
@@ -130,7 +161,10 @@ export async function runSpeculative(fwd: Forward, job: SpeculativeJob): Promise
     aborted,
     batches: [],
     rounds,
+    drafted,
+    accepted,
     acceptanceRate: drafted > 0 ? accepted / drafted : 0,
+    perTokenAcceptance: accepted + rejections > 0 ? accepted / (accepted + rejections) : 0,
     tokensPerRound: rounds > 0 ? (accepted + rounds) / rounds : 0,
   };
 }

@@ -373,20 +373,21 @@ export class Model implements TextModel {
       return more;
     };
 
+    const sampling = {
+      temperature: o.temperature ?? GENERATE_DEFAULTS.temperature,
+      topK: o.topK ?? GENERATE_DEFAULTS.topK,
+      topP: o.topP ?? GENERATE_DEFAULTS.topP,
+      seed: o.seed ?? GENERATE_DEFAULTS.seed,
+    };
     const k = o.speculate ?? 0;
     const draftSparsity = k > 0 ? (o.draftSparsity ?? Math.min(0.5, this.#sparsityLevels.at(-1) ?? 0.5)) : 0;
-    if (k > 0) {
-      if (o.temperature !== 0) {
-        throw new RangeError("speculate needs temperature 0 (speculative sampling is not implemented)");
-      }
-      if (!(draftSparsity > 0)) throw new RangeError(`draftSparsity must be in (0, 1), got ${draftSparsity}`);
-      this.#useSparsity(draftSparsity);
-    }
+    if (k > 0) this.#useSparsity(draftSparsity);
     const stats = k > 0
       ? await runSpeculative(this.forward, {
         promptIds,
         maxTokens,
         k,
+        sampling,
         eosIds: [...eos].slice(0, 4),
         onTokens,
         signal: o.signal,
@@ -394,12 +395,7 @@ export class Model implements TextModel {
       : await runDecode(this.forward, {
         promptIds,
         maxTokens,
-        sampling: {
-          temperature: o.temperature ?? GENERATE_DEFAULTS.temperature,
-          topK: o.topK ?? GENERATE_DEFAULTS.topK,
-          topP: o.topP ?? GENERATE_DEFAULTS.topP,
-          seed: o.seed ?? GENERATE_DEFAULTS.seed,
-        },
+        sampling,
         eosIds: [...eos].slice(0, 4),
         sparse,
         sparsePrefill: sparse && (o.sparsePrefill ?? false),
