@@ -2,7 +2,7 @@
  * Self-speculative decoding (sparse draft, dense verify) must give exactly the dense greedy output.
  */
 import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert";
-import { loadModel } from "../src/model/model.ts";
+import { loadModel, type Model } from "../src/model/model.ts";
 import { calibrate } from "../src/teal/calibrate.ts";
 import type { GpuContext } from "../src/gpu/context.ts";
 import { specAcceptOps } from "../src/gpu/kernels.ts";
@@ -280,4 +280,83 @@ Deno.test("spec_accept: over 3000 seeds the emitted token follows p, not q (K = 
   assert(tv(hist, p) < bound, `TV(emitted, p) = ${tv(hist, p)}`);
   assert(tv(always, p) > 3 * bound, `always-accept TV ${tv(always, p)}`);
   assert(tv(resampleP, p) > 2 * bound, `resample-from-p TV ${tv(resampleP, p)}`);
+});
+
+/** stories260k with a quickly calibrated uniform TEAL profile (the model ships none). */
+async function stories(): Promise<Model> {
+  const model = await loadModel("../shared/models/stories260k", {
+    gpu: await gpu(),
+    contextLength: 96,
+    maxPrefill: 33,
+  });
+  const r = rng(3);
+  const wins = Array.from(
+    { length: 4 },
+    () => [1, ...Array.from({ length: 32 }, () => Math.floor(r() * 512))],
+  );
+  model.attachProfile(await calibrate(model, wins, { ctx: 32, tokens: 128, allocation: "uniform" }));
+  return model;
+}
+
+Deno.test("speculative sampling on stories260k: seeded runs reproduce; (t0, t1) follow the dense distribution, not the draft's", async () => {
+  const model = await stories();
+  try {
+    const o = { temperature: 0.9, topK: 0, topP: 0.95, stopAtEos: false, speculate: 3, draftSparsity: 0.6 };
+    const a = await model.complete([1], { ...o, maxTokens: 40, seed: 5 });
+    const b = await model.complete([1], { ...o, maxTokens: 40, seed: 5 });
+    const c = await model.complete([1], { ...o, maxTokens: 40, seed: 6 });
+    assertEquals(a.ids, b.ids);
+    assertEquals(a.ids.length, 40);
+    assert(c.ids.join() !== a.ids.join(), "another seed gives another sample");
+    const sp = a.speculation!;
+    assert(sp.acceptanceRate > 0 && sp.acceptanceRate < 1, `acceptance ${sp.acceptanceRate}`);
+
+    // joint distribution of the first two tokens: t0 from the dense prefill, t1 from the acceptance rule
+    // (K = 1, a poor draft at sparsity 0.8 so that rejections are common)
+    const s = { temperature: 1, topK: 3, topP: 1, seed: 0 };
+    const V = model.config.vocabSize;
+    const p0 = tokenProbabilities((await model.logits([1])).subarray(0, V), s);
+    const top = [...p0.keys()].filter((i) => p0[i] > 0);
+    assertEquals(top.length, 3);
+    const dense = new Map<string, number>();
+    const draft = new Map<string, number>();
+    for (const t0 of top) {
+      const p1 = tokenProbabilities((await model.logits([1, t0])).subarray(V, 2 * V), s);
+      const q1 = tokenProbabilities((await model.logits([1, t0], { sparsity: 0.8 })).subarray(V, 2 * V), s);
+      p1.forEach((v, t1) => v > 0 && dense.set(`${t0},${t1}`, p0[t0] * v));
+      q1.forEach((v, t1) => v > 0 && draft.set(`${t0},${t1}`, p0[t0] * v));
+    }
+    const N = 160;
+    const seen = new Map<string, number>();
+    let rejected = 0;
+    for (let seed = 0; seed < N; seed++) {
+      const r = await model.complete([1], {
+        ...s,
+        seed,
+        maxTokens: 2,
+        stopAtEos: false,
+        speculate: 1,
+        draftSparsity: 0.8,
+      });
+      const key = r.ids.join();
+      seen.set(key, (seen.get(key) ?? 0) + 1 / N);
+      if (r.speculation!.acceptanceRate === 0) rejected++;
+    }
+    const keys = new Set([...dense.keys(), ...draft.keys(), ...seen.keys()]);
+    const dist = (x: Map<string, number>, y: Map<string, number>) =>
+      [...keys].reduce((acc, k) => acc + Math.abs((x.get(k) ?? 0) - (y.get(k) ?? 0)), 0) / 2;
+    // the sampling noise of this TV estimate (9 cells, 160 runs) is about 0.08
+    const bound = 0.16;
+    assert(rejected > N / 20, `rejections happen (${rejected} of ${N})`);
+    assert(dist(seen, dense) < bound, `TV(speculative, dense) = ${dist(seen, dense)}`);
+    // the same test would catch "always accept the draft" (the draft's own distribution)
+    assert(dist(draft, dense) > bound, `TV(draft, dense) = ${dist(draft, dense)}`);
+    console.log(
+      `TV(speculative, dense) ${dist(seen, dense).toFixed(3)}, TV(draft, dense) ${
+        dist(draft, dense).toFixed(3)
+      }, rejections ${rejected}/${N}`,
+    );
+  } finally {
+    model.dispose();
+  }
 });
