@@ -7,6 +7,8 @@ import { calibrate } from "../src/teal/calibrate.ts";
 import type { GpuContext } from "../src/gpu/context.ts";
 import { specAcceptOps } from "../src/gpu/kernels.ts";
 import { releaseOps } from "../src/model/forward.ts";
+import { SPEC_AUTO } from "../src/generate/speculative_auto.ts";
+import { generateCommand } from "../src/cli/generate.ts";
 import {
   sampleToken,
   type SamplingOptions,
@@ -358,5 +360,100 @@ Deno.test("speculative sampling on stories260k: seeded runs reproduce; (t0, t1) 
     );
   } finally {
     model.dispose();
+  }
+});
+
+Deno.test('speculate: "auto" measures, picks a valid K and S, caches them, and keeps dense greedy output', async () => {
+  const model = await stories();
+  try {
+    const dense = await model.complete([1], { maxTokens: 40, temperature: 0, stopAtEos: false });
+    const t0 = performance.now();
+    const auto = await model.complete([1], {
+      maxTokens: 40,
+      temperature: 0,
+      stopAtEos: false,
+      speculate: "auto",
+    });
+    const measured = performance.now() - t0;
+    assertEquals(auto.ids, dense.ids);
+    const sp = auto.speculation!;
+    const c = sp.choice!;
+    assert(c !== null && c.k === sp.k && c.draftSparsity === sp.draftSparsity);
+    assert(Number.isInteger(c.k) && c.k >= 1 && c.k <= SPEC_AUTO.maxK, `K = ${c.k}`);
+    assert((SPEC_AUTO.sparsities as readonly number[]).includes(c.draftSparsity), `S = ${c.draftSparsity}`);
+    assertEquals(c.acceptance.map((a) => a.sparsity), [...SPEC_AUTO.sparsities]);
+    assert(c.acceptance.every((a) => a.acceptance >= 0 && a.acceptance <= 1));
+    assert(c.verifyMs.length === SPEC_AUTO.maxK && c.verifyMs.every((v) => v > 0));
+    assert(c.expectedTokensPerRound >= 1 && c.expectedTokensPerSecond > 0 && c.syncMs > 0);
+    // cached: the second request measures nothing and reuses the choice; an explicit S fixes S
+    const again = await model.complete([1], {
+      maxTokens: 8,
+      temperature: 0,
+      stopAtEos: false,
+      speculate: "auto",
+    });
+    assert(again.speculation!.choice === c);
+    const fixed = await model.complete([1], {
+      maxTokens: 8,
+      temperature: 0,
+      stopAtEos: false,
+      speculate: "auto",
+      draftSparsity: 0.45,
+    });
+    assertEquals(fixed.speculation!.draftSparsity, 0.45);
+    assertEquals(fixed.speculation!.choice!.acceptance.map((a) => a.sparsity), [0.45]);
+    assertEquals([...model.speculationChoices.keys()], ["greedy:auto", "greedy:0.45"]);
+    console.log(
+      `auto: K=${c.k} S=${c.draftSparsity} in ${measured.toFixed(0)} ms; ${JSON.stringify(c.acceptance)}`,
+    );
+  } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("bad speculate / draftSparsity values are clear errors (API and CLI)", async () => {
+  const model = await loadModel("../shared/models/stories260k", {
+    gpu: await gpu(),
+    contextLength: 96,
+    maxPrefill: 33,
+  });
+  try {
+    await rejects(model.complete([1], { speculate: 2 }), /no TEAL profile/);
+    model.setSparsityProfile([0, 0.5], () => new Float32Array(model.config.numLayers * 7));
+    for (const speculate of [0, 33, 2.5, -1, NaN]) {
+      await rejects(
+        model.complete([1], { speculate }),
+        /speculate must be "auto" or an integer in \[1, 32\]/,
+      );
+    }
+    await rejects(model.complete([1], { speculate: "fast" as unknown as number }), /speculate must be/);
+    for (const draftSparsity of [1, -0.1, 1.5]) {
+      await rejects(
+        model.complete([1], { speculate: 2, draftSparsity }),
+        /draftSparsity must be in \[0, 1\)/,
+      );
+    }
+    await rejects(
+      model.complete([1], { speculate: 2, draftSparsity: 0.7 }),
+      /outside the TEAL profile's range/,
+    );
+  } finally {
+    model.dispose();
+  }
+  const deps = {
+    loadModel: () => Promise.reject(new Error("the options are checked before the model loads")),
+    defaultModelDir: () => "models/tiny-llama-16m",
+  };
+  for (const speculate of ["0", "2.5", "fast", "-3"]) {
+    await rejects(
+      generateCommand.run({ prompt: "x", speculate }, deps),
+      /--speculate must be an integer >= 1/,
+    );
+  }
+  for (const d of ["1", "-0.1", "x"]) {
+    await rejects(
+      generateCommand.run({ prompt: "x", speculate: "2", "draft-sparsity": d }, deps),
+      /--draft-sparsity must be a number >= 0 <= 0.999/,
+    );
   }
 });
