@@ -9,6 +9,8 @@ import { specAcceptOps } from "../src/gpu/kernels.ts";
 import { releaseOps } from "../src/model/forward.ts";
 import { SPEC_AUTO } from "../src/generate/speculative_auto.ts";
 import { generateCommand } from "../src/cli/generate.ts";
+import { createApp } from "../src/server/app.ts";
+import { FakeModel } from "./_fake_model.ts";
 import {
   sampleToken,
   type SamplingOptions,
@@ -456,4 +458,68 @@ Deno.test("bad speculate / draftSparsity values are clear errors (API and CLI)",
       /--draft-sparsity must be a number >= 0 <= 0.999/,
     );
   }
+});
+
+Deno.test("server: speculate / draft_sparsity validated (400 naming the field), reported in `speculation`", async () => {
+  const model = new FakeModel({ sparsityLevels: [0, 0.25, 0.5, 0.7] });
+  const app = createApp({ model, maxSpeculate: 8 });
+  const post = async (body: unknown, path = "/v1/completions") => {
+    const res = await app.fetch(
+      new Request("http://x" + path, { method: "POST", body: JSON.stringify(body) }),
+    );
+    return { status: res.status, body: await res.json().catch(() => null) };
+  };
+  const ok = await post({ prompt: "hi", max_tokens: 3, speculate: 4, draft_sparsity: 0.25, temperature: 0 });
+  assertEquals(ok.status, 200);
+  assertEquals(model.runs.at(-1)!.options.speculate, 4);
+  assertEquals(model.runs.at(-1)!.options.draftSparsity, 0.25);
+  assertEquals(ok.body.speculation.k, 4);
+  assertEquals(ok.body.speculation.tokens_per_verify, 2);
+  assertEquals(ok.body.speculation.acceptance_rate, 0.5);
+  assert("tokens_per_s" in ok.body.speculation);
+  const auto = await post(
+    { messages: [{ role: "user", content: "hi" }], max_tokens: 2, speculate: "auto" },
+    "/v1/chat/completions",
+  );
+  assertEquals(auto.status, 200);
+  assertEquals(model.runs.at(-1)!.options.speculate, "auto");
+  assertEquals(auto.body.speculation.k, 3);
+  const plain = await post({ prompt: "hi", max_tokens: 2 });
+  assert(!("speculation" in plain.body));
+  for (
+    const [body, param] of [
+      [{ speculate: 0 }, "speculate"],
+      [{ speculate: 9 }, "speculate"],
+      [{ speculate: 2.5 }, "speculate"],
+      [{ speculate: "4" }, "speculate"],
+      [{ speculate: "fast" }, "speculate"],
+      [{ speculate: 2, draft_sparsity: 1 }, "draft_sparsity"],
+      [{ speculate: 2, draft_sparsity: -0.1 }, "draft_sparsity"],
+      [{ speculate: 2, draft_sparsity: 0.8 }, "draft_sparsity"],
+      [{ speculate: 2, draft_sparsity: "0.5" }, "draft_sparsity"],
+      [{ draft_sparsity: 0.5 }, "draft_sparsity"],
+    ] as const
+  ) {
+    const r = await post({ prompt: "hi", max_tokens: 2, ...body });
+    assertEquals([r.status, r.body.error.param], [400, param], JSON.stringify(body));
+  }
+  const dense = createApp({ model: new FakeModel({ sparsityLevels: [] }) });
+  const res = await dense.fetch(
+    new Request("http://x/v1/completions", {
+      method: "POST",
+      body: JSON.stringify({ prompt: "x", speculate: 2 }),
+    }),
+  );
+  assertEquals(res.status, 400);
+  assert(/TEAL profile/.test((await res.json()).error.message));
+  // streaming: the finish chunk carries the report
+  const stream = await app.fetch(
+    new Request("http://x/v1/completions", {
+      method: "POST",
+      body: JSON.stringify({ prompt: "hi", max_tokens: 3, speculate: 2, stream: true }),
+    }),
+  );
+  const events = (await stream.text()).split("\n\n").filter((e) => e.startsWith("data: {"));
+  const last = JSON.parse(events.at(-1)!.slice(6));
+  assertEquals(last.speculation.k, 2);
 });

@@ -3,7 +3,7 @@
  * @module
  */
 import type { Command } from "./commands.ts";
-import { speculationJson } from "../generate/speculative.ts";
+import { speculationJson } from "../generate/report.ts";
 import { num, numList } from "./options.ts";
 
 /** --speculate K|auto: a clear error for anything else. */

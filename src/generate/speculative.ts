@@ -13,7 +13,6 @@ import { copyOp, specAcceptOps, writeSamplerParams } from "../gpu/kernels.ts";
 import { type Forward, releaseOps } from "../model/forward.ts";
 import { type SamplingOptions, specSeeds } from "./sampler.ts";
 import { type DecodeStats, prefillPrompt, tokenLimit } from "./decode.ts";
-import type { SpeculationReport } from "./types.ts";
 
 /** One speculative generation. */
 export interface SpeculativeJob {
@@ -167,34 +166,5 @@ export async function runSpeculative(fwd: Forward, job: SpeculativeJob): Promise
     acceptanceRate: drafted > 0 ? accepted / drafted : 0,
     perTokenAcceptance: accepted + rejections > 0 ? accepted / (accepted + rejections) : 0,
     tokensPerRound: rounds > 0 ? (accepted + rounds) / rounds : 0,
-  };
-}
-
-/** The `speculation` field of `generate --json` and of the server's responses (snake_case). */
-export function speculationJson(s: SpeculationReport): Record<string, unknown> {
-  const r4 = (x: number) => Number(x.toFixed(4));
-  return {
-    k: s.k,
-    draft_sparsity: s.draftSparsity,
-    acceptance_rate: r4(s.acceptanceRate),
-    per_token_acceptance: r4(s.perTokenAcceptance),
-    tokens_per_verify: r4(s.tokensPerRound),
-    rounds: s.rounds,
-    auto: s.choice
-      ? {
-        acceptance: s.choice.acceptance.map((a) => ({
-          draft_sparsity: a.sparsity,
-          acceptance: r4(a.acceptance),
-        })),
-        draft_ms: s.choice.draftMs.map((d) => ({ draft_sparsity: d.sparsity, ms: r4(d.ms) })),
-        verify_ms: s.choice.verifyMs.map(r4),
-        sync_ms: r4(s.choice.syncMs),
-        dense_ms: r4(s.choice.denseMs),
-        expected_tokens_per_verify: r4(s.choice.expectedTokensPerRound),
-        expected_tokens_per_s: Number(s.choice.expectedTokensPerSecond.toFixed(2)),
-        expected_speedup: r4(s.choice.expectedSpeedup),
-        measure_ms: Number(s.choice.measureMs.toFixed(1)),
-      }
-      : null,
   };
 }
