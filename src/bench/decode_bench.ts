@@ -199,3 +199,53 @@ export async function benchSpeculative(
     speedup: (tokensPerRound * o.denseMs) / (o.k * o.draftMs + verifyMs),
   };
 }
+
+/** Acceptance measured by running self-speculative decoding on a real model. */
+export interface MeasuredAcceptance {
+  /** Model the acceptance was measured on (folder name). */
+  model: string;
+  k: number;
+  draftSparsity: number;
+  temperature: number;
+  /** Tokens generated. */
+  tokens: number;
+  /** Per-token acceptance: accepted / (accepted + rejections), the `a` of the estimate. */
+  perTokenAcceptance: number;
+  /** Drafts accepted over drafts made. */
+  acceptanceRate: number;
+  /** Tokens per dense verify pass. */
+  tokensPerRound: number;
+  /** Speculative decode tokens/s on that model here, and its dense tokens/s (same prompt and length). */
+  tokensPerSecond: number;
+  denseTokensPerSecond: number;
+}
+
+/**
+ * Runs speculative generation (K drafts at `draftSparsity`, seeded) on a model with a TEAL profile and
+ * reports its acceptance. The prompt is a fixed sentence (BOS alone for a model without a tokenizer).
+ */
+export async function measureAcceptance(
+  model: Model,
+  o: { k: number; draftSparsity: number; temperature: number; tokens: number },
+): Promise<MeasuredAcceptance> {
+  const prompt = model.hasTokenizer
+    ? model.encode("The jury said that the city")
+    : [model.config.bosTokenId ?? 1];
+  const gen = { maxTokens: o.tokens, temperature: o.temperature, seed: 1, stopAtEos: false };
+  await model.complete(prompt, { ...gen, maxTokens: 4, speculate: o.k, draftSparsity: o.draftSparsity }); // warm-up
+  const r = await model.complete(prompt, { ...gen, speculate: o.k, draftSparsity: o.draftSparsity });
+  const dense = await model.complete(prompt, gen);
+  const sp = r.speculation!;
+  return {
+    model: model.id,
+    k: o.k,
+    draftSparsity: o.draftSparsity,
+    temperature: o.temperature,
+    tokens: r.ids.length,
+    perTokenAcceptance: sp.perTokenAcceptance,
+    acceptanceRate: sp.acceptanceRate,
+    tokensPerRound: sp.tokensPerRound,
+    tokensPerSecond: r.tokensPerSecond,
+    denseTokensPerSecond: dense.tokensPerSecond,
+  };
+}
