@@ -204,8 +204,11 @@ export async function benchSpeculative(
 export interface MeasuredAcceptance {
   /** Model the acceptance was measured on (folder name). */
   model: string;
+  /** Draft tokens per round. */
   k: number;
+  /** Draft sparsity. */
   draftSparsity: number;
+  /** Sampling temperature (0: greedy). */
   temperature: number;
   /** Tokens generated. */
   tokens: number;
@@ -215,8 +218,9 @@ export interface MeasuredAcceptance {
   acceptanceRate: number;
   /** Tokens per dense verify pass. */
   tokensPerRound: number;
-  /** Speculative decode tokens/s on that model here, and its dense tokens/s (same prompt and length). */
+  /** Speculative decode tokens/s on that model, on this device. */
   tokensPerSecond: number;
+  /** Dense decode tokens/s on that model (same prompt and length). */
   denseTokensPerSecond: number;
 }
 

@@ -33,8 +33,9 @@ export interface SpeculativeJob {
 export interface SpeculativeStats extends DecodeStats {
   /** Rounds (one dense verify pass each). */
   rounds: number;
-  /** Drafts made and drafts accepted. */
+  /** Drafts made. */
   drafted: number;
+  /** Drafts accepted. */
   accepted: number;
   /** Drafts accepted over drafts made. */
   acceptanceRate: number;

@@ -43,8 +43,9 @@ export interface SpeculativeChoice {
   syncMs: number;
   /** GPU ms of one dense decode step (the baseline speculation must beat). */
   denseMs: number;
-  /** Expected tokens per round and tokens/s at the choice, from the cost model. */
+  /** Expected tokens per round at the choice: (1 - a^(K+1)) / (1 - a). */
   expectedTokensPerRound: number;
+  /** Expected tokens/s at the choice, from the cost model. */
   expectedTokensPerSecond: number;
   /**
    * Expected speed-up over dense decoding (1000 / denseMs tokens/s, which pays no per-token round trip). Below

@@ -45,8 +45,9 @@ export interface GenerateOptions {
 
 /** What one speculative generation did. */
 export interface SpeculationReport {
-  /** Draft tokens per round and the draft's TEAL sparsity that ran. */
+  /** Draft tokens per round. */
   k: number;
+  /** TEAL sparsity of the draft that ran. */
   draftSparsity: number;
   /** Drafts accepted over drafts made. */
   acceptanceRate: number;

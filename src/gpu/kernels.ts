@@ -486,12 +486,15 @@ export interface SpecAcceptParams {
   pos: number;
   /** Length of `tokens`. */
   capacity: number;
-  /** Temperature, top-k and top-p, as the draft sampler used them (temperature 0: greedy). */
+  /** Temperature as the draft sampler used it (0: greedy). */
   temperature: number;
+  /** Top-k as the draft sampler used it (0: off). */
   topK: number;
+  /** Top-p as the draft sampler used it (1: off). */
   topP: number;
-  /** Seeds of the acceptance and the residual streams (see `specSeeds` in src/generate/sampler.ts). */
+  /** Seed of the acceptance stream (see `specSeeds` in src/generate/sampler.ts). */
   seedAccept: number;
+  /** Seed of the residual / bonus draw stream. */
   seedResidual: number;
 }
 
