@@ -125,7 +125,11 @@ export const generateCommand: Command = {
           }${
             r.speculation
               ? `, speculate K=${r.speculation.k} S=${r.speculation.draftSparsity}${
-                r.speculation.choice ? " (auto)" : ""
+                r.speculation.choice
+                  ? ` (auto: expected ${r.speculation.choice.expectedTokensPerSecond.toFixed(1)} tokens/s, ${
+                    r.speculation.choice.expectedSpeedup.toFixed(2)
+                  }x dense)`
+                  : ""
               }: acceptance ${r.speculation.acceptanceRate.toFixed(3)}, ${
                 r.speculation.tokensPerRound.toFixed(2)
               } tokens per verify`

@@ -37,6 +37,8 @@ export interface SpeculativeStats extends DecodeStats {
   drafted: number;
   /** Drafts accepted. */
   accepted: number;
+  /** Rounds that ended in a rejected draft. */
+  rejections: number;
   /** Drafts accepted over drafts made. */
   acceptanceRate: number;
   /**
@@ -164,6 +166,7 @@ export async function runSpeculative(fwd: Forward, job: SpeculativeJob): Promise
     rounds,
     drafted,
     accepted,
+    rejections,
     acceptanceRate: drafted > 0 ? accepted / drafted : 0,
     perTokenAcceptance: accepted + rejections > 0 ? accepted / (accepted + rejections) : 0,
     tokensPerRound: rounds > 0 ? (accepted + rounds) / rounds : 0,

@@ -1,7 +1,7 @@
 /**
  * Automatic choice of the draft length K and the draft sparsity S of self-speculative decoding, from a short
  * measurement on the loaded model: the per-token acceptance a(S) of a few speculative rounds over the prompt
- * at each S of a small grid, and the GPU costs of one draft step t_draft(S), one verify pass t_verify(K) and
+ * (Laplace-smoothed) at each S of a small grid, and the GPU costs of one draft step t_draft(S), one verify pass t_verify(K) and
  * the host round trip t_sync that every round pays (Deno spends at least 10 ms per read-back). It picks
  *
  *   argmax over K, S of  E[tokens per round] / (K t_draft(S) + t_verify(K) + t_sync),
@@ -33,7 +33,7 @@ export interface SpeculativeChoice {
   k: number;
   /** Chosen draft sparsity. */
   draftSparsity: number;
-  /** Measured per-token acceptance at each draft sparsity. */
+  /** Measured per-token acceptance at each draft sparsity: (accepted + 1) / (accepted + rejections + 2). */
   acceptance: { sparsity: number; acceptance: number }[];
   /** GPU ms of one sparse draft step at each draft sparsity. */
   draftMs: { sparsity: number; ms: number }[];
@@ -117,7 +117,11 @@ export async function chooseSpeculation(fwd: Forward, o: ChooseOptions): Promise
       eosIds: [],
       onTokens: () => true,
     });
-    acceptance.push({ sparsity: s, acceptance: stats.perTokenAcceptance });
+    // Laplace's rule: a few dozen tokens can be all accepted, and a = 1 would always pick the largest K
+    acceptance.push({
+      sparsity: s,
+      acceptance: (stats.accepted + 1) / (stats.accepted + stats.rejections + 2),
+    });
     fwd.writeState(prompt.length, prompt[0], 1);
     const pass = Array.from({ length: steps }, () => fwd.decodeStep(true)).flat();
     draftMs.push({ sparsity: s, ms: (await gpuMs(ctx, pass)) / steps });
