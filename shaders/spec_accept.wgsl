@@ -6,28 +6,31 @@
 // accepted when u_i * q_i(x_i) < p_i(x_i) (probability min(1, p/q)); at the first rejection n the token is
 // drawn from norm(max(0, p_n - q_n)), and when all k are accepted from p_k. Greedy (temperature 0): drafts
 // are accepted while x_i = argmax p_i, then the token is argmax p_n (so the output is dense greedy). It writes
-// the token to tokens[step0 + 1 + n] and the decode state of the next round. Random numbers: the seeded
+// the token to tokens[step0 + 1 + n], the decode state of the next round and n to the round log, so rounds
+// can be queued back to back with no host round trip. The round's place comes from the state the k draft
+// steps left: step0 = state[2] - 1 - k, pos = state[0] - k. Random numbers: the seeded
 // counter-based u(seed, step) of sample.wgsl, on two streams of their own (seedAccept, seedResidual).
 // src/generate/sampler.ts (speculativeAccept) mirrors this on the CPU.
 // bindings: 0 params (uniform), 1 draft (f32 [k][vocab], read: the draft steps' logits),
 //           2 verify (f32 [k + 1][vocab], read: the dense pass's logits), 3 stats (u32 [2k + 1][4], read_write:
 //           zmax (f32 bits), argmax, threshold key, kept mass (f32 bits); dist writes, accept reads),
 //           4 tokens (u32 [capacity], read_write: drafts at step0 + 1.., the decided token written after the
-//           accepted ones), 5 state (u32 [4], write: position and token to feed next, next step, stop flag 0)
+//           accepted ones), 5 state (u32 [4], read_write: position and token to feed, next step, stop flag),
+//           6 log (u32 [1 + rounds], read_write: [0] rounds so far, [1 + r] drafts accepted in round r)
 const WG: u32 = 256u;
 struct Params {
   vocab: u32,
-  k: u32,            // drafts this round
-  step0: u32,        // tokens index of the fed token: draft i is tokens[step0 + 1 + i]
-  pos: u32,          // position of the fed token
+  k: u32,            // drafts per round
+  logCapacity: u32,  // length of log
+  _pad0: u32,
   temperature: f32,  // 0: greedy
   topP: f32,         // 1: off
   topK: u32,         // 0: off
   seedAccept: u32,
   seedResidual: u32,
   capacity: u32,     // length of tokens
-  _pad0: u32,
   _pad1: u32,
+  _pad2: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> draft: array<f32>;
@@ -35,6 +38,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> stats: array<u32>;
 @group(0) @binding(4) var<storage, read_write> tokens: array<u32>;
 @group(0) @binding(5) var<storage, read_write> state: array<u32>;
+@group(0) @binding(6) var<storage, read_write> log: array<u32>;
 
 var<workgroup> rf: array<f32, WG>;
 var<workgroup> ru: array<u32, WG>;
@@ -232,16 +236,18 @@ fn draw(t: u32, n: u32, residual: bool, u: f32) -> u32 {
 @compute @workgroup_size(WG)
 fn accept(@builtin(local_invocation_index) t: u32) {
   let greedy = !(p.temperature > 0.0);
+  // read before the barrier below; thread 0 rewrites the state after it
+  let step0 = state[2] - 1u - p.k;
   // the first rejected draft (k when all are accepted); k is small, so one thread walks them
   if (t == 0u) {
     var n = 0u;
     while (n < p.k) {
-      let x = tokens[p.step0 + 1u + n];
+      let x = tokens[step0 + 1u + n];
       var ok: bool;
       if (greedy) {
         ok = x == stats[(p.k + n) * 4u + 1u];
       } else {
-        let u = uniform01(p.seedAccept, p.step0 + 1u + n);
+        let u = uniform01(p.seedAccept, step0 + 1u + n);
         ok = u * prob(n, x) < prob(p.k + n, x);
       }
       if (!ok) { break; }
@@ -252,17 +258,20 @@ fn accept(@builtin(local_invocation_index) t: u32) {
   let n = workgroupUniformLoad(&ru[0]);
   var token = stats[(p.k + n) * 4u + 1u];
   if (!greedy) {
-    let u = uniform01(p.seedResidual, p.step0 + 1u + n);
+    let u = uniform01(p.seedResidual, step0 + 1u + n);
     token = draw(t, n, n < p.k, u);
     // rounding can leave no positive residual: fall back to p_n itself
     if (token == 0xffffffffu) { token = draw(t, n, false, u); }
   }
   if (t == 0u) {
-    let at = p.step0 + 1u + n;
+    let at = step0 + 1u + n;
     if (at < p.capacity) { tokens[at] = token; }
-    state[0] = p.pos + n + 1u;
+    state[0] = state[0] - p.k + n + 1u;
     state[1] = token;
     state[2] = at + 1u;
     state[3] = 0u;
+    let r = log[0];
+    if (1u + r < p.logCapacity) { log[1u + r] = n; }
+    log[0] = r + 1u;
   }
 }

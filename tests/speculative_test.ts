@@ -5,7 +5,7 @@ import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:ass
 import { loadModel, type Model } from "../src/model/model.ts";
 import { calibrate } from "../src/teal/calibrate.ts";
 import type { GpuContext } from "../src/gpu/context.ts";
-import { specAcceptOps } from "../src/gpu/kernels.ts";
+import { copyOp, specAcceptOps } from "../src/gpu/kernels.ts";
 import { releaseOps } from "../src/model/forward.ts";
 import { SPEC_AUTO } from "../src/generate/speculative_auto.ts";
 import { generateCommand } from "../src/cli/generate.ts";
@@ -80,9 +80,14 @@ interface Round {
   step0: number;
 }
 
-/** Runs many independent rounds (disjoint token ranges) in one submit; returns each round's token slots. */
+/**
+ * Runs many independent rounds (disjoint token ranges) in one submit; each round's decode state (position
+ * 1000 + step0 + k, step step0 + 1 + k: as its k draft steps would leave it) is copied in before it. Returns
+ * each round's token slots, the round log and the last state.
+ */
 async function gpuRounds(ctx: GpuContext, rounds: Round[], V: number): Promise<{
   slots: number[][];
+  log: number[];
   lastState: number[];
 }> {
   const K = Math.max(...rounds.map((r) => r.drafts.length));
@@ -90,10 +95,19 @@ async function gpuRounds(ctx: GpuContext, rounds: Round[], V: number): Promise<{
   const tokens = poisoned(ctx, capacity, "tokens");
   const state = poisoned(ctx, 4, "state");
   const stats = poisoned(ctx, (2 * K + 1) * 4, "stats");
-  const bufs: GPUBuffer[] = [tokens, state, stats];
+  const log = ctx.buffer((1 + rounds.length) * 4, "log");
+  const init = ctx.buffer(
+    rounds.length * 16,
+    "init",
+    new Uint32Array(rounds.flatMap((r) => {
+      const k = r.drafts.length;
+      return [1000 + r.step0 + k, r.drafts[k - 1] ?? 0, r.step0 + 1 + k, 0];
+    })),
+  );
+  const bufs: GPUBuffer[] = [tokens, state, stats, log, init];
   const ops = [];
   const packs = new Map<Round["draft"], { q: GPUBuffer; p: GPUBuffer }>();
-  for (const r of rounds) {
+  for (const [t, r] of rounds.entries()) {
     // (an empty write panics Deno's WebGPU)
     if (r.drafts.length > 0) ctx.write(tokens, new Uint32Array(r.drafts), (r.step0 + 1) * 4);
     let pack = packs.get(r.draft);
@@ -107,12 +121,12 @@ async function gpuRounds(ctx: GpuContext, rounds: Round[], V: number): Promise<{
       packs.set(r.draft, pack);
     }
     const seeds = specSeeds(r.o.seed);
-    ops.push(...specAcceptOps(ctx, pack.q, pack.p, stats, tokens, state, {
+    ops.push(copyOp(ctx, init, state, { n: 4, srcOffset: 4 * t }));
+    ops.push(...specAcceptOps(ctx, pack.q, pack.p, stats, tokens, state, log, {
       vocab: V,
       k: r.drafts.length,
-      step0: r.step0,
-      pos: 1000 + r.step0,
       capacity,
+      logCapacity: 1 + rounds.length,
       ...r.o,
       seedAccept: seeds.accept,
       seedResidual: seeds.residual,
@@ -120,11 +134,14 @@ async function gpuRounds(ctx: GpuContext, rounds: Round[], V: number): Promise<{
   }
   ctx.run(ops);
   const all = Array.from(await ctx.readU32(tokens));
+  const logged = Array.from(await ctx.readU32(log));
   const lastState = Array.from(await ctx.readU32(state));
   releaseOps(ops);
   for (const b of bufs) b.destroy();
+  assertEquals(logged[0], rounds.length);
   return {
     slots: rounds.map((r) => all.slice(r.step0 + 1, r.step0 + r.drafts.length + 2)),
+    log: logged.slice(1, 1 + rounds.length),
     lastState,
   };
 }
@@ -165,6 +182,7 @@ Deno.test("spec_accept matches the CPU oracle on random p/q (vocab 300 and 517),
       for (const round of rounds) {
         const got = await gpuRounds(ctx, [round], V);
         const want = oracleSlots(round);
+        assertEquals(got.log, [want.accepted]);
         assertEquals(got.slots[0], want.slots, `V ${V} ${JSON.stringify(o)} k ${round.drafts.length}`);
         if (round.drafts.length > 0) outcomes.add(want.accepted === 0 ? "none" : "some");
         assertEquals(got.lastState, [

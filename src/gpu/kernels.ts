@@ -313,7 +313,7 @@ export interface AttentionShape {
   ldq: number;
 }
 
-/** Where the rows' positions come from: posBase + row (prefill), or the decode state. */
+/** Where the rows' positions come from: posBase + row (prefill), or state[0] - posBase + row (decode: 0). */
 export interface Positions {
   rows: number;
   posBase: number;
@@ -474,18 +474,16 @@ export function sampleOp(
   });
 }
 
-/** Settings of one speculative acceptance round (spec_accept.wgsl). */
+/** Settings of the speculative acceptance rounds of one generation (spec_accept.wgsl). */
 export interface SpecAcceptParams {
   /** Vocabulary size (row length of the draft and verify logits). */
   vocab: number;
-  /** Drafts this round (draft rows; the verify logits have k + 1 rows). */
+  /** Drafts per round (draft rows; the verify logits have k + 1 rows). */
   k: number;
-  /** Index in `tokens` of the token fed to the round: draft i is tokens[step0 + 1 + i]. */
-  step0: number;
-  /** Position of that token. */
-  pos: number;
   /** Length of `tokens`. */
   capacity: number;
+  /** Length of the round log (1 + most rounds logged). */
+  logCapacity: number;
   /** Temperature as the draft sampler used it (0: greedy). */
   temperature: number;
   /** Top-k as the draft sampler used it (0: off). */
@@ -500,8 +498,9 @@ export interface SpecAcceptParams {
 
 /**
  * spec_accept.wgsl: `dist` over the 2k + 1 rows (draft logits, then verify logits) and `accept`, which keeps
- * the accepted drafts, writes the decided token to tokens[step0 + 1 + n] and the next round's decode state.
- * `stats` holds (2k + 1) * 4 words. The two ops share one parameter buffer, owned by the first.
+ * the accepted drafts, writes the decided token after them, the next round's decode state and the round's
+ * accepted count to `log`. The round's place (token index and position) comes from `state`, as the k draft
+ * steps left it. `stats` holds (2k + 1) * 4 words. The two ops share one parameter buffer, owned by the first.
  */
 export function specAcceptOps(
   ctx: GpuContext,
@@ -510,14 +509,15 @@ export function specAcceptOps(
   stats: GPUBuffer,
   tokens: GPUBuffer,
   state: GPUBuffer,
+  log: GPUBuffer,
   o: SpecAcceptParams,
 ): Op[] {
   const params = ctx.uniform(
     [
       o.vocab,
       o.k,
-      o.step0,
-      o.pos,
+      o.logCapacity,
+      0,
       o.temperature,
       o.topP,
       o.topK >>> 0,
@@ -540,11 +540,29 @@ export function specAcceptOps(
     }),
     ctx.op({
       variant: { shader: "spec_accept", entry: "accept" },
-      bindings: [params, draft, verify, stats, tokens, state],
+      bindings: [params, draft, verify, stats, tokens, state, log],
       workgroups: [1],
       label: "spec.accept",
     }),
   ];
+}
+
+/** spec_gather.wgsl: ids[i] = tokens[state[2] - 1 - k + i] for i in 0..k (the verify pass's rows). */
+export function specGatherOp(
+  ctx: GpuContext,
+  tokens: GPUBuffer,
+  state: GPUBuffer,
+  ids: GPUBuffer,
+  o: { k: number; capacity: number },
+): Op {
+  const params = ctx.uniform([o.k, o.capacity, 0, 0], "spec_gather");
+  return ctx.op({
+    variant: { shader: "spec_gather" },
+    bindings: [params, tokens, state, ids],
+    owned: [params],
+    workgroups: [Math.ceil((o.k + 1) / 64)],
+    label: "spec.gather",
+  });
 }
 
 /** copy.wgsl: dst[dstOffset + i] = src[srcOffset + i] for n 32-bit words. */
