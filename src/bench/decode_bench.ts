@@ -168,8 +168,9 @@ export interface SpeculativeBenchRow {
 /**
  * Times the dense verify pass for draft length k (prefill of k + 1 rows at a mid-context position) and turns
  * it, with the measured dense and draft step times and an acceptance rate measured elsewhere (a real model:
- * random weights accept almost nothing), into the expected speed-up of self-speculative decoding. The
- * read-back per round (>= 10 ms in Deno) is not included: it is hidden only when rounds are batched.
+ * random weights accept almost nothing), into the expected speed-up of self-speculative decoding. Rounds are
+ * queued in batches, one read-back each (as decode steps are), so GPU time is what the estimate compares;
+ * the acceptance kernels (small) are not included.
  */
 export async function benchSpeculative(
   model: Model,

@@ -1,17 +1,18 @@
 /**
  * Automatic choice of the draft length K and the draft sparsity S of self-speculative decoding, from a short
  * measurement on the loaded model: the per-token acceptance a(S) of a few speculative rounds over the prompt
- * (Laplace-smoothed) at each S of a small grid, and the GPU costs of one draft step t_draft(S), one verify pass t_verify(K) and
- * the host round trip t_sync that every round pays (Deno spends at least 10 ms per read-back). It picks
+ * (Laplace-smoothed) at each S of a small grid, and the GPU costs of one draft step t_draft(S), one verify
+ * pass t_verify(K) and the host round trip t_sync (Deno spends at least 10 ms per read-back), paid once per
+ * batch of B rounds (B from the batch-time target of SPEC_BATCH). It picks
  *
- *   argmax over K, S of  E[tokens per round] / (K t_draft(S) + t_verify(K) + t_sync),
+ *   argmax over K, S of  E[tokens per round] / (K t_draft(S) + t_verify(K) + t_sync / B),
  *   E[tokens per round] = (1 - a^(K+1)) / (1 - a).
  * @module
  */
 import type { GpuContext, Op } from "../gpu/context.ts";
 import { type Forward, releaseOps } from "../model/forward.ts";
 import type { SamplingOptions } from "./sampler.ts";
-import { maxDraft, runSpeculative } from "./speculative.ts";
+import { maxDraft, runSpeculative, SPEC_BATCH } from "./speculative.ts";
 
 /** Tunables of the measurement. */
 export const SPEC_AUTO = {
@@ -39,7 +40,7 @@ export interface SpeculativeChoice {
   draftMs: { sparsity: number; ms: number }[];
   /** GPU ms of the dense verify pass for K = 1, 2, ... (K = 1 and the largest K timed, linear between). */
   verifyMs: number[];
-  /** Host round trip per round (ms). */
+  /** Host round trip per read-back (ms), paid once per batch of rounds. */
   syncMs: number;
   /** GPU ms of one dense decode step (the baseline speculation must beat). */
   denseMs: number;
@@ -157,7 +158,9 @@ export async function chooseSpeculation(fwd: Forward, o: ChooseOptions): Promise
   acceptance.forEach(({ sparsity: s, acceptance: a }, i) => {
     for (let k = 1; k <= maxK; k++) {
       const tpr = expectedTokensPerRound(a, k);
-      const tps = tpr / ((k * draftMs[i].ms + verifyMs[k - 1] + syncMs) / 1000);
+      const gpu = k * draftMs[i].ms + verifyMs[k - 1];
+      const perBatch = Math.max(1, Math.min(SPEC_BATCH.maxRounds, Math.floor(SPEC_BATCH.targetMs / gpu)));
+      const tps = tpr / ((gpu + syncMs / perBatch) / 1000);
       if (tps > best.tps) best = { k, s, tps, tpr };
     }
   });
