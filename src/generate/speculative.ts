@@ -122,7 +122,6 @@ export async function runSpeculative(fwd: Forward, job: SpeculativeJob): Promise
   let produced = 0;
   let run = 0; // rounds run so far (= entries in the log)
   let batchRounds = 1;
-  let roundMs = 0;
   let rounds = 0;
   let drafted = 0;
   let accepted = 0;
@@ -173,7 +172,7 @@ export async function runSpeculative(fwd: Forward, job: SpeculativeJob): Promise
       staging.destroy();
       const now = performance.now();
       run += R;
-      roundMs = (now - tSubmit) / R;
+      const roundMs = (now - tSubmit) / R;
       batchRounds = Math.min(
         SPEC_BATCH.maxRounds,
         2 * batchRounds,

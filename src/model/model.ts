@@ -156,6 +156,7 @@ export class Model implements TextModel {
     this.#sparsityLevels = [...levels].sort((a, b) => a - b);
     this.#thresholdsFor = thresholdsFor;
     this.#thresholds = null;
+    this.#specChoices.clear(); // measured with the previous thresholds
   }
 
   /** The attached TEAL profile, or null. */
