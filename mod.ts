@@ -22,8 +22,10 @@ export type {
   GenerateOptions,
   GenerateResult,
   Generation,
+  SpeculationReport,
   TextModel,
 } from "./src/generate/types.ts";
+export type { SpeculativeChoice } from "./src/generate/speculative_auto.ts";
 export type { Architecture, ModelConfig, RopeScaling } from "./src/model/config.ts";
 export type { EmbedPart, LayerWeights, LmHeadPart, NamedTensor, Weights } from "./src/model/weights.ts";
 export type { Matrix, Segment } from "./src/gpu/kernels.ts";

@@ -32,7 +32,8 @@ var<workgroup> sc: array<f32, WG>;
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
   let head = wid.x;
   let row = wid.y;
-  let pos = select(p.posBase + row, state[0], p.fromState != 0u);
+  // fromState: rows at state[0] - posBase + row (the speculative verify pass, queued without the host)
+  let pos = select(p.posBase + row, state[0] - p.posBase + row, p.fromState != 0u);
   let kvh = head / (p.numHeads / p.numKv);
   var lo = 0u;
   if (p.window > 0u && pos + 1u > p.window) { lo = pos + 1u - p.window; }

@@ -17,8 +17,8 @@ struct Params {
   numKv: u32,
   headDim: u32,
   maxSeq: u32,
-  posBase: u32,    // position of row 0 (prefill)
-  fromState: u32,  // 1: position from state[0] (decode)
+  posBase: u32,    // position of row 0 (prefill); with fromState, rows back from state[0]
+  fromState: u32,  // 1: position state[0] - posBase + row (decode: posBase 0; speculative verify: k)
   ldq: u32,
   _pad2: u32,
   hasBias: u32,  // FROM_PARTIALS
@@ -51,7 +51,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row = gid.y;
   if (slot >= p.numHeads + 2u * p.numKv || row >= p.rows) { return; }
   let i0 = (gid.x % quarter) * 2u;  // dims i0, i0+1 and their partners i0+half, i0+1+half
-  let pos = select(p.posBase + row, state[0], p.fromState != 0u);
+  let pos = select(p.posBase + row, state[0] - p.posBase + row, p.fromState != 0u);
   let base = row * p.ldq + slot * p.headDim;
   var lo = vec2<f32>(load(base + i0), load(base + i0 + 1u));
   var hi = vec2<f32>(load(base + i0 + half), load(base + i0 + half + 1u));

@@ -271,6 +271,16 @@ export class FakeModel implements TextModel {
         tokensPerSecond: 0,
         timeToFirstTokenMs: 0,
         realizedSparsity: (o.sparsity ?? 0) > 0 ? o.sparsity! : null,
+        // a fixed report, so the server's extension field can be checked
+        speculation: o.speculate === undefined ? null : {
+          k: o.speculate === "auto" ? 3 : o.speculate,
+          draftSparsity: o.draftSparsity ?? 0.5,
+          acceptanceRate: 0.5,
+          perTokenAcceptance: 0.6,
+          tokensPerRound: 2,
+          rounds: 4,
+          choice: null,
+        },
       };
     } finally {
       this.running--;

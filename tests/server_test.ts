@@ -174,6 +174,7 @@ Deno.test("limits: defaults in one place, clamped to the context", () => {
     maxTokensLimit: 1024,
     maxPromptTokens: 4095,
     maxQueue: 64,
+    maxSpeculate: 16,
   });
   assert.equal(DEFAULT_LIMITS.maxTokensLimit, 1024);
   assert.equal(resolveLimits({ maxTokensLimit: 5000, maxPromptTokens: 9000 }, 512).maxTokensLimit, 511);

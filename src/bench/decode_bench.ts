@@ -190,8 +190,9 @@ export interface SpeculativeBenchRow {
 /**
  * Times the dense verify pass for draft length k (prefill of k + 1 rows at a mid-context position) and turns
  * it, with the measured dense and draft step times and an acceptance rate measured elsewhere (a real model:
- * random weights accept almost nothing), into the expected speed-up of self-speculative decoding. The
- * read-back per round (>= 10 ms in Deno) is not included: it is hidden only when rounds are batched.
+ * random weights accept almost nothing), into the expected speed-up of self-speculative decoding. Rounds are
+ * queued in batches, one read-back each (as decode steps are), so GPU time is what the estimate compares;
+ * the acceptance kernels (small) are not included.
  */
 export async function benchSpeculative(
   model: Model,
@@ -219,5 +220,59 @@ export async function benchSpeculative(
     acceptance: a,
     tokensPerRound,
     speedup: (tokensPerRound * o.denseMs) / (o.k * o.draftMs + verifyMs),
+  };
+}
+
+/** Acceptance measured by running self-speculative decoding on a real model. */
+export interface MeasuredAcceptance {
+  /** Model the acceptance was measured on (folder name). */
+  model: string;
+  /** Draft tokens per round. */
+  k: number;
+  /** Draft sparsity. */
+  draftSparsity: number;
+  /** Sampling temperature (0: greedy). */
+  temperature: number;
+  /** Tokens generated. */
+  tokens: number;
+  /** Per-token acceptance: accepted / (accepted + rejections), the `a` of the estimate. */
+  perTokenAcceptance: number;
+  /** Drafts accepted over drafts made. */
+  acceptanceRate: number;
+  /** Tokens per dense verify pass. */
+  tokensPerRound: number;
+  /** Speculative decode tokens/s on that model, on this device. */
+  tokensPerSecond: number;
+  /** Dense decode tokens/s on that model (same prompt and length). */
+  denseTokensPerSecond: number;
+}
+
+/**
+ * Runs speculative generation (K drafts at `draftSparsity`, seeded) on a model with a TEAL profile and
+ * reports its acceptance. The prompt is a fixed sentence (BOS alone for a model without a tokenizer).
+ */
+export async function measureAcceptance(
+  model: Model,
+  o: { k: number; draftSparsity: number; temperature: number; tokens: number },
+): Promise<MeasuredAcceptance> {
+  const prompt = model.hasTokenizer
+    ? model.encode("The jury said that the city")
+    : [model.config.bosTokenId ?? 1];
+  const gen = { maxTokens: o.tokens, temperature: o.temperature, seed: 1, stopAtEos: false };
+  await model.complete(prompt, { ...gen, maxTokens: 4, speculate: o.k, draftSparsity: o.draftSparsity }); // warm-up
+  const r = await model.complete(prompt, { ...gen, speculate: o.k, draftSparsity: o.draftSparsity });
+  const dense = await model.complete(prompt, gen);
+  const sp = r.speculation!;
+  return {
+    model: model.id,
+    k: o.k,
+    draftSparsity: o.draftSparsity,
+    temperature: o.temperature,
+    tokens: r.ids.length,
+    perTokenAcceptance: sp.perTokenAcceptance,
+    acceptanceRate: sp.acceptanceRate,
+    tokensPerRound: sp.tokensPerRound,
+    tokensPerSecond: r.tokensPerSecond,
+    denseTokensPerSecond: dense.tokensPerSecond,
   };
 }

@@ -2,7 +2,12 @@
  * `cli.ts bench`: decode speed at real model shapes with random weights made on the GPU (or a real model).
  * @module
  */
-import { benchDecode, benchSpeculative } from "../bench/decode_bench.ts";
+import {
+  benchDecode,
+  benchSpeculative,
+  measureAcceptance,
+  type MeasuredAcceptance,
+} from "../bench/decode_bench.ts";
 import { randomModel } from "../bench/random_model.ts";
 import { SHAPES } from "../bench/shapes.ts";
 import { createGpuContext } from "../gpu/context.ts";
@@ -39,8 +44,13 @@ export const benchCommand: Command = {
   --speculate K        also time self-speculative decoding's dense verify pass (K + 1 positions) and estimate
                        its speed-up from the dense/draft step times and --acceptance
   --draft-sparsity S   draft sparsity for the estimate (default 0.5; must be one of --sparsity)
-  --acceptance A       per-token draft acceptance to assume (measure it on a real model with
-                       'generate --speculate K --json'; default 0.43, tiny-llama-16m at K=1, S=0.5)
+  --acceptance A|measured
+                       per-token draft acceptance to assume (default 0.43, tiny-llama-16m at K=1, S=0.5), or
+                       'measured': run speculative decoding (K, S) on --acceptance-model and use its acceptance
+  --acceptance-model DIR
+                       model (with a TEAL profile) to measure on (default: --model, else the embedded model)
+  --acceptance-temperature T
+                       sampling temperature of that measurement (default 0: greedy)
   --stream-interval MS decoding per read-back batch (default 250; see GenerateOptions.streamIntervalMs)
   --submit-chunk N     dispatches per submitted command buffer in the decode loop (default 512; 0: one
                        command buffer per read-back batch)
@@ -56,6 +66,8 @@ export const benchCommand: Command = {
     acceptance: { type: "string" },
     "stream-interval": { type: "string" },
     "submit-chunk": { type: "string" },
+    "acceptance-model": { type: "string" },
+    "acceptance-temperature": { type: "string" },
     json: { type: "boolean" },
   },
   async run(v, deps) {
@@ -98,13 +110,39 @@ export const benchCommand: Command = {
         const dense = rows.find((r) => r.sparsity === 0);
         const draft = rows.find((r) => r.sparsity === draftSparsity);
         if (!dense || !draft) throw new Error(`--speculate needs 0 and ${draftSparsity} in --sparsity`);
-        speculative = await benchSpeculative(model, {
-          k,
-          draftSparsity,
-          acceptance: num(v, "acceptance", 0.43, { min: 0, max: 1 }),
-          denseMs: dense.gpuMsPerToken,
-          draftMs: draft.gpuMsPerToken,
-        });
+        let measured: MeasuredAcceptance | null = null;
+        if (v.acceptance === "measured") {
+          const dir = (v["acceptance-model"] as string | undefined) ?? (v.model as string | undefined) ??
+            deps.defaultModelDir();
+          const temperature = num(v, "acceptance-temperature", 0, { min: 0 });
+          const own = dir === v.model;
+          const m = own ? model : await deps.loadModel(dir, { contextLength: 16 + tokens + 64 });
+          try {
+            measured = await measureAcceptance(m, { k, draftSparsity, temperature, tokens });
+          } finally {
+            if (!own) m.dispose();
+          }
+          log(
+            `acceptance measured on ${measured.model} (K=${k}, S=${draftSparsity}, T=${temperature}, ` +
+              `${measured.tokens} tokens): per-token ${measured.perTokenAcceptance.toFixed(3)}, ` +
+              `${measured.tokensPerRound.toFixed(2)} tokens per verify, ${
+                measured.tokensPerSecond.toFixed(1)
+              } tokens/s (dense ${measured.denseTokensPerSecond.toFixed(1)})`,
+          );
+        }
+        const acceptance = measured
+          ? measured.perTokenAcceptance
+          : num(v, "acceptance", 0.43, { min: 0, max: 1 });
+        speculative = {
+          ...await benchSpeculative(model, {
+            k,
+            draftSparsity,
+            acceptance,
+            denseMs: dense.gpuMsPerToken,
+            draftMs: draft.gpuMsPerToken,
+          }),
+          measured,
+        };
         log(
           `speculate K=${k}, draft ${draftSparsity}: verify ${speculative.verifyMs.toFixed(3)} ms, ` +
             `${

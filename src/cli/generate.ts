@@ -3,8 +3,18 @@
  * @module
  */
 import type { Command } from "./commands.ts";
+import { speculationJson } from "../generate/report.ts";
 import { num, numList } from "./options.ts";
 import { parseQuant } from "../gpu/quant.ts";
+
+/** --speculate K|auto: a clear error for anything else. */
+function speculateFlag(raw: unknown): number {
+  const k = Number(raw);
+  if (!Number.isInteger(k) || k < 1 || String(raw).trim() === "") {
+    throw new Error(`--speculate must be an integer >= 1 or 'auto', got '${raw}'`);
+  }
+  return k;
+}
 
 const USAGE = `usage: deno run -A cli.ts generate [options]
 
@@ -21,9 +31,10 @@ const USAGE = `usage: deno run -A cli.ts generate [options]
   --sparsity S         TEAL activation sparsity target, e.g. 0.4 (default 0: dense)
   --profile FILE       TEAL profile (default: teal-profile.json beside the model)
   --sparse-prefill     apply TEAL sparsity during prefill too
-  --speculate K        self-speculative decoding: draft K tokens sparse, verify dense (greedy only, needs
-                       --temperature 0 and a TEAL profile; output identical to dense greedy)
-  --draft-sparsity S   sparsity of the speculative draft (default 0.5)
+  --speculate K|auto   self-speculative decoding (needs a TEAL profile): draft K tokens sparse, verify them
+                       in one dense pass; greedy output is identical to dense greedy, sampled output follows
+                       the dense distribution. auto: measure and pick K and the draft sparsity
+  --draft-sparsity S   sparsity of the speculative draft, in [0, 1) (default 0.5; with auto: fixes S)
   --context N          context length to allocate (default min(model max, 4096))
   --quant FORMAT       weight format: none (f16, default), int8 or int4 (quantized at load)
   --json               print {"ids", "text", "prompt_tokens", "tokens_per_s", ...} instead of streaming`;
@@ -65,10 +76,14 @@ export const generateCommand: Command = {
       sparsity: num(v, "sparsity", 0, { min: 0, max: 0.99 }),
       sparsePrefill: Boolean(v["sparse-prefill"]),
       stop: (v.stop as string[] | undefined) ?? [],
-      speculate: num(v, "speculate", 0, { min: 0, integer: true }),
+      speculate: v.speculate === undefined
+        ? undefined
+        : v.speculate === "auto"
+        ? "auto" as const
+        : speculateFlag(v.speculate),
       draftSparsity: v["draft-sparsity"] === undefined
         ? undefined
-        : num(v, "draft-sparsity", 0.5, { min: 0, max: 0.99, minExclusive: true }),
+        : num(v, "draft-sparsity", 0.5, { min: 0, max: 0.999 }),
     };
     const quant = parseQuant(v.quant as string | undefined, "--quant");
     const dir = (v.model as string | undefined) ?? deps.defaultModelDir();
@@ -107,12 +122,7 @@ export const generateCommand: Command = {
           realized_sparsity: r.realizedSparsity,
           weight_format: model.weightFormat,
           weight_bytes: model.weightBytes,
-          ...(r.speculation
-            ? {
-              acceptance_rate: Number(r.speculation.acceptanceRate.toFixed(4)),
-              tokens_per_verify: Number(r.speculation.tokensPerRound.toFixed(3)),
-            }
-            : {}),
+          ...(r.speculation ? { speculation: speculationJson(r.speculation) } : {}),
         }));
       } else {
         if (!model.hasTokenizer) console.log(r.ids.join(" "));
@@ -122,6 +132,18 @@ export const generateCommand: Command = {
             r.timeToFirstTokenMs.toFixed(0)
           } ms, ${r.finishReason}${
             r.realizedSparsity !== null ? `, realised sparsity ${r.realizedSparsity.toFixed(3)}` : ""
+          }${
+            r.speculation
+              ? `, speculate K=${r.speculation.k} S=${r.speculation.draftSparsity}${
+                r.speculation.choice
+                  ? ` (auto: expected ${r.speculation.choice.expectedTokensPerSecond.toFixed(1)} tokens/s, ${
+                    r.speculation.choice.expectedSpeedup.toFixed(2)
+                  }x dense)`
+                  : ""
+              }: acceptance ${r.speculation.acceptanceRate.toFixed(3)}, ${
+                r.speculation.tokensPerRound.toFixed(2)
+              } tokens per verify`
+              : ""
           }]`,
         );
       }

@@ -2,6 +2,7 @@
  * Types shared by the decode loop, the public API and the server.
  * @module
  */
+import type { SpeculativeChoice } from "./speculative_auto.ts";
 
 /** Options for one generation request. */
 export interface GenerateOptions {
@@ -26,11 +27,17 @@ export interface GenerateOptions {
   /** Add the tokenizer's BOS token in front of a text prompt (default true). Ignored for token-id prompts. */
   addBos?: boolean;
   /**
-   * Self-speculative decoding: draft this many tokens TEAL-sparse, verify them in one dense pass; the output is
-   * the dense greedy output (needs temperature 0 and a TEAL profile). 0 disables (default).
+   * Self-speculative decoding (needs a TEAL profile): draft this many tokens TEAL-sparse, verify them in one
+   * dense pass. Greedy output is the dense greedy output token for token; sampled output follows the dense
+   * model's distribution (speculative sampling). "auto" measures acceptance and costs on this model once per
+   * sampling mode (greedy / sampled) and picks K and the draft sparsity. Omit it to decode without
+   * speculation (default); 0 and values above the prefill rows - 1 are errors.
    */
-  speculate?: number;
-  /** Sparsity of the speculative draft (default 0.5, or the profile's highest level if lower). */
+  speculate?: number | "auto";
+  /**
+   * Sparsity of the speculative draft in [0, 1), inside the profile's range (default 0.5, or the profile's
+   * highest level if lower; with `speculate: "auto"` it fixes S and only K is chosen).
+   */
   draftSparsity?: number;
   /**
    * About how much decoding, in milliseconds, runs between two read-backs of tokens to the host (default
@@ -40,6 +47,24 @@ export interface GenerateOptions {
   streamIntervalMs?: number;
   /** Aborting stops generation within one read-back batch. */
   signal?: AbortSignal;
+}
+
+/** What one speculative generation did. */
+export interface SpeculationReport {
+  /** Draft tokens per round. */
+  k: number;
+  /** TEAL sparsity of the draft that ran. */
+  draftSparsity: number;
+  /** Drafts accepted over drafts made. */
+  acceptanceRate: number;
+  /** Per-token acceptance: accepted / (accepted + rejections), the `a` of (1 - a^(K+1)) / (1 - a). */
+  perTokenAcceptance: number;
+  /** Tokens produced per dense verify pass. */
+  tokensPerRound: number;
+  /** Rounds (dense verify passes). */
+  rounds: number;
+  /** With `speculate: "auto"`: what was measured and chosen (cached per model and sampling mode). */
+  choice: SpeculativeChoice | null;
 }
 
 /** One streamed piece of output. */
@@ -69,8 +94,8 @@ export interface GenerateResult {
   timeToFirstTokenMs: number;
   /** Realised TEAL sparsity over the decode steps (fraction of skipped input channels), or null when dense. */
   realizedSparsity: number | null;
-  /** Speculative decoding: drafts accepted over drafts made, and tokens per dense verify pass; else null. */
-  speculation?: { acceptanceRate: number; tokensPerRound: number; rounds: number } | null;
+  /** Speculative decoding's measurements, or null without it. */
+  speculation?: SpeculationReport | null;
 }
 
 /**

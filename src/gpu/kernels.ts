@@ -343,7 +343,7 @@ export interface AttentionShape {
   ldq: number;
 }
 
-/** Where the rows' positions come from: posBase + row (prefill), or the decode state. */
+/** Where the rows' positions come from: posBase + row (prefill), or state[0] - posBase + row (decode: 0). */
 export interface Positions {
   rows: number;
   posBase: number;
@@ -501,6 +501,97 @@ export function sampleOp(
     bindings: [params, logits, state, tokens],
     workgroups: [1],
     label: "sample",
+  });
+}
+
+/** Settings of the speculative acceptance rounds of one generation (spec_accept.wgsl). */
+export interface SpecAcceptParams {
+  /** Vocabulary size (row length of the draft and verify logits). */
+  vocab: number;
+  /** Drafts per round (draft rows; the verify logits have k + 1 rows). */
+  k: number;
+  /** Length of `tokens`. */
+  capacity: number;
+  /** Length of the round log (1 + most rounds logged). */
+  logCapacity: number;
+  /** Temperature as the draft sampler used it (0: greedy). */
+  temperature: number;
+  /** Top-k as the draft sampler used it (0: off). */
+  topK: number;
+  /** Top-p as the draft sampler used it (1: off). */
+  topP: number;
+  /** Seed of the acceptance stream (see `specSeeds` in src/generate/sampler.ts). */
+  seedAccept: number;
+  /** Seed of the residual / bonus draw stream. */
+  seedResidual: number;
+}
+
+/**
+ * spec_accept.wgsl: `dist` over the 2k + 1 rows (draft logits, then verify logits) and `accept`, which keeps
+ * the accepted drafts, writes the decided token after them, the next round's decode state and the round's
+ * accepted count to `log`. The round's place (token index and position) comes from `state`, as the k draft
+ * steps left it. `stats` holds (2k + 1) * 4 words. The two ops share one parameter buffer, owned by the first.
+ */
+export function specAcceptOps(
+  ctx: GpuContext,
+  draft: GPUBuffer,
+  verify: GPUBuffer,
+  stats: GPUBuffer,
+  tokens: GPUBuffer,
+  state: GPUBuffer,
+  log: GPUBuffer,
+  o: SpecAcceptParams,
+): Op[] {
+  const params = ctx.uniform(
+    [
+      o.vocab,
+      o.k,
+      o.logCapacity,
+      0,
+      o.temperature,
+      o.topP,
+      o.topK >>> 0,
+      o.seedAccept >>> 0,
+      o.seedResidual >>> 0,
+      o.capacity,
+      0,
+      0,
+    ],
+    "spec_accept",
+    [false, false, false, false, true, true],
+  );
+  return [
+    ctx.op({
+      variant: { shader: "spec_accept", entry: "dist" },
+      bindings: [params, draft, verify, stats],
+      owned: [params],
+      workgroups: [2 * o.k + 1],
+      label: "spec.dist",
+    }),
+    ctx.op({
+      variant: { shader: "spec_accept", entry: "accept" },
+      bindings: [params, draft, verify, stats, tokens, state, log],
+      workgroups: [1],
+      label: "spec.accept",
+    }),
+  ];
+}
+
+/** spec_gather.wgsl: ids[i] = tokens[state[2] - 1 - k + i] for i in 0..k (the verify pass's rows). */
+export function specGatherOp(
+  ctx: GpuContext,
+  tokens: GPUBuffer,
+  state: GPUBuffer,
+  ids: GPUBuffer,
+  o: { k: number; capacity: number },
+): Op {
+  const params = ctx.uniform([o.k, o.capacity, 0, 0], "spec_gather");
+  return ctx.op({
+    variant: { shader: "spec_gather" },
+    bindings: [params, tokens, state, ids],
+    owned: [params],
+    workgroups: [Math.ceil((o.k + 1) / 64)],
+    label: "spec.gather",
   });
 }
 

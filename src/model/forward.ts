@@ -302,7 +302,14 @@ export class Forward {
   prefill(
     rows: number,
     posBase: number,
-    o: { sparse?: boolean; sample?: boolean; allLogits?: GPUBuffer; capture?: CaptureHook },
+    o: {
+      sparse?: boolean;
+      sample?: boolean;
+      allLogits?: GPUBuffer;
+      capture?: CaptureHook;
+      /** Positions state[0] - posBase + row (the speculative verify pass, queued without the host). */
+      fromState?: boolean;
+    },
   ): Op[] {
     const { ctx, config: c, weights: w } = this;
     const h = c.hiddenSize;
@@ -311,7 +318,7 @@ export class Forward {
       ops.push(embedOp(ctx, e.buffer, this.ids, this.X, { hidden: h, rows, idOffset: 0, ...e }));
     }
     for (let i = 0; i < c.numLayers; i++) {
-      ops.push(...this.layerPrefill(i, rows, posBase, o.sparse ?? false, o.capture));
+      ops.push(...this.layerPrefill(i, rows, posBase, o.sparse ?? false, o.capture, o.fromState));
     }
     if (o.allLogits) {
       ops.push(rmsNormOp(ctx, this.X, w.finalNorm, this.XN, { n: h, rows, eps: c.rmsNormEps }));
@@ -333,11 +340,18 @@ export class Forward {
    * One transformer block over `rows` rows of X (in place): X += attn(norm(X)); X += mlp(norm(X)).
    * `capture` may add ops right after each projection input is ready (calibration reads them).
    */
-  layerPrefill(i: number, rows: number, posBase: number, sparse: boolean, capture?: CaptureHook): Op[] {
+  layerPrefill(
+    i: number,
+    rows: number,
+    posBase: number,
+    sparse: boolean,
+    capture?: CaptureHook,
+    fromState = false,
+  ): Op[] {
     const { ctx, config: c, weights: w } = this;
     const L = w.layers[i];
     const sp = this.sparsity;
-    const at = { rows, posBase, fromState: false };
+    const at = { rows, posBase, fromState };
     const h = c.hiddenSize;
     const I = c.intermediateSize;
     const slot = i * SLOTS;

@@ -5,8 +5,9 @@
  */
 import { createGpuContext, type GpuContext } from "../gpu/context.ts";
 import { parseQuant, type QuantFormat, type WeightFormat } from "../gpu/quant.ts";
-import { type BatchTrace, DECODE, runDecode } from "../generate/decode.ts";
-import { runSpeculative, type SpeculativeStats } from "../generate/speculative.ts";
+import { type BatchTrace, DECODE, type DecodeStats, runDecode } from "../generate/decode.ts";
+import { maxDraft, runSpeculative, type SpeculativeStats } from "../generate/speculative.ts";
+import { chooseSpeculation, SPEC_AUTO, type SpeculativeChoice } from "../generate/speculative_auto.ts";
 import { ChunkQueue } from "../generate/stream.ts";
 import type {
   FinishReason,
@@ -102,6 +103,7 @@ export class Model implements TextModel {
   #lastBatches: BatchTrace[] = [];
   #profile: TealProfile | null = null;
   #score: ScoreMode = "magnitude";
+  #specChoices = new Map<string, SpeculativeChoice>();
   #disposed = false;
 
   /**
@@ -165,6 +167,7 @@ export class Model implements TextModel {
     this.#sparsityLevels = [...levels].sort((a, b) => a - b);
     this.#thresholdsFor = thresholdsFor;
     this.#thresholds = null;
+    this.#specChoices.clear(); // measured with the previous thresholds
   }
 
   /** The attached TEAL profile, or null. */
@@ -288,9 +291,28 @@ export class Model implements TextModel {
     if (!(interval >= 1 && interval <= 60_000)) {
       throw new RangeError(`streamIntervalMs must be in [1, 60000], got ${interval}`);
     }
-    const spec = o.speculate ?? 0;
-    if (!Number.isInteger(spec) || spec < 0) {
-      throw new RangeError(`speculate must be an integer >= 0, got ${spec}`);
+    const spec = o.speculate;
+    const maxK = maxDraft(this.forward);
+    if (spec !== undefined && spec !== "auto" && !(Number.isInteger(spec) && spec >= 1 && spec <= maxK)) {
+      throw new RangeError(`speculate must be "auto" or an integer in [1, ${maxK}], got ${spec}`);
+    }
+    if (o.draftSparsity !== undefined && !(o.draftSparsity >= 0 && o.draftSparsity < 1)) {
+      throw new RangeError(`draftSparsity must be in [0, 1), got ${o.draftSparsity}`);
+    }
+    if (spec !== undefined) {
+      const levels = this.#sparsityLevels;
+      if (levels.length === 0) {
+        throw new RangeError(
+          `speculate needs a TEAL profile for the sparse draft; model ${this.id} has no TEAL profile ` +
+            "(run: cli.ts calibrate)",
+        );
+      }
+      const d = o.draftSparsity;
+      if (d !== undefined && (d < levels[0] || d > levels[levels.length - 1])) {
+        throw new RangeError(
+          `draftSparsity ${d} is outside the TEAL profile's range [${levels[0]}, ${levels.at(-1)}]`,
+        );
+      }
     }
     return ids;
   }
@@ -388,20 +410,32 @@ export class Model implements TextModel {
       return more;
     };
 
-    const k = o.speculate ?? 0;
-    const draftSparsity = k > 0 ? (o.draftSparsity ?? Math.min(0.5, this.#sparsityLevels.at(-1) ?? 0.5)) : 0;
-    if (k > 0) {
-      if (o.temperature !== 0) {
-        throw new RangeError("speculate needs temperature 0 (speculative sampling is not implemented)");
-      }
-      if (!(draftSparsity > 0)) throw new RangeError(`draftSparsity must be in (0, 1), got ${draftSparsity}`);
-      this.#useSparsity(draftSparsity);
+    const sampling = {
+      temperature: o.temperature ?? GENERATE_DEFAULTS.temperature,
+      topK: o.topK ?? GENERATE_DEFAULTS.topK,
+      topP: o.topP ?? GENERATE_DEFAULTS.topP,
+      seed: o.seed ?? GENERATE_DEFAULTS.seed,
+    };
+    let k = 0;
+    let draftSparsity = 0;
+    let choice: SpeculativeChoice | null = null;
+    if (o.speculate === "auto") {
+      choice = await this.#chooseSpeculation(promptIds, sampling, o.draftSparsity);
+      k = choice.k;
+      draftSparsity = choice.draftSparsity;
+    } else if (o.speculate !== undefined) {
+      k = o.speculate;
+      draftSparsity = o.draftSparsity ?? Math.min(0.5, this.#sparsityLevels.at(-1) ?? 0.5);
     }
-    const stats = k > 0
-      ? await runSpeculative(this.forward, {
+    if (k > 0 && draftSparsity > 0) this.#useSparsity(draftSparsity);
+    if (k > 0 && draftSparsity === 0) this.setThresholds(new Float32Array(this.config.numLayers * SLOTS));
+    let spec: SpeculativeStats | null = null;
+    const stats: DecodeStats = k > 0
+      ? spec = await runSpeculative(this.forward, {
         promptIds,
         maxTokens,
         k,
+        sampling,
         eosIds: [...eos].slice(0, 4),
         onTokens,
         signal: o.signal,
@@ -409,12 +443,7 @@ export class Model implements TextModel {
       : await runDecode(this.forward, {
         promptIds,
         maxTokens,
-        sampling: {
-          temperature: o.temperature ?? GENERATE_DEFAULTS.temperature,
-          topK: o.topK ?? GENERATE_DEFAULTS.topK,
-          topP: o.topP ?? GENERATE_DEFAULTS.topP,
-          seed: o.seed ?? GENERATE_DEFAULTS.seed,
-        },
+        sampling,
         eosIds: [...eos].slice(0, 4),
         sparse,
         sparsePrefill: sparse && (o.sparsePrefill ?? false),
@@ -440,14 +469,50 @@ export class Model implements TextModel {
       tokensPerSecond: stats.decodeMs > 0 ? (stats.tokensRead - 1) / (stats.decodeMs / 1000) : 0,
       timeToFirstTokenMs: stats.ttftMs,
       realizedSparsity: realized,
-      speculation: "rounds" in stats
+      speculation: spec
         ? {
-          acceptanceRate: (stats as SpeculativeStats).acceptanceRate,
-          tokensPerRound: (stats as SpeculativeStats).tokensPerRound,
-          rounds: (stats as SpeculativeStats).rounds,
+          k,
+          draftSparsity,
+          acceptanceRate: spec.acceptanceRate,
+          perTokenAcceptance: spec.perTokenAcceptance,
+          tokensPerRound: spec.tokensPerRound,
+          rounds: spec.rounds,
+          choice,
         }
         : null,
     };
+  }
+
+  /**
+   * K and draft sparsity for `speculate: "auto"`: measured once per sampling mode (greedy or sampled) and
+   * fixed draft sparsity, then cached on the model.
+   */
+  async #chooseSpeculation(
+    promptIds: number[],
+    sampling: { temperature: number; topK: number; topP: number; seed: number },
+    fixed: number | undefined,
+  ): Promise<SpeculativeChoice> {
+    const key = `${sampling.temperature > 0 ? "sampled" : "greedy"}:${fixed ?? "auto"}`;
+    const cached = this.#specChoices.get(key);
+    if (cached) return cached;
+    const levels = this.#sparsityLevels;
+    const lo = Math.max(levels[0], 1e-9);
+    const hi = levels[levels.length - 1];
+    let grid = fixed !== undefined ? [fixed] : SPEC_AUTO.sparsities.filter((s) => s >= lo && s <= hi);
+    if (grid.length === 0) grid = [hi];
+    const choice = await chooseSpeculation(this.forward, {
+      promptIds,
+      sampling,
+      sparsities: grid,
+      useSparsity: (s) => this.#useSparsity(s),
+    });
+    this.#specChoices.set(key, choice);
+    return choice;
+  }
+
+  /** The automatic speculative choices made so far, by sampling mode ("greedy:auto", "sampled:0.5", ...). */
+  get speculationChoices(): ReadonlyMap<string, SpeculativeChoice> {
+    return this.#specChoices;
   }
 
   /** Reads the GPU's kept-channel counters after `ran` sparse token evaluations (decode steps or rows). */

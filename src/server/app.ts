@@ -9,15 +9,20 @@
  * @module
  */
 import type { GenerateChunk, GenerateOptions, GenerateResult, TextModel } from "../generate/types.ts";
+import { speculationJson } from "../generate/report.ts";
 
 /** Default limits; every limit of {@link ServerOptions} falls back to these. */
-export const DEFAULT_LIMITS: Readonly<{ maxBodyBytes: number; maxTokensLimit: number; maxQueue: number }> = {
+export const DEFAULT_LIMITS: Readonly<
+  { maxBodyBytes: number; maxTokensLimit: number; maxQueue: number; maxSpeculate: number }
+> = {
   /** Largest request body: 1 MiB. */
   maxBodyBytes: 1 << 20,
   /** Largest `max_tokens` a request may ask for (never above the context length - 1). */
   maxTokensLimit: 1024,
   /** Most requests waiting behind the running generation before new ones get 429. */
   maxQueue: 64,
+  /** Largest `speculate` (draft tokens per round) a request may ask for. */
+  maxSpeculate: 16,
 };
 
 /** `max_tokens` of a `/v1/completions` request that names none (OpenAI's default). */
@@ -37,6 +42,8 @@ export interface ServerOptions {
   maxPromptTokens?: number;
   /** Most generation requests waiting behind the running one (default 64); beyond it 429. */
   maxQueue?: number;
+  /** Largest `speculate` a request may ask for (default 16). */
+  maxSpeculate?: number;
   /** Where internal errors and a failed model load are reported (default console.error). */
   onError?: (error: unknown) => void;
 }
@@ -51,6 +58,8 @@ export interface ServerLimits {
   maxPromptTokens: number;
   /** Most waiting generation requests. */
   maxQueue: number;
+  /** Largest `speculate`. */
+  maxSpeculate: number;
 }
 
 /** A request handler in the style of Hono / `deno serve`. */
@@ -76,6 +85,7 @@ export function resolveLimits(
     maxTokensLimit: Math.min(options.maxTokensLimit ?? DEFAULT_LIMITS.maxTokensLimit, ctxMax),
     maxPromptTokens: Math.min(options.maxPromptTokens ?? ctxMax, ctxMax),
     maxQueue: options.maxQueue ?? DEFAULT_LIMITS.maxQueue,
+    maxSpeculate: options.maxSpeculate ?? DEFAULT_LIMITS.maxSpeculate,
   };
 }
 
@@ -305,7 +315,53 @@ function parseOptions(
       );
     }
   }
-  return { maxTokens, temperature, topP, topK, seed, stop, sparsity };
+  return { maxTokens, temperature, topP, topK, seed, stop, sparsity, ...parseSpeculation(b, model, limits) };
+}
+
+/** `speculate` (an integer in [1, maxSpeculate] or "auto") and `draft_sparsity` (in the profile's range). */
+function parseSpeculation(b: Body, model: TextModel, limits: ServerLimits): GenerateOptions {
+  const raw = b.speculate;
+  const draftSparsity = optNumber(b, "draft_sparsity", { min: 0 });
+  if (raw === undefined || raw === null) {
+    if (draftSparsity !== undefined) {
+      throw new HttpError(400, "'draft_sparsity' needs 'speculate'", "draft_sparsity", "invalid_value");
+    }
+    return {};
+  }
+  let speculate: number | "auto";
+  if (typeof raw !== "number" && raw !== "auto") {
+    throw new HttpError(
+      400,
+      `'speculate' must be an integer in [1, ${limits.maxSpeculate}] or "auto", got ${JSON.stringify(raw)}`,
+      "speculate",
+      "invalid_type",
+    );
+  }
+  if (raw === "auto") speculate = "auto";
+  else {
+    const k = optNumber(b, "speculate", { min: 1, max: limits.maxSpeculate, integer: true });
+    speculate = k!;
+  }
+  const levels = model.sparsityLevels;
+  if (levels.length === 0) {
+    throw new HttpError(
+      400,
+      `'speculate' needs a TEAL profile for the sparse draft: model ${model.id} has none`,
+      "speculate",
+      "invalid_value",
+    );
+  }
+  const lo = levels[0];
+  const hi = levels[levels.length - 1];
+  if (draftSparsity !== undefined && (draftSparsity >= 1 || draftSparsity < lo || draftSparsity > hi)) {
+    throw new HttpError(
+      400,
+      `'draft_sparsity' must be in [${lo}, ${hi}] (the TEAL profile's range) and below 1, got ${draftSparsity}`,
+      "draft_sparsity",
+      "invalid_value",
+    );
+  }
+  return draftSparsity === undefined ? { speculate } : { speculate, draftSparsity };
 }
 
 function parseStop(v: unknown): string[] {
@@ -451,6 +507,7 @@ export function createApp(options: ServerOptions): App {
   checkLimitOption("maxTokensLimit", options.maxTokensLimit, 1);
   checkLimitOption("maxPromptTokens", options.maxPromptTokens, 1);
   checkLimitOption("maxQueue", options.maxQueue, 0);
+  checkLimitOption("maxSpeculate", options.maxSpeculate, 1);
   const onError = options.onError ?? ((e: unknown) => console.error("tealgpu server:", e));
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_LIMITS.maxBodyBytes;
   const keyHash = options.apiKey !== undefined ? sha256(options.apiKey) : null;
@@ -654,6 +711,16 @@ export function createApp(options: ServerOptions): App {
       total_tokens: r.promptTokens + r.ids.length,
     });
     const finishReason = (r: GenerateResult) => (r.finishReason === "length" ? "length" : "stop");
+    // extension field: what self-speculative decoding did (acceptance, tokens per verify pass, tokens/s)
+    const extension = (r: GenerateResult) =>
+      r.speculation
+        ? {
+          speculation: {
+            ...speculationJson(r.speculation),
+            tokens_per_s: Number(r.tokensPerSecond.toFixed(2)),
+          },
+        }
+        : {};
 
     if (!job.stream) {
       let r: GenerateResult;
@@ -686,6 +753,7 @@ export function createApp(options: ServerOptions): App {
         model: modelId,
         choices: [choice],
         usage: usage(r),
+        ...extension(r),
       });
     }
 
@@ -752,7 +820,7 @@ export function createApp(options: ServerOptions): App {
               controller.close();
               return;
             }
-            controller.enqueue(sse(piece("", finishReason(r))));
+            controller.enqueue(sse({ ...piece("", finishReason(r)), ...extension(r) }));
             if (job.includeUsage) {
               controller.enqueue(sse({ id, object, created, model: modelId, choices: [], usage: usage(r) }));
             }
