@@ -45,8 +45,9 @@ export interface DecodeStats {
 
 /** One read-back batch as the decode loop saw it (ms since the generation started). */
 export interface BatchTrace {
-  /** Tokens [a, b) of the batch. */
+  /** First token of the batch. */
   a: number;
+  /** One past its last token. */
   b: number;
   /** When its first command buffer was submitted. */
   submitMs: number;
