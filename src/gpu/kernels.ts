@@ -129,6 +129,45 @@ export type GemvInput =
   /** SwiGLU fused in: silu(gate) * up summed from the gate|up GEMV's split partials. */
   | { kind: "swiglu"; partials: GPUBuffer; splits: number; cols: number };
 
+/**
+ * What gemv.wgsl and gemv_q.wgsl share for one call: the input-mode overrides (loop bounds as constants, so
+ * the loads they guard are issued together) and the bindings after the parameters, in binding order.
+ */
+export function gemvInputBindings(
+  ctx: GpuContext,
+  m: Matrix,
+  x: GPUBuffer,
+  partials: GPUBuffer,
+  sp: SparsityBuffers,
+  inp: GemvInput,
+  state: GPUBuffer | undefined,
+): { overrides: Record<string, number>; bindings: GPUBuffer[] } {
+  const aux = inp.kind === "rmsnorm"
+    ? inp.weight
+    : inp.kind === "swiglu"
+    ? inp.partials
+    : ctx.scratch("read");
+  const ss = inp.kind === "rmsnorm" ? inp.ss : ctx.scratch("read");
+  return {
+    overrides: {
+      INPUT: { plain: 0, rmsnorm: 1, swiglu: 2 }[inp.kind],
+      NSS: inp.kind === "rmsnorm" ? inp.nss : 1,
+      AUX_SPLITS: inp.kind === "swiglu" ? inp.splits : 1,
+    },
+    bindings: [
+      x,
+      m.buffer,
+      partials,
+      sp.thresholds,
+      m.scales,
+      sp.counters,
+      aux,
+      ss,
+      state ?? ctx.scratch("read"),
+    ],
+  };
+}
+
 /** gemv.wgsl: partials[split][N] = in(x)[K-chunk] . wt for every segment (sparse: masked, compacted). */
 export function gemvOp(
   ctx: GpuContext,
@@ -165,12 +204,7 @@ export function gemvOp(
     "gemv",
     [false, false, false, false, false, true],
   );
-  const aux = inp.kind === "rmsnorm"
-    ? inp.weight
-    : inp.kind === "swiglu"
-    ? inp.partials
-    : ctx.scratch("read");
-  const ss = inp.kind === "rmsnorm" ? inp.ss : ctx.scratch("read");
+  const shared = gemvInputBindings(ctx, m, x, partials, sp, inp, opts.state);
   return ctx.op({
     variant: {
       shader: "gemv",
@@ -179,24 +213,10 @@ export function gemvOp(
         KCHUNK: tune.KCHUNK,
         WG: tune.WG ?? GEMV.WG,
         SPARSE: opts.sparse ? 1 : 0,
-        INPUT: { plain: 0, rmsnorm: 1, swiglu: 2 }[inp.kind],
-        // loop bounds as constants, so the loads they guard are issued together
-        NSS: inp.kind === "rmsnorm" ? inp.nss : 1,
-        AUX_SPLITS: inp.kind === "swiglu" ? inp.splits : 1,
+        ...shared.overrides,
       },
     },
-    bindings: [
-      params,
-      x,
-      m.buffer,
-      partials,
-      sp.thresholds,
-      m.scales,
-      sp.counters,
-      aux,
-      ss,
-      opts.state ?? ctx.scratch("read"),
-    ],
+    bindings: [params, ...shared.bindings],
     owned: [params],
     workgroups: [tiles(m.segments, tune.TPR * 8), Math.ceil(m.K / tune.KCHUNK)],
     label: opts.label ?? "gemv",

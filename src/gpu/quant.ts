@@ -13,6 +13,7 @@ import type { GpuContext, Op } from "./context.ts";
 import {
   gemvChunk,
   type GemvInput,
+  gemvInputBindings,
   MATMUL_TILE,
   type Matrix,
   roundUp,
@@ -298,12 +299,7 @@ export function gemvQOp(
     "gemv_q",
     [false, false, false, false, false, true],
   );
-  const aux = inp.kind === "rmsnorm"
-    ? inp.weight
-    : inp.kind === "swiglu"
-    ? inp.partials
-    : ctx.scratch("read");
-  const ss = inp.kind === "rmsnorm" ? inp.ss : ctx.scratch("read");
+  const shared = gemvInputBindings(ctx, m, x, partials, sp, inp, opts.state);
   const tiles = m.segments.reduce((a, g) => a + Math.ceil(g.len / tileN), 0);
   return ctx.op({
     variant: {
@@ -312,25 +308,12 @@ export function gemvQOp(
         TPR,
         KCHUNK,
         SPARSE: opts.sparse ? 1 : 0,
-        INPUT: { plain: 0, rmsnorm: 1, swiglu: 2 }[inp.kind],
         BITS: s.bits,
         GROUP: s.group,
-        NSS: inp.kind === "rmsnorm" ? inp.nss : 1,
-        AUX_SPLITS: inp.kind === "swiglu" ? inp.splits : 1,
+        ...shared.overrides,
       },
     },
-    bindings: [
-      params,
-      x,
-      m.buffer,
-      partials,
-      sp.thresholds,
-      m.scales,
-      sp.counters,
-      aux,
-      ss,
-      opts.state ?? ctx.scratch("read"),
-    ],
+    bindings: [params, ...shared.bindings],
     owned: [params],
     workgroups: [tiles, Math.ceil(m.K / KCHUNK)],
     label: opts.label ?? "gemv",
