@@ -13,6 +13,7 @@ import {
   GEMV,
   gemvChunk,
   gemvOp,
+  type GemvTune,
   layoutSegments,
   type Matrix,
   REDUCE,
@@ -70,7 +71,7 @@ async function timeGemv(
   ctx: GpuContext,
   mats: Matrix[],
   sparsity: number,
-  TPR: number,
+  tune: GemvTune,
   perPass: number,
 ): Promise<number> {
   const K = mats[0].K;
@@ -86,10 +87,9 @@ async function timeGemv(
     thresholds: ctx.buffer(16, "thr", new Float32Array([sparsity])),
     counters: ctx.buffer(16, "cnt"),
   };
-  const splits = Math.ceil(K / gemvChunk(K, N));
+  const splits = Math.ceil(K / tune.KCHUNK);
   const partials = ctx.buffer(splits * N * 4, "partials");
   const out = ctx.buffer(N * 4, "out");
-  const tune = { TPR, KCHUNK: gemvChunk(K, N) };
   const pass: Op[] = [];
   for (let i = 0; i < perPass; i++) {
     const m = mats[i % mats.length];
@@ -105,26 +105,96 @@ async function timeGemv(
   return (median(times) / perPass) * 1000;
 }
 
+/** One variant of the sweep: a format and its tunables (KCHUNK 0: the shape's default chunk). */
+interface Variant {
+  format: WeightFormat;
+  TPR: number;
+  KCHUNK: number;
+  WG: number;
+  UNROLL: number;
+}
+
+/** `--grid`: the variants compared on the H200 (threads per row, chunk, workgroup, rows in flight). */
+function gridVariants(): Variant[] {
+  const v: Variant[] = [];
+  const add = (format: WeightFormat, list: number[][]) =>
+    list.forEach(([TPR, KCHUNK, WG, UNROLL]) => v.push({ format, TPR, KCHUNK, WG, UNROLL }));
+  add("f16", [
+    [16, 0, 256, 4],
+    [16, 0, 256, 8],
+    [16, 256, 256, 8],
+    [16, 512, 256, 8],
+    [8, 512, 256, 8],
+    [
+      32,
+      512,
+      256,
+      8,
+    ],
+    [16, 512, 128, 8],
+    [16, 256, 128, 4],
+  ]);
+  for (const q of ["int8", "int4"] as const) {
+    add(q, [
+      [8, 0, 256, 4],
+      [8, 0, 256, 8],
+      [16, 0, 256, 8],
+      [32, 0, 256, 8],
+      [16, 256, 256, 8],
+      [
+        16,
+        512,
+        256,
+        8,
+      ],
+      [16, 2048, 256, 8],
+      [32, 256, 128, 8],
+      [8, 512, 256, 4],
+    ]);
+  }
+  return v;
+}
+
 if (import.meta.main) {
   if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
   const quick = Deno.args.includes("--quick");
+  const grid = Deno.args.includes("--grid");
   const at = Deno.args.indexOf("--tpr");
   const tprs = at >= 0 ? Deno.args[at + 1].split(",").map(Number) : [4, 8, 16];
+  const jsonAt = Deno.args.indexOf("--json");
   const ctx = await createGpuContext();
   console.log(`device: ${ctx.adapterName}`);
   const shapes = quick ? SHAPES.slice(2, 3) : SHAPES;
   const copies = quick ? 2 : 8;
-  console.log("N x K          format  TPR  sparsity        us    GB/s");
+  const variants: Variant[] = grid
+    ? gridVariants()
+    : ["f16", "int8", "int4"].flatMap((f) =>
+      (f === "f16" ? [GEMV.TPR] : tprs).map((TPR) => ({
+        format: f as WeightFormat,
+        TPR,
+        KCHUNK: 0,
+        WG: 256,
+        UNROLL: 4,
+      }))
+    );
+  const rows: Record<string, number | string>[] = [];
+  console.log("N x K          format  TPR KCHUNK  WG  UNR  sparsity        us    GB/s");
   for (const [N, K] of shapes) {
     for (const format of ["f16", "int8", "int4"] as const) {
+      const mine = variants.filter((v) => v.format === format);
+      if (mine.length === 0) continue;
       const mats = matrices(ctx, format, N, K, copies);
       const bpw = bytesPerWeight(format, mats[0].group);
-      for (const TPR of format === "f16" ? [GEMV.TPR] : tprs) {
+      for (const v of mine) {
+        const tune = { TPR: v.TPR, KCHUNK: v.KCHUNK || gemvChunk(K, N), WG: v.WG, UNROLL: v.UNROLL };
         for (const s of [0, 0.5]) {
-          const us = await timeGemv(ctx, mats, s, TPR, quick ? 4 : 400);
+          const us = await timeGemv(ctx, mats, s, tune, quick ? 4 : 400);
           const gbs = (N * K * (1 - s) * bpw) / (us * 1e-6) / 1e9;
+          rows.push({ N, K, format, ...tune, sparsity: s, us: Number(us.toFixed(2)), gbs: Math.round(gbs) });
           console.log(
-            `${`${N} x ${K}`.padEnd(14)} ${format.padEnd(6)} ${String(TPR).padStart(4)}  ${
+            `${`${N} x ${K}`.padEnd(14)} ${format.padEnd(6)} ${String(tune.TPR).padStart(4)} ${
+              String(tune.KCHUNK).padStart(6)
+            } ${String(tune.WG).padStart(3)} ${String(tune.UNROLL).padStart(4)}  ${
               s.toFixed(2).padStart(8)
             }  ${us.toFixed(1).padStart(8)}  ${gbs.toFixed(0).padStart(6)}`,
           );
@@ -135,5 +205,9 @@ if (import.meta.main) {
         m.scales.destroy();
       }
     }
+  }
+  if (jsonAt >= 0) {
+    const doc = { device: ctx.adapterName, date: new Date().toISOString(), rows };
+    Deno.writeTextFileSync(Deno.args[jsonAt + 1], JSON.stringify(doc));
   }
 }

@@ -21,7 +21,7 @@ override INPUT: u32 = 0u;
 override NSS: u32 = 1u;         // INPUT 1: partial sums of squares in ss
 override AUX_SPLITS: u32 = 1u;  // INPUT 2: splits of the gate|up partials
 override WG: u32 = 256u;     // threads per workgroup
-const UNROLL: u32 = 4u;      // active rows in flight per thread (8, through an array, measured 2x slower)
+override UNROLL: u32 = 4u;   // rows in flight per thread: 4 or 8 (named registers; an array went to memory)
 override KG: u32 = WG / TPR;
 override TILE_N: u32 = TPR * 8u;
 override PER: u32 = KCHUNK / WG;
@@ -81,16 +81,19 @@ fn input(k: u32, inv_rms: f32) -> f32 {
   return x[k];
 }
 
-fn unpack8(w: vec4<u32>) -> array<vec4<f32>, 2> {
-  return array<vec4<f32>, 2>(
-    vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
-    vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)),
-  );
+// Input channel of the j-th row walked: the j-th active channel when sparse, else the chunk's j-th.
+fn row(j: u32, k_base: u32) -> u32 {
+  if (SPARSE) { return act_idx[j]; }
+  return k_base + j;
 }
+
+fn lo4(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+fn hi4(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)); }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-  if (state[3] != 0u) { return; }
+  // read before the staging loads but tested after them, so their round trips overlap
+  let eos = state[3] != 0u;
   let tile = wid.x;
   let split = wid.y;
   var s = 0u;
@@ -121,6 +124,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
         if (abs(v) * scales[s * p.K + k_base + kk] > thr) { cnt++; }
       }
     }
+    if (eos) { return; }
     scan[t] = cnt;
     workgroupBarrier();
     for (var off = 1u; off < WG; off <<= 1u) {
@@ -144,14 +148,13 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     n_act = scan[WG - 1u];
     if (t == 0u && tile == seg.tile0) { atomicAdd(&counters[p.counter + s], n_act); }
   } else {
-    // a constant trip count (PER) so that the compiler can issue every thread's input loads together
+    // a constant trip count (PER) so that the compiler can issue every thread's input loads together;
+    // dense rows are k_base + j, so only the values are staged
     for (var e = 0u; e < PER; e++) {
       let kk = t + e * WG;
-      if (kk < n_k) {
-        act_idx[kk] = k_base + kk;
-        act_val[kk] = input(k_base + kk, inv_rms);
-      }
+      if (kk < n_k) { act_val[kk] = input(k_base + kk, inv_rms); }
     }
+    if (eos) { return; }
   }
   workgroupBarrier();
 
@@ -165,26 +168,41 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     let v_col = (seg.base + col) / 8u;
     let v_stride = seg.stride / 8u;
     var j = kg;
+    // UNROLL rows a trip, their loads issued before any is used; rows 4..7 only when UNROLL is 8
     for (; j + (UNROLL - 1u) * KG < n_act; j += UNROLL * KG) {
-      let w0 = wt[act_idx[j] * v_stride + v_col];
-      let w1 = wt[act_idx[j + KG] * v_stride + v_col];
-      let w2 = wt[act_idx[j + 2u * KG] * v_stride + v_col];
-      let w3 = wt[act_idx[j + 3u * KG] * v_stride + v_col];
-      let a0 = unpack8(w0);
-      let a1 = unpack8(w1);
-      let a2 = unpack8(w2);
-      let a3 = unpack8(w3);
+      let w0 = wt[row(j, k_base) * v_stride + v_col];
+      let w1 = wt[row(j + KG, k_base) * v_stride + v_col];
+      let w2 = wt[row(j + 2u * KG, k_base) * v_stride + v_col];
+      let w3 = wt[row(j + 3u * KG, k_base) * v_stride + v_col];
+      var w4 = vec4<u32>();
+      var w5 = vec4<u32>();
+      var w6 = vec4<u32>();
+      var w7 = vec4<u32>();
+      if (UNROLL == 8u) {
+        w4 = wt[row(j + 4u * KG, k_base) * v_stride + v_col];
+        w5 = wt[row(j + 5u * KG, k_base) * v_stride + v_col];
+        w6 = wt[row(j + 6u * KG, k_base) * v_stride + v_col];
+        w7 = wt[row(j + 7u * KG, k_base) * v_stride + v_col];
+      }
       let v0 = act_val[j];
       let v1 = act_val[j + KG];
       let v2 = act_val[j + 2u * KG];
       let v3 = act_val[j + 3u * KG];
-      acc0 += v0 * a0[0] + v1 * a1[0] + v2 * a2[0] + v3 * a3[0];
-      acc1 += v0 * a0[1] + v1 * a1[1] + v2 * a2[1] + v3 * a3[1];
+      acc0 += v0 * lo4(w0) + v1 * lo4(w1) + v2 * lo4(w2) + v3 * lo4(w3);
+      acc1 += v0 * hi4(w0) + v1 * hi4(w1) + v2 * hi4(w2) + v3 * hi4(w3);
+      if (UNROLL == 8u) {
+        let v4 = act_val[j + 4u * KG];
+        let v5 = act_val[j + 5u * KG];
+        let v6 = act_val[j + 6u * KG];
+        let v7 = act_val[j + 7u * KG];
+        acc0 += v4 * lo4(w4) + v5 * lo4(w5) + v6 * lo4(w6) + v7 * lo4(w7);
+        acc1 += v4 * hi4(w4) + v5 * hi4(w5) + v6 * hi4(w6) + v7 * hi4(w7);
+      }
     }
     for (; j < n_act; j += KG) {
-      let a = unpack8(wt[act_idx[j] * v_stride + v_col]);
-      acc0 += act_val[j] * a[0];
-      acc1 += act_val[j] * a[1];
+      let w = wt[row(j, k_base) * v_stride + v_col];
+      acc0 += act_val[j] * lo4(w);
+      acc1 += act_val[j] * hi4(w);
     }
   }
   let r = kg * TILE_N + c * 8u;

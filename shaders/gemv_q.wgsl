@@ -7,7 +7,10 @@
 // contiguous run of codes + metadata that is never read.
 // Workgroup (tile, split) owns TILE_N = TPR * COLS columns of one segment; each thread loads one vec4<u32> of
 // codes per row (COLS = 16 int8 or 32 int4 outputs, inside one group) and one metadata word, UNROLL rows in
-// flight; x * scale and x * offset are formed once per row, so dequantization costs one FMA per weight.
+// flight (named registers: an array of rows went to memory). The decode is exact and costs no int->float
+// conversion instruction (a quarter-rate unit on NVIDIA): each code is OR-ed into the mantissa of 2^23 in
+// place (byte 0/1 or nibble 0..3 of a half word), the bias subtracted exactly, and the power of two its place
+// adds is folded into the row's coefficient x * scale; the int4 offset adds x * offset once per row.
 // bindings: 0 params (uniform), 1 x (f32 [K], read), 2 wt (vec4<u32>, segment blocks, read),
 //           3 partials (f32 [splits][ncols], write), 4 thresholds (f32, read), 5 scales (f32 [nseg][K], read),
 //           6 counters (atomic u32: active channels per segment, summed over calls), 7 aux (f32, read),
@@ -20,8 +23,8 @@ override SPARSE: bool = false;
 override INPUT: u32 = 0u;
 override BITS: u32 = 8u;     // 8 or 4
 override GROUP: u32 = 128u;  // outputs per scale: 32, 64 or 128 (a multiple of COLS)
-const WG: u32 = 256u;
-const UNROLL: u32 = 4u;
+override WG: u32 = 256u;     // threads per workgroup (KCHUNK a multiple, TPR * 8 at most)
+override UNROLL: u32 = 4u;   // rows in flight per thread: 4 or 8
 override KG: u32 = WG / TPR;
 override COLS: u32 = 128u / BITS;
 override TILE_N: u32 = TPR * COLS;
@@ -63,7 +66,7 @@ var<workgroup> xs: array<f32, KCHUNK>;
 var<workgroup> act_idx: array<u32, KCHUNK>;
 var<workgroup> act_val: array<f32, KCHUNK>;
 var<workgroup> scan: array<u32, WG>;
-var<workgroup> red: array<f32, 2048>;  // KG * TPR * 8 = WG * 8: eight columns per thread per pass
+var<workgroup> red: array<f32, WG * 8u>;  // eight columns per thread per reduction pass
 
 fn input(k: u32, inv_rms: f32) -> f32 {
   if (INPUT == 1u) { return x[k] * inv_rms * aux[k]; }
@@ -80,38 +83,87 @@ fn input(k: u32, inv_rms: f32) -> f32 {
   return x[k];
 }
 
-// (x * scale, x * offset) for row word `row` and group g.
-fn coef(row: u32, g: u32, v: f32) -> vec2<f32> {
-  if (BITS == 8u) {
-    let i = row + g / 2u;
-    let s = unpack2x16float(wt[i / 4u][i % 4u]);
-    return vec2<f32>(v * select(s.x, s.y, (g & 1u) == 1u), 0.0);
-  }
-  let i = row + g;
-  return v * unpack2x16float(wt[i / 4u][i % 4u]);
+// Input channel of the j-th row walked: the j-th active channel when sparse, else the chunk's j-th.
+fn row(j: u32, k_base: u32) -> u32 {
+  if (SPARSE) { return act_idx[j]; }
+  return k_base + j;
 }
 
-// acc += a * q + b for the COLS codes of one vec4<u32>.
-fn accum(acc: ptr<function, array<vec4<f32>, 8>>, w: vec4<u32>, ab: vec2<f32>) {
+const MAGIC: u32 = 0x4b000000u;  // 2^23: its mantissa holds any integer below 2^23 exactly
+
+// Four signed bytes as floats q0, 256 q1, q2, 256 q3 (the factors 256 go into the coefficient).
+fn bytes4(w: u32) -> vec4<f32> {
+  let u = w ^ 0x80808080u;  // q + 128, unsigned
+  let h = u >> 16u;
+  let m = vec4<u32>(u & 0xffu, u & 0xff00u, h & 0xffu, h & 0xff00u) | vec4<u32>(MAGIC);
+  return bitcast<vec4<f32>>(m) - vec4<f32>(8388736.0, 8421376.0, 8388736.0, 8421376.0);
+}
+
+// The four nibbles of a half word as floats n0, 16 n1, 256 n2, 4096 n3.
+fn nibbles4(w: u32) -> vec4<f32> {
+  let m = vec4<u32>(w & 0xfu, w & 0xf0u, w & 0xf00u, w & 0xf000u) | vec4<u32>(MAGIC);
+  return bitcast<vec4<f32>>(m) - vec4<f32>(8388608.0);
+}
+
+// The thread's accumulators: eight vec4 columns (int8 uses four).
+struct Acc {
+  a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
+  a4: vec4<f32>, a5: vec4<f32>, a6: vec4<f32>, a7: vec4<f32>,
+  b: f32,  // int4: sum of x * offset, added to every column at the end
+}
+
+// (x * scale) times the place factors of bytes4 / nibbles4, and x * offset, from one metadata word.
+fn coef(mw: u32, hsel: u32, v: f32) -> vec2<f32> {
+  let s = unpack2x16float(mw);
+  if (BITS == 8u) { return vec2<f32>(v * select(s.x, s.y, hsel == 1u), 0.0); }
+  return v * s;
+}
+
+fn fma_row(acc: ptr<function, Acc>, q: vec4<u32>, ab: vec2<f32>) {
   if (BITS == 8u) {
-    for (var i = 0u; i < 4u; i++) {
-      // sign-extend each byte: shift it to the top, arithmetic shift back
-      let q = (vec4<i32>(bitcast<i32>(w[i])) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u);
-      (*acc)[i] += ab.x * vec4<f32>(q);
-    }
+    let c = ab.x * vec4<f32>(1.0, 1.0 / 256.0, 1.0, 1.0 / 256.0);
+    (*acc).a0 += c * bytes4(q.x);
+    (*acc).a1 += c * bytes4(q.y);
+    (*acc).a2 += c * bytes4(q.z);
+    (*acc).a3 += c * bytes4(q.w);
   } else {
-    for (var i = 0u; i < 4u; i++) {
-      let lo = (vec4<u32>(w[i]) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u);
-      let hi = (vec4<u32>(w[i]) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u);
-      (*acc)[2u * i] += ab.x * vec4<f32>(lo) + ab.y;
-      (*acc)[2u * i + 1u] += ab.x * vec4<f32>(hi) + ab.y;
+    let c = ab.x * vec4<f32>(1.0, 1.0 / 16.0, 1.0 / 256.0, 1.0 / 4096.0);
+    (*acc).a0 += c * nibbles4(q.x);
+    (*acc).a1 += c * nibbles4(q.x >> 16u);
+    (*acc).a2 += c * nibbles4(q.y);
+    (*acc).a3 += c * nibbles4(q.y >> 16u);
+    (*acc).a4 += c * nibbles4(q.z);
+    (*acc).a5 += c * nibbles4(q.z >> 16u);
+    (*acc).a6 += c * nibbles4(q.w);
+    (*acc).a7 += c * nibbles4(q.w >> 16u);
+    (*acc).b += ab.y;
+  }
+}
+
+// One reduction pass over the KG channel groups: eight columns (lo, hi) of every thread, from column `part`*8
+// of its COLS on; writes the sums of the tile's columns to partials.
+fn reduce_pass(t: u32, part: u32, lo: vec4<f32>, hi: vec4<f32>, tile_col0: u32, seg: Seg, split: u32) {
+  let c = t % TPR;
+  let kg = t / TPR;
+  let r = kg * TPR * 8u + c * 8u;
+  red[r] = lo.x; red[r + 1u] = lo.y; red[r + 2u] = lo.z; red[r + 3u] = lo.w;
+  red[r + 4u] = hi.x; red[r + 5u] = hi.y; red[r + 6u] = hi.z; red[r + 7u] = hi.w;
+  workgroupBarrier();
+  for (var i = t; i < TPR * 8u; i += WG) {
+    let cl = tile_col0 + (i / 8u) * COLS + part * 8u + i % 8u;
+    if (cl < seg.len) {
+      var sum = 0.0;
+      for (var q = 0u; q < KG; q++) { sum += red[q * TPR * 8u + i]; }
+      partials[split * p.ncols + seg.out + cl] = sum;
     }
   }
+  workgroupBarrier();
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-  if (state[3] != 0u) { return; }
+  // read before the staging loads but tested after them, so their round trips overlap
+  let eos = state[3] != 0u;
   let tile = wid.x;
   let split = wid.y;
   var s = 0u;
@@ -142,6 +194,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
         if (abs(v) * scales[s * p.K + k_base + kk] > thr) { cnt++; }
       }
     }
+    if (eos) { return; }
     scan[t] = cnt;
     workgroupBarrier();
     for (var off = 1u; off < WG; off <<= 1u) {
@@ -167,64 +220,96 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   } else {
     for (var e = 0u; e < PER; e++) {
       let kk = t + e * WG;
-      if (kk < n_k) {
-        act_idx[kk] = k_base + kk;
-        act_val[kk] = input(k_base + kk, inv_rms);
-      }
+      if (kk < n_k) { act_val[kk] = input(k_base + kk, inv_rms); }
     }
+    if (eos) { return; }
   }
   workgroupBarrier();
 
   // Each group of TPR threads walks every KG-th active channel; thread c of the group owns COLS columns.
   let c = t % TPR;
   let kg = t / TPR;
-  let col = (tile - seg.tile0) * TILE_N + c * COLS;
-  var acc: array<vec4<f32>, 8>;
-  for (var i = 0u; i < 8u; i++) { acc[i] = vec4<f32>(0.0); }
+  let tile_col0 = (tile - seg.tile0) * TILE_N;
+  let col = tile_col0 + c * COLS;
+  var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0),
+                vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), 0.0);
   if (col < seg.len) {
-    let w_off = seg.base + col * BITS / 32u;  // first code word of this thread's columns in row 0
-    let m_off = seg.base + seg.scale0;          // first metadata word of row 0
+    let vs = seg.stride / 4u;                      // vec4 words per row
+    let vc = (seg.base + col * BITS / 32u) / 4u;   // this thread's codes in row 0
     let g = col / GROUP;
+    var mo = seg.base + seg.scale0 + g;            // this thread's metadata word in row 0
+    if (BITS == 8u) { mo = seg.base + seg.scale0 + g / 2u; }
+    let hsel = g & 1u;
     var j = kg;
     for (; j + (UNROLL - 1u) * KG < n_act; j += UNROLL * KG) {
-      let r0 = act_idx[j] * seg.stride;
-      let r1 = act_idx[j + KG] * seg.stride;
-      let r2 = act_idx[j + 2u * KG] * seg.stride;
-      let r3 = act_idx[j + 3u * KG] * seg.stride;
-      let w0 = wt[(r0 + w_off) / 4u];
-      let w1 = wt[(r1 + w_off) / 4u];
-      let w2 = wt[(r2 + w_off) / 4u];
-      let w3 = wt[(r3 + w_off) / 4u];
-      let c0 = coef(r0 + m_off, g, act_val[j]);
-      let c1 = coef(r1 + m_off, g, act_val[j + KG]);
-      let c2 = coef(r2 + m_off, g, act_val[j + 2u * KG]);
-      let c3 = coef(r3 + m_off, g, act_val[j + 3u * KG]);
-      accum(&acc, w0, c0);
-      accum(&acc, w1, c1);
-      accum(&acc, w2, c2);
-      accum(&acc, w3, c3);
-    }
-    for (; j < n_act; j += KG) {
-      let r = act_idx[j] * seg.stride;
-      accum(&acc, wt[(r + w_off) / 4u], coef(r + m_off, g, act_val[j]));
-    }
-  }
-  // Reduce over the KG channel groups, eight columns per thread per pass (bounded workgroup memory).
-  for (var part = 0u; part < COLS / 8u; part++) {
-    let r = kg * TPR * 8u + c * 8u;
-    let a = acc[2u * part];
-    let b = acc[2u * part + 1u];
-    red[r] = a.x; red[r + 1u] = a.y; red[r + 2u] = a.z; red[r + 3u] = a.w;
-    red[r + 4u] = b.x; red[r + 5u] = b.y; red[r + 6u] = b.z; red[r + 7u] = b.w;
-    workgroupBarrier();
-    if (t < TPR * 8u) {
-      let cl = (tile - seg.tile0) * TILE_N + (t / 8u) * COLS + part * 8u + t % 8u;
-      if (cl < seg.len) {
-        var sum = 0.0;
-        for (var q = 0u; q < KG; q++) { sum += red[q * TPR * 8u + t]; }
-        partials[split * p.ncols + seg.out + cl] = sum;
+      let k0 = row(j, k_base);
+      let k1 = row(j + KG, k_base);
+      let k2 = row(j + 2u * KG, k_base);
+      let k3 = row(j + 3u * KG, k_base);
+      let q0 = wt[k0 * vs + vc];
+      let q1 = wt[k1 * vs + vc];
+      let q2 = wt[k2 * vs + vc];
+      let q3 = wt[k3 * vs + vc];
+      let i0 = k0 * seg.stride + mo;
+      let i1 = k1 * seg.stride + mo;
+      let i2 = k2 * seg.stride + mo;
+      let i3 = k3 * seg.stride + mo;
+      let m0 = wt[i0 / 4u][i0 % 4u];
+      let m1 = wt[i1 / 4u][i1 % 4u];
+      let m2 = wt[i2 / 4u][i2 % 4u];
+      let m3 = wt[i3 / 4u][i3 % 4u];
+      var q4 = vec4<u32>();
+      var q5 = vec4<u32>();
+      var q6 = vec4<u32>();
+      var q7 = vec4<u32>();
+      var m4 = 0u;
+      var m5 = 0u;
+      var m6 = 0u;
+      var m7 = 0u;
+      if (UNROLL == 8u) {
+        let k4 = row(j + 4u * KG, k_base);
+        let k5 = row(j + 5u * KG, k_base);
+        let k6 = row(j + 6u * KG, k_base);
+        let k7 = row(j + 7u * KG, k_base);
+        q4 = wt[k4 * vs + vc];
+        q5 = wt[k5 * vs + vc];
+        q6 = wt[k6 * vs + vc];
+        q7 = wt[k7 * vs + vc];
+        let i4 = k4 * seg.stride + mo;
+        let i5 = k5 * seg.stride + mo;
+        let i6 = k6 * seg.stride + mo;
+        let i7 = k7 * seg.stride + mo;
+        m4 = wt[i4 / 4u][i4 % 4u];
+        m5 = wt[i5 / 4u][i5 % 4u];
+        m6 = wt[i6 / 4u][i6 % 4u];
+        m7 = wt[i7 / 4u][i7 % 4u];
+      }
+      fma_row(&acc, q0, coef(m0, hsel, act_val[j]));
+      fma_row(&acc, q1, coef(m1, hsel, act_val[j + KG]));
+      fma_row(&acc, q2, coef(m2, hsel, act_val[j + 2u * KG]));
+      fma_row(&acc, q3, coef(m3, hsel, act_val[j + 3u * KG]));
+      if (UNROLL == 8u) {
+        fma_row(&acc, q4, coef(m4, hsel, act_val[j + 4u * KG]));
+        fma_row(&acc, q5, coef(m5, hsel, act_val[j + 5u * KG]));
+        fma_row(&acc, q6, coef(m6, hsel, act_val[j + 6u * KG]));
+        fma_row(&acc, q7, coef(m7, hsel, act_val[j + 7u * KG]));
       }
     }
-    workgroupBarrier();
+    for (; j < n_act; j += KG) {
+      let k = row(j, k_base);
+      let i = k * seg.stride + mo;
+      fma_row(&acc, wt[k * vs + vc], coef(wt[i / 4u][i % 4u], hsel, act_val[j]));
+    }
+  }
+  // Reduce over the KG channel groups in passes of eight columns per thread (bounded workgroup memory).
+  let b = vec4<f32>(acc.b);
+  if (BITS == 8u) {
+    reduce_pass(t, 0u, acc.a0, acc.a1, tile_col0, seg, split);
+    reduce_pass(t, 1u, acc.a2, acc.a3, tile_col0, seg, split);
+  } else {
+    reduce_pass(t, 0u, acc.a0 + b, acc.a1 + b, tile_col0, seg, split);
+    reduce_pass(t, 1u, acc.a2 + b, acc.a3 + b, tile_col0, seg, split);
+    reduce_pass(t, 2u, acc.a4 + b, acc.a5 + b, tile_col0, seg, split);
+    reduce_pass(t, 3u, acc.a6 + b, acc.a7 + b, tile_col0, seg, split);
   }
 }

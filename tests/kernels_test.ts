@@ -101,22 +101,28 @@ Deno.test("gemv + reduce: dense fused q|k|v with bias equals the reference at aw
     const x = randn(K, r);
     const bias = randn(m.N, r);
     const xb = ctx.buffer(K * 4, "x", x);
-    const partials = poisoned(ctx, gemvSplits(K, m.N) * m.N);
-    const out = poisoned(ctx, m.N);
-    const sp = { thresholds: ctx.buffer(16, "t", new Float32Array(4)), counters: ctx.buffer(16, "c") };
-    ctx.run([
-      gemvOp(ctx, m, xb, partials, sp, { sparse: false }),
-      reduceOp(ctx, partials, out, {
-        n: m.N,
-        splits: gemvSplits(K, m.N),
-        ncols: m.N,
-        mode: REDUCE.store,
-        bias: ctx.buffer(bias.byteLength, "b", bias),
-      }),
-    ]);
-    const got = await ctx.readF32(out);
     const want = fusedRef(x, 1, K, ws, lens, null).y.map((v, i) => v + bias[i]);
-    assert(relErr(got, want) < 1e-4, `K=${K}: rel err ${relErr(got, want)}`);
+    // the default variant, and eight rows in flight per thread with shorter and longer chunks
+    for (
+      const tune of [undefined, { TPR: 16, KCHUNK: 256, UNROLL: 8 }, { TPR: 8, KCHUNK: 1024, UNROLL: 8 }]
+    ) {
+      const splits = tune ? Math.ceil(K / tune.KCHUNK) : gemvSplits(K, m.N);
+      const partials = poisoned(ctx, splits * m.N);
+      const out = poisoned(ctx, m.N);
+      const sp = { thresholds: ctx.buffer(16, "t", new Float32Array(4)), counters: ctx.buffer(16, "c") };
+      ctx.run([
+        gemvOp(ctx, m, xb, partials, sp, { sparse: false, tune }),
+        reduceOp(ctx, partials, out, {
+          n: m.N,
+          splits,
+          ncols: m.N,
+          mode: REDUCE.store,
+          bias: ctx.buffer(bias.byteLength, "b", bias),
+        }),
+      ]);
+      const got = await ctx.readF32(out);
+      assert(relErr(got, want) < 1e-4, `K=${K} ${JSON.stringify(tune)}: rel err ${relErr(got, want)}`);
+    }
   }
 });
 
@@ -129,12 +135,14 @@ Deno.test("gemv: sparse equals dense on the masked input; counters match a CPU c
     const scales = randn(K * lens.length, r).map((v) => 0.5 + Math.abs(v));
     const m = makeMatrix(ctx, K, ws, lens, scales);
     // the default variant, and other workgroup sizes and column groups the benchmarks sweep
-    const tunes = [undefined, { TPR: 16, KCHUNK: 256, WG: 128 }, {
-      TPR: 32,
-      KCHUNK: 512,
-      WG: 128,
-    }];
-    for (const [f, frac] of [0, 0.3, 0.5, 0.9, 1].entries()) {
+    const tunes = [
+      undefined,
+      { TPR: 16, KCHUNK: 256, WG: 128 },
+      { TPR: 32, KCHUNK: 512, WG: 128 },
+      { TPR: 8, KCHUNK: 256, WG: 256, UNROLL: 8 },
+      { TPR: 16, KCHUNK: 1024, WG: 256, UNROLL: 8 },
+    ];
+    for (const [f, frac] of [0, 0.3, 0.5, 0.9, 1, 0.2, 0].entries()) {
       const tune = tunes[f % tunes.length];
       const splits = tune ? Math.ceil(K / tune.KCHUNK) : gemvSplits(K, m.N);
       const x = randn(K, r);

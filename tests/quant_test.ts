@@ -197,11 +197,12 @@ async function runGemv(
     thresholds: ctx.buffer(16, "t", new Float32Array([...thr, 0, 0, 0, 0].slice(0, 4))),
     counters: ctx.buffer(16, "c"),
   };
-  const partials = poisoned(ctx, gemvSplits(m.K, m.N) * m.N);
+  const splits = o.tune ? Math.ceil(m.K / o.tune.KCHUNK) : gemvSplits(m.K, m.N);
+  const partials = poisoned(ctx, splits * m.N);
   const out = poisoned(ctx, m.N);
   ctx.run([
     gemvOp(ctx, m, x, partials, sp, o),
-    reduceOp(ctx, partials, out, { n: m.N, splits: gemvSplits(m.K, m.N), ncols: m.N, mode: REDUCE.store }),
+    reduceOp(ctx, partials, out, { n: m.N, splits, ncols: m.N, mode: REDUCE.store }),
   ]);
   return { y: await ctx.readF32(out), counters: Array.from(await ctx.readU32(sp.counters, 3)) };
 }
@@ -221,15 +222,26 @@ Deno.test("gemv_q: dense and sparse fused q|k|v, int8 and int4, at awkward sizes
       const { m, deq } = makeQMatrix(ctx, K, ws, lens, s, scales);
       const x = randn(K, r);
       const xb = ctx.buffer(K * 4, "x", x);
-      const dense = await runGemv(ctx, m, xb, [0, 0, 0], { sparse: false });
       const want = fusedRef(x, 1, K, deq, lens, null).y;
-      assert(relErr(dense.y, want) < 1e-4, `${name} dense K=${K}: ${relErr(dense.y, want)}`);
-      for (const frac of [0.4, 0.9]) {
-        const thr = lens.map((_, i) => quantile(x, Math.min(1, frac + 0.05 * i)));
-        const got = await runGemv(ctx, m, xb, thr, { sparse: true, counter: 0 });
-        const ref = fusedRef(x, 1, K, deq, lens, thr, scales);
-        assert(relErr(got.y, ref.y) < 1e-4, `${name} sparse ${frac} K=${K}: ${relErr(got.y, ref.y)}`);
-        assertEquals(got.counters.slice(0, lens.length), ref.active, `${name} counters K=${K}`);
+      // the default variant, and other column groups, workgroup sizes, chunks and rows in flight
+      for (
+        const tune of [
+          undefined,
+          { TPR: 16, KCHUNK: 512, UNROLL: 8 },
+          { TPR: 32, KCHUNK: 256, WG: 128, UNROLL: 8 },
+          { TPR: 4, KCHUNK: 1024, WG: 128, UNROLL: 4 },
+        ]
+      ) {
+        const what = `${name} K=${K} ${JSON.stringify(tune)}`;
+        const dense = await runGemv(ctx, m, xb, [0, 0, 0], { sparse: false, tune });
+        assert(relErr(dense.y, want) < 1e-4, `${what} dense: ${relErr(dense.y, want)}`);
+        for (const frac of [0.4, 0.9]) {
+          const thr = lens.map((_, i) => quantile(x, Math.min(1, frac + 0.05 * i)));
+          const got = await runGemv(ctx, m, xb, thr, { sparse: true, counter: 0, tune });
+          const ref = fusedRef(x, 1, K, deq, lens, thr, scales);
+          assert(relErr(got.y, ref.y) < 1e-4, `${what} sparse ${frac}: ${relErr(got.y, ref.y)}`);
+          assertEquals(got.counters.slice(0, lens.length), ref.active, `${what} counters`);
+        }
       }
     }
   }

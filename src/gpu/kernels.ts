@@ -7,7 +7,7 @@ import type { GpuContext, Op } from "./context.ts";
 import { gemvQOp, matmulQOp, type WeightFormat } from "./quant.ts";
 
 /** gemv.wgsl tunables: threads per column group, input channels per split, threads per workgroup. */
-export const GEMV = { TPR: 16, KCHUNK: 512, WG: 256 } as const;
+export const GEMV = { TPR: 16, KCHUNK: 512, WG: 256, UNROLL: 4 } as const;
 
 /** A gemv.wgsl variant (benchmarks sweep these; WG defaults to GEMV's). */
 export interface GemvTune {
@@ -17,6 +17,8 @@ export interface GemvTune {
   KCHUNK: number;
   /** Threads per workgroup (KCHUNK must be a multiple). */
   WG?: number;
+  /** Rows each thread has in flight per trip: 4 or 8. */
+  UNROLL?: number;
 }
 /** Output tile of matmul.wgsl (rows and columns). */
 export const MATMUL_TILE = 64;
@@ -212,6 +214,7 @@ export function gemvOp(
         TPR: tune.TPR,
         KCHUNK: tune.KCHUNK,
         WG: tune.WG ?? GEMV.WG,
+        UNROLL: tune.UNROLL ?? GEMV.UNROLL,
         SPARSE: opts.sparse ? 1 : 0,
         ...shared.overrides,
       },

@@ -14,6 +14,7 @@ import {
   gemvChunk,
   type GemvInput,
   gemvInputBindings,
+  type GemvTune,
   MATMUL_TILE,
   type Matrix,
   roundUp,
@@ -62,8 +63,11 @@ export function parseQuant(value: string | undefined, what: string): QuantFormat
   return q as QuantFormat;
 }
 
-/** gemv_q.wgsl tunables: threads per row of a tile (each loads one vec4<u32> of codes per row). */
-export const GEMV_Q = { TPR: 8 } as const;
+/**
+ * gemv_q.wgsl tunables: threads per row of a tile (each loads one vec4<u32> of codes per row), threads per
+ * workgroup and rows in flight per thread.
+ */
+export const GEMV_Q = { TPR: 8, WG: 256, UNROLL: 4 } as const;
 
 /** Outputs one gemv_q thread covers: one vec4<u32> of codes (16 int8 or 32 int4). */
 function colsPerThread(bits: number): number {
@@ -275,11 +279,13 @@ export function gemvQOp(
     label?: string;
     input?: GemvInput;
     state?: GPUBuffer;
-    tune?: { TPR: number; KCHUNK: number };
+    tune?: GemvTune;
   },
 ): Op {
   const s = schemeOf(m);
   const TPR = opts.tune?.TPR ?? GEMV_Q.TPR;
+  const WG = opts.tune?.WG ?? GEMV_Q.WG;
+  const UNROLL = opts.tune?.UNROLL ?? GEMV_Q.UNROLL;
   // the split count is fixed by gemvChunk: reduce, rope and the fused SwiGLU input read that many partials
   const KCHUNK = opts.tune?.KCHUNK ?? gemvChunk(m.K, m.N);
   const tileN = TPR * colsPerThread(s.bits);
@@ -307,6 +313,8 @@ export function gemvQOp(
       overrides: {
         TPR,
         KCHUNK,
+        WG,
+        UNROLL,
         SPARSE: opts.sparse ? 1 : 0,
         BITS: s.bits,
         GROUP: s.group,
