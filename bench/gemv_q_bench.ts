@@ -14,6 +14,7 @@ import {
   gemvChunk,
   gemvOp,
   type GemvTune,
+  gemvTune,
   layoutSegments,
   type Matrix,
   REDUCE,
@@ -136,6 +137,7 @@ function gridVariants(): Variant[] {
   ]);
   for (const q of ["int8", "int4"] as const) {
     add(q, [
+      [0, 0, 0, 0],
       [8, 0, 256, 4],
       [8, 0, 256, 8],
       [16, 0, 256, 8],
@@ -186,7 +188,10 @@ if (import.meta.main) {
       const mats = matrices(ctx, format, N, K, copies);
       const bpw = bytesPerWeight(format, mats[0].group);
       for (const v of mine) {
-        const tune = { TPR: v.TPR, KCHUNK: v.KCHUNK || gemvChunk(K, N), WG: v.WG, UNROLL: v.UNROLL };
+        // TPR 0: the variant the runtime picks (gemvTune)
+        const tune = v.TPR === 0
+          ? gemvTune(K, N, format)
+          : { TPR: v.TPR, KCHUNK: v.KCHUNK || gemvChunk(K, N), WG: v.WG, UNROLL: v.UNROLL };
         for (const s of [0, 0.5]) {
           const us = await timeGemv(ctx, mats, s, tune, quick ? 4 : 400);
           const gbs = (N * K * (1 - s) * bpw) / (us * 1e-6) / 1e9;

@@ -212,7 +212,9 @@ Deno.test("gemv_q: dense and sparse fused q|k|v, int8 and int4, at awkward sizes
   const r = rng(12);
   for (const [name, s] of SCHEMES) {
     for (
-      const [K, lens] of [[172, [64, 40, 40]], [1100, [200, 72, 72]], [7, [9]], [8200, [35]]] as [
+      const [K, lens] of [[172, [64, 40, 40]], [1100, [200, 72, 72]], [7, [9]], [8200, [35]], [40, [
+        8300,
+      ]]] as [
         number,
         number[],
       ][]

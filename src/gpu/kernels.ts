@@ -112,6 +112,21 @@ export function gemvChunk(K: number, N: number): number {
   return K >= 8192 || N >= 16384 ? 2 * GEMV.KCHUNK : GEMV.KCHUNK;
 }
 
+/**
+ * The gemv.wgsl / gemv_q.wgsl variant for a K x N matrix of a weight format. Measured on the H200
+ * (bench/gemv_q_bench.ts --grid, 2026-12-02, docs/benchmarks.md): wide outputs (N >= 8192: gate|up,
+ * lm_head) run best with 32 threads per column group and 8 rows in flight, long inputs (K >= 8192: down)
+ * with 16 and 8; the 4096-wide projections with the base variant (f16: 16 threads; int8/int4: 8), whose time
+ * is mostly the fixed cost of a dispatch. The chunk is always gemvChunk's: the kernels that sum the splits
+ * read that many.
+ */
+export function gemvTune(K: number, N: number, format: WeightFormat = "f16"): Required<GemvTune> {
+  const KCHUNK = gemvChunk(K, N);
+  if (N >= 8192) return { TPR: 32, KCHUNK, WG: GEMV.WG, UNROLL: 8 };
+  if (K >= 8192) return { TPR: 16, KCHUNK, WG: GEMV.WG, UNROLL: 8 };
+  return { TPR: format === "f16" ? GEMV.TPR : 8, KCHUNK, WG: GEMV.WG, UNROLL: 4 };
+}
+
 /** Number of split-K partial rows gemv writes for a K x N matrix (at most ceil(K / GEMV.KCHUNK)). */
 export function gemvSplits(K: number, N: number): number {
   return Math.ceil(K / gemvChunk(K, N));
@@ -189,7 +204,7 @@ export function gemvOp(
   },
 ): Op {
   if (m.format && m.format !== "f16") return gemvQOp(ctx, m, x, partials, sp, opts);
-  const tune = opts.tune ?? { TPR: GEMV.TPR, KCHUNK: gemvChunk(m.K, m.N) };
+  const tune = opts.tune ?? gemvTune(m.K, m.N);
   const inp = opts.input ?? { kind: "plain" };
   const params = ctx.uniform(
     [

@@ -11,10 +11,10 @@
  */
 import type { GpuContext, Op } from "./context.ts";
 import {
-  gemvChunk,
   type GemvInput,
   gemvInputBindings,
   type GemvTune,
+  gemvTune,
   MATMUL_TILE,
   type Matrix,
   roundUp,
@@ -63,11 +63,6 @@ export function parseQuant(value: string | undefined, what: string): QuantFormat
   return q as QuantFormat;
 }
 
-/**
- * gemv_q.wgsl tunables: threads per row of a tile (each loads one vec4<u32> of codes per row), threads per
- * workgroup and rows in flight per thread.
- */
-export const GEMV_Q = { TPR: 8, WG: 256, UNROLL: 4 } as const;
 
 /** Outputs one gemv_q thread covers: one vec4<u32> of codes (16 int8 or 32 int4). */
 function colsPerThread(bits: number): number {
@@ -283,11 +278,8 @@ export function gemvQOp(
   },
 ): Op {
   const s = schemeOf(m);
-  const TPR = opts.tune?.TPR ?? GEMV_Q.TPR;
-  const WG = opts.tune?.WG ?? GEMV_Q.WG;
-  const UNROLL = opts.tune?.UNROLL ?? GEMV_Q.UNROLL;
   // the split count is fixed by gemvChunk: reduce, rope and the fused SwiGLU input read that many partials
-  const KCHUNK = opts.tune?.KCHUNK ?? gemvChunk(m.K, m.N);
+  const { TPR, KCHUNK, WG, UNROLL } = { ...gemvTune(m.K, m.N, m.format), ...opts.tune };
   const tileN = TPR * colsPerThread(s.bits);
   const inp = opts.input ?? { kind: "plain" };
   const params = ctx.uniform(
