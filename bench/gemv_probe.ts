@@ -10,6 +10,7 @@
 import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
 import {
   fillOp,
+  type GemvInput,
   gemvOp,
   gemvTune,
   layoutSegments,
@@ -142,6 +143,32 @@ if (import.meta.main) {
     line("gemv sparse ~50%", await timeOps(ctx, g(half, true), perPass), bytes / 2);
     line("gemv sparse, no active row", await timeOps(ctx, g(none, true), perPass), 0);
     line("reduce alone", await timeOps(ctx, [red], perPass), splits * N * 4);
+    // the fused inputs of the model: RMSNorm (gate|up: two segments) and SwiGLU of the gate|up partials (down)
+    const inputs: [string, GemvInput][] = [[
+      "RMSNorm input",
+      {
+        kind: "rmsnorm",
+        weight: x,
+        ss: ctx.buffer(64, "ss", new Float32Array(16).fill(K / 16)),
+        nss: 16,
+        eps: 1e-5,
+      },
+    ]];
+    if (K > 8192) {
+      const gu = new Float32Array(4 * 2 * K).map((_, i) => Math.sin(i * 0.731) * 2);
+      inputs.push(["SwiGLU input", {
+        kind: "swiglu",
+        partials: ctx.buffer(gu.byteLength, "gu", gu),
+        splits: 4,
+        cols: 2 * K,
+      }]);
+    }
+    for (const [name, input] of inputs) {
+      const f = (sp: typeof dense, sparse: boolean) =>
+        mats.map((m) => gemvOp(ctx, m, x, partials, sp, { sparse, tune, input }));
+      line(`gemv dense, ${name}`, await timeOps(ctx, f(dense, false), perPass));
+      line(`gemv sparse, ${name}, no active row`, await timeOps(ctx, f(none, true), perPass), 0);
+    }
     for (const m of mats) m.buffer.destroy();
   }
   if (jsonAt >= 0) {

@@ -127,6 +127,19 @@ export function gemvTune(K: number, N: number, format: WeightFormat = "f16"): Re
   return { TPR: format === "f16" ? GEMV.TPR : 8, KCHUNK, WG: GEMV.WG, UNROLL: 4 };
 }
 
+/** Throws unless a gemv variant is one the kernels can run (each thread masks at most 32 channels). */
+export function checkGemvTune(t: Required<GemvTune>): void {
+  const ok = t.WG % 16 === 0 && t.KCHUNK % t.WG === 0 && t.KCHUNK / t.WG <= 32 && t.WG % t.TPR === 0 &&
+    (t.UNROLL === 4 || t.UNROLL === 8);
+  if (!ok) {
+    throw new RangeError(
+      `gemv variant ${
+        JSON.stringify(t)
+      }: need WG % 16 = 0, KCHUNK / WG in 1..32, WG % TPR = 0, UNROLL 4 or 8`,
+    );
+  }
+}
+
 /** Number of split-K partial rows gemv writes for a K x N matrix (at most ceil(K / GEMV.KCHUNK)). */
 export function gemvSplits(K: number, N: number): number {
   return Math.ceil(K / gemvChunk(K, N));
@@ -204,7 +217,8 @@ export function gemvOp(
   },
 ): Op {
   if (m.format && m.format !== "f16") return gemvQOp(ctx, m, x, partials, sp, opts);
-  const tune = opts.tune ?? gemvTune(m.K, m.N);
+  const tune = { ...gemvTune(m.K, m.N), ...opts.tune };
+  checkGemvTune(tune);
   const inp = opts.input ?? { kind: "plain" };
   const params = ctx.uniform(
     [
@@ -228,8 +242,8 @@ export function gemvOp(
       overrides: {
         TPR: tune.TPR,
         KCHUNK: tune.KCHUNK,
-        WG: tune.WG ?? GEMV.WG,
-        UNROLL: tune.UNROLL ?? GEMV.UNROLL,
+        WG: tune.WG,
+        UNROLL: tune.UNROLL,
         SPARSE: opts.sparse ? 1 : 0,
         ...shared.overrides,
       },

@@ -11,6 +11,7 @@
  */
 import type { GpuContext, Op } from "./context.ts";
 import {
+  checkGemvTune,
   type GemvInput,
   gemvInputBindings,
   type GemvTune,
@@ -62,7 +63,6 @@ export function parseQuant(value: string | undefined, what: string): QuantFormat
   }
   return q as QuantFormat;
 }
-
 
 /** Outputs one gemv_q thread covers: one vec4<u32> of codes (16 int8 or 32 int4). */
 function colsPerThread(bits: number): number {
@@ -279,7 +279,9 @@ export function gemvQOp(
 ): Op {
   const s = schemeOf(m);
   // the split count is fixed by gemvChunk: reduce, rope and the fused SwiGLU input read that many partials
-  const { TPR, KCHUNK, WG, UNROLL } = { ...gemvTune(m.K, m.N, m.format), ...opts.tune };
+  const tune = { ...gemvTune(m.K, m.N, m.format), ...opts.tune };
+  checkGemvTune(tune);
+  const { TPR, KCHUNK, WG, UNROLL } = tune;
   const tileN = TPR * colsPerThread(s.bits);
   const inp = opts.input ?? { kind: "plain" };
   const params = ctx.uniform(
