@@ -245,17 +245,22 @@ export class Forward {
           state: this.state,
           input: normed(L.mlpNorm),
         }),
+        // SwiGLU of the gate|up split sums in a pass of its own: fused into the down GEMV's staging, every
+        // column tile recomputed it, which cost ~11 us a layer at 8B shapes against ~4 us for this pass
+        // (bench/gemv_probe.ts on the H200)
+        reduceOp(ctx, this.partials, this.act, {
+          n: L.gateUp.N / 2,
+          splits: gemvSplits(L.gateUp.K, L.gateUp.N),
+          ncols: L.gateUp.N,
+          mode: REDUCE.swiglu,
+          offB: L.gateUp.N / 2,
+          label: "swiglu",
+        }),
         gemvOp(ctx, L.down, this.act, this.partials2, sp, {
           sparse,
           counter: slot + 6,
           label: "gemv.down",
           state: this.state,
-          input: {
-            kind: "swiglu",
-            partials: this.partials,
-            splits: gemvSplits(L.gateUp.K, L.gateUp.N),
-            cols: L.gateUp.N,
-          },
         }),
         residual(L.down, this.partials2, "reduce.down"),
       );
