@@ -103,35 +103,6 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   let k_base = split * KCHUNK;
   let n_k = min(KCHUNK, p.K - k_base);
 
-  // Thread c of row group kg owns 8 columns. Dense rows are known before staging: the first trip's weights
-  // are loaded now, so their round trip overlaps the staging loads and the barrier.
-  let c = t % TPR;
-  let kg = t / TPR;
-  let col = (tile - seg.tile0) * TILE_N + c * 8u;
-  let v_col = (seg.base + col) / 8u;
-  let v_stride = seg.stride / 8u;
-  let early = !SPARSE && col < seg.len && kg + (UNROLL - 1u) * KG < n_k;
-  var w0 = vec4<u32>();
-  var w1 = vec4<u32>();
-  var w2 = vec4<u32>();
-  var w3 = vec4<u32>();
-  var w4 = vec4<u32>();
-  var w5 = vec4<u32>();
-  var w6 = vec4<u32>();
-  var w7 = vec4<u32>();
-  if (early) {
-    w0 = wt[(k_base + kg) * v_stride + v_col];
-    w1 = wt[(k_base + kg + KG) * v_stride + v_col];
-    w2 = wt[(k_base + kg + 2u * KG) * v_stride + v_col];
-    w3 = wt[(k_base + kg + 3u * KG) * v_stride + v_col];
-    if (UNROLL == 8u) {
-      w4 = wt[(k_base + kg + 4u * KG) * v_stride + v_col];
-      w5 = wt[(k_base + kg + 5u * KG) * v_stride + v_col];
-      w6 = wt[(k_base + kg + 6u * KG) * v_stride + v_col];
-      w7 = wt[(k_base + kg + 7u * KG) * v_stride + v_col];
-    }
-  }
-
   var inv_rms = 1.0;
   if (INPUT == 1u) {
     var sum = 0.0;
@@ -193,27 +164,32 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   }
   workgroupBarrier();
 
-  // Each group of TPR threads walks every KG-th active channel.
+  // Each group of TPR threads walks every KG-th active channel; thread c of the group owns 8 columns.
+  let c = t % TPR;
+  let kg = t / TPR;
+  let col = (tile - seg.tile0) * TILE_N + c * 8u;
   var acc0 = vec4<f32>(0.0);
   var acc1 = vec4<f32>(0.0);
   if (col < seg.len) {
+    let v_col = (seg.base + col) / 8u;
+    let v_stride = seg.stride / 8u;
     var j = kg;
-    var loaded = early;  // the first trip's rows are in w0..w7 already
     // UNROLL rows a trip, their loads issued before any is used; rows 4..7 only when UNROLL is 8
     for (; j + (UNROLL - 1u) * KG < n_act; j += UNROLL * KG) {
-      if (!loaded) {
-        w0 = wt[row(j, k_base) * v_stride + v_col];
-        w1 = wt[row(j + KG, k_base) * v_stride + v_col];
-        w2 = wt[row(j + 2u * KG, k_base) * v_stride + v_col];
-        w3 = wt[row(j + 3u * KG, k_base) * v_stride + v_col];
-        if (UNROLL == 8u) {
-          w4 = wt[row(j + 4u * KG, k_base) * v_stride + v_col];
-          w5 = wt[row(j + 5u * KG, k_base) * v_stride + v_col];
-          w6 = wt[row(j + 6u * KG, k_base) * v_stride + v_col];
-          w7 = wt[row(j + 7u * KG, k_base) * v_stride + v_col];
-        }
+      let w0 = wt[row(j, k_base) * v_stride + v_col];
+      let w1 = wt[row(j + KG, k_base) * v_stride + v_col];
+      let w2 = wt[row(j + 2u * KG, k_base) * v_stride + v_col];
+      let w3 = wt[row(j + 3u * KG, k_base) * v_stride + v_col];
+      var w4 = vec4<u32>();
+      var w5 = vec4<u32>();
+      var w6 = vec4<u32>();
+      var w7 = vec4<u32>();
+      if (UNROLL == 8u) {
+        w4 = wt[row(j + 4u * KG, k_base) * v_stride + v_col];
+        w5 = wt[row(j + 5u * KG, k_base) * v_stride + v_col];
+        w6 = wt[row(j + 6u * KG, k_base) * v_stride + v_col];
+        w7 = wt[row(j + 7u * KG, k_base) * v_stride + v_col];
       }
-      loaded = false;
       let v0 = act_val[j];
       let v1 = act_val[j + KG];
       let v2 = act_val[j + 2u * KG];

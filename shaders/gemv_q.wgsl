@@ -89,11 +89,6 @@ fn row(j: u32, k_base: u32) -> u32 {
   return k_base + j;
 }
 
-// The u32 word at index i of the weight buffer (metadata words sit inside vec4 rows).
-fn word(i: u32) -> u32 {
-  return wt[i / 4u][i % 4u];
-}
-
 const MAGIC: u32 = 0x4b000000u;  // 2^23: its mantissa holds any integer below 2^23 exactly
 
 // Four signed bytes as floats q0, 256 q1, q2, 256 q3 (the factors 256 go into the coefficient).
@@ -178,57 +173,6 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   let k_base = split * KCHUNK;
   let n_k = min(KCHUNK, p.K - k_base);
 
-  // Thread c of row group kg owns COLS columns. Dense rows are known before staging: the first trip's codes
-  // and metadata are loaded now, so their round trip overlaps the staging loads and the barrier.
-  let c = t % TPR;
-  let kg = t / TPR;
-  let tile_col0 = (tile - seg.tile0) * TILE_N;
-  let col = tile_col0 + c * COLS;
-  let vs = seg.stride / 4u;                      // vec4 words per row
-  let vc = (seg.base + col * BITS / 32u) / 4u;   // this thread's codes in row 0
-  let g = col / GROUP;
-  var mo = seg.base + seg.scale0 + g;            // this thread's metadata word in row 0
-  if (BITS == 8u) { mo = seg.base + seg.scale0 + g / 2u; }
-  let hsel = g & 1u;
-  let early = !SPARSE && col < seg.len && kg + (UNROLL - 1u) * KG < n_k;
-  var q0 = vec4<u32>();
-  var q1 = vec4<u32>();
-  var q2 = vec4<u32>();
-  var q3 = vec4<u32>();
-  var q4 = vec4<u32>();
-  var q5 = vec4<u32>();
-  var q6 = vec4<u32>();
-  var q7 = vec4<u32>();
-  var m0 = 0u;
-  var m1 = 0u;
-  var m2 = 0u;
-  var m3 = 0u;
-  var m4 = 0u;
-  var m5 = 0u;
-  var m6 = 0u;
-  var m7 = 0u;
-  if (early) {
-    let k0 = k_base + kg;
-    q0 = wt[k0 * vs + vc];
-    q1 = wt[(k0 + KG) * vs + vc];
-    q2 = wt[(k0 + 2u * KG) * vs + vc];
-    q3 = wt[(k0 + 3u * KG) * vs + vc];
-    m0 = word(k0 * seg.stride + mo);
-    m1 = word((k0 + KG) * seg.stride + mo);
-    m2 = word((k0 + 2u * KG) * seg.stride + mo);
-    m3 = word((k0 + 3u * KG) * seg.stride + mo);
-    if (UNROLL == 8u) {
-      q4 = wt[(k0 + 4u * KG) * vs + vc];
-      q5 = wt[(k0 + 5u * KG) * vs + vc];
-      q6 = wt[(k0 + 6u * KG) * vs + vc];
-      q7 = wt[(k0 + 7u * KG) * vs + vc];
-      m4 = word((k0 + 4u * KG) * seg.stride + mo);
-      m5 = word((k0 + 5u * KG) * seg.stride + mo);
-      m6 = word((k0 + 6u * KG) * seg.stride + mo);
-      m7 = word((k0 + 7u * KG) * seg.stride + mo);
-    }
-  }
-
   var inv_rms = 1.0;
   if (INPUT == 1u) {
     var sum = 0.0;
@@ -288,42 +232,64 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   }
   workgroupBarrier();
 
-  // Each group of TPR threads walks every KG-th active channel.
+  // Each group of TPR threads walks every KG-th active channel; thread c of the group owns COLS columns.
+  let c = t % TPR;
+  let kg = t / TPR;
+  let tile_col0 = (tile - seg.tile0) * TILE_N;
+  let col = tile_col0 + c * COLS;
   var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0),
                 vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), 0.0);
   if (col < seg.len) {
+    let vs = seg.stride / 4u;                      // vec4 words per row
+    let vc = (seg.base + col * BITS / 32u) / 4u;   // this thread's codes in row 0
+    let g = col / GROUP;
+    var mo = seg.base + seg.scale0 + g;            // this thread's metadata word in row 0
+    if (BITS == 8u) { mo = seg.base + seg.scale0 + g / 2u; }
+    let hsel = g & 1u;
     var j = kg;
-    var loaded = early;  // the first trip's rows are in q0..q7, m0..m7 already
     for (; j + (UNROLL - 1u) * KG < n_act; j += UNROLL * KG) {
-      if (!loaded) {
-        let k0 = row(j, k_base);
-        let k1 = row(j + KG, k_base);
-        let k2 = row(j + 2u * KG, k_base);
-        let k3 = row(j + 3u * KG, k_base);
-        q0 = wt[k0 * vs + vc];
-        q1 = wt[k1 * vs + vc];
-        q2 = wt[k2 * vs + vc];
-        q3 = wt[k3 * vs + vc];
-        m0 = word(k0 * seg.stride + mo);
-        m1 = word(k1 * seg.stride + mo);
-        m2 = word(k2 * seg.stride + mo);
-        m3 = word(k3 * seg.stride + mo);
-        if (UNROLL == 8u) {
-          let k4 = row(j + 4u * KG, k_base);
-          let k5 = row(j + 5u * KG, k_base);
-          let k6 = row(j + 6u * KG, k_base);
-          let k7 = row(j + 7u * KG, k_base);
-          q4 = wt[k4 * vs + vc];
-          q5 = wt[k5 * vs + vc];
-          q6 = wt[k6 * vs + vc];
-          q7 = wt[k7 * vs + vc];
-          m4 = word(k4 * seg.stride + mo);
-          m5 = word(k5 * seg.stride + mo);
-          m6 = word(k6 * seg.stride + mo);
-          m7 = word(k7 * seg.stride + mo);
-        }
+      let k0 = row(j, k_base);
+      let k1 = row(j + KG, k_base);
+      let k2 = row(j + 2u * KG, k_base);
+      let k3 = row(j + 3u * KG, k_base);
+      let q0 = wt[k0 * vs + vc];
+      let q1 = wt[k1 * vs + vc];
+      let q2 = wt[k2 * vs + vc];
+      let q3 = wt[k3 * vs + vc];
+      let i0 = k0 * seg.stride + mo;
+      let i1 = k1 * seg.stride + mo;
+      let i2 = k2 * seg.stride + mo;
+      let i3 = k3 * seg.stride + mo;
+      let m0 = wt[i0 / 4u][i0 % 4u];
+      let m1 = wt[i1 / 4u][i1 % 4u];
+      let m2 = wt[i2 / 4u][i2 % 4u];
+      let m3 = wt[i3 / 4u][i3 % 4u];
+      var q4 = vec4<u32>();
+      var q5 = vec4<u32>();
+      var q6 = vec4<u32>();
+      var q7 = vec4<u32>();
+      var m4 = 0u;
+      var m5 = 0u;
+      var m6 = 0u;
+      var m7 = 0u;
+      if (UNROLL == 8u) {
+        let k4 = row(j + 4u * KG, k_base);
+        let k5 = row(j + 5u * KG, k_base);
+        let k6 = row(j + 6u * KG, k_base);
+        let k7 = row(j + 7u * KG, k_base);
+        q4 = wt[k4 * vs + vc];
+        q5 = wt[k5 * vs + vc];
+        q6 = wt[k6 * vs + vc];
+        q7 = wt[k7 * vs + vc];
+        let i4 = k4 * seg.stride + mo;
+        let i5 = k5 * seg.stride + mo;
+        let i6 = k6 * seg.stride + mo;
+        let i7 = k7 * seg.stride + mo;
+        m4 = wt[i4 / 4u][i4 % 4u];
+        m5 = wt[i5 / 4u][i5 % 4u];
+        m6 = wt[i6 / 4u][i6 % 4u];
+        m7 = wt[i7 / 4u][i7 % 4u];
       }
-      loaded = false;
       fma_row(&acc, q0, coef(m0, hsel, act_val[j]));
       fma_row(&acc, q1, coef(m1, hsel, act_val[j + KG]));
       fma_row(&acc, q2, coef(m2, hsel, act_val[j + 2u * KG]));
@@ -337,7 +303,8 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     }
     for (; j < n_act; j += KG) {
       let k = row(j, k_base);
-      fma_row(&acc, wt[k * vs + vc], coef(word(k * seg.stride + mo), hsel, act_val[j]));
+      let i = k * seg.stride + mo;
+      fma_row(&acc, wt[k * vs + vc], coef(wt[i / 4u][i % 4u], hsel, act_val[j]));
     }
   }
   // Reduce over the KG channel groups in passes of eight columns per thread (bounded workgroup memory).
