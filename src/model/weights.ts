@@ -225,7 +225,9 @@ export function allocateWeights(
 /** Norm of each input column of W [out][in]. */
 export function columnNorms(w: Float32Array, inDim: number): Float32Array {
   const acc = new Float64Array(inDim);
-  for (let i = 0; i < w.length; i++) acc[i % inDim] += w[i] * w[i];
+  for (let row = 0; row < w.length; row += inDim) {
+    for (let k = 0; k < inDim; k++) acc[k] += w[row + k] * w[row + k];
+  }
   return Float32Array.from(acc, Math.sqrt);
 }
 
