@@ -13,7 +13,7 @@ if (import.meta.main) {
     if (!line) throw new Error(`${path}: no JSON line`);
     const run = JSON.parse(line);
     series.push({
-      name: `${run.shape} (${run.device})`,
+      name: `${run.shape} (${run.device}, ${run.commit})`,
       points: run.rows.map((r: { sparsity: number; tokens_per_s: number }) => ({
         x: r.sparsity,
         y: r.tokens_per_s,
