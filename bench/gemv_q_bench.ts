@@ -1,10 +1,12 @@
 /**
  * Kernel-level benchmark of the quantized GEMV (gemv_q.wgsl + its reduce pass) against the f16 GEMV at
- * Llama-3-8B shapes, dense and TEAL-sparse, with a sweep of gemv_q's TPR (threads per row of a tile).
+ * Llama-3-8B shapes, dense and TEAL-sparse.
  *
- * `deno run -A bench/gemv_q_bench.ts [--quick] [--tpr 4,8,16]` prints GPU microseconds per GEMV (timestamp
- * queries, median of repeats, rotating weight copies so L2 never holds them) and the bandwidth achieved
- * against the bytes of the active weight rows (codes + group scales).
+ * `deno run -A bench/gemv_q_bench.ts [--quick] [--tpr 4,8,16] [--grid] [--json FILE]` prints GPU microseconds
+ * per GEMV (timestamp queries, median of repeats, rotating weight copies so L2 never holds them) and the
+ * bandwidth achieved against the bytes of the active weight rows (codes + group scales). `--tpr` sweeps the
+ * threads per column group; `--grid` compares the variants behind `gemvTune` (threads per column group, chunk,
+ * workgroup size, rows in flight; TPR 0 in the output is the runtime's own choice); `--json` writes the rows.
  * @module
  */
 import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";

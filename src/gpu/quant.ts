@@ -278,7 +278,7 @@ export function gemvQOp(
   },
 ): Op {
   const s = schemeOf(m);
-  // the split count is fixed by gemvChunk: reduce, rope and the fused SwiGLU input read that many partials
+  // the split count is fixed by gemvChunk: reduce, rope and the SwiGLU pass read that many partials
   const tune = { ...gemvTune(m.K, m.N, m.format), ...opts.tune };
   checkGemvTune(tune);
   const { TPR, KCHUNK, WG, UNROLL } = tune;

@@ -164,9 +164,10 @@ export class Forward {
 
   /**
    * One decode step for the token in the state buffer: embedding, every layer, lm_head, sampling.
-   * Built once per variant and reused: all per-step data lives on the GPU. Per layer, eight dispatches:
-   * RMSNorm is fused into the GEMV that reads it (from sums of squares the residual add leaves), the q|k|v
-   * split sums into RoPE, and SwiGLU into the down GEMV's input.
+   * Built once per variant and reused: all per-step data lives on the GPU. Per layer, ten dispatches: q|k|v
+   * GEMV, RoPE (which sums its splits), attention and its combine, o GEMV, residual add, gate|up GEMV, SwiGLU,
+   * down GEMV, residual add. RMSNorm is fused into the GEMV that reads it (from the sums of squares the
+   * residual add leaves).
    */
   decodeStep(sparse: boolean): Op[] {
     const key = sparse ? "sparse" : "dense";
