@@ -6,7 +6,7 @@
  * per GEMV (timestamp queries, median of repeats, rotating weight copies so L2 never holds them) and the
  * bandwidth achieved against the bytes of the active weight rows (codes + group scales). `--tpr` sweeps the
  * threads per column group; `--grid` compares the variants behind `gemvTune` (threads per column group, chunk,
- * workgroup size, rows in flight; TPR 0 in the output is the runtime's own choice); `--json` writes the rows.
+ * workgroup size, rows in flight; the first of each format is the runtime's own, gemvTune); `--json` writes the rows.
  * @module
  */
 import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
@@ -119,44 +119,16 @@ interface Variant {
 
 /** `--grid`: the variants compared on the H200 (threads per row, chunk, workgroup, rows in flight). */
 function gridVariants(): Variant[] {
-  const v: Variant[] = [];
-  const add = (format: WeightFormat, list: number[][]) =>
-    list.forEach(([TPR, KCHUNK, WG, UNROLL]) => v.push({ format, TPR, KCHUNK, WG, UNROLL }));
-  add("f16", [
-    [16, 0, 256, 4],
-    [16, 0, 256, 8],
-    [16, 256, 256, 8],
-    [16, 512, 256, 8],
-    [8, 512, 256, 8],
-    [
-      32,
-      512,
-      256,
-      8,
-    ],
-    [16, 512, 128, 8],
-    [16, 256, 128, 4],
-  ]);
-  for (const q of ["int8", "int4"] as const) {
-    add(q, [
-      [0, 0, 0, 0],
-      [8, 0, 256, 4],
-      [8, 0, 256, 8],
-      [16, 0, 256, 8],
-      [32, 0, 256, 8],
-      [16, 256, 256, 8],
-      [
-        16,
-        512,
-        256,
-        8,
-      ],
-      [16, 2048, 256, 8],
-      [32, 256, 128, 8],
-      [8, 512, 256, 4],
-    ]);
-  }
-  return v;
+  // [TPR, KCHUNK, WG, UNROLL]; TPR 0: the runtime's choice (gemvTune); KCHUNK 0: the shape's chunk
+  const f16 = "0 0 0 0|16 0 256 4|16 0 256 8|16 256 256 8|16 512 256 8|8 512 256 8|32 512 256 8|16 512 128 8";
+  const quant = "0 0 0 0|8 0 256 4|8 0 256 8|16 0 256 8|32 0 256 8|16 256 256 8|16 512 256 8|16 2048 256 8|" +
+    "32 256 128 8";
+  const parse = (format: WeightFormat, list: string) =>
+    list.split("|").map((v) => {
+      const [TPR, KCHUNK, WG, UNROLL] = v.split(" ").map(Number);
+      return { format, TPR, KCHUNK, WG, UNROLL };
+    });
+  return [...parse("f16", f16), ...parse("int8", quant), ...parse("int4", quant)];
 }
 
 if (import.meta.main) {
