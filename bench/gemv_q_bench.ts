@@ -6,7 +6,7 @@
  * per GEMV (timestamp queries, median of repeats, rotating weight copies so L2 never holds them) and the
  * bandwidth achieved against the bytes of the active weight rows (codes + group scales). `--tpr` sweeps the
  * threads per column group; `--grid` compares the variants behind `gemvTune` (threads per column group, chunk,
- * workgroup size, rows in flight; the first of each format is the runtime's own, gemvTune); `--json` writes the rows.
+ * workgroup size, rows in flight; the first of each format is the runtime's own); `--json` writes the rows.
  * @module
  */
 import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
