@@ -23,7 +23,7 @@ import {
 } from "../src/gpu/kernels.ts";
 import type { GpuContext } from "../src/gpu/context.ts";
 import { f32ToF16Bits } from "../src/model/dtype.ts";
-import { transposeToF16 } from "../src/model/weights.ts";
+import { transposeToF16, WeightPacker } from "../src/model/weights.ts";
 import { applyRope, attention, matmulT, rmsNorm, silu } from "../src/model/reference.ts";
 import { sampleToken } from "../src/generate/sampler.ts";
 import { f16round, gpu, poisoned, randn, relErr, rng } from "./_gpu.ts";
@@ -592,4 +592,72 @@ Deno.test("sample: greedy argmax (lowest id on ties) and seeded sampling match t
   ctx.write(state, new Uint32Array([5, 0, 0, 0]));
   ctx.run([op]);
   assertEquals(Array.from(await ctx.readU32(state, 4)), [6, 321, 1, 1]);
+});
+
+Deno.test("pack: the GPU transpose + f16 rounding of load equals transposeToF16 bit for bit, in pieces", async () => {
+  const ctx = await gpu();
+  const r = rng(21);
+  // rounding edge cases: ties, subnormals, overflow, infinities, NaN, signed zeros
+  const special = [
+    0,
+    -0,
+    1,
+    -1,
+    65504,
+    65519.99,
+    65520,
+    -1e6,
+    Infinity,
+    -Infinity,
+    NaN,
+    6e-8,
+    2.98e-8,
+    2.9e-8,
+    -3e-8,
+    1e-5,
+    6.1e-5,
+    6.103515625e-5,
+    1.0009765625,
+    1.00048828125,
+    1.00146484375,
+    3.14159,
+    -2.71828,
+    1e-40,
+  ];
+  for (
+    const [K, lens, rowsPer] of [[37, [45, 70], 32], [100, [17], 64], [300, [130, 64], 96]] as [
+      number,
+      number[],
+      number,
+    ][]
+  ) {
+    const ws = lens.map((n) => randn(n * K, r, 3));
+    ws[0].set(special.map(Math.fround), 5);
+    const { segments, halves } = layoutSegments(K, lens, lens.map(() => 0));
+    const buffer = poisoned(ctx, halves / 2, "w");
+    const m: Matrix = {
+      K,
+      N: lens.reduce((a, b) => a + b, 0),
+      segments,
+      buffer,
+      scales: ctx.scratch("read"),
+    };
+    const packer = new WeightPacker(ctx, null);
+    // segment 1 (when present) is written from rows 3.. of a taller W: the row offset is honoured
+    const tall = lens.length > 1 ? new Float32Array((lens[1] + 3) * K) : null; // W rows 3..
+    if (tall) tall.set(ws[1], 3 * K);
+    packer.write(m, 0, ws[0], 0, rowsPer);
+    if (tall) packer.write(m, 1, tall, 3, rowsPer);
+    packer.dispose();
+    const got = new Uint16Array(await ctx.read(buffer));
+    segments.forEach((s, i) => {
+      const want = transposeToF16(ws[i], K, 0, s.len, s.stride);
+      const block = got.subarray(s.base, s.base + K * s.stride);
+      const bad = want.findIndex((v, j) => v !== block[j]);
+      assert(
+        bad < 0,
+        `K=${K} segment ${i}: f16 ${bad} is ${block[bad]?.toString(16)}, want ${want[bad]?.toString(16)}`,
+      );
+    });
+  }
 });

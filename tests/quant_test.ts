@@ -21,6 +21,7 @@ import type { GpuContext } from "../src/gpu/context.ts";
 import { argmax, matmulT, ReferenceModel, rmsNorm, silu } from "../src/model/reference.ts";
 import { f16ToF32, f32ToF16Bits } from "../src/model/dtype.ts";
 import { loadModel } from "../src/model/model.ts";
+import { WeightPacker } from "../src/model/weights.ts";
 import { openCheckpoint } from "../src/model/checkpoint.ts";
 import { COMMANDS } from "../src/cli/commands.ts";
 import { randomModel } from "../src/bench/random_model.ts";
@@ -455,5 +456,65 @@ Deno.test("quant option: an unknown format is a clear error naming the flag, bef
       /--quant must be one of none, int8, int4, got 'q4'/,
       name,
     );
+  }
+});
+
+Deno.test("quantize.wgsl: the GPU quantization of load equals quantizeBlock bit for bit, in pieces", async () => {
+  const ctx = await gpu();
+  const r = rng(31);
+  for (const [name, s] of SCHEMES) {
+    for (
+      const [K, lens, rowsPer] of [[37, [300, 77], 256], [5, [1100], 512], [70, [40], 64]] as [
+        number,
+        number[],
+        number,
+      ][]
+    ) {
+      // a taller W: segment i is written from rows 2.. of its own matrix (the row offset is honoured)
+      const ws = lens.map((n) => randn((n + 2) * K, r, 0.7));
+      const w0 = ws[0];
+      const col = (n: number, k: number, v: number) => (w0[(n + 2) * K + k] = v);
+      // edge groups in channel 0 of segment 0: all zero, constant, negative, f16-subnormal, on the code grid
+      for (let n = 0; n < Math.min(lens[0], s.group); n++) {
+        col(n, 0, 0);
+        if (K > 1) col(n, 1, 0.3);
+        if (K > 2) col(n, 2, -1 - n * 1e-3);
+        if (K > 3) col(n, 3, (n % 7) * 1e-8 - 2e-8);
+        // exact ties: the group's scale is 1/16 and its values sit halfway between codes (rounded up)
+        if (K > 4) {
+          const pin = s.bits === 8 ? 127 / 16 : s.zeroPoint ? 0 : 7 / 16;
+          const tie = s.bits === 8 ? (n % 60) - 30 + 0.5 : s.zeroPoint ? (n % 14) + 0.5 : (n % 13) - 7 + 0.5;
+          col(n, 4, n === 0 ? pin : n === 1 && s.bits === 4 && s.zeroPoint ? 15 / 16 : tie / 16);
+        }
+      }
+      const { segments, words } = layoutQuantSegments(K, lens, lens.map(() => 0), s);
+      const buffer = ctx.buffer(words * 4, "wq");
+      const m: Matrix = {
+        K,
+        N: lens.reduce((a, b) => a + b, 0),
+        segments,
+        buffer,
+        scales: ctx.scratch("read"),
+        format: s.bits === 8 ? "int8" : "int4",
+        group: s.group,
+      };
+      const packer = new WeightPacker(ctx, s);
+      segments.forEach((_, i) => packer.write(m, i, ws[i], 2, rowsPer));
+      packer.dispose();
+      const got = new Uint32Array(await ctx.read(buffer));
+      segments.forEach((g, i) => {
+        const want = quantizeBlock(ws[i], K, 2, g, s);
+        const block = got.subarray(g.base, g.base + K * g.stride);
+        const bad = want.findIndex((v, j) => v !== block[j]);
+        const where = bad < 0 ? "" : `row ${Math.floor(bad / g.stride)} word ${bad % g.stride}`;
+        assert(
+          bad < 0,
+          `${name} K=${K} segment ${i}: ${where} is ${block[bad]?.toString(16)}, want ${
+            want[bad]?.toString(16)
+          }`,
+        );
+      });
+      buffer.destroy();
+    }
   }
 });

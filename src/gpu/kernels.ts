@@ -255,6 +255,32 @@ export function gemvOp(
   });
 }
 
+/** Side of the square tiles pack.wgsl moves (its workgroup grid is in these). */
+export const PACK_TILE = 32;
+
+/**
+ * pack.wgsl: rows [0, rows) of W [out][in] (f32 in `src`) into columns [0, cols) of an f16 [K][stride] block
+ * whose element [0][0] is f16 `base` of `dst` (columns past `rows` are padding: zeros). `base` and `cols` even.
+ */
+export function packOp(
+  ctx: GpuContext,
+  src: GPUBuffer,
+  dst: GPUBuffer,
+  o: { K: number; rows: number; cols: number; stride: number; base: number },
+): Op {
+  if (o.base % 2 !== 0 || o.cols % 2 !== 0 || o.stride % 2 !== 0) {
+    throw new RangeError(`pack: base ${o.base}, cols ${o.cols} and stride ${o.stride} must be even`);
+  }
+  const params = ctx.uniform([o.K, o.rows, o.cols, o.stride, o.base, 0, 0, 0], "pack");
+  return ctx.op({
+    variant: { shader: "pack" },
+    bindings: [params, src, dst],
+    owned: [params],
+    workgroups: [Math.ceil(o.cols / PACK_TILE), Math.ceil(o.K / PACK_TILE)],
+    label: "pack",
+  });
+}
+
 /** reduce.wgsl modes. */
 export const REDUCE = { store: 0, add: 1, swiglu: 2 } as const;
 

@@ -1,6 +1,7 @@
 /**
- * Group-wise int8 / int4 weights that compose with TEAL: quantization on the CPU at load, the packed layout,
- * and the host side of `shaders/gemv_q.wgsl`, `shaders/matmul_q.wgsl` and `shaders/fill_q.wgsl`.
+ * Group-wise int8 / int4 weights that compose with TEAL: the packed layout, its CPU quantizer (the oracle of
+ * `shaders/quantize.wgsl`, which quantizes at load), and the host side of `shaders/gemv_q.wgsl`,
+ * `shaders/matmul_q.wgsl`, `shaders/quantize.wgsl` and `shaders/fill_q.wgsl`.
  *
  * Layout: like the f16 weights, each segment is a transposed block [K][stride] (stride in u32 words), so the
  * weights one input channel meets are one contiguous row. A row holds the codes of the segment's outputs
@@ -319,6 +320,39 @@ export function gemvQOp(
     owned: [params],
     workgroups: [tiles, Math.ceil(m.K / KCHUNK)],
     label: opts.label ?? "gemv",
+  });
+}
+
+/**
+ * quantize.wgsl: rows [0, rows) of W [out][in] (f32 in `src`) into block columns [col0, col0 + rows) of segment
+ * `seg` of a quantized matrix in `dst`, codes and group metadata bit-exact with {@link quantizeBlock}; `col0`
+ * a multiple of two groups.
+ */
+export function quantizeOp(
+  ctx: GpuContext,
+  src: GPUBuffer,
+  dst: GPUBuffer,
+  seg: Segment,
+  s: QuantScheme,
+  o: { K: number; rows: number; col0: number },
+): Op {
+  if (o.col0 % (2 * s.group) !== 0) {
+    throw new RangeError(`quantize: col0 ${o.col0} is not a multiple of 2 groups`);
+  }
+  const pairs = Math.ceil(Math.ceil(o.rows / s.group) / 2);
+  const params = ctx.uniform(
+    [o.K, o.rows, pairs, seg.stride, seg.base, o.col0, seg.meta ?? 0, 0],
+    "quantize",
+  );
+  return ctx.op({
+    variant: {
+      shader: "quantize",
+      overrides: { BITS: s.bits, GROUP: s.group, ZERO_POINT: s.zeroPoint ? 1 : 0 },
+    },
+    bindings: [params, src, dst],
+    owned: [params],
+    workgroups: [Math.ceil(o.K / 64), pairs],
+    label: "quantize",
   });
 }
 

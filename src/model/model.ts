@@ -33,6 +33,7 @@ import {
 } from "../teal/profile.ts";
 import {
   allocateWeights,
+  finishUpload,
   type NamedTensor,
   SLOTS,
   uploadTensor,
@@ -614,6 +615,7 @@ export async function modelFromTensors(
   const gpu = options.gpu ?? await createGpuContext();
   const weights = allocateWeights(gpu, config, quant);
   for await (const t of tensors) uploadTensor(gpu, config, weights, t);
+  finishUpload(weights);
   const contextLength = Math.min(options.contextLength ?? DEFAULT_CONTEXT, config.maxPositionEmbeddings);
   return new Model(id, config, gpu, weights, options.tokenizer ?? null, {
     contextLength,

@@ -5,12 +5,12 @@
  * @module
  */
 import type { GpuContext } from "../gpu/context.ts";
-import { layoutSegments, type Matrix } from "../gpu/kernels.ts";
+import { layoutSegments, type Matrix, PACK_TILE, packOp, roundUp } from "../gpu/kernels.ts";
 import {
   layoutQuantSegments,
   QUANT_SCHEMES,
   type QuantFormat,
-  quantizeBlock,
+  quantizeOp,
   type QuantScheme,
   type WeightFormat,
 } from "../gpu/quant.ts";
@@ -231,17 +231,88 @@ export function columnNorms(w: Float32Array, inDim: number): Float32Array {
   return Float32Array.from(acc, Math.sqrt);
 }
 
+/** f32 bytes of W moved to the GPU per dispatch of pack.wgsl / quantize.wgsl. */
+const PACK_BYTES = 64 << 20;
+
+/**
+ * Writes checkpoint matrices into their GPU layout: the f32 rows of W [out][in] go up as they are, a piece at
+ * a time through one staging buffer, and pack.wgsl (f16: transpose and rounding) or quantize.wgsl (int8 /
+ * int4 groups) lays them out there, bit-exact with transposeToF16 / quantizeBlock. Host time per weight drops
+ * from 22-30 ns to the ~11 ns of the write itself (bench/load_bench.ts, a 2-core machine): minutes less for
+ * an 8B model.
+ */
+export class WeightPacker {
+  #ctx: GpuContext;
+  #scheme: QuantScheme | null;
+  #staging: GPUBuffer | null = null;
+
+  /** A packer for matrices of this context in the given format (null: f16). */
+  constructor(ctx: GpuContext, scheme: QuantScheme | null) {
+    this.#ctx = ctx;
+    this.#scheme = scheme;
+  }
+
+  /**
+   * Rows [r0, r0 + len) of W [out][in] into segment `seg` of `m` (f16 padding columns become zeros). `rowsPer`
+   * (rows a piece) is rounded up to whole tiles, or pairs of groups.
+   */
+  write(m: Matrix, seg: number, w: Float32Array, r0: number, rowsPer?: number): void {
+    const ctx = this.#ctx;
+    const s = m.segments[seg];
+    const q = this.#scheme;
+    const unit = q ? Math.max(2 * q.group, PACK_TILE) : PACK_TILE;
+    const per = roundUp(rowsPer ?? Math.max(unit, Math.floor(PACK_BYTES / (4 * m.K))), unit);
+    const bytes = Math.min(per, roundUp(s.len, unit)) * m.K * 4;
+    if (!this.#staging || this.#staging.size < bytes) {
+      this.#staging?.destroy();
+      this.#staging = ctx.buffer(bytes, "pack_staging");
+    }
+    // f16 pieces run over the padding columns too (zeros); quantized rows hold their padding in the groups
+    const end = q ? s.len : s.stride;
+    for (let c0 = 0; c0 < end; c0 += per) {
+      const rows = Math.max(0, Math.min(per, s.len - c0));
+      if (rows > 0) ctx.write(this.#staging, w.subarray((r0 + c0) * m.K, (r0 + c0 + rows) * m.K));
+      const op = q
+        ? quantizeOp(ctx, this.#staging, m.buffer, s, q, { K: m.K, rows, col0: c0 })
+        : packOp(ctx, this.#staging, m.buffer, {
+          K: m.K,
+          rows,
+          cols: Math.min(per, s.stride - c0),
+          stride: s.stride,
+          base: s.base + c0,
+        });
+      ctx.run([op]);
+      for (const b of op.owned ?? []) b.destroy();
+    }
+  }
+
+  /** Frees the staging buffer (queued work that reads it still completes). */
+  dispose(): void {
+    this.#staging?.destroy();
+    this.#staging = null;
+  }
+}
+
+// The packer of each model being loaded (released by finishUpload).
+const packers = new WeakMap<Weights, WeightPacker>();
+
+/** Releases what uploading the weights needed beyond the weights themselves. */
+export function finishUpload(weights: Weights): void {
+  packers.get(weights)?.dispose();
+  packers.delete(weights);
+}
+
 function writeSegment(
   ctx: GpuContext,
+  weights: Weights,
   m: Matrix,
   seg: number,
   w: Float32Array,
   r0: number,
-  scheme: QuantScheme | null,
 ): void {
-  const s = m.segments[seg];
-  if (scheme) ctx.write(m.buffer, quantizeBlock(w, m.K, r0, s, scheme), s.base * 4);
-  else ctx.write(m.buffer, transposeToF16(w, m.K, r0, r0 + s.len, s.stride), s.base * 2);
+  let packer = packers.get(weights);
+  if (!packer) packers.set(weights, packer = new WeightPacker(ctx, weights.scheme));
+  packer.write(m, seg, w, r0);
 }
 
 /**
@@ -252,7 +323,7 @@ export function uploadTensor(ctx: GpuContext, c: ModelConfig, w: Weights, t: Nam
   const name = t.name;
   if (name === "model.embed_tokens.weight") {
     if (c.tieWordEmbeddings) {
-      for (const p of w.lmHead) writeSegment(ctx, p.matrix, 0, t.data, p.col0, w.scheme);
+      for (const p of w.lmHead) writeSegment(ctx, w, p.matrix, 0, t.data, p.col0);
     }
     if (!c.tieWordEmbeddings || w.format !== "f16") {
       for (const p of w.embed) {
@@ -263,7 +334,7 @@ export function uploadTensor(ctx: GpuContext, c: ModelConfig, w: Weights, t: Nam
   }
   if (name === "lm_head.weight") {
     if (c.tieWordEmbeddings) return false;
-    for (const p of w.lmHead) writeSegment(ctx, p.matrix, 0, t.data, p.col0, w.scheme);
+    for (const p of w.lmHead) writeSegment(ctx, w, p.matrix, 0, t.data, p.col0);
     return true;
   }
   if (name === "model.norm.weight") {
@@ -286,25 +357,25 @@ export function uploadTensor(ctx: GpuContext, c: ModelConfig, w: Weights, t: Nam
       ctx.write(L.mlpNorm, t.data);
       return true;
     case "self_attn.q_proj.weight":
-      writeSegment(ctx, L.qkv, 0, t.data, 0, w.scheme);
+      writeSegment(ctx, w, L.qkv, 0, t.data, 0);
       return true;
     case "self_attn.k_proj.weight":
-      writeSegment(ctx, L.qkv, 1, t.data, 0, w.scheme);
+      writeSegment(ctx, w, L.qkv, 1, t.data, 0);
       return true;
     case "self_attn.v_proj.weight":
-      writeSegment(ctx, L.qkv, 2, t.data, 0, w.scheme);
+      writeSegment(ctx, w, L.qkv, 2, t.data, 0);
       return true;
     case "self_attn.o_proj.weight":
-      writeSegment(ctx, L.o, 0, t.data, 0, w.scheme);
+      writeSegment(ctx, w, L.o, 0, t.data, 0);
       return true;
     case "mlp.gate_proj.weight":
-      writeSegment(ctx, L.gateUp, 0, t.data, 0, w.scheme);
+      writeSegment(ctx, w, L.gateUp, 0, t.data, 0);
       return true;
     case "mlp.up_proj.weight":
-      writeSegment(ctx, L.gateUp, 1, t.data, 0, w.scheme);
+      writeSegment(ctx, w, L.gateUp, 1, t.data, 0);
       return true;
     case "mlp.down_proj.weight":
-      writeSegment(ctx, L.down, 0, t.data, 0, w.scheme);
+      writeSegment(ctx, w, L.down, 0, t.data, 0);
       return true;
     case "self_attn.q_proj.bias":
       if (L.qkvBias) ctx.write(L.qkvBias, t.data, 0);
