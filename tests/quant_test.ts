@@ -449,6 +449,7 @@ Deno.test("quant option: an unknown format is a clear error naming the flag, bef
       ["eval", { text: import.meta.filename!, quant: "q4" }],
       ["bench", { quant: "q4" }],
       ["serve", { quant: "q4" }],
+      ["calibrate", { text: import.meta.filename!, out: "/nonexistent/p.json", quant: "q4" }],
     ] as const
   ) {
     await rejects(
@@ -457,6 +458,23 @@ Deno.test("quant option: an unknown format is a clear error naming the flag, bef
       name,
     );
   }
+  // calibrate loads the weights in the format asked for (thresholds for decoding those weights)
+  let asked: unknown = null;
+  const record = {
+    loadModel: (_dir: string, o?: { quant?: string }) => {
+      asked = o?.quant;
+      return Promise.reject(new Error("recorded"));
+    },
+    defaultModelDir: () => STORIES,
+  };
+  await rejects(
+    COMMANDS.calibrate.run(
+      { text: import.meta.filename!, out: "/nonexistent/p.json", quant: "int4" },
+      record,
+    ),
+    /recorded/,
+  );
+  assertEquals(asked, "int4");
 });
 
 Deno.test("quantize.wgsl: the GPU quantization of load equals quantizeBlock bit for bit, in pieces", async () => {

@@ -39,11 +39,14 @@ export const calibrateCommand: Command = {
   --ctx N              text tokens per window, each window BOS + N tokens (default 512)
   --greedy-tokens N    tokens the greedy allocation evaluates block errors on (default 1024)
   --score MODE         magnitude (|x|) or weighted (|x| * ||W[:, i]||) (default magnitude)
-  --uniform            same sparsity for every tensor instead of TEAL's greedy allocation`,
+  --uniform            same sparsity for every tensor instead of TEAL's greedy allocation
+  --quant FORMAT       calibrate on none (f16, default), int8 or int4 weights (quantized at load), for a
+                       profile to decode those weights with`,
   options: {
     model: { type: "string" },
     text: { type: "string" },
     out: { type: "string" },
+    quant: { type: "string" },
     tokens: { type: "string" },
     ctx: { type: "string" },
     "greedy-tokens": { type: "string" },
@@ -58,11 +61,13 @@ export const calibrateCommand: Command = {
       throw new Error(`--score must be magnitude or weighted, got '${score}'`);
     }
     const ctx = num(v, "ctx", 512, { min: 2, integer: true });
+    const quant = parseQuant(v.quant as string | undefined, "--quant");
     const text = await readText(v.text as string, "text");
     const model = await deps.loadModel((v.model as string | undefined) ?? deps.defaultModelDir(), {
       maxPrefill: ctx + 1,
       contextLength: ctx + 2,
       profile: false,
+      quant,
     });
     try {
       const profile = await calibrate(model, text, {
