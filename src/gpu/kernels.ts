@@ -6,10 +6,13 @@
 import type { GpuContext, Op } from "./context.ts";
 import { gemvQOp, matmulQOp, type WeightFormat } from "./quant.ts";
 
-/** gemv.wgsl tunables: threads per column group, input channels per split, threads per workgroup. */
+/**
+ * The base gemv.wgsl variant: threads per column group, input channels per split, threads per workgroup, rows
+ * in flight ({@link gemvTune} departs from it by shape).
+ */
 export const GEMV = { TPR: 16, KCHUNK: 512, WG: 256, UNROLL: 4 } as const;
 
-/** A gemv.wgsl variant (benchmarks sweep these; WG defaults to GEMV's). */
+/** A gemv.wgsl / gemv_q.wgsl variant (benchmarks sweep these; fields left out come from gemvTune). */
 export interface GemvTune {
   /** Threads per column group (8 columns each). */
   TPR: number;
