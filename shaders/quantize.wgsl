@@ -5,8 +5,10 @@
 // int8 metadata word): BITS 8: scale = the smallest f16 s with 127 s >= max |w|, q = round(w / s) in
 // -127..127; BITS 4 with ZERO_POINT: offset = the largest f16 <= min w, scale = the smallest f16 s with
 // 15 s >= max w - offset, q = round((w - offset) / s) in 0..15; BITS 4 symmetric: s with 7 s >= max |w|,
-// offset -8 s. Every comparison is made exactly (f16 times a small integer is exact in f32; a difference is
-// carried as a sum and its rounding error), and rounding is half up, as the host's Math.round.
+// offset -8 s. Differences are rounded to f32 once (the host's quantizeBlock does the same with Math.fround;
+// an exact difference through two-sum did not survive the shader compiler), every comparison after that is
+// exact (an f16 times a small integer or half-integer is exact in f32), and rounding is half up, as the
+// host's Math.round.
 // bindings: 0 params (uniform), 1 src (f32 rows [rows][K] of W, read), 2 dst (u32 words of the block, write)
 override BITS: u32 = 8u;
 override GROUP: u32 = 128u;
@@ -56,36 +58,19 @@ fn f16_down(b: u32) -> u32 {
   return select(b - 1u, b + 1u, (b & 0x8000u) != 0u);
 }
 
-// How a compares with d + e exactly (-1, 0, 1), where e is the rounding error of d (so |e| is at most half
-// the gap from d to its neighbour toward d + e: a != d decides on its own).
-fn cmp(a: f32, d: f32, e: f32) -> i32 {
-  if (a > d) { return 1; }
-  if (a < d) { return -1; }
-  return select(select(0, -1, e > 0.0), 1, e < 0.0);
-}
-
-// x - y as fl(x - y) and its exact rounding error (Knuth's two-sum).
-fn diff(x: f32, y: f32) -> vec2<f32> {
-  let b = -y;
-  let s = x + b;
-  let bv = s - x;
-  let av = s - bv;
-  return vec2<f32>(s, (x - av) + (b - bv));
-}
-
-// The smallest f16 s >= 0 with n * s >= r exactly (r = r.x + r.y >= 0; n a small integer: n * s is exact).
-fn scale_up(r: vec2<f32>, n: f32) -> u32 {
-  var b = f16_bits(r.x / n) & 0x7fffu;
-  for (var i = 0; i < 4 && cmp(n * f16_val(b), r.x, r.y) < 0; i++) { b = f16_up(b); }
-  for (var i = 0; i < 4 && b != 0u && cmp(n * f16_val(b - 1u), r.x, r.y) >= 0; i++) { b = b - 1u; }
+// The smallest f16 s >= 0 with n * s >= r (n a small integer: n * s is exact in f32, so the test is exact).
+fn scale_up(r: f32, n: f32) -> u32 {
+  var b = f16_bits(r / n) & 0x7fffu;
+  for (var i = 0; i < 4 && n * f16_val(b) < r; i++) { b = f16_up(b); }
+  for (var i = 0; i < 4 && b != 0u && n * f16_val(b - 1u) >= r; i++) { b = b - 1u; }
   return b;
 }
 
-// round((x - o) / s), halves up, from x - o = r.x + r.y exactly: (q - 1/2) s <= x - o < (q + 1/2) s.
-fn round_div(r: vec2<f32>, s: f32) -> i32 {
-  var q = i32(round(r.x / s));
-  for (var i = 0; i < 3 && cmp((f32(q) + 0.5) * s, r.x, r.y) <= 0; i++) { q++; }
-  for (var i = 0; i < 3 && cmp((f32(q) - 0.5) * s, r.x, r.y) > 0; i++) { q--; }
+// round(d / s), halves up: the q with (q - 1/2) s <= d < (q + 1/2) s ((q +- 1/2) s is exact in f32).
+fn round_div(d: f32, s: f32) -> i32 {
+  var q = i32(round(d / s));
+  for (var i = 0; i < 3 && (f32(q) + 0.5) * s <= d; i++) { q++; }
+  for (var i = 0; i < 3 && (f32(q) - 0.5) * s > d; i++) { q--; }
   return q;
 }
 
@@ -98,20 +83,20 @@ fn params(k: u32, g: u32) -> vec2<u32> {
   var amax = abs(lo);
   for (var j = 1u; j < n; j++) {
     let v = src[(n0 + j) * p.K + k];
-    lo = min(lo, v);
-    hi = max(hi, v);
+    lo = select(lo, v, v < lo);  // strict: the first of -0 and +0 stays, as on the host
+    hi = select(hi, v, v > hi);
     amax = max(amax, abs(v));
   }
-  if (BITS == 8u) { return vec2<u32>(select(scale_up(vec2<f32>(amax, 0.0), 127.0), 0u, amax == 0.0), 0u); }
+  if (BITS == 8u) { return vec2<u32>(select(scale_up(amax, 127.0), 0u, amax == 0.0), 0u); }
   if (!ZERO_POINT) {
-    let sb = select(scale_up(vec2<f32>(amax, 0.0), 7.0), 0u, amax == 0.0);
+    let sb = select(scale_up(amax, 7.0), 0u, amax == 0.0);
     return vec2<u32>(sb, f16_bits(-8.0 * f16_val(sb)));  // exact: -8 s is an f16
   }
   // offset: the largest f16 <= lo
   var ob = f16_bits(lo);
   if (f16_val(ob) > lo) { ob = f16_down(ob); }
   let o = f16_val(ob);
-  let sb = select(scale_up(diff(hi, o), 15.0), 0u, hi == o);
+  let sb = select(scale_up(hi - o, 15.0), 0u, hi == o);
   return vec2<u32>(sb, ob);
 }
 
@@ -119,7 +104,7 @@ fn params(k: u32, g: u32) -> vec2<u32> {
 fn code(k: u32, n: u32, sp: vec2<u32>) -> u32 {
   let s = f16_val(sp.x);
   if (s == 0.0) { return select(select(8u, 0u, ZERO_POINT), 0u, BITS == 8u); }
-  let q = round_div(diff(src[n * p.K + k], f16_val(sp.y)), s);
+  let q = round_div(src[n * p.K + k] - f16_val(sp.y), s);
   if (BITS == 8u) { return u32(clamp(q, -127, 127)) & 0xffu; }
   return u32(clamp(q, 0, 15));
 }

@@ -348,3 +348,35 @@ Deno.test("generate: bad options reject with RangeError naming the field; sparsi
   model.dispose();
   tiny = null;
 });
+
+Deno.test("a tensor stream that fails part-way rejects with its error and frees what the load made", async () => {
+  const { tensors } = randomWeights(LLAMA, 17);
+  const ctx = await gpu();
+  const made: GPUBuffer[] = [];
+  const destroyed = new Set<GPUBuffer>();
+  const buffer = ctx.buffer.bind(ctx);
+  // watch the buffers the load makes (the context is shared by the test file: the method is put back after)
+  ctx.buffer = (...a: Parameters<typeof ctx.buffer>) => {
+    const b = buffer(...a);
+    const destroy = b.destroy.bind(b);
+    b.destroy = () => {
+      destroyed.add(b);
+      destroy();
+    };
+    made.push(b);
+    return b;
+  };
+  try {
+    async function* failing() {
+      yield tensors[0];
+      yield tensors[1];
+      throw new Error("disk gone");
+    }
+    await assertRejects(modelFromTensors("failing", LLAMA, failing(), { gpu: ctx }), /disk gone/);
+  } finally {
+    ctx.buffer = buffer;
+  }
+  const kept = made.filter((b) => !destroyed.has(b) && !b.label.startsWith("scratch"));
+  assert(made.length > 10, `the load made ${made.length} buffers`);
+  assertEquals(kept.map((b) => b.label), []);
+});

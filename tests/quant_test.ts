@@ -504,6 +504,11 @@ Deno.test("quantize.wgsl: the GPU quantization of load equals quantizeBlock bit 
           const tie = s.bits === 8 ? (n % 60) - 30 + 0.5 : s.zeroPoint ? (n % 14) + 0.5 : (n % 13) - 7 + 0.5;
           col(n, 4, n === 0 ? pin : n === 1 && s.bits === 4 && s.zeroPoint ? 15 / 16 : tie / 16);
         }
+        // a difference that rounds in f32 onto a scale step (zero point) or onto a tie (symmetric), and a
+        // group whose minimum is -0 before +0 (found by review: the GPU had differed on each)
+        if (K > 5) col(n, 5, n === 0 ? -2.40234375 : n === 1 ? 1e-10 : -1);
+        if (K > 6) col(n, 6, n === 0 ? 0.4375 : n === 1 ? 0.28125 - 2 ** -25 : 0.1);
+        if (K > 7) col(n, 7, n === 0 ? -0 : n === 1 ? 0 : 0.5 + n * 1e-3);
       }
       const { segments, words } = layoutQuantSegments(K, lens, lens.map(() => 0), s);
       const buffer = ctx.buffer(words * 4, "wq");

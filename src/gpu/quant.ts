@@ -123,14 +123,18 @@ function f16Toward(x: number, dir: "up" | "down"): number {
   return v;
 }
 
-/** Scale (and offset) of one group of values: covers the group's range so every error is <= scale / 2. */
+/**
+ * Scale (and offset) of one group of values: covers the group's range so every error is <= scale / 2. The
+ * arithmetic is that of `shaders/quantize.wgsl`, which must give the same bits: strict comparisons for the
+ * range (the first of -0 and +0 seen stays), and the range's difference rounded to f32 once.
+ */
 export function groupParams(v: ArrayLike<number>, s: QuantScheme): { scale: number; offset: number } {
   let lo = Infinity;
   let hi = -Infinity;
   let amax = 0;
   for (let i = 0; i < v.length; i++) {
-    lo = Math.min(lo, v[i]);
-    hi = Math.max(hi, v[i]);
+    if (v[i] < lo) lo = v[i];
+    if (v[i] > hi) hi = v[i];
     amax = Math.max(amax, Math.abs(v[i]));
   }
   if (s.bits === 8) return { scale: amax === 0 ? 0 : f16Toward(amax / 127, "up"), offset: 0 };
@@ -140,14 +144,14 @@ export function groupParams(v: ArrayLike<number>, s: QuantScheme): { scale: numb
     return { scale, offset: -8 * scale };
   }
   const offset = f16Toward(lo, "down");
-  const scale = hi === offset ? 0 : f16Toward((hi - offset) / 15, "up");
+  const scale = hi === offset ? 0 : f16Toward(Math.fround(hi - offset) / 15, "up");
   return { scale, offset };
 }
 
-/** Code of value x in a group (int8: -127..127; int4: 0..15). */
+/** Code of value x in a group (int8: -127..127; int4: 0..15): x - offset rounded to f32, halves up. */
 function code(x: number, p: { scale: number; offset: number }, s: QuantScheme): number {
   if (p.scale === 0) return s.bits === 8 ? 0 : (s.zeroPoint ? 0 : 8);
-  const q = Math.round((x - p.offset) / p.scale);
+  const q = Math.round(Math.fround(x - p.offset) / p.scale);
   return s.bits === 8 ? Math.max(-127, Math.min(127, q)) : Math.max(0, Math.min(15, q));
 }
 

@@ -593,6 +593,9 @@ export class Model implements TextModel {
   }
 }
 
+/** Bytes of checkpoint rows the loader queues for the GPU before it waits for them to be laid out. */
+const UPLOAD_QUEUE_BYTES = 1 << 30;
+
 /** Default context length when the caller names none. */
 export const DEFAULT_CONTEXT = 4096;
 
@@ -614,8 +617,24 @@ export async function modelFromTensors(
   const quant = parseQuant(options.quant, "quant");
   const gpu = options.gpu ?? await createGpuContext();
   const weights = allocateWeights(gpu, config, quant);
-  for await (const t of tensors) uploadTensor(gpu, config, weights, t);
-  finishUpload(weights);
+  try {
+    let pending = 0;
+    for await (const t of tensors) {
+      uploadTensor(gpu, config, weights, t);
+      // the rows wait in host staging memory until the GPU has laid them out: bound what is queued
+      pending += t.data.byteLength;
+      if (pending >= UPLOAD_QUEUE_BYTES) {
+        await gpu.device.queue.onSubmittedWorkDone();
+        pending = 0;
+      }
+    }
+  } catch (e) {
+    // a read that fails mid-way (the files were checked first) must not leave gigabytes on the GPU
+    for (const b of weightBuffers(weights)) b.destroy();
+    throw e;
+  } finally {
+    finishUpload(weights);
+  }
   const contextLength = Math.min(options.contextLength ?? DEFAULT_CONTEXT, config.maxPositionEmbeddings);
   return new Model(id, config, gpu, weights, options.tokenizer ?? null, {
     contextLength,
