@@ -366,12 +366,12 @@ Deno.test("a tensor stream that fails part-way rejects with its error and frees 
     made.push(b);
     return b;
   };
+  const failing = async function* () {
+    yield tensors[0];
+    yield tensors[1];
+    throw new Error("disk gone");
+  };
   try {
-    async function* failing() {
-      yield tensors[0];
-      yield tensors[1];
-      throw new Error("disk gone");
-    }
     await assertRejects(modelFromTensors("failing", LLAMA, failing(), { gpu: ctx }), /disk gone/);
   } finally {
     ctx.buffer = buffer;
