@@ -155,8 +155,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     // dense rows are k_base + j, so only the values are staged
     for (var e = 0u; e < PER; e++) {
       let kk = t + e * WG;
-      // clamped, not guarded: the loads of every channel are issued before any is used (a guarded SwiGLU
-      // input cost the down GEMV ~11 us at 8B shapes, one round trip per channel)
+      // clamped, not guarded: the loads of every channel are issued before any is used
       let v = input(k_base + min(kk, n_k - 1u), inv_rms);
       if (kk < n_k) { act_val[kk] = v; }
     }

@@ -127,7 +127,7 @@ export function gemvTune(K: number, N: number, format: WeightFormat = "f16"): Re
   const KCHUNK = gemvChunk(K, N);
   if (N >= 8192) return { TPR: 32, KCHUNK, WG: GEMV.WG, UNROLL: 8 };
   if (K >= 8192) return { TPR: 16, KCHUNK, WG: GEMV.WG, UNROLL: 8 };
-  return { TPR: format === "f16" ? GEMV.TPR : 8, KCHUNK, WG: GEMV.WG, UNROLL: 4 };
+  return { TPR: format === "f16" ? GEMV.TPR : 8, KCHUNK, WG: GEMV.WG, UNROLL: GEMV.UNROLL };
 }
 
 /** Throws unless a gemv variant is one the kernels can run (each thread masks at most 32 channels). */

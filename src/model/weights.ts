@@ -99,7 +99,10 @@ export interface NamedTensor {
   data: Float32Array;
 }
 
-/** Transposes W [out][in] rows [r0, r1) into a [in][stride] f16 block. */
+/**
+ * Transposes W [out][in] rows [r0, r1) into a [in][stride] f16 block on the host: the oracle of pack.wgsl,
+ * which does this at load (WeightPacker).
+ */
 export function transposeToF16(
   w: Float32Array,
   inDim: number,
