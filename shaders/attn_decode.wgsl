@@ -1,131 +1,267 @@
-// Decode attention split over the KV length (flash-decoding): workgroup (head, split) scores its chunk of
-// cached keys, takes a local softmax and writes the unnormalised weighted sum of values with its max and sum;
-// attn_combine merges the splits. The position comes from the decode state; splits past it write nothing.
-// bindings: 0 params (uniform), 1 q (f32 [numHeads*headDim], read), 2 kcache (u32, read),
-//           3 vcache (u32, read), 4 part (f32 [splits][numHeads][headDim + 2], write), 5 state (u32, read)
-const WG: u32 = 128u;
-override CHUNK: u32 = 512u;
-// the head size as a constant: the loops over a key's or a value's dims unroll, and their loads go out together
+// Decode attention for the one new token, fused with the two steps before it: the q|k|v GEMV's split-K partials
+// are summed (+ bias) and rotated (RoPE) here, and the new k and v are stored in the KV cache at the decode
+// position. Workgroup (head, split) covers the positions [split*SPAN, (split+1)*SPAN) visible at the state's
+// position; it walks them SUB at a time with an online softmax (running max and sum), so one workgroup can cover
+// any length. FINAL (one split): the workgroup writes the normalised output, and no combine pass runs (short
+// contexts). Otherwise it writes its unnormalised weighted sum of values with its max and sum, and attn_combine
+// merges the splits (long contexts, where one workgroup per head would walk too many keys).
+// The split that holds the decode position takes that position's k and v from the GEMV's sums (rounded to f16,
+// as the cache holds them), not from the cache: the workgroup of the first q head of each kv group writes them
+// there, and no workgroup of this dispatch reads that cache row.
+// bindings: 0 params (uniform), 1 partials (f32 [SPLITS][ldq], read), 2 bias (f32 [ldq], read),
+//           3 turns (f32 [HEAD_DIM/2], read), 4 kcache (8 f16 a word, [numKv][maxSeq][HEAD_DIM/8], read_write),
+//           5 vcache (same), 6 out (FINAL: f32 [numHeads][HEAD_DIM]; else f32 [splits][numHeads][HEAD_DIM + 2],
+//           write), 7 state (u32: [0] = decode position, read)
+override SPAN: u32 = 64u;
+override FINAL: bool = false;
+// the head size as a constant: the loops over a key's dims unroll, and their loads go out together
 override HEAD_DIM: u32 = 128u;
+override SPLITS: u32 = 1u;  // split-K partials of the q|k|v GEMV, a constant so their loads go out together
+override SUB: u32 = 512u;   // scores held in workgroup memory at once
+const WG: u32 = 256u;
+// values: VW threads share a key, each 8 dims (one 16-byte load); KG keys side by side
+override VW: u32 = HEAD_DIM / 8u;
+override KG: u32 = WG / VW;
+const TAU: f32 = 6.283185307179586;
+
 struct Params {
   numHeads: u32,
   numKv: u32,
-  headDim: u32,
   maxSeq: u32,
   window: u32,  // 0: no sliding window
   scale: f32,
-  splits: u32,
+  ldq: u32,
+  hasBias: u32,
   _pad: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> kcache: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> vcache: array<u32>;
-@group(0) @binding(4) var<storage, read_write> part: array<f32>;
-@group(0) @binding(5) var<storage, read> state: array<u32>;
+@group(0) @binding(1) var<storage, read> partials: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read> turns: array<f32>;
+@group(0) @binding(4) var<storage, read_write> kcache: array<vec4<u32>>;
+@group(0) @binding(5) var<storage, read_write> vcache: array<vec4<u32>>;
+@group(0) @binding(6) var<storage, read_write> outv: array<f32>;
+@group(0) @binding(7) var<storage, read> state: array<u32>;
 
-var<workgroup> qs: array<f32, 256>;
-var<workgroup> sc: array<f32, CHUNK>;
-var<workgroup> red: array<f32, WG>;
-var<workgroup> vred: array<vec2<f32>, WG>;
+var<workgroup> qs: array<f32, HEAD_DIM>;
+var<workgroup> kc: array<f32, HEAD_DIM>;
+var<workgroup> vc: array<f32, HEAD_DIM>;
+var<workgroup> sc: array<f32, SUB>;
+var<workgroup> red: array<f32, WG * 8u>;  // KG * HEAD_DIM
+
+// Element i of the token's q|k|v row: the sum of the GEMV's splits, plus the bias.
+fn qkv(i: u32) -> f32 {
+  var v = select(0.0, bias[i], p.hasBias != 0u);
+  for (var s = 0u; s < SPLITS; s++) { v += partials[s * p.ldq + i]; }
+  return v;
+}
+
+// RoPE (rotate-half) of the pair (a, b) = dims (i, i + HEAD_DIM/2) at position pos; the angle as in rope.wgsl.
+fn rotate(a: f32, b: f32, i: u32, pos: u32) -> vec2<f32> {
+  let ang = fract(f32(pos) * turns[i]) * TAU;
+  let c = cos(ang);
+  let s = sin(ang);
+  return vec2<f32>(a * c - b * s, b * c + a * s);
+}
+
+fn f16_round(v: vec2<f32>) -> vec2<f32> { return unpack2x16float(pack2x16float(v)); }
+
+fn reduce_max(t: u32, v: f32) -> f32 {
+  red[t] = v;
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (t < k) { red[t] = max(red[t], red[t + k]); }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+
+fn reduce_sum(t: u32, v: f32) -> f32 {
+  red[t] = v;
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (t < k) { red[t] += red[t + k]; }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+
+fn lo4(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+fn hi4(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)); }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
   let head = wid.x;
   let split = wid.y;
   let pos = state[0];
+  let half = HEAD_DIM / 2u;
+  let group = p.numHeads / p.numKv;
+  let kvh = head / group;
   var lo = 0u;
   if (p.window > 0u && pos + 1u > p.window) { lo = pos + 1u - p.window; }
-  let j0 = max(lo, split * CHUNK);
-  let j1 = min(pos + 1u, (split + 1u) * CHUNK);
-  let out = (split * p.numHeads + head) * (p.headDim + 2u);
+  var j0 = lo;
+  var j1 = pos + 1u;
+  if (!FINAL) {
+    j0 = max(lo, split * SPAN);
+    j1 = min(pos + 1u, (split + 1u) * SPAN);
+  }
+  let out = (split * p.numHeads + head) * (HEAD_DIM + 2u);
   if (j0 >= j1) {
-    // nothing visible in this chunk: an empty partial (zeros, max -inf, sum 0)
-    for (var d = t; d < p.headDim; d += WG) { part[out + d] = 0.0; }
+    // nothing visible in this split (never the one holding the position): an empty partial
+    for (var d = t; d < HEAD_DIM; d += WG) { outv[out + d] = 0.0; }
     if (t == 0u) {
-      part[out + p.headDim] = -3.0e38;
-      part[out + p.headDim + 1u] = 0.0;
+      outv[out + HEAD_DIM] = -3.0e38;
+      outv[out + HEAD_DIM + 1u] = 0.0;
     }
     return;
   }
-  let n = j1 - j0;
-  let kvh = head / (p.numHeads / p.numKv);
-  for (var d = t; d < p.headDim; d += WG) { qs[d] = q[head * p.headDim + d] * p.scale; }
-  workgroupBarrier();
+  let cur = j1 == pos + 1u;  // this split holds the decode position
 
-  // scores, 8 dims per 16-byte load
-  let hv = HEAD_DIM / 8u;
-  var m = -3.0e38;
-  for (var i = t; i < n; i += WG) {
-    let kb = (kvh * p.maxSeq + j0 + i) * hv;
-    var s = 0.0;
-    for (var w = 0u; w < hv; w++) {
-      let k4 = kcache[kb + w];
-      let a = unpack2x16float(k4.x);
-      let b = unpack2x16float(k4.y);
-      let c = unpack2x16float(k4.z);
-      let e = unpack2x16float(k4.w);
-      let o = 8u * w;
-      s += qs[o] * a.x + qs[o + 1u] * a.y + qs[o + 2u] * b.x + qs[o + 3u] * b.y +
-        qs[o + 4u] * c.x + qs[o + 5u] * c.y + qs[o + 6u] * e.x + qs[o + 7u] * e.y;
+  // q rotated and scaled; in the split holding the position, the new k (rotated) and v, rounded to f16
+  let kb = (p.numHeads + kvh) * HEAD_DIM;
+  let vb = (p.numHeads + p.numKv + kvh) * HEAD_DIM;
+  for (var i = t; i < HEAD_DIM; i += WG) {
+    if (i < half) {
+      let r = rotate(qkv(head * HEAD_DIM + i), qkv(head * HEAD_DIM + i + half), i, pos);
+      qs[i] = r.x * p.scale;
+      qs[i + half] = r.y * p.scale;
+    } else if (cur) {
+      let d = i - half;
+      let r = f16_round(rotate(qkv(kb + d), qkv(kb + d + half), d, pos));
+      kc[d] = r.x;
+      kc[d + half] = r.y;
     }
-    sc[i] = s;
-    m = max(m, s);
+    if (cur) { vc[i] = f16_round(vec2<f32>(qkv(vb + i), 0.0)).x; }
   }
-  red[t] = m;
   workgroupBarrier();
-  for (var k = WG / 2u; k > 0u; k >>= 1u) {
-    if (t < k) { red[t] = max(red[t], red[t + k]); }
-    workgroupBarrier();
-  }
-  let mx = red[0];
-  workgroupBarrier();
-  var l = 0.0;
-  for (var i = t; i < n; i += WG) {
-    let e = exp(sc[i] - mx);
-    sc[i] = e;
-    l += e;
-  }
-  red[t] = l;
-  workgroupBarrier();
-  for (var k = WG / 2u; k > 0u; k >>= 1u) {
-    if (t < k) { red[t] += red[t + k]; }
-    workgroupBarrier();
-  }
-  // values: thread t owns the dim pair d2 = t % hw of the keys i = t / hw (mod G), eight keys a step so that
-  // eight loads are in flight; the G groups' sums meet in workgroup memory
-  let hw = HEAD_DIM / 2u;
-  let G = WG / hw;
-  let g = t / hw;
-  let d2 = t % hw;
-  var acc = vec2<f32>(0.0);
-  if (g < G) {
-    let vb = (kvh * p.maxSeq + j0) * hw + d2;
-    var i = g;
-    for (; i + 7u * G < n; i += 8u * G) {
-      let v0 = unpack2x16float(vcache[vb + i * hw]);
-      let v1 = unpack2x16float(vcache[vb + (i + G) * hw]);
-      let v2 = unpack2x16float(vcache[vb + (i + 2u * G) * hw]);
-      let v3 = unpack2x16float(vcache[vb + (i + 3u * G) * hw]);
-      let v4 = unpack2x16float(vcache[vb + (i + 4u * G) * hw]);
-      let v5 = unpack2x16float(vcache[vb + (i + 5u * G) * hw]);
-      let v6 = unpack2x16float(vcache[vb + (i + 6u * G) * hw]);
-      let v7 = unpack2x16float(vcache[vb + (i + 7u * G) * hw]);
-      acc += sc[i] * v0 + sc[i + G] * v1 + sc[i + 2u * G] * v2 + sc[i + 3u * G] * v3 + sc[i + 4u * G] * v4 +
-        sc[i + 5u * G] * v5 + sc[i + 6u * G] * v6 + sc[i + 7u * G] * v7;
+  if (cur && head % group == 0u) {
+    let at = (kvh * p.maxSeq + pos) * VW;
+    for (var w = t; w < VW; w += WG) {
+      let d = 8u * w;
+      kcache[at + w] = vec4<u32>(
+        pack2x16float(vec2<f32>(kc[d], kc[d + 1u])),
+        pack2x16float(vec2<f32>(kc[d + 2u], kc[d + 3u])),
+        pack2x16float(vec2<f32>(kc[d + 4u], kc[d + 5u])),
+        pack2x16float(vec2<f32>(kc[d + 6u], kc[d + 7u])),
+      );
+      vcache[at + w] = vec4<u32>(
+        pack2x16float(vec2<f32>(vc[d], vc[d + 1u])),
+        pack2x16float(vec2<f32>(vc[d + 2u], vc[d + 3u])),
+        pack2x16float(vec2<f32>(vc[d + 4u], vc[d + 5u])),
+        pack2x16float(vec2<f32>(vc[d + 6u], vc[d + 7u])),
+      );
     }
-    for (; i < n; i += G) { acc += sc[i] * unpack2x16float(vcache[vb + i * hw]); }
   }
-  vred[t] = acc;
+
+  let kg = t / VW;  // this thread's key lane (values)
+  let w = t % VW;   // and its 8 dims
+  var m_run = -3.0e38;
+  var l_run = 0.0;
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  for (var c0 = j0; c0 < j1; c0 += SUB) {
+    let n = min(SUB, j1 - c0);
+    // scores, one key a thread, 8 dims per 16-byte load
+    var m = -3.0e38;
+    for (var i = t; i < n; i += WG) {
+      let j = c0 + i;
+      var s = 0.0;
+      if (cur && j == pos) {
+        for (var d = 0u; d < HEAD_DIM; d++) { s += qs[d] * kc[d]; }
+      } else {
+        let kr = (kvh * p.maxSeq + j) * VW;
+        for (var u = 0u; u < VW; u++) {
+          let k4 = kcache[kr + u];
+          let o = 8u * u;
+          s += dot(vec4<f32>(qs[o], qs[o + 1u], qs[o + 2u], qs[o + 3u]), lo4(k4)) +
+            dot(vec4<f32>(qs[o + 4u], qs[o + 5u], qs[o + 6u], qs[o + 7u]), hi4(k4));
+        }
+      }
+      sc[i] = s;
+      m = max(m, s);
+    }
+    let mx = max(m_run, reduce_max(t, m));
+    let alpha = exp(m_run - mx);
+    var l = 0.0;
+    for (var i = t; i < n; i += WG) {
+      let e = exp(sc[i] - mx);
+      sc[i] = e;
+      l += e;
+    }
+    l_run = l_run * alpha + reduce_sum(t, l);  // its barriers also publish sc
+    m_run = mx;
+    acc0 *= alpha;
+    acc1 *= alpha;
+    // values of the cached keys (eight a lane in flight); the decode position's, the last, from vc
+    let nc = select(n, n - 1u, cur && c0 + n == j1);
+    if (kg < KG) {
+      let vr = (kvh * p.maxSeq + c0) * VW + w;
+      var i = kg;
+      for (; i + 7u * KG < nc; i += 8u * KG) {
+        let v0 = vcache[vr + i * VW];
+        let v1 = vcache[vr + (i + KG) * VW];
+        let v2 = vcache[vr + (i + 2u * KG) * VW];
+        let v3 = vcache[vr + (i + 3u * KG) * VW];
+        let v4 = vcache[vr + (i + 4u * KG) * VW];
+        let v5 = vcache[vr + (i + 5u * KG) * VW];
+        let v6 = vcache[vr + (i + 6u * KG) * VW];
+        let v7 = vcache[vr + (i + 7u * KG) * VW];
+        let e0 = sc[i];
+        let e1 = sc[i + KG];
+        let e2 = sc[i + 2u * KG];
+        let e3 = sc[i + 3u * KG];
+        let e4 = sc[i + 4u * KG];
+        let e5 = sc[i + 5u * KG];
+        let e6 = sc[i + 6u * KG];
+        let e7 = sc[i + 7u * KG];
+        acc0 += e0 * lo4(v0) + e1 * lo4(v1) + e2 * lo4(v2) + e3 * lo4(v3) + e4 * lo4(v4) + e5 * lo4(v5) +
+          e6 * lo4(v6) + e7 * lo4(v7);
+        acc1 += e0 * hi4(v0) + e1 * hi4(v1) + e2 * hi4(v2) + e3 * hi4(v3) + e4 * hi4(v4) + e5 * hi4(v5) +
+          e6 * hi4(v6) + e7 * hi4(v7);
+      }
+      for (; i < nc; i += KG) {
+        let v = vcache[vr + i * VW];
+        acc0 += sc[i] * lo4(v);
+        acc1 += sc[i] * hi4(v);
+      }
+      if (nc < n && kg == 0u) {
+        let e = sc[n - 1u];
+        let d = 8u * w;
+        acc0 += e * vec4<f32>(vc[d], vc[d + 1u], vc[d + 2u], vc[d + 3u]);
+        acc1 += e * vec4<f32>(vc[d + 4u], vc[d + 5u], vc[d + 6u], vc[d + 7u]);
+      }
+    }
+    workgroupBarrier();  // the next sub-chunk rewrites sc
+  }
+
+  // the KG lanes' sums meet in workgroup memory
+  if (kg < KG) {
+    let r = kg * HEAD_DIM + 8u * w;
+    red[r] = acc0.x;
+    red[r + 1u] = acc0.y;
+    red[r + 2u] = acc0.z;
+    red[r + 3u] = acc0.w;
+    red[r + 4u] = acc1.x;
+    red[r + 5u] = acc1.y;
+    red[r + 6u] = acc1.z;
+    red[r + 7u] = acc1.w;
+  }
   workgroupBarrier();
-  if (t < hw) {
-    var sum = vec2<f32>(0.0);
-    for (var k = 0u; k < G; k++) { sum += vred[k * hw + t]; }
-    part[out + 2u * t] = sum.x;
-    part[out + 2u * t + 1u] = sum.y;
+  for (var d = t; d < HEAD_DIM; d += WG) {
+    var sum = 0.0;
+    for (var g = 0u; g < KG; g++) { sum += red[g * HEAD_DIM + d]; }
+    if (FINAL) {
+      outv[head * HEAD_DIM + d] = sum / l_run;
+    } else {
+      outv[out + d] = sum;
+    }
   }
-  if (t == 0u) {
-    part[out + p.headDim] = mx;
-    part[out + p.headDim + 1u] = red[0];
+  if (!FINAL && t == 0u) {
+    outv[out + HEAD_DIM] = m_run;
+    outv[out + HEAD_DIM + 1u] = l_run;
   }
 }

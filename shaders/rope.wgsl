@@ -1,16 +1,12 @@
 // RoPE (Hugging Face rotate-half convention) on q and k of the fused q|k|v rows, then k and v stored as f16 in
 // the KV cache at their positions. One thread per (row, head slot, pair of dims): slots 0..H-1 are q heads
 // (rotated in place), H..H+KV-1 k heads and H+KV.. v heads (both written to the cache).
-// FROM_PARTIALS (decode): q|k|v are first summed from the split-K partials of the q|k|v GEMV (+ bias), so the
-// GEMV needs no reduce pass of its own.
+// Prefill and the speculative verify pass; a decode step does this inside attn_decode.wgsl.
 // The angle is pos * invFreq[i]; it is taken as fract(pos * turns[i]) * 2pi (turns = invFreq / 2pi) so that
 // sin/cos see a small argument at any position.
 // bindings: 0 params (uniform), 1 qkv (f32 [rows][ldq], read_write), 2 turns (f32 [headDim/2], read),
 //           3 kcache (u32 = 2 f16, [numKv][maxSeq][headDim/2], read_write), 4 vcache (same),
-//           5 state (u32: [0] = position of the decode token, read), 6 partials (f32 [splits][ldq], read),
-//           7 bias (f32 [ldq], read)
-override FROM_PARTIALS: bool = false;
-override SPLITS: u32 = 1u;  // FROM_PARTIALS: a constant, so the split loads are issued together
+//           5 state (u32: [0] = the position state-driven rows count back from, read)
 struct Params {
   rows: u32,
   numHeads: u32,
@@ -20,10 +16,6 @@ struct Params {
   posBase: u32,    // position of row 0 (prefill); with fromState, rows back from state[0]
   fromState: u32,  // 1: position state[0] - posBase + row (decode: posBase 0; speculative verify: k)
   ldq: u32,
-  _pad2: u32,
-  hasBias: u32,  // FROM_PARTIALS
-  _pad0: u32,
-  _pad1: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> qkv: array<f32>;
@@ -31,15 +23,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> kcache: array<u32>;
 @group(0) @binding(4) var<storage, read_write> vcache: array<u32>;
 @group(0) @binding(5) var<storage, read> state: array<u32>;
-@group(0) @binding(6) var<storage, read> partials: array<f32>;
-@group(0) @binding(7) var<storage, read> bias: array<f32>;
-
-fn load(at: u32) -> f32 {
-  if (!FROM_PARTIALS) { return qkv[at]; }
-  var v = select(0.0, bias[at], p.hasBias != 0u);
-  for (var s = 0u; s < SPLITS; s++) { v += partials[s * p.ldq + at]; }
-  return v;
-}
 
 const TAU: f32 = 6.283185307179586;
 
@@ -53,8 +36,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i0 = (gid.x % quarter) * 2u;  // dims i0, i0+1 and their partners i0+half, i0+1+half
   let pos = select(p.posBase + row, state[0] - p.posBase + row, p.fromState != 0u);
   let base = row * p.ldq + slot * p.headDim;
-  var lo = vec2<f32>(load(base + i0), load(base + i0 + 1u));
-  var hi = vec2<f32>(load(base + i0 + half), load(base + i0 + half + 1u));
+  var lo = vec2<f32>(qkv[base + i0], qkv[base + i0 + 1u]);
+  var hi = vec2<f32>(qkv[base + i0 + half], qkv[base + i0 + half + 1u]);
   if (slot < p.numHeads + p.numKv) {
     let ang = fract(f32(pos) * vec2<f32>(turns[i0], turns[i0 + 1u])) * TAU;
     let c = cos(ang);

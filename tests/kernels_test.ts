@@ -4,6 +4,7 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
 import {
   attentionOp,
+  type AttentionShape,
   attnDecodeOps,
   attnPartFloats,
   embedOp,
@@ -22,7 +23,7 @@ import {
   writeSamplerParams,
 } from "../src/gpu/kernels.ts";
 import type { GpuContext } from "../src/gpu/context.ts";
-import { f32ToF16Bits } from "../src/model/dtype.ts";
+import { f16ToF32, f32ToF16Bits } from "../src/model/dtype.ts";
 import { transposeToF16, WeightPacker } from "../src/model/weights.ts";
 import { applyRope, attention, matmulT, rmsNorm, silu } from "../src/model/reference.ts";
 import { sampleToken } from "../src/generate/sampler.ts";
@@ -265,7 +266,96 @@ Deno.test("gemv: fused RMSNorm and fused SwiGLU inputs, dense and sparse", async
   }
 });
 
-Deno.test("rope + attention: prefill rows and a decode step (fused q|k|v sums) against the reference", async () => {
+/** RoPE inverse frequencies of a head size, and their turns buffer (invFreq / 2pi) on the GPU. */
+function ropeTables(ctx: GpuContext, headDim: number): { invFreq: Float32Array; turns: GPUBuffer } {
+  const invFreq = new Float32Array(headDim / 2).map((_, i) => 10000 ** (-2 * i / headDim));
+  return { invFreq, turns: ctx.buffer(invFreq.byteLength, "turns", invFreq.map((v) => v / (2 * Math.PI))) };
+}
+
+/**
+ * One decode attention step at `pos` from random q|k|v split partials + bias, checked against the reference:
+ * the output, and the cache row the kernel stores (k rotated, both rounded to f16). `K`, `V` ([position][numKv *
+ * headDim], f16-rounded) mirror the cache and get the new row.
+ */
+async function checkDecodeStep(
+  ctx: GpuContext,
+  r: () => number,
+  c: {
+    shape: AttentionShape;
+    invFreq: Float32Array;
+    turns: GPUBuffer;
+    kc: GPUBuffer;
+    vc: GPUBuffer;
+    K: Float32Array;
+    V: Float32Array;
+    pos: number;
+    window: number;
+    single: boolean;
+    span?: number;
+    sub?: number;
+  },
+): Promise<void> {
+  const { numHeads, numKv, headDim, ldq, maxSeq } = c.shape;
+  const splits = 3;
+  const parts = randn(splits * ldq, r);
+  const bias = randn(ldq, r);
+  const row = new Float32Array(ldq).map((_, i) => bias[i] + parts[i] + parts[ldq + i] + parts[2 * ldq + i]);
+  const state = ctx.buffer(16, "state", new Uint32Array([c.pos, 0, 0, 0]));
+  const out = poisoned(ctx, numHeads * headDim);
+  const part = poisoned(ctx, attnPartFloats(c.shape, c.span));
+  const label = `pos ${c.pos}, window ${c.window}, ${c.single ? "single" : "split"}`;
+  const kBefore = new Uint16Array(await ctx.read(c.kc));
+  const vBefore = new Uint16Array(await ctx.read(c.vc));
+  ctx.run(attnDecodeOps(
+    ctx,
+    {
+      partials: ctx.buffer(parts.byteLength, "parts", parts),
+      splits,
+      bias: ctx.buffer(bias.byteLength, "bias", bias),
+    },
+    c.turns,
+    c.kc,
+    c.vc,
+    part,
+    out,
+    state,
+    c.shape,
+    { window: c.window, single: c.single, span: c.span, sub: c.sub },
+  ));
+  const rot = Float32Array.from(row);
+  applyRope(rot, [c.pos], numHeads + numKv, headDim, c.invFreq, ldq, 0);
+  const kv = numKv * headDim;
+  c.K.set(f16round(rot.slice(numHeads * headDim, numHeads * headDim + kv)), c.pos * kv);
+  c.V.set(f16round(row.slice(numHeads * headDim + kv)), c.pos * kv);
+  const want = attention(
+    rot.slice(0, numHeads * headDim),
+    c.K.subarray(0, (c.pos + 1) * kv),
+    c.V.subarray(0, (c.pos + 1) * kv),
+    {
+      rows: 1,
+      positions: [c.pos],
+      numHeads,
+      numKv,
+      headDim,
+      window: c.window || undefined,
+    },
+  );
+  assert(relErr(await ctx.readF32(out), want) < 2e-3, `decode attention, ${label}`);
+  // the cache: the new row stored (k rotated, both f16), every other word as it was
+  for (const [buf, before, mirror, name] of [[c.kc, kBefore, c.K, "k"], [c.vc, vBefore, c.V, "v"]] as const) {
+    const after = new Uint16Array(await ctx.read(buf));
+    const got = new Float32Array(kv);
+    for (let h = 0; h < numKv; h++) {
+      const at = (h * maxSeq + c.pos) * headDim;
+      got.set(f16ToF32(after.subarray(at, at + headDim)), h * headDim);
+      after.set(before.subarray(at, at + headDim), at); // compared above, not below
+    }
+    assert(relErr(got, mirror.subarray(c.pos * kv, (c.pos + 1) * kv)) < 1e-3, `${name} cache row, ${label}`);
+    assert(after.every((w, i) => w === before[i]), `${name} cache outside the row, ${label}`);
+  }
+}
+
+Deno.test("rope + attention: prefill rows, then decode steps (q|k|v from split sums, RoPE, cache store)", async () => {
   const ctx = await gpu();
   const r = rng(8);
   const numHeads = 4;
@@ -274,28 +364,27 @@ Deno.test("rope + attention: prefill rows and a decode step (fused q|k|v sums) a
   const maxSeq = 140;
   const ldq = (numHeads + 2 * numKv) * headDim;
   const shape = { numHeads, numKv, headDim, maxSeq, ldq };
-  const invFreq = new Float32Array(headDim / 2).map((_, i) => 10000 ** (-2 * i / headDim));
-  const turns = ctx.buffer(invFreq.byteLength, "turns", invFreq.map((v) => v / (2 * Math.PI)));
+  const { invFreq, turns } = ropeTables(ctx, headDim);
   const kc = poisoned(ctx, numKv * maxSeq * headDim / 2);
   const vc = poisoned(ctx, numKv * maxSeq * headDim / 2);
   const state = ctx.buffer(16, "state");
   for (const window of [0, 50]) {
-    const rows = 130; // prefill positions 0..129, then one decode step at 130
+    const rows = 130; // prefill positions 0..129, then decode steps at 130..
     const qkv = randn(rows * ldq, r);
     const positions = Array.from({ length: rows }, (_, i) => i);
     const qkvBuf = ctx.buffer(qkv.byteLength, "qkv", qkv);
     const att = poisoned(ctx, rows * numHeads * headDim);
     const at = { rows, posBase: 0, fromState: false };
     ctx.run([
-      ropeOp(ctx, qkvBuf, turns, kc, vc, state, shape, at, null),
+      ropeOp(ctx, qkvBuf, turns, kc, vc, state, shape, at),
       attentionOp(ctx, qkvBuf, kc, vc, att, state, shape, at, window),
     ]);
     // reference: rotate q and k, round k and v to f16 as the cache holds them
     const ref = Float32Array.from(qkv);
     applyRope(ref, positions, numHeads + numKv, headDim, invFreq, ldq, 0);
     const q = new Float32Array(rows * numHeads * headDim);
-    const k = new Float32Array((rows + 1) * numKv * headDim);
-    const v = new Float32Array((rows + 1) * numKv * headDim);
+    const k = new Float32Array(maxSeq * numKv * headDim);
+    const v = new Float32Array(maxSeq * numKv * headDim);
     for (let i = 0; i < rows; i++) {
       q.set(ref.subarray(i * ldq, i * ldq + numHeads * headDim), i * numHeads * headDim);
       k.set(
@@ -304,7 +393,7 @@ Deno.test("rope + attention: prefill rows and a decode step (fused q|k|v sums) a
       );
       v.set(f16round(qkv.slice(i * ldq + (numHeads + numKv) * headDim, (i + 1) * ldq)), i * numKv * headDim);
     }
-    const want = attention(q, k, v, {
+    const want = attention(q, k.subarray(0, rows * numKv * headDim), v.subarray(0, rows * numKv * headDim), {
       rows,
       positions,
       numHeads,
@@ -317,42 +406,15 @@ Deno.test("rope + attention: prefill rows and a decode step (fused q|k|v sums) a
       relErr((await ctx.readF32(qkvBuf)).filter((_, i) => i % ldq < numHeads * headDim), q) < 1e-4,
       "rotated q",
     );
-
-    // decode at position 130: q|k|v come as 3 split partials + bias; position from the state buffer
-    const splits = 3;
-    const parts = randn(splits * ldq, r);
-    const bias = randn(ldq, r);
-    const row = new Float32Array(ldq).map((_, i) => bias[i] + parts[i] + parts[ldq + i] + parts[2 * ldq + i]);
-    ctx.write(state, new Uint32Array([rows, 0, 0, 0]));
-    const dq = poisoned(ctx, ldq);
-    const datt = poisoned(ctx, numHeads * headDim);
-    const dat = { rows: 1, posBase: 0, fromState: true };
-    const fused = {
-      partials: ctx.buffer(parts.byteLength, "parts", parts),
-      splits,
-      bias: ctx.buffer(bias.byteLength, "bias", bias),
-    };
-    ctx.run([
-      ropeOp(ctx, dq, turns, kc, vc, state, shape, dat, fused),
-      attentionOp(ctx, dq, kc, vc, datt, state, shape, dat, window),
-    ]);
-    const rrow = Float32Array.from(row);
-    applyRope(rrow, [rows], numHeads + numKv, headDim, invFreq, ldq, 0);
-    k.set(f16round(rrow.slice(numHeads * headDim, (numHeads + numKv) * headDim)), rows * numKv * headDim);
-    v.set(f16round(row.slice((numHeads + numKv) * headDim)), rows * numKv * headDim);
-    const wantD = attention(rrow.slice(0, numHeads * headDim), k, v, {
-      rows: 1,
-      positions: [rows],
-      numHeads,
-      numKv,
-      headDim,
-      window: window || undefined,
-    });
-    assert(relErr(await ctx.readF32(datt), wantD) < 2e-3, `decode attention, window ${window}`);
+    // decode steps at 130, 131, 132: one workgroup per head, split over the context, split with pieces
+    const c = { shape, invFreq, turns, kc, vc, K: k, V: v, window };
+    await checkDecodeStep(ctx, r, { ...c, pos: rows, single: true });
+    await checkDecodeStep(ctx, r, { ...c, pos: rows + 1, single: false, span: 48 });
+    await checkDecodeStep(ctx, r, { ...c, pos: rows + 2, single: false, span: 100, sub: 24 });
   }
 });
 
-Deno.test("attn_decode + attn_combine: split-KV decode attention over a long cache, with and without a window", async () => {
+Deno.test("attn_decode + attn_combine: decode attention over a long cache, both variants, with and without a window", async () => {
   const ctx = await gpu();
   const r = rng(9);
   const numHeads = 6;
@@ -360,6 +422,7 @@ Deno.test("attn_decode + attn_combine: split-KV decode attention over a long cac
   const headDim = 16;
   const maxSeq = 1100; // 18 splits of 64
   const shape = { numHeads, numKv, headDim, maxSeq, ldq: (numHeads + 2 * numKv) * headDim };
+  const { invFreq, turns } = ropeTables(ctx, headDim);
   // caches [numKv][maxSeq][headDim] f16; the reference wants [position][numKv * headDim]
   const kf = randn(numKv * maxSeq * headDim, r);
   const vf = randn(numKv * maxSeq * headDim, r);
@@ -376,29 +439,11 @@ Deno.test("attn_decode + attn_combine: split-KV decode attention over a long cac
     }
     return f16round(out);
   };
-  const K = toRows(kf);
-  const V = toRows(vf);
-  const part = poisoned(ctx, attnPartFloats(shape));
-  const state = ctx.buffer(16, "state");
-  for (const [pos, window] of [[1030, 0], [1030, 700], [5, 0], [511, 0], [512, 3]]) {
-    const q = randn(numHeads * headDim, r, 2);
-    const out = poisoned(ctx, numHeads * headDim);
-    ctx.write(state, new Uint32Array([pos, 0, 0, 0]));
-    ctx.run(attnDecodeOps(ctx, ctx.buffer(q.byteLength, "q", q), kc, vc, part, out, state, shape, window));
-    const want = attention(
-      q,
-      K.subarray(0, (pos + 1) * numKv * headDim),
-      V.subarray(0, (pos + 1) * numKv * headDim),
-      {
-        rows: 1,
-        positions: [pos],
-        numHeads,
-        numKv,
-        headDim,
-        window: window || undefined,
-      },
-    );
-    assert(relErr(await ctx.readF32(out), want) < 1e-4, `pos ${pos} window ${window}`);
+  const c = { shape, invFreq, turns, kc, vc, K: toRows(kf), V: toRows(vf) };
+  for (const [pos, window] of [[1030, 0], [1030, 700], [5, 0], [511, 0], [512, 3], [0, 0], [1099, 0]]) {
+    // the single variant in pieces of 100 scores (online softmax across them); the split one as decode runs it
+    await checkDecodeStep(ctx, r, { ...c, pos, window, single: true, sub: 100 });
+    await checkDecodeStep(ctx, r, { ...c, pos, window, single: false });
   }
 });
 

@@ -118,9 +118,9 @@ export async function benchDecode(model: Model, o: DecodeBenchOptions): Promise<
 
     // GPU time per step: many steps in one pass over the middle of the generation's positions (attention
     // grows with the position), on the KV cache the last generation left
-    const step = f.decodeStep(s > 0);
     const steps = 32;
     const pos0 = prompt.length + Math.max(0, Math.floor(o.tokens / 2) - steps / 2);
+    const step = f.decodeStep(s > 0, pos0);
     f.writeState(pos0, prompt[0], 1);
     const passes: Op[][] = [];
     for (let r = 0; r < 5; r++) passes.push(Array.from({ length: steps }, () => step).flat());

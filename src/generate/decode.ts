@@ -125,7 +125,8 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
 
   prefillPrompt(fwd, job.promptIds, job.sparsePrefill);
 
-  const step = fwd.decodeStep(job.sparse);
+  // the step producing token i (i >= 1) runs at position M + i - 1, which picks its attention variant
+  const stepFor = (i: number) => fwd.decodeStep(job.sparse, M + i - 1);
   let queued = 0; // tokens [0, queued) are encoded
   let batchSize = 1;
   let tokenMs = 0; // steady-state wall time per token
@@ -140,9 +141,10 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
   const encode = (): Batch => {
     const a = queued;
     const b = Math.min(limit, a + batchSize);
-    const steps = b - Math.max(a, 1);
+    const first = Math.max(a, 1);
+    const steps = b - first;
     const perBuffer = DECODE.dispatchesPerSubmit > 0
-      ? Math.max(1, Math.floor(DECODE.dispatchesPerSubmit / step.length))
+      ? Math.max(1, Math.floor(DECODE.dispatchesPerSubmit / stepFor(first).length))
       : Math.max(1, steps);
     const commands: GPUCommandBuffer[] = [];
     let enc = ctx.device.createCommandEncoder();
@@ -153,7 +155,7 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
       }
       const pass = enc.beginComputePass();
       for (let i = s0; i < Math.min(steps, s0 + perBuffer); i++) {
-        for (const op of step) {
+        for (const op of stepFor(first + i)) {
           pass.setPipeline(op.pipeline);
           pass.setBindGroup(0, op.bindGroup);
           pass.dispatchWorkgroups(op.workgroups[0], op.workgroups[1], op.workgroups[2]);

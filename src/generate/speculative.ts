@@ -83,7 +83,6 @@ export async function runSpeculative(fwd: Forward, job: SpeculativeJob): Promise
   ctx.write(fwd.sparsity.counters, new Uint32Array(fwd.config.numLayers * 7));
   prefillPrompt(fwd, job.promptIds, false); // token 0 (dense), state (M, token 0, 1)
 
-  const draft = fwd.decodeStep(true);
   const qLogits = ctx.buffer(K * V * 4, "draft_logits"); // f32 [K][vocab]: logits of each draft step
   const pLogits = ctx.buffer((K + 1) * V * 4, "verify_logits"); // f32 [K + 1][vocab]: dense rows
   const stats = ctx.buffer((2 * K + 1) * 16, "spec_stats"); // u32 [2K + 1][4]
@@ -93,11 +92,13 @@ export async function runSpeculative(fwd: Forward, job: SpeculativeJob): Promise
     (_, i) => copyOp(ctx, fwd.logits, qLogits, { n: V, dstOffset: i * V }),
   );
   const seeds = specSeeds(job.sampling.seed);
-  // one round's ops for k drafts, reading their place from the decode state: built once, queued many times
-  const built = new Map<number, Op[]>();
+  // one round's ops for k drafts, reading their place from the decode state: built once per k and draft
+  // variant (the attention variant goes by position), queued many times
+  const built = new Map<string, Op[]>();
   const owned: Op[] = []; // ops made here (the draft steps are the forward pass's own, reused)
-  const roundOps = (k: number): Op[] => {
-    let ops = built.get(k);
+  const roundOps = (k: number, pos: number): Op[] => {
+    const key = `${k}/${fwd.attentionVariant(pos)}`;
+    let ops = built.get(key);
     if (ops) return ops;
     const verify = [
       specGatherOp(ctx, fwd.tokens, fwd.state, fwd.ids, { k, capacity: fwd.maxSeq }),
@@ -113,8 +114,9 @@ export async function runSpeculative(fwd: Forward, job: SpeculativeJob): Promise
       }),
     ];
     owned.push(...verify);
+    const draft = fwd.decodeStep(true, pos);
     ops = [...Array.from({ length: k }, (_, i) => [...draft, keep[i]]).flat(), ...verify];
-    built.set(k, ops);
+    built.set(key, ops);
     return ops;
   };
   let p = M; // position of the token fed to the next round
@@ -145,7 +147,7 @@ export async function runSpeculative(fwd: Forward, job: SpeculativeJob): Promise
         R = 1;
         if (k < 0) break; // the context is full
       }
-      const ops = roundOps(k);
+      const ops = roundOps(k, p);
       const enc = ctx.device.createCommandEncoder();
       const pass = enc.beginComputePass();
       for (let r = 0; r < R; r++) {

@@ -124,11 +124,12 @@ export async function chooseSpeculation(fwd: Forward, o: ChooseOptions): Promise
       acceptance: (stats.accepted + 1) / (stats.accepted + stats.rejections + 2),
     });
     fwd.writeState(prompt.length, prompt[0], 1);
-    const pass = Array.from({ length: steps }, () => fwd.decodeStep(true)).flat();
+    const pass = Array.from({ length: steps }, () => fwd.decodeStep(true, prompt.length)).flat();
     draftMs.push({ sparsity: s, ms: (await gpuMs(ctx, pass)) / steps });
   }
   fwd.writeState(prompt.length, prompt[0], 1);
-  const denseMs = (await gpuMs(ctx, Array.from({ length: steps }, () => fwd.decodeStep(false)).flat())) /
+  const denseMs =
+    (await gpuMs(ctx, Array.from({ length: steps }, () => fwd.decodeStep(false, prompt.length)).flat())) /
     steps;
   // the verify pass reads every weight once whatever K is: time the ends of the range, interpolate between
   const logits = ctx.buffer((maxK + 1) * fwd.config.vocabSize * 4, "verify_logits");

@@ -431,7 +431,7 @@ export interface Positions {
   fromState: boolean;
 }
 
-/** rope.wgsl: rotates q, k; stores k, v in the cache (decode: q|k|v summed from GEMV partials first). */
+/** rope.wgsl: rotates q and k of `rows` q|k|v rows in place; stores k and v in the cache (prefill, verify). */
 export function ropeOp(
   ctx: GpuContext,
   qkv: GPUBuffer,
@@ -441,37 +441,14 @@ export function ropeOp(
   state: GPUBuffer,
   a: AttentionShape,
   at: Positions,
-  fused: { partials: GPUBuffer; splits: number; bias: GPUBuffer | null } | null,
 ): Op {
   const params = ctx.uniform(
-    [
-      at.rows,
-      a.numHeads,
-      a.numKv,
-      a.headDim,
-      a.maxSeq,
-      at.posBase,
-      at.fromState ? 1 : 0,
-      a.ldq,
-      0,
-      fused?.bias ? 1 : 0,
-      0,
-      0,
-    ],
+    [at.rows, a.numHeads, a.numKv, a.headDim, a.maxSeq, at.posBase, at.fromState ? 1 : 0, a.ldq],
     "rope",
   );
   return ctx.op({
-    variant: { shader: "rope", overrides: { FROM_PARTIALS: fused ? 1 : 0, SPLITS: fused?.splits ?? 1 } },
-    bindings: [
-      params,
-      qkv,
-      turns,
-      kcache,
-      vcache,
-      state,
-      fused?.partials ?? ctx.scratch("read"),
-      fused?.bias ?? ctx.scratch("read"),
-    ],
+    variant: { shader: "rope" },
+    bindings: [params, qkv, turns, kcache, vcache, state],
     owned: [params],
     workgroups: [Math.ceil(((a.numHeads + 2 * a.numKv) * a.headDim / 4) / 64), at.rows],
     label: "rope",
@@ -736,49 +713,96 @@ export function fillOp(
   });
 }
 
-/**
- * Keys per attn_decode workgroup. Short chunks put many workgroups on the GPU at short and middle contexts
- * (at 512, a Llama-3-8B step at position 140 ran 32 workgroups and took 22 us a layer on the H200).
- */
-export const ATTN_CHUNK = 64;
+/** Decode attention's geometry (attn_decode.wgsl). */
+export const ATTN = {
+  /**
+   * Positions per workgroup of the split variant. Short spans put many workgroups on the GPU at middle and
+   * long contexts (at 512, a Llama-3-8B step at position 140 ran 32 workgroups and took 22 us a layer on the
+   * H200, with the kernel of that time).
+   */
+  SPAN: 64,
+  /** Scores a workgroup holds at once (its online softmax walks longer ranges in pieces of this many). */
+  SUB: 512,
+  /**
+   * A decode step at a position below this runs one workgroup per head over the whole context and writes the
+   * output itself (no combine pass); at or past it, the split variant and attn_combine.
+   */
+  SINGLE_BELOW: 512,
+} as const;
 
 /** Floats of attn_decode's split partials for a shape. */
-export function attnPartFloats(a: AttentionShape): number {
-  return Math.ceil(a.maxSeq / ATTN_CHUNK) * a.numHeads * (a.headDim + 2);
+export function attnPartFloats(a: AttentionShape, span: number = ATTN.SPAN): number {
+  return Math.ceil(a.maxSeq / span) * a.numHeads * (a.headDim + 2);
+}
+
+/** Where a decode step's q|k|v row comes from: the q|k|v GEMV's split-K partials, plus the bias. */
+export interface QkvPartials {
+  partials: GPUBuffer;
+  splits: number;
+  bias: GPUBuffer | null;
 }
 
 /**
- * Decode attention split over the KV length (attn_decode.wgsl), then the merge (attn_combine.wgsl): the
- * single query at the state's position; q is the first numHeads*headDim floats of `q`.
+ * Decode attention for the token at the state's position (attn_decode.wgsl), with the q|k|v sums, RoPE and the
+ * KV cache store folded in. `single`: one workgroup per head, writing `out` itself (short contexts). Otherwise
+ * split over the context into `part`, then merged into `out` (attn_combine.wgsl). Either is right at any
+ * position; they differ in speed. `span` and `sub` are for tests (defaults: ATTN).
  */
 export function attnDecodeOps(
   ctx: GpuContext,
-  q: GPUBuffer,
+  qkv: QkvPartials,
+  turns: GPUBuffer,
   kcache: GPUBuffer,
   vcache: GPUBuffer,
   part: GPUBuffer,
   out: GPUBuffer,
   state: GPUBuffer,
   a: AttentionShape,
-  window: number,
+  o: { window: number; single: boolean; span?: number; sub?: number },
 ): Op[] {
-  const splits = Math.ceil(a.maxSeq / ATTN_CHUNK);
-  const p1 = ctx.uniform(
-    [a.numHeads, a.numKv, a.headDim, a.maxSeq, window, 1 / Math.sqrt(a.headDim), splits, 0],
+  if (a.headDim % 8 !== 0 || a.headDim > 256) {
+    throw new RangeError(
+      `decode attention needs a head size that is a multiple of 8, at most 256: ${a.headDim}`,
+    );
+  }
+  const span = o.span ?? ATTN.SPAN;
+  const splits = o.single ? 1 : Math.ceil(a.maxSeq / span);
+  const params = ctx.uniform(
+    [a.numHeads, a.numKv, a.maxSeq, o.window, 1 / Math.sqrt(a.headDim), a.ldq, qkv.bias ? 1 : 0, 0],
     "attn_decode",
-    [false, false, false, false, false, true],
+    [false, false, false, false, true],
   );
+  const attention = ctx.op({
+    variant: {
+      shader: "attn_decode",
+      overrides: {
+        SPAN: span,
+        FINAL: o.single ? 1 : 0,
+        HEAD_DIM: a.headDim,
+        SPLITS: qkv.splits,
+        SUB: o.sub ?? ATTN.SUB,
+      },
+    },
+    bindings: [
+      params,
+      qkv.partials,
+      qkv.bias ?? ctx.scratch("read"),
+      turns,
+      kcache,
+      vcache,
+      o.single ? out : part,
+      state,
+    ],
+    owned: [params],
+    workgroups: [a.numHeads, splits],
+    label: "attention",
+  });
+  if (o.single) return [attention];
   const p2 = ctx.uniform([a.numHeads, a.headDim, splits, 0], "attn_combine");
   return [
+    attention,
     ctx.op({
-      variant: { shader: "attn_decode", overrides: { CHUNK: ATTN_CHUNK, HEAD_DIM: a.headDim } },
-      bindings: [p1, q, kcache, vcache, part, state],
-      owned: [p1],
-      workgroups: [a.numHeads, splits],
-      label: "attention",
-    }),
-    ctx.op({
-      variant: { shader: "attn_combine", overrides: { CHUNK: ATTN_CHUNK } },
+      variant: { shader: "attn_combine", overrides: { CHUNK: span } },
       bindings: [p2, part, out, state],
       owned: [p2],
       workgroups: [a.numHeads],

@@ -9,6 +9,7 @@ import type { GpuContext, Op } from "../gpu/context.ts";
 import {
   attentionOp,
   type AttentionShape,
+  ATTN,
   attnDecodeOps,
   attnPartFloats,
   embedOp,
@@ -58,9 +59,8 @@ export class Forward {
   // decode activations
   readonly x: GPUBuffer; // f32 [hidden] residual stream
   readonly xn: GPUBuffer; // f32 [hidden] normed
-  readonly qkv: GPUBuffer; // f32 [q|k|v]
   readonly attn: GPUBuffer; // f32 [heads*headDim]
-  readonly attnPart: GPUBuffer; // f32 [kv splits][heads][headDim + 2] split-KV attention partials
+  readonly attnPart: GPUBuffer; // f32 [kv splits][heads][headDim + 2] split-KV attention partials (long contexts)
   readonly act: GPUBuffer; // f32 [intermediate] silu(gate)*up
   readonly partials: GPUBuffer; // f32 [splits][cols] split-K sums
   readonly partials2: GPUBuffer; // f32 [splits][cols] second set (down GEMV reads gate|up partials)
@@ -115,7 +115,6 @@ export class Forward {
     );
     this.x = f32(c.hiddenSize, "x");
     this.xn = f32(c.hiddenSize, "xn");
-    this.qkv = f32(qkvDim, "qkv");
     this.attn = f32(qDim, "attn");
     this.attnPart = f32(attnPartFloats(this.shape), "attn_part");
     this.act = f32(c.intermediateSize, "act");
@@ -164,20 +163,23 @@ export class Forward {
 
   /**
    * One decode step for the token in the state buffer: embedding, every layer, lm_head, sampling.
-   * Built once per variant and reused: all per-step data lives on the GPU. Per layer, ten dispatches: q|k|v
-   * GEMV, RoPE (which sums its splits), attention and its combine, o GEMV, residual add, gate|up GEMV, SwiGLU,
-   * down GEMV, residual add. RMSNorm is fused into the GEMV that reads it (from the sums of squares the
-   * residual add leaves).
+   * Built once per variant and reused: all per-step data lives on the GPU. Per layer, eight dispatches: q|k|v
+   * GEMV, attention (which sums the q|k|v splits, applies RoPE and stores k and v in the cache), o GEMV,
+   * residual add, gate|up GEMV, SwiGLU, down GEMV, residual add. RMSNorm is fused into the GEMV that reads it
+   * (from the sums of squares the residual add leaves). `pos`, where the step is expected to run, picks the
+   * attention variant: one workgroup per head below ATTN.SINGLE_BELOW, else split over the context plus a
+   * combine pass (a ninth dispatch). Both are right at any position; the choice is only about speed.
    */
-  decodeStep(sparse: boolean): Op[] {
-    const key = sparse ? "sparse" : "dense";
+  decodeStep(sparse: boolean, pos = 0): Op[] {
+    const variant = this.attentionVariant(pos);
+    const single = variant === "single";
+    const key = `${sparse ? "sparse" : "dense"}/${variant}`;
     let ops = this.#decode.get(key);
     if (ops) return ops;
     const { ctx, config: c, weights: w } = this;
     const sp = this.sparsity;
     const h = c.hiddenSize;
     const nss = Math.ceil(h / 256);
-    const at = { rows: 1, posBase: 0, fromState: true };
     const normed = (weight: GPUBuffer): GemvInput => ({
       kind: "rmsnorm",
       weight,
@@ -216,21 +218,17 @@ export class Forward {
           state: this.state,
           input: normed(L.attnNorm),
         }),
-        ropeOp(ctx, this.qkv, w.turns, this.kcache[i], this.vcache[i], this.state, this.shape, at, {
-          partials: this.partials,
-          splits: gemvSplits(L.qkv.K, L.qkv.N),
-          bias: L.qkvBias,
-        }),
         ...attnDecodeOps(
           ctx,
-          this.qkv,
+          { partials: this.partials, splits: gemvSplits(L.qkv.K, L.qkv.N), bias: L.qkvBias },
+          w.turns,
           this.kcache[i],
           this.vcache[i],
           this.attnPart,
           this.attn,
           this.state,
           this.shape,
-          c.slidingWindow ?? 0,
+          { window: c.slidingWindow ?? 0, single },
         ),
         gemvOp(ctx, L.o, this.attn, this.partials, sp, {
           sparse,
@@ -270,6 +268,11 @@ export class Forward {
     ops.push(sampleOp(ctx, this.samplerParams, this.logits, this.state, this.tokens));
     this.#decode.set(key, ops);
     return ops;
+  }
+
+  /** Which decode attention a step at `pos` runs: one workgroup per head, or split over the context. */
+  attentionVariant(pos: number): "single" | "split" {
+    return pos < ATTN.SINGLE_BELOW ? "single" : "split";
   }
 
   /** Final norm of row `row` of `x`, then lm_head (dense GEMV) into `logits` (prefill). */
@@ -373,7 +376,7 @@ export class Forward {
         sparse,
         counter: slot,
       }),
-      ropeOp(ctx, this.QKV, w.turns, this.kcache[i], this.vcache[i], this.state, this.shape, at, null),
+      ropeOp(ctx, this.QKV, w.turns, this.kcache[i], this.vcache[i], this.state, this.shape, at),
       attentionOp(
         ctx,
         this.QKV,

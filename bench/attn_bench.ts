@@ -1,0 +1,87 @@
+/**
+ * Decode attention at the Llama-3-8B shape (32 heads, 8 kv heads, head size 128) by position: the one-workgroup-
+ * per-head variant against the split variant plus its combine pass, each with the q|k|v sums, RoPE and the cache
+ * store folded in (attn_decode.wgsl). Picks ATTN.SINGLE_BELOW.
+ *
+ * `deno run -A bench/attn_bench.ts [--quick] [--json FILE]` prints GPU microseconds per decode step's attention
+ * (timestamp queries, median of 7 passes of many steps, each pass after an untimed one).
+ * @module
+ */
+import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
+import { ATTN, attnDecodeOps, attnPartFloats, fillOp, gemvSplits } from "../src/gpu/kernels.ts";
+
+function median(v: number[]): number {
+  const s = [...v].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+/** GPU microseconds per repeat of `ops` in a pass of `repeats` repeats. */
+async function timeSteps(ctx: GpuContext, ops: Op[], repeats: number): Promise<number> {
+  const pass: Op[] = Array.from({ length: repeats }, () => ops).flat();
+  const t: number[] = [];
+  for (let r = 0; r < 7; r++) t.push((await ctx.timePasses([pass, pass]))[1]);
+  return (median(t) / repeats) * 1000;
+}
+
+if (import.meta.main) {
+  if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
+  const quick = Deno.args.includes("--quick");
+  const jsonAt = Deno.args.indexOf("--json");
+  const ctx = await createGpuContext();
+  console.log(`device: ${ctx.adapterName}`);
+  const [numHeads, numKv, headDim] = quick ? [4, 2, 64] : [32, 8, 128];
+  const maxSeq = quick ? 640 : 8192;
+  const ldq = (numHeads + 2 * numKv) * headDim;
+  const shape = { numHeads, numKv, headDim, maxSeq, ldq };
+  const splits = gemvSplits(quick ? 256 : 4096, ldq);
+  const random = (floats: number, seed: number, scale: number) => {
+    const b = ctx.buffer(floats * 4, "random");
+    ctx.run([fillOp(ctx, b, { words: floats, mode: "random", seed, scale })]);
+    return b;
+  };
+  // f16 pairs read as f32 are not what the kernel expects of partials: fill those with f32 constants per split
+  const partials = ctx.buffer(splits * ldq * 4, "partials");
+  ctx.write(partials, new Float32Array(splits * ldq).map((_, i) => Math.sin(i * 0.37) * 0.5));
+  const turns = ctx.buffer(headDim * 2, "turns");
+  ctx.write(turns, new Float32Array(headDim / 2).map((_, i) => 10000 ** (-2 * i / headDim) / (2 * Math.PI)));
+  const kc = random(numKv * maxSeq * headDim / 2, 1, 1);
+  const vc = random(numKv * maxSeq * headDim / 2, 2, 1);
+  const part = ctx.buffer(attnPartFloats(shape) * 4, "part");
+  const out = ctx.buffer(numHeads * headDim * 4, "out");
+  const rows: { pos: number; single_us: number; split_us: number }[] = [];
+  const positions = quick ? [5, 300, 639] : [128, 300, 511, 767, 1023, 2047, 4095, 8191];
+  const repeats = quick ? 4 : 200;
+  console.log(`ATTN.SINGLE_BELOW = ${ATTN.SINGLE_BELOW}; us per step: single | split + combine`);
+  for (const pos of positions) {
+    const state = ctx.buffer(16, "state", new Uint32Array([pos, 0, 0, 0]));
+    const us = [];
+    for (const single of [true, false]) {
+      const ops = attnDecodeOps(
+        ctx,
+        { partials, splits, bias: null },
+        turns,
+        kc,
+        vc,
+        part,
+        out,
+        state,
+        shape,
+        {
+          window: 0,
+          single,
+        },
+      );
+      us.push(await timeSteps(ctx, ops, repeats));
+    }
+    rows.push({ pos, single_us: Number(us[0].toFixed(2)), split_us: Number(us[1].toFixed(2)) });
+    console.log(
+      `pos ${String(pos).padStart(5)}: ${us[0].toFixed(1).padStart(6)} | ${us[1].toFixed(1).padStart(6)}`,
+    );
+  }
+  if (jsonAt >= 0) {
+    Deno.writeTextFileSync(
+      Deno.args[jsonAt + 1],
+      JSON.stringify({ device: ctx.adapterName, date: new Date().toISOString(), shape, rows }),
+    );
+  }
+}
