@@ -3,12 +3,46 @@
  * per-head variant against the split variant plus its combine pass, each with the q|k|v sums, RoPE and the cache
  * store folded in (attn_decode.wgsl). Picks ATTN.SINGLE_BELOW.
  *
- * `deno run -A bench/attn_bench.ts [--quick] [--json FILE]` prints GPU microseconds per decode step's attention
+ * `deno run -A bench/attn_bench.ts [--quick] [--probe] [--json FILE]` prints GPU microseconds per decode step's attention
  * (timestamp queries, median of 7 passes of many steps, each pass after an untimed one).
  * @module
  */
 import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
 import { ATTN, attnDecodeOps, attnPartFloats, fillOp, gemvSplits } from "../src/gpu/kernels.ts";
+import { SHADERS } from "../src/gpu/shaders.generated.ts";
+
+/**
+ * `--probe`: copies of the one-workgroup kernel with one part cut out, to see where its time goes (each edit
+ * must match the shader's text; a stale one throws).
+ */
+const PROBES: Record<string, [string, string][]> = {
+  "cache read-only (no store)": [
+    ["var<storage, read_write> kcache", "var<storage, read> kcache"],
+    ["var<storage, read_write> vcache", "var<storage, read> vcache"],
+    ["if (cur && head % group == 0u) {", "if (false) {"],
+    ["      kcache[at + w] = vec4<u32>(", "      let unused_k = vec4<u32>("],
+    ["      vcache[at + w] = vec4<u32>(", "      let unused_v = vec4<u32>("],
+  ],
+  "q|k|v from one split": [[
+    "for (var s = 0u; s < SPLITS; s++) {\n    let r = s * p.ldq;",
+    "for (var s = 0u; s < 1u; s++) {\n    let r = s * p.ldq;",
+  ]],
+  "no key loads": [["let k4 = kcache[kr + u];", "let k4 = vec4<u32>(kr + u);"]],
+  "no value loop": [["let nc = select(n, n - 1u, cur && c0 + n == j1);", "let nc = 0u;"]],
+  "no reductions": [
+    ["let mx = max(m_run, reduce_max(t, m));", "let mx = max(m_run, m);"],
+    ["l_run = l_run * alpha + reduce_sum(t, l);", "l_run = l_run * alpha + l;\n    workgroupBarrier();"],
+  ],
+};
+
+function probeSource(edits: [string, string][]): string {
+  let src = SHADERS.attn_decode;
+  for (const [a, b] of edits) {
+    if (!src.includes(a)) throw new Error(`probe edit no longer matches attn_decode.wgsl: ${a}`);
+    src = src.replaceAll(a, b);
+  }
+  return src;
+}
 
 function median(v: number[]): number {
   const s = [...v].sort((a, b) => a - b);
@@ -78,10 +112,48 @@ if (import.meta.main) {
       `pos ${String(pos).padStart(5)}: ${us[0].toFixed(1).padStart(6)} | ${us[1].toFixed(1).padStart(6)}`,
     );
   }
+  const probes: { probe: string; pos: number; us: number }[] = [];
+  if (Deno.args.includes("--probe")) {
+    console.log("probe (one workgroup per head), us per step:");
+    for (const [name, edits] of [["as is", []] as [string, [string, string][]], ...Object.entries(PROBES)]) {
+      const module = ctx.device.createShaderModule({ code: probeSource(edits), label: name });
+      const pipeline = ctx.device.createComputePipeline({
+        layout: "auto",
+        compute: {
+          module,
+          entryPoint: "main",
+          constants: { SPAN: ATTN.SPAN, FINAL: 1, HEAD_DIM: headDim, SPLITS: splits, SUB: ATTN.SUB },
+        },
+      });
+      const line = [];
+      for (const pos of quick ? [5, 300] : [128, 511, 2047]) {
+        const state = ctx.buffer(16, "state", new Uint32Array([pos, 0, 0, 0]));
+        const [params] =
+          attnDecodeOps(ctx, { partials, splits, bias: null }, turns, kc, vc, part, out, state, shape, {
+            window: 0,
+            single: true,
+          })[0].owned ?? [];
+        const buffers = [params, partials, ctx.scratch("read"), turns, kc, vc, out, state];
+        const op: Op = {
+          pipeline,
+          bindGroup: ctx.device.createBindGroup({
+            layout: pipeline.getBindGroupLayout(0),
+            entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+          }),
+          workgroups: [numHeads, 1, 1],
+          label: name,
+        };
+        const us = await timeSteps(ctx, [op], repeats);
+        probes.push({ probe: name, pos, us: Number(us.toFixed(2)) });
+        line.push(`pos ${pos} ${us.toFixed(1)}`);
+      }
+      console.log(`  ${name.padEnd(28)} ${line.join("  ")}`);
+    }
+  }
   if (jsonAt >= 0) {
     Deno.writeTextFileSync(
       Deno.args[jsonAt + 1],
-      JSON.stringify({ device: ctx.adapterName, date: new Date().toISOString(), shape, rows }),
+      JSON.stringify({ device: ctx.adapterName, date: new Date().toISOString(), shape, rows, probes }),
     );
   }
 }

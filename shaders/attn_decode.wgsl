@@ -48,13 +48,8 @@ var<workgroup> kc: array<f32, HEAD_DIM>;
 var<workgroup> vc: array<f32, HEAD_DIM>;
 var<workgroup> sc: array<f32, SUB>;
 var<workgroup> red: array<f32, WG * 8u>;  // KG * HEAD_DIM
-
-// Element i of the token's q|k|v row: the sum of the GEMV's splits, plus the bias.
-fn qkv(i: u32) -> f32 {
-  var v = select(0.0, bias[i], p.hasBias != 0u);
-  for (var s = 0u; s < SPLITS; s++) { v += partials[s * p.ldq + i]; }
-  return v;
-}
+var<workgroup> red2: array<f32, 16>;
+var<workgroup> red3: array<f32, 16>;
 
 // RoPE (rotate-half) of the pair (a, b) = dims (i, i + HEAD_DIM/2) at position pos; the angle as in rope.wgsl.
 fn rotate(a: f32, b: f32, i: u32, pos: u32) -> vec2<f32> {
@@ -66,41 +61,102 @@ fn rotate(a: f32, b: f32, i: u32, pos: u32) -> vec2<f32> {
 
 fn f16_round(v: vec2<f32>) -> vec2<f32> { return unpack2x16float(pack2x16float(v)); }
 
+// Reductions over the workgroup (WG = 256) in two levels, 16 sums of 16, then every thread reads the 16: two
+// barriers where a tree takes nine. Max and sum keep their second level apart (red2, red3), so a sum may
+// follow a max with no barrier between.
 fn reduce_max(t: u32, v: f32) -> f32 {
   red[t] = v;
   workgroupBarrier();
-  for (var k = WG / 2u; k > 0u; k >>= 1u) {
-    if (t < k) { red[t] = max(red[t], red[t + k]); }
-    workgroupBarrier();
+  if (t < 16u) {
+    var m = red[16u * t];
+    for (var i = 1u; i < 16u; i++) { m = max(m, red[16u * t + i]); }
+    red2[t] = m;
   }
-  let r = red[0];
   workgroupBarrier();
+  var r = red2[0];
+  for (var i = 1u; i < 16u; i++) { r = max(r, red2[i]); }
   return r;
 }
 
 fn reduce_sum(t: u32, v: f32) -> f32 {
   red[t] = v;
   workgroupBarrier();
-  for (var k = WG / 2u; k > 0u; k >>= 1u) {
-    if (t < k) { red[t] += red[t + k]; }
-    workgroupBarrier();
+  if (t < 16u) {
+    var m = red[16u * t];
+    for (var i = 1u; i < 16u; i++) { m += red[16u * t + i]; }
+    red3[t] = m;
   }
-  let r = red[0];
   workgroupBarrier();
+  var r = red3[0];
+  for (var i = 1u; i < 16u; i++) { r += red3[i]; }
   return r;
 }
 
 fn lo4(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
 fn hi4(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)); }
 
+// Score of key j: q . k, from the cache, or for the decode position from kc (8 dims a step either way).
+fn score(j: u32, pos: u32, cur: bool, kvh: u32) -> f32 {
+  var s = 0.0;
+  if (cur && j == pos) {
+    for (var d = 0u; d < HEAD_DIM; d += 8u) {
+      s += dot(vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u]), vec4<f32>(kc[d], kc[d + 1u], kc[d + 2u], kc[d + 3u])) +
+        dot(vec4<f32>(qs[d + 4u], qs[d + 5u], qs[d + 6u], qs[d + 7u]), vec4<f32>(kc[d + 4u], kc[d + 5u], kc[d + 6u], kc[d + 7u]));
+    }
+    return s;
+  }
+  let kr = (kvh * p.maxSeq + j) * VW;
+  for (var u = 0u; u < VW; u++) {
+    let k4 = kcache[kr + u];
+    let o = 8u * u;
+    s += dot(vec4<f32>(qs[o], qs[o + 1u], qs[o + 2u], qs[o + 3u]), lo4(k4)) +
+      dot(vec4<f32>(qs[o + 4u], qs[o + 5u], qs[o + 6u], qs[o + 7u]), hi4(k4));
+  }
+  return s;
+}
+
+// This thread's share of the token's q|k|v row: dims (d, d + HEAD_DIM/2) of q, k and v, each summed over the
+// GEMV's splits (+ bias). One loop, so that all of its loads are in flight together.
+struct Staged {
+  q: vec2<f32>,
+  k: vec2<f32>,
+  v: vec2<f32>,
+}
+
+fn stage(head: u32, kvh: u32, d: u32) -> Staged {
+  let half = HEAD_DIM / 2u;
+  let qa = head * HEAD_DIM + d;
+  let ka = (p.numHeads + kvh) * HEAD_DIM + d;
+  let va = (p.numHeads + p.numKv + kvh) * HEAD_DIM + d;
+  var q = vec2<f32>(0.0);
+  var k = vec2<f32>(0.0);
+  var v = vec2<f32>(0.0);
+  if (p.hasBias != 0u) {
+    q = vec2<f32>(bias[qa], bias[qa + half]);
+    k = vec2<f32>(bias[ka], bias[ka + half]);
+    v = vec2<f32>(bias[va], bias[va + half]);
+  }
+  for (var s = 0u; s < SPLITS; s++) {
+    let r = s * p.ldq;
+    q += vec2<f32>(partials[r + qa], partials[r + qa + half]);
+    k += vec2<f32>(partials[r + ka], partials[r + ka + half]);
+    v += vec2<f32>(partials[r + va], partials[r + va + half]);
+  }
+  return Staged(q, k, v);
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
   let head = wid.x;
   let split = wid.y;
-  let pos = state[0];
   let half = HEAD_DIM / 2u;
   let group = p.numHeads / p.numKv;
   let kvh = head / group;
+  let d_own = min(t, half - 1u);  // the dims this thread stages (threads past half load a copy, unused)
+  var st: Staged;
+  // one workgroup per head: the q|k|v loads go out with the state's, not behind a branch on it
+  if (FINAL) { st = stage(head, kvh, d_own); }
+  let pos = state[0];
   var lo = 0u;
   if (p.window > 0u && pos + 1u > p.window) { lo = pos + 1u - p.window; }
   var j0 = lo;
@@ -111,31 +167,34 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   }
   let out = (split * p.numHeads + head) * (HEAD_DIM + 2u);
   if (j0 >= j1) {
-    // nothing visible in this split (never the one holding the position): an empty partial
-    for (var d = t; d < HEAD_DIM; d += WG) { outv[out + d] = 0.0; }
-    if (t == 0u) {
-      outv[out + HEAD_DIM] = -3.0e38;
-      outv[out + HEAD_DIM + 1u] = 0.0;
+    // nothing visible in this split (never the one holding the position). attn_combine reads the splits up
+    // to the position's: those before the window get an empty partial, those past the position nothing.
+    if (split * SPAN <= pos) {
+      for (var d = t; d < HEAD_DIM; d += WG) { outv[out + d] = 0.0; }
+      if (t == 0u) {
+        outv[out + HEAD_DIM] = -3.0e38;
+        outv[out + HEAD_DIM + 1u] = 0.0;
+      }
     }
     return;
   }
   let cur = j1 == pos + 1u;  // this split holds the decode position
+  if (!FINAL) { st = stage(head, kvh, d_own); }
 
-  // q rotated and scaled; in the split holding the position, the new k (rotated) and v, rounded to f16
-  let kb = (p.numHeads + kvh) * HEAD_DIM;
-  let vb = (p.numHeads + p.numKv + kvh) * HEAD_DIM;
-  for (var i = t; i < HEAD_DIM; i += WG) {
-    if (i < half) {
-      let r = rotate(qkv(head * HEAD_DIM + i), qkv(head * HEAD_DIM + i + half), i, pos);
-      qs[i] = r.x * p.scale;
-      qs[i + half] = r.y * p.scale;
-    } else if (cur) {
-      let d = i - half;
-      let r = f16_round(rotate(qkv(kb + d), qkv(kb + d + half), d, pos));
-      kc[d] = r.x;
-      kc[d + half] = r.y;
+  // q rotated and scaled; in the split holding the position, the new k (rotated) and v, rounded to f16 as
+  // the cache holds them
+  if (t < half) {
+    let qr = rotate(st.q.x, st.q.y, t, pos);
+    qs[t] = qr.x * p.scale;
+    qs[t + half] = qr.y * p.scale;
+    if (cur) {
+      let kr = f16_round(rotate(st.k.x, st.k.y, t, pos));
+      kc[t] = kr.x;
+      kc[t + half] = kr.y;
+      let vr = f16_round(st.v);
+      vc[t] = vr.x;
+      vc[t + half] = vr.y;
     }
-    if (cur) { vc[i] = f16_round(vec2<f32>(qkv(vb + i), 0.0)).x; }
   }
   workgroupBarrier();
   if (cur && head % group == 0u) {
@@ -165,24 +224,19 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   var acc1 = vec4<f32>(0.0);
   for (var c0 = j0; c0 < j1; c0 += SUB) {
     let n = min(SUB, j1 - c0);
-    // scores, one key a thread, 8 dims per 16-byte load
+    // scores: a key a thread, two keys a trip (32 loads of 16 bytes in flight); the second clamped, not
+    // guarded, so that its loads go out with the first's
     var m = -3.0e38;
-    for (var i = t; i < n; i += WG) {
-      let j = c0 + i;
-      var s = 0.0;
-      if (cur && j == pos) {
-        for (var d = 0u; d < HEAD_DIM; d++) { s += qs[d] * kc[d]; }
-      } else {
-        let kr = (kvh * p.maxSeq + j) * VW;
-        for (var u = 0u; u < VW; u++) {
-          let k4 = kcache[kr + u];
-          let o = 8u * u;
-          s += dot(vec4<f32>(qs[o], qs[o + 1u], qs[o + 2u], qs[o + 3u]), lo4(k4)) +
-            dot(vec4<f32>(qs[o + 4u], qs[o + 5u], qs[o + 6u], qs[o + 7u]), hi4(k4));
-        }
-      }
+    for (var i = t; i < n; i += 2u * WG) {
+      let i2 = min(i + WG, n - 1u);
+      let s = score(c0 + i, pos, cur, kvh);
+      let s2 = score(c0 + i2, pos, cur, kvh);
       sc[i] = s;
       m = max(m, s);
+      if (i + WG < n) {
+        sc[i + WG] = s2;
+        m = max(m, s2);
+      }
     }
     let mx = max(m_run, reduce_max(t, m));
     let alpha = exp(m_run - mx);
@@ -196,46 +250,48 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     m_run = mx;
     acc0 *= alpha;
     acc1 *= alpha;
-    // values of the cached keys (eight a lane in flight); the decode position's, the last, from vc
+    // values of the cached keys, eight a lane in flight, the last trip masked (clamped loads, zero weights);
+    // the decode position's, the last key, from vc
     let nc = select(n, n - 1u, cur && c0 + n == j1);
-    if (kg < KG) {
+    if (kg < KG && nc > 0u) {
       let vr = (kvh * p.maxSeq + c0) * VW + w;
-      var i = kg;
-      for (; i + 7u * KG < nc; i += 8u * KG) {
+      for (var i = kg; i < nc; i += 8u * KG) {
+        let i1 = min(i + KG, nc - 1u);
+        let i2 = min(i + 2u * KG, nc - 1u);
+        let i3 = min(i + 3u * KG, nc - 1u);
+        let i4 = min(i + 4u * KG, nc - 1u);
+        let i5 = min(i + 5u * KG, nc - 1u);
+        let i6 = min(i + 6u * KG, nc - 1u);
+        let i7 = min(i + 7u * KG, nc - 1u);
         let v0 = vcache[vr + i * VW];
-        let v1 = vcache[vr + (i + KG) * VW];
-        let v2 = vcache[vr + (i + 2u * KG) * VW];
-        let v3 = vcache[vr + (i + 3u * KG) * VW];
-        let v4 = vcache[vr + (i + 4u * KG) * VW];
-        let v5 = vcache[vr + (i + 5u * KG) * VW];
-        let v6 = vcache[vr + (i + 6u * KG) * VW];
-        let v7 = vcache[vr + (i + 7u * KG) * VW];
+        let v1 = vcache[vr + i1 * VW];
+        let v2 = vcache[vr + i2 * VW];
+        let v3 = vcache[vr + i3 * VW];
+        let v4 = vcache[vr + i4 * VW];
+        let v5 = vcache[vr + i5 * VW];
+        let v6 = vcache[vr + i6 * VW];
+        let v7 = vcache[vr + i7 * VW];
         let e0 = sc[i];
-        let e1 = sc[i + KG];
-        let e2 = sc[i + 2u * KG];
-        let e3 = sc[i + 3u * KG];
-        let e4 = sc[i + 4u * KG];
-        let e5 = sc[i + 5u * KG];
-        let e6 = sc[i + 6u * KG];
-        let e7 = sc[i + 7u * KG];
+        let e1 = select(0.0, sc[i1], i + KG < nc);
+        let e2 = select(0.0, sc[i2], i + 2u * KG < nc);
+        let e3 = select(0.0, sc[i3], i + 3u * KG < nc);
+        let e4 = select(0.0, sc[i4], i + 4u * KG < nc);
+        let e5 = select(0.0, sc[i5], i + 5u * KG < nc);
+        let e6 = select(0.0, sc[i6], i + 6u * KG < nc);
+        let e7 = select(0.0, sc[i7], i + 7u * KG < nc);
         acc0 += e0 * lo4(v0) + e1 * lo4(v1) + e2 * lo4(v2) + e3 * lo4(v3) + e4 * lo4(v4) + e5 * lo4(v5) +
           e6 * lo4(v6) + e7 * lo4(v7);
         acc1 += e0 * hi4(v0) + e1 * hi4(v1) + e2 * hi4(v2) + e3 * hi4(v3) + e4 * hi4(v4) + e5 * hi4(v5) +
           e6 * hi4(v6) + e7 * hi4(v7);
       }
-      for (; i < nc; i += KG) {
-        let v = vcache[vr + i * VW];
-        acc0 += sc[i] * lo4(v);
-        acc1 += sc[i] * hi4(v);
-      }
-      if (nc < n && kg == 0u) {
-        let e = sc[n - 1u];
-        let d = 8u * w;
-        acc0 += e * vec4<f32>(vc[d], vc[d + 1u], vc[d + 2u], vc[d + 3u]);
-        acc1 += e * vec4<f32>(vc[d + 4u], vc[d + 5u], vc[d + 6u], vc[d + 7u]);
-      }
     }
-    workgroupBarrier();  // the next sub-chunk rewrites sc
+    if (nc < n && kg == 0u) {
+      let e = sc[n - 1u];
+      let d = 8u * w;
+      acc0 += e * vec4<f32>(vc[d], vc[d + 1u], vc[d + 2u], vc[d + 3u]);
+      acc1 += e * vec4<f32>(vc[d + 4u], vc[d + 5u], vc[d + 6u], vc[d + 7u]);
+    }
+    workgroupBarrier();  // the next piece rewrites sc
   }
 
   // the KG lanes' sums meet in workgroup memory

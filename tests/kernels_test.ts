@@ -444,6 +444,8 @@ Deno.test("attn_decode + attn_combine: decode attention over a long cache, both 
     // the single variant in pieces of 100 scores (online softmax across them); the split one as decode runs it
     await checkDecodeStep(ctx, r, { ...c, pos, window, single: true, sub: 100 });
     await checkDecodeStep(ctx, r, { ...c, pos, window, single: false });
+    // and as decode runs it: pieces of ATTN.SUB, more keys than threads
+    if (pos > 256) await checkDecodeStep(ctx, r, { ...c, pos, window, single: true });
   }
 });
 
