@@ -29,6 +29,92 @@ import {
   QUANT_SCHEMES,
   type WeightFormat,
 } from "../src/gpu/quant.ts";
+import { SHADERS } from "../src/gpu/shaders.generated.ts";
+
+/**
+ * `--probe`: edited copies of the kernels (one part cut or replaced), timed like the real ones, to see where a
+ * GEMV's time goes. Results are wrong by design; only the time counts. Each edit must match the shader's text.
+ */
+const PROBES: { name: string; shader: "gemv" | "gemv_q"; edits: [string | RegExp, string][] }[] = [
+  {
+    name: "no f16 conversion",
+    shader: "gemv",
+    edits: [
+      [
+        "return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));",
+        "return bitcast<vec4<f32>>(w & vec4<u32>(0x3f7fffffu));",
+      ],
+      [
+        "return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w));",
+        "return bitcast<vec4<f32>>(w.zwxy & vec4<u32>(0x3f7fffffu));",
+      ],
+    ],
+  },
+  {
+    name: "f16 by integer ops",
+    shader: "gemv",
+    edits: [
+      [
+        "return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));",
+        "return vec4<f32>(h2f_lo(w.x), h2f_hi(w.x), h2f_lo(w.y), h2f_hi(w.y));",
+      ],
+      [
+        "return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w));",
+        "return vec4<f32>(h2f_lo(w.z), h2f_hi(w.z), h2f_lo(w.w), h2f_hi(w.w));",
+      ],
+      [
+        "fn lo4(",
+        "fn h2f_lo(u: u32) -> f32 { return bitcast<f32>(((u << 13u) & 0x0fffe000u) | ((u << 16u) & 0x80000000u)); }\n" +
+        "fn h2f_hi(u: u32) -> f32 { return bitcast<f32>(((u >> 3u) & 0x0fffe000u) | (u & 0x80000000u)); }\nfn lo4(",
+      ],
+    ],
+  },
+  {
+    name: "no input loads",
+    shader: "gemv",
+    edits: [[
+      "fn input(k: u32, inv_rms: f32) -> f32 {",
+      "fn input(k: u32, inv_rms: f32) -> f32 {\n  return f32(k % 7u) * 0.3 - 0.9;",
+    ]],
+  },
+  {
+    name: "no metadata loads",
+    shader: "gemv_q",
+    edits: [[/wt\[(i\d?) \/ 4u\]\[\1 % 4u\]/g, "($1 | 0x3c003c00u)"]],
+  },
+  {
+    name: "no code decode",
+    shader: "gemv_q",
+    edits: [
+      [
+        "  let m = vec4<u32>(w & 0xfu, w & 0xf0u, w & 0xf00u, w & 0xf000u) | vec4<u32>(MAGIC);",
+        "  return bitcast<vec4<f32>>(vec4<u32>(w) & vec4<u32>(0x3f7fffffu));\n  let m = vec4<u32>(0u);",
+      ],
+      [
+        "  let u = w ^ 0x80808080u;  // q + 128, unsigned",
+        "  return bitcast<vec4<f32>>(vec4<u32>(w) & vec4<u32>(0x3f7fffffu));\n  let u = w;",
+      ],
+    ],
+  },
+  {
+    name: "no input loads",
+    shader: "gemv_q",
+    edits: [[
+      "fn input(k: u32, inv_rms: f32) -> f32 {",
+      "fn input(k: u32, inv_rms: f32) -> f32 {\n  return f32(k % 7u) * 0.3 - 0.9;",
+    ]],
+  },
+];
+
+function probeSource(shader: "gemv" | "gemv_q", edits: [string | RegExp, string][]): string {
+  let src = SHADERS[shader];
+  for (const [a, b] of edits) {
+    const next = typeof a === "string" ? src.replaceAll(a, b) : src.replace(a, b);
+    if (next === src) throw new Error(`probe edit no longer matches ${shader}.wgsl: ${a}`);
+    src = next;
+  }
+  return src;
+}
 
 /** Llama-3-8B decode GEMV shapes, N x K. */
 const SHAPES: [number, number][] = [[14336, 4096], [4096, 14336], [4096, 4096], [1024, 4096]];
@@ -154,8 +240,45 @@ if (import.meta.main) {
       }))
     );
   const rows: Record<string, number | string>[] = [];
-  console.log("N x K          format  TPR KCHUNK  WG  UNR  sparsity        us    GB/s");
-  for (const [N, K] of shapes) {
+  if (Deno.args.includes("--probe")) {
+    for (const [N, K] of quick ? SHAPES.slice(2, 3) : SHAPES.slice(0, 2)) {
+      for (const format of ["f16", "int8", "int4"] as const) {
+        const mats = matrices(ctx, format, N, K, copies);
+        const shader = format === "f16" ? "gemv" : "gemv_q";
+        const tune = gemvTune(K, N, format);
+        for (const probe of [{ name: "as is", edits: [] }, ...PROBES.filter((p) => p.shader === shader)]) {
+          const pctx = probe.edits.length
+            ? ctx.withSources({ [shader]: probeSource(shader, probe.edits) })
+            : ctx;
+          const us = [];
+          for (const sp of [0, 0.5]) {
+            us.push(await timeGemv(pctx, mats, sp, tune, quick ? 4 : 400));
+            rows.push({
+              N,
+              K,
+              format,
+              probe: probe.name,
+              sparsity: sp,
+              us: Number(us[us.length - 1].toFixed(2)),
+            });
+          }
+          console.log(
+            `${`${N} x ${K}`.padEnd(14)} ${format.padEnd(5)} ${probe.name.padEnd(22)} dense ${
+              us[0].toFixed(1).padStart(6)
+            } us, 50% ${us[1].toFixed(1).padStart(6)} us`,
+          );
+        }
+        for (const m of mats) {
+          m.buffer.destroy();
+          m.scales.destroy();
+        }
+      }
+    }
+  }
+  if (!Deno.args.includes("--probe")) {
+    console.log("N x K          format  TPR KCHUNK  WG  UNR  sparsity        us    GB/s");
+  }
+  for (const [N, K] of Deno.args.includes("--probe") ? [] : shapes) {
     for (const format of ["f16", "int8", "int4"] as const) {
       const mine = variants.filter((v) => v.format === format);
       if (mine.length === 0) continue;

@@ -75,6 +75,7 @@ export class GpuContext {
   #modules = new Map<string, GPUShaderModule>();
   #lost: string | null = null;
   #scratch = new Map<string, GPUBuffer>();
+  #sources: Partial<Record<ShaderName, string>> = {};
 
   /**
    * Wraps a device; use {@link createGpuContext} to request one.
@@ -92,6 +93,16 @@ export class GpuContext {
     });
   }
 
+  /**
+   * A context on the same device whose pipelines build from `sources` where given, in place of the embedded
+   * WGSL: for benchmarks that time edited copies of a kernel (bench/gemv_probe.ts). Its caches are its own.
+   */
+  withSources(sources: Partial<Record<ShaderName, string>>): GpuContext {
+    const c = new GpuContext(this.device, this.adapterName, this.hasTimestamps);
+    c.#sources = sources;
+    return c;
+  }
+
   /** Throws if the device was lost (every later GPU call would fail silently). */
   checkAlive(): void {
     if (this.#lost !== null) throw new GpuError(`GPU device lost (${this.#lost})`);
@@ -104,7 +115,10 @@ export class GpuContext {
     if (p) return p;
     let module = this.#modules.get(v.shader);
     if (!module) {
-      module = this.device.createShaderModule({ code: SHADERS[v.shader], label: v.shader });
+      module = this.device.createShaderModule({
+        code: this.#sources[v.shader] ?? SHADERS[v.shader],
+        label: v.shader,
+      });
       this.#modules.set(v.shader, module);
     }
     this.device.pushErrorScope("validation");
