@@ -25,6 +25,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> outv: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ss: array<f32>;
 var<workgroup> part: array<f32, WG>;
+var<workgroup> part2: array<f32, 16>;
 
 fn total(col: u32) -> f32 {
   var sum = 0.0;
@@ -55,13 +56,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation
       nv = outv[p.outOffset + o] + v;
       outv[p.outOffset + o] = nv;
     }
+    // two levels (16 sums of 16, then one of 16): two barriers where a tree takes nine
     part[t] = nv * nv;
     workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-      if (t < k) { part[t] += part[t + k]; }
-      workgroupBarrier();
+    if (t < 16u) {
+      var sum = 0.0;
+      for (var i = 0u; i < 16u; i++) { sum += part[16u * t + i]; }
+      part2[t] = sum;
     }
-    if (t == 0u) { ss[wid.x] = part[0]; }
+    workgroupBarrier();
+    if (t == 0u) {
+      var sum = 0.0;
+      for (var i = 0u; i < 16u; i++) { sum += part2[i]; }
+      ss[wid.x] = sum;
+    }
   } else if (live) {
     outv[p.outOffset + o] = v;
   }

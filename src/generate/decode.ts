@@ -181,16 +181,19 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
     batch.submitCostMs = performance.now() - t0 - batch.submitMs;
   };
 
-  // Deno's mapAsync blocks until all submitted work is done, so at most one batch is on the GPU: the next one
-  // is encoded while the current one runs, and submitted the moment the current one's tokens are mapped.
+  // Deno's mapAsync() call itself blocks until all submitted work is done (a blocking device poll), and its
+  // promise then resolves about 10 ms later (the poll loop sleeps). So at most one batch is on the GPU: the
+  // next one is encoded while the current one runs, and submitted as soon as the mapAsync() call returns,
+  // before the await, so the GPU works through the sleep instead of idling through it.
   let cur: Batch | null = encode();
   submit(cur);
   let next: Batch | null = null;
   try {
     while (cur) {
       next = queued < limit ? encode() : null;
-      await cur.staging.mapAsync(GPUMapMode.READ);
+      const mapped = cur.staging.mapAsync(GPUMapMode.READ);
       if (next && !stopped) submit(next);
+      await mapped;
       const ids = Array.from(new Uint32Array(cur.staging.getMappedRange()));
       cur.staging.unmap();
       cur.staging.destroy();
