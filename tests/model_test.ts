@@ -16,6 +16,8 @@ import type { ModelConfig } from "../src/model/config.ts";
 import { argmax, greedyGenerate, ReferenceModel } from "../src/model/reference.ts";
 import type { NamedTensor } from "../src/model/weights.ts";
 import { sampleToken } from "../src/generate/sampler.ts";
+import { prefillPrompt } from "../src/generate/decode.ts";
+import { ATTN, writeSamplerParams } from "../src/gpu/kernels.ts";
 import { f16round, gpu, randn, relErr, rng } from "./_gpu.ts";
 
 const STORIES = new URL("../../shared/models/stories260k", import.meta.url).pathname;
@@ -172,6 +174,50 @@ for (
     }
   });
 }
+
+Deno.test("decode steps on both sides of ATTN.SINGLE_BELOW, in both attention variants, give the reference's logits", async () => {
+  const config = { ...LLAMA, maxPositionEmbeddings: 1024 };
+  const V = config.vocabSize;
+  const { map, tensors } = randomWeights(config, 11);
+  const ref = new ReferenceModel(config, map);
+  const model = await modelFromTensors("synthetic", config, tensors, {
+    gpu: await gpu(),
+    contextLength: 640,
+    maxPrefill: 128,
+  });
+  try {
+    const fwd = model.forward;
+    const ctx = model.gpu;
+    const r = rng(21);
+    const M = ATTN.SINGLE_BELOW - 3; // steps at M.. cross the threshold
+    const prompt = Array.from({ length: M }, () => Math.floor(r() * V));
+    writeSamplerParams(
+      ctx,
+      fwd.samplerParams,
+      V,
+      fwd.maxSeq,
+      { temperature: 0, topK: 0, topP: 1, seed: 0 },
+      [],
+    );
+    prefillPrompt(fwd, prompt, false); // samples token 0; the state is (M, token 0, step 1)
+    ref.reset();
+    ref.forward(prompt, 0);
+    for (let step = 1; step <= 6; step++) {
+      const pos = M + step - 1;
+      const token = (await ctx.readU32(fwd.tokens, 1, (step - 1) * 4))[0];
+      const want = ref.forward([token], pos);
+      for (const variant of ["single", "split"] as const) {
+        fwd.writeState(pos, token, step);
+        // the position argument only picks the variant: both run at the state's position
+        ctx.run(fwd.decodeStep(false, variant === "single" ? 0 : ATTN.SINGLE_BELOW));
+        const err = relErr(await ctx.readF32(fwd.logits), want);
+        assert(err < 5e-3, `position ${pos}, ${variant}: logits relative error ${err}`);
+      }
+    }
+  } finally {
+    model.dispose();
+  }
+});
 
 Deno.test("stories260k: logits equal the reference; greedy 120 tokens from [1] identical", async () => {
   const model = await loadModel(STORIES, { gpu: await gpu(), contextLength: 256, profile: false });
