@@ -1,14 +1,14 @@
 /**
  * Decode attention at the Llama-3-8B shape (32 heads, 8 kv heads, head size 128) by position: the one-workgroup-
  * per-head variant against the split variant plus its combine pass, each with the q|k|v sums, RoPE and the cache
- * store folded in (attn_decode.wgsl). Picks ATTN.SINGLE_BELOW.
+ * store folded in (attn_decode.wgsl), at several positions per workgroup. Picks ATTN.SINGLE_BELOW and attnSpan.
  *
  * `deno run -A bench/attn_bench.ts [--quick] [--probe] [--json FILE]` prints GPU microseconds per decode step's attention
  * (timestamp queries, median of 7 passes of many steps, each pass after an untimed one).
  * @module
  */
 import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
-import { ATTN, attnDecodeOps, attnPartFloats, fillOp, gemvSplits } from "../src/gpu/kernels.ts";
+import { ATTN, attnDecodeOps, attnPartFloats, attnSpan, fillOp, gemvSplits } from "../src/gpu/kernels.ts";
 import { SHADERS } from "../src/gpu/shaders.generated.ts";
 
 /**
@@ -82,14 +82,16 @@ if (import.meta.main) {
   const vc = random(numKv * maxSeq * headDim / 2, 2, 1);
   const part = ctx.buffer(attnPartFloats(shape) * 4, "part");
   const out = ctx.buffer(numHeads * headDim * 4, "out");
-  const rows: { pos: number; single_us: number; split_us: number }[] = [];
+  const rows: { pos: number; span: number; us: number }[] = [];
   const positions = quick ? [5, 300, 639] : [128, 300, 511, 767, 1023, 2047, 4095, 8191];
+  const spans = [0, 64, 128, 256, 512, 1024];
   const repeats = quick ? 4 : 200;
-  console.log(`ATTN.SINGLE_BELOW = ${ATTN.SINGLE_BELOW}; us per step: single | split + combine`);
+  console.log(`us per step by positions per workgroup (0: one workgroup per head); * marks attnSpan's pick`);
+  console.log(`  pos ${spans.map((s) => String(s).padStart(8) + " ").join("")}`);
   for (const pos of positions) {
     const state = ctx.buffer(16, "state", new Uint32Array([pos, 0, 0, 0]));
-    const us = [];
-    for (const single of [true, false]) {
+    const line = [];
+    for (const span of spans) {
       const ops = attnDecodeOps(
         ctx,
         { partials, splits, bias: null },
@@ -102,15 +104,15 @@ if (import.meta.main) {
         shape,
         {
           window: 0,
-          single,
+          single: span === 0,
+          span: span || undefined,
         },
       );
-      us.push(await timeSteps(ctx, ops, repeats));
+      const us = await timeSteps(ctx, ops, repeats);
+      rows.push({ pos, span, us: Number(us.toFixed(2)) });
+      line.push(`${us.toFixed(1)}${attnSpan(pos) === span ? "*" : " "}`.padStart(9));
     }
-    rows.push({ pos, single_us: Number(us[0].toFixed(2)), split_us: Number(us[1].toFixed(2)) });
-    console.log(
-      `pos ${String(pos).padStart(5)}: ${us[0].toFixed(1).padStart(6)} | ${us[1].toFixed(1).padStart(6)}`,
-    );
+    console.log(`${String(pos).padStart(5)} ${line.join("")}`);
   }
   const probes: { probe: string; pos: number; us: number }[] = [];
   if (Deno.args.includes("--probe")) {

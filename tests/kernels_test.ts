@@ -5,8 +5,10 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
 import {
   attentionOp,
   type AttentionShape,
+  ATTN,
   attnDecodeOps,
   attnPartFloats,
+  attnSpan,
   embedOp,
   gemvOp,
   gemvSplits,
@@ -447,6 +449,22 @@ Deno.test("attn_decode + attn_combine: decode attention over a long cache, both 
     // and as decode runs it: pieces of ATTN.SUB, more keys than threads
     if (pos > 256) await checkDecodeStep(ctx, r, { ...c, pos, window, single: true });
   }
+});
+
+Deno.test("attnSpan: one workgroup per head below ATTN.SINGLE_BELOW, then 4 to 8 splits a head within the bounds", () => {
+  for (const pos of [0, 1, ATTN.SINGLE_BELOW - 1]) assertEquals(attnSpan(pos), 0);
+  for (const pos of [ATTN.SINGLE_BELOW, 600, 1023, 2047, 3000, 4095, 8191, 20000, 1 << 20]) {
+    const span = attnSpan(pos);
+    assert(
+      span >= ATTN.SPAN && span <= ATTN.MAX_SPAN && (span & (span - 1)) === 0,
+      `pos ${pos}: span ${span}`,
+    );
+    const splits = Math.ceil((pos + 1) / span);
+    if (span > ATTN.SPAN && span < ATTN.MAX_SPAN) {
+      assert(splits > 4 && splits <= 8, `pos ${pos}: ${splits} splits`);
+    }
+  }
+  assertEquals([512, 1023, 2047, 8191].map(attnSpan), [64, 128, 256, 1024]);
 });
 
 Deno.test("matmul: prefill GEMM (fused, bias, accumulate, sparse) at 1, 7 and 130 rows", async () => {

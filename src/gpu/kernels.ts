@@ -715,12 +715,10 @@ export function fillOp(
 
 /** Decode attention's geometry (attn_decode.wgsl). */
 export const ATTN = {
-  /**
-   * Positions per workgroup of the split variant. Short spans put many workgroups on the GPU at middle and
-   * long contexts (at 512, a Llama-3-8B step at position 140 ran 32 workgroups and took 22 us a layer on the
-   * H200, with the kernel of that time).
-   */
+  /** Fewest positions per workgroup of the split variant (sizes the partials buffer). */
   SPAN: 64,
+  /** Most positions per workgroup of the split variant. */
+  MAX_SPAN: 1024,
   /** Scores a workgroup holds at once (its online softmax walks longer ranges in pieces of this many). */
   SUB: 512,
   /**
@@ -729,6 +727,18 @@ export const ATTN = {
    */
   SINGLE_BELOW: 512,
 } as const;
+
+/**
+ * Positions per workgroup for a decode step at `pos`: 0 for one workgroup per head (below ATTN.SINGLE_BELOW),
+ * else the power of two that splits the context into 4 to 8 pieces a head (within ATTN.SPAN .. MAX_SPAN), so
+ * that a long context keeps about two workgroups an SM on a big GPU and the combine pass stays short.
+ */
+export function attnSpan(pos: number): number {
+  if (pos < ATTN.SINGLE_BELOW) return 0;
+  let span = ATTN.SPAN;
+  while (span < ATTN.MAX_SPAN && span * 8 < pos) span *= 2;
+  return span;
+}
 
 /** Floats of attn_decode's split partials for a shape. */
 export function attnPartFloats(a: AttentionShape, span: number = ATTN.SPAN): number {

@@ -9,9 +9,9 @@ import type { GpuContext, Op } from "../gpu/context.ts";
 import {
   attentionOp,
   type AttentionShape,
-  ATTN,
   attnDecodeOps,
   attnPartFloats,
+  attnSpan,
   embedOp,
   GEMV,
   type GemvInput,
@@ -167,12 +167,12 @@ export class Forward {
    * GEMV, attention (which sums the q|k|v splits, applies RoPE and stores k and v in the cache), o GEMV,
    * residual add, gate|up GEMV, SwiGLU, down GEMV, residual add. RMSNorm is fused into the GEMV that reads it
    * (from the sums of squares the residual add leaves). `pos`, where the step is expected to run, picks the
-   * attention variant: one workgroup per head below ATTN.SINGLE_BELOW, else split over the context plus a
-   * combine pass (a ninth dispatch). Both are right at any position; the choice is only about speed.
+   * attention variant ({@link attnSpan}): one workgroup per head at short contexts, else split over the context
+   * plus a combine pass (a ninth dispatch). Every variant is right at any position; they differ in speed.
    */
   decodeStep(sparse: boolean, pos = 0): Op[] {
     const variant = this.attentionVariant(pos);
-    const single = variant === "single";
+    const span = attnSpan(pos);
     const key = `${sparse ? "sparse" : "dense"}/${variant}`;
     let ops = this.#decode.get(key);
     if (ops) return ops;
@@ -228,7 +228,7 @@ export class Forward {
           this.attn,
           this.state,
           this.shape,
-          { window: c.slidingWindow ?? 0, single },
+          { window: c.slidingWindow ?? 0, single: span === 0, span: span || undefined },
         ),
         gemvOp(ctx, L.o, this.attn, this.partials, sp, {
           sparse,
@@ -271,8 +271,9 @@ export class Forward {
   }
 
   /** Which decode attention a step at `pos` runs: one workgroup per head, or split over the context. */
-  attentionVariant(pos: number): "single" | "split" {
-    return pos < ATTN.SINGLE_BELOW ? "single" : "split";
+  attentionVariant(pos: number): string {
+    const span = attnSpan(pos);
+    return span === 0 ? "single" : `split${span}`;
   }
 
   /** Final norm of row `row` of `x`, then lm_head (dense GEMV) into `logits` (prefill). */
