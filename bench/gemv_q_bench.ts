@@ -2,11 +2,13 @@
  * Kernel-level benchmark of the quantized GEMV (gemv_q.wgsl + its reduce pass) against the f16 GEMV at
  * Llama-3-8B shapes, dense and TEAL-sparse.
  *
- * `deno run -A bench/gemv_q_bench.ts [--quick] [--tpr 4,8,16] [--grid] [--json FILE]` prints GPU microseconds
+ * `deno run -A bench/gemv_q_bench.ts [--quick] [--tpr 4,8,16] [--grid] [--probe [--f16]] [--json FILE]` prints GPU
+ * microseconds
  * per GEMV (timestamp queries, median of repeats, rotating weight copies so L2 never holds them) and the
  * bandwidth achieved against the bytes of the active weight rows (codes + group scales). `--tpr` sweeps the
  * threads per column group; `--grid` compares the variants behind `gemvTune` (threads per column group, chunk,
- * workgroup size, rows in flight; the first of each format is the runtime's own); `--json` writes the rows.
+ * workgroup size, rows in flight; the first of each format is the runtime's own); `--probe` times edited copies
+ * of the kernels (see PROBES; `--f16` the f16 ones at four sparsities); `--json` writes the rows.
  * @module
  */
 import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
@@ -68,6 +70,11 @@ const PROBES: { name: string; shader: "gemv" | "gemv_q"; edits: [string | RegExp
         "fn h2f_hi(u: u32) -> f32 { return bitcast<f32>(((u >> 3u) & 0x0fffe000u) | (u & 0x80000000u)); }\nfn lo4(",
       ],
     ],
+  },
+  {
+    name: "predicated, not compacted",
+    shader: "gemv",
+    edits: [["override COMPACT: bool = true;", "override COMPACT: bool = false;"]],
   },
   {
     name: "no input loads",
@@ -241,8 +248,11 @@ if (import.meta.main) {
     );
   const rows: Record<string, number | string>[] = [];
   if (Deno.args.includes("--probe")) {
-    for (const [N, K] of quick ? SHAPES.slice(2, 3) : SHAPES.slice(0, 2)) {
-      for (const format of ["f16", "int8", "int4"] as const) {
+    const f16Only = Deno.args.includes("--f16");
+    const formats = (f16Only ? ["f16"] : ["f16", "int8", "int4"]) as WeightFormat[];
+    const levels = f16Only ? [0, 0.25, 0.5, 0.7] : [0, 0.5];
+    for (const [N, K] of quick ? SHAPES.slice(2, 3) : SHAPES) {
+      for (const format of formats) {
         const mats = matrices(ctx, format, N, K, copies);
         const shader = format === "f16" ? "gemv" : "gemv_q";
         const tune = gemvTune(K, N, format);
@@ -251,7 +261,7 @@ if (import.meta.main) {
             ? ctx.withSources({ [shader]: probeSource(shader, probe.edits) })
             : ctx;
           const us = [];
-          for (const sp of [0, 0.5]) {
+          for (const sp of levels) {
             us.push(await timeGemv(pctx, mats, sp, tune, quick ? 4 : 400));
             rows.push({
               N,
@@ -263,9 +273,9 @@ if (import.meta.main) {
             });
           }
           console.log(
-            `${`${N} x ${K}`.padEnd(14)} ${format.padEnd(5)} ${probe.name.padEnd(22)} dense ${
-              us[0].toFixed(1).padStart(6)
-            } us, 50% ${us[1].toFixed(1).padStart(6)} us`,
+            `${`${N} x ${K}`.padEnd(14)} ${format.padEnd(5)} ${probe.name.padEnd(26)} ${
+              levels.map((l, i) => `${l}: ${us[i].toFixed(1).padStart(6)}`).join("  ")
+            } us`,
           );
         }
         for (const m of mats) {
