@@ -2,13 +2,13 @@
  * Kernel-level benchmark of the quantized GEMV (gemv_q.wgsl + its reduce pass) against the f16 GEMV at
  * Llama-3-8B shapes, dense and TEAL-sparse.
  *
- * `deno run -A bench/gemv_q_bench.ts [--quick] [--tpr 4,8,16] [--grid] [--probe [--f16]] [--json FILE]` prints GPU
+ * `deno run -A bench/gemv_q_bench.ts [--quick] [--tpr 4,8,16] [--grid] [--probe [--f16] [--only NAME]] [--json FILE]` prints GPU
  * microseconds
  * per GEMV (timestamp queries, median of repeats, rotating weight copies so L2 never holds them) and the
  * bandwidth achieved against the bytes of the active weight rows (codes + group scales). `--tpr` sweeps the
  * threads per column group; `--grid` compares the variants behind `gemvTune` (threads per column group, chunk,
  * workgroup size, rows in flight; the first of each format is the runtime's own); `--probe` times edited copies
- * of the kernels (see PROBES; `--f16` the f16 ones at four sparsities); `--json` writes the rows.
+ * of the kernels (see PROBES; `--f16` the f16 ones, `--only NAME` one of them, at four sparsities); `--json` writes the rows.
  * @module
  */
 import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
@@ -83,6 +83,11 @@ const PROBES: { name: string; shader: "gemv" | "gemv_q"; edits: [string | RegExp
       "fn input(k: u32, inv_rms: f32) -> f32 {",
       "fn input(k: u32, inv_rms: f32) -> f32 {\n  return f32(k % 7u) * 0.3 - 0.9;",
     ]],
+  },
+  {
+    name: "predicated, not compacted",
+    shader: "gemv_q",
+    edits: [["override COMPACT: bool = true;", "override COMPACT: bool = false;"]],
   },
   {
     name: "no metadata loads",
@@ -250,13 +255,20 @@ if (import.meta.main) {
   if (Deno.args.includes("--probe")) {
     const f16Only = Deno.args.includes("--f16");
     const formats = (f16Only ? ["f16"] : ["f16", "int8", "int4"]) as WeightFormat[];
-    const levels = f16Only ? [0, 0.25, 0.5, 0.7] : [0, 0.5];
+    const onlyAt = Deno.args.indexOf("--only");
+    const only = onlyAt >= 0 ? Deno.args[onlyAt + 1] : null;
+    const levels = f16Only || only ? [0, 0.25, 0.5, 0.7] : [0, 0.5];
     for (const [N, K] of quick ? SHAPES.slice(2, 3) : SHAPES) {
       for (const format of formats) {
         const mats = matrices(ctx, format, N, K, copies);
         const shader = format === "f16" ? "gemv" : "gemv_q";
         const tune = gemvTune(K, N, format);
-        for (const probe of [{ name: "as is", edits: [] }, ...PROBES.filter((p) => p.shader === shader)]) {
+        for (
+          const probe of [
+            { name: "as is", edits: [] },
+            ...PROBES.filter((p) => p.shader === shader && (!only || p.name === only)),
+          ]
+        ) {
           const pctx = probe.edits.length
             ? ctx.withSources({ [shader]: probeSource(shader, probe.edits) })
             : ctx;
