@@ -72,22 +72,12 @@ const PROBES: { name: string; shader: "gemv" | "gemv_q"; edits: [string | RegExp
     ],
   },
   {
-    name: "predicated, not compacted",
-    shader: "gemv",
-    edits: [["override COMPACT: bool = true;", "override COMPACT: bool = false;"]],
-  },
-  {
     name: "no input loads",
     shader: "gemv",
     edits: [[
       "fn input(k: u32, inv_rms: f32) -> f32 {",
       "fn input(k: u32, inv_rms: f32) -> f32 {\n  return f32(k % 7u) * 0.3 - 0.9;",
     ]],
-  },
-  {
-    name: "predicated, not compacted",
-    shader: "gemv_q",
-    edits: [["override COMPACT: bool = true;", "override COMPACT: bool = false;"]],
   },
   {
     name: "no metadata loads",

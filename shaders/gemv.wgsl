@@ -22,9 +22,6 @@ override NSS: u32 = 1u;         // INPUT 1: partial sums of squares in ss
 override AUX_SPLITS: u32 = 1u;  // INPUT 2: splits of the gate|up partials
 override WG: u32 = 256u;     // threads per workgroup
 override UNROLL: u32 = 4u;   // rows in flight per thread: 4 or 8 (named registers; an array went to memory)
-// sparse: compact the active channels (a prefix sum) and walk only them, or (false) walk every channel with
-// the weight loads of the dropped ones predicated off (no scan; the same trips as dense)
-override COMPACT: bool = true;
 override KG: u32 = WG / TPR;
 override TILE_N: u32 = TPR * 8u;
 override PER: u32 = KCHUNK / WG;
@@ -66,7 +63,6 @@ var<workgroup> act_idx: array<u32, KCHUNK>;
 var<workgroup> act_val: array<f32, KCHUNK>;
 var<workgroup> scan: array<u32, WG>;
 var<workgroup> red: array<f32, WG * 8u>;  // KG * TILE_N
-var<workgroup> n_active: atomic<u32>;  // sparse, not COMPACT: active channels of the chunk
 
 fn input(k: u32, inv_rms: f32) -> f32 {
   if (INPUT == 1u) { return x[k] * inv_rms * aux[k]; }
@@ -85,17 +81,10 @@ fn input(k: u32, inv_rms: f32) -> f32 {
   return x[k];
 }
 
-// Input channel of the j-th row walked: the j-th active channel when compacted, else the chunk's j-th.
+// Input channel of the j-th row walked: the j-th active channel when sparse, else the chunk's j-th.
 fn row(j: u32, k_base: u32) -> u32 {
-  if (SPARSE && COMPACT) { return act_idx[j]; }
+  if (SPARSE) { return act_idx[j]; }
   return k_base + j;
-}
-
-// The weights of the j-th row walked at this thread's columns; a dropped channel's (staged 0 when not COMPACT)
-// are not loaded.
-fn load_row(j: u32, k_base: u32, v_stride: u32, v_col: u32) -> vec4<u32> {
-  if (SPARSE && !COMPACT && act_val[j] == 0.0) { return vec4<u32>(); }
-  return wt[row(j, k_base) * v_stride + v_col];
 }
 
 fn lo4(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
@@ -122,23 +111,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   }
 
   var n_act = n_k;
-  if (SPARSE && !COMPACT) {
-    // dropped channels staged as 0: their rows' loads are skipped in the walk
-    let thr = thresholds[seg.thr];
-    var cnt = 0u;
-    for (var e = 0u; e < PER; e++) {
-      let kk = t + e * WG;
-      let kc = k_base + min(kk, n_k - 1u);
-      let v = input(kc, inv_rms);
-      let keep = abs(v) * scales[s * p.K + kc] > thr;
-      if (kk < n_k) {
-        act_val[kk] = select(0.0, v, keep);
-        if (keep) { cnt++; }
-      }
-    }
-    if (eos) { return; }
-    atomicAdd(&n_active, cnt);
-  } else if (SPARSE) {
+  if (SPARSE) {
     // Compact this split's active channels, in channel order, into workgroup memory.
     let thr = thresholds[seg.thr];
     let k0 = t * PER;
@@ -189,9 +162,6 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     if (eos) { return; }
   }
   workgroupBarrier();
-  if (SPARSE && !COMPACT && t == 0u && tile == seg.tile0) {
-    atomicAdd(&counters[p.counter + s], atomicLoad(&n_active));
-  }
 
   // Each group of TPR threads walks every KG-th active channel; thread c of the group owns 8 columns.
   let c = t % TPR;
@@ -205,19 +175,19 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     var j = kg;
     // UNROLL rows a trip, their loads issued before any is used; rows 4..7 only when UNROLL is 8
     for (; j + (UNROLL - 1u) * KG < n_act; j += UNROLL * KG) {
-      let w0 = load_row(j, k_base, v_stride, v_col);
-      let w1 = load_row(j + KG, k_base, v_stride, v_col);
-      let w2 = load_row(j + 2u * KG, k_base, v_stride, v_col);
-      let w3 = load_row(j + 3u * KG, k_base, v_stride, v_col);
+      let w0 = wt[row(j, k_base) * v_stride + v_col];
+      let w1 = wt[row(j + KG, k_base) * v_stride + v_col];
+      let w2 = wt[row(j + 2u * KG, k_base) * v_stride + v_col];
+      let w3 = wt[row(j + 3u * KG, k_base) * v_stride + v_col];
       var w4 = vec4<u32>();
       var w5 = vec4<u32>();
       var w6 = vec4<u32>();
       var w7 = vec4<u32>();
       if (UNROLL == 8u) {
-        w4 = load_row(j + 4u * KG, k_base, v_stride, v_col);
-        w5 = load_row(j + 5u * KG, k_base, v_stride, v_col);
-        w6 = load_row(j + 6u * KG, k_base, v_stride, v_col);
-        w7 = load_row(j + 7u * KG, k_base, v_stride, v_col);
+        w4 = wt[row(j + 4u * KG, k_base) * v_stride + v_col];
+        w5 = wt[row(j + 5u * KG, k_base) * v_stride + v_col];
+        w6 = wt[row(j + 6u * KG, k_base) * v_stride + v_col];
+        w7 = wt[row(j + 7u * KG, k_base) * v_stride + v_col];
       }
       let v0 = act_val[j];
       let v1 = act_val[j + KG];
@@ -235,7 +205,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
       }
     }
     for (; j < n_act; j += KG) {
-      let w = load_row(j, k_base, v_stride, v_col);
+      let w = wt[row(j, k_base) * v_stride + v_col];
       acc0 += act_val[j] * lo4(w);
       acc1 += act_val[j] * hi4(w);
     }

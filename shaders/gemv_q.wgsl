@@ -25,9 +25,6 @@ override BITS: u32 = 8u;     // 8 or 4
 override GROUP: u32 = 128u;  // outputs per scale: 32, 64 or 128 (a multiple of COLS)
 override WG: u32 = 256u;     // threads per workgroup (KCHUNK a multiple, TPR * 8 at most)
 override UNROLL: u32 = 4u;   // rows in flight per thread: 4 or 8
-// sparse: compact the active channels and walk only them, or (false) walk every channel with the dropped
-// ones' loads predicated off (gemv.wgsl)
-override COMPACT: bool = true;
 override KG: u32 = WG / TPR;
 override COLS: u32 = 128u / BITS;
 override TILE_N: u32 = TPR * COLS;
@@ -70,7 +67,6 @@ var<workgroup> act_idx: array<u32, KCHUNK>;
 var<workgroup> act_val: array<f32, KCHUNK>;
 var<workgroup> scan: array<u32, WG>;
 var<workgroup> red: array<f32, WG * 8u>;  // eight columns per thread per reduction pass
-var<workgroup> n_active: atomic<u32>;  // sparse, not COMPACT: active channels of the chunk
 
 fn input(k: u32, inv_rms: f32) -> f32 {
   if (INPUT == 1u) { return x[k] * inv_rms * aux[k]; }
@@ -87,21 +83,10 @@ fn input(k: u32, inv_rms: f32) -> f32 {
   return x[k];
 }
 
-// Input channel of the j-th row walked: the j-th active channel when compacted, else the chunk's j-th.
+// Input channel of the j-th row walked: the j-th active channel when sparse, else the chunk's j-th.
 fn row(j: u32, k_base: u32) -> u32 {
-  if (SPARSE && COMPACT) { return act_idx[j]; }
+  if (SPARSE) { return act_idx[j]; }
   return k_base + j;
-}
-
-// A row's codes and metadata word; a dropped channel's (staged 0 when not COMPACT) are not loaded.
-fn load_codes(j: u32, at: u32) -> vec4<u32> {
-  if (SPARSE && !COMPACT && act_val[j] == 0.0) { return vec4<u32>(); }
-  return wt[at];
-}
-
-fn load_meta(j: u32, i: u32) -> u32 {
-  if (SPARSE && !COMPACT && act_val[j] == 0.0) { return 0u; }
-  return wt[i / 4u][i % 4u];
 }
 
 const MAGIC: u32 = 0x4b000000u;  // 2^23: its mantissa holds any integer below 2^23 exactly
@@ -196,23 +181,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   }
 
   var n_act = n_k;
-  if (SPARSE && !COMPACT) {
-    // dropped channels staged as 0: their rows' loads are skipped in the walk
-    let thr = thresholds[seg.thr];
-    var cnt = 0u;
-    for (var e = 0u; e < PER; e++) {
-      let kk = t + e * WG;
-      let kc = k_base + min(kk, n_k - 1u);
-      let v = input(kc, inv_rms);
-      let keep = abs(v) * scales[s * p.K + kc] > thr;
-      if (kk < n_k) {
-        act_val[kk] = select(0.0, v, keep);
-        if (keep) { cnt++; }
-      }
-    }
-    if (eos) { return; }
-    atomicAdd(&n_active, cnt);
-  } else if (SPARSE) {
+  if (SPARSE) {
     // Compact this split's active channels, in channel order, into workgroup memory.
     let thr = thresholds[seg.thr];
     let k0 = t * PER;
@@ -261,9 +230,6 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     if (eos) { return; }
   }
   workgroupBarrier();
-  if (SPARSE && !COMPACT && t == 0u && tile == seg.tile0) {
-    atomicAdd(&counters[p.counter + s], atomicLoad(&n_active));
-  }
 
   // Each group of TPR threads walks every KG-th active channel; thread c of the group owns COLS columns.
   let c = t % TPR;
@@ -285,18 +251,18 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
       let k1 = row(j + KG, k_base);
       let k2 = row(j + 2u * KG, k_base);
       let k3 = row(j + 3u * KG, k_base);
-      let q0 = load_codes(j, k0 * vs + vc);
-      let q1 = load_codes(j + 1u * KG, k1 * vs + vc);
-      let q2 = load_codes(j + 2u * KG, k2 * vs + vc);
-      let q3 = load_codes(j + 3u * KG, k3 * vs + vc);
+      let q0 = wt[k0 * vs + vc];
+      let q1 = wt[k1 * vs + vc];
+      let q2 = wt[k2 * vs + vc];
+      let q3 = wt[k3 * vs + vc];
       let i0 = k0 * seg.stride + mo;
       let i1 = k1 * seg.stride + mo;
       let i2 = k2 * seg.stride + mo;
       let i3 = k3 * seg.stride + mo;
-      let m0 = load_meta(j, i0);
-      let m1 = load_meta(j + 1u * KG, i1);
-      let m2 = load_meta(j + 2u * KG, i2);
-      let m3 = load_meta(j + 3u * KG, i3);
+      let m0 = wt[i0 / 4u][i0 % 4u];
+      let m1 = wt[i1 / 4u][i1 % 4u];
+      let m2 = wt[i2 / 4u][i2 % 4u];
+      let m3 = wt[i3 / 4u][i3 % 4u];
       var q4 = vec4<u32>();
       var q5 = vec4<u32>();
       var q6 = vec4<u32>();
@@ -310,18 +276,18 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
         let k5 = row(j + 5u * KG, k_base);
         let k6 = row(j + 6u * KG, k_base);
         let k7 = row(j + 7u * KG, k_base);
-        q4 = load_codes(j + 4u * KG, k4 * vs + vc);
-        q5 = load_codes(j + 5u * KG, k5 * vs + vc);
-        q6 = load_codes(j + 6u * KG, k6 * vs + vc);
-        q7 = load_codes(j + 7u * KG, k7 * vs + vc);
+        q4 = wt[k4 * vs + vc];
+        q5 = wt[k5 * vs + vc];
+        q6 = wt[k6 * vs + vc];
+        q7 = wt[k7 * vs + vc];
         let i4 = k4 * seg.stride + mo;
         let i5 = k5 * seg.stride + mo;
         let i6 = k6 * seg.stride + mo;
         let i7 = k7 * seg.stride + mo;
-        m4 = load_meta(j + 4u * KG, i4);
-        m5 = load_meta(j + 5u * KG, i5);
-        m6 = load_meta(j + 6u * KG, i6);
-        m7 = load_meta(j + 7u * KG, i7);
+        m4 = wt[i4 / 4u][i4 % 4u];
+        m5 = wt[i5 / 4u][i5 % 4u];
+        m6 = wt[i6 / 4u][i6 % 4u];
+        m7 = wt[i7 / 4u][i7 % 4u];
       }
       fma_row(&acc, q0, coef(m0, hsel, act_val[j]));
       fma_row(&acc, q1, coef(m1, hsel, act_val[j + KG]));
@@ -337,7 +303,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     for (; j < n_act; j += KG) {
       let k = row(j, k_base);
       let i = k * seg.stride + mo;
-      fma_row(&acc, load_codes(j, k * vs + vc), coef(load_meta(j, i), hsel, act_val[j]));
+      fma_row(&acc, wt[k * vs + vc], coef(wt[i / 4u][i % 4u], hsel, act_val[j]));
     }
   }
   // Reduce over the KG channel groups in passes of eight columns per thread (bounded workgroup memory).
