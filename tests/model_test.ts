@@ -16,7 +16,7 @@ import type { ModelConfig } from "../src/model/config.ts";
 import { argmax, greedyGenerate, ReferenceModel } from "../src/model/reference.ts";
 import type { NamedTensor } from "../src/model/weights.ts";
 import { sampleToken } from "../src/generate/sampler.ts";
-import { prefillPrompt } from "../src/generate/decode.ts";
+import { PREFILL, prefillPrompt } from "../src/generate/decode.ts";
 import { ATTN, writeSamplerParams } from "../src/gpu/kernels.ts";
 import { f16round, gpu, randn, relErr, rng } from "./_gpu.ts";
 
@@ -169,6 +169,16 @@ for (
       assertEquals(got.finishReason, "length");
       assertEquals(got.promptTokens, prompt.length);
       assertEquals(got.realizedSparsity, null);
+      // the 7-token prompt went through decode steps (PREFILL.stepsUpTo); the prefill GEMM gives the same
+      assert(prompt.length <= PREFILL.stepsUpTo);
+      const saved = PREFILL.stepsUpTo;
+      PREFILL.stepsUpTo = 0;
+      try {
+        const viaGemm = await model.complete(prompt, { temperature: 0, maxTokens: 24, stopAtEos: false });
+        assertEquals(viaGemm.ids, want.ids);
+      } finally {
+        PREFILL.stepsUpTo = saved;
+      }
     } finally {
       model.dispose();
     }

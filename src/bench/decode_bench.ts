@@ -45,6 +45,27 @@ export interface DecodeBenchOptions {
   log?: (line: string) => void;
 }
 
+/** Time to first token at one prompt length. */
+export interface TtftRow {
+  promptTokens: number;
+  /** Wall time from the call to the first token on the host (prefill, sampling, one read-back), ms: median of 3. */
+  ms: number;
+}
+
+/** Time to first token at each prompt length (random ids, greedy, one token), after a warm-up at each. */
+export async function benchTtft(model: Model, lengths: number[]): Promise<TtftRow[]> {
+  const rows: TtftRow[] = [];
+  for (const n of lengths) {
+    const ids = randomIds(n, model.config.vocabSize, 11);
+    const gen = { temperature: 0, maxTokens: 1, stopAtEos: false };
+    await model.complete(ids, gen);
+    const ms: number[] = [];
+    for (let r = 0; r < 3; r++) ms.push((await model.complete(ids, gen)).timeToFirstTokenMs);
+    rows.push({ promptTokens: n, ms: median(ms) });
+  }
+  return rows;
+}
+
 function median(v: number[]): number {
   const s = [...v].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];

@@ -5,13 +5,14 @@
 import {
   benchDecode,
   benchSpeculative,
+  benchTtft,
   measureAcceptance,
   type MeasuredAcceptance,
 } from "../bench/decode_bench.ts";
 import { randomModel } from "../bench/random_model.ts";
 import { SHAPES } from "../bench/shapes.ts";
 import { createGpuContext } from "../gpu/context.ts";
-import { DECODE } from "../generate/decode.ts";
+import { DECODE, PREFILL } from "../generate/decode.ts";
 import type { Model } from "../model/model.ts";
 import type { Command } from "./commands.ts";
 import { num, numList } from "./options.ts";
@@ -54,6 +55,8 @@ export const benchCommand: Command = {
   --stream-interval MS decoding per read-back batch (default 250; see GenerateOptions.streamIntervalMs)
   --submit-chunk N     dispatches per submitted command buffer in the decode loop (default 512; 0: one
                        command buffer per read-back batch)
+  --ttft LIST          also time the first token after prompts of these lengths (e.g. 1,16,64,256)
+  --prefill-steps N    prompts of at most N tokens go through decode steps, not the prefill GEMM (default 8)
   --json               print one JSON object with every row`,
   options: {
     shape: { type: "string" },
@@ -68,6 +71,8 @@ export const benchCommand: Command = {
     "submit-chunk": { type: "string" },
     "acceptance-model": { type: "string" },
     "acceptance-temperature": { type: "string" },
+    ttft: { type: "string" },
+    "prefill-steps": { type: "string" },
     json: { type: "boolean" },
   },
   async run(v, deps) {
@@ -78,7 +83,13 @@ export const benchCommand: Command = {
     const log = (l: string) => console.error(l);
     let model: Model;
     let shape: string;
-    const contextLength = 16 + tokens + 64;
+    const ttftLengths = v.ttft === undefined ? [] : numList(v.ttft as string, "ttft");
+    for (const n of ttftLengths) {
+      if (!(Number.isInteger(n) && n >= 1)) {
+        throw new Error(`--ttft: ${n} is not a prompt length (an integer >= 1)`);
+      }
+    }
+    const contextLength = Math.max(16, ...ttftLengths) + tokens + 64;
     if (v.model) {
       shape = (v.model as string).replace(/\/+$/, "").split("/").pop()!;
       model = await deps.loadModel(v.model as string, { contextLength, quant });
@@ -102,7 +113,12 @@ export const benchCommand: Command = {
         min: 0,
         integer: true,
       });
+      PREFILL.stepsUpTo = num(v, "prefill-steps", PREFILL.stepsUpTo, { min: 0, integer: true });
       const rows = await benchDecode(model, { sparsities, tokens, log, streamIntervalMs });
+      const ttft = await benchTtft(model, ttftLengths);
+      for (const t of ttft) {
+        log(`time to first token after ${t.promptTokens} prompt tokens: ${t.ms.toFixed(1)} ms`);
+      }
       let speculative = null;
       if (v.speculate !== undefined) {
         const k = num(v, "speculate", 4, { min: 1, integer: true });
@@ -173,6 +189,8 @@ export const benchCommand: Command = {
           host_overhead: Number(r.hostOverhead.toFixed(3)),
           kernels_ms: r.kernels,
         })),
+        prefill_steps_up_to: PREFILL.stepsUpTo,
+        ttft: ttft.map((t) => ({ prompt_tokens: t.promptTokens, ms: Number(t.ms.toFixed(1)) })),
         speculative,
       };
       if (v.json) console.log(JSON.stringify(report));

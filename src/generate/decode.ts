@@ -82,12 +82,31 @@ interface Batch {
   submitCostMs: number;
 }
 
+/** Tunables of prompt prefill (benchmarks may change them). */
+export const PREFILL = {
+  /**
+   * Prompts of at most this many tokens are fed through decode steps, one token a step, instead of the
+   * prefill GEMM, which is latency-bound at few rows: a 16-token prompt took ~560 ms at Llama-3-8B shapes on
+   * the H200, where a decode step takes ~6 ms. On lavapipe (tiny shape) a step costs ~30 ms against ~500 ms
+   * of GEMM, so the break-even there is near 16; 8 is below both.
+   */
+  stepsUpTo: 8,
+};
+
 /**
- * Prefill of the prompt in chunks of `maxPrefill` rows; the last chunk samples token 0 and leaves the decode
- * state at (position M, token 0, step 1).
+ * Prefill of the prompt, in chunks of `maxPrefill` rows or (up to PREFILL.stepsUpTo tokens) one decode step a
+ * token; the last chunk or step samples token 0 and leaves the decode state at (position M, token 0, step 1).
  */
 export function prefillPrompt(fwd: Forward, promptIds: number[], sparse: boolean): void {
   const M = promptIds.length;
+  if (M <= PREFILL.stepsUpTo) {
+    for (let i = 0; i < M; i++) {
+      // each step samples and advances the state; all but the last one's token are replaced by the prompt's
+      fwd.writeState(i, promptIds[i], 0);
+      fwd.ctx.run(fwd.decodeStep(sparse, i));
+    }
+    return;
+  }
   for (let c0 = 0; c0 < M; c0 += fwd.maxPrefill) {
     const rows = Math.min(fwd.maxPrefill, M - c0);
     const last = c0 + rows === M;
