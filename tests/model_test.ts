@@ -16,7 +16,7 @@ import type { ModelConfig } from "../src/model/config.ts";
 import { argmax, greedyGenerate, ReferenceModel } from "../src/model/reference.ts";
 import type { NamedTensor } from "../src/model/weights.ts";
 import { sampleToken } from "../src/generate/sampler.ts";
-import { PREFILL, prefillPrompt } from "../src/generate/decode.ts";
+import { PREFILL, prefillPrompt, prefillStepsUpTo } from "../src/generate/decode.ts";
 import { ATTN, writeSamplerParams } from "../src/gpu/kernels.ts";
 import { f16round, gpu, randn, relErr, rng } from "./_gpu.ts";
 
@@ -169,8 +169,8 @@ for (
       assertEquals(got.finishReason, "length");
       assertEquals(got.promptTokens, prompt.length);
       assertEquals(got.realizedSparsity, null);
-      // the 7-token prompt went through decode steps (PREFILL.stepsUpTo); the prefill GEMM gives the same
-      assert(prompt.length <= PREFILL.stepsUpTo);
+      // the 7-token prompt went through decode steps (prefillStepsUpTo); the prefill GEMM gives the same
+      assert(prompt.length <= prefillStepsUpTo(model.forward));
       const saved = PREFILL.stepsUpTo;
       PREFILL.stepsUpTo = 0;
       try {

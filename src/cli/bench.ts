@@ -12,7 +12,7 @@ import {
 import { randomModel } from "../bench/random_model.ts";
 import { SHAPES } from "../bench/shapes.ts";
 import { createGpuContext } from "../gpu/context.ts";
-import { DECODE, PREFILL } from "../generate/decode.ts";
+import { DECODE, PREFILL, prefillStepsUpTo } from "../generate/decode.ts";
 import type { Model } from "../model/model.ts";
 import type { Command } from "./commands.ts";
 import { num, numList } from "./options.ts";
@@ -56,7 +56,8 @@ export const benchCommand: Command = {
   --submit-chunk N     dispatches per submitted command buffer in the decode loop (default 512; 0: one
                        command buffer per read-back batch)
   --ttft LIST          also time the first token after prompts of these lengths (e.g. 1,16,64,256)
-  --prefill-steps N    prompts of at most N tokens go through decode steps, not the prefill GEMM (default 8)
+  --prefill-steps N    prompts of at most N tokens go through decode steps, not the prefill GEMM (default by
+                       device: 128 on a GPU, 8 on a CPU adapter)
   --json               print one JSON object with every row`,
   options: {
     shape: { type: "string" },
@@ -113,7 +114,9 @@ export const benchCommand: Command = {
         min: 0,
         integer: true,
       });
-      PREFILL.stepsUpTo = num(v, "prefill-steps", PREFILL.stepsUpTo, { min: 0, integer: true });
+      if (v["prefill-steps"] !== undefined) {
+        PREFILL.stepsUpTo = num(v, "prefill-steps", 0, { min: 0, integer: true });
+      }
       const rows = await benchDecode(model, { sparsities, tokens, log, streamIntervalMs });
       const ttft = await benchTtft(model, ttftLengths);
       for (const t of ttft) {
@@ -189,7 +192,7 @@ export const benchCommand: Command = {
           host_overhead: Number(r.hostOverhead.toFixed(3)),
           kernels_ms: r.kernels,
         })),
-        prefill_steps_up_to: PREFILL.stepsUpTo,
+        prefill_steps_up_to: prefillStepsUpTo(model.forward),
         ttft: ttft.map((t) => ({ prompt_tokens: t.promptTokens, ms: Number(t.ms.toFixed(1)) })),
         speculative,
       };

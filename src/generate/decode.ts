@@ -83,23 +83,32 @@ interface Batch {
 }
 
 /** Tunables of prompt prefill (benchmarks may change them). */
-export const PREFILL = {
+export const PREFILL: { stepsUpTo: number | null } = {
   /**
    * Prompts of at most this many tokens are fed through decode steps, one token a step, instead of the
-   * prefill GEMM, which is latency-bound at few rows: a 16-token prompt took ~560 ms at Llama-3-8B shapes on
-   * the H200, where a decode step takes ~6 ms. On lavapipe (tiny shape) a step costs ~30 ms against ~500 ms
-   * of GEMM, so the break-even there is near 16; 8 is below both.
+   * prefill GEMM (null: by the device, {@link prefillStepsUpTo}).
    */
-  stepsUpTo: 8,
+  stepsUpTo: null,
 };
 
 /**
- * Prefill of the prompt, in chunks of `maxPrefill` rows or (up to PREFILL.stepsUpTo tokens) one decode step a
- * token; the last chunk or step samples token 0 and leaves the decode state at (position M, token 0, step 1).
+ * Longest prompt fed through decode steps on this device. The prefill GEMM is latency-bound at few rows: at
+ * Llama-3-8B shapes on the H200 it took 580-630 ms for 1 to 64 tokens and 1557 ms for 256, where steps took
+ * 19, 61, 108, 391 and 1530 ms for 1, 8, 16, 64 and 256 (2026-12-02, docs/benchmarks.md): steps win up to
+ * about 256, and 128 leaves a margin. On lavapipe a step of the tiny shape costs ~30 ms against ~500 ms of
+ * GEMM, so the break-even is near 12 there.
+ */
+export function prefillStepsUpTo(fwd: Forward): number {
+  return PREFILL.stepsUpTo ?? (fwd.ctx.isCpu ? 8 : 128);
+}
+
+/**
+ * Prefill of the prompt, in chunks of `maxPrefill` rows or (short prompts, {@link prefillStepsUpTo}) one decode
+ * step a token; the last chunk or step samples token 0 and leaves the decode state at (position M, token 0, step 1).
  */
 export function prefillPrompt(fwd: Forward, promptIds: number[], sparse: boolean): void {
   const M = promptIds.length;
-  if (M <= PREFILL.stepsUpTo) {
+  if (M <= prefillStepsUpTo(fwd)) {
     for (let i = 0; i < M; i++) {
       // each step samples and advances the state; all but the last one's token are replaced by the prompt's
       fwd.writeState(i, promptIds[i], 0);

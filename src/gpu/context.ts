@@ -71,6 +71,8 @@ export class GpuContext {
   readonly maxBinding: number;
   /** Whether timestamp queries are available (kernel profiling). */
   readonly hasTimestamps: boolean;
+  /** Whether the adapter runs on the CPU (lavapipe, SwiftShader): some tunables differ there. */
+  readonly isCpu: boolean;
   #pipelines = new Map<string, GPUComputePipeline>();
   #modules = new Map<string, GPUShaderModule>();
   #lost: string | null = null;
@@ -82,10 +84,12 @@ export class GpuContext {
    * @param device The WebGPU device.
    * @param adapterName The adapter's description.
    * @param hasTimestamps Whether the device has the "timestamp-query" feature.
+   * @param isCpu Whether the adapter is a CPU implementation.
    */
-  constructor(device: GPUDevice, adapterName: string, hasTimestamps: boolean) {
+  constructor(device: GPUDevice, adapterName: string, hasTimestamps: boolean, isCpu = false) {
     this.device = device;
     this.adapterName = adapterName;
+    this.isCpu = isCpu;
     this.maxBinding = device.limits.maxStorageBufferBindingSize;
     this.hasTimestamps = hasTimestamps;
     device.lost.then((info) => {
@@ -98,7 +102,7 @@ export class GpuContext {
    * WGSL: for benchmarks that time edited copies of a kernel (bench/gemv_probe.ts). Its caches are its own.
    */
   withSources(sources: Partial<Record<ShaderName, string>>): GpuContext {
-    const c = new GpuContext(this.device, this.adapterName, this.hasTimestamps);
+    const c = new GpuContext(this.device, this.adapterName, this.hasTimestamps, this.isCpu);
     c.#sources = sources;
     return c;
   }
@@ -338,5 +342,8 @@ export async function createGpuContext(options: GpuContextOptions = {}): Promise
     console.error(`tealgpu: GPU error: ${(e as GPUUncapturedErrorEvent).error.message}`);
   });
   const info = adapter.info;
-  return new GpuContext(device, info.description || info.device || info.vendor || "unknown", hasTimestamps);
+  const name = info.description || info.device || info.vendor || "unknown";
+  const isCpu = (info as { isFallbackAdapter?: boolean }).isFallbackAdapter === true ||
+    /llvmpipe|lavapipe|swiftshader|softpipe/i.test(`${name} ${info.device} ${info.architecture}`);
+  return new GpuContext(device, name, hasTimestamps, isCpu);
 }
