@@ -1,5 +1,7 @@
 // Prefill GEMM over the same transposed f16 weights as gemv.wgsl: y[m][n] = sum_k x[m][k] * wt[k][n].
-// 64x64 output tiles, 16x16 threads of 4x4 outputs, K in steps of 16 through workgroup memory.
+// 64x64 output tiles, 16x16 threads of 4x4 outputs (named registers: an indexed array of them went to memory),
+// K in steps of BK through workgroup memory; each step's tiles are loaded into registers while the previous
+// step computes, so a step costs its arithmetic, not a global round trip (few rows are latency-bound).
 // Workgroup x indexes column tiles of the segments (as in gemv.wgsl), y indexes row tiles.
 // SPARSE applies the TEAL mask to x as it is loaded (sparse prefill and perplexity evaluation).
 // bindings: 0 params (uniform), 1 x (f32 [M][K], read), 2 wt (u32 = 2 f16, segment blocks, read),
@@ -8,7 +10,7 @@
 override SPARSE: bool = false;
 override ACCUM: bool = false;  // y += result (residual add)
 override BIAS: bool = false;
-const BK: u32 = 16u;
+const BK: u32 = 32u;
 
 struct Seg {
   base: u32,    // first f16 of the segment's [K][stride] block
@@ -40,9 +42,61 @@ struct Params {
 @group(0) @binding(6) var<storage, read> scales: array<f32>;
 @group(0) @binding(7) var<storage, read_write> counters: array<atomic<u32>>;
 
-var<workgroup> xs: array<f32, 1024>;  // [64 rows][BK]
-var<workgroup> ws: array<f32, 1024>;  // [BK][64 cols]
+var<workgroup> xs: array<f32, 2048>;  // [64 rows][BK]
+var<workgroup> ws: array<f32, 2048>;  // [BK][64 cols]
 var<workgroup> kept: atomic<u32>;
+
+// One K step's share of a thread: 8 inputs (x of 64 rows x BK, TEAL-masked when SPARSE) and 4 weight words
+// (BK rows x 64 columns of f16 pairs), and how many inputs the mask kept.
+struct Step {
+  x0: f32, x1: f32, x2: f32, x3: f32, x4: f32, x5: f32, x6: f32, x7: f32,
+  w0: u32, w1: u32, w2: u32, w3: u32,
+  kept: u32,
+}
+
+fn load_x(t: u32, i: u32, k0: u32, row0: u32, s: u32, thr: f32, kept: ptr<function, u32>) -> f32 {
+  let idx = t + i * 256u;
+  let r = idx / BK;
+  let k = k0 + idx % BK;
+  var v = 0.0;
+  if (row0 + r < p.M && k < p.K) {
+    v = x[(row0 + r) * p.K + k];
+    if (SPARSE) {
+      if (abs(v) * scales[s * p.K + k] > thr) { *kept += 1u; } else { v = 0.0; }
+    }
+  }
+  return v;
+}
+
+fn load_w(t: u32, i: u32, k0: u32, col0: u32, seg: Seg) -> u32 {
+  let idx = t + i * 256u;
+  let k = k0 + idx / 32u;
+  let col = col0 + (idx % 32u) * 2u;
+  if (k < p.K && col < seg.stride) { return wt[(seg.base + k * seg.stride + col) / 2u]; }
+  return 0u;
+}
+
+fn load_step(t: u32, k0: u32, row0: u32, col0: u32, s: u32, seg: Seg, thr: f32) -> Step {
+  var kept = 0u;
+  let x0 = load_x(t, 0u, k0, row0, s, thr, &kept);
+  let x1 = load_x(t, 1u, k0, row0, s, thr, &kept);
+  let x2 = load_x(t, 2u, k0, row0, s, thr, &kept);
+  let x3 = load_x(t, 3u, k0, row0, s, thr, &kept);
+  let x4 = load_x(t, 4u, k0, row0, s, thr, &kept);
+  let x5 = load_x(t, 5u, k0, row0, s, thr, &kept);
+  let x6 = load_x(t, 6u, k0, row0, s, thr, &kept);
+  let x7 = load_x(t, 7u, k0, row0, s, thr, &kept);
+  return Step(x0, x1, x2, x3, x4, x5, x6, x7, load_w(t, 0u, k0, col0, seg), load_w(t, 1u, k0, col0, seg),
+    load_w(t, 2u, k0, col0, seg), load_w(t, 3u, k0, col0, seg), kept);
+}
+
+fn store_w(t: u32, i: u32, w: u32) {
+  let idx = t + i * 256u;
+  let v = unpack2x16float(w);
+  let at = (idx / 32u) * 64u + (idx % 32u) * 2u;
+  ws[at] = v.x;
+  ws[at + 1u] = v.y;
+}
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -55,42 +109,37 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   let row0 = wid.y * 64u;
   let tx = t % 16u;
   let ty = t / 16u;
-  var acc: array<vec4<f32>, 4>;
-  for (var i = 0u; i < 4u; i++) { acc[i] = vec4<f32>(0.0); }
+  var a0 = vec4<f32>(0.0);
+  var a1 = vec4<f32>(0.0);
+  var a2 = vec4<f32>(0.0);
+  var a3 = vec4<f32>(0.0);
   var my_kept = 0u;
 
+  var st = load_step(t, 0u, row0, col0, s, seg, thr);
   for (var k0 = 0u; k0 < p.K; k0 += BK) {
-    for (var i = 0u; i < 4u; i++) {
-      let idx = t + i * 256u;
-      let r = idx / BK;
-      let k = k0 + idx % BK;
-      var v = 0.0;
-      if (row0 + r < p.M && k < p.K) {
-        v = x[(row0 + r) * p.K + k];
-        if (SPARSE) {
-          if (abs(v) * scales[s * p.K + k] > thr) { my_kept++; } else { v = 0.0; }
-        }
-      }
-      xs[idx] = v;
-    }
-    for (var i = 0u; i < 2u; i++) {
-      let idx = t + i * 256u;
-      let kk = idx / 32u;
-      let cw = idx % 32u;
-      let k = k0 + kk;
-      let col = col0 + cw * 2u;
-      var w = vec2<f32>(0.0);
-      if (k < p.K && col < seg.stride) { w = unpack2x16float(wt[(seg.base + k * seg.stride + col) / 2u]); }
-      ws[kk * 64u + cw * 2u] = w.x;
-      ws[kk * 64u + cw * 2u + 1u] = w.y;
-    }
+    xs[t] = st.x0;
+    xs[t + 256u] = st.x1;
+    xs[t + 512u] = st.x2;
+    xs[t + 768u] = st.x3;
+    xs[t + 1024u] = st.x4;
+    xs[t + 1280u] = st.x5;
+    xs[t + 1536u] = st.x6;
+    xs[t + 1792u] = st.x7;
+    store_w(t, 0u, st.w0);
+    store_w(t, 1u, st.w1);
+    store_w(t, 2u, st.w2);
+    store_w(t, 3u, st.w3);
+    my_kept += st.kept;
     workgroupBarrier();
+    // the next step's loads go out before this step's arithmetic
+    if (k0 + BK < p.K) { st = load_step(t, k0 + BK, row0, col0, s, seg, thr); }
     for (var kk = 0u; kk < BK; kk++) {
       let b = vec4<f32>(ws[kk * 64u + tx * 4u], ws[kk * 64u + tx * 4u + 1u], ws[kk * 64u + tx * 4u + 2u],
         ws[kk * 64u + tx * 4u + 3u]);
-      for (var i = 0u; i < 4u; i++) {
-        acc[i] += xs[(ty * 4u + i) * BK + kk] * b;
-      }
+      a0 += xs[(ty * 4u) * BK + kk] * b;
+      a1 += xs[(ty * 4u + 1u) * BK + kk] * b;
+      a2 += xs[(ty * 4u + 2u) * BK + kk] * b;
+      a3 += xs[(ty * 4u + 3u) * BK + kk] * b;
     }
     workgroupBarrier();
   }
@@ -101,6 +150,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     workgroupBarrier();
     if (t == 0u) { atomicAdd(&counters[p.counter + s], atomicLoad(&kept)); }
   }
+  let acc = array<vec4<f32>, 4>(a0, a1, a2, a3);
   for (var i = 0u; i < 4u; i++) {
     let m = row0 + ty * 4u + i;
     if (m >= p.M) { continue; }
