@@ -1,6 +1,8 @@
 // Prefill GEMM over group-quantized weights (int8 / int4, layout of gemv_q.wgsl): matmul.wgsl's contract
 // (64x64 tiles, SPARSE mask with counters, ACCUM, BIAS) with each weight tile dequantized as it is staged in
 // workgroup memory: every thread loads 4 consecutive outputs of one row (inside one group) and their scale.
+// As in matmul.wgsl, the accumulators are named registers and each K step's loads go out while the previous
+// step computes.
 // bindings: 0 params (uniform), 1 x (f32 [M][K], read), 2 wt (u32 words, segment blocks, read),
 //           3 y (f32 [M][ldy], read_write), 4 bias (f32, read), 5 thresholds (f32, read),
 //           6 scales (f32 [nseg][K], read), 7 counters (atomic u32: kept (row, channel) pairs per segment)
@@ -45,6 +47,68 @@ var<workgroup> xs: array<f32, 1024>;  // [64 rows][BK]
 var<workgroup> ws: array<f32, 1024>;  // [BK][64 cols]
 var<workgroup> kept: atomic<u32>;
 
+// One K step's share of a thread: 4 inputs (TEAL-masked when SPARSE), the code word and metadata word of its 4
+// outputs of one weight row, and how many inputs the mask kept.
+struct Step {
+  x0: f32, x1: f32, x2: f32, x3: f32,
+  q: u32,
+  m: u32,
+  kept: u32,
+}
+
+fn load_x(t: u32, i: u32, k0: u32, row0: u32, s: u32, thr: f32, kept: ptr<function, u32>) -> f32 {
+  let idx = t + i * 256u;
+  let r = idx / BK;
+  let k = k0 + idx % BK;
+  var v = 0.0;
+  if (row0 + r < p.M && k < p.K) {
+    v = x[(row0 + r) * p.K + k];
+    if (SPARSE) {
+      if (abs(v) * scales[s * p.K + k] > thr) { *kept += 1u; } else { v = 0.0; }
+    }
+  }
+  return v;
+}
+
+fn load_step(t: u32, k0: u32, row0: u32, col0: u32, s: u32, seg: Seg, thr: f32) -> Step {
+  var kept = 0u;
+  let x0 = load_x(t, 0u, k0, row0, s, thr, &kept);
+  let x1 = load_x(t, 1u, k0, row0, s, thr, &kept);
+  let x2 = load_x(t, 2u, k0, row0, s, thr, &kept);
+  let x3 = load_x(t, 3u, k0, row0, s, thr, &kept);
+  let k = k0 + t / 16u;
+  let col = col0 + (t % 16u) * 4u;
+  var q = 0u;
+  var m = 0u;
+  if (k < p.K && col < seg.len) {
+    let row = seg.base + k * seg.stride;
+    let g = col / GROUP;
+    if (BITS == 8u) {
+      q = wt[row + col / 4u];
+      m = wt[row + seg.scale0 + g / 2u];
+    } else {
+      q = wt[row + col / 8u];
+      m = wt[row + seg.scale0 + g];
+    }
+  }
+  return Step(x0, x1, x2, x3, q, m, kept);
+}
+
+// The 4 weights of a step's code and metadata words (0 past the matrix: both words 0 decode to 0).
+fn dequant(st: Step, col0: u32, t: u32) -> vec4<f32> {
+  let col = col0 + (t % 16u) * 4u;
+  let g = col / GROUP;
+  if (BITS == 8u) {
+    let q = (vec4<i32>(bitcast<i32>(st.q)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u);
+    let sc = unpack2x16float(st.m);
+    return vec4<f32>(q) * select(sc.x, sc.y, (g & 1u) == 1u);
+  }
+  let sh = (col % 8u) * 4u;
+  let q = (vec4<u32>(st.q) >> (vec4<u32>(0u, 4u, 8u, 12u) + sh)) & vec4<u32>(15u);
+  let so = unpack2x16float(st.m);
+  return vec4<f32>(q) * so.x + so.y;
+}
+
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
   var s = 0u;
@@ -56,56 +120,36 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   let row0 = wid.y * 64u;
   let tx = t % 16u;
   let ty = t / 16u;
-  var acc: array<vec4<f32>, 4>;
-  for (var i = 0u; i < 4u; i++) { acc[i] = vec4<f32>(0.0); }
+  var a0 = vec4<f32>(0.0);
+  var a1 = vec4<f32>(0.0);
+  var a2 = vec4<f32>(0.0);
+  var a3 = vec4<f32>(0.0);
   var my_kept = 0u;
 
+  var st = load_step(t, 0u, row0, col0, s, seg, thr);
   for (var k0 = 0u; k0 < p.K; k0 += BK) {
-    for (var i = 0u; i < 4u; i++) {
-      let idx = t + i * 256u;
-      let r = idx / BK;
-      let k = k0 + idx % BK;
-      var v = 0.0;
-      if (row0 + r < p.M && k < p.K) {
-        v = x[(row0 + r) * p.K + k];
-        if (SPARSE) {
-          if (abs(v) * scales[s * p.K + k] > thr) { my_kept++; } else { v = 0.0; }
-        }
-      }
-      xs[idx] = v;
-    }
-    {
-      let kk = t / 16u;
-      let c4 = (t % 16u) * 4u;
-      let k = k0 + kk;
-      let col = col0 + c4;
-      var w = vec4<f32>(0.0);
-      if (k < p.K && col < seg.len) {
-        let row = seg.base + k * seg.stride;
-        let g = col / GROUP;
-        if (BITS == 8u) {
-          let q = (vec4<i32>(bitcast<i32>(wt[row + col / 4u])) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u);
-          let sc = unpack2x16float(wt[row + seg.scale0 + g / 2u]);
-          w = vec4<f32>(q) * select(sc.x, sc.y, (g & 1u) == 1u);
-        } else {
-          let sh = (col % 8u) * 4u;
-          let q = (vec4<u32>(wt[row + col / 8u]) >> (vec4<u32>(0u, 4u, 8u, 12u) + sh)) & vec4<u32>(15u);
-          let so = unpack2x16float(wt[row + seg.scale0 + g]);
-          w = vec4<f32>(q) * so.x + so.y;
-        }
-      }
-      ws[kk * 64u + c4] = w.x;
-      ws[kk * 64u + c4 + 1u] = w.y;
-      ws[kk * 64u + c4 + 2u] = w.z;
-      ws[kk * 64u + c4 + 3u] = w.w;
-    }
+    xs[t] = st.x0;
+    xs[t + 256u] = st.x1;
+    xs[t + 512u] = st.x2;
+    xs[t + 768u] = st.x3;
+    let w = dequant(st, col0, t);
+    let c4 = (t % 16u) * 4u;
+    let kr = (t / 16u) * 64u;
+    ws[kr + c4] = w.x;
+    ws[kr + c4 + 1u] = w.y;
+    ws[kr + c4 + 2u] = w.z;
+    ws[kr + c4 + 3u] = w.w;
+    my_kept += st.kept;
     workgroupBarrier();
+    // the next step's loads go out before this step's arithmetic
+    if (k0 + BK < p.K) { st = load_step(t, k0 + BK, row0, col0, s, seg, thr); }
     for (var kk = 0u; kk < BK; kk++) {
       let b = vec4<f32>(ws[kk * 64u + tx * 4u], ws[kk * 64u + tx * 4u + 1u], ws[kk * 64u + tx * 4u + 2u],
         ws[kk * 64u + tx * 4u + 3u]);
-      for (var i = 0u; i < 4u; i++) {
-        acc[i] += xs[(ty * 4u + i) * BK + kk] * b;
-      }
+      a0 += xs[(ty * 4u) * BK + kk] * b;
+      a1 += xs[(ty * 4u + 1u) * BK + kk] * b;
+      a2 += xs[(ty * 4u + 2u) * BK + kk] * b;
+      a3 += xs[(ty * 4u + 3u) * BK + kk] * b;
     }
     workgroupBarrier();
   }
@@ -116,6 +160,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     workgroupBarrier();
     if (t == 0u) { atomicAdd(&counters[p.counter + s], atomicLoad(&kept)); }
   }
+  let acc = array<vec4<f32>, 4>(a0, a1, a2, a3);
   for (var i = 0u; i < 4u; i++) {
     let m = row0 + ty * 4u + i;
     if (m >= p.M) { continue; }
