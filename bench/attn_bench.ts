@@ -90,7 +90,7 @@ if (import.meta.main) {
   console.log(`  pos ${spans.map((s) => String(s).padStart(8) + " ").join("")}`);
   for (const pos of positions) {
     const state = ctx.buffer(16, "state", new Uint32Array([pos, 0, 0, 0]));
-    const line = [];
+    const line: string[] = [];
     for (const span of spans) {
       const ops = attnDecodeOps(
         ctx,
@@ -127,7 +127,7 @@ if (import.meta.main) {
           constants: { SPAN: ATTN.SPAN, FINAL: 1, HEAD_DIM: headDim, SPLITS: splits, SUB: ATTN.SUB },
         },
       });
-      const line = [];
+      const line: string[] = [];
       for (const pos of quick ? [5, 300] : [128, 511, 2047]) {
         const state = ctx.buffer(16, "state", new Uint32Array([pos, 0, 0, 0]));
         const [params] =

@@ -262,7 +262,7 @@ if (import.meta.main) {
           const pctx = probe.edits.length
             ? ctx.withSources({ [shader]: probeSource(shader, probe.edits) })
             : ctx;
-          const us = [];
+          const us: number[] = [];
           for (const sp of levels) {
             us.push(await timeGemv(pctx, mats, sp, tune, quick ? 4 : 400));
             rows.push({

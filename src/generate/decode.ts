@@ -110,9 +110,9 @@ export function prefillPrompt(fwd: Forward, promptIds: number[], sparse: boolean
   const M = promptIds.length;
   if (M <= prefillStepsUpTo(fwd)) {
     for (let i = 0; i < M; i++) {
-      // each step samples and advances the state; all but the last one's token are replaced by the prompt's
+      // every step but the last only fills the KV cache (no lm_head, no sampling); the last samples token 0
       fwd.writeState(i, promptIds[i], 0);
-      fwd.ctx.run(fwd.decodeStep(sparse, i));
+      fwd.ctx.run(i + 1 < M ? fwd.promptStep(sparse, i) : fwd.decodeStep(sparse, i));
     }
     return;
   }
@@ -220,6 +220,7 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
     while (cur) {
       next = queued < limit ? encode() : null;
       const mapped = cur.staging.mapAsync(GPUMapMode.READ);
+      mapped.catch(() => {}); // awaited below; not unhandled should submit throw first
       if (next && !stopped) submit(next);
       await mapped;
       const ids = Array.from(new Uint32Array(cur.staging.getMappedRange()));

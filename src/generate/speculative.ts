@@ -95,12 +95,12 @@ export async function runSpeculative(fwd: Forward, job: SpeculativeJob): Promise
   // one round's ops for k drafts, reading their place from the decode state: built once per k and draft
   // variant (the attention variant goes by position), queued many times
   const built = new Map<string, Op[]>();
+  const verifyOps = new Map<number, Op[]>(); // the verify pass does not depend on the draft's variant
   const owned: Op[] = []; // ops made here (the draft steps are the forward pass's own, reused)
-  const roundOps = (k: number, pos: number): Op[] => {
-    const key = `${k}/${fwd.attentionVariant(pos)}`;
-    let ops = built.get(key);
-    if (ops) return ops;
-    const verify = [
+  const buildVerify = (k: number): Op[] => {
+    let verify = verifyOps.get(k);
+    if (verify) return verify;
+    verify = [
       specGatherOp(ctx, fwd.tokens, fwd.state, fwd.ids, { k, capacity: fwd.maxSeq }),
       ...fwd.prefill(k + 1, k, { allLogits: pLogits, fromState: true }),
       ...specAcceptOps(ctx, qLogits, pLogits, stats, fwd.tokens, fwd.state, log, {
@@ -114,6 +114,14 @@ export async function runSpeculative(fwd: Forward, job: SpeculativeJob): Promise
       }),
     ];
     owned.push(...verify);
+    verifyOps.set(k, verify);
+    return verify;
+  };
+  const roundOps = (k: number, pos: number): Op[] => {
+    const key = `${k}/${fwd.attentionVariant(pos)}`;
+    let ops = built.get(key);
+    if (ops) return ops;
+    const verify = buildVerify(k);
     const draft = fwd.decodeStep(true, pos);
     ops = [...Array.from({ length: k }, (_, i) => [...draft, keep[i]]).flat(), ...verify];
     built.set(key, ops);

@@ -270,6 +270,22 @@ export class Forward {
     return ops;
   }
 
+  /**
+   * A decode step that stops after the last layer: it fills the KV cache at the state's position and leaves
+   * logits, sampling and the state alone (prompt tokens fed one a step, all but the last).
+   */
+  promptStep(sparse: boolean, pos = 0): Op[] {
+    const key = `prompt/${sparse ? "sparse" : "dense"}/${this.attentionVariant(pos)}`;
+    let ops = this.#decode.get(key);
+    if (!ops) {
+      // the step's tail is the lm_head GEMV and its reduce (per column part) and the sampler
+      const full = this.decodeStep(sparse, pos);
+      ops = full.slice(0, full.length - (2 * this.weights.lmHead.length + 1));
+      this.#decode.set(key, ops);
+    }
+    return ops;
+  }
+
   /** Which decode attention a step at `pos` runs: one workgroup per head, or split over the context. */
   attentionVariant(pos: number): string {
     const span = attnSpan(pos);
