@@ -92,14 +92,13 @@ export const PREFILL: { stepsUpTo: number | null } = {
 };
 
 /**
- * Longest prompt fed through decode steps on this device. The prefill GEMM is latency-bound at few rows: at
- * Llama-3-8B shapes on the H200 it took 580-630 ms for 1 to 64 tokens and 1557 ms for 256, where steps took
- * 19, 61, 108, 391 and 1530 ms for 1, 8, 16, 64 and 256 (2026-12-02, docs/benchmarks.md): steps win up to
- * about 256, and 128 leaves a margin. On lavapipe a step of the tiny shape costs ~30 ms against ~500 ms of
- * GEMM, so the break-even is near 12 there.
+ * Longest prompt fed through decode steps on this device. At Llama-3-8B shapes on the H200 (2026-12-02,
+ * docs/benchmarks.md) the first token took 19, 61 and 108 ms after 1, 8 and 16 prompt tokens by steps, and
+ * about 150 ms after 1 to 64 tokens by the prefill GEMM (364 ms after 256): steps win up to about 24 tokens.
+ * On lavapipe a step of the tiny shape costs ~30 ms against ~500 ms of GEMM: break-even near 12.
  */
 export function prefillStepsUpTo(fwd: Forward): number {
-  return PREFILL.stepsUpTo ?? (fwd.ctx.isCpu ? 8 : 128);
+  return PREFILL.stepsUpTo ?? (fwd.ctx.isCpu ? 8 : 16);
 }
 
 /**
