@@ -11,6 +11,9 @@ override GROUP: u32 = 128u;  // outputs per scale
 override SPARSE: bool = false;
 override ACCUM: bool = false;  // y += result (residual add)
 override BIAS: bool = false;
+// split-K (few rows, where the K loop's latency dominates): y gets the partial tile of split z,
+// y[(z * M + m) * ncols + column]; splitk_sum.wgsl adds the splits and applies BIAS and ACCUM
+override SPLITK: bool = false;
 const BK: u32 = 16u;
 
 struct Seg {
@@ -30,8 +33,8 @@ struct Params {
   yOffset: u32,  // added to every output column
   nseg: u32,
   counter: u32,  // counters[counter + seg] counts kept inputs (SPARSE)
-  _pad1: u32,
-  _pad2: u32,
+  klen: u32,     // inputs per K split (workgroup z covers [z * klen, (z + 1) * klen)); K when not split
+  ncols: u32,    // SPLITK: columns of a partial row (all segments)
   seg: array<Seg, 3>,
 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -56,12 +59,12 @@ struct Step {
   kept: u32,
 }
 
-fn load_x(t: u32, i: u32, k0: u32, row0: u32, s: u32, thr: f32, kept: ptr<function, u32>) -> f32 {
+fn load_x(t: u32, i: u32, k0: u32, ke: u32, row0: u32, s: u32, thr: f32, kept: ptr<function, u32>) -> f32 {
   let idx = t + i * 256u;
   let r = idx / BK;
   let k = k0 + idx % BK;
   var v = 0.0;
-  if (row0 + r < p.M && k < p.K) {
+  if (row0 + r < p.M && k < ke) {
     v = x[(row0 + r) * p.K + k];
     if (SPARSE) {
       if (abs(v) * scales[s * p.K + k] > thr) { *kept += 1u; } else { v = 0.0; }
@@ -70,17 +73,17 @@ fn load_x(t: u32, i: u32, k0: u32, row0: u32, s: u32, thr: f32, kept: ptr<functi
   return v;
 }
 
-fn load_step(t: u32, k0: u32, row0: u32, col0: u32, s: u32, seg: Seg, thr: f32) -> Step {
+fn load_step(t: u32, k0: u32, ke: u32, row0: u32, col0: u32, s: u32, seg: Seg, thr: f32) -> Step {
   var kept = 0u;
-  let x0 = load_x(t, 0u, k0, row0, s, thr, &kept);
-  let x1 = load_x(t, 1u, k0, row0, s, thr, &kept);
-  let x2 = load_x(t, 2u, k0, row0, s, thr, &kept);
-  let x3 = load_x(t, 3u, k0, row0, s, thr, &kept);
+  let x0 = load_x(t, 0u, k0, ke, row0, s, thr, &kept);
+  let x1 = load_x(t, 1u, k0, ke, row0, s, thr, &kept);
+  let x2 = load_x(t, 2u, k0, ke, row0, s, thr, &kept);
+  let x3 = load_x(t, 3u, k0, ke, row0, s, thr, &kept);
   let k = k0 + t / 16u;
   let col = col0 + (t % 16u) * 4u;
   var q = 0u;
   var m = 0u;
-  if (k < p.K && col < seg.len) {
+  if (k < ke && col < seg.len) {
     let row = seg.base + k * seg.stride;
     let g = col / GROUP;
     if (BITS == 8u) {
@@ -126,8 +129,10 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   var a3 = vec4<f32>(0.0);
   var my_kept = 0u;
 
-  var st = load_step(t, 0u, row0, col0, s, seg, thr);
-  for (var k0 = 0u; k0 < p.K; k0 += BK) {
+  let kb = wid.z * p.klen;
+  let ke = min(p.K, kb + p.klen);
+  var st = load_step(t, kb, ke, row0, col0, s, seg, thr);
+  for (var k0 = kb; k0 < ke; k0 += BK) {
     xs[t] = st.x0;
     xs[t + 256u] = st.x1;
     xs[t + 512u] = st.x2;
@@ -142,7 +147,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     my_kept += st.kept;
     workgroupBarrier();
     // the next step's loads go out before this step's arithmetic
-    if (k0 + BK < p.K) { st = load_step(t, k0 + BK, row0, col0, s, seg, thr); }
+    if (k0 + BK < ke) { st = load_step(t, k0 + BK, ke, row0, col0, s, seg, thr); }
     for (var kk = 0u; kk < BK; kk++) {
       let b = vec4<f32>(ws[kk * 64u + tx * 4u], ws[kk * 64u + tx * 4u + 1u], ws[kk * 64u + tx * 4u + 2u],
         ws[kk * 64u + tx * 4u + 3u]);
@@ -168,6 +173,10 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
       let cl = col0 + tx * 4u + j;
       if (cl >= seg.len) { continue; }
       var v = acc[i][j];
+      if (SPLITK) {
+        y[(wid.z * p.M + m) * p.ncols + seg.out + cl] = v;
+        continue;
+      }
       if (BIAS) { v += bias[seg.out + cl]; }
       let at = m * p.ldy + p.yOffset + seg.out + cl;
       if (ACCUM) { y[at] += v; } else { y[at] = v; }

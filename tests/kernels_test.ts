@@ -13,7 +13,7 @@ import {
   gemvOp,
   gemvSplits,
   layoutSegments,
-  matmulOp,
+  matmulOps,
   type Matrix,
   REDUCE,
   reduceOp,
@@ -21,6 +21,7 @@ import {
   ropeOp,
   sampleOp,
   SAMPLER_PARAMS_BYTES,
+  splitKLayout,
   swigluOp,
   writeSamplerParams,
 } from "../src/gpu/kernels.ts";
@@ -467,48 +468,54 @@ Deno.test("attnSpan: one workgroup per head below ATTN.SINGLE_BELOW, then 4 to 8
   assertEquals([512, 1023, 2047, 8191].map(attnSpan), [64, 128, 256, 1024]);
 });
 
-Deno.test("matmul: prefill GEMM (fused, bias, accumulate, sparse) at 1, 7 and 130 rows", async () => {
+Deno.test("matmul: prefill GEMM (fused, bias, accumulate, sparse) at 1, 7 and 130 rows, whole and split over K", async () => {
   const ctx = await gpu();
   const r = rng(4);
-  const K = 172;
+  const K = 172; // split 3 ways: 64 + 64 + 44 inputs, the last piece not a whole 32-input step
   const lens = [96, 40, 40];
   const ws = lens.map((n) => randn(n * K, r, 0.5));
   const m = makeMatrix(ctx, K, ws, lens);
+  assertEquals(splitKLayout(K, 3), { klen: 64, splits: 3 });
   for (const M of [1, 7, 130]) {
-    const x = randn(M * K, r);
-    const bias = randn(m.N, r);
-    // dense with bias
-    const sp = {
-      thresholds: ctx.buffer(12, "t", new Float32Array([0.3, 0.6, 0.9])),
-      counters: ctx.buffer(16, "c"),
-    };
-    const y = poisoned(ctx, M * m.N);
-    ctx.run([
-      matmulOp(ctx, m, ctx.buffer(x.byteLength, "x", x), y, sp, {
+    for (const splits of [0, 3]) {
+      const label = `M=${M}${splits ? `, ${splits} K splits` : ""}`;
+      const split = splits ? { partials: poisoned(ctx, splits * M * m.N), splits } : null;
+      const x = randn(M * K, r);
+      const bias = randn(m.N, r);
+      // dense with bias
+      const sp = {
+        thresholds: ctx.buffer(12, "t", new Float32Array([0.3, 0.6, 0.9])),
+        counters: ctx.buffer(16, "c"),
+      };
+      const y = poisoned(ctx, M * m.N);
+      const dense = matmulOps(ctx, m, ctx.buffer(x.byteLength, "x", x), y, sp, {
         M,
         ldy: m.N,
         bias: ctx.buffer(bias.byteLength, "b", bias),
-      }),
-    ]);
-    const want = fusedRef(x, M, K, ws, lens, null).y.map((v, i) => v + bias[i % m.N]);
-    assert(relErr(await ctx.readF32(y), want) < 1e-4, `dense M=${M}`);
-    // sparse, accumulating into a residual with a wider row stride and an offset
-    const ldy = m.N + 5;
-    const base = randn(M * ldy, r);
-    const yb = ctx.buffer(base.byteLength, "y", base);
-    ctx.run([
-      matmulOp(ctx, m, ctx.buffer(x.byteLength, "x", x), yb, sp, {
+        split,
+      });
+      assertEquals(dense.length, splits ? 2 : 1);
+      ctx.run(dense);
+      const want = fusedRef(x, M, K, ws, lens, null).y.map((v, i) => v + bias[i % m.N]);
+      assert(relErr(await ctx.readF32(y), want) < 1e-4, `dense ${label}`);
+      // sparse, accumulating into a residual with a wider row stride and an offset; kept inputs counted
+      const ldy = m.N + 5;
+      const base = randn(M * ldy, r);
+      const yb = ctx.buffer(base.byteLength, "y", base);
+      ctx.run(matmulOps(ctx, m, ctx.buffer(x.byteLength, "x", x), yb, sp, {
         M,
         ldy,
         yOffset: 3,
         accumulate: true,
         sparse: true,
-      }),
-    ]);
-    const ws2 = fusedRef(x, M, K, ws, lens, [0.3, 0.6, 0.9]).y;
-    const want2 = Float32Array.from(base);
-    for (let i = 0; i < M; i++) for (let n = 0; n < m.N; n++) want2[i * ldy + 3 + n] += ws2[i * m.N + n];
-    assert(relErr(await ctx.readF32(yb), want2) < 1e-4, `sparse M=${M}`);
+        split,
+      }));
+      const ref = fusedRef(x, M, K, ws, lens, [0.3, 0.6, 0.9]);
+      const want2 = Float32Array.from(base);
+      for (let i = 0; i < M; i++) for (let n = 0; n < m.N; n++) want2[i * ldy + 3 + n] += ref.y[i * m.N + n];
+      assert(relErr(await ctx.readF32(yb), want2) < 1e-4, `sparse ${label}`);
+      assertEquals(Array.from(await ctx.readU32(sp.counters, 3)), ref.active, `kept inputs ${label}`);
+    }
   }
 });
 

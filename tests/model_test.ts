@@ -266,6 +266,14 @@ Deno.test("tiny-llama-16m: logits equal the reference; greedy 32 tokens identica
   assertEquals(ids[0], 0, "BOS first");
   const err = await compareLogits(model, ref, ids);
   assert(err < 5e-3, `logits relative error ${err}`);
+  // the prefill GEMMs split over K (the GPU default; the down projection's 1024 inputs go in two pieces)
+  model.forward.splitK = true;
+  try {
+    const errSplit = await compareLogits(model, ref, ids);
+    assert(errSplit < 5e-3, `split-K logits relative error ${errSplit}`);
+  } finally {
+    model.forward.splitK = model.gpu.isCpu ? false : true;
+  }
   const want = refGreedy(ref, ids, 32);
   assert(minMargin(want.logits, ref.config.vocabSize) > 1e-3, "greedy margin too small to compare ids");
   const got = await model.complete(PROMPT, { temperature: 0, maxTokens: 32, stopAtEos: false });

@@ -16,7 +16,7 @@ import {
   quantizeBlock,
   type QuantScheme,
 } from "../src/gpu/quant.ts";
-import { gemvOp, gemvSplits, matmulOp, type Matrix, REDUCE, reduceOp } from "../src/gpu/kernels.ts";
+import { gemvOp, gemvSplits, matmulOps, type Matrix, REDUCE, reduceOp } from "../src/gpu/kernels.ts";
 import type { GpuContext } from "../src/gpu/context.ts";
 import { argmax, matmulT, ReferenceModel, rmsNorm, silu } from "../src/model/reference.ts";
 import { f16ToF32, f32ToF16Bits } from "../src/model/dtype.ts";
@@ -300,7 +300,7 @@ Deno.test("gemv_q: fused RMSNorm and SwiGLU inputs, dense and sparse; EOS state 
   }
 });
 
-Deno.test("matmul_q: prefill GEMM (fused, bias, accumulate, sparse) at 1, 7 and 130 rows", async () => {
+Deno.test("matmul_q: prefill GEMM (fused, bias, accumulate, sparse) at 1, 7 and 130 rows, whole and split over K", async () => {
   const ctx = await gpu();
   const r = rng(14);
   const K = 172;
@@ -309,38 +309,41 @@ Deno.test("matmul_q: prefill GEMM (fused, bias, accumulate, sparse) at 1, 7 and 
     const ws = lens.map((n) => randn(n * K, r, 0.5));
     const { m, deq } = makeQMatrix(ctx, K, ws, lens, s);
     const thr = [0.3, 0.6, 0.9];
-    for (const M of [1, 7, 130]) {
+    for (const [M, splits] of [[1, 0], [1, 3], [7, 3], [130, 0], [130, 2]]) {
+      const split = splits ? { partials: poisoned(ctx, splits * M * m.N), splits } : null;
       const x = randn(M * K, r);
       const bias = randn(m.N, r);
       const sp = { thresholds: ctx.buffer(12, "t", new Float32Array(thr)), counters: ctx.buffer(16, "c") };
       const y = poisoned(ctx, M * m.N);
-      ctx.run([
-        matmulOp(ctx, m, ctx.buffer(x.byteLength, "x", x), y, sp, {
-          M,
-          ldy: m.N,
-          bias: ctx.buffer(bias.byteLength, "b", bias),
-        }),
-      ]);
+      ctx.run(matmulOps(ctx, m, ctx.buffer(x.byteLength, "x", x), y, sp, {
+        M,
+        ldy: m.N,
+        bias: ctx.buffer(bias.byteLength, "b", bias),
+        split,
+      }));
       const want = fusedRef(x, M, K, deq, lens, null).y.map((v, i) => v + bias[i % m.N]);
-      assert(relErr(await ctx.readF32(y), want) < 1e-4, `${name} dense M=${M}`);
+      assert(relErr(await ctx.readF32(y), want) < 1e-4, `${name} dense M=${M} splits ${splits}`);
       const ldy = m.N + 5;
       const base = randn(M * ldy, r);
       const yb = ctx.buffer(base.byteLength, "y", base);
-      ctx.run([
-        matmulOp(ctx, m, ctx.buffer(x.byteLength, "x", x), yb, sp, {
-          M,
-          ldy,
-          yOffset: 3,
-          accumulate: true,
-          sparse: true,
-          counter: 0,
-        }),
-      ]);
+      ctx.run(matmulOps(ctx, m, ctx.buffer(x.byteLength, "x", x), yb, sp, {
+        M,
+        ldy,
+        yOffset: 3,
+        accumulate: true,
+        sparse: true,
+        counter: 0,
+        split,
+      }));
       const ref = fusedRef(x, M, K, deq, lens, thr);
       const want2 = Float32Array.from(base);
       for (let i = 0; i < M; i++) for (let n = 0; n < m.N; n++) want2[i * ldy + 3 + n] += ref.y[i * m.N + n];
-      assert(relErr(await ctx.readF32(yb), want2) < 1e-4, `${name} sparse M=${M}`);
-      assertEquals(Array.from(await ctx.readU32(sp.counters, 3)), ref.active, `${name} counters M=${M}`);
+      assert(relErr(await ctx.readF32(yb), want2) < 1e-4, `${name} sparse M=${M} splits ${splits}`);
+      assertEquals(
+        Array.from(await ctx.readU32(sp.counters, 3)),
+        ref.active,
+        `${name} counters M=${M} splits ${splits}`,
+      );
     }
   }
 });

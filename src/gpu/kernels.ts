@@ -319,26 +319,95 @@ export function reduceOp(
   });
 }
 
-/** matmul.wgsl: y[M][..] (=|+=) x[M][K] . wt (+ bias), optional TEAL mask on x. */
+/** Options of a prefill GEMM (matmul.wgsl / matmul_q.wgsl). */
+export interface MatmulOptions {
+  /** Rows of x and y. */
+  M: number;
+  /** Row stride of y. */
+  ldy: number;
+  /** Added to every output column of y. */
+  yOffset?: number;
+  /** y += result (residual add). */
+  accumulate?: boolean;
+  bias?: GPUBuffer | null;
+  sparse?: boolean;
+  /** counters[counter + segment] counts kept inputs when sparse. */
+  counter?: number;
+  label?: string;
+}
+
+/**
+ * Split-K of a prefill GEMM over few rows: workgroup z covers K inputs [z * klen, (z + 1) * klen) and writes
+ * its partial tile to `partials` ([splits][M][N] f32); splitk_sum.wgsl then adds the splits into y.
+ */
+export interface SplitK {
+  partials: GPUBuffer;
+  /** Splits asked for (the ops may use fewer: each covers a whole number of 32-input steps). */
+  splits: number;
+}
+
+/** Inputs per split and the splits that result, for a split-K GEMM over K inputs. */
+export function splitKLayout(K: number, splits: number): { klen: number; splits: number } {
+  const klen = Math.max(32, Math.ceil(K / Math.max(1, splits) / 32) * 32);
+  return { klen, splits: Math.ceil(K / klen) };
+}
+
+/** matmul.wgsl: y[M][..] (=|+=) x[M][K] . wt (+ bias), optional TEAL mask on x; quantized matrices go to matmul_q.wgsl. */
 export function matmulOp(
   ctx: GpuContext,
   m: Matrix,
   x: GPUBuffer,
   y: GPUBuffer,
   sp: SparsityBuffers,
-  o: {
-    M: number;
-    ldy: number;
-    yOffset?: number;
-    accumulate?: boolean;
-    bias?: GPUBuffer | null;
-    sparse?: boolean;
-    /** counters[counter + segment] counts kept inputs when sparse. */
-    counter?: number;
-    label?: string;
-  },
+  o: MatmulOptions,
 ): Op {
-  if (m.format && m.format !== "f16") return matmulQOp(ctx, m, x, y, sp, o);
+  return gemmOp(ctx, m, x, y, sp, o, null);
+}
+
+/**
+ * The prefill GEMM as ops: one matmulOp, or with `split` (few rows) the split-K GEMM into the partials and
+ * the pass that adds them into y with the bias and the accumulate of `o`.
+ */
+export function matmulOps(
+  ctx: GpuContext,
+  m: Matrix,
+  x: GPUBuffer,
+  y: GPUBuffer,
+  sp: SparsityBuffers,
+  o: MatmulOptions & { split?: SplitK | null },
+): Op[] {
+  const layout = o.split ? splitKLayout(m.K, o.split.splits) : null;
+  if (!o.split || !layout || layout.splits < 2) return [gemmOp(ctx, m, x, y, sp, o, null)];
+  const need = layout.splits * o.M * m.N * 4;
+  if (o.split.partials.size < need) {
+    throw new RangeError(`split-K partials hold ${o.split.partials.size} bytes; ${need} needed`);
+  }
+  const params = ctx.uniform([o.M, m.N, o.ldy, o.yOffset ?? 0], "splitk_sum");
+  return [
+    gemmOp(ctx, m, x, o.split.partials, sp, o, layout),
+    ctx.op({
+      variant: {
+        shader: "splitk_sum",
+        overrides: { ACCUM: o.accumulate ? 1 : 0, BIAS: o.bias ? 1 : 0, SPLITS: layout.splits },
+      },
+      bindings: [params, o.split.partials, o.bias ?? ctx.scratch("read"), y],
+      owned: [params],
+      workgroups: [Math.ceil(m.N / 256), o.M],
+      label: o.label ? `${o.label}.sum` : "splitk_sum",
+    }),
+  ];
+}
+
+function gemmOp(
+  ctx: GpuContext,
+  m: Matrix,
+  x: GPUBuffer,
+  y: GPUBuffer,
+  sp: SparsityBuffers,
+  o: MatmulOptions,
+  split: { klen: number; splits: number } | null,
+): Op {
+  if (m.format && m.format !== "f16") return matmulQOp(ctx, m, x, y, sp, o, split);
   const params = ctx.uniform(
     [
       o.M,
@@ -347,8 +416,8 @@ export function matmulOp(
       o.yOffset ?? 0,
       m.segments.length,
       o.counter ?? 0,
-      0,
-      0,
+      split?.klen ?? m.K,
+      m.N,
       ...segWords(m.segments, MATMUL_TILE),
     ],
     "matmul",
@@ -356,11 +425,16 @@ export function matmulOp(
   return ctx.op({
     variant: {
       shader: "matmul",
-      overrides: { SPARSE: o.sparse ? 1 : 0, ACCUM: o.accumulate ? 1 : 0, BIAS: o.bias ? 1 : 0 },
+      overrides: {
+        SPARSE: o.sparse ? 1 : 0,
+        ACCUM: o.accumulate ? 1 : 0,
+        BIAS: o.bias ? 1 : 0,
+        SPLITK: split ? 1 : 0,
+      },
     },
     bindings: [params, x, m.buffer, y, o.bias ?? ctx.scratch("read"), sp.thresholds, m.scales, sp.counters],
     owned: [params],
-    workgroups: [tiles(m.segments, MATMUL_TILE), Math.ceil(o.M / MATMUL_TILE)],
+    workgroups: [tiles(m.segments, MATMUL_TILE), Math.ceil(o.M / MATMUL_TILE), split?.splits ?? 1],
     label: o.label ?? "matmul",
   });
 }

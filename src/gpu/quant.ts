@@ -18,6 +18,7 @@ import {
   type GemvTune,
   gemvTune,
   MATMUL_TILE,
+  type MatmulOptions,
   type Matrix,
   roundUp,
   type Segment,
@@ -367,16 +368,8 @@ export function matmulQOp(
   x: GPUBuffer,
   y: GPUBuffer,
   sp: SparsityBuffers,
-  o: {
-    M: number;
-    ldy: number;
-    yOffset?: number;
-    accumulate?: boolean;
-    bias?: GPUBuffer | null;
-    sparse?: boolean;
-    counter?: number;
-    label?: string;
-  },
+  o: MatmulOptions,
+  split: { klen: number; splits: number } | null = null,
 ): Op {
   const s = schemeOf(m);
   const params = ctx.uniform(
@@ -387,8 +380,8 @@ export function matmulQOp(
       o.yOffset ?? 0,
       m.segments.length,
       o.counter ?? 0,
-      0,
-      0,
+      split?.klen ?? m.K,
+      m.N,
       ...segWords(m.segments, () => MATMUL_TILE),
     ],
     "matmul_q",
@@ -403,11 +396,12 @@ export function matmulQOp(
         BIAS: o.bias ? 1 : 0,
         BITS: s.bits,
         GROUP: s.group,
+        SPLITK: split ? 1 : 0,
       },
     },
     bindings: [params, x, m.buffer, y, o.bias ?? ctx.scratch("read"), sp.thresholds, m.scales, sp.counters],
     owned: [params],
-    workgroups: [tiles, Math.ceil(o.M / MATMUL_TILE)],
+    workgroups: [tiles, Math.ceil(o.M / MATMUL_TILE), split?.splits ?? 1],
     label: o.label ?? "matmul",
   });
 }

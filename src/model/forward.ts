@@ -17,7 +17,10 @@ import {
   type GemvInput,
   gemvOp,
   gemvSplits,
+  MATMUL_TILE,
   matmulOp,
+  matmulOps,
+  type MatmulOptions,
   type Matrix,
   REDUCE,
   reduceOp,
@@ -26,6 +29,7 @@ import {
   sampleOp,
   SAMPLER_PARAMS_BYTES,
   type SparsityBuffers,
+  type SplitK,
   swigluOp,
 } from "../gpu/kernels.ts";
 import type { ModelConfig } from "./config.ts";
@@ -85,8 +89,16 @@ export class Forward {
   /** Thresholds f32 [layers*7] and active-channel counters u32 [layers*7]. */
   readonly sparsity: SparsityBuffers;
 
+  /**
+   * Split the prefill GEMMs over K when a pass has few rows (at most one row tile), where the K loop's latency
+   * sets their time. On by default on a GPU; off on a CPU adapter, where the extra pass costs more than the
+   * parallelism gains (tests turn it on there).
+   */
+  splitK: boolean;
+
   #decode = new Map<string, Op[]>();
   #all: GPUBuffer[] = [];
+  #splitPartials: GPUBuffer | null = null;
 
   constructor(ctx: GpuContext, config: ModelConfig, weights: Weights, o: ForwardOptions) {
     this.ctx = ctx;
@@ -149,6 +161,31 @@ export class Forward {
       thresholds: this.#track(ctx.buffer(c.numLayers * SLOTS * 4, "thresholds")),
       counters: this.#track(ctx.buffer(c.numLayers * SLOTS * 4, "counters")),
     };
+    this.splitK = !ctx.isCpu;
+  }
+
+  /** Split-K for a layer's prefill GEMM over `rows` rows: K in pieces of about 512 while the partials fit. */
+  #split(m: Matrix, rows: number): SplitK | null {
+    if (!this.splitK || rows > MATMUL_TILE || m.K <= 512) return null;
+    if (!this.#splitPartials) {
+      // room for 8 splits of one row tile of the widest layer matrix (gate|up): 59 MB at Llama-3-8B shapes
+      const c = this.config;
+      const cols = Math.max(
+        (c.numHeads + 2 * c.numKvHeads) * c.headDim,
+        2 * c.intermediateSize,
+        c.hiddenSize,
+      );
+      const bytes = Math.min(this.ctx.maxBinding, Math.min(MATMUL_TILE, this.maxPrefill) * cols * 8 * 4);
+      this.#splitPartials = this.#track(this.ctx.buffer(bytes, "splitk_partials"));
+    }
+    const fit = Math.floor(this.#splitPartials.size / (4 * rows * m.N));
+    const splits = Math.min(Math.ceil(m.K / 512), fit);
+    return splits >= 2 ? { partials: this.#splitPartials, splits } : null;
+  }
+
+  /** A layer's prefill GEMM: split over K when the pass has few rows ({@link splitK}). */
+  #gemm(m: Matrix, x: GPUBuffer, y: GPUBuffer, o: MatmulOptions): Op[] {
+    return matmulOps(this.ctx, m, x, y, this.sparsity, { ...o, split: this.#split(m, o.M) });
   }
 
   #track(b: GPUBuffer): GPUBuffer {
@@ -376,7 +413,6 @@ export class Forward {
   ): Op[] {
     const { ctx, config: c, weights: w } = this;
     const L = w.layers[i];
-    const sp = this.sparsity;
     const at = { rows, posBase, fromState };
     const h = c.hiddenSize;
     const I = c.intermediateSize;
@@ -386,7 +422,7 @@ export class Forward {
       ...cap("in", this.X, h),
       rmsNormOp(ctx, this.X, L.attnNorm, this.XN, { n: h, rows, eps: c.rmsNormEps }),
       ...cap("qkv", this.XN, h),
-      matmulOp(ctx, L.qkv, this.XN, this.QKV, sp, {
+      ...this.#gemm(L.qkv, this.XN, this.QKV, {
         M: rows,
         ldy: this.shape.ldq,
         bias: L.qkvBias,
@@ -406,7 +442,7 @@ export class Forward {
         c.slidingWindow ?? 0,
       ),
       ...cap("o", this.ATT, c.numHeads * c.headDim),
-      matmulOp(ctx, L.o, this.ATT, this.X, sp, {
+      ...this.#gemm(L.o, this.ATT, this.X, {
         M: rows,
         ldy: h,
         accumulate: true,
@@ -415,7 +451,7 @@ export class Forward {
       }),
       rmsNormOp(ctx, this.X, L.mlpNorm, this.XN, { n: h, rows, eps: c.rmsNormEps }),
       ...cap("gateup", this.XN, h),
-      matmulOp(ctx, L.gateUp, this.XN, this.GU, sp, {
+      ...this.#gemm(L.gateUp, this.XN, this.GU, {
         M: rows,
         ldy: 2 * I,
         sparse,
@@ -423,7 +459,7 @@ export class Forward {
       }),
       swigluOp(ctx, this.GU, this.ACT, { rows, n: I, ld: 2 * I, offB: I }),
       ...cap("down", this.ACT, I),
-      matmulOp(ctx, L.down, this.ACT, this.X, sp, {
+      ...this.#gemm(L.down, this.ACT, this.X, {
         M: rows,
         ldy: h,
         accumulate: true,
