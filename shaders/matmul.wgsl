@@ -1,5 +1,5 @@
 // Prefill GEMM over the same transposed f16 weights as gemv.wgsl: y[m][n] = sum_k x[m][k] * wt[k][n].
-// 64x64 output tiles, 16x16 threads of 4x4 outputs (named registers: an indexed array of them went to memory),
+// 64x64 output tiles, 16x16 threads of 4x4 outputs (named registers, not an indexed array),
 // K in steps of BK through workgroup memory; each step's tiles are loaded into registers while the previous
 // step computes, so a step costs its arithmetic, not a global round trip (few rows are latency-bound).
 // Workgroup x indexes column tiles of the segments (as in gemv.wgsl), y indexes row tiles.
