@@ -308,16 +308,18 @@ export class Forward {
   }
 
   /**
-   * A decode step that stops after the last layer: it fills the KV cache at the state's position and leaves
-   * logits, sampling and the state alone (prompt tokens fed one a step, all but the last).
+   * A decode step that stops after the last layer's attention: it fills the KV cache at the state's position
+   * and leaves logits, sampling and the state alone (prompt tokens fed one a step, all but the last). What
+   * the last layer computes after its attention feeds only lm_head.
    */
   promptStep(sparse: boolean, pos = 0): Op[] {
     const key = `prompt/${sparse ? "sparse" : "dense"}/${this.attentionVariant(pos)}`;
     let ops = this.#decode.get(key);
     if (!ops) {
-      // the step's tail is the lm_head GEMV and its reduce (per column part) and the sampler
+      // the step's tail: the last layer's o GEMV, residual add, gate|up GEMV, SwiGLU, down GEMV and residual
+      // add, then the lm_head GEMV and its reduce (per column part) and the sampler
       const full = this.decodeStep(sparse, pos);
-      ops = full.slice(0, full.length - (2 * this.weights.lmHead.length + 1));
+      ops = full.slice(0, full.length - (6 + 2 * this.weights.lmHead.length + 1));
       this.#decode.set(key, ops);
     }
     return ops;
