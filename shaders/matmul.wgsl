@@ -1,5 +1,5 @@
 // Prefill GEMM over the same transposed f16 weights as gemv.wgsl: y[m][n] = sum_k x[m][k] * wt[k][n].
-// 64x64 output tiles, 16x16 threads of 4x4 outputs (named registers, not an indexed array),
+// TMx64 output tiles (TM 64 or 16), 16x16 threads of RPTx4 outputs (named registers, not an indexed array),
 // K in steps of BK through workgroup memory; each step's tiles are loaded into registers while the previous
 // step computes, so a step costs its arithmetic, not a global round trip (few rows are latency-bound).
 // Workgroup x indexes column tiles of the segments (as in gemv.wgsl), y indexes row tiles.
@@ -14,6 +14,11 @@ override BIAS: bool = false;
 // y[(z * M + m) * ncols + column]; splitk_sum.wgsl adds the splits and applies BIAS and ACCUM
 override SPLITK: bool = false;
 const BK: u32 = 32u;
+// rows per tile: 64 (4 a thread), or 16 (1 a thread) for passes of few rows, which would otherwise compute
+// 64 rows of which most are padding
+override TM: u32 = 64u;
+override RPT: u32 = TM / 16u;     // rows per thread
+override XPT: u32 = TM * BK / 256u;  // inputs each thread stages per K step
 
 struct Seg {
   base: u32,    // first f16 of the segment's [K][stride] block
@@ -45,11 +50,11 @@ struct Params {
 @group(0) @binding(6) var<storage, read> scales: array<f32>;
 @group(0) @binding(7) var<storage, read_write> counters: array<atomic<u32>>;
 
-var<workgroup> xs: array<f32, 2048>;  // [64 rows][BK]
+var<workgroup> xs: array<f32, 2048>;  // [TM rows][BK]
 var<workgroup> ws: array<f32, 2048>;  // [BK][64 cols]
 var<workgroup> kept: atomic<u32>;
 
-// One K step's share of a thread: 8 inputs (x of 64 rows x BK, TEAL-masked when SPARSE) and 4 weight words
+// One K step's share of a thread: XPT (8 or 2) inputs (x of TM rows x BK, TEAL-masked when SPARSE) and 4 weight words
 // (BK rows x 64 columns of f16 pairs), and how many inputs the mask kept.
 struct Step {
   x0: f32, x1: f32, x2: f32, x3: f32, x4: f32, x5: f32, x6: f32, x7: f32,
@@ -83,12 +88,20 @@ fn load_step(t: u32, k0: u32, ke: u32, row0: u32, col0: u32, s: u32, seg: Seg, t
   var kept = 0u;
   let x0 = load_x(t, 0u, k0, ke, row0, s, thr, &kept);
   let x1 = load_x(t, 1u, k0, ke, row0, s, thr, &kept);
-  let x2 = load_x(t, 2u, k0, ke, row0, s, thr, &kept);
-  let x3 = load_x(t, 3u, k0, ke, row0, s, thr, &kept);
-  let x4 = load_x(t, 4u, k0, ke, row0, s, thr, &kept);
-  let x5 = load_x(t, 5u, k0, ke, row0, s, thr, &kept);
-  let x6 = load_x(t, 6u, k0, ke, row0, s, thr, &kept);
-  let x7 = load_x(t, 7u, k0, ke, row0, s, thr, &kept);
+  var x2 = 0.0;
+  var x3 = 0.0;
+  var x4 = 0.0;
+  var x5 = 0.0;
+  var x6 = 0.0;
+  var x7 = 0.0;
+  if (XPT == 8u) {
+    x2 = load_x(t, 2u, k0, ke, row0, s, thr, &kept);
+    x3 = load_x(t, 3u, k0, ke, row0, s, thr, &kept);
+    x4 = load_x(t, 4u, k0, ke, row0, s, thr, &kept);
+    x5 = load_x(t, 5u, k0, ke, row0, s, thr, &kept);
+    x6 = load_x(t, 6u, k0, ke, row0, s, thr, &kept);
+    x7 = load_x(t, 7u, k0, ke, row0, s, thr, &kept);
+  }
   return Step(x0, x1, x2, x3, x4, x5, x6, x7, load_w(t, 0u, k0, ke, col0, seg), load_w(t, 1u, k0, ke, col0, seg),
     load_w(t, 2u, k0, ke, col0, seg), load_w(t, 3u, k0, ke, col0, seg), kept);
 }
@@ -109,7 +122,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   let seg = p.seg[s];
   let thr = thresholds[seg.thr];
   let col0 = (wid.x - seg.tile0) * 64u;  // first column of the tile within the segment
-  let row0 = wid.y * 64u;
+  let row0 = wid.y * TM;
   let tx = t % 16u;
   let ty = t / 16u;
   var a0 = vec4<f32>(0.0);
@@ -124,12 +137,14 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   for (var k0 = kb; k0 < ke; k0 += BK) {
     xs[t] = st.x0;
     xs[t + 256u] = st.x1;
-    xs[t + 512u] = st.x2;
-    xs[t + 768u] = st.x3;
-    xs[t + 1024u] = st.x4;
-    xs[t + 1280u] = st.x5;
-    xs[t + 1536u] = st.x6;
-    xs[t + 1792u] = st.x7;
+    if (XPT == 8u) {
+      xs[t + 512u] = st.x2;
+      xs[t + 768u] = st.x3;
+      xs[t + 1024u] = st.x4;
+      xs[t + 1280u] = st.x5;
+      xs[t + 1536u] = st.x6;
+      xs[t + 1792u] = st.x7;
+    }
     store_w(t, 0u, st.w0);
     store_w(t, 1u, st.w1);
     store_w(t, 2u, st.w2);
@@ -141,10 +156,12 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     for (var kk = 0u; kk < BK; kk++) {
       let b = vec4<f32>(ws[kk * 64u + tx * 4u], ws[kk * 64u + tx * 4u + 1u], ws[kk * 64u + tx * 4u + 2u],
         ws[kk * 64u + tx * 4u + 3u]);
-      a0 += xs[(ty * 4u) * BK + kk] * b;
-      a1 += xs[(ty * 4u + 1u) * BK + kk] * b;
-      a2 += xs[(ty * 4u + 2u) * BK + kk] * b;
-      a3 += xs[(ty * 4u + 3u) * BK + kk] * b;
+      a0 += xs[(ty * RPT) * BK + kk] * b;
+      if (RPT == 4u) {
+        a1 += xs[(ty * 4u + 1u) * BK + kk] * b;
+        a2 += xs[(ty * 4u + 2u) * BK + kk] * b;
+        a3 += xs[(ty * 4u + 3u) * BK + kk] * b;
+      }
     }
     workgroupBarrier();
   }
@@ -156,8 +173,8 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     if (t == 0u) { atomicAdd(&counters[p.counter + s], atomicLoad(&kept)); }
   }
   let acc = array<vec4<f32>, 4>(a0, a1, a2, a3);
-  for (var i = 0u; i < 4u; i++) {
-    let m = row0 + ty * 4u + i;
+  for (var i = 0u; i < RPT; i++) {
+    let m = row0 + ty * RPT + i;
     if (m >= p.M) { continue; }
     for (var j = 0u; j < 4u; j++) {
       let cl = col0 + tx * 4u + j;

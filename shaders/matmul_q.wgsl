@@ -15,6 +15,10 @@ override BIAS: bool = false;
 // y[(z * M + m) * ncols + column]; splitk_sum.wgsl adds the splits and applies BIAS and ACCUM
 override SPLITK: bool = false;
 const BK: u32 = 16u;
+// rows per tile: 64 (4 a thread), or 16 (1 a thread) for passes of few rows (matmul.wgsl)
+override TM: u32 = 64u;
+override RPT: u32 = TM / 16u;     // rows per thread
+override XPT: u32 = TM * BK / 256u;  // inputs each thread stages per K step
 
 struct Seg {
   base: u32,    // first u32 word of the segment's [K][stride] block
@@ -46,7 +50,7 @@ struct Params {
 @group(0) @binding(6) var<storage, read> scales: array<f32>;
 @group(0) @binding(7) var<storage, read_write> counters: array<atomic<u32>>;
 
-var<workgroup> xs: array<f32, 1024>;  // [64 rows][BK]
+var<workgroup> xs: array<f32, 1024>;  // [TM rows][BK]
 var<workgroup> ws: array<f32, 1024>;  // [BK][64 cols]
 var<workgroup> kept: atomic<u32>;
 
@@ -76,9 +80,14 @@ fn load_x(t: u32, i: u32, k0: u32, ke: u32, row0: u32, s: u32, thr: f32, kept: p
 fn load_step(t: u32, k0: u32, ke: u32, row0: u32, col0: u32, s: u32, seg: Seg, thr: f32) -> Step {
   var kept = 0u;
   let x0 = load_x(t, 0u, k0, ke, row0, s, thr, &kept);
-  let x1 = load_x(t, 1u, k0, ke, row0, s, thr, &kept);
-  let x2 = load_x(t, 2u, k0, ke, row0, s, thr, &kept);
-  let x3 = load_x(t, 3u, k0, ke, row0, s, thr, &kept);
+  var x1 = 0.0;
+  var x2 = 0.0;
+  var x3 = 0.0;
+  if (XPT == 4u) {
+    x1 = load_x(t, 1u, k0, ke, row0, s, thr, &kept);
+    x2 = load_x(t, 2u, k0, ke, row0, s, thr, &kept);
+    x3 = load_x(t, 3u, k0, ke, row0, s, thr, &kept);
+  }
   let k = k0 + t / 16u;
   let col = col0 + (t % 16u) * 4u;
   var q = 0u;
@@ -120,7 +129,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   let seg = p.seg[s];
   let thr = thresholds[seg.thr];
   let col0 = (wid.x - seg.tile0) * 64u;  // first column of the tile within the segment
-  let row0 = wid.y * 64u;
+  let row0 = wid.y * TM;
   let tx = t % 16u;
   let ty = t / 16u;
   var a0 = vec4<f32>(0.0);
@@ -134,9 +143,11 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   var st = load_step(t, kb, ke, row0, col0, s, seg, thr);
   for (var k0 = kb; k0 < ke; k0 += BK) {
     xs[t] = st.x0;
-    xs[t + 256u] = st.x1;
-    xs[t + 512u] = st.x2;
-    xs[t + 768u] = st.x3;
+    if (XPT == 4u) {
+      xs[t + 256u] = st.x1;
+      xs[t + 512u] = st.x2;
+      xs[t + 768u] = st.x3;
+    }
     let w = dequant(st, col0, t);
     let c4 = (t % 16u) * 4u;
     let kr = (t / 16u) * 64u;
@@ -151,10 +162,12 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     for (var kk = 0u; kk < BK; kk++) {
       let b = vec4<f32>(ws[kk * 64u + tx * 4u], ws[kk * 64u + tx * 4u + 1u], ws[kk * 64u + tx * 4u + 2u],
         ws[kk * 64u + tx * 4u + 3u]);
-      a0 += xs[(ty * 4u) * BK + kk] * b;
-      a1 += xs[(ty * 4u + 1u) * BK + kk] * b;
-      a2 += xs[(ty * 4u + 2u) * BK + kk] * b;
-      a3 += xs[(ty * 4u + 3u) * BK + kk] * b;
+      a0 += xs[(ty * RPT) * BK + kk] * b;
+      if (RPT == 4u) {
+        a1 += xs[(ty * 4u + 1u) * BK + kk] * b;
+        a2 += xs[(ty * 4u + 2u) * BK + kk] * b;
+        a3 += xs[(ty * 4u + 3u) * BK + kk] * b;
+      }
     }
     workgroupBarrier();
   }
@@ -166,8 +179,8 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     if (t == 0u) { atomicAdd(&counters[p.counter + s], atomicLoad(&kept)); }
   }
   let acc = array<vec4<f32>, 4>(a0, a1, a2, a3);
-  for (var i = 0u; i < 4u; i++) {
-    let m = row0 + ty * 4u + i;
+  for (var i = 0u; i < RPT; i++) {
+    let m = row0 + ty * RPT + i;
     if (m >= p.M) { continue; }
     for (var j = 0u; j < 4u; j++) {
       let cl = col0 + tx * 4u + j;

@@ -468,7 +468,7 @@ Deno.test("attnSpan: one workgroup per head below ATTN.SINGLE_BELOW, then 4 to 8
   assertEquals([512, 1023, 2047, 8191].map(attnSpan), [64, 128, 256, 1024]);
 });
 
-Deno.test("matmul: prefill GEMM (fused, bias, accumulate, sparse) at 1, 7 and 130 rows, whole and split over K", async () => {
+Deno.test("matmul: prefill GEMM (fused, bias, accumulate, sparse) at 1, 7 (16-row tiles) and 130 rows, whole and split over K", async () => {
   const ctx = await gpu();
   const r = rng(4);
   const K = 172; // split 3 ways: 64 + 64 + 44 inputs, the last piece not a whole 32-input step

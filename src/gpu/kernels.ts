@@ -346,6 +346,14 @@ export interface SplitK {
   splits: number;
 }
 
+/**
+ * Rows of a prefill GEMM tile for a pass of M rows: 16 for few rows (a 64-row tile would compute mostly
+ * padding), else MATMUL_TILE.
+ */
+export function matmulRows(M: number): number {
+  return M <= 16 ? 16 : MATMUL_TILE;
+}
+
 /** Inputs per split and the splits that result, for a split-K GEMM over K inputs. */
 export function splitKLayout(K: number, splits: number): { klen: number; splits: number } {
   const klen = Math.max(32, Math.ceil(K / Math.max(1, splits) / 32) * 32);
@@ -430,11 +438,12 @@ function gemmOp(
         ACCUM: o.accumulate ? 1 : 0,
         BIAS: o.bias ? 1 : 0,
         SPLITK: split ? 1 : 0,
+        TM: matmulRows(o.M),
       },
     },
     bindings: [params, x, m.buffer, y, o.bias ?? ctx.scratch("read"), sp.thresholds, m.scales, sp.counters],
     owned: [params],
-    workgroups: [tiles(m.segments, MATMUL_TILE), Math.ceil(o.M / MATMUL_TILE), split?.splits ?? 1],
+    workgroups: [tiles(m.segments, MATMUL_TILE), Math.ceil(o.M / matmulRows(o.M)), split?.splits ?? 1],
     label: o.label ?? "matmul",
   });
 }

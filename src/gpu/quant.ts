@@ -19,6 +19,7 @@ import {
   gemvTune,
   MATMUL_TILE,
   type MatmulOptions,
+  matmulRows,
   type Matrix,
   roundUp,
   type Segment,
@@ -397,11 +398,12 @@ export function matmulQOp(
         BITS: s.bits,
         GROUP: s.group,
         SPLITK: split ? 1 : 0,
+        TM: matmulRows(o.M),
       },
     },
     bindings: [params, x, m.buffer, y, o.bias ?? ctx.scratch("read"), sp.thresholds, m.scales, sp.counters],
     owned: [params],
-    workgroups: [tiles, Math.ceil(o.M / MATMUL_TILE), split?.splits ?? 1],
+    workgroups: [tiles, Math.ceil(o.M / matmulRows(o.M)), split?.splits ?? 1],
     label: o.label ?? "matmul",
   });
 }
