@@ -57,7 +57,7 @@ export const benchCommand: Command = {
                        command buffer per read-back batch)
   --ttft LIST          also time the first token after prompts of these lengths (e.g. 1,16,64,256)
   --prefill-steps N    prompts of at most N tokens go through decode steps, not the prefill GEMM (default by
-                       device: 16 on a GPU, 8 on a CPU adapter)
+                       device: 10 on a GPU, 8 on a CPU adapter)
   --json               print one JSON object with every row`,
   options: {
     shape: { type: "string" },

@@ -94,11 +94,11 @@ export const PREFILL: { stepsUpTo: number | null } = {
 /**
  * Longest prompt fed through decode steps on this device. At Llama-3-8B shapes on the H200 (2026-12-02,
  * docs/benchmarks.md) the first token took 19, 61 and 108 ms after 1, 8 and 16 prompt tokens by steps, and
- * about 115 ms after 1 to 64 tokens by the prefill GEMM (364 ms after 256): steps win up to about 18 tokens.
- * On lavapipe a step of the tiny shape costs ~30 ms against ~500 ms of GEMM: break-even near 12.
+ * 88 ms after 1 to 16 tokens by the prefill GEMM: steps win up to about 12 tokens. On lavapipe a step of the
+ * tiny shape costs ~30 ms against ~500 ms of GEMM: break-even near 12 there too.
  */
 export function prefillStepsUpTo(fwd: Forward): number {
-  return PREFILL.stepsUpTo ?? (fwd.ctx.isCpu ? 8 : 16);
+  return PREFILL.stepsUpTo ?? (fwd.ctx.isCpu ? 8 : 10);
 }
 
 /**
