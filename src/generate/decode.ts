@@ -6,7 +6,8 @@
  * (EOS, stop strings, max tokens, abort) is decided on read-back; tokens computed past it are discarded.
  * @module
  */
-import { writeSamplerParams } from "../gpu/kernels.ts";
+import type { Op } from "../gpu/context.ts";
+import { attnSpan, writeSamplerParams } from "../gpu/kernels.ts";
 import { type Forward, releaseOps } from "../model/forward.ts";
 import type { SamplingOptions } from "./sampler.ts";
 
@@ -152,8 +153,18 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
 
   prefillPrompt(fwd, job.promptIds, job.sparsePrefill);
 
-  // the step producing token i (i >= 1) runs at position M + i - 1, which picks its attention variant
-  const stepFor = (i: number) => fwd.decodeStep(job.sparse, M + i - 1);
+  // the step producing token i (i >= 1) runs at position M + i - 1, which picks its attention variant; the
+  // variant changes a few times in a long generation, so the op list is looked up only when it does
+  let span = -1;
+  let step: Op[] = [];
+  const stepFor = (i: number): Op[] => {
+    const s = attnSpan(M + i - 1);
+    if (s !== span) {
+      span = s;
+      step = fwd.decodeStep(job.sparse, M + i - 1);
+    }
+    return step;
+  };
   let queued = 0; // tokens [0, queued) are encoded
   let batchSize = 1;
   let tokenMs = 0; // steady-state wall time per token

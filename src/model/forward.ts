@@ -97,6 +97,8 @@ export class Forward {
   splitK: boolean;
 
   #decode = new Map<string, Op[]>();
+  #prompt = new Map<string, Op[]>();
+  #promptEnd = new Map<string, number>(); // ops of a decode step up to the last layer's attention
   #all: GPUBuffer[] = [];
   #splitPartials: GPUBuffer | null = null;
 
@@ -208,9 +210,8 @@ export class Forward {
    * plus a combine pass (a ninth dispatch). Every variant is right at any position; they differ in speed.
    */
   decodeStep(sparse: boolean, pos = 0): Op[] {
-    const variant = this.attentionVariant(pos);
+    const key = this.#stepKey(sparse, pos);
     const span = attnSpan(pos);
-    const key = `${sparse ? "sparse" : "dense"}/${variant}`;
     let ops = this.#decode.get(key);
     if (ops) return ops;
     const { ctx, config: c, weights: w } = this;
@@ -267,6 +268,10 @@ export class Forward {
           this.shape,
           { window: c.slidingWindow ?? 0, single: span === 0, span: span || undefined },
         ),
+      );
+      // a prompt step (all but the last prompt token) needs no more than this: the rest feeds only lm_head
+      if (i === w.layers.length - 1) this.#promptEnd.set(key, ops!.length);
+      ops!.push(
         gemvOp(ctx, L.o, this.attn, this.partials, sp, {
           sparse,
           counter: slot + 3,
@@ -313,16 +318,17 @@ export class Forward {
    * the last layer computes after its attention feeds only lm_head.
    */
   promptStep(sparse: boolean, pos = 0): Op[] {
-    const key = `prompt/${sparse ? "sparse" : "dense"}/${this.attentionVariant(pos)}`;
-    let ops = this.#decode.get(key);
+    const key = this.#stepKey(sparse, pos);
+    let ops = this.#prompt.get(key);
     if (!ops) {
-      // the step's tail: the last layer's o GEMV, residual add, gate|up GEMV, SwiGLU, down GEMV and residual
-      // add, then the lm_head GEMV and its reduce (per column part) and the sampler
-      const full = this.decodeStep(sparse, pos);
-      ops = full.slice(0, full.length - (6 + 2 * this.weights.lmHead.length + 1));
-      this.#decode.set(key, ops);
+      ops = this.decodeStep(sparse, pos).slice(0, this.#promptEnd.get(key));
+      this.#prompt.set(key, ops);
     }
     return ops;
+  }
+
+  #stepKey(sparse: boolean, pos: number): string {
+    return `${sparse ? "sparse" : "dense"}/${this.attentionVariant(pos)}`;
   }
 
   /** Which decode attention a step at `pos` runs: one workgroup per head, or split over the context. */
