@@ -9,13 +9,13 @@
  */
 import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
 import { ATTN, attnDecodeOps, attnPartFloats, attnSpan, fillOp, gemvSplits } from "../src/gpu/kernels.ts";
-import { SHADERS } from "../src/gpu/shaders.generated.ts";
+import { type ProbeEdit, probeSource } from "../src/bench/probe.ts";
 
 /**
  * `--probe`: copies of the one-workgroup kernel with one part cut out, to see where its time goes (each edit
  * must match the shader's text; a stale one throws).
  */
-const PROBES: Record<string, [string, string][]> = {
+const PROBES: Record<string, ProbeEdit[]> = {
   "cache read-only (no store)": [
     ["var<storage, read_write> kcache", "var<storage, read> kcache"],
     ["var<storage, read_write> vcache", "var<storage, read> vcache"],
@@ -34,15 +34,6 @@ const PROBES: Record<string, [string, string][]> = {
     ["l_run = l_run * alpha + reduce_sum(t, l);", "l_run = l_run * alpha + l;\n    workgroupBarrier();"],
   ],
 };
-
-function probeSource(edits: [string, string][]): string {
-  let src = SHADERS.attn_decode;
-  for (const [a, b] of edits) {
-    if (!src.includes(a)) throw new Error(`probe edit no longer matches attn_decode.wgsl: ${a}`);
-    src = src.replaceAll(a, b);
-  }
-  return src;
-}
 
 function median(v: number[]): number {
   const s = [...v].sort((a, b) => a - b);
@@ -117,8 +108,8 @@ if (import.meta.main) {
   const probes: { probe: string; pos: number; us: number }[] = [];
   if (Deno.args.includes("--probe")) {
     console.log("probe (one workgroup per head), us per step:");
-    for (const [name, edits] of [["as is", []] as [string, [string, string][]], ...Object.entries(PROBES)]) {
-      const module = ctx.device.createShaderModule({ code: probeSource(edits), label: name });
+    for (const [name, edits] of [["as is", []] as [string, ProbeEdit[]], ...Object.entries(PROBES)]) {
+      const module = ctx.device.createShaderModule({ code: probeSource("attn_decode", edits), label: name });
       const pipeline = ctx.device.createComputePipeline({
         layout: "auto",
         compute: {

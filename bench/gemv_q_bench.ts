@@ -31,13 +31,13 @@ import {
   QUANT_SCHEMES,
   type WeightFormat,
 } from "../src/gpu/quant.ts";
-import { SHADERS } from "../src/gpu/shaders.generated.ts";
+import { type ProbeEdit, probeSource } from "../src/bench/probe.ts";
 
 /**
  * `--probe`: edited copies of the kernels (one part cut or replaced), timed like the real ones, to see where a
  * GEMV's time goes. Results are wrong by design; only the time counts. Each edit must match the shader's text.
  */
-const PROBES: { name: string; shader: "gemv" | "gemv_q"; edits: [string | RegExp, string][] }[] = [
+const PROBES: { name: string; shader: "gemv" | "gemv_q"; edits: ProbeEdit[] }[] = [
   {
     name: "no f16 conversion",
     shader: "gemv",
@@ -107,16 +107,6 @@ const PROBES: { name: string; shader: "gemv" | "gemv_q"; edits: [string | RegExp
     ]],
   },
 ];
-
-function probeSource(shader: "gemv" | "gemv_q", edits: [string | RegExp, string][]): string {
-  let src = SHADERS[shader];
-  for (const [a, b] of edits) {
-    const next = typeof a === "string" ? src.replaceAll(a, b) : src.replace(a, b);
-    if (next === src) throw new Error(`probe edit no longer matches ${shader}.wgsl: ${a}`);
-    src = next;
-  }
-  return src;
-}
 
 /** Llama-3-8B decode GEMV shapes, N x K. */
 const SHAPES: [number, number][] = [[14336, 4096], [4096, 14336], [4096, 4096], [1024, 4096]];

@@ -99,7 +99,7 @@ export class GpuContext {
 
   /**
    * A context on the same device whose pipelines build from `sources` where given, in place of the embedded
-   * WGSL: for benchmarks that time edited copies of a kernel (bench/gemv_probe.ts). Its caches are its own.
+   * WGSL: for benchmarks that time edited copies of a kernel (src/bench/probe.ts). Its caches are its own.
    */
   withSources(sources: Partial<Record<ShaderName, string>>): GpuContext {
     const c = new GpuContext(this.device, this.adapterName, this.hasTimestamps, this.isCpu);
