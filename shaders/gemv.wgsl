@@ -8,12 +8,13 @@
 //   GEMV's split partials in aux (so neither RMSNorm nor the SwiGLU epilogue needs a dispatch of its own).
 // Sparse: channels with |x[k]| * scale[seg][k] <= threshold[seg] are dropped while the chunk is compacted (in
 // order, by a prefix sum); then each group of TPR threads walks the active channels, UNROLL rows at a time so
-// several 16-byte loads are in flight. Partial sums go to partials[split][ncols]; a reduce pass adds splits.
+// several 16-byte loads are in flight. Partial sums go to partials[split][ncols]; the tile's last workgroup
+// adds the splits and applies the epilogue (EPI, gemv_finish.wgsl), or a reduce pass does (EPI 0).
 // bindings: 0 params (uniform), 1 x (f32 [K], read), 2 wt (vec4<u32> = 8 f16, segment blocks, read),
 //           3 partials (f32 [splits][ncols], write), 4 thresholds (f32, read), 5 scales (f32 [nseg][K], read),
 //           6 counters (atomic u32: active channels per segment, summed over calls), 7 aux (f32, read),
 //           8 ss (f32 [nss], read), 9 state (u32 decode state, read: [3] != 0 once EOS was sampled, so the
-//           steps queued past it skip their weight reads)
+//           steps queued past it skip their weight reads), 10 outv, 11 ss_out (gemv_finish.wgsl)
 override TPR: u32 = 16u;
 override KCHUNK: u32 = 512u;
 override SPARSE: bool = false;
@@ -41,9 +42,9 @@ struct Params {
   ncols: u32,      // columns of partials (all segments)
   nseg: u32,
   counter: u32,    // counters[counter + seg] counts active channels of each segment
-  _pad0: u32,
+  tickets: u32,    // EPI: counters[tickets + tile] orders the workgroups of a tile (gemv_finish.wgsl)
   eps: f32,        // INPUT 1
-  _pad1: u32,
+  outOffset: u32,  // EPI: element of column 0 in outv
   auxCols: u32,    // INPUT 2: columns of the gate|up partials; up starts at auxCols / 2
   seg: array<Seg, 3>,
 }
@@ -57,6 +58,8 @@ struct Params {
 @group(0) @binding(7) var<storage, read> aux: array<f32>;
 @group(0) @binding(8) var<storage, read> ss: array<f32>;
 @group(0) @binding(9) var<storage, read> state: array<u32>;
+
+// #include gemv_finish
 
 var<workgroup> xs: array<f32, KCHUNK>;
 var<workgroup> act_idx: array<u32, KCHUNK>;
@@ -222,4 +225,5 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
       partials[split * p.ncols + seg.out + cl] = sum;
     }
   }
+  finish(t, tile, seg);
 }

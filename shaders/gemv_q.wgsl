@@ -14,7 +14,8 @@
 // bindings: 0 params (uniform), 1 x (f32 [K], read), 2 wt (vec4<u32>, segment blocks, read),
 //           3 partials (f32 [splits][ncols], write), 4 thresholds (f32, read), 5 scales (f32 [nseg][K], read),
 //           6 counters (atomic u32: active channels per segment, summed over calls), 7 aux (f32, read),
-//           8 ss (f32 [NSS], read), 9 state (u32 decode state, read: [3] != 0 once EOS was sampled)
+//           8 ss (f32 [NSS], read), 9 state (u32 decode state, read: [3] != 0 once EOS was sampled),
+//           10 outv, 11 ss_out (the split-K epilogue, gemv_finish.wgsl)
 override NSS: u32 = 1u;         // INPUT 1: partial sums of squares in ss
 override AUX_SPLITS: u32 = 1u;  // INPUT 2: splits of the gate|up partials
 override TPR: u32 = 8u;
@@ -45,9 +46,9 @@ struct Params {
   ncols: u32,      // columns of partials (all segments)
   nseg: u32,
   counter: u32,    // counters[counter + seg] counts active channels of each segment
-  _pad0: u32,
+  tickets: u32,    // EPI: counters[tickets + tile] orders the workgroups of a tile (gemv_finish.wgsl)
   eps: f32,        // INPUT 1
-  _pad1: u32,
+  outOffset: u32,  // EPI: element of column 0 in outv
   auxCols: u32,    // INPUT 2: columns of the gate|up partials; up starts at auxCols / 2
   seg: array<Seg, 3>,
 }
@@ -61,6 +62,8 @@ struct Params {
 @group(0) @binding(7) var<storage, read> aux: array<f32>;
 @group(0) @binding(8) var<storage, read> ss: array<f32>;
 @group(0) @binding(9) var<storage, read> state: array<u32>;
+
+// #include gemv_finish
 
 var<workgroup> xs: array<f32, KCHUNK>;
 var<workgroup> act_idx: array<u32, KCHUNK>;
@@ -317,4 +320,5 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     reduce_pass(t, 2u, acc.a4 + b, acc.a5 + b, tile_col0, seg, split);
     reduce_pass(t, 3u, acc.a6 + b, acc.a7 + b, tile_col0, seg, split);
   }
+  finish(t, tile, seg);
 }

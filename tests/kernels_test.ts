@@ -12,6 +12,7 @@ import {
   embedOp,
   gemvOp,
   gemvSplits,
+  type GemvTune,
   layoutSegments,
   matmulOps,
   type Matrix,
@@ -31,6 +32,7 @@ import { transposeToF16, WeightPacker } from "../src/model/weights.ts";
 import { applyRope, attention, matmulT, rmsNorm, silu } from "../src/model/reference.ts";
 import { sampleToken } from "../src/generate/sampler.ts";
 import { f16round, gpu, poisoned, randn, relErr, rng } from "./_gpu.ts";
+import { checkGemvFinish } from "./_finish.ts";
 
 /** Uploads weights W_s ([len_s][K] each) as one fused matrix with optional per-channel scales. */
 function makeMatrix(
@@ -178,6 +180,26 @@ Deno.test("gemv: sparse equals dense on the masked input; counters match a CPU c
         `K=${K}: counters at ${frac}`,
       );
     }
+  }
+});
+
+Deno.test("gemv epilogues (store, residual add, SwiGLU) give the reduce pass's bits, dense and sparse", async () => {
+  const ctx = await gpu();
+  const r = rng(21);
+  const cases: [number, number[], GemvTune | undefined][] = [
+    [1100, [200, 72, 72], undefined], // three segments, tiles that end mid-segment
+    [530, [172, 172], { TPR: 8, KCHUNK: 256, UNROLL: 8 }], // gate|up, a short chunk: 3 splits
+    [300, [16390], undefined], // wide: 32 threads per column group, one split
+    [8300, [90], { TPR: 4, KCHUNK: 512 }], // long: 17 splits into one ragged tile
+  ];
+  for (const [K, lens, tune] of cases) {
+    const ws = lens.map((n) => randn(n * K, r, 0.5));
+    const m = makeMatrix(ctx, K, ws, lens);
+    const x = randn(K, r);
+    const label = `K=${K} [${lens}] ${JSON.stringify(tune)}`;
+    await checkGemvFinish(ctx, m, x, { sparse: false, tune, label });
+    const thr = [quantile(x, 0.5), quantile(x, 0.3), quantile(x, 0.7)];
+    await checkGemvFinish(ctx, m, x, { sparse: true, thresholds: thr, tune, label: `${label} sparse` });
   }
 });
 

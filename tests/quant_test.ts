@@ -16,7 +16,15 @@ import {
   quantizeBlock,
   type QuantScheme,
 } from "../src/gpu/quant.ts";
-import { gemvOp, gemvSplits, matmulOps, type Matrix, REDUCE, reduceOp } from "../src/gpu/kernels.ts";
+import {
+  gemvOp,
+  gemvSplits,
+  type GemvTune,
+  matmulOps,
+  type Matrix,
+  REDUCE,
+  reduceOp,
+} from "../src/gpu/kernels.ts";
 import type { GpuContext } from "../src/gpu/context.ts";
 import { argmax, matmulT, ReferenceModel, rmsNorm, silu } from "../src/model/reference.ts";
 import { f16ToF32, f32ToF16Bits } from "../src/model/dtype.ts";
@@ -27,6 +35,7 @@ import { COMMANDS } from "../src/cli/commands.ts";
 import { randomModel } from "../src/bench/random_model.ts";
 import { SHAPES } from "../src/bench/shapes.ts";
 import { gpu, poisoned, randn, relErr, rng } from "./_gpu.ts";
+import { checkGemvFinish } from "./_finish.ts";
 
 const INT8: QuantScheme = QUANT_SCHEMES.int8;
 const INT4: QuantScheme = QUANT_SCHEMES.int4;
@@ -246,6 +255,26 @@ Deno.test("gemv_q: dense and sparse fused q|k|v, int8 and int4, at awkward sizes
           assertEquals(got.counters.slice(0, lens.length), ref.active, `${what} counters`);
         }
       }
+    }
+  }
+});
+
+Deno.test("gemv_q epilogues (store, residual add, SwiGLU) give the reduce pass's bits, int8 and int4", async () => {
+  const ctx = await gpu();
+  const r = rng(31);
+  const cases: [number, number[], GemvTune | undefined][] = [
+    [700, [200, 72, 72], undefined],
+    [530, [172, 172], { TPR: 4, KCHUNK: 256, UNROLL: 8 }],
+    [8300, [100], { TPR: 2, KCHUNK: 1024 }],
+  ];
+  for (const [name, s] of [SCHEMES[0], SCHEMES[2]]) {
+    for (const [K, lens, tune] of cases) {
+      const { m } = makeQMatrix(ctx, K, lens.map((n) => randn(n * K, r, 0.5)), lens, s);
+      const x = randn(K, r);
+      const label = `${name} K=${K} [${lens}] ${JSON.stringify(tune)}`;
+      await checkGemvFinish(ctx, m, x, { sparse: false, tune, label });
+      const thr = [quantile(x, 0.5), quantile(x, 0.4), quantile(x, 0.6)];
+      await checkGemvFinish(ctx, m, x, { sparse: true, thresholds: thr, tune, label: `${label} sparse` });
     }
   }
 });

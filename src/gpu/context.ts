@@ -61,6 +61,18 @@ export function variantName(v: Variant): string {
   return [v.shader, v.entry ?? "main", o].filter((s) => s).join("_");
 }
 
+/**
+ * The WGSL of a shader with its `// #include NAME` lines replaced by shader NAME's text (a fragment several
+ * kernels share, e.g. gemv_finish), from `sources` where given, else the embedded shaders.
+ */
+export function shaderCode(name: ShaderName, sources: Partial<Record<ShaderName, string>> = {}): string {
+  const text = (n: ShaderName) => sources[n] ?? SHADERS[n];
+  return text(name).replace(/^\/\/ #include (\w+)$/gm, (_, inc: string) => {
+    if (!(inc in SHADERS)) throw new GpuError(`shader ${name}: no shader ${inc} to include`);
+    return text(inc as ShaderName);
+  });
+}
+
 /** Owns the device; builds and caches pipelines; turns dispatches into ops. */
 export class GpuContext {
   /** The WebGPU device. */
@@ -120,7 +132,7 @@ export class GpuContext {
     let module = this.#modules.get(v.shader);
     if (!module) {
       module = this.device.createShaderModule({
-        code: this.#sources[v.shader] ?? SHADERS[v.shader],
+        code: shaderCode(v.shader, this.#sources),
         label: v.shader,
       });
       this.#modules.set(v.shader, module);

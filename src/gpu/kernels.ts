@@ -152,6 +152,77 @@ export function gemvSplits(K: number, N: number): number {
 export interface SparsityBuffers {
   thresholds: GPUBuffer;
   counters: GPUBuffer;
+  /**
+   * First u32 of the GEMV epilogues' tickets in `counters` (one per column tile, left at 0 between dispatches):
+   * needed by {@link GemvFinish}.
+   */
+  tickets?: number;
+}
+
+/**
+ * The split-K epilogue a GEMV applies itself (gemv_finish.wgsl: the last workgroup of each column tile sums the
+ * tile's splits), in place of a reduce pass: `store` writes the sums to out[outOffset + column]; `add` adds them
+ * to out (a residual) and writes each tile's sum of squares of the new values to ss ({@link gemvTiles} floats:
+ * the next fused RMSNorm's `nss`); `swiglu` writes silu(gate) * up of a gate|up matrix (two segments of equal
+ * length) to out[outOffset + column].
+ */
+export type GemvFinish =
+  | { kind: "store"; out: GPUBuffer; outOffset?: number }
+  | { kind: "add"; out: GPUBuffer; ss: GPUBuffer }
+  | { kind: "swiglu"; out: GPUBuffer; outOffset?: number };
+
+/** Columns per workgroup tile of the GEMV a matrix gets (gemv.wgsl: 8 per thread; gemv_q.wgsl: 16 or 32). */
+export function gemvTileN(m: Matrix, tune?: GemvTune): number {
+  const t = { ...gemvTune(m.K, m.N, m.format ?? "f16"), ...tune };
+  return t.TPR * (m.format === "int8" ? 16 : m.format === "int4" ? 32 : 8);
+}
+
+/** Column tiles of a matrix's GEMV: its workgroups along x, and the sums of squares an `add` epilogue writes. */
+export function gemvTiles(m: Matrix, tune?: GemvTune): number {
+  const n = gemvTileN(m, tune);
+  return m.segments.reduce((a, s) => a + Math.ceil(s.len / n), 0);
+}
+
+/**
+ * The overrides, parameter words (tickets, outOffset) and bindings (10 outv, 11 ss_out) of a GEMV's epilogue.
+ * Throws a RangeError naming what is wrong when the call cannot take it.
+ */
+export function gemvFinishParts(
+  ctx: GpuContext,
+  m: Matrix,
+  sp: SparsityBuffers,
+  finish: GemvFinish | undefined,
+  tileN: number,
+  splits: number,
+): { overrides: Record<string, number>; tickets: number; outOffset: number; bindings: GPUBuffer[] } {
+  if (!finish) {
+    return {
+      overrides: { EPI: 0, SPLITS: 1 },
+      tickets: 0,
+      outOffset: 0,
+      bindings: [ctx.scratch("write"), ctx.scratch("write")],
+    };
+  }
+  if (sp.tickets === undefined) throw new RangeError("gemv epilogue: the sparsity buffers have no tickets");
+  let tickets = m.segments.reduce((a, s) => a + Math.ceil(s.len / tileN), 0);
+  if (finish.kind === "swiglu") {
+    const [gate, up] = m.segments;
+    if (m.segments.length !== 2 || gate.len !== up.len) {
+      throw new RangeError("gemv swiglu epilogue: the matrix must be gate|up, two segments of equal length");
+    }
+    tickets = Math.ceil(gate.len / tileN);
+  }
+  if ((sp.tickets + tickets) * 4 > sp.counters.size) {
+    throw new RangeError(
+      `gemv epilogue: ${tickets} tickets from word ${sp.tickets} do not fit the counters (${sp.counters.size} bytes)`,
+    );
+  }
+  return {
+    overrides: { EPI: { store: 1, add: 2, swiglu: 3 }[finish.kind], SPLITS: splits },
+    tickets: sp.tickets,
+    outOffset: finish.kind === "add" ? 0 : finish.outOffset ?? 0,
+    bindings: [finish.out, finish.kind === "add" ? finish.ss : ctx.scratch("write")],
+  };
 }
 
 /** How gemv.wgsl reads its input. */
@@ -217,21 +288,25 @@ export function gemvOp(
     state?: GPUBuffer;
     /** Override the tunables (benchmarks). */
     tune?: GemvTune;
+    /** Sum the splits and apply this epilogue in the GEMV (no reduce pass; `partials` still holds the splits). */
+    finish?: GemvFinish;
   },
 ): Op {
   if (m.format && m.format !== "f16") return gemvQOp(ctx, m, x, partials, sp, opts);
   const tune = { ...gemvTune(m.K, m.N), ...opts.tune };
   checkGemvTune(tune);
   const inp = opts.input ?? { kind: "plain" };
+  const splits = Math.ceil(m.K / tune.KCHUNK);
+  const fin = gemvFinishParts(ctx, m, sp, opts.finish, tune.TPR * 8, splits);
   const params = ctx.uniform(
     [
       m.K,
       m.N,
       m.segments.length,
       opts.counter ?? 0,
-      0,
+      fin.tickets,
       inp.kind === "rmsnorm" ? inp.eps : 0,
-      0,
+      fin.outOffset,
       inp.kind === "swiglu" ? inp.cols : 0,
       ...segWords(m.segments, tune.TPR * 8),
     ],
@@ -249,11 +324,12 @@ export function gemvOp(
         UNROLL: tune.UNROLL,
         SPARSE: opts.sparse ? 1 : 0,
         ...shared.overrides,
+        ...fin.overrides,
       },
     },
-    bindings: [params, ...shared.bindings],
+    bindings: [params, ...shared.bindings, ...fin.bindings],
     owned: [params],
-    workgroups: [tiles(m.segments, tune.TPR * 8), Math.ceil(m.K / tune.KCHUNK)],
+    workgroups: [tiles(m.segments, tune.TPR * 8), splits],
     label: opts.label ?? "gemv",
   });
 }

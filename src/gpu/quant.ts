@@ -13,6 +13,8 @@
 import type { GpuContext, Op } from "./context.ts";
 import {
   checkGemvTune,
+  type GemvFinish,
+  gemvFinishParts,
   type GemvInput,
   gemvInputBindings,
   type GemvTune,
@@ -282,6 +284,7 @@ export function gemvQOp(
     input?: GemvInput;
     state?: GPUBuffer;
     tune?: GemvTune;
+    finish?: GemvFinish;
   },
 ): Op {
   const s = schemeOf(m);
@@ -291,15 +294,17 @@ export function gemvQOp(
   const { TPR, KCHUNK, WG, UNROLL } = tune;
   const tileN = TPR * colsPerThread(s.bits);
   const inp = opts.input ?? { kind: "plain" };
+  const splits = Math.ceil(m.K / KCHUNK);
+  const fin = gemvFinishParts(ctx, m, sp, opts.finish, tileN, splits);
   const params = ctx.uniform(
     [
       m.K,
       m.N,
       m.segments.length,
       opts.counter ?? 0,
-      0,
+      fin.tickets,
       inp.kind === "rmsnorm" ? inp.eps : 0,
-      0,
+      fin.outOffset,
       inp.kind === "swiglu" ? inp.cols : 0,
       ...segWords(m.segments, () => tileN),
     ],
@@ -320,11 +325,12 @@ export function gemvQOp(
         BITS: s.bits,
         GROUP: s.group,
         ...shared.overrides,
+        ...fin.overrides,
       },
     },
-    bindings: [params, ...shared.bindings],
+    bindings: [params, ...shared.bindings, ...fin.bindings],
     owned: [params],
-    workgroups: [tiles, Math.ceil(m.K / KCHUNK)],
+    workgroups: [tiles, splits],
     label: opts.label ?? "gemv",
   });
 }

@@ -14,9 +14,11 @@ import {
   attnSpan,
   embedOp,
   GEMV,
+  type GemvFinish,
   type GemvInput,
   gemvOp,
   gemvSplits,
+  gemvTiles,
   MATMUL_TILE,
   matmulOp,
   matmulOps,
@@ -96,6 +98,13 @@ export class Forward {
    */
   splitK: boolean;
 
+  /**
+   * Sum the decode GEMVs' splits in reduce passes of their own instead of in the GEMVs' last workgroups
+   * (gemv_finish.wgsl): the layout before the epilogues, kept for `bench --reduce-pass`. Set it before the first
+   * decode step is built.
+   */
+  reducePass: boolean;
+
   #decode = new Map<string, Op[]>();
   #prompt = new Map<string, Op[]>();
   #promptEnd = new Map<string, number>(); // ops of a decode step up to the last layer's attention
@@ -135,7 +144,9 @@ export class Forward {
     const maxSplits = Math.ceil(maxK / GEMV.KCHUNK); // no matrix has more (gemvSplits)
     this.partials = f32(maxSplits * maxCols, "partials");
     this.partials2 = f32(maxSplits * maxCols, "partials2");
-    this.ss = f32(Math.ceil(c.hiddenSize / 256), "ss");
+    // one sum of squares per embedding workgroup (256 values) or per column tile of the o / down GEMV
+    const tiles = weights.layers.flatMap((L) => [gemvTiles(L.o), gemvTiles(L.down)]);
+    this.ss = f32(Math.max(Math.ceil(c.hiddenSize / 256), ...tiles), "ss");
     this.logits = f32(c.vocabSize, "logits");
     this.X = f32(P * c.hiddenSize, "X");
     this.XN = f32(P * c.hiddenSize, "XN");
@@ -161,8 +172,11 @@ export class Forward {
     );
     this.sparsity = {
       thresholds: this.#track(ctx.buffer(c.numLayers * SLOTS * 4, "thresholds")),
-      counters: this.#track(ctx.buffer(c.numLayers * SLOTS * 4, "counters")),
+      // the GEMV epilogues' tickets follow the kept-channel counters: one per column tile of the widest GEMV
+      counters: this.#track(ctx.buffer((c.numLayers * SLOTS + maxTickets(weights)) * 4, "counters")),
+      tickets: c.numLayers * SLOTS,
     };
+    this.reducePass = false;
     this.splitK = !ctx.isCpu;
   }
 
@@ -202,12 +216,14 @@ export class Forward {
 
   /**
    * One decode step for the token in the state buffer: embedding, every layer, lm_head, sampling.
-   * Built once per variant and reused: all per-step data lives on the GPU. Per layer, eight dispatches: q|k|v
-   * GEMV, attention (which sums the q|k|v splits, applies RoPE and stores k and v in the cache), o GEMV,
-   * residual add, gate|up GEMV, SwiGLU, down GEMV, residual add. RMSNorm is fused into the GEMV that reads it
-   * (from the sums of squares the residual add leaves). `pos`, where the step is expected to run, picks the
-   * attention variant ({@link attnSpan}): one workgroup per head at short contexts, else split over the context
-   * plus a combine pass (a ninth dispatch). Every variant is right at any position; they differ in speed.
+   * Built once per variant and reused: all per-step data lives on the GPU. Per layer, five dispatches: q|k|v
+   * GEMV, attention (which sums the q|k|v splits, applies RoPE and stores k and v in the cache), o GEMV (whose
+   * last workgroups add its splits to the residual), gate|up GEMV (SwiGLU in its epilogue), down GEMV (residual
+   * add). RMSNorm is fused into the GEMV that reads it (from the sums of squares the residual add leaves).
+   * {@link reducePass} puts the split sums in passes of their own (eight dispatches). `pos`, where the step is
+   * expected to run, picks the attention variant ({@link attnSpan}): one workgroup per head at short contexts,
+   * else split over the context plus a combine pass (one more dispatch). Every variant is right at any
+   * position; they differ in speed.
    */
   decodeStep(sparse: boolean, pos = 0): Op[] {
     const key = this.#stepKey(sparse, pos);
@@ -217,23 +233,68 @@ export class Forward {
     const { ctx, config: c, weights: w } = this;
     const sp = this.sparsity;
     const h = c.hiddenSize;
-    const nss = Math.ceil(h / 256);
-    const normed = (weight: GPUBuffer): GemvInput => ({
+    const fused = !this.reducePass;
+    // the fused RMSNorm adds up the sums of squares its input's producer left: one per embedding workgroup,
+    // per column tile of a GEMV epilogue, or per reduce-pass workgroup
+    const normed = (weight: GPUBuffer, nss: number): GemvInput => ({
       kind: "rmsnorm",
       weight,
       ss: this.ss,
       nss,
       eps: c.rmsNormEps,
     });
-    const residual = (m: Matrix, partials: GPUBuffer, label: string) =>
-      reduceOp(ctx, partials, this.x, {
-        n: m.N,
-        splits: gemvSplits(m.K, m.N),
-        ncols: m.N,
-        mode: REDUCE.add,
-        ss: this.ss,
-        label,
-      });
+    const ssOf = (m: Matrix) => fused ? gemvTiles(m) : Math.ceil(h / 256);
+    // x += m . in, its splits summed in the GEMV's epilogue or in a reduce pass
+    const residual = (
+      m: Matrix,
+      input: GPUBuffer,
+      partials: GPUBuffer,
+      counter: number,
+      label: string,
+    ): Op[] => {
+      const o = { sparse, counter, label: `gemv.${label}`, state: this.state };
+      if (fused) {
+        return [
+          gemvOp(ctx, m, input, partials, sp, { ...o, finish: { kind: "add", out: this.x, ss: this.ss } }),
+        ];
+      }
+      return [
+        gemvOp(ctx, m, input, partials, sp, o),
+        reduceOp(ctx, partials, this.x, {
+          n: m.N,
+          splits: gemvSplits(m.K, m.N),
+          ncols: m.N,
+          mode: REDUCE.add,
+          ss: this.ss,
+          label: `reduce.${label}`,
+        }),
+      ];
+    };
+    // act = silu(gate) * up of the gate|up GEMV
+    const gateUp = (L: Weights["layers"][number], counter: number, nss: number): Op[] => {
+      const o = { sparse, counter, label: "gemv.gateup", state: this.state, input: normed(L.mlpNorm, nss) };
+      if (fused) {
+        return [
+          gemvOp(ctx, L.gateUp, this.x, this.partials, sp, {
+            ...o,
+            finish: { kind: "swiglu", out: this.act },
+          }),
+        ];
+      }
+      return [
+        gemvOp(ctx, L.gateUp, this.x, this.partials, sp, o),
+        // SwiGLU in a pass of its own: fused into the down GEMV's staging, every column tile recomputed it,
+        // which cost ~11 us a layer at 8B shapes against ~4 us for this pass (bench/gemv_probe.ts, H200)
+        reduceOp(ctx, this.partials, this.act, {
+          n: L.gateUp.N / 2,
+          splits: gemvSplits(L.gateUp.K, L.gateUp.N),
+          ncols: L.gateUp.N,
+          mode: REDUCE.swiglu,
+          offB: L.gateUp.N / 2,
+          label: "swiglu",
+        }),
+      ];
+    };
     ops = [];
     for (const e of w.embed) {
       ops.push(
@@ -246,6 +307,7 @@ export class Forward {
         }),
       );
     }
+    let nss = Math.ceil(h / 256); // the embedding's
     w.layers.forEach((L, i) => {
       const slot = i * SLOTS;
       ops!.push(
@@ -254,7 +316,7 @@ export class Forward {
           counter: slot,
           label: "gemv.qkv",
           state: this.state,
-          input: normed(L.attnNorm),
+          input: normed(L.attnNorm, nss),
         }),
         ...attnDecodeOps(
           ctx,
@@ -272,41 +334,13 @@ export class Forward {
       // a prompt step (all but the last prompt token) needs no more than this: the rest feeds only lm_head
       if (i === w.layers.length - 1) this.#promptEnd.set(key, ops!.length);
       ops!.push(
-        gemvOp(ctx, L.o, this.attn, this.partials, sp, {
-          sparse,
-          counter: slot + 3,
-          label: "gemv.o",
-          state: this.state,
-        }),
-        residual(L.o, this.partials, "reduce.o"),
-        gemvOp(ctx, L.gateUp, this.x, this.partials, sp, {
-          sparse,
-          counter: slot + 4,
-          label: "gemv.gateup",
-          state: this.state,
-          input: normed(L.mlpNorm),
-        }),
-        // SwiGLU of the gate|up split sums in a pass of its own: fused into the down GEMV's staging, every
-        // column tile recomputed it, which cost ~11 us a layer at 8B shapes against ~4 us for this pass
-        // (bench/gemv_probe.ts on the H200)
-        reduceOp(ctx, this.partials, this.act, {
-          n: L.gateUp.N / 2,
-          splits: gemvSplits(L.gateUp.K, L.gateUp.N),
-          ncols: L.gateUp.N,
-          mode: REDUCE.swiglu,
-          offB: L.gateUp.N / 2,
-          label: "swiglu",
-        }),
-        gemvOp(ctx, L.down, this.act, this.partials2, sp, {
-          sparse,
-          counter: slot + 6,
-          label: "gemv.down",
-          state: this.state,
-        }),
-        residual(L.down, this.partials2, "reduce.down"),
+        ...residual(L.o, this.attn, this.partials, slot + 3, "o"),
+        ...gateUp(L, slot + 4, ssOf(L.o)),
+        ...residual(L.down, this.act, this.partials2, slot + 6, "down"),
       );
+      nss = ssOf(L.down);
     });
-    ops.push(...this.#lmHead(this.x, { input: normed(w.finalNorm), state: this.state }));
+    ops.push(...this.#lmHead(this.x, { input: normed(w.finalNorm, nss), state: this.state }));
     ops.push(sampleOp(ctx, this.samplerParams, this.logits, this.state, this.tokens));
     this.#decode.set(key, ops);
     return ops;
@@ -346,23 +380,29 @@ export class Forward {
     ];
   }
 
-  /** lm_head (dense GEMV over each column part, then its split sums) from `x` into `logits`. */
+  /** lm_head (dense GEMV over each column part, its split sums in its epilogue or a pass) from `x` into `logits`. */
   #lmHead(x: GPUBuffer, o: { input?: GemvInput; state?: GPUBuffer }): Op[] {
-    return this.weights.lmHead.flatMap((p) => [
-      gemvOp(this.ctx, p.matrix, x, this.partials, this.sparsity, {
-        sparse: false,
-        label: "gemv.lm_head",
-        ...o,
-      }),
-      reduceOp(this.ctx, this.partials, this.logits, {
-        n: p.matrix.N,
-        splits: gemvSplits(p.matrix.K, p.matrix.N),
-        ncols: p.matrix.N,
-        mode: REDUCE.store,
-        outOffset: p.col0,
-        label: "reduce.lm_head",
-      }),
-    ]);
+    return this.weights.lmHead.flatMap((p) => {
+      const gemv = (finish?: GemvFinish) =>
+        gemvOp(this.ctx, p.matrix, x, this.partials, this.sparsity, {
+          sparse: false,
+          label: "gemv.lm_head",
+          finish,
+          ...o,
+        });
+      if (!this.reducePass) return [gemv({ kind: "store", out: this.logits, outOffset: p.col0 })];
+      return [
+        gemv(),
+        reduceOp(this.ctx, this.partials, this.logits, {
+          n: p.matrix.N,
+          splits: gemvSplits(p.matrix.K, p.matrix.N),
+          ncols: p.matrix.N,
+          mode: REDUCE.store,
+          outOffset: p.col0,
+          label: "reduce.lm_head",
+        }),
+      ];
+    });
   }
 
   /**
@@ -486,6 +526,12 @@ export class Forward {
   destroy(extra: GPUBuffer[] = []): void {
     for (const b of [...this.#all, ...extra]) b.destroy();
   }
+}
+
+/** Tickets the GEMV epilogues of a decode step need at most: the column tiles of its widest GEMV. */
+function maxTickets(w: Weights): number {
+  const mats = [...w.layers.flatMap((L) => [L.o, L.gateUp, L.down]), ...w.lmHead.map((p) => p.matrix)];
+  return Math.max(...mats.map((m) => gemvTiles(m)));
 }
 
 /** Destroys the per-call parameter buffers of ops built for one submission. */

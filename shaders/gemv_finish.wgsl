@@ -1,0 +1,85 @@
+// The split-K epilogue of gemv.wgsl and gemv_q.wgsl, included by both (context.ts shaderCode); it uses
+// their p, Seg, partials, counters, TILE_N and WG. The last workgroup of a column tile to write its partial
+// sums adds the tile's splits and applies the projection's epilogue, so no reduce pass (a dispatch and a
+// barrier, ~9 us a layer each at 8B shapes) follows the GEMV:
+//   EPI 0: none (reduce.wgsl sums the splits);  EPI 1: out[outOffset + col] = sum;
+//   EPI 2: out[outOffset + col] += sum (residual add), and ss_out[tile] = the sum of squares of the tile's new
+//          values (the next fused RMSNorm adds up the tiles');
+//   EPI 3: out[col] = silu(gate sum) * up sum: segment 0 is gate, segment 1 up, of equal length; tile t of
+//          each shares one ticket.
+// "Last" comes from a ticket: each workgroup's partial sums are made visible device-wide (storageBarrier)
+// before it takes a ticket (atomicAdd on counters[p.tickets + ticket]); the workgroup that takes the last one
+// reads the splits after a second barrier and sets the ticket back to 0 for the next dispatch. The splits are
+// added in split order, as reduce.wgsl does: the sums are the same bits whichever workgroup finishes last.
+// bindings: 10 outv (f32, read_write), 11 ss_out (f32 [tiles], write)
+override EPI: u32 = 0u;
+override SPLITS: u32 = 1u;  // workgroups along y: a constant, so a column's split loads are all in flight
+@group(0) @binding(10) var<storage, read_write> outv: array<f32>;
+@group(0) @binding(11) var<storage, read_write> ss_out: array<f32>;
+var<workgroup> fin_last: u32;
+var<workgroup> fin_sq: array<f32, WG>;
+var<workgroup> fin_sq16: array<f32, WG / 16u>;
+
+fn split_sum(col: u32) -> f32 {
+  var sum = 0.0;
+  for (var s = 0u; s < SPLITS; s++) { sum += partials[s * p.ncols + col]; }
+  return sum;
+}
+
+fn finish(t: u32, tile: u32, seg: Seg) {
+  if (EPI == 0u) { return; }
+  let local = tile - seg.tile0;
+  var ticket = tile;
+  var need = SPLITS;
+  if (EPI == 3u) {
+    ticket = local;
+    need = 2u * SPLITS;
+  }
+  storageBarrier();
+  if (t == 0u) {
+    fin_last = select(0u, 1u, atomicAdd(&counters[p.tickets + ticket], 1u) == need - 1u);
+  }
+  if (workgroupUniformLoad(&fin_last) == 0u) { return; }
+  storageBarrier();
+  if (t == 0u) { atomicStore(&counters[p.tickets + ticket], 0u); }
+  let c0 = local * TILE_N;
+  if (EPI == 3u) {
+    for (var ct = t; ct < TILE_N; ct += WG) {
+      let cl = c0 + ct;
+      if (cl < seg.len) {
+        let g = split_sum(p.seg[0].out + cl);
+        outv[p.outOffset + cl] = g / (1.0 + exp(-g)) * split_sum(p.seg[1].out + cl);
+      }
+    }
+    return;
+  }
+  var sq = 0.0;
+  for (var ct = t; ct < TILE_N; ct += WG) {
+    let cl = c0 + ct;
+    if (cl < seg.len) {
+      let o = p.outOffset + seg.out + cl;
+      var v = split_sum(seg.out + cl);
+      if (EPI == 2u) {
+        v = outv[o] + v;
+        sq += v * v;
+      }
+      outv[o] = v;
+    }
+  }
+  if (EPI == 2u) {
+    // two levels (WG / 16 sums of 16, then one), as reduce.wgsl
+    fin_sq[t] = sq;
+    workgroupBarrier();
+    if (t < WG / 16u) {
+      var sum = 0.0;
+      for (var i = 0u; i < 16u; i++) { sum += fin_sq[16u * t + i]; }
+      fin_sq16[t] = sum;
+    }
+    workgroupBarrier();
+    if (t == 0u) {
+      var sum = 0.0;
+      for (var i = 0u; i < WG / 16u; i++) { sum += fin_sq16[i]; }
+      ss_out[tile] = sum;
+    }
+  }
+}
