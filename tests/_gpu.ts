@@ -9,7 +9,14 @@ let shared: Promise<GpuContext> | null = null;
 /** The test run's GPU context (lavapipe in CI). */
 export function gpu(): Promise<GpuContext> {
   if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
-  shared ??= createGpuContext();
+  if (!shared) {
+    shared = createGpuContext().then((ctx) => {
+      // Free the device when the test module ends, while the runtime is whole, rather than leave it to the
+      // process's exit (a CI run once aborted with heap corruption after every test had passed).
+      globalThis.addEventListener("unload", () => ctx.device.destroy());
+      return ctx;
+    });
+  }
   return shared;
 }
 

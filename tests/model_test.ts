@@ -185,7 +185,7 @@ for (
   });
 }
 
-Deno.test("decode steps on both sides of ATTN.SINGLE_BELOW, in both attention variants, give the reference's logits", async () => {
+Deno.test("decode steps on both sides of ATTN.SINGLE_BELOW, in both attention variants, with and without GEMV epilogues, give the reference's logits", async () => {
   const config = { ...LLAMA, maxPositionEmbeddings: 1024 };
   const V = config.vocabSize;
   const { map, tensors } = randomWeights(config, 11);
@@ -217,11 +217,19 @@ Deno.test("decode steps on both sides of ATTN.SINGLE_BELOW, in both attention va
       const token = (await ctx.readU32(fwd.tokens, 1, (step - 1) * 4))[0];
       const want = ref.forward([token], pos);
       for (const variant of ["single", "split"] as const) {
-        fwd.writeState(pos, token, step);
-        // the position argument only picks the variant: both run at the state's position
-        ctx.run(fwd.decodeStep(false, variant === "single" ? 0 : ATTN.SINGLE_BELOW));
-        const err = relErr(await ctx.readF32(fwd.logits), want);
-        assert(err < 5e-3, `position ${pos}, ${variant}: logits relative error ${err}`);
+        // the GEMVs' split sums in reduce passes, then in their own epilogues (gemv_finish.wgsl)
+        for (const epilogue of [false, true]) {
+          fwd.gemvEpilogue = epilogue;
+          fwd.writeState(pos, token, step);
+          // the position argument only picks the variant: both run at the state's position
+          ctx.run(fwd.decodeStep(false, variant === "single" ? 0 : ATTN.SINGLE_BELOW));
+          const err = relErr(await ctx.readF32(fwd.logits), want);
+          assert(
+            err < 5e-3,
+            `position ${pos}, ${variant}, epilogue ${epilogue}: logits relative error ${err}`,
+          );
+        }
+        fwd.gemvEpilogue = false;
       }
     }
   } finally {

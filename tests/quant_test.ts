@@ -398,7 +398,7 @@ async function quantizedReference(dir: string, s: QuantScheme): Promise<Referenc
   return new ReferenceModel({ ...c, tieWordEmbeddings: false }, weights);
 }
 
-Deno.test("stories260k (tied) with int8 and int4 weights: logits and greedy tokens equal the reference on the dequantized weights", async () => {
+Deno.test("stories260k (tied) with int8 and int4 weights: logits and greedy tokens (with and without GEMV epilogues) equal the reference on the dequantized weights", async () => {
   for (const quant of ["int8", "int4"] as const) {
     const model = await loadModel(STORIES, { gpu: await gpu(), contextLength: 128, profile: false, quant });
     try {
@@ -425,6 +425,10 @@ Deno.test("stories260k (tied) with int8 and int4 weights: logits and greedy toke
       assert(sure >= 8, `${quant}: greedy margin too small after ${sure} tokens to compare ids`);
       const got = await model.complete([1], { temperature: 0, maxTokens: 48, stopAtEos: false });
       assertEquals(got.ids.slice(0, sure), want.slice(0, sure), quant);
+      // and with the GEMVs summing their own splits (gemv_finish.wgsl)
+      model.forward.gemvEpilogue = true;
+      const fused = await model.complete([1], { temperature: 0, maxTokens: 48, stopAtEos: false });
+      assertEquals(fused.ids.slice(0, sure), want.slice(0, sure), `${quant}, GEMV epilogues`);
     } finally {
       model.dispose();
     }

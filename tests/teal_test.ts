@@ -354,6 +354,17 @@ Deno.test("TEAL sparse greedy decode (GEMV) equals the masked reference step by 
     checkCounters(model.lastSparsity!.perTensor, st, "decode");
     assert(Math.abs(got.realizedSparsity! - model.lastSparsity!.overall) < 1e-12);
     assert(Math.abs(got.realizedSparsity! - 0.5) < 0.1, `realised ${got.realizedSparsity}`);
+    // the same with the sparse GEMVs summing their own splits (gemv_finish.wgsl)
+    model.forward.gemvEpilogue = true;
+    const fused = await model.complete(prompt, {
+      temperature: 0,
+      sparsity: 0.5,
+      stopAtEos: false,
+      maxTokens: n,
+    });
+    assertEquals(fused.ids, path);
+    checkCounters(model.lastSparsity!.perTensor, st, "decode, GEMV epilogues");
+    model.forward.gemvEpilogue = false;
     // the dense path is untouched by the thresholds
     const dense = await model.complete(prompt, { temperature: 0, stopAtEos: false, maxTokens: 4 });
     assertEquals([dense.ids, dense.realizedSparsity], [densePath.slice(0, 4), null]);

@@ -58,8 +58,8 @@ export const benchCommand: Command = {
   --ttft LIST          also time the first token after prompts of these lengths (e.g. 1,16,64,256)
   --prefill-steps N    prompts of at most N tokens go through decode steps, not the prefill GEMM (default by
                        device: 10 on a GPU, 8 on a CPU adapter)
-  --reduce-pass        sum the decode GEMVs' splits in passes of their own, not in the GEMVs' epilogues (the
-                       layout before the epilogues, for comparison)
+  --gemv-epilogue      the decode GEMVs sum their own splits (Forward.gemvEpilogue: no reduce passes; check
+                       the GPU first with bench/finish_check.ts)
   --json               print one JSON object with every row`,
   options: {
     shape: { type: "string" },
@@ -76,7 +76,7 @@ export const benchCommand: Command = {
     "acceptance-temperature": { type: "string" },
     ttft: { type: "string" },
     "prefill-steps": { type: "string" },
-    "reduce-pass": { type: "boolean" },
+    "gemv-epilogue": { type: "boolean" },
     json: { type: "boolean" },
   },
   async run(v, deps) {
@@ -120,7 +120,7 @@ export const benchCommand: Command = {
       if (v["prefill-steps"] !== undefined) {
         PREFILL.stepsUpTo = num(v, "prefill-steps", 0, { min: 0, integer: true });
       }
-      model.forward.reducePass = v["reduce-pass"] === true;
+      model.forward.gemvEpilogue = v["gemv-epilogue"] === true;
       const rows = await benchDecode(model, { sparsities, tokens, log, streamIntervalMs });
       const ttft = await benchTtft(model, ttftLengths);
       for (const t of ttft) {
@@ -197,7 +197,7 @@ export const benchCommand: Command = {
           kernels_ms: r.kernels,
         })),
         prefill_steps_up_to: prefillStepsUpTo(model.forward),
-        reduce_pass: model.forward.reducePass,
+        gemv_epilogue: model.forward.gemvEpilogue,
         ttft: ttft.map((t) => ({ prompt_tokens: t.promptTokens, ms: Number(t.ms.toFixed(1)) })),
         speculative,
       };

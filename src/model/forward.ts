@@ -99,11 +99,26 @@ export class Forward {
   splitK: boolean;
 
   /**
-   * Sum the decode GEMVs' splits in reduce passes of their own instead of in the GEMVs' last workgroups
-   * (gemv_finish.wgsl): the layout before the epilogues, kept for `bench --reduce-pass`. Set it before the first
-   * decode step is built.
+   * Let the decode GEMVs sum their own splits (gemv_finish.wgsl: the last workgroup of each column tile applies
+   * the residual add, SwiGLU or store), removing the three reduce passes of a layer and lm_head's. Off by
+   * default: the last workgroup reads the other workgroups' partial sums after a storage barrier and an atomic
+   * ticket, which WGSL's memory model does not promise across workgroups; it is checked on lavapipe (tests) and
+   * is to be checked and timed on each GPU first (`bench/finish_check.ts`, `bench --gemv-epilogue`). Change it
+   * between generations, not during one.
    */
-  reducePass: boolean;
+  get gemvEpilogue(): boolean {
+    return this.#gemvEpilogue;
+  }
+  set gemvEpilogue(on: boolean) {
+    if (on === this.#gemvEpilogue) return;
+    this.#gemvEpilogue = on;
+    // the steps built for the other layout go (prompt steps are slices of them: their parameters go with them)
+    for (const ops of this.#decode.values()) releaseOps(ops);
+    this.#decode.clear();
+    this.#prompt.clear();
+    this.#promptEnd.clear();
+  }
+  #gemvEpilogue = false;
 
   #decode = new Map<string, Op[]>();
   #prompt = new Map<string, Op[]>();
@@ -176,7 +191,6 @@ export class Forward {
       counters: this.#track(ctx.buffer((c.numLayers * SLOTS + maxTickets(weights)) * 4, "counters")),
       tickets: c.numLayers * SLOTS,
     };
-    this.reducePass = false;
     this.splitK = !ctx.isCpu;
   }
 
@@ -216,14 +230,13 @@ export class Forward {
 
   /**
    * One decode step for the token in the state buffer: embedding, every layer, lm_head, sampling.
-   * Built once per variant and reused: all per-step data lives on the GPU. Per layer, five dispatches: q|k|v
-   * GEMV, attention (which sums the q|k|v splits, applies RoPE and stores k and v in the cache), o GEMV (whose
-   * last workgroups add its splits to the residual), gate|up GEMV (SwiGLU in its epilogue), down GEMV (residual
-   * add). RMSNorm is fused into the GEMV that reads it (from the sums of squares the residual add leaves).
-   * {@link reducePass} puts the split sums in passes of their own (eight dispatches). `pos`, where the step is
-   * expected to run, picks the attention variant ({@link attnSpan}): one workgroup per head at short contexts,
-   * else split over the context plus a combine pass (one more dispatch). Every variant is right at any
-   * position; they differ in speed.
+   * Built once per variant and reused: all per-step data lives on the GPU. Per layer, eight dispatches: q|k|v
+   * GEMV, attention (which sums the q|k|v splits, applies RoPE and stores k and v in the cache), o GEMV,
+   * residual add, gate|up GEMV, SwiGLU, down GEMV, residual add; with {@link gemvEpilogue}, five (the GEMVs
+   * apply the residual adds and SwiGLU themselves). RMSNorm is fused into the GEMV that reads it (from the sums
+   * of squares the residual add leaves). `pos`, where the step is expected to run, picks the attention variant
+   * ({@link attnSpan}): one workgroup per head at short contexts, else split over the context plus a combine
+   * pass (one more dispatch). Every variant is right at any position; they differ in speed.
    */
   decodeStep(sparse: boolean, pos = 0): Op[] {
     const key = this.#stepKey(sparse, pos);
@@ -233,7 +246,7 @@ export class Forward {
     const { ctx, config: c, weights: w } = this;
     const sp = this.sparsity;
     const h = c.hiddenSize;
-    const fused = !this.reducePass;
+    const fused = this.gemvEpilogue;
     // the fused RMSNorm adds up the sums of squares its input's producer left: one per embedding workgroup,
     // per column tile of a GEMV epilogue, or per reduce-pass workgroup
     const normed = (weight: GPUBuffer, nss: number): GemvInput => ({
@@ -390,7 +403,7 @@ export class Forward {
           finish,
           ...o,
         });
-      if (!this.reducePass) return [gemv({ kind: "store", out: this.logits, outOffset: p.col0 })];
+      if (this.gemvEpilogue) return [gemv({ kind: "store", out: this.logits, outOffset: p.col0 })];
       return [
         gemv(),
         reduceOp(this.ctx, this.partials, this.logits, {
