@@ -10,6 +10,7 @@
 import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
 import { ATTN, attnDecodeOps, attnPartFloats, attnSpan, fillOp, gemvSplits } from "../src/gpu/kernels.ts";
 import { type ProbeEdit, probeSource } from "../src/bench/probe.ts";
+import { median } from "../src/bench/stats.ts";
 
 /**
  * `--probe`: copies of the one-workgroup kernel with one part cut out, to see where its time goes (each edit
@@ -34,11 +35,6 @@ const PROBES: Record<string, ProbeEdit[]> = {
     ["l_run = l_run * alpha + reduce_sum(t, l);", "l_run = l_run * alpha + l;\n    workgroupBarrier();"],
   ],
 };
-
-function median(v: number[]): number {
-  const s = [...v].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 /** GPU microseconds per repeat of `ops` in a pass of `repeats` repeats. */
 async function timeSteps(ctx: GpuContext, ops: Op[], repeats: number): Promise<number> {

@@ -8,6 +8,7 @@
  */
 import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
 import { fillOp } from "../src/gpu/kernels.ts";
+import { median } from "../src/bench/stats.ts";
 
 const READ_WGSL = `
 struct P { words: u32, per: u32, _a: u32, _b: u32 }
@@ -22,11 +23,6 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw
   // never true for the data below; keeps the loads alive
   if (acc.x == 0x9e3779b9u && acc.y == 0x7f4a7c15u) { sink[0] = acc.z; }
 }`;
-
-function median(v: number[]): number {
-  const s = [...v].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 /** A buffer of random words (zero pages could read faster than real weights). */
 function randomBuffer(ctx: GpuContext, bytes: number): GPUBuffer {

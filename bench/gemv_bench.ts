@@ -19,6 +19,7 @@ import {
   reduceOp,
 } from "../src/gpu/kernels.ts";
 import { copyOp, fillOp } from "../src/gpu/kernels.ts";
+import { median } from "../src/bench/stats.ts";
 
 /** Llama-3-8B decode GEMV shapes, N x K. */
 export const SHAPES_8B: [number, number][] = [[14336, 4096], [4096, 14336], [4096, 4096], [1024, 4096]];
@@ -56,11 +57,6 @@ function setup(ctx: GpuContext, N: number, K: number, copies: number, lens = [N]
     out: ctx.buffer(N * 4, "out"),
     sp: { thresholds: ctx.buffer(16, "thr"), counters: ctx.buffer(16, "cnt") },
   };
-}
-
-function median(v: number[]): number {
-  const s = [...v].sort((x, y) => x - y);
-  return s[Math.floor(s.length / 2)];
 }
 
 /** GPU microseconds of one GEMV + reduce at `sparsity` (median over repeats). */

@@ -18,6 +18,7 @@ import {
   REDUCE,
   reduceOp,
 } from "../src/gpu/kernels.ts";
+import { median } from "../src/bench/stats.ts";
 
 const SHAPES: [number, number][] = [[28672, 4096], [14336, 4096], [4096, 14336], [6144, 4096], [4096, 4096]];
 
@@ -62,11 +63,6 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   // never true for random weights; keeps the loads alive
   if (acc.x == 0x9e3779b9u && acc.y == 0x7f4a7c15u) { sink[0] = acc.z; }
 }`;
-
-function median(v: number[]): number {
-  const s = [...v].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 /** GPU microseconds per op of a pass that cycles through `ops` `perPass` times in all. */
 async function timeOps(ctx: GpuContext, ops: Op[], perPass: number): Promise<number> {

@@ -32,6 +32,7 @@ import {
   type WeightFormat,
 } from "../src/gpu/quant.ts";
 import { type ProbeEdit, probeSource } from "../src/bench/probe.ts";
+import { median } from "../src/bench/stats.ts";
 
 /**
  * `--probe`: edited copies of the kernels (one part cut or replaced), timed like the real ones, to see where a
@@ -140,11 +141,6 @@ function matrices(ctx: GpuContext, format: WeightFormat, N: number, K: number, c
   }
   ctx.run(ops);
   return mats;
-}
-
-function median(v: number[]): number {
-  const s = [...v].sort((x, y) => x - y);
-  return s[Math.floor(s.length / 2)];
 }
 
 /** GPU microseconds of one GEMV + reduce at `sparsity` (x uniform in [-1, 1): threshold = sparsity). */

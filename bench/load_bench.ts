@@ -11,11 +11,7 @@ import { createGpuContext } from "../src/gpu/context.ts";
 import { layoutSegments, type Matrix } from "../src/gpu/kernels.ts";
 import { layoutQuantSegments, QUANT_SCHEMES, quantizeBlock, type QuantScheme } from "../src/gpu/quant.ts";
 import { transposeToF16, WeightPacker } from "../src/model/weights.ts";
-
-function median(v: number[]): number {
-  const s = [...v].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
+import { median } from "../src/bench/stats.ts";
 
 if (import.meta.main) {
   if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());

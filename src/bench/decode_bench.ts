@@ -9,6 +9,7 @@ import { releaseOps } from "../model/forward.ts";
 import { SLOTS } from "../model/weights.ts";
 import { bytesPerWeight } from "../gpu/quant.ts";
 import { calibrate, projectionParams } from "../teal/calibrate.ts";
+import { median } from "./stats.ts";
 
 /** One benchmark row. */
 export interface DecodeBenchRow {
@@ -64,11 +65,6 @@ export async function benchTtft(model: Model, lengths: number[]): Promise<TtftRo
     rows.push({ promptTokens: n, ms: median(ms) });
   }
   return rows;
-}
-
-function median(v: number[]): number {
-  const s = [...v].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
 }
 
 function randomIds(n: number, vocab: number, seed: number): number[] {
