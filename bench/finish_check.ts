@@ -1,7 +1,9 @@
 /**
  * Checks the GEMV split-K epilogues (gemv_finish.wgsl) on the GPU at Llama-3-8B shapes: each epilogue must give
  * the bits of the GEMV + reduce pass it replaces, run after run (the workgroup that finishes a tile last, and so
- * sums it, changes from run to run; a missing memory barrier would show as a sum that differs now and then).
+ * sums it, changes from run to run; the epilogue's GEMV starts from NaN partials, so a split read before it is
+ * visible shows as a NaN), the residual add's sums of squares must match the host's, and the tickets must end
+ * at 0.
  *
  * `deno run -A bench/finish_check.ts [--runs N] [--quant none|int8|int4] [--shape llama-3-8b|tiny|...]` prints one line per epilogue and exits
  * 1 on any difference.
@@ -15,6 +17,7 @@ import {
   type GemvFinish,
   gemvOp,
   gemvSplits,
+  gemvTileN,
   gemvTiles,
   type Matrix,
   REDUCE,
@@ -45,6 +48,7 @@ let bad = 0;
 for (const c of cases) {
   const m = c.m;
   const tiles = gemvTiles(m);
+  const tileN = gemvTileN(m);
   const sp = {
     thresholds: ctx.buffer(16, "thr"),
     counters: ctx.buffer((4 + tiles) * 4, "counters"),
@@ -59,6 +63,7 @@ for (const c of cases) {
   const got = ctx.buffer(n * 4, "got");
   const ss = ctx.buffer(tiles * 4, "ss");
   let diffs = 0;
+  let ssDiffs = 0;
   for (let r = 0; r < runs; r++) {
     const ops: Op[] = [
       fillOp(ctx, x, { words: m.K, mode: "random", seed: 100 + r, scale: 1 }),
@@ -72,6 +77,8 @@ for (const c of cases) {
         mode: { store: REDUCE.store, add: REDUCE.add, swiglu: REDUCE.swiglu }[c.kind],
         offB: c.kind === "swiglu" ? n : 0,
       }),
+      // the epilogue's GEMV starts from NaN partials: a split read before its workgroup wrote it shows
+      fillOp(ctx, partials, { words: splits * m.N, mode: "const", value: NaN }),
       gemvOp(ctx, m, x, partials, sp, {
         sparse: false,
         finish: c.kind === "add" ? { kind: "add", out: got, ss } : { kind: c.kind, out: got },
@@ -81,14 +88,24 @@ for (const c of cases) {
     releaseOps(ops);
     const [a, b] = [await ctx.readU32(want), await ctx.readU32(got)];
     for (let i = 0; i < n; i++) if (a[i] !== b[i]) diffs++;
+    if (c.kind === "add") {
+      // one sum of squares per column tile of the new residual
+      const y = new Float32Array(a.buffer);
+      const got = await ctx.readF32(ss, tiles);
+      for (let t = 0; t < tiles; t++) {
+        let q = 0;
+        for (let i = t * tileN; i < Math.min(n, (t + 1) * tileN); i++) q += y[i] * y[i];
+        if (!(Math.abs(got[t] - q) <= 1e-4 * Math.abs(q))) ssDiffs++;
+      }
+    }
   }
   const left = await ctx.readU32(sp.counters, 4 + tiles);
   const ticketsLeft = left.subarray(4).some((v) => v !== 0);
+  const ticketsSay = ticketsLeft ? "LEFT SET" : "0";
   console.log(
-    `${format} ${c.name}: ${runs} runs, ${diffs} differing outputs, tickets ${
-      ticketsLeft ? "LEFT SET" : "0"
-    }`,
+    `${format} ${c.name}: ${runs} runs, ${diffs} differing outputs, ${ssDiffs} wrong sums of squares, ` +
+      `tickets ${ticketsSay}`,
   );
-  if (diffs || ticketsLeft) bad++;
+  if (diffs || ssDiffs || ticketsLeft) bad++;
 }
 Deno.exit(bad ? 1 : 0);

@@ -13,8 +13,8 @@
 // bindings: 0 params (uniform), 1 x (f32 [K], read), 2 wt (vec4<u32> = 8 f16, segment blocks, read),
 //           3 partials (f32 [splits][ncols], write), 4 thresholds (f32, read), 5 scales (f32 [nseg][K], read),
 //           6 counters (atomic u32: active channels per segment, summed over calls), 7 aux (f32, read),
-//           8 ss (f32 [nss], read), 9 state (u32 decode state, read: [3] != 0 once EOS was sampled, so the
-//           steps queued past it skip their weight reads), 10 outv, 11 ss_out (gemv_finish.wgsl)
+//           8 ss (f32 [nss], read; EPI 2 writes it), 9 state (u32 decode state, read: [3] != 0 once EOS
+//           was sampled, so the steps queued past it skip their weight reads), 10 outv (gemv_finish.wgsl)
 override TPR: u32 = 16u;
 override KCHUNK: u32 = 512u;
 override SPARSE: bool = false;
@@ -56,7 +56,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read> scales: array<f32>;
 @group(0) @binding(6) var<storage, read_write> counters: array<atomic<u32>>;
 @group(0) @binding(7) var<storage, read> aux: array<f32>;
-@group(0) @binding(8) var<storage, read> ss: array<f32>;
+@group(0) @binding(8) var<storage, read_write> ss: array<f32>;  // read_write: EPI 2 writes it
 @group(0) @binding(9) var<storage, read> state: array<u32>;
 
 // #include gemv_finish

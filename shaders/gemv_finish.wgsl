@@ -1,24 +1,21 @@
 // The split-K epilogue of gemv.wgsl and gemv_q.wgsl, included by both (context.ts shaderCode); it uses
-// their p, Seg, partials, counters, TILE_N and WG. The last workgroup of a column tile to write its partial
+// their p, Seg, partials, counters, ss, red, TILE_N and WG. The last workgroup of a column tile to write its partial
 // sums adds the tile's splits and applies the projection's epilogue, so no reduce pass (a dispatch and a
 // barrier, ~9 us a layer each at 8B shapes) follows the GEMV:
 //   EPI 0: none (reduce.wgsl sums the splits);  EPI 1: out[outOffset + col] = sum;
-//   EPI 2: out[outOffset + col] += sum (residual add), and ss_out[tile] = the sum of squares of the tile's new
-//          values (the next fused RMSNorm adds up the tiles');
+//   EPI 2: out[outOffset + col] += sum (residual add), and ss[tile] = the sum of squares of the tile's new
+//          values (the next fused RMSNorm adds up the tiles'; the GEMV's own input then has no RMSNorm);
 //   EPI 3: out[col] = silu(gate sum) * up sum: segment 0 is gate, segment 1 up, of equal length; tile t of
 //          each shares one ticket.
 // "Last" comes from a ticket: each workgroup's partial sums are made visible device-wide (storageBarrier)
 // before it takes a ticket (atomicAdd on counters[p.tickets + ticket]); the workgroup that takes the last one
 // reads the splits after a second barrier and sets the ticket back to 0 for the next dispatch. The splits are
 // added in split order, as reduce.wgsl does: the sums are the same bits whichever workgroup finishes last.
-// bindings: 10 outv (f32, read_write), 11 ss_out (f32 [tiles], write)
+// bindings: 10 outv (f32, read_write); the including shader's 8 ss is read_write for EPI 2.
 override EPI: u32 = 0u;
 override SPLITS: u32 = 1u;  // workgroups along y: a constant, so a column's split loads are all in flight
 @group(0) @binding(10) var<storage, read_write> outv: array<f32>;
-@group(0) @binding(11) var<storage, read_write> ss_out: array<f32>;
 var<workgroup> fin_last: u32;
-var<workgroup> fin_sq: array<f32, WG>;
-var<workgroup> fin_sq16: array<f32, WG / 16u>;
 
 fn split_sum(col: u32) -> f32 {
   var sum = 0.0;
@@ -67,19 +64,20 @@ fn finish(t: u32, tile: u32, seg: Seg) {
     }
   }
   if (EPI == 2u) {
-    // two levels (WG / 16 sums of 16, then one), as reduce.wgsl
-    fin_sq[t] = sq;
+    // two levels (WG / 16 sums of 16, then one), as reduce.wgsl, in the GEMV's reduction memory (WG * 8
+    // floats): every thread last read it before the barrier of workgroupUniformLoad above
+    red[t] = sq;
     workgroupBarrier();
     if (t < WG / 16u) {
       var sum = 0.0;
-      for (var i = 0u; i < 16u; i++) { sum += fin_sq[16u * t + i]; }
-      fin_sq16[t] = sum;
+      for (var i = 0u; i < 16u; i++) { sum += red[16u * t + i]; }
+      red[WG + t] = sum;
     }
     workgroupBarrier();
     if (t == 0u) {
       var sum = 0.0;
-      for (var i = 0u; i < WG / 16u; i++) { sum += fin_sq16[i]; }
-      ss_out[tile] = sum;
+      for (var i = 0u; i < WG / 16u; i++) { sum += red[WG + i]; }
+      ss[tile] = sum;
     }
   }
 }

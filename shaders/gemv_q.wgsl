@@ -14,8 +14,8 @@
 // bindings: 0 params (uniform), 1 x (f32 [K], read), 2 wt (vec4<u32>, segment blocks, read),
 //           3 partials (f32 [splits][ncols], write), 4 thresholds (f32, read), 5 scales (f32 [nseg][K], read),
 //           6 counters (atomic u32: active channels per segment, summed over calls), 7 aux (f32, read),
-//           8 ss (f32 [NSS], read), 9 state (u32 decode state, read: [3] != 0 once EOS was sampled),
-//           10 outv, 11 ss_out (the split-K epilogue, gemv_finish.wgsl)
+//           8 ss (f32 [NSS], read; EPI 2 writes it), 9 state (u32 decode state, read: [3] != 0 once EOS
+//           was sampled), 10 outv (the split-K epilogue, gemv_finish.wgsl)
 override NSS: u32 = 1u;         // INPUT 1: partial sums of squares in ss
 override AUX_SPLITS: u32 = 1u;  // INPUT 2: splits of the gate|up partials
 override TPR: u32 = 8u;
@@ -60,7 +60,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read> scales: array<f32>;
 @group(0) @binding(6) var<storage, read_write> counters: array<atomic<u32>>;
 @group(0) @binding(7) var<storage, read> aux: array<f32>;
-@group(0) @binding(8) var<storage, read> ss: array<f32>;
+@group(0) @binding(8) var<storage, read_write> ss: array<f32>;  // read_write: EPI 2 writes it
 @group(0) @binding(9) var<storage, read> state: array<u32>;
 
 // #include gemv_finish

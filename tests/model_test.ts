@@ -237,6 +237,41 @@ Deno.test("decode steps on both sides of ATTN.SINGLE_BELOW, in both attention va
   }
 });
 
+Deno.test("decode steps with GEMV epilogues over several splits (o, down, gate|up, lm_head K > 512) give the reference's logits", async () => {
+  // every decode GEMV has 2..3 splits, so each epilogue's last workgroup sums partials others wrote
+  const config = { ...LLAMA, hiddenSize: 600, intermediateSize: 1100, numHeads: 36, numKvHeads: 4 };
+  const { map, tensors } = randomWeights(config, 12);
+  const ref = new ReferenceModel(config, map);
+  const model = await modelFromTensors("synthetic", config, tensors, { gpu: await gpu(), contextLength: 64 });
+  try {
+    const fwd = model.forward;
+    const ctx = model.gpu;
+    fwd.gemvEpilogue = true;
+    const r = rng(22);
+    const prompt = Array.from({ length: 5 }, () => Math.floor(r() * config.vocabSize));
+    writeSamplerParams(ctx, fwd.samplerParams, config.vocabSize, fwd.maxSeq, {
+      temperature: 0,
+      topK: 0,
+      topP: 1,
+      seed: 0,
+    }, []);
+    prefillPrompt(fwd, prompt, false);
+    ref.reset();
+    ref.forward(prompt, 0);
+    for (let step = 1; step <= 4; step++) {
+      const pos = prompt.length + step - 1;
+      const token = (await ctx.readU32(fwd.tokens, 1, (step - 1) * 4))[0];
+      const want = ref.forward([token], pos);
+      fwd.writeState(pos, token, step);
+      ctx.run(fwd.decodeStep(false, pos));
+      const err = relErr(await ctx.readF32(fwd.logits), want);
+      assert(err < 5e-3, `position ${pos}: logits relative error ${err}`);
+    }
+  } finally {
+    model.dispose();
+  }
+});
+
 Deno.test("stories260k: logits equal the reference; greedy 120 tokens from [1] identical", async () => {
   const model = await loadModel(STORIES, { gpu: await gpu(), contextLength: 256, profile: false });
   const ref = await ReferenceModel.load(STORIES);

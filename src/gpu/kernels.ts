@@ -184,8 +184,9 @@ export function gemvTiles(m: Matrix, tune?: GemvTune): number {
 }
 
 /**
- * The overrides, parameter words (tickets, outOffset) and bindings (10 outv, 11 ss_out) of a GEMV's epilogue.
- * Throws a RangeError naming what is wrong when the call cannot take it.
+ * The overrides, parameter words (tickets, outOffset) and buffers of a GEMV's epilogue: `out` (binding 10) and,
+ * for `add`, the sums of squares it writes (binding 8, which the GEMV then does not read: its input must not be
+ * a fused RMSNorm). Throws a RangeError naming what is wrong when the call cannot take it.
  */
 export function gemvFinishParts(
   ctx: GpuContext,
@@ -194,34 +195,44 @@ export function gemvFinishParts(
   finish: GemvFinish | undefined,
   tileN: number,
   splits: number,
-): { overrides: Record<string, number>; tickets: number; outOffset: number; bindings: GPUBuffer[] } {
+): { overrides: Record<string, number>; tickets: number; outOffset: number; out: GPUBuffer; ss?: GPUBuffer } {
   if (!finish) {
-    return {
-      overrides: { EPI: 0, SPLITS: 1 },
-      tickets: 0,
-      outOffset: 0,
-      bindings: [ctx.scratch("write"), ctx.scratch("write")],
-    };
+    return { overrides: { EPI: 0, SPLITS: 1 }, tickets: 0, outOffset: 0, out: ctx.scratch("write") };
   }
   if (sp.tickets === undefined) throw new RangeError("gemv epilogue: the sparsity buffers have no tickets");
-  let tickets = m.segments.reduce((a, s) => a + Math.ceil(s.len / tileN), 0);
+  const tiles = m.segments.reduce((a, s) => a + Math.ceil(s.len / tileN), 0);
+  let tickets = tiles;
+  let cols = m.N;
   if (finish.kind === "swiglu") {
     const [gate, up] = m.segments;
     if (m.segments.length !== 2 || gate.len !== up.len) {
       throw new RangeError("gemv swiglu epilogue: the matrix must be gate|up, two segments of equal length");
     }
     tickets = Math.ceil(gate.len / tileN);
+    cols = gate.len;
   }
   if ((sp.tickets + tickets) * 4 > sp.counters.size) {
     throw new RangeError(
       `gemv epilogue: ${tickets} tickets from word ${sp.tickets} do not fit the counters (${sp.counters.size} bytes)`,
     );
   }
+  const outOffset = finish.kind === "add" ? 0 : finish.outOffset ?? 0;
+  if ((outOffset + cols) * 4 > finish.out.size) {
+    throw new RangeError(
+      `gemv ${finish.kind} epilogue: ${cols} outputs from element ${outOffset} do not fit out (${finish.out.size} bytes)`,
+    );
+  }
+  if (finish.kind === "add" && tiles * 4 > finish.ss.size) {
+    throw new RangeError(
+      `gemv add epilogue: ${tiles} sums of squares do not fit ss (${finish.ss.size} bytes)`,
+    );
+  }
   return {
     overrides: { EPI: { store: 1, add: 2, swiglu: 3 }[finish.kind], SPLITS: splits },
     tickets: sp.tickets,
-    outOffset: finish.kind === "add" ? 0 : finish.outOffset ?? 0,
-    bindings: [finish.out, finish.kind === "add" ? finish.ss : ctx.scratch("write")],
+    outOffset,
+    out: finish.out,
+    ss: finish.kind === "add" ? finish.ss : undefined,
   };
 }
 
@@ -245,13 +256,18 @@ export function gemvInputBindings(
   sp: SparsityBuffers,
   inp: GemvInput,
   state: GPUBuffer | undefined,
+  finish: { out: GPUBuffer; ss?: GPUBuffer },
 ): { overrides: Record<string, number>; bindings: GPUBuffer[] } {
   const aux = inp.kind === "rmsnorm"
     ? inp.weight
     : inp.kind === "swiglu"
     ? inp.partials
     : ctx.scratch("read");
-  const ss = inp.kind === "rmsnorm" ? inp.ss : ctx.scratch("read");
+  if (inp.kind === "rmsnorm" && finish.ss) {
+    // other workgroups would still be reading the sums of squares the epilogue overwrites
+    throw new RangeError("gemv: a residual-add epilogue cannot follow a fused RMSNorm input in one GEMV");
+  }
+  const ss = inp.kind === "rmsnorm" ? inp.ss : finish.ss ?? ctx.scratch("write");
   return {
     overrides: {
       INPUT: { plain: 0, rmsnorm: 1, swiglu: 2 }[inp.kind],
@@ -268,6 +284,7 @@ export function gemvInputBindings(
       aux,
       ss,
       state ?? ctx.scratch("read"),
+      finish.out,
     ],
   };
 }
@@ -313,7 +330,7 @@ export function gemvOp(
     "gemv",
     [false, false, false, false, false, true],
   );
-  const shared = gemvInputBindings(ctx, m, x, partials, sp, inp, opts.state);
+  const shared = gemvInputBindings(ctx, m, x, partials, sp, inp, opts.state, fin);
   return ctx.op({
     variant: {
       shader: "gemv",
@@ -327,7 +344,7 @@ export function gemvOp(
         ...fin.overrides,
       },
     },
-    bindings: [params, ...shared.bindings, ...fin.bindings],
+    bindings: [params, ...shared.bindings],
     owned: [params],
     workgroups: [tiles(m.segments, tune.TPR * 8), splits],
     label: opts.label ?? "gemv",

@@ -311,7 +311,7 @@ export function gemvQOp(
     "gemv_q",
     [false, false, false, false, false, true],
   );
-  const shared = gemvInputBindings(ctx, m, x, partials, sp, inp, opts.state);
+  const shared = gemvInputBindings(ctx, m, x, partials, sp, inp, opts.state, fin);
   const tiles = m.segments.reduce((a, g) => a + Math.ceil(g.len / tileN), 0);
   return ctx.op({
     variant: {
@@ -328,7 +328,7 @@ export function gemvQOp(
         ...fin.overrides,
       },
     },
-    bindings: [params, ...shared.bindings, ...fin.bindings],
+    bindings: [params, ...shared.bindings],
     owned: [params],
     workgroups: [tiles, splits],
     label: opts.label ?? "gemv",
