@@ -1,7 +1,7 @@
 /**
  * Every WGSL kernel against the CPU reference on random inputs at awkward sizes, outputs poisoned first.
  */
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
+import { deepStrictEqual as assertEquals, ok as assert, throws } from "node:assert";
 import {
   attentionOp,
   type AttentionShape,
@@ -11,6 +11,8 @@ import {
   attnSpan,
   embedOp,
   gemvOp,
+  gemvRowsOps,
+  gemvRowsPartialBytes,
   gemvSplits,
   type GemvTune,
   layoutSegments,
@@ -31,7 +33,7 @@ import { f16ToF32, f32ToF16Bits } from "../src/model/dtype.ts";
 import { transposeToF16, WeightPacker } from "../src/model/weights.ts";
 import { applyRope, attention, matmulT, rmsNorm, silu } from "../src/model/reference.ts";
 import { sampleToken } from "../src/generate/sampler.ts";
-import { f16round, gpu, poisoned, randn, relErr, rng } from "./_gpu.ts";
+import { f16round, gpu, POISON, poisoned, randn, relErr, rng } from "./_gpu.ts";
 import { checkGemvFinish } from "./_finish.ts";
 
 /** Uploads weights W_s ([len_s][K] each) as one fused matrix with optional per-channel scales. */
@@ -488,6 +490,54 @@ Deno.test("attnSpan: one workgroup per head below ATTN.SINGLE_BELOW, then 4 to 8
     }
   }
   assertEquals([512, 1023, 2047, 8191].map(attnSpan), [64, 128, 256, 1024]);
+});
+
+Deno.test("gemv_rows: few-row prefill GEMM (fused segments, bias, residual add) at 1 to 16 rows equals the CPU", async () => {
+  const ctx = await gpu();
+  const r = rng(41);
+  const cases: [number, number[]][] = [
+    [1100, [200, 72, 72]], // three segments; 3 splits of 512 (M <= 8) or 5 of 256, the last ragged
+    [530, [172, 172]],
+    [90, [300]], // one split shorter than a chunk
+  ];
+  for (const [K, lens] of cases) {
+    const ws = lens.map((n) => randn(n * K, r, 0.5));
+    const m = makeMatrix(ctx, K, ws, lens);
+    for (const M of [1, 3, 8, 9, 16]) {
+      const label = `K=${K} [${lens}] M=${M}`;
+      const x = randn(M * K, r);
+      const xb = ctx.buffer(x.byteLength, "x", x);
+      const partials = poisoned(ctx, gemvRowsPartialBytes(m, M) / 4);
+      const bias = randn(m.N, r);
+      const want = fusedRef(x, M, K, ws, lens, null).y;
+      // store with bias, one extra poisoned row after the M rows
+      const y = poisoned(ctx, (M + 1) * m.N);
+      ctx.run(
+        gemvRowsOps(ctx, m, xb, y, partials, { M, ldy: m.N, bias: ctx.buffer(bias.byteLength, "b", bias) }),
+      );
+      const got = await ctx.readF32(y);
+      const wantB = want.map((v, i) => v + bias[i % m.N]);
+      assert(relErr(got.subarray(0, M * m.N), wantB) < 1e-4, `${label}: store`);
+      assert(
+        new Uint32Array(got.buffer).subarray(M * m.N).every((v) => v === POISON),
+        `${label}: wrote past M`,
+      );
+      // residual add into a wider row stride at an offset; the columns around the output stay as they were
+      const ldy = m.N + 5;
+      const base = randn(M * ldy, r);
+      const yb = ctx.buffer(base.byteLength, "y", base);
+      ctx.run(gemvRowsOps(ctx, m, xb, yb, partials, { M, ldy, yOffset: 2, accumulate: true }));
+      const sum = await ctx.readF32(yb);
+      const wantSum = Float32Array.from(base);
+      for (let i = 0; i < M; i++) for (let n = 0; n < m.N; n++) wantSum[i * ldy + 2 + n] += want[i * m.N + n];
+      assert(relErr(sum, wantSum) < 1e-4, `${label}: residual add`);
+    }
+  }
+  const m = makeMatrix(ctx, 64, [randn(64 * 8, r)], [8]);
+  const none = poisoned(ctx, 4);
+  throws(() => gemvRowsOps(ctx, m, none, none, none, { M: 17, ldy: 8 }), /17 rows/);
+  throws(() => gemvRowsOps(ctx, m, none, none, none, { M: 2, ldy: 8, sparse: true }), /dense only/);
+  throws(() => gemvRowsOps(ctx, m, none, none, none, { M: 2, ldy: 8 }), /partials hold/);
 });
 
 Deno.test("matmul: prefill GEMM (fused, bias, accumulate, sparse) at 1, 7 (16-row tiles) and 130 rows, whole and split over K", async () => {

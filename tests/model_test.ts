@@ -143,7 +143,7 @@ async function compareLogits(model: Model, ref: ReferenceModel, ids: number[]): 
 for (
   const [name, config, seed] of [["llama GQA", LLAMA, 11], ["qwen2-like tied+bias+window", QWEN, 13]] as const
 ) {
-  Deno.test(`synthetic ${name} (hidden 172, head_dim 16, vocab 300): logits at 1/7/130 tokens and greedy`, async () => {
+  Deno.test(`synthetic ${name} (hidden 172, head_dim 16, vocab 300): logits at 1/7/130 tokens (and 1/7/16 by the few-row GEMV) and greedy`, async () => {
     const { map, tensors } = randomWeights(config, seed);
     const ref = new ReferenceModel(config, map);
     const model = await modelFromTensors("synthetic", config, tensors, {
@@ -158,6 +158,14 @@ for (
         const err = await compareLogits(model, ref, ids);
         assert(err < 5e-3, `${n} tokens: logits relative error ${err}`);
       }
+      // passes of at most 16 rows through the few-row GEMV (gemv_rows.wgsl) instead of the tiled GEMM
+      model.forward.prefillGemv = true;
+      for (const n of [1, 7, 16]) {
+        const ids = Array.from({ length: n }, () => Math.floor(r() * config.vocabSize));
+        const err = await compareLogits(model, ref, ids);
+        assert(err < 5e-3, `${n} tokens, few-row GEMV: logits relative error ${err}`);
+      }
+      model.forward.prefillGemv = false;
       const prompt = [1, 17, 250, 299, 3, 42, 7];
       const want = refGreedy(ref, prompt, 24);
       assertEquals(want.ids, greedyGenerate(ref, prompt, 24));
@@ -176,7 +184,11 @@ for (
       try {
         const viaGemm = await model.complete(prompt, { temperature: 0, maxTokens: 24, stopAtEos: false });
         assertEquals(viaGemm.ids, want.ids);
+        model.forward.prefillGemv = true;
+        const viaGemv = await model.complete(prompt, { temperature: 0, maxTokens: 24, stopAtEos: false });
+        assertEquals(viaGemv.ids, want.ids);
       } finally {
+        model.forward.prefillGemv = false;
         PREFILL.stepsUpTo = saved;
       }
     } finally {

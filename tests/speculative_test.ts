@@ -41,7 +41,7 @@ Deno.test("speculative greedy equals dense greedy on tiny-llama-16m (shipped TEA
   }
 });
 
-Deno.test("speculative greedy equals dense greedy on stories260k, K = 1 and 4, to the context's end", async () => {
+Deno.test("speculative greedy equals dense greedy on stories260k, K = 1 and 4 (and 4 with the few-row GEMV verify), to the context's end", async () => {
   const model = await loadModel("../shared/models/stories260k", {
     gpu: await gpu(),
     contextLength: 96,
@@ -66,6 +66,15 @@ Deno.test("speculative greedy equals dense greedy on stories260k, K = 1 and 4, t
       });
       assertEquals(spec.ids, dense.ids, `K = ${k}`);
     }
+    // the verify pass (K + 1 rows) through the few-row GEMV
+    model.forward.prefillGemv = true;
+    const spec = await model.complete([1], {
+      maxTokens: 200,
+      temperature: 0,
+      stopAtEos: false,
+      speculate: 4,
+    });
+    assertEquals(spec.ids, dense.ids, "K = 4, few-row GEMV verify");
   } finally {
     model.dispose();
   }

@@ -60,6 +60,8 @@ export const benchCommand: Command = {
                        device: 10 on a GPU, 8 on a CPU adapter)
   --gemv-epilogue      the decode GEMVs sum their own splits (Forward.gemvEpilogue: no reduce passes; check
                        the GPU first with bench/finish_check.ts)
+  --prefill-gemv       dense f16 prefill passes of at most 16 rows (--ttft, the --speculate verify pass) use
+                       the few-row GEMV instead of the tiled GEMM (Forward.prefillGemv)
   --json               print one JSON object with every row`,
   options: {
     shape: { type: "string" },
@@ -77,6 +79,7 @@ export const benchCommand: Command = {
     ttft: { type: "string" },
     "prefill-steps": { type: "string" },
     "gemv-epilogue": { type: "boolean" },
+    "prefill-gemv": { type: "boolean" },
     json: { type: "boolean" },
   },
   async run(v, deps) {
@@ -121,6 +124,7 @@ export const benchCommand: Command = {
         PREFILL.stepsUpTo = num(v, "prefill-steps", 0, { min: 0, integer: true });
       }
       model.forward.gemvEpilogue = v["gemv-epilogue"] === true;
+      model.forward.prefillGemv = v["prefill-gemv"] === true;
       const rows = await benchDecode(model, { sparsities, tokens, log, streamIntervalMs });
       const ttft = await benchTtft(model, ttftLengths);
       for (const t of ttft) {
@@ -198,6 +202,7 @@ export const benchCommand: Command = {
         })),
         prefill_steps_up_to: prefillStepsUpTo(model.forward),
         gemv_epilogue: model.forward.gemvEpilogue,
+        prefill_gemv: model.forward.prefillGemv,
         ttft: ttft.map((t) => ({ prompt_tokens: t.promptTokens, ms: Number(t.ms.toFixed(1)) })),
         speculative,
       };

@@ -483,19 +483,86 @@ export function matmulOps(
   if (o.split.partials.size < need) {
     throw new RangeError(`split-K partials hold ${o.split.partials.size} bytes; ${need} needed`);
   }
-  const params = ctx.uniform([o.M, m.N, o.ldy, o.yOffset ?? 0], "splitk_sum");
   return [
     gemmOp(ctx, m, x, o.split.partials, sp, o, layout),
+    splitKSumOp(ctx, o.split.partials, y, m.N, layout.splits, o),
+  ];
+}
+
+/** splitk_sum.wgsl: y[r][yOffset + c] (+)= sum over `splits` partial rows [splits][M][N] (+ bias). */
+function splitKSumOp(
+  ctx: GpuContext,
+  partials: GPUBuffer,
+  y: GPUBuffer,
+  N: number,
+  splits: number,
+  o: MatmulOptions,
+): Op {
+  const params = ctx.uniform([o.M, N, o.ldy, o.yOffset ?? 0], "splitk_sum");
+  return ctx.op({
+    variant: {
+      shader: "splitk_sum",
+      overrides: { ACCUM: o.accumulate ? 1 : 0, BIAS: o.bias ? 1 : 0, SPLITS: splits },
+    },
+    bindings: [params, partials, o.bias ?? ctx.scratch("read"), y],
+    owned: [params],
+    workgroups: [Math.ceil(N / 256), o.M],
+    label: o.label ? `${o.label}.sum` : "splitk_sum",
+  });
+}
+
+/** gemv_rows.wgsl's variant: threads per column group (4 columns each) and the rows it takes at most. */
+export const GEMV_ROWS = { maxRows: 16, TPR: 64, WG: 256 } as const;
+
+/** Input channels per gemv_rows split for M rows: the staged rows fill at most 16 KiB of workgroup memory. */
+export function gemvRowsChunk(M: number): number {
+  return M <= 8 ? 512 : 256;
+}
+
+/** Bytes of split partials gemvRowsOps needs for M rows of a matrix. */
+export function gemvRowsPartialBytes(m: Matrix, M: number): number {
+  return Math.ceil(m.K / gemvRowsChunk(M)) * M * m.N * 4;
+}
+
+/**
+ * gemv_rows.wgsl + splitk_sum.wgsl: y[r][yOffset + n] (+)= x[r] . wt[:, n] (+ bias[n]) for a prefill pass of
+ * M <= {@link GEMV_ROWS}.maxRows rows over f16 weights, dense; x is [M][K]. Each weight row is read once for
+ * all rows, as a GEMV reads it. Throws a RangeError for what it cannot take (other formats, sparse, more rows,
+ * partials too small).
+ */
+export function gemvRowsOps(
+  ctx: GpuContext,
+  m: Matrix,
+  x: GPUBuffer,
+  y: GPUBuffer,
+  partials: GPUBuffer,
+  o: MatmulOptions,
+): Op[] {
+  if (m.format && m.format !== "f16") throw new RangeError(`gemv_rows: f16 weights only, not ${m.format}`);
+  if (o.sparse) throw new RangeError("gemv_rows: dense only");
+  if (!Number.isInteger(o.M) || o.M < 1 || o.M > GEMV_ROWS.maxRows) {
+    throw new RangeError(`gemv_rows: ${o.M} rows; 1..${GEMV_ROWS.maxRows}`);
+  }
+  const KCHUNK = gemvRowsChunk(o.M);
+  const splits = Math.ceil(m.K / KCHUNK);
+  const need = gemvRowsPartialBytes(m, o.M);
+  if (partials.size < need) {
+    throw new RangeError(`gemv_rows: partials hold ${partials.size} bytes; ${need} needed`);
+  }
+  const tileN = GEMV_ROWS.TPR * 4;
+  const params = ctx.uniform([m.K, m.N, m.segments.length, 0, ...segWords(m.segments, tileN)], "gemv_rows");
+  return [
     ctx.op({
       variant: {
-        shader: "splitk_sum",
-        overrides: { ACCUM: o.accumulate ? 1 : 0, BIAS: o.bias ? 1 : 0, SPLITS: layout.splits },
+        shader: "gemv_rows",
+        overrides: { ROWS: o.M, TPR: GEMV_ROWS.TPR, KCHUNK, WG: GEMV_ROWS.WG },
       },
-      bindings: [params, o.split.partials, o.bias ?? ctx.scratch("read"), y],
+      bindings: [params, x, m.buffer, partials],
       owned: [params],
-      workgroups: [Math.ceil(m.N / 256), o.M],
-      label: o.label ? `${o.label}.sum` : "splitk_sum",
+      workgroups: [tiles(m.segments, tileN), splits],
+      label: o.label ?? "gemv_rows",
     }),
+    splitKSumOp(ctx, partials, y, m.N, splits, o),
   ];
 }
 

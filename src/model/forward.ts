@@ -14,9 +14,12 @@ import {
   attnSpan,
   embedOp,
   GEMV,
+  GEMV_ROWS,
   type GemvFinish,
   type GemvInput,
   gemvOp,
+  gemvRowsOps,
+  gemvRowsPartialBytes,
   gemvSplits,
   gemvTiles,
   MATMUL_TILE,
@@ -97,6 +100,14 @@ export class Forward {
    * parallelism gains (tests turn it on there).
    */
   splitK: boolean;
+
+  /**
+   * Dense prefill passes of at most {@link GEMV_ROWS}.maxRows rows over f16 weights go through the few-row GEMV
+   * (gemv_rows.wgsl: each weight row read once for all rows) instead of the tiled GEMM. Off by default until
+   * timed on a GPU (`bench --ttft 11,16 --prefill-gemv`); prompts of up to `PREFILL.stepsUpTo` tokens go
+   * through decode steps either way.
+   */
+  prefillGemv = false;
 
   /**
    * Let the decode GEMVs sum their own splits (gemv_finish.wgsl: the last workgroup of each column tile applies
@@ -197,6 +208,14 @@ export class Forward {
   /** Split-K for a layer's prefill GEMM over `rows` rows: K in pieces of about 512 while the partials fit. */
   #split(m: Matrix, rows: number): SplitK | null {
     if (!this.splitK || rows > MATMUL_TILE || m.K <= 512) return null;
+    const partials = this.#splitBuffer();
+    const fit = Math.floor(partials.size / (4 * rows * m.N));
+    const splits = Math.min(Math.ceil(m.K / 512), fit);
+    return splits >= 2 ? { partials, splits } : null;
+  }
+
+  /** The split partials of the few-row prefill passes, made on first use. */
+  #splitBuffer(): GPUBuffer {
     if (!this.#splitPartials) {
       // room for 8 splits of one row tile of the widest layer matrix (gate|up): 59 MB at Llama-3-8B shapes
       const c = this.config;
@@ -208,13 +227,20 @@ export class Forward {
       const bytes = Math.min(this.ctx.maxBinding, Math.min(MATMUL_TILE, this.maxPrefill) * cols * 8 * 4);
       this.#splitPartials = this.#track(this.ctx.buffer(bytes, "splitk_partials"));
     }
-    const fit = Math.floor(this.#splitPartials.size / (4 * rows * m.N));
-    const splits = Math.min(Math.ceil(m.K / 512), fit);
-    return splits >= 2 ? { partials: this.#splitPartials, splits } : null;
+    return this.#splitPartials;
   }
 
-  /** A layer's prefill GEMM: split over K when the pass has few rows ({@link splitK}). */
+  /**
+   * A layer's prefill GEMM: the few-row GEMV when {@link prefillGemv} allows it, else the tiled GEMM, split
+   * over K when the pass has few rows ({@link splitK}).
+   */
   #gemm(m: Matrix, x: GPUBuffer, y: GPUBuffer, o: MatmulOptions): Op[] {
+    if (
+      this.prefillGemv && !o.sparse && o.M <= GEMV_ROWS.maxRows && (m.format ?? "f16") === "f16" &&
+      gemvRowsPartialBytes(m, o.M) <= this.#splitBuffer().size
+    ) {
+      return gemvRowsOps(this.ctx, m, x, y, this.#splitBuffer(), o);
+    }
     return matmulOps(this.ctx, m, x, y, this.sparsity, { ...o, split: this.#split(m, o.M) });
   }
 

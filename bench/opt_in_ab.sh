@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# On a GPU: the opt-in layouts that were built without a GPU, against the defaults, at the Llama-3-8B shape.
+# 1. GEMV split-K epilogues (Forward.gemvEpilogue): bench/finish_check.ts first (the same bits as the reduce
+#    passes, run after run; stops here if not), then decode with and without `--gemv-epilogue` in f16, int8
+#    and int4, dense and at 50%.
+# 2. Few-row prefill GEMV (Forward.prefillGemv): time to first token and the speculative verify pass (K = 4)
+#    with the defaults (decode steps up to 10 tokens, then the tiled GEMM) and with the GEMV for every pass of
+#    at most 16 rows (`--prefill-steps 0 --prefill-gemv`).
+# Raw outputs go to the folder given (default $OUT); a summary to stdout. About 6 minutes on an H200.
+#   bash bench/opt_in_ab.sh [OUT_DIR]        (SHAPE=tiny for a quick run of the script itself)
+set -uo pipefail
+out=${1:-${OUT:?give an output folder}}
+shape=${SHAPE:-llama-3-8b}
+mkdir -p "$out"
+
+summary() { # file label
+  deno eval "
+    const r = JSON.parse(Deno.readTextFileSync('$1'));
+    for (const x of r.rows) console.log('$2 sparsity', x.sparsity, 'tokens/s', x.tokens_per_s, 'GPU ms', x.gpu_ms_per_token);
+    for (const t of r.ttft ?? []) console.log('$2 ttft', t.prompt_tokens, 'tokens', t.ms, 'ms');
+    if (r.speculative) console.log('$2 speculative', JSON.stringify(r.speculative));" || true
+}
+
+ok_epilogue=1
+for q in none int4; do
+  if ! deno run -A bench/finish_check.ts --runs 20 --quant "$q" --shape "$shape" | tee "$out/finish-check-$q.txt"; then
+    echo "finish_check failed ($q): the epilogues are not safe on this GPU; not timing them" >&2
+    ok_epilogue=0
+    break
+  fi
+done
+if [[ $ok_epilogue == 1 ]]; then
+  for q in none int8 int4; do
+    for mode in reduce-pass gemv-epilogue; do
+      flag=""
+      [[ $mode == gemv-epilogue ]] && flag="--gemv-epilogue"
+      f="$out/$shape-$q-$mode.json"
+      deno run -A cli.ts bench --shape "$shape" --sparsity 0,0.5 --tokens 256 --quant "$q" $flag --json >"$f" ||
+        echo "bench $q $mode failed" >&2
+      summary "$f" "$q $mode"
+    done
+  done
+fi
+
+for mode in default prefill-gemv; do
+  flags=""
+  [[ $mode == prefill-gemv ]] && flags="--prefill-steps 0 --prefill-gemv"
+  f="$out/$shape-ttft-$mode.json"
+  deno run -A cli.ts bench --shape "$shape" --sparsity 0,0.5 --tokens 128 --ttft 1,4,8,11,16,64 --speculate 4 \
+    $flags --json >"$f" || echo "bench ttft $mode failed" >&2
+  summary "$f" "$mode"
+done
