@@ -3,10 +3,11 @@
 # 1. GEMV split-K epilogues (Forward.gemvEpilogue): bench/finish_check.ts first (the same bits as the reduce
 #    passes, run after run; stops here if not), then decode with and without `--gemv-epilogue` in f16, int8
 #    and int4, dense and at 50%.
-# 2. Few-row prefill GEMV (Forward.prefillGemv): time to first token and the speculative verify pass (K = 4)
-#    with the defaults (decode steps up to 10 tokens, then the tiled GEMM) and with the GEMV for every pass of
-#    at most 16 rows (`--prefill-steps 0 --prefill-gemv`).
-# Raw outputs go to the folder given (default $OUT); a summary to stdout. About 6 minutes on an H200.
+# 2. Few-row prefill GEMV (Forward.prefillGemv): the kernels alone against the tiled GEMM
+#    (bench/gemv_rows_bench.ts; GRID=1 adds its TPR / KCHUNK sweep at 8 and 16 rows), then time to first
+#    token and the speculative verify pass (K = 4) with the defaults (decode steps up to 10 tokens, then the
+#    tiled GEMM) and with the GEMV for every pass of at most 16 rows (`--prefill-steps 0 --prefill-gemv`).
+# Raw outputs go to the folder given (default $OUT); a summary to stdout. About 7 minutes on an H200.
 #   bash bench/opt_in_ab.sh [OUT_DIR]        (SHAPE=tiny for a quick run of the script itself)
 set -uo pipefail
 out=${1:-${OUT:?give an output folder}}
@@ -40,6 +41,11 @@ if [[ $ok_epilogue == 1 ]]; then
       summary "$f" "$q $mode"
     done
   done
+fi
+
+deno run -A bench/gemv_rows_bench.ts --shape "$shape" --rows 1,4,8,16 | tee "$out/$shape-gemv-rows.txt"
+if [[ ${GRID:-0} == 1 ]]; then
+  deno run -A bench/gemv_rows_bench.ts --shape "$shape" --rows 8,16 --grid | tee "$out/$shape-gemv-rows-grid.txt"
 fi
 
 for mode in default prefill-gemv; do

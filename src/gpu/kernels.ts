@@ -519,9 +519,17 @@ export function gemvRowsChunk(M: number): number {
   return M <= 8 ? 512 : 256;
 }
 
+/** A gemv_rows.wgsl variant (benchmarks sweep these; fields left out come from GEMV_ROWS / gemvRowsChunk). */
+export interface GemvRowsTune {
+  /** Threads per column group (4 columns each; a divisor of GEMV_ROWS.WG). */
+  TPR?: number;
+  /** Input channels per split (rows * KCHUNK at most 4096: the staged rows). */
+  KCHUNK?: number;
+}
+
 /** Bytes of split partials gemvRowsOps needs for M rows of a matrix. */
-export function gemvRowsPartialBytes(m: Matrix, M: number): number {
-  return Math.ceil(m.K / gemvRowsChunk(M)) * M * m.N * 4;
+export function gemvRowsPartialBytes(m: Matrix, M: number, tune: GemvRowsTune = {}): number {
+  return Math.ceil(m.K / (tune.KCHUNK ?? gemvRowsChunk(M))) * M * m.N * 4;
 }
 
 /**
@@ -536,26 +544,32 @@ export function gemvRowsOps(
   x: GPUBuffer,
   y: GPUBuffer,
   partials: GPUBuffer,
-  o: MatmulOptions,
+  o: MatmulOptions & { tune?: GemvRowsTune },
 ): Op[] {
   if (m.format && m.format !== "f16") throw new RangeError(`gemv_rows: f16 weights only, not ${m.format}`);
   if (o.sparse) throw new RangeError("gemv_rows: dense only");
   if (!Number.isInteger(o.M) || o.M < 1 || o.M > GEMV_ROWS.maxRows) {
     throw new RangeError(`gemv_rows: ${o.M} rows; 1..${GEMV_ROWS.maxRows}`);
   }
-  const KCHUNK = gemvRowsChunk(o.M);
+  const KCHUNK = o.tune?.KCHUNK ?? gemvRowsChunk(o.M);
+  const TPR = o.tune?.TPR ?? GEMV_ROWS.TPR;
+  if (GEMV_ROWS.WG % TPR !== 0 || KCHUNK < 1 || o.M * KCHUNK > 4096) {
+    throw new RangeError(
+      `gemv_rows: TPR ${TPR} must divide ${GEMV_ROWS.WG}; rows x KCHUNK (${o.M} x ${KCHUNK}) <= 4096`,
+    );
+  }
   const splits = Math.ceil(m.K / KCHUNK);
-  const need = gemvRowsPartialBytes(m, o.M);
+  const need = gemvRowsPartialBytes(m, o.M, { KCHUNK });
   if (partials.size < need) {
     throw new RangeError(`gemv_rows: partials hold ${partials.size} bytes; ${need} needed`);
   }
-  const tileN = GEMV_ROWS.TPR * 4;
+  const tileN = TPR * 4;
   const params = ctx.uniform([m.K, m.N, m.segments.length, 0, ...segWords(m.segments, tileN)], "gemv_rows");
   return [
     ctx.op({
       variant: {
         shader: "gemv_rows",
-        overrides: { ROWS: o.M, TPR: GEMV_ROWS.TPR, KCHUNK, WG: GEMV_ROWS.WG },
+        overrides: { ROWS: o.M, TPR, KCHUNK, WG: GEMV_ROWS.WG },
       },
       bindings: [params, x, m.buffer, partials],
       owned: [params],

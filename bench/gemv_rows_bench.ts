@@ -1,0 +1,127 @@
+/**
+ * Kernel-level timing of the few-row prefill GEMV (gemv_rows.wgsl + splitk_sum) against the tiled GEMM the
+ * prefill uses by default (matmul.wgsl, split over K as Forward splits it), at the Llama-3-8B layer shapes and
+ * 1 to 16 rows: GPU microseconds from timestamp queries (median of 5 passes, each after an untimed one, over
+ * three weight copies so L2 never holds them), the weight bandwidth that is, and the four shapes' sum times 32
+ * layers (the GEMM part of one prefill pass).
+ *
+ * `deno run -A bench/gemv_rows_bench.ts [--rows 1,2,4,8,16] [--grid] [--shape llama-3-8b|tiny|...]`;
+ * `--grid` also sweeps gemv_rows' TPR and KCHUNK.
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
+import {
+  fillOp,
+  gemvRowsChunk,
+  gemvRowsOps,
+  type GemvRowsTune,
+  layoutSegments,
+  matmulOps,
+  type Matrix,
+} from "../src/gpu/kernels.ts";
+import { SHAPES } from "../src/bench/shapes.ts";
+import { median } from "../src/bench/stats.ts";
+import { numList } from "../src/cli/options.ts";
+import { releaseOps } from "../src/model/forward.ts";
+
+const { values } = parseArgs({
+  options: { rows: { type: "string" }, grid: { type: "boolean" }, shape: { type: "string" } },
+});
+const rowsList = numList(values.rows ?? "1,2,4,8,16", "--rows", true);
+const c = SHAPES[values.shape ?? "llama-3-8b"];
+if (!c) throw new RangeError(`--shape: one of ${Object.keys(SHAPES).join(", ")}`);
+const ctx = await createGpuContext();
+if (!ctx.hasTimestamps) throw new Error(`${ctx.adapterName} has no timestamp queries`);
+const COPIES = 3;
+const h = c.hiddenSize;
+const kv = c.numKvHeads * c.headDim;
+const shapes: { name: string; K: number; lens: number[] }[] = [
+  { name: "q|k|v", K: h, lens: [c.numHeads * c.headDim, kv, kv] },
+  { name: "o", K: c.numHeads * c.headDim, lens: [h] },
+  { name: "gate|up", K: h, lens: [c.intermediateSize, c.intermediateSize] },
+  { name: "down", K: c.intermediateSize, lens: [h] },
+];
+
+function matrices(K: number, lens: number[]): Matrix[] {
+  const out: Matrix[] = [];
+  const ops: Op[] = [];
+  for (let i = 0; i < COPIES; i++) {
+    const { segments, halves } = layoutSegments(K, lens, lens.map(() => 0));
+    const buffer = ctx.buffer(halves * 2, "w");
+    ops.push(fillOp(ctx, buffer, { words: halves / 2, mode: "random", seed: i + 1, scale: 0.02 }));
+    const N = lens.reduce((a, b) => a + b, 0);
+    out.push({ K, N, segments, buffer, scales: ctx.buffer(K * 4, "scales", new Float32Array(K).fill(1)) });
+  }
+  ctx.run(ops);
+  return out;
+}
+
+/** Median GPU microseconds of one call of `build(matrix)` (a pass of `reps` calls over the copies). */
+async function time(
+  g: GpuContext,
+  mats: Matrix[],
+  build: (m: Matrix) => Op[],
+  reps: number,
+): Promise<number> {
+  const pass = Array.from({ length: reps }, (_, i) => build(mats[i % mats.length])).flat();
+  const t: number[] = [];
+  for (let r = 0; r < 5; r++) t.push((await g.timePasses([pass, pass]))[1]);
+  releaseOps(pass);
+  return (median(t) / reps) * 1000;
+}
+
+const maxRows = Math.max(...rowsList);
+const maxN = Math.max(...shapes.map((s) => s.lens.reduce((a, b) => a + b, 0)));
+const maxK = Math.max(...shapes.map((s) => s.K));
+const x = ctx.buffer(maxRows * maxK * 4, "x");
+ctx.run([fillOp(ctx, x, { words: maxRows * maxK, mode: "random", seed: 9, scale: 1 })]);
+const y = ctx.buffer(maxRows * maxN * 4, "y");
+// as Forward.#splitBuffer: room for 8 splits of a 64-row tile of the widest matrix
+const partials = ctx.buffer(Math.min(ctx.maxBinding, 64 * maxN * 8 * 4), "partials");
+const sp = { thresholds: ctx.buffer(16, "thr"), counters: ctx.buffer(64, "cnt") };
+console.log(`device: ${ctx.adapterName}; ${values.shape ?? "llama-3-8b"} layer shapes, f16, dense`);
+for (const M of rowsList) {
+  let gemmSum = 0;
+  let gemvSum = 0;
+  for (const s of shapes) {
+    const mats = matrices(s.K, s.lens);
+    const N = mats[0].N;
+    const bytes = s.K * N * 2;
+    const reps = Math.max(4, Math.min(200, Math.ceil(20e-3 * 3e12 / bytes)));
+    const o = { M, ldy: N };
+    // the split Forward.#split picks: K in pieces of about 512 while the partials fit
+    const splits = Math.min(Math.ceil(s.K / 512), Math.floor(partials.size / (4 * M * N)));
+    const gemm = await time(
+      ctx,
+      mats,
+      (m) => matmulOps(ctx, m, x, y, sp, { ...o, split: splits >= 2 ? { partials, splits } : null }),
+      reps,
+    );
+    const gemv = await time(ctx, mats, (m) => gemvRowsOps(ctx, m, x, y, partials, o), reps);
+    gemmSum += gemm;
+    gemvSum += gemv;
+    const gbs = (us: number) => (bytes / us / 1e3).toFixed(0);
+    console.log(
+      `M=${M} ${s.name} ${N}x${s.K}: GEMM ${gemm.toFixed(1)} us (${gbs(gemm)} GB/s), ` +
+        `gemv_rows ${gemv.toFixed(1)} us (${gbs(gemv)} GB/s)`,
+    );
+    if (values.grid) {
+      for (const TPR of [32, 64, 128, 256]) {
+        for (const KCHUNK of [128, 256, 512, 1024]) {
+          if (M * KCHUNK > 4096) continue;
+          const tune: GemvRowsTune = { TPR, KCHUNK };
+          const us = await time(ctx, mats, (m) => gemvRowsOps(ctx, m, x, y, partials, { ...o, tune }), reps);
+          const mark = TPR === 64 && KCHUNK === gemvRowsChunk(M) ? " (default)" : "";
+          console.log(`  TPR ${TPR} KCHUNK ${KCHUNK}: ${us.toFixed(1)} us${mark}`);
+        }
+      }
+    }
+    for (const m of mats) m.buffer.destroy();
+  }
+  console.log(
+    `M=${M} per layer: GEMM ${gemmSum.toFixed(1)} us, gemv_rows ${gemvSum.toFixed(1)} us; ` +
+      `x ${c.numLayers} layers: ${(gemmSum * c.numLayers / 1000).toFixed(2)} vs ` +
+      `${(gemvSum * c.numLayers / 1000).toFixed(2)} ms`,
+  );
+}
