@@ -518,6 +518,12 @@ Deno.test("gemv_rows: few-row prefill GEMM (fused segments, bias, residual add) 
       const got = await ctx.readF32(y);
       const wantB = want.map((v, i) => v + bias[i % m.N]);
       assert(relErr(got.subarray(0, M * m.N), wantB) < 1e-4, `${label}: store`);
+      // another variant: 32 threads per column group (8 channel groups), chunks of 128
+      const tune = { TPR: 32, KCHUNK: 128 };
+      const yt = poisoned(ctx, M * m.N);
+      const pt = poisoned(ctx, gemvRowsPartialBytes(m, M, tune) / 4);
+      ctx.run(gemvRowsOps(ctx, m, xb, yt, pt, { M, ldy: m.N, tune }));
+      assert(relErr(await ctx.readF32(yt), want) < 1e-4, `${label}: TPR 32, KCHUNK 128`);
       assert(
         new Uint32Array(got.buffer).subarray(M * m.N).every((v) => v === POISON),
         `${label}: wrote past M`,
@@ -538,6 +544,8 @@ Deno.test("gemv_rows: few-row prefill GEMM (fused segments, bias, residual add) 
   throws(() => gemvRowsOps(ctx, m, none, none, none, { M: 17, ldy: 8 }), /17 rows/);
   throws(() => gemvRowsOps(ctx, m, none, none, none, { M: 2, ldy: 8, sparse: true }), /dense only/);
   throws(() => gemvRowsOps(ctx, m, none, none, none, { M: 2, ldy: 8 }), /partials hold/);
+  throws(() => gemvRowsOps(ctx, m, none, none, none, { M: 16, ldy: 8, tune: { KCHUNK: 512 } }), /4096/);
+  throws(() => gemvRowsOps(ctx, m, none, none, none, { M: 2, ldy: 8, tune: { TPR: 48 } }), /must divide/);
 });
 
 Deno.test("matmul: prefill GEMM (fused, bias, accumulate, sparse) at 1, 7 (16-row tiles) and 130 rows, whole and split over K", async () => {
