@@ -6,12 +6,15 @@
 # 2. Few-row prefill GEMV (Forward.prefillGemv): the kernels alone against the tiled GEMM
 #    (bench/gemv_rows_bench.ts; GRID=1 adds its TPR / KCHUNK sweep at 8 and 16 rows), then time to first
 #    token and the speculative verify pass (K = 4) with the defaults (decode steps up to 10 tokens, then the
-#    tiled GEMM) and with the GEMV for every pass of at most 16 rows (`--prefill-steps 0 --prefill-gemv`).
-# Raw outputs go to the folder given (default $OUT); a summary to stdout. About 7 minutes on an H200.
-#   bash bench/opt_in_ab.sh [OUT_DIR]        (SHAPE=tiny for a quick run of the script itself)
+#    tiled GEMM), with the GEMM for every pass (`--prefill-steps 0`) and with the GEMV for every pass of at
+#    most 16 rows (`--prefill-steps 0 --prefill-gemv`).
+# Raw outputs go to the folder given (default $OUT); a summary to stdout. PART=epilogue or PART=prefill runs
+# one half (about 5 and 3 minutes on an H200: two device calls stay inside the 10-minute limit of one).
+#   PART=epilogue bash bench/opt_in_ab.sh [OUT_DIR]   (SHAPE=tiny for a quick run of the script itself)
 set -uo pipefail
 out=${1:-${OUT:?give an output folder}}
 shape=${SHAPE:-llama-3-8b}
+part=${PART:-all}
 mkdir -p "$out"
 
 summary() { # file label
@@ -22,34 +25,40 @@ summary() { # file label
     if (r.speculative) console.log('$2 speculative', JSON.stringify(r.speculative));" || true
 }
 
-ok_epilogue=1
-for q in none int4; do
-  if ! deno run -A bench/finish_check.ts --runs 20 --quant "$q" --shape "$shape" | tee "$out/finish-check-$q.txt"; then
-    echo "finish_check failed ($q): the epilogues are not safe on this GPU; not timing them" >&2
-    ok_epilogue=0
-    break
-  fi
-done
-if [[ $ok_epilogue == 1 ]]; then
-  for q in none int8 int4; do
-    for mode in reduce-pass gemv-epilogue; do
-      flag=""
-      [[ $mode == gemv-epilogue ]] && flag="--gemv-epilogue"
-      f="$out/$shape-$q-$mode.json"
-      deno run -A cli.ts bench --shape "$shape" --sparsity 0,0.5 --tokens 256 --quant "$q" $flag --json >"$f" ||
-        echo "bench $q $mode failed" >&2
-      summary "$f" "$q $mode"
-    done
+if [[ $part != prefill ]]; then
+  ok_epilogue=1
+  for q in none int4; do
+    if ! deno run -A bench/finish_check.ts --runs 20 --quant "$q" --shape "$shape" | tee "$out/finish-check-$q.txt"; then
+      echo "finish_check failed ($q): the epilogues are not safe on this GPU; not timing them" >&2
+      ok_epilogue=0
+      break
+    fi
   done
+  if [[ $ok_epilogue == 1 ]]; then
+    for q in none int8 int4; do
+      for mode in reduce-pass gemv-epilogue; do
+        flag=""
+        [[ $mode == gemv-epilogue ]] && flag="--gemv-epilogue"
+        f="$out/$shape-$q-$mode.json"
+        deno run -A cli.ts bench --shape "$shape" --sparsity 0,0.5 --tokens 256 --quant "$q" $flag --json >"$f" ||
+          echo "bench $q $mode failed" >&2
+        summary "$f" "$q $mode"
+      done
+    done
+  fi
 fi
+[[ $part == epilogue ]] && exit 0
 
 deno run -A bench/gemv_rows_bench.ts --shape "$shape" --rows 1,4,8,16 | tee "$out/$shape-gemv-rows.txt"
 if [[ ${GRID:-0} == 1 ]]; then
   deno run -A bench/gemv_rows_bench.ts --shape "$shape" --rows 8,16 --grid | tee "$out/$shape-gemv-rows-grid.txt"
 fi
 
-for mode in default prefill-gemv; do
+# three arms: the defaults (decode steps up to 10 tokens, then the GEMM), the tiled GEMM for every pass, and
+# the few-row GEMV for every pass of at most 16 rows
+for mode in default gemm prefill-gemv; do
   flags=""
+  [[ $mode == gemm ]] && flags="--prefill-steps 0"
   [[ $mode == prefill-gemv ]] && flags="--prefill-steps 0 --prefill-gemv"
   f="$out/$shape-ttft-$mode.json"
   deno run -A cli.ts bench --shape "$shape" --sparsity 0,0.5 --tokens 128 --ttft 1,4,8,11,16,64 --speculate 4 \

@@ -499,6 +499,7 @@ Deno.test("gemv_rows: few-row prefill GEMM (fused segments, bias, residual add) 
     [1100, [200, 72, 72]], // three segments; 3 splits of 512 (M <= 8) or 5 of 256, the last ragged
     [530, [172, 172]],
     [90, [300]], // one split shorter than a chunk
+    [700, [517, 6, 13]], // segment lengths that are not multiples of 4: a thread's last columns are padding
   ];
   for (const [K, lens] of cases) {
     const ws = lens.map((n) => randn(n * K, r, 0.5));
@@ -546,6 +547,7 @@ Deno.test("gemv_rows: few-row prefill GEMM (fused segments, bias, residual add) 
   throws(() => gemvRowsOps(ctx, m, none, none, none, { M: 2, ldy: 8 }), /partials hold/);
   throws(() => gemvRowsOps(ctx, m, none, none, none, { M: 16, ldy: 8, tune: { KCHUNK: 512 } }), /4096/);
   throws(() => gemvRowsOps(ctx, m, none, none, none, { M: 2, ldy: 8, tune: { TPR: 48 } }), /must divide/);
+  throws(() => gemvRowsOps(ctx, m, none, none, none, { M: 2, ldy: 8, tune: { KCHUNK: 100.5 } }), /KCHUNK/);
 });
 
 Deno.test("matmul: prefill GEMM (fused, bias, accumulate, sparse) at 1, 7 (16-row tiles) and 130 rows, whole and split over K", async () => {

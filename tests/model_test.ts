@@ -15,6 +15,7 @@ import { loadModel, type Model, modelFromTensors } from "../src/model/model.ts";
 import type { ModelConfig } from "../src/model/config.ts";
 import { argmax, greedyGenerate, ReferenceModel } from "../src/model/reference.ts";
 import type { NamedTensor } from "../src/model/weights.ts";
+import { releaseOps } from "../src/model/forward.ts";
 import { sampleToken } from "../src/generate/sampler.ts";
 import { PREFILL, prefillPrompt, prefillStepsUpTo } from "../src/generate/decode.ts";
 import { ATTN, writeSamplerParams } from "../src/gpu/kernels.ts";
@@ -132,6 +133,17 @@ function refGreedy(
 }
 
 /** Logits of `ids` from the GPU model and the reference (fresh cache), and their relative error. */
+/** Asserts that a dense prefill pass of `rows` rows (layers, and lm_head for every row) takes the few-row GEMV. */
+function assertUsesGemvRows(fwd: Model["forward"], rows: number): void {
+  const logits = fwd.ctx.buffer(rows * fwd.config.vocabSize * 4, "logits");
+  const ops = fwd.prefill(rows, 0, { allLogits: logits });
+  const n = ops.filter((op) => op.label === "gemv_rows").length;
+  releaseOps(ops);
+  logits.destroy();
+  // four per layer, one per lm_head part
+  assertEquals(n, 4 * fwd.config.numLayers + fwd.weights.lmHead.length, "few-row GEMV passes");
+}
+
 async function compareLogits(model: Model, ref: ReferenceModel, ids: number[]): Promise<number> {
   const got = await model.logits(ids);
   ref.reset();
@@ -160,6 +172,7 @@ for (
       }
       // passes of at most 16 rows through the few-row GEMV (gemv_rows.wgsl) instead of the tiled GEMM
       model.forward.prefillGemv = true;
+      assertUsesGemvRows(model.forward, 16);
       for (const n of [1, 7, 16]) {
         const ids = Array.from({ length: n }, () => Math.floor(r() * config.vocabSize));
         const err = await compareLogits(model, ref, ids);
@@ -249,7 +262,7 @@ Deno.test("decode steps on both sides of ATTN.SINGLE_BELOW, in both attention va
   }
 });
 
-Deno.test("decode steps with GEMV epilogues over several splits (o, down, gate|up, lm_head K > 512) give the reference's logits", async () => {
+Deno.test("decode steps with GEMV epilogues, and prefill by the few-row GEMV, over several splits (K > 512) give the reference's logits", async () => {
   // every decode GEMV has 2..3 splits, so each epilogue's last workgroup sums partials others wrote
   const config = { ...LLAMA, hiddenSize: 600, intermediateSize: 1100, numHeads: 36, numKvHeads: 4 };
   const { map, tensors } = randomWeights(config, 12);
@@ -278,6 +291,14 @@ Deno.test("decode steps with GEMV epilogues over several splits (o, down, gate|u
       ctx.run(fwd.decodeStep(false, pos));
       const err = relErr(await ctx.readF32(fwd.logits), want);
       assert(err < 5e-3, `position ${pos}: logits relative error ${err}`);
+    }
+    // and the few-row prefill GEMV at these sizes: 2 or 3 splits, several column tiles a segment
+    fwd.prefillGemv = true;
+    assertUsesGemvRows(fwd, 16);
+    for (const n of [5, 16]) {
+      const ids = Array.from({ length: n }, () => Math.floor(r() * config.vocabSize));
+      const err = await compareLogits(model, ref, ids);
+      assert(err < 5e-3, `${n} tokens, few-row GEMV: logits relative error ${err}`);
     }
   } finally {
     model.dispose();

@@ -514,7 +514,10 @@ function splitKSumOp(
 /** gemv_rows.wgsl's variant: threads per column group (4 columns each) and the rows it takes at most. */
 export const GEMV_ROWS = { maxRows: 16, TPR: 64, WG: 256 } as const;
 
-/** Input channels per gemv_rows split for M rows: the staged rows fill at most 16 KiB of workgroup memory. */
+/**
+ * Input channels per gemv_rows split for M rows: the staged rows take at most 16 KiB of workgroup memory (20
+ * KiB with the reduction's; the context asks for the adapter's limit, above WebGPU's default 16 KiB).
+ */
 export function gemvRowsChunk(M: number): number {
   return M <= 8 ? 512 : 256;
 }
@@ -553,7 +556,11 @@ export function gemvRowsOps(
   }
   const KCHUNK = o.tune?.KCHUNK ?? gemvRowsChunk(o.M);
   const TPR = o.tune?.TPR ?? GEMV_ROWS.TPR;
-  if (GEMV_ROWS.WG % TPR !== 0 || KCHUNK < 1 || o.M * KCHUNK > 4096) {
+  if (
+    !Number.isInteger(TPR) || !Number.isInteger(KCHUNK) || TPR < 1 || GEMV_ROWS.WG % TPR !== 0 ||
+    KCHUNK < 1 ||
+    o.M * KCHUNK > 4096
+  ) {
     throw new RangeError(
       `gemv_rows: TPR ${TPR} must divide ${GEMV_ROWS.WG}; rows x KCHUNK (${o.M} x ${KCHUNK}) <= 4096`,
     );

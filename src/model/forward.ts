@@ -102,10 +102,10 @@ export class Forward {
   splitK: boolean;
 
   /**
-   * Dense prefill passes of at most {@link GEMV_ROWS}.maxRows rows over f16 weights go through the few-row GEMV
-   * (gemv_rows.wgsl: each weight row read once for all rows) instead of the tiled GEMM. Off by default until
-   * timed on a GPU (`bench --ttft 11,16 --prefill-gemv`); prompts of up to `PREFILL.stepsUpTo` tokens go
-   * through decode steps either way.
+   * Dense prefill passes of at most {@link GEMV_ROWS}.maxRows rows over f16 weights (and lm_head when every
+   * row's logits are wanted: the speculative verify pass) go through the few-row GEMV (gemv_rows.wgsl: each
+   * weight row read once for all rows) instead of the tiled GEMM. Off by default until timed on a GPU
+   * (`bench/opt_in_ab.sh`); prompts of up to `PREFILL.stepsUpTo` tokens go through decode steps either way.
    */
   prefillGemv = false;
 
@@ -214,20 +214,37 @@ export class Forward {
     return splits >= 2 ? { partials, splits } : null;
   }
 
-  /** The split partials of the few-row prefill passes, made on first use. */
+  /** The split partials of the few-row prefill passes (split-K GEMM and few-row GEMV), made on first use. */
   #splitBuffer(): GPUBuffer {
     if (!this.#splitPartials) {
-      // room for 8 splits of one row tile of the widest layer matrix (gate|up): 59 MB at Llama-3-8B shapes
+      // room for 8 splits of one row tile of the widest layer matrix (gate|up): 59 MB at Llama-3-8B shapes,
+      // and for the few-row GEMV's splits of as many rows as a pass has, up to 16
       const c = this.config;
       const cols = Math.max(
         (c.numHeads + 2 * c.numKvHeads) * c.headDim,
         2 * c.intermediateSize,
         c.hiddenSize,
       );
-      const bytes = Math.min(this.ctx.maxBinding, Math.min(MATMUL_TILE, this.maxPrefill) * cols * 8 * 4);
+      const rows = Math.min(GEMV_ROWS.maxRows, this.maxPrefill);
+      const gemv = Math.max(
+        ...this.weights.layers.flatMap((L) => [L.qkv, L.o, L.gateUp, L.down]).map((m) =>
+          gemvRowsPartialBytes(m, rows)
+        ),
+      );
+      const gemm = Math.min(MATMUL_TILE, this.maxPrefill) * cols * 8 * 4;
+      const bytes = Math.min(this.ctx.maxBinding, Math.max(gemm, gemv));
       this.#splitPartials = this.#track(this.ctx.buffer(bytes, "splitk_partials"));
     }
     return this.#splitPartials;
+  }
+
+  /** The few-row GEMV for a dense f16 prefill pass when {@link prefillGemv} allows it and its partials fit. */
+  #gemvRows(m: Matrix, x: GPUBuffer, y: GPUBuffer, o: MatmulOptions): Op[] | null {
+    if (!this.prefillGemv || o.sparse || o.M > GEMV_ROWS.maxRows || (m.format ?? "f16") !== "f16") {
+      return null;
+    }
+    if (gemvRowsPartialBytes(m, o.M) > this.#splitBuffer().size) return null;
+    return gemvRowsOps(this.ctx, m, x, y, this.#splitBuffer(), o);
   }
 
   /**
@@ -235,13 +252,8 @@ export class Forward {
    * over K when the pass has few rows ({@link splitK}).
    */
   #gemm(m: Matrix, x: GPUBuffer, y: GPUBuffer, o: MatmulOptions): Op[] {
-    if (
-      this.prefillGemv && !o.sparse && o.M <= GEMV_ROWS.maxRows && (m.format ?? "f16") === "f16" &&
-      gemvRowsPartialBytes(m, o.M) <= this.#splitBuffer().size
-    ) {
-      return gemvRowsOps(this.ctx, m, x, y, this.#splitBuffer(), o);
-    }
-    return matmulOps(this.ctx, m, x, y, this.sparsity, { ...o, split: this.#split(m, o.M) });
+    return this.#gemvRows(m, x, y, o) ??
+      matmulOps(this.ctx, m, x, y, this.sparsity, { ...o, split: this.#split(m, o.M) });
   }
 
   #track(b: GPUBuffer): GPUBuffer {
@@ -473,11 +485,12 @@ export class Forward {
     if (o.allLogits) {
       ops.push(rmsNormOp(ctx, this.X, w.finalNorm, this.XN, { n: h, rows, eps: c.rmsNormEps }));
       for (const p of w.lmHead) {
-        ops.push(matmulOp(ctx, p.matrix, this.XN, o.allLogits, this.sparsity, {
-          M: rows,
-          ldy: c.vocabSize,
-          yOffset: p.col0,
-        }));
+        const at = { M: rows, ldy: c.vocabSize, yOffset: p.col0 };
+        // every row's logits (the speculative verify pass): the few-row GEMV when on and its partials fit
+        ops.push(
+          ...this.#gemvRows(p.matrix, this.XN, o.allLogits, at) ??
+            [matmulOp(ctx, p.matrix, this.XN, o.allLogits, this.sparsity, at)],
+        );
       }
     } else {
       ops.push(...this.#lmHeadLast(this.X, rows - 1));
