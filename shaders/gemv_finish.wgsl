@@ -1,16 +1,18 @@
-// The split-K epilogue of gemv.wgsl and gemv_q.wgsl, included by both (context.ts shaderCode); it uses
-// their p, Seg, partials, counters, ss, red, TILE_N and WG. The last workgroup of a column tile to write its partial
+// The split-K epilogue of gemv.wgsl and gemv_q.wgsl, included by both (context.ts shaderCode); it uses their
+// p, Seg, partials, counters, ss, red, TILE_N and WG. The last workgroup of a column tile to write its partial
 // sums adds the tile's splits and applies the projection's epilogue, so no reduce pass (a dispatch and a
 // barrier, ~9 us a layer each at 8B shapes) follows the GEMV:
 //   EPI 0: none (reduce.wgsl sums the splits);  EPI 1: out[outOffset + col] = sum;
 //   EPI 2: out[outOffset + col] += sum (residual add), and ss[tile] = the sum of squares of the tile's new
 //          values (the next fused RMSNorm adds up the tiles'; the GEMV's own input then has no RMSNorm);
-//   EPI 3: out[col] = silu(gate sum) * up sum: segment 0 is gate, segment 1 up, of equal length; tile t of
-//          each shares one ticket.
-// "Last" comes from a ticket: each workgroup's partial sums are made visible device-wide (storageBarrier)
-// before it takes a ticket (atomicAdd on counters[p.tickets + ticket]); the workgroup that takes the last one
-// reads the splits after a second barrier and sets the ticket back to 0 for the next dispatch. The splits are
-// added in split order, as reduce.wgsl does: the sums are the same bits whichever workgroup finishes last.
+//   EPI 3: out[outOffset + col] = silu(gate sum) * up sum: segment 0 is gate, segment 1 up, of equal length;
+//          tile t of each shares one ticket.
+// "Last" comes from a ticket: each workgroup ends its partial-sum writes with a storageBarrier before it takes
+// a ticket (atomicAdd on counters[p.tickets + ticket]); the workgroup that takes the last one reads the splits
+// after a second barrier and sets the ticket back to 0 for the next dispatch. WGSL does not promise that those
+// writes are visible to another workgroup by then (Forward.gemvEpilogue: check each GPU with
+// bench/finish_check.ts). The splits are added in split order, as reduce.wgsl does: the sums are the same bits
+// whichever workgroup finishes last.
 // bindings: 10 outv (f32, read_write); the including shader's 8 ss is read_write for EPI 2.
 override EPI: u32 = 0u;
 override SPLITS: u32 = 1u;  // workgroups along y: a constant, so a column's split loads are all in flight
