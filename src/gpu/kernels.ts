@@ -4,7 +4,7 @@
  * @module
  */
 import type { GpuContext, Op } from "./context.ts";
-import { gemvQOp, matmulQOp, type WeightFormat } from "./quant.ts";
+import { gemvQColsPerThread, gemvQOp, matmulQOp, type WeightFormat } from "./quant.ts";
 
 /**
  * The base gemv.wgsl variant: threads per column group, input channels per split, threads per workgroup, rows
@@ -102,7 +102,8 @@ function segWords(segs: Segment[], tile: number): number[] {
   return w;
 }
 
-function tiles(segs: Segment[], tile: number): number {
+/** Workgroup tiles of `tile` columns over a matrix's segments (each segment starts a tile of its own). */
+export function segmentTiles(segs: Segment[], tile: number): number {
   return segs.reduce((a, s) => a + Math.ceil(s.len / tile), 0);
 }
 
@@ -174,13 +175,12 @@ export type GemvFinish =
 /** Columns per workgroup tile of the GEMV a matrix gets (gemv.wgsl: 8 per thread; gemv_q.wgsl: 16 or 32). */
 export function gemvTileN(m: Matrix, tune?: GemvTune): number {
   const t = { ...gemvTune(m.K, m.N, m.format ?? "f16"), ...tune };
-  return t.TPR * (m.format === "int8" ? 16 : m.format === "int4" ? 32 : 8);
+  return t.TPR * (m.format && m.format !== "f16" ? gemvQColsPerThread(m) : 8);
 }
 
 /** Column tiles of a matrix's GEMV: its workgroups along x, and the sums of squares an `add` epilogue writes. */
 export function gemvTiles(m: Matrix, tune?: GemvTune): number {
-  const n = gemvTileN(m, tune);
-  return m.segments.reduce((a, s) => a + Math.ceil(s.len / n), 0);
+  return segmentTiles(m.segments, gemvTileN(m, tune));
 }
 
 /**
@@ -200,7 +200,7 @@ export function gemvFinishParts(
     return { overrides: { EPI: 0, SPLITS: 1 }, tickets: 0, outOffset: 0, out: ctx.scratch("write") };
   }
   if (sp.tickets === undefined) throw new RangeError("gemv epilogue: the sparsity buffers have no tickets");
-  const tiles = m.segments.reduce((a, s) => a + Math.ceil(s.len / tileN), 0);
+  const tiles = segmentTiles(m.segments, tileN);
   let tickets = tiles;
   let cols = m.N;
   if (finish.kind === "swiglu") {
@@ -346,7 +346,7 @@ export function gemvOp(
     },
     bindings: [params, ...shared.bindings],
     owned: [params],
-    workgroups: [tiles(m.segments, tune.TPR * 8), splits],
+    workgroups: [segmentTiles(m.segments, tune.TPR * 8), splits],
     label: opts.label ?? "gemv",
   });
 }
@@ -580,7 +580,7 @@ export function gemvRowsOps(
       },
       bindings: [params, x, m.buffer, partials],
       owned: [params],
-      workgroups: [tiles(m.segments, tileN), splits],
+      workgroups: [segmentTiles(m.segments, tileN), splits],
       label: o.label ?? "gemv_rows",
     }),
     splitKSumOp(ctx, partials, y, m.N, splits, o),
@@ -624,7 +624,7 @@ function gemmOp(
     },
     bindings: [params, x, m.buffer, y, o.bias ?? ctx.scratch("read"), sp.thresholds, m.scales, sp.counters],
     owned: [params],
-    workgroups: [tiles(m.segments, MATMUL_TILE), Math.ceil(o.M / matmulRows(o.M)), split?.splits ?? 1],
+    workgroups: [segmentTiles(m.segments, MATMUL_TILE), Math.ceil(o.M / matmulRows(o.M)), split?.splits ?? 1],
     label: o.label ?? "matmul",
   });
 }

@@ -25,6 +25,7 @@ import {
   type Matrix,
   roundUp,
   type Segment,
+  segmentTiles,
   type SparsityBuffers,
 } from "./kernels.ts";
 import { f16BitsToF32, f32ToF16Bit } from "../model/dtype.ts";
@@ -72,6 +73,11 @@ export function parseQuant(value: string | undefined, what: string): QuantFormat
 /** Outputs one gemv_q thread covers: one vec4<u32> of codes (16 int8 or 32 int4). */
 function colsPerThread(bits: number): number {
   return 128 / bits;
+}
+
+/** Columns one gemv_q.wgsl thread owns for a quantized matrix (one vec4<u32> of codes a row). */
+export function gemvQColsPerThread(m: Matrix): number {
+  return colsPerThread(schemeOf(m).bits);
 }
 
 /** u32 words of group metadata in one row: int8 one f16 scale per group, int4 an f16 (scale, offset) pair. */
@@ -312,7 +318,7 @@ export function gemvQOp(
     [false, false, false, false, false, true],
   );
   const shared = gemvInputBindings(ctx, m, x, partials, sp, inp, opts.state, fin);
-  const tiles = m.segments.reduce((a, g) => a + Math.ceil(g.len / tileN), 0);
+  const tiles = segmentTiles(m.segments, tileN);
   return ctx.op({
     variant: {
       shader: "gemv_q",
@@ -393,7 +399,7 @@ export function matmulQOp(
     ],
     "matmul_q",
   );
-  const tiles = m.segments.reduce((a, g) => a + Math.ceil(g.len / MATMUL_TILE), 0);
+  const tiles = segmentTiles(m.segments, MATMUL_TILE);
   return ctx.op({
     variant: {
       shader: "matmul_q",
