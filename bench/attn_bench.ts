@@ -122,7 +122,18 @@ if (import.meta.main) {
             window: 0,
             single: true,
           })[0].owned ?? [];
-        const buffers = [params, partials, ctx.scratch("read"), turns, kc, vc, out, state];
+        // binding 8: the L2 prefetch's source, unused here (PREFETCH_WG 0)
+        const buffers = [
+          params,
+          partials,
+          ctx.scratch("read"),
+          turns,
+          kc,
+          vc,
+          out,
+          state,
+          ctx.scratch("read"),
+        ];
         const op: Op = {
           pipeline,
           bindGroup: ctx.device.createBindGroup({

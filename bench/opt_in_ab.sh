@@ -5,9 +5,10 @@
 #    and int4, dense and at 50%.
 # 2. Few-row prefill GEMV (Forward.prefillGemv): the kernels alone against the tiled GEMM
 #    (bench/gemv_rows_bench.ts; GRID=1 adds its TPR / KCHUNK sweep at 8 and 16 rows), then time to first
-#    token and the speculative verify pass (K = 4) with the defaults (decode steps up to 10 tokens, then the
-#    tiled GEMM), with the GEMM for every pass (`--prefill-steps 0`) and with the GEMV for every pass of at
-#    most 16 rows (`--prefill-steps 0 --prefill-gemv`).
+#    token and the speculative verify pass (K = 4) with the defaults (decode steps up to 7 tokens, then the
+#    few-row GEMV up to 16 rows, then the tiled GEMM), with the GEMM for every pass (`--prefill-steps 0
+#    --prefill-gemm`) and with the GEMV for every pass of at most 16 rows (`--prefill-steps 0`).
+# 3. Decode-step options (PART=decode only): --gemv-early and --l2-prefetch, alone and together.
 # Raw outputs go to the folder given (default $OUT); a summary to stdout. PART=epilogue or PART=prefill runs
 # one half (about 5 and 3 minutes on an H200: two device calls stay inside the 10-minute limit of one).
 #   PART=epilogue bash bench/opt_in_ab.sh [OUT_DIR]   (SHAPE=tiny for a quick run of the script itself)
@@ -20,7 +21,10 @@ mkdir -p "$out"
 summary() { # file label
   deno eval "
     const r = JSON.parse(Deno.readTextFileSync('$1'));
-    for (const x of r.rows) console.log('$2 sparsity', x.sparsity, 'tokens/s', x.tokens_per_s, 'GPU ms', x.gpu_ms_per_token);
+    for (const x of r.rows) {
+      console.log('$2 sparsity', x.sparsity, 'tokens/s', x.tokens_per_s, 'GPU ms', x.gpu_ms_per_token);
+      console.log('  ', JSON.stringify(x.kernels_ms ?? {}));
+    }
     for (const t of r.ttft ?? []) console.log('$2 ttft', t.prompt_tokens, 'tokens', t.ms, 'ms');
     if (r.speculative) console.log('$2 speculative', JSON.stringify(r.speculative));" || true
 }
@@ -49,17 +53,35 @@ if [[ $part != prefill ]]; then
 fi
 [[ $part == epilogue ]] && exit 0
 
+# 3. PART=decode: the decode-step options against the defaults: the first weight loads before the input
+#    staging (--gemv-early) and the o projection's weights read into L2 during attention (--l2-prefetch), each
+#    alone and both, in f16, int8 and int4, dense and at 50%
+if [[ $part == decode ]]; then
+  for q in none int8 int4; do
+    for arm in base early l2 early-l2; do
+      flags=""
+      [[ $arm == early || $arm == early-l2 ]] && flags="--gemv-early"
+      [[ $arm == l2 || $arm == early-l2 ]] && flags="$flags --l2-prefetch"
+      f="$out/$shape-$q-decode-$arm.json"
+      deno run -A cli.ts bench --shape "$shape" --sparsity 0,0.5 --tokens 256 --quant "$q" $flags --json >"$f" ||
+        echo "bench $q $arm failed" >&2
+      summary "$f" "$q $arm"
+    done
+  done
+  exit 0
+fi
+
 deno run -A bench/gemv_rows_bench.ts --shape "$shape" --rows 1,4,8,16 | tee "$out/$shape-gemv-rows.txt"
 if [[ ${GRID:-0} == 1 ]]; then
   deno run -A bench/gemv_rows_bench.ts --shape "$shape" --rows 8,16 --grid | tee "$out/$shape-gemv-rows-grid.txt"
 fi
 
-# three arms: the defaults (decode steps up to 10 tokens, then the GEMM), the tiled GEMM for every pass, and
-# the few-row GEMV for every pass of at most 16 rows
+# three arms: the defaults (decode steps up to 7 tokens on a GPU, then the few-row GEMV up to 16 rows, then the
+# GEMM), the tiled GEMM for every pass, and the few-row GEMV for every pass of at most 16 rows
 for mode in default gemm prefill-gemv; do
   flags=""
-  [[ $mode == gemm ]] && flags="--prefill-steps 0"
-  [[ $mode == prefill-gemv ]] && flags="--prefill-steps 0 --prefill-gemv"
+  [[ $mode == gemm ]] && flags="--prefill-steps 0 --prefill-gemm"
+  [[ $mode == prefill-gemv ]] && flags="--prefill-steps 0"
   f="$out/$shape-ttft-$mode.json"
   deno run -A cli.ts bench --shape "$shape" --sparsity 0,0.5 --tokens 128 --ttft 1,4,8,11,16,64 --speculate 4 \
     $flags --json >"$f" || echo "bench ttft $mode failed" >&2

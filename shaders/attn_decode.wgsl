@@ -8,10 +8,18 @@
 // The split that holds the decode position takes that position's k and v from the GEMV's sums (rounded to f16,
 // as the cache holds them), not from the cache: the workgroup of the first q head of each kv group writes them
 // there, and no workgroup of this dispatch reads that cache row.
+// L2 prefetch: PREFETCH_WG more workgroups along x (x >= numHeads, row y = 0 only) read the vec4 range
+// [preStart, preStart + preCount) of `pre` (the o projection's weights) and do nothing with it, so that the o
+// GEMV right after finds it in L2: attention is latency-bound and leaves DRAM idle. In this dispatch, not one of
+// its own, which wgpu's barrier before a dispatch that binds a read_write buffer would serialise after it.
+// preCheck != 0: prefetch workgroup i writes the XOR of its slice's words as two exact f32 halves (low, high
+// 16 bits) at out[preCheck + 2i], out[preCheck + 2i + 1], past the attention's output. Forward always asks for
+// them: a store the loads feed keeps a compiler from dropping (or sinking into a branch not taken) the loads.
 // bindings: 0 params (uniform), 1 partials (f32 [SPLITS][ldq], read), 2 bias (f32 [ldq], read),
 //           3 turns (f32 [HEAD_DIM/2], read), 4 kcache (8 f16 a word, [numKv][maxSeq][HEAD_DIM/8], read_write),
 //           5 vcache (same), 6 out (FINAL: f32 [numHeads][HEAD_DIM]; else f32 [splits][numHeads][HEAD_DIM + 2],
-//           write), 7 state (u32: [0] = decode position, read)
+//           write; preCheck: checksums past those), 7 state (u32: [0] = decode position, read),
+//           8 pre (vec4<u32>, read: the words to prefetch; a scratch buffer when PREFETCH_WG is 0)
 override SPAN: u32 = 64u;
 override FINAL: bool = false;
 // the head size as a constant: the loops over a key's dims unroll, and their loads go out together
@@ -23,6 +31,8 @@ const WG: u32 = 256u;
 override VW: u32 = HEAD_DIM / 8u;
 override KG: u32 = WG / VW;
 const TAU: f32 = 6.283185307179586;
+override PREFETCH_WG: u32 = 0u;  // L2 prefetch workgroups past the heads (0: none)
+const PRE_UNROLL: u32 = 8u;       // prefetch loads a thread has in flight per trip
 
 struct Params {
   numHeads: u32,
@@ -32,6 +42,9 @@ struct Params {
   scale: f32,
   ldq: u32,
   hasBias: u32,
+  preStart: u32,  // L2 prefetch: first vec4 of `pre`
+  preCount: u32,  // vec4s to prefetch, split evenly over the PREFETCH_WG workgroups
+  preCheck: u32,  // 0; else the out index of the prefetch checksums
   _pad: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -42,6 +55,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> vcache: array<vec4<u32>>;
 @group(0) @binding(6) var<storage, read_write> outv: array<f32>;
 @group(0) @binding(7) var<storage, read> state: array<u32>;
+@group(0) @binding(8) var<storage, read> pre: array<vec4<u32>>;
 
 var<workgroup> qs: array<f32, HEAD_DIM>;
 var<workgroup> kc: array<f32, HEAD_DIM>;
@@ -50,6 +64,7 @@ var<workgroup> sc: array<f32, SUB>;
 var<workgroup> red: array<f32, WG * 8u>;  // KG * HEAD_DIM
 var<workgroup> red2: array<f32, 16>;
 var<workgroup> red3: array<f32, 16>;
+var<workgroup> pre_x: atomic<u32>;  // a prefetch workgroup's checksum
 
 // RoPE (rotate-half) of the pair (a, b) = dims (i, i + HEAD_DIM/2) at position pos; the angle as in rope.wgsl.
 fn rotate(a: f32, b: f32, i: u32, pos: u32) -> vec2<f32> {
@@ -145,8 +160,46 @@ fn stage(head: u32, kvh: u32, d: u32) -> Staged {
   return Staged(q, k, v);
 }
 
+// Prefetch workgroup i: reads its contiguous share of the range, PRE_UNROLL independent 16-byte loads a thread
+// in flight per trip (32 KiB a workgroup), then a tail a load at a time.
+fn prefetch(t: u32, i: u32) {
+  let per = (p.preCount + PREFETCH_WG - 1u) / PREFETCH_WG;
+  let lo = p.preStart + min(i * per, p.preCount);
+  let hi = p.preStart + min((i + 1u) * per, p.preCount);
+  var x = vec4<u32>(0u);
+  var k = lo + t;
+  for (; k + (PRE_UNROLL - 1u) * WG < hi; k += PRE_UNROLL * WG) {
+    let w0 = pre[k];
+    let w1 = pre[k + WG];
+    let w2 = pre[k + 2u * WG];
+    let w3 = pre[k + 3u * WG];
+    let w4 = pre[k + 4u * WG];
+    let w5 = pre[k + 5u * WG];
+    let w6 = pre[k + 6u * WG];
+    let w7 = pre[k + 7u * WG];
+    x ^= ((w0 ^ w1) ^ (w2 ^ w3)) ^ ((w4 ^ w5) ^ (w6 ^ w7));
+  }
+  for (; k < hi; k += WG) { x ^= pre[k]; }
+  if (p.preCheck != 0u) {
+    if (t == 0u) { atomicStore(&pre_x, 0u); }
+    workgroupBarrier();
+    atomicXor(&pre_x, x.x ^ x.y ^ x.z ^ x.w);
+    workgroupBarrier();
+    if (t == 0u) {
+      let s = atomicLoad(&pre_x);
+      outv[p.preCheck + 2u * i] = f32(s & 0xffffu);
+      outv[p.preCheck + 2u * i + 1u] = f32(s >> 16u);
+    }
+  }
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  // prefetch workgroups first, before any barrier of the attention path (the branch is workgroup-uniform)
+  if (PREFETCH_WG > 0u && wid.x >= p.numHeads) {
+    if (wid.y == 0u) { prefetch(t, wid.x - p.numHeads); }
+    return;
+  }
   let head = wid.x;
   let split = wid.y;
   let half = HEAD_DIM / 2u;

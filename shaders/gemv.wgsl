@@ -23,6 +23,9 @@ override NSS: u32 = 1u;         // INPUT 1: partial sums of squares in ss
 override AUX_SPLITS: u32 = 1u;  // INPUT 2: splits of the gate|up partials
 override WG: u32 = 256u;     // threads per workgroup
 override UNROLL: u32 = 4u;   // rows in flight per thread: 4 or 8 (named registers; an array went to memory)
+// dense: issue the first trip's weight loads before the input is staged (their rows do not depend on it), so
+// their round trip overlaps the staging's instead of following the barrier
+override EARLY: bool = false;
 override KG: u32 = WG / TPR;
 override TILE_N: u32 = TPR * 8u;
 override PER: u32 = KCHUNK / WG;
@@ -106,6 +109,36 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   let k_base = split * KCHUNK;
   let n_k = min(KCHUNK, p.K - k_base);
 
+  // Each group of TPR threads walks every KG-th active channel; thread c of the group owns 8 columns.
+  let c = t % TPR;
+  let kg = t / TPR;
+  let col = (tile - seg.tile0) * TILE_N + c * 8u;
+  let v_col = (seg.base + col) / 8u;
+  let v_stride = seg.stride / 8u;
+  let early = EARLY && !SPARSE && col < seg.len && kg + (UNROLL - 1u) * KG < n_k;
+  var e0 = vec4<u32>();
+  var e1 = vec4<u32>();
+  var e2 = vec4<u32>();
+  var e3 = vec4<u32>();
+  var e4 = vec4<u32>();
+  var e5 = vec4<u32>();
+  var e6 = vec4<u32>();
+  var e7 = vec4<u32>();
+  if (early) {
+    let r = (k_base + kg) * v_stride + v_col;
+    let d = KG * v_stride;
+    e0 = wt[r];
+    e1 = wt[r + d];
+    e2 = wt[r + 2u * d];
+    e3 = wt[r + 3u * d];
+    if (UNROLL == 8u) {
+      e4 = wt[r + 4u * d];
+      e5 = wt[r + 5u * d];
+      e6 = wt[r + 6u * d];
+      e7 = wt[r + 7u * d];
+    }
+  }
+
   var inv_rms = 1.0;
   if (INPUT == 1u) {
     var sum = 0.0;
@@ -166,16 +199,27 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   }
   workgroupBarrier();
 
-  // Each group of TPR threads walks every KG-th active channel; thread c of the group owns 8 columns.
-  let c = t % TPR;
-  let kg = t / TPR;
-  let col = (tile - seg.tile0) * TILE_N + c * 8u;
   var acc0 = vec4<f32>(0.0);
   var acc1 = vec4<f32>(0.0);
   if (col < seg.len) {
-    let v_col = (seg.base + col) / 8u;
-    let v_stride = seg.stride / 8u;
     var j = kg;
+    if (early) {
+      let v0 = act_val[j];
+      let v1 = act_val[j + KG];
+      let v2 = act_val[j + 2u * KG];
+      let v3 = act_val[j + 3u * KG];
+      acc0 += v0 * lo4(e0) + v1 * lo4(e1) + v2 * lo4(e2) + v3 * lo4(e3);
+      acc1 += v0 * hi4(e0) + v1 * hi4(e1) + v2 * hi4(e2) + v3 * hi4(e3);
+      if (UNROLL == 8u) {
+        let v4 = act_val[j + 4u * KG];
+        let v5 = act_val[j + 5u * KG];
+        let v6 = act_val[j + 6u * KG];
+        let v7 = act_val[j + 7u * KG];
+        acc0 += v4 * lo4(e4) + v5 * lo4(e5) + v6 * lo4(e6) + v7 * lo4(e7);
+        acc1 += v4 * hi4(e4) + v5 * hi4(e5) + v6 * hi4(e6) + v7 * hi4(e7);
+      }
+      j += UNROLL * KG;
+    }
     // UNROLL rows a trip, their loads issued before any is used; rows 4..7 only when UNROLL is 8
     for (; j + (UNROLL - 1u) * KG < n_act; j += UNROLL * KG) {
       let w0 = wt[row(j, k_base) * v_stride + v_col];

@@ -26,6 +26,7 @@ override BITS: u32 = 8u;     // 8 or 4
 override GROUP: u32 = 128u;  // outputs per scale: 32, 64 or 128 (a multiple of COLS)
 override WG: u32 = 256u;     // threads per workgroup (KCHUNK a multiple, TPR * 8 at most)
 override UNROLL: u32 = 4u;   // rows in flight per thread: 4 or 8
+override EARLY: bool = false;  // dense: the first trip's loads go out before the input is staged (gemv.wgsl)
 override KG: u32 = WG / TPR;
 override COLS: u32 = 128u / BITS;
 override TILE_N: u32 = TPR * COLS;
@@ -84,6 +85,12 @@ fn input(k: u32, inv_rms: f32) -> f32 {
     return g / (1.0 + exp(-g)) * u;
   }
   return x[k];
+}
+
+// Row k's group metadata word for this thread (mo: its word in row 0).
+fn meta_word(k: u32, stride: u32, mo: u32) -> u32 {
+  let i = k * stride + mo;
+  return wt[i / 4u][i % 4u];
 }
 
 // Input channel of the j-th row walked: the j-th active channel when sparse, else the chunk's j-th.
@@ -176,6 +183,56 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   let k_base = split * KCHUNK;
   let n_k = min(KCHUNK, p.K - k_base);
 
+  // Each group of TPR threads walks every KG-th active channel; thread c of the group owns COLS columns.
+  let c = t % TPR;
+  let kg = t / TPR;
+  let tile_col0 = (tile - seg.tile0) * TILE_N;
+  let col = tile_col0 + c * COLS;
+  let vs = seg.stride / 4u;                      // vec4 words per row
+  let vc = (seg.base + col * BITS / 32u) / 4u;   // this thread's codes in row 0
+  let g = col / GROUP;
+  var mo = seg.base + seg.scale0 + g;            // this thread's metadata word in row 0
+  if (BITS == 8u) { mo = seg.base + seg.scale0 + g / 2u; }
+  let hsel = g & 1u;
+  let early = EARLY && !SPARSE && col < seg.len && kg + (UNROLL - 1u) * KG < n_k;
+  var eq0 = vec4<u32>();
+  var eq1 = vec4<u32>();
+  var eq2 = vec4<u32>();
+  var eq3 = vec4<u32>();
+  var eq4 = vec4<u32>();
+  var eq5 = vec4<u32>();
+  var eq6 = vec4<u32>();
+  var eq7 = vec4<u32>();
+  var em0 = 0u;
+  var em1 = 0u;
+  var em2 = 0u;
+  var em3 = 0u;
+  var em4 = 0u;
+  var em5 = 0u;
+  var em6 = 0u;
+  var em7 = 0u;
+  if (early) {
+    let k = k_base + kg;
+    eq0 = wt[k * vs + vc];
+    eq1 = wt[(k + KG) * vs + vc];
+    eq2 = wt[(k + 2u * KG) * vs + vc];
+    eq3 = wt[(k + 3u * KG) * vs + vc];
+    em0 = meta_word(k, seg.stride, mo);
+    em1 = meta_word(k + KG, seg.stride, mo);
+    em2 = meta_word(k + 2u * KG, seg.stride, mo);
+    em3 = meta_word(k + 3u * KG, seg.stride, mo);
+    if (UNROLL == 8u) {
+      eq4 = wt[(k + 4u * KG) * vs + vc];
+      eq5 = wt[(k + 5u * KG) * vs + vc];
+      eq6 = wt[(k + 6u * KG) * vs + vc];
+      eq7 = wt[(k + 7u * KG) * vs + vc];
+      em4 = meta_word(k + 4u * KG, seg.stride, mo);
+      em5 = meta_word(k + 5u * KG, seg.stride, mo);
+      em6 = meta_word(k + 6u * KG, seg.stride, mo);
+      em7 = meta_word(k + 7u * KG, seg.stride, mo);
+    }
+  }
+
   var inv_rms = 1.0;
   if (INPUT == 1u) {
     var sum = 0.0;
@@ -234,21 +291,23 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   }
   workgroupBarrier();
 
-  // Each group of TPR threads walks every KG-th active channel; thread c of the group owns COLS columns.
-  let c = t % TPR;
-  let kg = t / TPR;
-  let tile_col0 = (tile - seg.tile0) * TILE_N;
-  let col = tile_col0 + c * COLS;
   var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0),
                 vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), 0.0);
   if (col < seg.len) {
-    let vs = seg.stride / 4u;                      // vec4 words per row
-    let vc = (seg.base + col * BITS / 32u) / 4u;   // this thread's codes in row 0
-    let g = col / GROUP;
-    var mo = seg.base + seg.scale0 + g;            // this thread's metadata word in row 0
-    if (BITS == 8u) { mo = seg.base + seg.scale0 + g / 2u; }
-    let hsel = g & 1u;
     var j = kg;
+    if (early) {
+      fma_row(&acc, eq0, coef(em0, hsel, act_val[j]));
+      fma_row(&acc, eq1, coef(em1, hsel, act_val[j + KG]));
+      fma_row(&acc, eq2, coef(em2, hsel, act_val[j + 2u * KG]));
+      fma_row(&acc, eq3, coef(em3, hsel, act_val[j + 3u * KG]));
+      if (UNROLL == 8u) {
+        fma_row(&acc, eq4, coef(em4, hsel, act_val[j + 4u * KG]));
+        fma_row(&acc, eq5, coef(em5, hsel, act_val[j + 5u * KG]));
+        fma_row(&acc, eq6, coef(em6, hsel, act_val[j + 6u * KG]));
+        fma_row(&acc, eq7, coef(em7, hsel, act_val[j + 7u * KG]));
+      }
+      j += UNROLL * KG;
+    }
     for (; j + (UNROLL - 1u) * KG < n_act; j += UNROLL * KG) {
       let k0 = row(j, k_base);
       let k1 = row(j + KG, k_base);

@@ -18,6 +18,7 @@ import {
   layoutSegments,
   matmulOps,
   type Matrix,
+  prefetchRange,
   REDUCE,
   reduceOp,
   rmsNormOp,
@@ -35,6 +36,7 @@ import { applyRope, attention, matmulT, rmsNorm, silu } from "../src/model/refer
 import { sampleToken } from "../src/generate/sampler.ts";
 import { f16round, gpu, POISON, poisoned, randn, relErr, rng } from "./_gpu.ts";
 import { checkGemvFinish } from "./_finish.ts";
+import { layoutQuantSegments, QUANT_SCHEMES } from "../src/gpu/quant.ts";
 
 /** Uploads weights W_s ([len_s][K] each) as one fused matrix with optional per-channel scales. */
 function makeMatrix(
@@ -95,11 +97,14 @@ function quantile(x: Float32Array, frac: number): number {
   return a[Math.floor(frac * a.length)];
 }
 
-Deno.test("gemv + reduce: dense fused q|k|v with bias equals the reference at awkward sizes", async () => {
+Deno.test("gemv + reduce: dense fused q|k|v with bias equals the reference at awkward sizes (EARLY too)", async () => {
   const ctx = await gpu();
   const r = rng(1);
   for (
-    const [K, lens] of [[172, [64, 32, 32]], [1100, [200, 72, 72]], [7, [8]], [8200, [24, 16]]] as [
+    const [K, lens] of [[172, [64, 32, 32]], [1100, [200, 72, 72]], [7, [8]], [8200, [24, 16]], [
+      1080,
+      [136, 24],
+    ]] as [
       number,
       number[],
     ][]
@@ -111,25 +116,38 @@ Deno.test("gemv + reduce: dense fused q|k|v with bias equals the reference at aw
     const xb = ctx.buffer(K * 4, "x", x);
     const want = fusedRef(x, 1, K, ws, lens, null).y.map((v, i) => v + bias[i]);
     // the default variant, and eight rows in flight per thread with shorter and longer chunks
+    // EARLY (the first trip's loads before the staging) adds the same rows in the same order: the same bits.
+    // K 1080 in chunks of 512 leaves 56 rows in its last split, so only the first row groups take it there.
     for (
-      const tune of [undefined, { TPR: 16, KCHUNK: 256, UNROLL: 8 }, { TPR: 8, KCHUNK: 1024, UNROLL: 8 }]
+      const tune of [
+        undefined,
+        { TPR: 16, KCHUNK: 256, UNROLL: 8 },
+        { TPR: 8, KCHUNK: 1024, UNROLL: 8 },
+        { TPR: 16, KCHUNK: 512, UNROLL: 4 },
+      ]
     ) {
-      const splits = tune ? Math.ceil(K / tune.KCHUNK) : gemvSplits(K, m.N);
-      const partials = poisoned(ctx, splits * m.N);
-      const out = poisoned(ctx, m.N);
-      const sp = { thresholds: ctx.buffer(16, "t", new Float32Array(4)), counters: ctx.buffer(16, "c") };
-      ctx.run([
-        gemvOp(ctx, m, xb, partials, sp, { sparse: false, tune }),
-        reduceOp(ctx, partials, out, {
-          n: m.N,
-          splits,
-          ncols: m.N,
-          mode: REDUCE.store,
-          bias: ctx.buffer(bias.byteLength, "b", bias),
-        }),
-      ]);
-      const got = await ctx.readF32(out);
-      assert(relErr(got, want) < 1e-4, `K=${K} ${JSON.stringify(tune)}: rel err ${relErr(got, want)}`);
+      let plain: Float32Array | null = null;
+      for (const early of [false, true]) {
+        const splits = tune ? Math.ceil(K / tune.KCHUNK) : gemvSplits(K, m.N);
+        const partials = poisoned(ctx, splits * m.N);
+        const out = poisoned(ctx, m.N);
+        const sp = { thresholds: ctx.buffer(16, "t", new Float32Array(4)), counters: ctx.buffer(16, "c") };
+        ctx.run([
+          gemvOp(ctx, m, xb, partials, sp, { sparse: false, tune, early }),
+          reduceOp(ctx, partials, out, {
+            n: m.N,
+            splits,
+            ncols: m.N,
+            mode: REDUCE.store,
+            bias: ctx.buffer(bias.byteLength, "b", bias),
+          }),
+        ]);
+        const got = await ctx.readF32(out);
+        const what = `K=${K} ${JSON.stringify(tune)} early ${early}`;
+        assert(relErr(got, want) < 1e-4, `${what}: rel err ${relErr(got, want)}`);
+        if (plain) assertEquals(got, plain, what);
+        plain = got;
+      }
     }
   }
 });
@@ -474,6 +492,142 @@ Deno.test("attn_decode + attn_combine: decode attention over a long cache, both 
     // and as decode runs it: pieces of ATTN.SUB, more keys than threads
     if (pos > 256) await checkDecodeStep(ctx, r, { ...c, pos, window, single: true });
   }
+});
+
+Deno.test("attn_decode L2 prefetch: the attention's bits unchanged, each workgroup's slice read (XOR checksums), nothing else written", async () => {
+  const ctx = await gpu();
+  const r = rng(10);
+  const numHeads = 6;
+  const numKv = 3;
+  const headDim = 16;
+  const maxSeq = 300;
+  const ldq = (numHeads + 2 * numKv) * headDim;
+  const shape = { numHeads, numKv, headDim, maxSeq, ldq };
+  const { turns } = ropeTables(ctx, headDim);
+  const cache = (label: string) => {
+    const f = randn(numKv * maxSeq * headDim, r);
+    return ctx.buffer(f.length * 2, label, f32ToF16Bits(f));
+  };
+  const kc = cache("k");
+  const vc = cache("v");
+  const parts = randn(2 * ldq, r);
+  const bias = randn(ldq, r);
+  const qkv = {
+    partials: ctx.buffer(parts.byteLength, "parts", parts),
+    splits: 2,
+    bias: ctx.buffer(bias.byteLength, "bias", bias),
+  };
+  // random words to prefetch (never all zero: a slice read short or long changes its XOR)
+  const words = new Uint32Array(4 * 16000).map(() => Math.floor(r() * 2 ** 32));
+  const preBuf = ctx.buffer(words.byteLength, "pre", words);
+  const xorOf = (lo: number, hi: number) => {
+    let x = 0;
+    for (let k = 4 * lo; k < 4 * hi; k++) x ^= words[k];
+    return x >>> 0;
+  };
+  const gap = 5; // floats between the attention's output and the checksums, which nothing writes
+  // [start, count, workgroups]: slices of 4334 (8-load trips, then a tail that not every thread reaches);
+  // slices of 1 with the last two workgroups empty; the default count of workgroups, slices of 79
+  const ranges: [number, number, number | undefined][] = [[37, 13001, 3], [15000, 5, 7], [
+    3,
+    9999,
+    undefined,
+  ]];
+  for (const [single, pos, span] of [[true, 200, undefined], [false, 250, 64]] as const) {
+    const state = ctx.buffer(16, "state", new Uint32Array([pos, 0, 0, 0]));
+    const outFloats = numHeads * headDim;
+    const partFloats = attnPartFloats(shape, span);
+    const run = async (prefetch?: { startVec4: number; countVec4: number; workgroups?: number }) => {
+      const wg = prefetch ? prefetch.workgroups ?? ATTN.PREFETCH_WG : 0;
+      const written = single ? outFloats : partFloats; // the buffer the checksums go to, and its own floats
+      const out = poisoned(ctx, outFloats + (single ? gap + 2 * wg + 3 : 0));
+      const part = poisoned(ctx, partFloats + (single ? 0 : gap + 2 * wg + 3));
+      ctx.run(attnDecodeOps(ctx, qkv, turns, kc, vc, part, out, state, shape, {
+        window: 0,
+        single,
+        span,
+        prefetch: prefetch && { ...prefetch, buffer: preBuf, check: written + gap },
+      }));
+      const o = await ctx.readU32(out);
+      const pt = await ctx.readU32(part);
+      const k = await ctx.readU32(kc);
+      const v = await ctx.readU32(vc);
+      return { out: o, part: pt, k, v, check: single ? o.subarray(written) : pt.subarray(written) };
+    };
+    const base = await run();
+    for (const [startVec4, countVec4, workgroups] of ranges) {
+      const what = `${
+        single ? "single" : "split"
+      }, range [${startVec4}, +${countVec4}) on ${workgroups} workgroups`;
+      const got = await run({ startVec4, countVec4, workgroups });
+      // (a) the attention's output, its partials and the cache, bit for bit
+      assertEquals(got.out.subarray(0, outFloats), base.out.subarray(0, outFloats), `output, ${what}`);
+      assertEquals(got.part.subarray(0, partFloats), base.part.subarray(0, partFloats), `partials, ${what}`);
+      assertEquals([got.k, got.v], [base.k, base.v], `cache, ${what}`);
+      // (b) workgroup i's checksum: the XOR of its slice as two exact 16-bit halves
+      const wg = workgroups ?? ATTN.PREFETCH_WG;
+      const per = Math.ceil(countVec4 / wg);
+      const want = new Float32Array(2 * wg);
+      for (let i = 0; i < wg; i++) {
+        const x = xorOf(
+          startVec4 + Math.min(i * per, countVec4),
+          startVec4 + Math.min((i + 1) * per, countVec4),
+        );
+        want[2 * i] = x & 0xffff;
+        want[2 * i + 1] = x >>> 16;
+      }
+      const check = got.check;
+      assertEquals(
+        new Float32Array(check.buffer, check.byteOffset + gap * 4, 2 * wg),
+        want,
+        `checksums, ${what}`,
+      );
+      // (c) the floats around them stay poisoned
+      const around = [...check.subarray(0, gap), ...check.subarray(gap + 2 * wg)];
+      assertEquals(around.length, gap + 3);
+      assert(around.every((w) => w === POISON), `words around the checksums written, ${what}`);
+    }
+  }
+  // a range past the buffer, checksums past the output, no workgroups: errors before any dispatch
+  const part = poisoned(ctx, attnPartFloats(shape));
+  const out = poisoned(ctx, numHeads * headDim);
+  const state = ctx.buffer(16, "state");
+  const call = (prefetch: { startVec4: number; countVec4: number; workgroups?: number; check?: number }) =>
+    attnDecodeOps(ctx, qkv, turns, kc, vc, part, out, state, shape, {
+      window: 0,
+      single: true,
+      prefetch: { ...prefetch, buffer: preBuf },
+    });
+  throws(() => call({ startVec4: 15000, countVec4: 1001 }), /run past the buffer's 16000/);
+  throws(
+    () => call({ startVec4: 0, countVec4: 8, workgroups: 4, check: numHeads * headDim - 7 }),
+    /checksums/,
+  );
+  throws(() => call({ startVec4: 0, countVec4: 8, workgroups: 0 }), /workgroups must be an integer/);
+  throws(() => call({ startVec4: -1, countVec4: 8 }), /must be integers >= 0/);
+});
+
+Deno.test("prefetchRange: the bytes of every segment of an f16 or int8 matrix as vec4s, capped", async () => {
+  const ctx = await gpu();
+  const K = 37;
+  const r = rng(11);
+  const m = makeMatrix(ctx, K, [randn(20 * K, r), randn(12 * K, r)], [20, 12]);
+  // strides 24 and 16 f16: 37 * 40 * 2 bytes = 185 vec4
+  assertEquals(prefetchRange(m, ATTN.PREFETCH_CAP_BYTES), { startVec4: 0, countVec4: 185 });
+  assertEquals(prefetchRange(m, 1000), { startVec4: 0, countVec4: 62 });
+  assertEquals(prefetchRange({ ...m, segments: m.segments.slice(1) }, 1e9), {
+    startVec4: 111,
+    countVec4: 74,
+  });
+  const q = layoutQuantSegments(K, [300, 40], [0, 1], QUANT_SCHEMES.int8);
+  const mq: Matrix = { ...m, N: 340, segments: q.segments, format: "int8", group: 128 };
+  assertEquals(prefetchRange(mq, 2 ** 30), { startVec4: 0, countVec4: q.words / 4 });
+  assertEquals(prefetchRange({ ...mq, segments: q.segments.slice(1) }, 2 ** 30), {
+    startVec4: q.segments[1].base / 4,
+    countVec4: (q.words - q.segments[1].base) / 4,
+  });
+  throws(() => prefetchRange(m, -1), RangeError);
+  throws(() => prefetchRange({ ...m, segments: [] }, 16), RangeError);
 });
 
 Deno.test("attnSpan: one workgroup per head below ATTN.SINGLE_BELOW, then 4 to 8 splits a head within the bounds", () => {

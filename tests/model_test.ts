@@ -165,6 +165,8 @@ for (
     });
     try {
       const r = rng(seed + 100);
+      // the tiled GEMM for every pass first (the few-row GEMV is the default for passes of at most 16 rows)
+      model.forward.prefillGemv = false;
       for (const n of [1, 7, 130]) {
         const ids = Array.from({ length: n }, () => Math.floor(r() * config.vocabSize));
         const err = await compareLogits(model, ref, ids);
@@ -190,18 +192,21 @@ for (
       assertEquals(got.finishReason, "length");
       assertEquals(got.promptTokens, prompt.length);
       assertEquals(got.realizedSparsity, null);
-      // the 7-token prompt went through decode steps (prefillStepsUpTo); the prefill GEMM gives the same
-      assert(prompt.length <= prefillStepsUpTo(model.forward));
+      // the same through decode steps, the prefill GEMM and the few-row GEMV (prefillStepsUpTo picks one)
       const saved = PREFILL.stepsUpTo;
-      PREFILL.stepsUpTo = 0;
       try {
+        PREFILL.stepsUpTo = prompt.length;
+        assert(prompt.length <= prefillStepsUpTo(model.forward));
+        const viaSteps = await model.complete(prompt, { temperature: 0, maxTokens: 24, stopAtEos: false });
+        assertEquals(viaSteps.ids, want.ids);
+        PREFILL.stepsUpTo = 0;
         const viaGemm = await model.complete(prompt, { temperature: 0, maxTokens: 24, stopAtEos: false });
         assertEquals(viaGemm.ids, want.ids);
         model.forward.prefillGemv = true;
         const viaGemv = await model.complete(prompt, { temperature: 0, maxTokens: 24, stopAtEos: false });
         assertEquals(viaGemv.ids, want.ids);
       } finally {
-        model.forward.prefillGemv = false;
+        model.forward.prefillGemv = true;
         PREFILL.stepsUpTo = saved;
       }
     } finally {
@@ -242,23 +247,72 @@ Deno.test("decode steps on both sides of ATTN.SINGLE_BELOW, in both attention va
       const token = (await ctx.readU32(fwd.tokens, 1, (step - 1) * 4))[0];
       const want = ref.forward([token], pos);
       for (const variant of ["single", "split"] as const) {
-        // the GEMVs' split sums in reduce passes, then in their own epilogues (gemv_finish.wgsl)
-        for (const epilogue of [false, true]) {
+        // the GEMVs' split sums in reduce passes, then in their own epilogues (gemv_finish.wgsl); each with the
+        // first weight loads before the input staging (gemvEarly), which must give the same bits
+        const bits = new Map<boolean, Float32Array>();
+        for (const [epilogue, early] of [[false, false], [true, false], [false, true], [true, true]]) {
           fwd.gemvEpilogue = epilogue;
+          fwd.gemvEarly = early;
           fwd.writeState(pos, token, step);
           // the position argument only picks the variant: both run at the state's position
           ctx.run(fwd.decodeStep(false, variant === "single" ? 0 : ATTN.SINGLE_BELOW));
-          const err = relErr(await ctx.readF32(fwd.logits), want);
-          assert(
-            err < 5e-3,
-            `position ${pos}, ${variant}, epilogue ${epilogue}: logits relative error ${err}`,
-          );
+          const logits = await ctx.readF32(fwd.logits);
+          const what = `position ${pos}, ${variant}, epilogue ${epilogue}, early ${early}`;
+          const err = relErr(logits, want);
+          assert(err < 5e-3, `${what}: logits relative error ${err}`);
+          if (early) assertEquals(logits, bits.get(epilogue), what);
+          else bits.set(epilogue, logits);
         }
         fwd.gemvEpilogue = false;
+        fwd.gemvEarly = false;
       }
     }
   } finally {
     model.dispose();
+  }
+});
+
+Deno.test("decode steps with the o weights prefetched into L2 (l2Prefetch) give the same logits and tokens, f16 and int8", async () => {
+  // q/k/v bias and a sliding window; the o GEMV's matrix is f16 segments or int8 words
+  for (const quant of ["none", "int8"] as const) {
+    const config = { ...QWEN, maxPositionEmbeddings: 1024 };
+    const V = config.vocabSize;
+    const { tensors } = randomWeights(config, 13);
+    const model = await modelFromTensors("synthetic", config, tensors, {
+      gpu: await gpu(),
+      contextLength: 640,
+      quant,
+    });
+    try {
+      const fwd = model.forward;
+      const ctx = model.gpu;
+      const r = rng(23);
+      const prompt = Array.from({ length: ATTN.SINGLE_BELOW - 2 }, () => Math.floor(r() * V));
+      const greedy = { temperature: 0, maxTokens: 6, stopAtEos: false };
+      // a long prompt (prefill, then decode steps across ATTN.SINGLE_BELOW), a short one (prompt steps)
+      const want = await model.complete(prompt, greedy);
+      const wantShort = await model.complete(prompt.slice(0, 3), greedy);
+      fwd.l2Prefetch = true;
+      assertEquals((await model.complete(prompt, greedy)).ids, want.ids, `${quant}: greedy tokens`);
+      assertEquals((await model.complete(prompt.slice(0, 3), greedy)).ids, wantShort.ids, `${quant}: short`);
+      fwd.l2Prefetch = false;
+      // both attention variants at one position, bit for bit (the split one prefetches from its first row)
+      const pos = prompt.length + 1;
+      const token = want.ids[1];
+      for (const variant of [0, ATTN.SINGLE_BELOW]) {
+        const logits: Float32Array[] = [];
+        for (const on of [false, true]) {
+          fwd.l2Prefetch = on;
+          fwd.writeState(pos, token, 2);
+          ctx.run(fwd.decodeStep(false, variant));
+          logits.push(await ctx.readF32(fwd.logits));
+        }
+        assert(logits[0].every(Number.isFinite), `${quant}, ${fwd.attentionVariant(variant)}: logits`);
+        assertEquals(logits[1], logits[0], `${quant}, ${fwd.attentionVariant(variant)}: logits`);
+      }
+    } finally {
+      model.dispose();
+    }
   }
 });
 

@@ -217,7 +217,7 @@ async function runGemv(
   return { y: await ctx.readF32(out), counters: Array.from(await ctx.readU32(sp.counters, 3)) };
 }
 
-Deno.test("gemv_q: dense and sparse fused q|k|v, int8 and int4, at awkward sizes; counters match", async () => {
+Deno.test("gemv_q: dense (EARLY too) and sparse fused q|k|v, int8 and int4, at awkward sizes; counters match", async () => {
   const ctx = await gpu();
   const r = rng(12);
   for (const [name, s] of SCHEMES) {
@@ -247,6 +247,9 @@ Deno.test("gemv_q: dense and sparse fused q|k|v, int8 and int4, at awkward sizes
         const what = `${name} K=${K} ${JSON.stringify(tune)}`;
         const dense = await runGemv(ctx, m, xb, [0, 0, 0], { sparse: false, tune });
         assert(relErr(dense.y, want) < 1e-4, `${what} dense: ${relErr(dense.y, want)}`);
+        // EARLY: the first trip's codes and metadata loaded before the staging, the same rows in the same order
+        const early = await runGemv(ctx, m, xb, [0, 0, 0], { sparse: false, tune, early: true });
+        assertEquals(early.y, dense.y, `${what} early`);
         for (const frac of [0.4, 0.9]) {
           const thr = lens.map((_, i) => quantile(x, Math.min(1, frac + 0.05 * i)));
           const got = await runGemv(ctx, m, xb, thr, { sparse: true, counter: 0, tune });

@@ -57,11 +57,15 @@ export const benchCommand: Command = {
                        command buffer per read-back batch)
   --ttft LIST          also time the first token after prompts of these lengths (e.g. 1,16,64,256)
   --prefill-steps N    prompts of at most N tokens go through decode steps, not the prefill GEMM (default by
-                       device: 10 on a GPU, 8 on a CPU adapter)
+                       device: 7 on a GPU, 1 on a CPU adapter)
   --gemv-epilogue      the decode GEMVs sum their own splits (Forward.gemvEpilogue: no reduce passes; check
                        the GPU first with bench/finish_check.ts)
-  --prefill-gemv       dense f16 prefill passes of at most 16 rows (--ttft, the --speculate verify pass) use
-                       the few-row GEMV instead of the tiled GEMM (Forward.prefillGemv)
+  --l2-prefetch        decode attention also reads the o projection's weights into L2 for the o GEMV
+                       (Forward.l2Prefetch)
+  --gemv-early         dense decode GEMVs issue their first weight loads before staging their input
+                       (Forward.gemvEarly)
+  --prefill-gemm       every prefill pass (--ttft, the --speculate verify pass) through the tiled GEMM; by
+                       default dense f16 passes of at most 16 rows take the few-row GEMV (Forward.prefillGemv)
   --json               print one JSON object with every row`,
   options: {
     shape: { type: "string" },
@@ -79,7 +83,9 @@ export const benchCommand: Command = {
     ttft: { type: "string" },
     "prefill-steps": { type: "string" },
     "gemv-epilogue": { type: "boolean" },
-    "prefill-gemv": { type: "boolean" },
+    "l2-prefetch": { type: "boolean" },
+    "gemv-early": { type: "boolean" },
+    "prefill-gemm": { type: "boolean" },
     json: { type: "boolean" },
   },
   async run(v, deps) {
@@ -124,7 +130,9 @@ export const benchCommand: Command = {
         PREFILL.stepsUpTo = num(v, "prefill-steps", 0, { min: 0, integer: true });
       }
       model.forward.gemvEpilogue = v["gemv-epilogue"] === true;
-      model.forward.prefillGemv = v["prefill-gemv"] === true;
+      model.forward.l2Prefetch = v["l2-prefetch"] === true;
+      model.forward.gemvEarly = v["gemv-early"] === true;
+      model.forward.prefillGemv = v["prefill-gemm"] !== true;
       const rows = await benchDecode(model, { sparsities, tokens, log, streamIntervalMs });
       const ttft = await benchTtft(model, ttftLengths);
       for (const t of ttft) {
@@ -202,6 +210,8 @@ export const benchCommand: Command = {
         })),
         prefill_steps_up_to: prefillStepsUpTo(model.forward),
         gemv_epilogue: model.forward.gemvEpilogue,
+        l2_prefetch: model.forward.l2Prefetch,
+        gemv_early: model.forward.gemvEarly,
         prefill_gemv: model.forward.prefillGemv,
         ttft: ttft.map((t) => ({ prompt_tokens: t.promptTokens, ms: Number(t.ms.toFixed(1)) })),
         speculative,

@@ -93,13 +93,13 @@ export const PREFILL: { stepsUpTo: number | null } = {
 };
 
 /**
- * Longest prompt fed through decode steps on this device. At Llama-3-8B shapes on the H200 (2026-12-02,
- * docs/benchmarks.md) the first token took 19, 61 and 108 ms after 1, 8 and 16 prompt tokens by steps, and
- * 88 ms after 1 to 16 tokens by the prefill GEMM: steps win up to about 12 tokens. On lavapipe a step of the
- * tiny shape costs ~30 ms against ~500 ms of GEMM: break-even near 12 there too.
+ * Longest prompt fed through decode steps on this device. At Llama-3-8B shapes on the H200 (2026-12-03,
+ * docs/benchmarks.md) the first token took 19, 36 and 58 ms after 1, 4 and 8 prompt tokens by steps, and 48, 51
+ * and 54 ms by the few-row prefill GEMV ({@link Forward.prefillGemv}): steps win up to about 7 tokens. On
+ * lavapipe (tiny shape) the few-row GEMV matches a single step at 1 token and wins from 2 on.
  */
 export function prefillStepsUpTo(fwd: Forward): number {
-  return PREFILL.stepsUpTo ?? (fwd.ctx.isCpu ? 8 : 10);
+  return PREFILL.stepsUpTo ?? (fwd.ctx.isCpu ? 1 : 7);
 }
 
 /**

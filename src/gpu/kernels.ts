@@ -307,6 +307,11 @@ export function gemvOp(
     tune?: GemvTune;
     /** Sum the splits and apply this epilogue in the GEMV (no reduce pass; `partials` still holds the splits). */
     finish?: GemvFinish;
+    /**
+     * Dense only: issue the first trip's weight loads before the input is staged (their round trip overlaps
+     * the staging's). The same sums either way; one trip of weights is read even in steps queued past EOS.
+     */
+    early?: boolean;
   },
 ): Op {
   if (m.format && m.format !== "f16") return gemvQOp(ctx, m, x, partials, sp, opts);
@@ -340,6 +345,7 @@ export function gemvOp(
         WG: tune.WG,
         UNROLL: tune.UNROLL,
         SPARSE: opts.sparse ? 1 : 0,
+        EARLY: opts.early && !opts.sparse ? 1 : 0,
         ...shared.overrides,
         ...fin.overrides,
       },
@@ -990,7 +996,62 @@ export const ATTN = {
    * output itself (no combine pass); at or past it, the split variant and attn_combine.
    */
   SINGLE_BELOW: 512,
+  /**
+   * L2 prefetch workgroups of a decode attention dispatch (`prefetch` of {@link attnDecodeOps}): about one an
+   * SM on an H100/H200 (132), each with 32 KiB of loads in flight, ~4 MiB in all: what DRAM's bandwidth times
+   * its latency (~4 TB/s x ~1 us) needs to stream, while the attention's few workgroups leave the SMs room.
+   */
+  PREFETCH_WG: 128,
+  /**
+   * Most bytes of a matrix prefetched into L2 during decode attention: the o projection at Llama-3-8B shapes
+   * (4096 x 4096 f16), well within an H100/H200's 50 MB L2, so the prefetch does not evict itself.
+   */
+  PREFETCH_CAP_BYTES: 32 * 2 ** 20,
 } as const;
+
+/** A vec4 (16-byte) range of a buffer for decode attention's L2 prefetch. */
+export interface PrefetchRange {
+  /** First vec4 of the range. */
+  startVec4: number;
+  /** vec4s in the range. */
+  countVec4: number;
+}
+
+/**
+ * The bytes of a matrix's weights (all its segments, blocks back to back), as vec4s, capped at `capBytes`
+ * from their start: what decode attention prefetches into L2 for the GEMV after it. f16 segments count
+ * `base` and `stride` in f16, int8/int4 ones in u32 words; both layouts keep blocks 16-byte aligned.
+ */
+export function prefetchRange(m: Matrix, capBytes: number): PrefetchRange {
+  if (!(Number.isFinite(capBytes) && capBytes >= 0)) {
+    throw new RangeError(`prefetchRange: capBytes must be a finite number >= 0, got ${capBytes}`);
+  }
+  if (m.segments.length === 0) throw new RangeError("prefetchRange: the matrix has no segments");
+  const unit = (m.format ?? "f16") === "f16" ? 2 : 4; // bytes per base/stride unit
+  let start = Infinity;
+  let end = 0;
+  for (const s of m.segments) {
+    start = Math.min(start, s.base * unit);
+    end = Math.max(end, (s.base + m.K * s.stride) * unit);
+  }
+  const startVec4 = Math.floor(start / 16);
+  const countVec4 = Math.min(Math.ceil(end / 16) - startVec4, Math.floor(capBytes / 16));
+  return { startVec4, countVec4 };
+}
+
+/** Decode attention's L2 prefetch (`prefetch` of {@link attnDecodeOps}). */
+export interface AttnPrefetch extends PrefetchRange {
+  /** The buffer whose range to read (the next GEMV's weights). */
+  buffer: GPUBuffer;
+  /** Prefetch workgroups (default ATTN.PREFETCH_WG). */
+  workgroups?: number;
+  /**
+   * The float index of the attention's output buffer (the partials in the split variant), past what the
+   * attention writes, where prefetch workgroup i writes its slice's XOR (low, high 16 bits) at 2i and 2i + 1.
+   * Forward always sets it: a result the loads feed keeps a compiler from dropping them. Left out: no write.
+   */
+  check?: number;
+}
 
 /**
  * Positions per workgroup for a decode step at `pos`: 0 for one workgroup per head (below ATTN.SINGLE_BELOW),
@@ -1016,11 +1077,49 @@ export interface QkvPartials {
   bias: GPUBuffer | null;
 }
 
+/** Checks an attention prefetch against its buffers; returns its workgroup count. */
+function checkAttnPrefetch(pre: AttnPrefetch, out: GPUBuffer): number {
+  const wg = pre.workgroups ?? ATTN.PREFETCH_WG;
+  if (!(Number.isInteger(wg) && wg >= 1 && wg <= 65535)) {
+    throw new RangeError(`attention prefetch: workgroups must be an integer in 1..65535, got ${wg}`);
+  }
+  const { startVec4: start, countVec4: count } = pre;
+  if (!(Number.isInteger(start) && start >= 0 && Number.isInteger(count) && count >= 0)) {
+    throw new RangeError(
+      `attention prefetch: startVec4 ${start} and countVec4 ${count} must be integers >= 0`,
+    );
+  }
+  const have = Math.floor(pre.buffer.size / 16);
+  if (start + count > have) {
+    throw new RangeError(
+      `attention prefetch: vec4s [${start}, ${
+        start + count
+      }) run past the buffer's ${have} (${pre.buffer.size} bytes)`,
+    );
+  }
+  if (start + count >= 2 ** 32) throw new RangeError(`attention prefetch: vec4 ${start + count} is past u32`);
+  if (pre.check !== undefined) {
+    if (!(Number.isInteger(pre.check) && pre.check >= 1)) {
+      throw new RangeError(`attention prefetch: check must be an integer >= 1, got ${pre.check}`);
+    }
+    if ((pre.check + 2 * wg) * 4 > out.size) {
+      throw new RangeError(
+        `attention prefetch: checksums at floats [${pre.check}, ${
+          pre.check + 2 * wg
+        }) run past the output's ${out.size / 4}`,
+      );
+    }
+  }
+  return wg;
+}
+
 /**
  * Decode attention for the token at the state's position (attn_decode.wgsl), with the q|k|v sums, RoPE and the
  * KV cache store folded in. `single`: one workgroup per head, writing `out` itself (short contexts). Otherwise
  * split over the context into `part`, then merged into `out` (attn_combine.wgsl). Either is right at any
- * position; they differ in speed. `span` and `sub` are for tests (defaults: ATTN).
+ * position; they differ in speed. `span` and `sub` are for tests (defaults: ATTN). `prefetch`: extra workgroups
+ * of the same dispatch read that range of a buffer (the o projection's weights, {@link prefetchRange}) into L2
+ * while the attention runs (row y = 0 only in the split variant); the attention's results are the same.
  */
 export function attnDecodeOps(
   ctx: GpuContext,
@@ -1032,7 +1131,7 @@ export function attnDecodeOps(
   out: GPUBuffer,
   state: GPUBuffer,
   a: AttentionShape,
-  o: { window: number; single: boolean; span?: number; sub?: number },
+  o: { window: number; single: boolean; span?: number; sub?: number; prefetch?: AttnPrefetch },
 ): Op[] {
   if (a.headDim % 8 !== 0 || a.headDim > 256) {
     throw new RangeError(
@@ -1041,8 +1140,23 @@ export function attnDecodeOps(
   }
   const span = o.span ?? ATTN.SPAN;
   const splits = o.single ? 1 : Math.ceil(a.maxSeq / span);
+  const pre = o.prefetch;
+  const preWg = pre ? checkAttnPrefetch(pre, o.single ? out : part) : 0;
   const params = ctx.uniform(
-    [a.numHeads, a.numKv, a.maxSeq, o.window, 1 / Math.sqrt(a.headDim), a.ldq, qkv.bias ? 1 : 0, 0],
+    [
+      a.numHeads,
+      a.numKv,
+      a.maxSeq,
+      o.window,
+      1 / Math.sqrt(a.headDim),
+      a.ldq,
+      qkv.bias ? 1 : 0,
+      pre?.startVec4 ?? 0,
+      pre?.countVec4 ?? 0,
+      pre?.check ?? 0,
+      0,
+      0,
+    ],
     "attn_decode",
     [false, false, false, false, true],
   );
@@ -1055,6 +1169,7 @@ export function attnDecodeOps(
         HEAD_DIM: a.headDim,
         SPLITS: qkv.splits,
         SUB: o.sub ?? ATTN.SUB,
+        PREFETCH_WG: preWg,
       },
     },
     bindings: [
@@ -1066,9 +1181,10 @@ export function attnDecodeOps(
       vcache,
       o.single ? out : part,
       state,
+      pre?.buffer ?? ctx.scratch("read"),
     ],
     owned: [params],
-    workgroups: [a.numHeads, splits],
+    workgroups: [a.numHeads + preWg, splits],
     label: "attention",
   });
   if (o.single) return [attention];

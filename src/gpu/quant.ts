@@ -291,6 +291,7 @@ export function gemvQOp(
     state?: GPUBuffer;
     tune?: GemvTune;
     finish?: GemvFinish;
+    early?: boolean;
   },
 ): Op {
   const s = schemeOf(m);
@@ -328,6 +329,7 @@ export function gemvQOp(
         WG,
         UNROLL,
         SPARSE: opts.sparse ? 1 : 0,
+        EARLY: opts.early && !opts.sparse ? 1 : 0,
         BITS: s.bits,
         GROUP: s.group,
         ...shared.overrides,

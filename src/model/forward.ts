@@ -9,6 +9,7 @@ import type { GpuContext, Op } from "../gpu/context.ts";
 import {
   attentionOp,
   type AttentionShape,
+  ATTN,
   attnDecodeOps,
   attnPartFloats,
   attnSpan,
@@ -27,6 +28,7 @@ import {
   matmulOps,
   type MatmulOptions,
   type Matrix,
+  prefetchRange,
   REDUCE,
   reduceOp,
   rmsNormOp,
@@ -104,10 +106,12 @@ export class Forward {
   /**
    * Dense prefill passes of at most {@link GEMV_ROWS}.maxRows rows over f16 weights (and lm_head when every
    * row's logits are wanted: the speculative verify pass) go through the few-row GEMV (gemv_rows.wgsl: each
-   * weight row read once for all rows) instead of the tiled GEMM. Off by default until timed on a GPU
-   * (`bench/opt_in_ab.sh`); prompts of up to `PREFILL.stepsUpTo` tokens go through decode steps either way.
+   * weight row read once for all rows) instead of the tiled GEMM. On by default: at Llama-3-8B shapes on the
+   * H200 the first token after 11 and 16 prompt tokens took 58.7 and 70.0 ms against 95.9 and 96.6 with the
+   * GEMM, and the speculative verify pass (5 rows) 12.3 ms against 50.2 (docs/benchmarks.md). Prompts of up to
+   * `prefillStepsUpTo` tokens go through decode steps either way; off, every pass takes the tiled GEMM.
    */
-  prefillGemv = false;
+  prefillGemv = true;
 
   /**
    * Let the decode GEMVs sum their own splits (gemv_finish.wgsl: the last workgroup of each column tile applies
@@ -123,13 +127,49 @@ export class Forward {
   set gemvEpilogue(on: boolean) {
     if (on === this.#gemvEpilogue) return;
     this.#gemvEpilogue = on;
-    // the steps built for the other layout go (prompt steps are slices of them: their parameters go with them)
+    this.#dropSteps();
+  }
+
+  /**
+   * Dense decode GEMVs issue their first trip of weight loads before staging their input (gemv.wgsl `EARLY`):
+   * the same sums, one DRAM round trip less on each GEMV's critical path. Off by default until timed on a GPU
+   * (`bench --gemv-early`). Change it between generations, not during one.
+   */
+  get gemvEarly(): boolean {
+    return this.#gemvEarly;
+  }
+  set gemvEarly(on: boolean) {
+    if (on === this.#gemvEarly) return;
+    this.#gemvEarly = on;
+    this.#dropSteps();
+  }
+  #gemvEpilogue = false;
+  #gemvEarly = false;
+
+  /** Drops the decode steps built so far (a layout option changed). */
+  #dropSteps(): void {
+    // prompt steps are slices of decode steps: their parameter buffers go with them
     for (const ops of this.#decode.values()) releaseOps(ops);
     this.#decode.clear();
     this.#prompt.clear();
     this.#promptEnd.clear();
   }
-  #gemvEpilogue = false;
+
+  /**
+   * Decode attention prefetches the o projection's weights (up to ATTN.PREFETCH_CAP_BYTES) into L2 with extra
+   * workgroups of its own dispatch (attn_decode.wgsl), so that the o GEMV after it reads them from L2: the
+   * attention is latency-bound and leaves DRAM idle. The same results either way. Off by default until timed on
+   * a GPU (`bench --l2-prefetch`). Change it between generations, not during one.
+   */
+  get l2Prefetch(): boolean {
+    return this.#l2Prefetch;
+  }
+  set l2Prefetch(on: boolean) {
+    if (on === this.#l2Prefetch) return;
+    this.#l2Prefetch = on;
+    this.#dropSteps();
+  }
+  #l2Prefetch = false;
 
   #decode = new Map<string, Op[]>();
   #prompt = new Map<string, Op[]>();
@@ -164,8 +204,10 @@ export class Forward {
     );
     this.x = f32(c.hiddenSize, "x");
     this.xn = f32(c.hiddenSize, "xn");
-    this.attn = f32(qDim, "attn");
-    this.attnPart = f32(attnPartFloats(this.shape), "attn_part");
+    // past the attention's output, the L2 prefetch's per-workgroup checksums: always written, so that no
+    // compiler may drop the loads that feed them (l2Prefetch)
+    this.attn = f32(qDim + 2 * ATTN.PREFETCH_WG, "attn");
+    this.attnPart = f32(attnPartFloats(this.shape) + 2 * ATTN.PREFETCH_WG, "attn_part");
     this.act = f32(c.intermediateSize, "act");
     const maxSplits = Math.ceil(maxK / GEMV.KCHUNK); // no matrix has more (gemvSplits)
     this.partials = f32(maxSplits * maxCols, "partials");
@@ -274,7 +316,8 @@ export class Forward {
    * apply the residual adds and SwiGLU themselves). RMSNorm is fused into the GEMV that reads it (from the sums
    * of squares the residual add leaves). `pos`, where the step is expected to run, picks the attention variant
    * ({@link attnSpan}): one workgroup per head at short contexts, else split over the context plus a combine
-   * pass (one more dispatch). Every variant is right at any position; they differ in speed.
+   * pass (one more dispatch). Every variant is right at any position; they differ in speed. With
+   * {@link l2Prefetch}, the attention dispatch also reads the o projection's weights into L2.
    */
   decodeStep(sparse: boolean, pos = 0): Op[] {
     const key = this.#stepKey(sparse, pos);
@@ -285,6 +328,7 @@ export class Forward {
     const sp = this.sparsity;
     const h = c.hiddenSize;
     const fused = this.gemvEpilogue;
+    const early = this.gemvEarly;
     // the fused RMSNorm adds up the sums of squares its input's producer left: one per embedding workgroup,
     // per column tile of a GEMV epilogue, or per reduce-pass workgroup
     const normed = (weight: GPUBuffer, nss: number): GemvInput => ({
@@ -303,7 +347,7 @@ export class Forward {
       counter: number,
       label: string,
     ): Op[] => {
-      const o = { sparse, counter, label: `gemv.${label}`, state: this.state };
+      const o = { sparse, counter, label: `gemv.${label}`, state: this.state, early };
       if (fused) {
         return [
           gemvOp(ctx, m, input, partials, sp, { ...o, finish: { kind: "add", out: this.x, ss: this.ss } }),
@@ -323,7 +367,14 @@ export class Forward {
     };
     // act = silu(gate) * up of the gate|up GEMV
     const gateUp = (L: Weights["layers"][number], counter: number, nss: number): Op[] => {
-      const o = { sparse, counter, label: "gemv.gateup", state: this.state, input: normed(L.mlpNorm, nss) };
+      const o = {
+        sparse,
+        counter,
+        label: "gemv.gateup",
+        state: this.state,
+        input: normed(L.mlpNorm, nss),
+        early,
+      };
       if (fused) {
         return [
           gemvOp(ctx, L.gateUp, this.x, this.partials, sp, {
@@ -364,6 +415,7 @@ export class Forward {
       ops!.push(
         gemvOp(ctx, L.qkv, this.x, this.partials, sp, {
           sparse,
+          early,
           counter: slot,
           label: "gemv.qkv",
           state: this.state,
@@ -379,7 +431,19 @@ export class Forward {
           this.attn,
           this.state,
           this.shape,
-          { window: c.slidingWindow ?? 0, single: span === 0, span: span || undefined },
+          {
+            window: c.slidingWindow ?? 0,
+            single: span === 0,
+            span: span || undefined,
+            // the o GEMV's weights into L2 while the attention runs (the split variant: by its first row)
+            prefetch: this.l2Prefetch
+              ? {
+                buffer: L.o.buffer,
+                ...prefetchRange(L.o, ATTN.PREFETCH_CAP_BYTES),
+                check: span === 0 ? c.numHeads * c.headDim : attnPartFloats(this.shape),
+              }
+              : undefined,
+          },
         ),
       );
       // a prompt step (all but the last prompt token) needs no more than this: the rest feeds only lm_head
@@ -437,6 +501,7 @@ export class Forward {
       const gemv = (finish?: GemvFinish) =>
         gemvOp(this.ctx, p.matrix, x, this.partials, this.sparsity, {
           sparse: false,
+          early: this.gemvEarly,
           label: "gemv.lm_head",
           finish,
           ...o,
