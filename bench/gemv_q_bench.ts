@@ -2,19 +2,21 @@
  * Kernel-level benchmark of the quantized GEMV (gemv_q.wgsl + its reduce pass) against the f16 GEMV at
  * Llama-3-8B shapes, dense and TEAL-sparse.
  *
- * `deno run -A bench/gemv_q_bench.ts [--quick] [--tpr 4,8,16] [--grid] [--probe [--f16] [--only NAME]] [--json FILE]` prints GPU
+ * `deno run -A bench/gemv_q_bench.ts [--quick] [--tpr 4,8,16] [--grid] [--pipe] [--probe [--f16] [--only NAME]] [--json FILE]` prints GPU
  * microseconds
  * per GEMV (timestamp queries, median of repeats, rotating weight copies so L2 never holds them) and the
  * bandwidth achieved against the bytes of the active weight rows (codes + group scales). `--tpr` sweeps the
  * threads per column group; `--grid` compares the variants behind `gemvTune` (threads per column group, chunk,
  * workgroup size, rows in flight; the first of each format is the runtime's own); `--probe` times edited copies
- * of the kernels (see PROBES; `--f16` the f16 ones, `--only NAME` one of them, at four sparsities); `--json` writes the rows.
+ * of the kernels (see PROBES; `--f16` the f16 ones, `--only NAME` one of them, at four sparsities); `--pipe` times
+ * every variant with software-pipelined row walks; `--json` writes the rows.
  * @module
  */
 import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
 import {
   fillOp,
   GEMV,
+  GEMV_PIPE,
   gemvChunk,
   gemvOp,
   type GemvTune,
@@ -209,6 +211,9 @@ if (import.meta.main) {
   if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
   const quick = Deno.args.includes("--quick");
   const grid = Deno.args.includes("--grid");
+  // --pipe: every variant with software-pipelined row walks (GemvTune.PIPE), the runtime's pick included
+  const pipe = Deno.args.includes("--pipe");
+  GEMV_PIPE.f16 = GEMV_PIPE.quant = pipe;
   const at = Deno.args.indexOf("--tpr");
   const tprs = at >= 0 ? Deno.args[at + 1].split(",").map(Number) : [4, 8, 16];
   const jsonAt = Deno.args.indexOf("--json");
@@ -227,7 +232,7 @@ if (import.meta.main) {
         UNROLL: 4,
       }))
     );
-  const rows: Record<string, number | string>[] = [];
+  const rows: Record<string, number | string | boolean>[] = [];
   if (Deno.args.includes("--probe")) {
     const f16Only = Deno.args.includes("--f16");
     const formats = (f16Only ? ["f16"] : ["f16", "int8", "int4"]) as WeightFormat[];
@@ -286,7 +291,7 @@ if (import.meta.main) {
         // TPR 0: the variant the runtime picks (gemvTune)
         const tune = v.TPR === 0
           ? gemvTune(K, N, format)
-          : { TPR: v.TPR, KCHUNK: v.KCHUNK || gemvChunk(K, N), WG: v.WG, UNROLL: v.UNROLL };
+          : { TPR: v.TPR, KCHUNK: v.KCHUNK || gemvChunk(K, N), WG: v.WG, UNROLL: v.UNROLL, PIPE: pipe };
         for (const s of [0, 0.5]) {
           const us = await timeGemv(ctx, mats, s, tune, quick ? 4 : 400);
           const gbs = (N * K * (1 - s) * bpw) / (us * 1e-6) / 1e9;

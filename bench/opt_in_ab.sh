@@ -8,7 +8,7 @@
 #    token and the speculative verify pass (K = 4) with the defaults (decode steps up to 7 tokens, then the
 #    few-row GEMV up to 16 rows, then the tiled GEMM), with the GEMM for every pass (`--prefill-steps 0
 #    --prefill-gemm`) and with the GEMV for every pass of at most 16 rows (`--prefill-steps 0`).
-# 3. Decode-step options (PART=decode only): --gemv-early and --l2-prefetch, alone and together.
+# 3. Decode-step options (PART=decode only): --gemv-early, --gemv-pipe, --l2-prefetch, --l2-prefetch-passes.
 # Raw outputs go to the folder given (default $OUT); a summary to stdout. PART=epilogue or PART=prefill runs
 # one half (about 5 and 3 minutes on an H200: two device calls stay inside the 10-minute limit of one).
 #   PART=epilogue bash bench/opt_in_ab.sh [OUT_DIR]   (SHAPE=tiny for a quick run of the script itself)
@@ -53,15 +53,24 @@ if [[ $part != prefill ]]; then
 fi
 [[ $part == epilogue ]] && exit 0
 
-# 3. PART=decode: the decode-step options against the defaults: the first weight loads before the input
-#    staging (--gemv-early) and the o projection's weights read into L2 during attention (--l2-prefetch), each
-#    alone and both, in f16, int8 and int4, dense and at 50%
+# 3. PART=decode: the decode-step options against the defaults, dense and at 50%: the first weight loads
+#    before the input staging (--gemv-early), software-pipelined row walks (--gemv-pipe), the o projection's
+#    weights read into L2 during attention (--l2-prefetch) and the next GEMV's weights read during the reduce
+#    passes (--l2-prefetch-passes). f16 arm by arm; int8 and int4 the defaults, the two GEMV options and all.
 if [[ $part == decode ]]; then
   for q in none int8 int4; do
-    for arm in base early l2 early-l2; do
-      flags=""
-      [[ $arm == early || $arm == early-l2 ]] && flags="--gemv-early"
-      [[ $arm == l2 || $arm == early-l2 ]] && flags="$flags --l2-prefetch"
+    arms="base gemv all"
+    [[ $q == none ]] && arms="base early pipe gemv l2 l2p all"
+    for arm in $arms; do
+      case $arm in
+        base) flags="" ;;
+        early) flags="--gemv-early" ;;
+        pipe) flags="--gemv-pipe" ;;
+        gemv) flags="--gemv-early --gemv-pipe" ;;
+        l2) flags="--l2-prefetch" ;;
+        l2p) flags="--l2-prefetch --l2-prefetch-passes" ;;
+        all) flags="--gemv-early --gemv-pipe --l2-prefetch --l2-prefetch-passes" ;;
+      esac
       f="$out/$shape-$q-decode-$arm.json"
       deno run -A cli.ts bench --shape "$shape" --sparsity 0,0.5 --tokens 256 --quant "$q" $flags --json >"$f" ||
         echo "bench $q $arm failed" >&2

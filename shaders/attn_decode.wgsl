@@ -8,13 +8,9 @@
 // The split that holds the decode position takes that position's k and v from the GEMV's sums (rounded to f16,
 // as the cache holds them), not from the cache: the workgroup of the first q head of each kv group writes them
 // there, and no workgroup of this dispatch reads that cache row.
-// L2 prefetch: PREFETCH_WG more workgroups along x (x >= numHeads, row y = 0 only) read the vec4 range
-// [preStart, preStart + preCount) of `pre` (the o projection's weights) and do nothing with it, so that the o
-// GEMV right after finds it in L2: attention is latency-bound and leaves DRAM idle. In this dispatch, not one of
-// its own, which wgpu's barrier before a dispatch that binds a read_write buffer would serialise after it.
-// preCheck != 0: prefetch workgroup i writes the XOR of its slice's words as two exact f32 halves (low, high
-// 16 bits) at out[preCheck + 2i], out[preCheck + 2i + 1], past the attention's output. Forward always asks for
-// them: a store the loads feed keeps a compiler from dropping (or sinking into a branch not taken) the loads.
+// L2 prefetch (prefetch.wgsl, which says why): PREFETCH_WG more workgroups along x (x >= numHeads, row y = 0
+// only) read a range of `pre` (the o projection's weights) for the o GEMV right after; with preCheck, their
+// checksums go to out past the attention's output.
 // bindings: 0 params (uniform), 1 partials (f32 [SPLITS][ldq], read), 2 bias (f32 [ldq], read),
 //           3 turns (f32 [HEAD_DIM/2], read), 4 kcache (8 f16 a word, [numKv][maxSeq][HEAD_DIM/8], read_write),
 //           5 vcache (same), 6 out (FINAL: f32 [numHeads][HEAD_DIM]; else f32 [splits][numHeads][HEAD_DIM + 2],
@@ -31,8 +27,6 @@ const WG: u32 = 256u;
 override VW: u32 = HEAD_DIM / 8u;
 override KG: u32 = WG / VW;
 const TAU: f32 = 6.283185307179586;
-override PREFETCH_WG: u32 = 0u;  // L2 prefetch workgroups past the heads (0: none)
-const PRE_UNROLL: u32 = 8u;       // prefetch loads a thread has in flight per trip
 
 struct Params {
   numHeads: u32,
@@ -64,7 +58,6 @@ var<workgroup> sc: array<f32, SUB>;
 var<workgroup> red: array<f32, WG * 8u>;  // KG * HEAD_DIM
 var<workgroup> red2: array<f32, 16>;
 var<workgroup> red3: array<f32, 16>;
-var<workgroup> pre_x: atomic<u32>;  // a prefetch workgroup's checksum
 
 // RoPE (rotate-half) of the pair (a, b) = dims (i, i + HEAD_DIM/2) at position pos; the angle as in rope.wgsl.
 fn rotate(a: f32, b: f32, i: u32, pos: u32) -> vec2<f32> {
@@ -160,38 +153,7 @@ fn stage(head: u32, kvh: u32, d: u32) -> Staged {
   return Staged(q, k, v);
 }
 
-// Prefetch workgroup i: reads its contiguous share of the range, PRE_UNROLL independent 16-byte loads a thread
-// in flight per trip (32 KiB a workgroup), then a tail a load at a time.
-fn prefetch(t: u32, i: u32) {
-  let per = (p.preCount + PREFETCH_WG - 1u) / PREFETCH_WG;
-  let lo = p.preStart + min(i * per, p.preCount);
-  let hi = p.preStart + min((i + 1u) * per, p.preCount);
-  var x = vec4<u32>(0u);
-  var k = lo + t;
-  for (; k + (PRE_UNROLL - 1u) * WG < hi; k += PRE_UNROLL * WG) {
-    let w0 = pre[k];
-    let w1 = pre[k + WG];
-    let w2 = pre[k + 2u * WG];
-    let w3 = pre[k + 3u * WG];
-    let w4 = pre[k + 4u * WG];
-    let w5 = pre[k + 5u * WG];
-    let w6 = pre[k + 6u * WG];
-    let w7 = pre[k + 7u * WG];
-    x ^= ((w0 ^ w1) ^ (w2 ^ w3)) ^ ((w4 ^ w5) ^ (w6 ^ w7));
-  }
-  for (; k < hi; k += WG) { x ^= pre[k]; }
-  if (p.preCheck != 0u) {
-    if (t == 0u) { atomicStore(&pre_x, 0u); }
-    workgroupBarrier();
-    atomicXor(&pre_x, x.x ^ x.y ^ x.z ^ x.w);
-    workgroupBarrier();
-    if (t == 0u) {
-      let s = atomicLoad(&pre_x);
-      outv[p.preCheck + 2u * i] = f32(s & 0xffffu);
-      outv[p.preCheck + 2u * i + 1u] = f32(s >> 16u);
-    }
-  }
-}
+// #include prefetch
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {

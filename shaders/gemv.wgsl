@@ -26,6 +26,8 @@ override UNROLL: u32 = 4u;   // rows in flight per thread: 4 or 8 (named registe
 // dense: issue the first trip's weight loads before the input is staged (their rows do not depend on it), so
 // their round trip overlaps the staging's instead of following the barrier
 override EARLY: bool = false;
+// the next trip's loads go out before the current trip's arithmetic (software pipelining; gemv_q.wgsl)
+override PIPE: bool = false;
 override KG: u32 = WG / TPR;
 override TILE_N: u32 = TPR * 8u;
 override PER: u32 = KCHUNK / WG;
@@ -96,6 +98,44 @@ fn row(j: u32, k_base: u32) -> u32 {
 fn lo4(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
 fn hi4(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)); }
 
+// One trip of a thread's row walk: UNROLL rows of its 8 columns (rows 4..7 only when UNROLL is 8).
+struct Trip { w0: vec4<u32>, w1: vec4<u32>, w2: vec4<u32>, w3: vec4<u32>,
+              w4: vec4<u32>, w5: vec4<u32>, w6: vec4<u32>, w7: vec4<u32> }
+
+// Loads the trip of walk positions j, j + KG, ... for the thread's columns at v_col.
+fn load_trip(j: u32, k_base: u32, v_stride: u32, v_col: u32) -> Trip {
+  var r: Trip;
+  r.w0 = wt[row(j, k_base) * v_stride + v_col];
+  r.w1 = wt[row(j + KG, k_base) * v_stride + v_col];
+  r.w2 = wt[row(j + 2u * KG, k_base) * v_stride + v_col];
+  r.w3 = wt[row(j + 3u * KG, k_base) * v_stride + v_col];
+  if (UNROLL == 8u) {
+    r.w4 = wt[row(j + 4u * KG, k_base) * v_stride + v_col];
+    r.w5 = wt[row(j + 5u * KG, k_base) * v_stride + v_col];
+    r.w6 = wt[row(j + 6u * KG, k_base) * v_stride + v_col];
+    r.w7 = wt[row(j + 7u * KG, k_base) * v_stride + v_col];
+  }
+  return r;
+}
+
+// Adds a loaded trip (walk positions j, j + KG, ...) into the accumulators, in the order every path uses.
+fn fma_trip(acc0: ptr<function, vec4<f32>>, acc1: ptr<function, vec4<f32>>, r: Trip, j: u32) {
+  let v0 = act_val[j];
+  let v1 = act_val[j + KG];
+  let v2 = act_val[j + 2u * KG];
+  let v3 = act_val[j + 3u * KG];
+  *acc0 += v0 * lo4(r.w0) + v1 * lo4(r.w1) + v2 * lo4(r.w2) + v3 * lo4(r.w3);
+  *acc1 += v0 * hi4(r.w0) + v1 * hi4(r.w1) + v2 * hi4(r.w2) + v3 * hi4(r.w3);
+  if (UNROLL == 8u) {
+    let v4 = act_val[j + 4u * KG];
+    let v5 = act_val[j + 5u * KG];
+    let v6 = act_val[j + 6u * KG];
+    let v7 = act_val[j + 7u * KG];
+    *acc0 += v4 * lo4(r.w4) + v5 * lo4(r.w5) + v6 * lo4(r.w6) + v7 * lo4(r.w7);
+    *acc1 += v4 * hi4(r.w4) + v5 * hi4(r.w5) + v6 * hi4(r.w6) + v7 * hi4(r.w7);
+  }
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
   // read before the staging loads but tested after them, so their round trips overlap
@@ -116,28 +156,8 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   let v_col = (seg.base + col) / 8u;
   let v_stride = seg.stride / 8u;
   let early = EARLY && !SPARSE && col < seg.len && kg + (UNROLL - 1u) * KG < n_k;
-  var e0 = vec4<u32>();
-  var e1 = vec4<u32>();
-  var e2 = vec4<u32>();
-  var e3 = vec4<u32>();
-  var e4 = vec4<u32>();
-  var e5 = vec4<u32>();
-  var e6 = vec4<u32>();
-  var e7 = vec4<u32>();
-  if (early) {
-    let r = (k_base + kg) * v_stride + v_col;
-    let d = KG * v_stride;
-    e0 = wt[r];
-    e1 = wt[r + d];
-    e2 = wt[r + 2u * d];
-    e3 = wt[r + 3u * d];
-    if (UNROLL == 8u) {
-      e4 = wt[r + 4u * d];
-      e5 = wt[r + 5u * d];
-      e6 = wt[r + 6u * d];
-      e7 = wt[r + 7u * d];
-    }
-  }
+  var cur = Trip();
+  if (early) { cur = load_trip(kg, k_base, v_stride, v_col); }
 
   var inv_rms = 1.0;
   if (INPUT == 1u) {
@@ -152,6 +172,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     let thr = thresholds[seg.thr];
     let k0 = t * PER;
     var cnt = 0u;
+    var keep = 0u;  // bit e: channel k0 + e is active (PER <= 32), so the compaction below reads no scale again
     for (var e = 0u; e < PER; e++) {
       // clamped, not guarded: the loads of every channel are issued before any is used
       let kk = k0 + e;
@@ -160,7 +181,10 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
       let sc = scales[s * p.K + kc];
       if (kk < n_k) {
         xs[kk] = v;
-        if (abs(v) * sc > thr) { cnt++; }
+        if (abs(v) * sc > thr) {
+          cnt++;
+          keep |= 1u << e;
+        }
       }
     }
     if (eos) { return; }
@@ -174,14 +198,10 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     }
     var slot = scan[t] - cnt;
     for (var e = 0u; e < PER; e++) {
-      let kk = k0 + e;
-      if (kk < n_k) {
-        let v = xs[kk];
-        if (abs(v) * scales[s * p.K + k_base + kk] > thr) {
-          act_idx[slot] = k_base + kk;
-          act_val[slot] = v;
-          slot++;
-        }
+      if ((keep & (1u << e)) != 0u) {
+        act_idx[slot] = k_base + k0 + e;
+        act_val[slot] = xs[k0 + e];
+        slot++;
       }
     }
     n_act = scan[WG - 1u];
@@ -203,52 +223,27 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   var acc1 = vec4<f32>(0.0);
   if (col < seg.len) {
     var j = kg;
-    if (early) {
-      let v0 = act_val[j];
-      let v1 = act_val[j + KG];
-      let v2 = act_val[j + 2u * KG];
-      let v3 = act_val[j + 3u * KG];
-      acc0 += v0 * lo4(e0) + v1 * lo4(e1) + v2 * lo4(e2) + v3 * lo4(e3);
-      acc1 += v0 * hi4(e0) + v1 * hi4(e1) + v2 * hi4(e2) + v3 * hi4(e3);
-      if (UNROLL == 8u) {
-        let v4 = act_val[j + 4u * KG];
-        let v5 = act_val[j + 5u * KG];
-        let v6 = act_val[j + 6u * KG];
-        let v7 = act_val[j + 7u * KG];
-        acc0 += v4 * lo4(e4) + v5 * lo4(e5) + v6 * lo4(e6) + v7 * lo4(e7);
-        acc1 += v4 * hi4(e4) + v5 * hi4(e5) + v6 * hi4(e6) + v7 * hi4(e7);
+    let step = UNROLL * KG;
+    if (PIPE) {
+      // the trip in `cur` (EARLY: loaded before the staging) is added while the next one is in flight
+      var full = j + (UNROLL - 1u) * KG < n_act;
+      if (full && !early) { cur = load_trip(j, k_base, v_stride, v_col); }
+      while (full) {
+        let more = j + step + (UNROLL - 1u) * KG < n_act;
+        var next = Trip();
+        if (more) { next = load_trip(j + step, k_base, v_stride, v_col); }
+        fma_trip(&acc0, &acc1, cur, j);
+        cur = next;
+        j += step;
+        full = more;
       }
-      j += UNROLL * KG;
-    }
-    // UNROLL rows a trip, their loads issued before any is used; rows 4..7 only when UNROLL is 8
-    for (; j + (UNROLL - 1u) * KG < n_act; j += UNROLL * KG) {
-      let w0 = wt[row(j, k_base) * v_stride + v_col];
-      let w1 = wt[row(j + KG, k_base) * v_stride + v_col];
-      let w2 = wt[row(j + 2u * KG, k_base) * v_stride + v_col];
-      let w3 = wt[row(j + 3u * KG, k_base) * v_stride + v_col];
-      var w4 = vec4<u32>();
-      var w5 = vec4<u32>();
-      var w6 = vec4<u32>();
-      var w7 = vec4<u32>();
-      if (UNROLL == 8u) {
-        w4 = wt[row(j + 4u * KG, k_base) * v_stride + v_col];
-        w5 = wt[row(j + 5u * KG, k_base) * v_stride + v_col];
-        w6 = wt[row(j + 6u * KG, k_base) * v_stride + v_col];
-        w7 = wt[row(j + 7u * KG, k_base) * v_stride + v_col];
+    } else {
+      if (early) {
+        fma_trip(&acc0, &acc1, cur, j);
+        j += step;
       }
-      let v0 = act_val[j];
-      let v1 = act_val[j + KG];
-      let v2 = act_val[j + 2u * KG];
-      let v3 = act_val[j + 3u * KG];
-      acc0 += v0 * lo4(w0) + v1 * lo4(w1) + v2 * lo4(w2) + v3 * lo4(w3);
-      acc1 += v0 * hi4(w0) + v1 * hi4(w1) + v2 * hi4(w2) + v3 * hi4(w3);
-      if (UNROLL == 8u) {
-        let v4 = act_val[j + 4u * KG];
-        let v5 = act_val[j + 5u * KG];
-        let v6 = act_val[j + 6u * KG];
-        let v7 = act_val[j + 7u * KG];
-        acc0 += v4 * lo4(w4) + v5 * lo4(w5) + v6 * lo4(w6) + v7 * lo4(w7);
-        acc1 += v4 * hi4(w4) + v5 * hi4(w5) + v6 * hi4(w6) + v7 * hi4(w7);
+      for (; j + (UNROLL - 1u) * KG < n_act; j += step) {
+        fma_trip(&acc0, &acc1, load_trip(j, k_base, v_stride, v_col), j);
       }
     }
     for (; j < n_act; j += KG) {

@@ -27,6 +27,9 @@ override GROUP: u32 = 128u;  // outputs per scale: 32, 64 or 128 (a multiple of 
 override WG: u32 = 256u;     // threads per workgroup (KCHUNK a multiple, TPR * 8 at most)
 override UNROLL: u32 = 4u;   // rows in flight per thread: 4 or 8
 override EARLY: bool = false;  // dense: the first trip's loads go out before the input is staged (gemv.wgsl)
+// the next trip's loads go out before the current trip's arithmetic: with few workgroups an SM (int4 at 8B
+// shapes: under two), a thread's decode and FMAs otherwise leave its memory pipe idle for the whole trip
+override PIPE: bool = false;
 override KG: u32 = WG / TPR;
 override COLS: u32 = 128u / BITS;
 override TILE_N: u32 = TPR * COLS;
@@ -93,6 +96,13 @@ fn meta_word(k: u32, stride: u32, mo: u32) -> u32 {
   return wt[i / 4u][i % 4u];
 }
 
+// One trip of a thread's row walk: UNROLL rows' codes and metadata words (rows 4..7 only when UNROLL is 8).
+struct Trip {
+  q0: vec4<u32>, q1: vec4<u32>, q2: vec4<u32>, q3: vec4<u32>,
+  q4: vec4<u32>, q5: vec4<u32>, q6: vec4<u32>, q7: vec4<u32>,
+  m0: u32, m1: u32, m2: u32, m3: u32, m4: u32, m5: u32, m6: u32, m7: u32,
+}
+
 // Input channel of the j-th row walked: the j-th active channel when sparse, else the chunk's j-th.
 fn row(j: u32, k_base: u32) -> u32 {
   if (SPARSE) { return act_idx[j]; }
@@ -150,6 +160,52 @@ fn fma_row(acc: ptr<function, Acc>, q: vec4<u32>, ab: vec2<f32>) {
   }
 }
 
+// Loads the trip of walk positions j, j + KG, ...: the rows' codes (at vc) then their metadata words (at mo).
+fn load_trip(j: u32, k_base: u32, vs: u32, vc: u32, mo: u32, stride: u32) -> Trip {
+  var r: Trip;
+  let k0 = row(j, k_base);
+  let k1 = row(j + KG, k_base);
+  let k2 = row(j + 2u * KG, k_base);
+  let k3 = row(j + 3u * KG, k_base);
+  r.q0 = wt[k0 * vs + vc];
+  r.q1 = wt[k1 * vs + vc];
+  r.q2 = wt[k2 * vs + vc];
+  r.q3 = wt[k3 * vs + vc];
+  r.m0 = meta_word(k0, stride, mo);
+  r.m1 = meta_word(k1, stride, mo);
+  r.m2 = meta_word(k2, stride, mo);
+  r.m3 = meta_word(k3, stride, mo);
+  if (UNROLL == 8u) {
+    let k4 = row(j + 4u * KG, k_base);
+    let k5 = row(j + 5u * KG, k_base);
+    let k6 = row(j + 6u * KG, k_base);
+    let k7 = row(j + 7u * KG, k_base);
+    r.q4 = wt[k4 * vs + vc];
+    r.q5 = wt[k5 * vs + vc];
+    r.q6 = wt[k6 * vs + vc];
+    r.q7 = wt[k7 * vs + vc];
+    r.m4 = meta_word(k4, stride, mo);
+    r.m5 = meta_word(k5, stride, mo);
+    r.m6 = meta_word(k6, stride, mo);
+    r.m7 = meta_word(k7, stride, mo);
+  }
+  return r;
+}
+
+// Adds a loaded trip (walk positions j, j + KG, ...) into the accumulators, row by row in walk order.
+fn fma_trip(acc: ptr<function, Acc>, r: Trip, j: u32, hsel: u32) {
+  fma_row(acc, r.q0, coef(r.m0, hsel, act_val[j]));
+  fma_row(acc, r.q1, coef(r.m1, hsel, act_val[j + KG]));
+  fma_row(acc, r.q2, coef(r.m2, hsel, act_val[j + 2u * KG]));
+  fma_row(acc, r.q3, coef(r.m3, hsel, act_val[j + 3u * KG]));
+  if (UNROLL == 8u) {
+    fma_row(acc, r.q4, coef(r.m4, hsel, act_val[j + 4u * KG]));
+    fma_row(acc, r.q5, coef(r.m5, hsel, act_val[j + 5u * KG]));
+    fma_row(acc, r.q6, coef(r.m6, hsel, act_val[j + 6u * KG]));
+    fma_row(acc, r.q7, coef(r.m7, hsel, act_val[j + 7u * KG]));
+  }
+}
+
 // One reduction pass over the KG channel groups: eight columns (lo, hi) of every thread, from column `part`*8
 // of its COLS on; writes the sums of the tile's columns to partials.
 fn reduce_pass(t: u32, part: u32, lo: vec4<f32>, hi: vec4<f32>, tile_col0: u32, seg: Seg, split: u32) {
@@ -195,43 +251,8 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   if (BITS == 8u) { mo = seg.base + seg.scale0 + g / 2u; }
   let hsel = g & 1u;
   let early = EARLY && !SPARSE && col < seg.len && kg + (UNROLL - 1u) * KG < n_k;
-  var eq0 = vec4<u32>();
-  var eq1 = vec4<u32>();
-  var eq2 = vec4<u32>();
-  var eq3 = vec4<u32>();
-  var eq4 = vec4<u32>();
-  var eq5 = vec4<u32>();
-  var eq6 = vec4<u32>();
-  var eq7 = vec4<u32>();
-  var em0 = 0u;
-  var em1 = 0u;
-  var em2 = 0u;
-  var em3 = 0u;
-  var em4 = 0u;
-  var em5 = 0u;
-  var em6 = 0u;
-  var em7 = 0u;
-  if (early) {
-    let k = k_base + kg;
-    eq0 = wt[k * vs + vc];
-    eq1 = wt[(k + KG) * vs + vc];
-    eq2 = wt[(k + 2u * KG) * vs + vc];
-    eq3 = wt[(k + 3u * KG) * vs + vc];
-    em0 = meta_word(k, seg.stride, mo);
-    em1 = meta_word(k + KG, seg.stride, mo);
-    em2 = meta_word(k + 2u * KG, seg.stride, mo);
-    em3 = meta_word(k + 3u * KG, seg.stride, mo);
-    if (UNROLL == 8u) {
-      eq4 = wt[(k + 4u * KG) * vs + vc];
-      eq5 = wt[(k + 5u * KG) * vs + vc];
-      eq6 = wt[(k + 6u * KG) * vs + vc];
-      eq7 = wt[(k + 7u * KG) * vs + vc];
-      em4 = meta_word(k + 4u * KG, seg.stride, mo);
-      em5 = meta_word(k + 5u * KG, seg.stride, mo);
-      em6 = meta_word(k + 6u * KG, seg.stride, mo);
-      em7 = meta_word(k + 7u * KG, seg.stride, mo);
-    }
-  }
+  var cur = Trip();
+  if (early) { cur = load_trip(kg, k_base, vs, vc, mo, seg.stride); }
 
   var inv_rms = 1.0;
   if (INPUT == 1u) {
@@ -246,6 +267,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     let thr = thresholds[seg.thr];
     let k0 = t * PER;
     var cnt = 0u;
+    var keep = 0u;  // bit e: channel k0 + e is active (PER <= 32), so the compaction below reads no scale again
     for (var e = 0u; e < PER; e++) {
       // clamped, not guarded: the loads of every channel are issued before any is used
       let kk = k0 + e;
@@ -254,7 +276,10 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
       let sc = scales[s * p.K + kc];
       if (kk < n_k) {
         xs[kk] = v;
-        if (abs(v) * sc > thr) { cnt++; }
+        if (abs(v) * sc > thr) {
+          cnt++;
+          keep |= 1u << e;
+        }
       }
     }
     if (eos) { return; }
@@ -268,14 +293,10 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     }
     var slot = scan[t] - cnt;
     for (var e = 0u; e < PER; e++) {
-      let kk = k0 + e;
-      if (kk < n_k) {
-        let v = xs[kk];
-        if (abs(v) * scales[s * p.K + k_base + kk] > thr) {
-          act_idx[slot] = k_base + kk;
-          act_val[slot] = v;
-          slot++;
-        }
+      if ((keep & (1u << e)) != 0u) {
+        act_idx[slot] = k_base + k0 + e;
+        act_val[slot] = xs[k0 + e];
+        slot++;
       }
     }
     n_act = scan[WG - 1u];
@@ -295,71 +316,27 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
                 vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), 0.0);
   if (col < seg.len) {
     var j = kg;
-    if (early) {
-      fma_row(&acc, eq0, coef(em0, hsel, act_val[j]));
-      fma_row(&acc, eq1, coef(em1, hsel, act_val[j + KG]));
-      fma_row(&acc, eq2, coef(em2, hsel, act_val[j + 2u * KG]));
-      fma_row(&acc, eq3, coef(em3, hsel, act_val[j + 3u * KG]));
-      if (UNROLL == 8u) {
-        fma_row(&acc, eq4, coef(em4, hsel, act_val[j + 4u * KG]));
-        fma_row(&acc, eq5, coef(em5, hsel, act_val[j + 5u * KG]));
-        fma_row(&acc, eq6, coef(em6, hsel, act_val[j + 6u * KG]));
-        fma_row(&acc, eq7, coef(em7, hsel, act_val[j + 7u * KG]));
+    let step = UNROLL * KG;
+    if (PIPE) {
+      // the trip in `cur` (EARLY: loaded before the staging) is added while the next one is in flight
+      var full = j + (UNROLL - 1u) * KG < n_act;
+      if (full && !early) { cur = load_trip(j, k_base, vs, vc, mo, seg.stride); }
+      while (full) {
+        let more = j + step + (UNROLL - 1u) * KG < n_act;
+        var next = Trip();
+        if (more) { next = load_trip(j + step, k_base, vs, vc, mo, seg.stride); }
+        fma_trip(&acc, cur, j, hsel);
+        cur = next;
+        j += step;
+        full = more;
       }
-      j += UNROLL * KG;
-    }
-    for (; j + (UNROLL - 1u) * KG < n_act; j += UNROLL * KG) {
-      let k0 = row(j, k_base);
-      let k1 = row(j + KG, k_base);
-      let k2 = row(j + 2u * KG, k_base);
-      let k3 = row(j + 3u * KG, k_base);
-      let q0 = wt[k0 * vs + vc];
-      let q1 = wt[k1 * vs + vc];
-      let q2 = wt[k2 * vs + vc];
-      let q3 = wt[k3 * vs + vc];
-      let i0 = k0 * seg.stride + mo;
-      let i1 = k1 * seg.stride + mo;
-      let i2 = k2 * seg.stride + mo;
-      let i3 = k3 * seg.stride + mo;
-      let m0 = wt[i0 / 4u][i0 % 4u];
-      let m1 = wt[i1 / 4u][i1 % 4u];
-      let m2 = wt[i2 / 4u][i2 % 4u];
-      let m3 = wt[i3 / 4u][i3 % 4u];
-      var q4 = vec4<u32>();
-      var q5 = vec4<u32>();
-      var q6 = vec4<u32>();
-      var q7 = vec4<u32>();
-      var m4 = 0u;
-      var m5 = 0u;
-      var m6 = 0u;
-      var m7 = 0u;
-      if (UNROLL == 8u) {
-        let k4 = row(j + 4u * KG, k_base);
-        let k5 = row(j + 5u * KG, k_base);
-        let k6 = row(j + 6u * KG, k_base);
-        let k7 = row(j + 7u * KG, k_base);
-        q4 = wt[k4 * vs + vc];
-        q5 = wt[k5 * vs + vc];
-        q6 = wt[k6 * vs + vc];
-        q7 = wt[k7 * vs + vc];
-        let i4 = k4 * seg.stride + mo;
-        let i5 = k5 * seg.stride + mo;
-        let i6 = k6 * seg.stride + mo;
-        let i7 = k7 * seg.stride + mo;
-        m4 = wt[i4 / 4u][i4 % 4u];
-        m5 = wt[i5 / 4u][i5 % 4u];
-        m6 = wt[i6 / 4u][i6 % 4u];
-        m7 = wt[i7 / 4u][i7 % 4u];
+    } else {
+      if (early) {
+        fma_trip(&acc, cur, j, hsel);
+        j += step;
       }
-      fma_row(&acc, q0, coef(m0, hsel, act_val[j]));
-      fma_row(&acc, q1, coef(m1, hsel, act_val[j + KG]));
-      fma_row(&acc, q2, coef(m2, hsel, act_val[j + 2u * KG]));
-      fma_row(&acc, q3, coef(m3, hsel, act_val[j + 3u * KG]));
-      if (UNROLL == 8u) {
-        fma_row(&acc, q4, coef(m4, hsel, act_val[j + 4u * KG]));
-        fma_row(&acc, q5, coef(m5, hsel, act_val[j + 5u * KG]));
-        fma_row(&acc, q6, coef(m6, hsel, act_val[j + 6u * KG]));
-        fma_row(&acc, q7, coef(m7, hsel, act_val[j + 7u * KG]));
+      for (; j + (UNROLL - 1u) * KG < n_act; j += step) {
+        fma_trip(&acc, load_trip(j, k_base, vs, vc, mo, seg.stride), j, hsel);
       }
     }
     for (; j < n_act; j += KG) {

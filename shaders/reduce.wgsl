@@ -2,8 +2,12 @@
 // MODE 0: out[o] = sum (+ bias[o]); MODE 1: out[o] += sum (residual add), and each workgroup writes the sum of
 // squares of its 256 new values to ss[workgroup] (the next RMSNorm, fused into the next GEMV, adds them up);
 // MODE 2: out[o] = silu(sum_a) * sum_b (SwiGLU of fused gate|up, b at column offB).
+// L2 prefetch (prefetch.wgsl, which says why): PREFETCH_WG more workgroups past the ceil(n / 256) that reduce
+// read a range of `pre` (the start of the next GEMV's weights); with preCheck, their checksums go to out past
+// the pass's output.
 // bindings: 0 params (uniform), 1 partials (f32 [splits][np], read), 2 bias (f32, read),
-//           3 out (f32, read_write), 4 ss (f32 [ceil(n / 256)], write)
+//           3 out (f32, read_write; preCheck: checksums past the output), 4 ss (f32 [ceil(n / 256)], write),
+//           5 pre (vec4<u32>, read: the words to prefetch; a scratch buffer when PREFETCH_WG is 0)
 override MODE: u32 = 0u;
 // a constant, so that each thread's loads of its column's splits are all in flight at once (a loop bound from
 // the uniform kept them one L2 round trip apart)
@@ -17,13 +21,18 @@ struct Params {
   offB: u32,       // column of the up half (MODE 2)
   outOffset: u32,  // element of output 0 in out
   hasBias: u32,
-  _pad: u32,
+  preStart: u32,  // L2 prefetch: first vec4 of `pre`
+  preCount: u32,  // vec4s to prefetch, split evenly over the PREFETCH_WG workgroups
+  preCheck: u32,  // 0; else the out index of the prefetch checksums
+  _pad0: u32,
+  _pad1: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> partials: array<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> outv: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ss: array<f32>;
+@group(0) @binding(5) var<storage, read> pre: array<vec4<u32>>;
 var<workgroup> part: array<f32, WG>;
 var<workgroup> part2: array<f32, 16>;
 
@@ -33,9 +42,17 @@ fn total(col: u32) -> f32 {
   return sum;
 }
 
+// #include prefetch
+
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation_index) t: u32,
         @builtin(workgroup_id) wid: vec3<u32>) {
+  // prefetch workgroups first, before MODE 1's barriers (the branch is workgroup-uniform)
+  let nwg = (p.n + WG - 1u) / WG;
+  if (PREFETCH_WG > 0u && wid.x >= nwg) {
+    prefetch(t, wid.x - nwg);
+    return;
+  }
   let o = gid.x;
   let live = o < p.n;
   if (MODE == 2u) {

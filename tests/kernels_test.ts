@@ -15,6 +15,7 @@ import {
   gemvRowsPartialBytes,
   gemvSplits,
   type GemvTune,
+  gemvTune,
   layoutSegments,
   matmulOps,
   type Matrix,
@@ -127,13 +128,17 @@ Deno.test("gemv + reduce: dense fused q|k|v with bias equals the reference at aw
       ]
     ) {
       let plain: Float32Array | null = null;
-      for (const early of [false, true]) {
+      for (const [early, PIPE] of [[false, false], [true, false], [false, true], [true, true]]) {
         const splits = tune ? Math.ceil(K / tune.KCHUNK) : gemvSplits(K, m.N);
         const partials = poisoned(ctx, splits * m.N);
         const out = poisoned(ctx, m.N);
         const sp = { thresholds: ctx.buffer(16, "t", new Float32Array(4)), counters: ctx.buffer(16, "c") };
         ctx.run([
-          gemvOp(ctx, m, xb, partials, sp, { sparse: false, tune, early }),
+          gemvOp(ctx, m, xb, partials, sp, {
+            sparse: false,
+            tune: { ...(tune ?? gemvTune(K, m.N)), PIPE },
+            early,
+          }),
           reduceOp(ctx, partials, out, {
             n: m.N,
             splits,
@@ -143,7 +148,7 @@ Deno.test("gemv + reduce: dense fused q|k|v with bias equals the reference at aw
           }),
         ]);
         const got = await ctx.readF32(out);
-        const what = `K=${K} ${JSON.stringify(tune)} early ${early}`;
+        const what = `K=${K} ${JSON.stringify(tune)} early ${early} pipelined ${PIPE}`;
         assert(relErr(got, want) < 1e-4, `${what}: rel err ${relErr(got, want)}`);
         if (plain) assertEquals(got, plain, what);
         plain = got;
@@ -167,6 +172,9 @@ Deno.test("gemv: sparse equals dense on the masked input; counters match a CPU c
       { TPR: 32, KCHUNK: 512, WG: 128 },
       { TPR: 8, KCHUNK: 256, WG: 256, UNROLL: 8 },
       { TPR: 16, KCHUNK: 1024, WG: 256, UNROLL: 8 },
+      // software-pipelined row walks
+      { TPR: 16, KCHUNK: 1024, WG: 256, UNROLL: 8, PIPE: true },
+      { TPR: 32, KCHUNK: 512, WG: 128, UNROLL: 4, PIPE: true },
     ];
     for (const [f, frac] of [0, 0.3, 0.5, 0.9, 1, 0.2, 0].entries()) {
       const tune = tunes[f % tunes.length];
@@ -250,6 +258,139 @@ Deno.test("reduce: residual add and SwiGLU epilogues", async () => {
   // the residual add leaves each workgroup's sum of squares for the next fused RMSNorm
   const wantSs = [0, 1].map((w) => newResid.slice(w * 256, (w + 1) * 256).reduce((a, v) => a + v * v, 0));
   assert(relErr(await ctx.readF32(ss, 2), wantSs) < 1e-5);
+});
+
+Deno.test("reduce L2 prefetch: the pass's bits and sums of squares unchanged, each workgroup's slice read (XOR checksums), nothing else written", async () => {
+  const ctx = await gpu();
+  const r = rng(24);
+  // random words to prefetch (never all zero: a slice read short or long changes its XOR)
+  const words = new Uint32Array(4 * 16000).map(() => Math.floor(r() * 2 ** 32));
+  const preBuf = ctx.buffer(words.byteLength, "pre", words);
+  const xorOf = (lo: number, hi: number) => {
+    let x = 0;
+    for (let k = 4 * lo; k < 4 * hi; k++) x ^= words[k];
+    return x >>> 0;
+  };
+  const gap = 5; // floats between the pass's output and the checksums, which nothing writes
+  const maxWg = ATTN.PREFETCH_WG;
+  // [start, count, workgroups]: slices of 4334 (8-load trips, then a tail that not every thread reaches);
+  // slices of 1 with the last two workgroups empty; the default count of workgroups, slices of 79
+  const ranges: [number, number, number | undefined][] = [[37, 13001, 3], [15000, 5, 7], [
+    3,
+    9999,
+    undefined,
+  ]];
+  const splits = 3;
+  // [mode, n, ncols, srcOffset, offB, outOffset]: ragged last workgroups, outputs and columns not from 0
+  const cases: [number, number, number, number, number, number][] = [
+    [REDUCE.add, 700, 730, 17, 0, 5], // 3 workgroups of residual add, each with its sum of squares
+    [REDUCE.swiglu, 300, 610, 3, 305, 2], // gate at columns 3.., up at 305..
+    [REDUCE.store, 260, 270, 9, 0, 11], // with a bias
+  ];
+  for (const [mode, n, ncols, srcOffset, offB, outOffset] of cases) {
+    const parts = randn(splits * ncols, r);
+    const partials = ctx.buffer(parts.byteLength, "partials", parts);
+    const total = (col: number) => {
+      let s = 0;
+      for (let k = 0; k < splits; k++) s += parts[k * ncols + col];
+      return s;
+    };
+    const bias = randn(n, r);
+    const resid = randn(n, r);
+    const nwg = Math.ceil(n / 256);
+    const end = outOffset + n; // the pass's output is out[outOffset, end)
+    const outFloats = end + gap + 2 * maxWg + 3;
+    const run = async (prefetch?: { startVec4: number; countVec4: number; workgroups?: number }) => {
+      const init = new Uint32Array(outFloats).fill(POISON);
+      if (mode === REDUCE.add) init.set(new Uint32Array(resid.buffer), outOffset);
+      const out = ctx.buffer(init.byteLength, "out", init);
+      const ss = poisoned(ctx, nwg + 3);
+      ctx.run([
+        reduceOp(ctx, partials, out, {
+          n,
+          splits,
+          ncols,
+          mode,
+          srcOffset,
+          offB,
+          outOffset,
+          bias: mode === REDUCE.store ? ctx.buffer(bias.byteLength, "bias", bias) : null,
+          ss: mode === REDUCE.add ? ss : undefined,
+          prefetch: prefetch && { ...prefetch, buffer: preBuf, check: end + gap },
+        }),
+      ]);
+      return { out: await ctx.readU32(out), ss: await ctx.readU32(ss) };
+    };
+    // without a prefetch: the CPU reference
+    const base = await run();
+    const y = new Float32Array(base.out.buffer, outOffset * 4, n);
+    const want = new Float32Array(n).map((_, o) => {
+      const v = total(srcOffset + o);
+      if (mode === REDUCE.add) return resid[o] + v;
+      if (mode === REDUCE.swiglu) return silu(v) * total(offB + o);
+      return v + bias[o];
+    });
+    assert(relErr(y, want) < 1e-5, `mode ${mode}: rel err ${relErr(y, want)}`);
+    if (mode === REDUCE.add) {
+      const ss = new Float32Array(base.ss.buffer, 0, nwg);
+      const wantSs = Array.from(
+        { length: nwg },
+        (_, w) => want.slice(w * 256, (w + 1) * 256).reduce((a, v) => a + v * v, 0),
+      );
+      assert(relErr(ss, wantSs) < 1e-5, `mode ${mode}: sums of squares`);
+    }
+    for (const [startVec4, countVec4, workgroups] of ranges) {
+      const what = `mode ${mode}, range [${startVec4}, +${countVec4}) on ${workgroups} workgroups`;
+      const got = await run({ startVec4, countVec4, workgroups });
+      // (a) the outputs and the sums of squares, bit for bit (the ss past nwg stay poisoned: no prefetch
+      // workgroup writes one)
+      assertEquals(got.out.subarray(outOffset, end), base.out.subarray(outOffset, end), `output, ${what}`);
+      assertEquals(got.ss, base.ss, `sums of squares, ${what}`);
+      assert(got.ss.subarray(mode === REDUCE.add ? nwg : 0).every((w) => w === POISON), `ss past, ${what}`);
+      // (b) workgroup i's checksum: the XOR of its slice as two exact 16-bit halves
+      const wg = workgroups ?? ATTN.PREFETCH_WG;
+      const per = Math.ceil(countVec4 / wg);
+      const wantCheck = new Float32Array(2 * wg);
+      for (let i = 0; i < wg; i++) {
+        const x = xorOf(
+          startVec4 + Math.min(i * per, countVec4),
+          startVec4 + Math.min((i + 1) * per, countVec4),
+        );
+        wantCheck[2 * i] = x & 0xffff;
+        wantCheck[2 * i + 1] = x >>> 16;
+      }
+      assertEquals(
+        new Float32Array(got.out.buffer, (end + gap) * 4, 2 * wg),
+        wantCheck,
+        `checksums, ${what}`,
+      );
+      // (c) the floats before the output, between it and the checksums and after them stay poisoned
+      const around = [
+        ...got.out.subarray(0, outOffset),
+        ...got.out.subarray(end, end + gap),
+        ...got.out.subarray(end + gap + 2 * wg),
+      ];
+      assertEquals(around.length, outOffset + gap + 2 * (maxWg - wg) + 3);
+      assert(around.every((w) => w === POISON), `words around the output and checksums written, ${what}`);
+    }
+  }
+  // checksums over the output, or past the buffer: errors before any dispatch
+  const out = poisoned(ctx, 400);
+  const partials = poisoned(ctx, 400);
+  const call = (check: number) =>
+    reduceOp(ctx, partials, out, {
+      n: 300,
+      splits: 1,
+      ncols: 300,
+      mode: REDUCE.store,
+      outOffset: 20,
+      prefetch: { buffer: preBuf, startVec4: 0, countVec4: 8, workgroups: 4, check },
+    });
+  throws(() => call(313), /overlap the output \[20, 320\)/);
+  throws(() => call(19), /overlap/);
+  throws(() => call(393), /run past the output's 400/);
+  call(320);
+  call(12);
 });
 
 Deno.test("gemv: fused RMSNorm and fused SwiGLU inputs, dense and sparse", async () => {

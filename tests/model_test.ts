@@ -18,8 +18,8 @@ import type { NamedTensor } from "../src/model/weights.ts";
 import { releaseOps } from "../src/model/forward.ts";
 import { sampleToken } from "../src/generate/sampler.ts";
 import { PREFILL, prefillPrompt, prefillStepsUpTo } from "../src/generate/decode.ts";
-import { ATTN, writeSamplerParams } from "../src/gpu/kernels.ts";
-import { f16round, gpu, randn, relErr, rng } from "./_gpu.ts";
+import { ATTN, PASS_PREFETCH_CAP_BYTES, prefetchRange, writeSamplerParams } from "../src/gpu/kernels.ts";
+import { f16round, gpu, POISON, randn, relErr, rng } from "./_gpu.ts";
 
 const STORIES = new URL("../../shared/models/stories260k", import.meta.url).pathname;
 const TINY = new URL("../models/tiny-llama-16m", import.meta.url).pathname;
@@ -272,8 +272,9 @@ Deno.test("decode steps on both sides of ATTN.SINGLE_BELOW, in both attention va
   }
 });
 
-Deno.test("decode steps with the o weights prefetched into L2 (l2Prefetch) give the same logits and tokens, f16 and int8", async () => {
-  // q/k/v bias and a sliding window; the o GEMV's matrix is f16 segments or int8 words
+Deno.test("decode steps with the next GEMV's weights prefetched into L2 (l2Prefetch, l2PrefetchPasses) give the same logits and tokens, f16 and int8", async () => {
+  // q/k/v bias and a sliding window; the prefetched matrices are f16 segments or int8 words (lm_head, tied,
+  // after the last layer's down projection)
   for (const quant of ["none", "int8"] as const) {
     const config = { ...QWEN, maxPositionEmbeddings: 1024 };
     const V = config.vocabSize;
@@ -292,24 +293,67 @@ Deno.test("decode steps with the o weights prefetched into L2 (l2Prefetch) give 
       // a long prompt (prefill, then decode steps across ATTN.SINGLE_BELOW), a short one (prompt steps)
       const want = await model.complete(prompt, greedy);
       const wantShort = await model.complete(prompt.slice(0, 3), greedy);
-      fwd.l2Prefetch = true;
-      assertEquals((await model.complete(prompt, greedy)).ids, want.ids, `${quant}: greedy tokens`);
-      assertEquals((await model.complete(prompt.slice(0, 3), greedy)).ids, wantShort.ids, `${quant}: short`);
+      for (const passes of [false, true]) {
+        fwd.l2Prefetch = true;
+        fwd.l2PrefetchPasses = passes;
+        const what = `${quant}, passes ${passes}`;
+        assertEquals((await model.complete(prompt, greedy)).ids, want.ids, `${what}: greedy tokens`);
+        assertEquals((await model.complete(prompt.slice(0, 3), greedy)).ids, wantShort.ids, `${what}: short`);
+      }
       fwd.l2Prefetch = false;
-      // both attention variants at one position, bit for bit (the split one prefetches from its first row)
+      fwd.l2PrefetchPasses = false;
+      // the reduce passes' checksums (past x and act, where nothing reads) at the end of a step: the last
+      // layer's SwiGLU read its down weights, its residual add lm_head's (part 0); without the option, none
+      const c = fwd.config;
+      const last = fwd.weights.layers[c.numLayers - 1];
+      const wg = ATTN.PREFETCH_WG;
+      const checks = [
+        { buffer: fwd.x, at: c.hiddenSize, m: fwd.weights.lmHead[0].matrix },
+        { buffer: fwd.act, at: c.intermediateSize, m: last.down },
+      ];
+      const wantChecks = await Promise.all(checks.map(async ({ m }) => {
+        const words = await ctx.readU32(m.buffer);
+        const { startVec4, countVec4 } = prefetchRange(m, PASS_PREFETCH_CAP_BYTES);
+        const per = Math.ceil(countVec4 / wg);
+        const sums = new Float32Array(2 * wg);
+        for (let i = 0; i < wg; i++) {
+          let x = 0;
+          const lo = startVec4 + Math.min(i * per, countVec4);
+          const hi = startVec4 + Math.min((i + 1) * per, countVec4);
+          for (let k = 4 * lo; k < 4 * hi; k++) x ^= words[k];
+          sums[2 * i] = (x >>> 0) & 0xffff;
+          sums[2 * i + 1] = x >>> 16;
+        }
+        return sums;
+      }));
+      // both attention variants at one position, bit for bit (the split one prefetches from its first row):
+      // no prefetch, attention's, attention's and the reduce passes'
       const pos = prompt.length + 1;
       const token = want.ids[1];
       for (const variant of [0, ATTN.SINGLE_BELOW]) {
         const logits: Float32Array[] = [];
-        for (const on of [false, true]) {
-          fwd.l2Prefetch = on;
+        for (const [l2, passes] of [[false, false], [true, false], [true, true]]) {
+          fwd.l2Prefetch = l2;
+          fwd.l2PrefetchPasses = passes;
+          const what = `${quant}, ${fwd.attentionVariant(variant)}, l2Prefetch ${l2}, passes ${passes}`;
+          for (const { buffer, at } of checks) {
+            ctx.write(buffer, new Uint32Array(2 * wg).fill(POISON), at * 4);
+          }
           fwd.writeState(pos, token, 2);
           ctx.run(fwd.decodeStep(false, variant));
           logits.push(await ctx.readF32(fwd.logits));
+          for (const [j, { buffer, at }] of checks.entries()) {
+            const got = await ctx.readF32(buffer, 2 * wg, at * 4);
+            if (passes) assertEquals(got, wantChecks[j], `${what}: checksums past ${buffer.label}`);
+            else assert(new Uint32Array(got.buffer).every((w) => w === POISON), `${what}: ${buffer.label}`);
+          }
         }
         assert(logits[0].every(Number.isFinite), `${quant}, ${fwd.attentionVariant(variant)}: logits`);
-        assertEquals(logits[1], logits[0], `${quant}, ${fwd.attentionVariant(variant)}: logits`);
+        assertEquals(logits[1], logits[0], `${quant}, ${fwd.attentionVariant(variant)}: logits, l2Prefetch`);
+        assertEquals(logits[2], logits[0], `${quant}, ${fwd.attentionVariant(variant)}: logits, both`);
       }
+      fwd.l2Prefetch = false;
+      fwd.l2PrefetchPasses = false;
     } finally {
       model.dispose();
     }

@@ -20,6 +20,7 @@ import {
   gemvOp,
   gemvSplits,
   type GemvTune,
+  gemvTune,
   matmulOps,
   type Matrix,
   REDUCE,
@@ -247,15 +248,40 @@ Deno.test("gemv_q: dense (EARLY too) and sparse fused q|k|v, int8 and int4, at a
         const what = `${name} K=${K} ${JSON.stringify(tune)}`;
         const dense = await runGemv(ctx, m, xb, [0, 0, 0], { sparse: false, tune });
         assert(relErr(dense.y, want) < 1e-4, `${what} dense: ${relErr(dense.y, want)}`);
-        // EARLY: the first trip's codes and metadata loaded before the staging, the same rows in the same order
+        // EARLY (the first trip's codes and metadata loaded before the staging) and PIPE (the next trip loaded
+        // while the current one is added), alone and together: the same rows in the same order, the same bits
+        const base = tune ?? gemvTune(K, lens.reduce((a, b) => a + b), s.bits === 8 ? "int8" : "int4");
         const early = await runGemv(ctx, m, xb, [0, 0, 0], { sparse: false, tune, early: true });
         assertEquals(early.y, dense.y, `${what} early`);
+        // (pipelined: two of the variants, which keeps the test's time on lavapipe down)
+        const pipe = tune === undefined || tune.WG === 128;
+        if (pipe) {
+          const piped = await runGemv(ctx, m, xb, [0, 0, 0], {
+            sparse: false,
+            tune: { ...base, PIPE: true },
+          });
+          assertEquals(piped.y, dense.y, `${what} pipelined`);
+          const both = await runGemv(ctx, m, xb, [0, 0, 0], {
+            sparse: false,
+            tune: { ...base, PIPE: true },
+            early: true,
+          });
+          assertEquals(both.y, dense.y, `${what} early + pipelined`);
+        }
         for (const frac of [0.4, 0.9]) {
           const thr = lens.map((_, i) => quantile(x, Math.min(1, frac + 0.05 * i)));
           const got = await runGemv(ctx, m, xb, thr, { sparse: true, counter: 0, tune });
           const ref = fusedRef(x, 1, K, deq, lens, thr, scales);
           assert(relErr(got.y, ref.y) < 1e-4, `${what} sparse ${frac}: ${relErr(got.y, ref.y)}`);
           assertEquals(got.counters.slice(0, lens.length), ref.active, `${what} counters`);
+          if (pipe) {
+            const piped = await runGemv(ctx, m, xb, thr, {
+              sparse: true,
+              counter: 0,
+              tune: { ...base, PIPE: true },
+            });
+            assertEquals(piped.y, got.y, `${what} sparse ${frac} pipelined`);
+          }
         }
       }
     }

@@ -51,6 +51,13 @@ export interface TtftRow {
   promptTokens: number;
   /** Wall time from the call to the first token on the host (prefill, sampling, one read-back), ms: median of 3. */
   ms: number;
+  /**
+   * Where a single prefill pass of this many rows spends its time (whichever path the prompt itself takes:
+   * short prompts go through decode steps), when it fits one pass and the adapter has timestamps: host time
+   * to build its ops, GPU time of the pass, and GPU time by kernel label (one pass per op, so each op also
+   * carries a pass's fixed cost).
+   */
+  prefillPass?: { hostBuildMs: number; gpuMs: number; kernelsMs: Record<string, number> };
 }
 
 /** Time to first token at each prompt length (random ids, greedy, one token), after a warm-up at each. */
@@ -62,9 +69,34 @@ export async function benchTtft(model: Model, lengths: number[]): Promise<TtftRo
     await model.complete(ids, gen);
     const ms: number[] = [];
     for (let r = 0; r < 3; r++) ms.push((await model.complete(ids, gen)).timeToFirstTokenMs);
-    rows.push({ promptTokens: n, ms: median(ms) });
+    rows.push({ promptTokens: n, ms: median(ms), prefillPass: await prefillPassTimes(model, n) });
   }
   return rows;
+}
+
+/** {@link TtftRow.prefillPass} for a pass of n rows (medians of 3 builds and passes); undefined if none. */
+async function prefillPassTimes(model: Model, n: number): Promise<TtftRow["prefillPass"]> {
+  const f = model.forward;
+  const gpu = model.gpu;
+  if (!gpu.hasTimestamps || n > f.maxPrefill) return undefined;
+  const host: number[] = [];
+  const total: number[] = [];
+  let ops: Op[] = [];
+  for (let r = 0; r < 3; r++) {
+    const t0 = performance.now();
+    ops = f.prefill(n, 0, { sparse: false, sample: true });
+    host.push(performance.now() - t0);
+    total.push((await gpu.timePasses([ops]))[0]);
+    if (r < 2) releaseOps(ops);
+  }
+  const each = await gpu.timePasses(ops.map((op) => [op]));
+  releaseOps(ops);
+  const kernelsMs: Record<string, number> = {};
+  ops.forEach((op, i) => {
+    const k = op.label ?? "?";
+    kernelsMs[k] = Number(((kernelsMs[k] ?? 0) + each[i]).toFixed(4));
+  });
+  return { hostBuildMs: Number(median(host).toFixed(2)), gpuMs: Number(median(total).toFixed(3)), kernelsMs };
 }
 
 function randomIds(n: number, vocab: number, seed: number): number[] {

@@ -12,6 +12,7 @@ import {
 import { randomModel } from "../bench/random_model.ts";
 import { SHAPES } from "../bench/shapes.ts";
 import { createGpuContext } from "../gpu/context.ts";
+import { GEMV_PIPE } from "../gpu/kernels.ts";
 import { DECODE, PREFILL, prefillStepsUpTo } from "../generate/decode.ts";
 import type { Model } from "../model/model.ts";
 import type { Command } from "./commands.ts";
@@ -62,8 +63,12 @@ export const benchCommand: Command = {
                        the GPU first with bench/finish_check.ts)
   --l2-prefetch        decode attention also reads the o projection's weights into L2 for the o GEMV
                        (Forward.l2Prefetch)
+  --l2-prefetch-passes the decode step's reduce passes also read the start of the next GEMV's weights into L2
+                       (Forward.l2PrefetchPasses; no effect with --gemv-epilogue, which has no such passes)
   --gemv-early         dense decode GEMVs issue their first weight loads before staging their input
                        (Forward.gemvEarly)
+  --gemv-pipe          the decode GEMVs load each trip of weight rows while adding the previous one
+                       (software pipelining; GEMV_PIPE)
   --prefill-gemm       every prefill pass (--ttft, the --speculate verify pass) through the tiled GEMM; by
                        default dense f16 passes of at most 16 rows take the few-row GEMV (Forward.prefillGemv)
   --json               print one JSON object with every row`,
@@ -84,7 +89,9 @@ export const benchCommand: Command = {
     "prefill-steps": { type: "string" },
     "gemv-epilogue": { type: "boolean" },
     "l2-prefetch": { type: "boolean" },
+    "l2-prefetch-passes": { type: "boolean" },
     "gemv-early": { type: "boolean" },
+    "gemv-pipe": { type: "boolean" },
     "prefill-gemm": { type: "boolean" },
     json: { type: "boolean" },
   },
@@ -131,12 +138,18 @@ export const benchCommand: Command = {
       }
       model.forward.gemvEpilogue = v["gemv-epilogue"] === true;
       model.forward.l2Prefetch = v["l2-prefetch"] === true;
+      model.forward.l2PrefetchPasses = v["l2-prefetch-passes"] === true;
       model.forward.gemvEarly = v["gemv-early"] === true;
+      // read by gemvTune when the decode steps are built (none are yet)
+      GEMV_PIPE.f16 = GEMV_PIPE.quant = v["gemv-pipe"] === true;
       model.forward.prefillGemv = v["prefill-gemm"] !== true;
       const rows = await benchDecode(model, { sparsities, tokens, log, streamIntervalMs });
       const ttft = await benchTtft(model, ttftLengths);
       for (const t of ttft) {
-        log(`time to first token after ${t.promptTokens} prompt tokens: ${t.ms.toFixed(1)} ms`);
+        const pass = t.prefillPass
+          ? ` (a prefill pass of ${t.promptTokens} rows: ${t.prefillPass.hostBuildMs} ms to build, ${t.prefillPass.gpuMs} ms GPU)`
+          : "";
+        log(`time to first token after ${t.promptTokens} prompt tokens: ${t.ms.toFixed(1)} ms${pass}`);
       }
       let speculative = null;
       if (v.speculate !== undefined) {
@@ -211,9 +224,15 @@ export const benchCommand: Command = {
         prefill_steps_up_to: prefillStepsUpTo(model.forward),
         gemv_epilogue: model.forward.gemvEpilogue,
         l2_prefetch: model.forward.l2Prefetch,
+        l2_prefetch_passes: model.forward.l2PrefetchPasses,
         gemv_early: model.forward.gemvEarly,
+        gemv_pipe: GEMV_PIPE.f16,
         prefill_gemv: model.forward.prefillGemv,
-        ttft: ttft.map((t) => ({ prompt_tokens: t.promptTokens, ms: Number(t.ms.toFixed(1)) })),
+        ttft: ttft.map((t) => ({
+          prompt_tokens: t.promptTokens,
+          ms: Number(t.ms.toFixed(1)),
+          prefill_pass: t.prefillPass,
+        })),
         speculative,
       };
       if (v.json) console.log(JSON.stringify(report));

@@ -12,6 +12,13 @@ import { gemvQColsPerThread, gemvQOp, matmulQOp, type WeightFormat } from "./qua
  */
 export const GEMV = { TPR: 16, KCHUNK: 512, WG: 256, UNROLL: 4 } as const;
 
+/**
+ * Software pipelining of the GEMVs' row walk (GemvTune.PIPE) by default, for f16 and for quantized weights:
+ * off until timed on a GPU (`bench --gemv-pipe` turns both on for a run). Set it before a model's decode steps
+ * are built.
+ */
+export const GEMV_PIPE: { f16: boolean; quant: boolean } = { f16: false, quant: false };
+
 /** A gemv.wgsl / gemv_q.wgsl variant (benchmarks sweep these; fields left out come from gemvTune). */
 export interface GemvTune {
   /** Threads per column group (8 columns each). */
@@ -22,6 +29,8 @@ export interface GemvTune {
   WG?: number;
   /** Rows each thread has in flight per trip: 4 or 8. */
   UNROLL?: number;
+  /** Load the next trip while adding the current one (software pipelining): the same sums. */
+  PIPE?: boolean;
 }
 /** Output tile of matmul.wgsl (rows and columns). */
 export const MATMUL_TILE = 64;
@@ -126,9 +135,10 @@ export function gemvChunk(K: number, N: number): number {
  */
 export function gemvTune(K: number, N: number, format: WeightFormat = "f16"): Required<GemvTune> {
   const KCHUNK = gemvChunk(K, N);
-  if (N >= 8192) return { TPR: 32, KCHUNK, WG: GEMV.WG, UNROLL: 8 };
-  if (K >= 8192) return { TPR: 16, KCHUNK, WG: GEMV.WG, UNROLL: 8 };
-  return { TPR: format === "f16" ? GEMV.TPR : 8, KCHUNK, WG: GEMV.WG, UNROLL: GEMV.UNROLL };
+  const PIPE = format === "f16" ? GEMV_PIPE.f16 : GEMV_PIPE.quant;
+  if (N >= 8192) return { TPR: 32, KCHUNK, WG: GEMV.WG, UNROLL: 8, PIPE };
+  if (K >= 8192) return { TPR: 16, KCHUNK, WG: GEMV.WG, UNROLL: 8, PIPE };
+  return { TPR: format === "f16" ? GEMV.TPR : 8, KCHUNK, WG: GEMV.WG, UNROLL: GEMV.UNROLL, PIPE };
 }
 
 /** Throws unless a gemv variant is one the kernels can run (each thread masks at most 32 channels). */
@@ -346,6 +356,7 @@ export function gemvOp(
         UNROLL: tune.UNROLL,
         SPARSE: opts.sparse ? 1 : 0,
         EARLY: opts.early && !opts.sparse ? 1 : 0,
+        PIPE: tune.PIPE ? 1 : 0,
         ...shared.overrides,
         ...fin.overrides,
       },
@@ -386,7 +397,12 @@ export function packOp(
 /** reduce.wgsl modes. */
 export const REDUCE = { store: 0, add: 1, swiglu: 2 } as const;
 
-/** reduce.wgsl: adds gemv partials and applies the epilogue (bias, residual add or SwiGLU). */
+/**
+ * reduce.wgsl: adds gemv partials and applies the epilogue (bias, residual add or SwiGLU). `prefetch`: extra
+ * workgroups of the same dispatch read that range of a buffer (the next GEMV's weights, {@link prefetchRange})
+ * into L2 while the pass runs; its checksums (`check`) go to `out` past the floats the pass writes. The pass's
+ * results are the same.
+ */
 export function reduceOp(
   ctx: GpuContext,
   partials: GPUBuffer,
@@ -402,18 +418,42 @@ export function reduceOp(
     bias?: GPUBuffer | null;
     /** MODE add: per-workgroup sums of squares of the new values (ceil(n / 256) floats). */
     ss?: GPUBuffer;
+    prefetch?: L2Prefetch;
     label?: string;
   },
 ): Op {
+  const outOffset = o.outOffset ?? 0;
+  const pre = o.prefetch;
+  const preWg = pre ? checkPrefetch(pre, out, [outOffset, outOffset + o.n]) : 0;
   const params = ctx.uniform(
-    [o.n, o.splits, o.ncols, o.srcOffset ?? 0, o.offB ?? 0, o.outOffset ?? 0, o.bias ? 1 : 0, 0],
+    [
+      o.n,
+      o.splits,
+      o.ncols,
+      o.srcOffset ?? 0,
+      o.offB ?? 0,
+      outOffset,
+      o.bias ? 1 : 0,
+      pre?.startVec4 ?? 0,
+      pre?.countVec4 ?? 0,
+      pre?.check ?? 0,
+      0,
+      0,
+    ],
     "reduce",
   );
   return ctx.op({
-    variant: { shader: "reduce", overrides: { MODE: o.mode, SPLITS: o.splits } },
-    bindings: [params, partials, o.bias ?? ctx.scratch("read"), out, o.ss ?? ctx.scratch("write")],
+    variant: { shader: "reduce", overrides: { MODE: o.mode, SPLITS: o.splits, PREFETCH_WG: preWg } },
+    bindings: [
+      params,
+      partials,
+      o.bias ?? ctx.scratch("read"),
+      out,
+      o.ss ?? ctx.scratch("write"),
+      pre?.buffer ?? ctx.scratch("read"),
+    ],
     owned: [params],
-    workgroups: [Math.ceil(o.n / 256)],
+    workgroups: [Math.ceil(o.n / 256) + preWg],
     label: o.label ?? "reduce",
   });
 }
@@ -997,9 +1037,10 @@ export const ATTN = {
    */
   SINGLE_BELOW: 512,
   /**
-   * L2 prefetch workgroups of a decode attention dispatch (`prefetch` of {@link attnDecodeOps}): about one an
-   * SM on an H100/H200 (132), each with 32 KiB of loads in flight, ~4 MiB in all: what DRAM's bandwidth times
-   * its latency (~4 TB/s x ~1 us) needs to stream, while the attention's few workgroups leave the SMs room.
+   * L2 prefetch workgroups of a decode attention dispatch or a reduce pass (`prefetch` of {@link attnDecodeOps}
+   * and {@link reduceOp}): about one an SM on an H100/H200 (132), each with 32 KiB of loads in flight, ~4 MiB
+   * in all: what DRAM's bandwidth times its latency (~4 TB/s x ~1 us) needs to stream, while the pass's few
+   * workgroups leave the SMs room.
    */
   PREFETCH_WG: 128,
   /**
@@ -1009,7 +1050,15 @@ export const ATTN = {
   PREFETCH_CAP_BYTES: 32 * 2 ** 20,
 } as const;
 
-/** A vec4 (16-byte) range of a buffer for decode attention's L2 prefetch. */
+/**
+ * Most bytes of a matrix prefetched into L2 during a decode step's reduce pass (Forward.l2PrefetchPasses):
+ * about what an H200's DRAM (~4.8 TB/s) delivers in the 3-5 us such a pass takes. Half ATTN.PREFETCH_CAP_BYTES
+ * (attention takes 13-20 us a layer at the 8B shape): a dispatch ends only when its prefetch workgroups do, so
+ * a prefetch longer than the pass would delay the next GEMV's start by about what it saves that GEMV.
+ */
+export const PASS_PREFETCH_CAP_BYTES: number = 16 * 2 ** 20;
+
+/** A vec4 (16-byte) range of a buffer for an L2 prefetch ({@link L2Prefetch}). */
 export interface PrefetchRange {
   /** First vec4 of the range. */
   startVec4: number;
@@ -1019,8 +1068,9 @@ export interface PrefetchRange {
 
 /**
  * The bytes of a matrix's weights (all its segments, blocks back to back), as vec4s, capped at `capBytes`
- * from their start: what decode attention prefetches into L2 for the GEMV after it. f16 segments count
- * `base` and `stride` in f16, int8/int4 ones in u32 words; both layouts keep blocks 16-byte aligned.
+ * from their start: what decode attention or a reduce pass prefetches into L2 for the GEMV after it. f16
+ * segments count `base` and `stride` in f16, int8/int4 ones in u32 words; both layouts keep blocks 16-byte
+ * aligned.
  */
 export function prefetchRange(m: Matrix, capBytes: number): PrefetchRange {
   if (!(Number.isFinite(capBytes) && capBytes >= 0)) {
@@ -1039,15 +1089,18 @@ export function prefetchRange(m: Matrix, capBytes: number): PrefetchRange {
   return { startVec4, countVec4 };
 }
 
-/** Decode attention's L2 prefetch (`prefetch` of {@link attnDecodeOps}). */
-export interface AttnPrefetch extends PrefetchRange {
+/**
+ * An L2 prefetch in a latency-bound pass (shaders/prefetch.wgsl): `prefetch` of {@link attnDecodeOps} and
+ * {@link reduceOp}.
+ */
+export interface L2Prefetch extends PrefetchRange {
   /** The buffer whose range to read (the next GEMV's weights). */
   buffer: GPUBuffer;
   /** Prefetch workgroups (default ATTN.PREFETCH_WG). */
   workgroups?: number;
   /**
-   * The float index of the attention's output buffer (the partials in the split variant), past what the
-   * attention writes, where prefetch workgroup i writes its slice's XOR (low, high 16 bits) at 2i and 2i + 1.
+   * The float index of the pass's output buffer (the attention's partials in its split variant), past what
+   * the pass writes, where prefetch workgroup i writes its slice's XOR (low, high 16 bits) at 2i and 2i + 1.
    * Forward always sets it: a result the loads feed keeps a compiler from dropping them. Left out: no write.
    */
   check?: number;
@@ -1077,36 +1130,43 @@ export interface QkvPartials {
   bias: GPUBuffer | null;
 }
 
-/** Checks an attention prefetch against its buffers; returns its workgroup count. */
-function checkAttnPrefetch(pre: AttnPrefetch, out: GPUBuffer): number {
+/**
+ * Checks an L2 prefetch against its buffers; returns its workgroup count. `written`: the float range [lo, hi)
+ * of `out` the pass itself writes, which the checksums must not overlap.
+ */
+function checkPrefetch(pre: L2Prefetch, out: GPUBuffer, written?: [number, number]): number {
   const wg = pre.workgroups ?? ATTN.PREFETCH_WG;
   if (!(Number.isInteger(wg) && wg >= 1 && wg <= 65535)) {
-    throw new RangeError(`attention prefetch: workgroups must be an integer in 1..65535, got ${wg}`);
+    throw new RangeError(`L2 prefetch: workgroups must be an integer in 1..65535, got ${wg}`);
   }
   const { startVec4: start, countVec4: count } = pre;
   if (!(Number.isInteger(start) && start >= 0 && Number.isInteger(count) && count >= 0)) {
     throw new RangeError(
-      `attention prefetch: startVec4 ${start} and countVec4 ${count} must be integers >= 0`,
+      `L2 prefetch: startVec4 ${start} and countVec4 ${count} must be integers >= 0`,
     );
   }
   const have = Math.floor(pre.buffer.size / 16);
   if (start + count > have) {
     throw new RangeError(
-      `attention prefetch: vec4s [${start}, ${
+      `L2 prefetch: vec4s [${start}, ${
         start + count
       }) run past the buffer's ${have} (${pre.buffer.size} bytes)`,
     );
   }
-  if (start + count >= 2 ** 32) throw new RangeError(`attention prefetch: vec4 ${start + count} is past u32`);
+  if (start + count >= 2 ** 32) throw new RangeError(`L2 prefetch: vec4 ${start + count} is past u32`);
   if (pre.check !== undefined) {
-    if (!(Number.isInteger(pre.check) && pre.check >= 1)) {
-      throw new RangeError(`attention prefetch: check must be an integer >= 1, got ${pre.check}`);
+    const [lo, hi] = [pre.check, pre.check + 2 * wg];
+    if (!(Number.isInteger(lo) && lo >= 1)) {
+      throw new RangeError(`L2 prefetch: check must be an integer >= 1, got ${lo}`);
     }
-    if ((pre.check + 2 * wg) * 4 > out.size) {
+    if (hi * 4 > out.size) {
       throw new RangeError(
-        `attention prefetch: checksums at floats [${pre.check}, ${
-          pre.check + 2 * wg
-        }) run past the output's ${out.size / 4}`,
+        `L2 prefetch: checksums at floats [${lo}, ${hi}) run past the output's ${out.size / 4}`,
+      );
+    }
+    if (written && lo < written[1] && written[0] < hi) {
+      throw new RangeError(
+        `L2 prefetch: checksums at floats [${lo}, ${hi}) overlap the output [${written[0]}, ${written[1]})`,
       );
     }
   }
@@ -1131,7 +1191,7 @@ export function attnDecodeOps(
   out: GPUBuffer,
   state: GPUBuffer,
   a: AttentionShape,
-  o: { window: number; single: boolean; span?: number; sub?: number; prefetch?: AttnPrefetch },
+  o: { window: number; single: boolean; span?: number; sub?: number; prefetch?: L2Prefetch },
 ): Op[] {
   if (a.headDim % 8 !== 0 || a.headDim > 256) {
     throw new RangeError(
@@ -1141,7 +1201,7 @@ export function attnDecodeOps(
   const span = o.span ?? ATTN.SPAN;
   const splits = o.single ? 1 : Math.ceil(a.maxSeq / span);
   const pre = o.prefetch;
-  const preWg = pre ? checkAttnPrefetch(pre, o.single ? out : part) : 0;
+  const preWg = pre ? checkPrefetch(pre, o.single ? out : part) : 0;
   const params = ctx.uniform(
     [
       a.numHeads,

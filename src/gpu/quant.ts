@@ -330,6 +330,7 @@ export function gemvQOp(
         UNROLL,
         SPARSE: opts.sparse ? 1 : 0,
         EARLY: opts.early && !opts.sparse ? 1 : 0,
+        PIPE: tune.PIPE ? 1 : 0,
         BITS: s.bits,
         GROUP: s.group,
         ...shared.overrides,

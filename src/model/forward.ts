@@ -23,11 +23,13 @@ import {
   gemvRowsPartialBytes,
   gemvSplits,
   gemvTiles,
+  type L2Prefetch,
   MATMUL_TILE,
   matmulOp,
   matmulOps,
   type MatmulOptions,
   type Matrix,
+  PASS_PREFETCH_CAP_BYTES,
   prefetchRange,
   REDUCE,
   reduceOp,
@@ -68,11 +70,11 @@ export class Forward {
   readonly maxPrefill: number;
   readonly shape: AttentionShape;
   // decode activations
-  readonly x: GPUBuffer; // f32 [hidden] residual stream
+  readonly x: GPUBuffer; // f32 [hidden] residual stream (+ 2 * ATTN.PREFETCH_WG: l2PrefetchPasses' checksums)
   readonly xn: GPUBuffer; // f32 [hidden] normed
   readonly attn: GPUBuffer; // f32 [heads*headDim]
   readonly attnPart: GPUBuffer; // f32 [kv splits][heads][headDim + 2] split-KV attention partials (long contexts)
-  readonly act: GPUBuffer; // f32 [intermediate] silu(gate)*up
+  readonly act: GPUBuffer; // f32 [intermediate] silu(gate)*up (+ 2 * ATTN.PREFETCH_WG, as x)
   readonly partials: GPUBuffer; // f32 [splits][cols] split-K sums
   readonly partials2: GPUBuffer; // f32 [splits][cols] second set (down GEMV reads gate|up partials)
   readonly ss: GPUBuffer; // f32 [ceil(hidden/256)] sums of squares of the residual stream, by workgroup
@@ -171,6 +173,25 @@ export class Forward {
   }
   #l2Prefetch = false;
 
+  /**
+   * A decode step's reduce passes prefetch the start of the next GEMV's weights (up to
+   * PASS_PREFETCH_CAP_BYTES) into L2 with extra workgroups of their own dispatch (reduce.wgsl, prefetch.wgsl):
+   * the residual add after the o GEMV reads gate|up's, SwiGLU down's, the residual add after the down GEMV the
+   * next layer's q|k|v (after the last layer, lm_head's first part). The passes are short and latency-bound
+   * and leave DRAM idle, as attention does ({@link l2Prefetch}). The same results either way. No effect with
+   * {@link gemvEpilogue}, which has no reduce passes. Off by default until timed on a GPU
+   * (`bench --l2-prefetch-passes`). Change it between generations, not during one.
+   */
+  get l2PrefetchPasses(): boolean {
+    return this.#l2PrefetchPasses;
+  }
+  set l2PrefetchPasses(on: boolean) {
+    if (on === this.#l2PrefetchPasses) return;
+    this.#l2PrefetchPasses = on;
+    this.#dropSteps();
+  }
+  #l2PrefetchPasses = false;
+
   #decode = new Map<string, Op[]>();
   #prompt = new Map<string, Op[]>();
   #promptEnd = new Map<string, number>(); // ops of a decode step up to the last layer's attention
@@ -202,13 +223,15 @@ export class Forward {
       c.hiddenSize,
       ...weights.lmHead.map((p) => p.matrix.N),
     );
-    this.x = f32(c.hiddenSize, "x");
+    // past the residual stream and SwiGLU's output, the reduce passes' prefetch checksums (l2PrefetchPasses):
+    // reduce.o and reduce.down both write them to x's, which nothing reads (the GEMVs read K inputs)
+    this.x = f32(c.hiddenSize + 2 * ATTN.PREFETCH_WG, "x");
     this.xn = f32(c.hiddenSize, "xn");
     // past the attention's output, the L2 prefetch's per-workgroup checksums: always written, so that no
     // compiler may drop the loads that feed them (l2Prefetch)
     this.attn = f32(qDim + 2 * ATTN.PREFETCH_WG, "attn");
     this.attnPart = f32(attnPartFloats(this.shape) + 2 * ATTN.PREFETCH_WG, "attn_part");
-    this.act = f32(c.intermediateSize, "act");
+    this.act = f32(c.intermediateSize + 2 * ATTN.PREFETCH_WG, "act");
     const maxSplits = Math.ceil(maxK / GEMV.KCHUNK); // no matrix has more (gemvSplits)
     this.partials = f32(maxSplits * maxCols, "partials");
     this.partials2 = f32(maxSplits * maxCols, "partials2");
@@ -317,7 +340,8 @@ export class Forward {
    * of squares the residual add leaves). `pos`, where the step is expected to run, picks the attention variant
    * ({@link attnSpan}): one workgroup per head at short contexts, else split over the context plus a combine
    * pass (one more dispatch). Every variant is right at any position; they differ in speed. With
-   * {@link l2Prefetch}, the attention dispatch also reads the o projection's weights into L2.
+   * {@link l2Prefetch}, the attention dispatch also reads the o projection's weights into L2; with
+   * {@link l2PrefetchPasses}, each reduce pass the next GEMV's.
    */
   decodeStep(sparse: boolean, pos = 0): Op[] {
     const key = this.#stepKey(sparse, pos);
@@ -339,13 +363,20 @@ export class Forward {
       eps: c.rmsNormEps,
     });
     const ssOf = (m: Matrix) => fused ? gemvTiles(m) : Math.ceil(h / 256);
-    // x += m . in, its splits summed in the GEMV's epilogue or in a reduce pass
+    // a reduce pass reads the start of the next GEMV's weights into L2, its checksums at `check` of its output
+    // buffer, past what it writes (l2PrefetchPasses)
+    const passPrefetch = (next: Matrix, check: number): L2Prefetch | undefined =>
+      this.l2PrefetchPasses
+        ? { buffer: next.buffer, ...prefetchRange(next, PASS_PREFETCH_CAP_BYTES), check }
+        : undefined;
+    // x += m . in, its splits summed in the GEMV's epilogue or in a reduce pass (which prefetches `next`)
     const residual = (
       m: Matrix,
       input: GPUBuffer,
       partials: GPUBuffer,
       counter: number,
       label: string,
+      next: Matrix,
     ): Op[] => {
       const o = { sparse, counter, label: `gemv.${label}`, state: this.state, early };
       if (fused) {
@@ -361,6 +392,7 @@ export class Forward {
           ncols: m.N,
           mode: REDUCE.add,
           ss: this.ss,
+          prefetch: passPrefetch(next, h),
           label: `reduce.${label}`,
         }),
       ];
@@ -393,6 +425,7 @@ export class Forward {
           ncols: L.gateUp.N,
           mode: REDUCE.swiglu,
           offB: L.gateUp.N / 2,
+          prefetch: passPrefetch(L.down, c.intermediateSize),
           label: "swiglu",
         }),
       ];
@@ -448,10 +481,12 @@ export class Forward {
       );
       // a prompt step (all but the last prompt token) needs no more than this: the rest feeds only lm_head
       if (i === w.layers.length - 1) this.#promptEnd.set(key, ops!.length);
+      // after the last layer's down projection, lm_head's first part
+      const next = w.layers[i + 1]?.qkv ?? w.lmHead[0].matrix;
       ops!.push(
-        ...residual(L.o, this.attn, this.partials, slot + 3, "o"),
+        ...residual(L.o, this.attn, this.partials, slot + 3, "o", L.gateUp),
         ...gateUp(L, slot + 4, ssOf(L.o)),
-        ...residual(L.down, this.act, this.partials2, slot + 6, "down"),
+        ...residual(L.down, this.act, this.partials2, slot + 6, "down", next),
       );
       nss = ssOf(L.down);
     });
