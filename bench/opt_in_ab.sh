@@ -59,8 +59,8 @@ fi
 #    passes (--l2-prefetch-passes). f16 arm by arm; int8 and int4 the defaults, the two GEMV options and all.
 if [[ $part == decode ]]; then
   for q in none int8 int4; do
-    arms="base gemv all"
-    [[ $q == none ]] && arms="base early pipe gemv l2 l2p all"
+    arms="base all gemv"
+    [[ $q == none ]] && arms="base all gemv l2p early pipe l2"
     for arm in $arms; do
       case $arm in
         base) flags="" ;;
