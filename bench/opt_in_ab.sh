@@ -29,7 +29,7 @@ summary() { # file label
     if (r.speculative) console.log('$2 speculative', JSON.stringify(r.speculative));" || true
 }
 
-if [[ $part != prefill ]]; then
+if [[ $part == all || $part == epilogue ]]; then
   ok_epilogue=1
   for q in none int4; do
     if ! deno run -A bench/finish_check.ts --runs 20 --quant "$q" --shape "$shape" | tee "$out/finish-check-$q.txt"; then
@@ -53,24 +53,24 @@ if [[ $part != prefill ]]; then
 fi
 [[ $part == epilogue ]] && exit 0
 
-# 3. PART=decode: the decode-step options against the defaults, dense and at 50%: the first weight loads
-#    before the input staging (--gemv-early), software-pipelined row walks (--gemv-pipe), the o projection's
-#    weights read into L2 during attention (--l2-prefetch) and the next GEMV's weights read during the reduce
-#    passes (--l2-prefetch-passes). f16 arm by arm; int8 and int4 the defaults, all four, and the GEMV two.
+# 3. PART=decode: the decode-step options, dense and at 50%: the first weight loads before the input staging
+#    (--gemv-early) and the o projection's weights read into L2 during attention (--l2-prefetch), both on by
+#    default for f16 weights since 2026-12-03; software-pipelined row walks (--gemv-pipe) and the next GEMV's
+#    weights read during the reduce passes (--l2-prefetch-passes), both off. `off` has the two defaults off.
 if [[ $part == decode ]]; then
   # the runs that decide the defaults first, the ones that split the gains up after them
-  for run in none:base none:all none:gemv none:l2p int8:base int8:all int4:base int4:all \
-    none:early none:pipe none:l2 int8:gemv int4:gemv; do
+  for run in none:off none:base none:all none:pipe none:l2p int8:base int8:early int4:base int4:early \
+    none:early none:l2; do
     q=${run%%:*}
     arm=${run#*:}
     case $arm in
+      off) flags="--gemv-early off --l2-prefetch off" ;;
       base) flags="" ;;
-      early) flags="--gemv-early" ;;
+      early) flags="--gemv-early on --l2-prefetch off" ;;
+      l2) flags="--gemv-early off --l2-prefetch on" ;;
       pipe) flags="--gemv-pipe" ;;
-      gemv) flags="--gemv-early --gemv-pipe" ;;
-      l2) flags="--l2-prefetch" ;;
-      l2p) flags="--l2-prefetch --l2-prefetch-passes" ;;
-      all) flags="--gemv-early --gemv-pipe --l2-prefetch --l2-prefetch-passes" ;;
+      l2p) flags="--l2-prefetch on --l2-prefetch-passes" ;;
+      all) flags="--gemv-early on --gemv-pipe --l2-prefetch on --l2-prefetch-passes" ;;
     esac
     f="$out/$shape-$q-decode-$arm.json"
     deno run -A cli.ts bench --shape "$shape" --sparsity 0,0.5 --tokens 256 --quant "$q" $flags --json >"$f" ||

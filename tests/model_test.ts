@@ -264,7 +264,7 @@ Deno.test("decode steps on both sides of ATTN.SINGLE_BELOW, in both attention va
           else bits.set(epilogue, logits);
         }
         fwd.gemvEpilogue = false;
-        fwd.gemvEarly = false;
+        fwd.gemvEarly = true; // the default for f16 weights
       }
     }
   } finally {
@@ -290,6 +290,10 @@ Deno.test("decode steps with the next GEMV's weights prefetched into L2 (l2Prefe
       const r = rng(23);
       const prompt = Array.from({ length: ATTN.SINGLE_BELOW - 2 }, () => Math.floor(r() * V));
       const greedy = { temperature: 0, maxTokens: 6, stopAtEos: false };
+      // on by default for f16 weights on a GPU (off on a CPU adapter): the reference runs are without it
+      assertEquals(fwd.l2Prefetch, quant === "none" && !ctx.isCpu);
+      assertEquals(fwd.gemvEarly, quant === "none");
+      fwd.l2Prefetch = false;
       // a long prompt (prefill, then decode steps across ATTN.SINGLE_BELOW), a short one (prompt steps)
       const want = await model.complete(prompt, greedy);
       const wantShort = await model.complete(prompt.slice(0, 3), greedy);

@@ -61,12 +61,12 @@ export const benchCommand: Command = {
                        device: 7 on a GPU, 1 on a CPU adapter)
   --gemv-epilogue      the decode GEMVs sum their own splits (Forward.gemvEpilogue: no reduce passes; check
                        the GPU first with bench/finish_check.ts)
-  --l2-prefetch        decode attention also reads the o projection's weights into L2 for the o GEMV
-                       (Forward.l2Prefetch)
+  --l2-prefetch on|off decode attention also reads the o projection's weights into L2 for the o GEMV
+                       (Forward.l2Prefetch; default on for f16 weights, off for int8/int4)
   --l2-prefetch-passes the decode step's reduce passes also read the start of the next GEMV's weights into L2
                        (Forward.l2PrefetchPasses; no effect with --gemv-epilogue, which has no such passes)
-  --gemv-early         dense decode GEMVs issue their first weight loads before staging their input
-                       (Forward.gemvEarly)
+  --gemv-early on|off  dense decode GEMVs issue their first weight loads before staging their input
+                       (Forward.gemvEarly; default on for f16 weights, off for int8/int4)
   --gemv-pipe          the decode GEMVs load each trip of weight rows while adding the previous one
                        (software pipelining; GEMV_PIPE)
   --prefill-gemm       every prefill pass (--ttft, the --speculate verify pass) through the tiled GEMM; by
@@ -88,9 +88,9 @@ export const benchCommand: Command = {
     ttft: { type: "string" },
     "prefill-steps": { type: "string" },
     "gemv-epilogue": { type: "boolean" },
-    "l2-prefetch": { type: "boolean" },
+    "l2-prefetch": { type: "string" },
     "l2-prefetch-passes": { type: "boolean" },
-    "gemv-early": { type: "boolean" },
+    "gemv-early": { type: "string" },
     "gemv-pipe": { type: "boolean" },
     "prefill-gemm": { type: "boolean" },
     json: { type: "boolean" },
@@ -109,6 +109,8 @@ export const benchCommand: Command = {
         throw new Error(`--ttft: ${n} is not a prompt length (an integer >= 1)`);
       }
     }
+    // checked before the model is built (applied after, over the model's own defaults)
+    for (const name of ["l2-prefetch", "gemv-early"]) onOff(v[name], name, false);
     const contextLength = Math.max(16, ...ttftLengths) + tokens + 64;
     if (v.model) {
       shape = (v.model as string).replace(/\/+$/, "").split("/").pop()!;
@@ -137,9 +139,9 @@ export const benchCommand: Command = {
         PREFILL.stepsUpTo = num(v, "prefill-steps", 0, { min: 0, integer: true });
       }
       model.forward.gemvEpilogue = v["gemv-epilogue"] === true;
-      model.forward.l2Prefetch = v["l2-prefetch"] === true;
+      model.forward.l2Prefetch = onOff(v["l2-prefetch"], "l2-prefetch", model.forward.l2Prefetch);
       model.forward.l2PrefetchPasses = v["l2-prefetch-passes"] === true;
-      model.forward.gemvEarly = v["gemv-early"] === true;
+      model.forward.gemvEarly = onOff(v["gemv-early"], "gemv-early", model.forward.gemvEarly);
       // read by gemvTune when the decode steps are built (none are yet)
       GEMV_PIPE.f16 = GEMV_PIPE.quant = v["gemv-pipe"] === true;
       model.forward.prefillGemv = v["prefill-gemm"] !== true;
@@ -260,3 +262,10 @@ export const benchCommand: Command = {
     }
   },
 };
+
+/** An `on|off` option's value, or `fallback` when it is not given. */
+function onOff(value: unknown, name: string, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (value === "on" || value === "off") return value === "on";
+  throw new Error(`--${name} must be 'on' or 'off', got '${value}'`);
+}

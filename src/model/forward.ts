@@ -134,8 +134,11 @@ export class Forward {
 
   /**
    * Dense decode GEMVs issue their first trip of weight loads before staging their input (gemv.wgsl `EARLY`):
-   * the same sums, one DRAM round trip less on each GEMV's critical path. Off by default until timed on a GPU
-   * (`bench --gemv-early`). Change it between generations, not during one.
+   * the same sums, one DRAM round trip less on each GEMV's critical path. On by default for f16 weights, off
+   * for int8/int4: at Llama-3-8B shapes on the H200 (2026-12-03, docs/benchmarks.md) a dense f16 step took
+   * 5.84 ms instead of 5.87–5.88 (5.81 with {@link l2Prefetch}), while int8 and int4 dense steps were 4% and 23%
+   * slower (their first trip holds codes and metadata in registers through the staging). Sparse steps have no
+   * early loads (their rows are known only after compaction). Change it between generations, not during one.
    */
   get gemvEarly(): boolean {
     return this.#gemvEarly;
@@ -146,7 +149,7 @@ export class Forward {
     this.#dropSteps();
   }
   #gemvEpilogue = false;
-  #gemvEarly = false;
+  #gemvEarly: boolean;
 
   /** Drops the decode steps built so far (a layout option changed). */
   #dropSteps(): void {
@@ -160,8 +163,12 @@ export class Forward {
   /**
    * Decode attention prefetches the o projection's weights (up to ATTN.PREFETCH_CAP_BYTES) into L2 with extra
    * workgroups of its own dispatch (attn_decode.wgsl), so that the o GEMV after it reads them from L2: the
-   * attention is latency-bound and leaves DRAM idle. The same results either way. Off by default until timed on
-   * a GPU (`bench --l2-prefetch`). Change it between generations, not during one.
+   * attention is latency-bound and leaves DRAM idle. The same results either way. On by default for f16
+   * weights: at Llama-3-8B shapes on the H200 (2026-12-03, docs/benchmarks.md) the o GEMV went from 0.53 to
+   * 0.39 ms a token and attention from 0.66 to 0.77, with {@link gemvEarly} a dense step from 5.88 to 5.81 ms;
+   * at 50% sparsity it is even (4.83 ms either way). Off for int8/int4, where it was not timed alone, and on a
+   * CPU adapter (lavapipe), where the extra workgroups cost time and there is no L2 to fill. Change it between
+   * generations, not during one.
    */
   get l2Prefetch(): boolean {
     return this.#l2Prefetch;
@@ -171,7 +178,7 @@ export class Forward {
     this.#l2Prefetch = on;
     this.#dropSteps();
   }
-  #l2Prefetch = false;
+  #l2Prefetch: boolean;
 
   /**
    * A decode step's reduce passes prefetch the start of the next GEMV's weights (up to
@@ -202,6 +209,10 @@ export class Forward {
     this.ctx = ctx;
     this.config = config;
     this.weights = weights;
+    // measured faster for f16 weights only (see the properties); a CPU adapter has no L2 to fill, and its
+    // 128 extra workgroups an attention dispatch cost it real time
+    this.#gemvEarly = weights.format === "f16";
+    this.#l2Prefetch = weights.format === "f16" && !ctx.isCpu;
     this.maxSeq = o.maxSeq;
     this.maxPrefill = o.maxPrefill;
     const c = config;
