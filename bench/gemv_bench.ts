@@ -66,14 +66,16 @@ export async function timeGemv(
   sparsity: number,
   tune: GemvTune = { TPR: 16, KCHUNK: 512 },
   input?: GemvInput,
+  // dense only: the first trip's loads before the staging (Forward.gemvEarly)
   reps = 5,
   // a pass of ~40 ms at 3 TB/s: short passes separated by read-backs let the GPU clock down, and the
   // ramp-up then shows as a fixed cost per dispatch that the same kernel does not have inside a decode loop
   perPass = Math.min(2000, Math.max(40, Math.ceil((40e-3 * 3e12) / (s.mats[0].K * s.mats[0].N * 2)))),
+  early = false,
 ): Promise<number> {
   ctx.write(s.sp.thresholds, new Float32Array([sparsity]));
   const ops = s.mats.flatMap((m) => [
-    gemvOp(ctx, m, s.x, s.partials, s.sp, { sparse: sparsity > 0, tune, input }),
+    gemvOp(ctx, m, s.x, s.partials, s.sp, { sparse: sparsity > 0, tune, input, early }),
     reduceOp(ctx, s.partials, s.out, {
       n: m.N,
       splits: Math.ceil(m.K / tune.KCHUNK),
@@ -117,6 +119,57 @@ export async function overheads(ctx: GpuContext): Promise<Record<string, number>
   };
 }
 
+/**
+ * `--model-grid`: the four decode GEMVs of a Llama-3-8B layer as the model runs them (q|k|v and gate|up as
+ * fused segments behind an RMSNorm input; dense with the early loads f16 uses), each with its reduce pass, over
+ * threads per column group, K chunks up to 2048 and rows in flight, dense and sparse. Writes the rows as JSON
+ * to $GEMV_BENCH_JSON when set.
+ */
+async function modelGrid(ctx: GpuContext): Promise<void> {
+  const sparsities = (Deno.env.get("GRID_SPARSITY") ?? "0,0.5,0.7").split(",").map(Number);
+  const tprs = (Deno.env.get("GRID_TPR") ?? "8,16,32").split(",").map(Number);
+  const chunks = (Deno.env.get("GRID_KCHUNK") ?? "512,1024,2048").split(",").map(Number);
+  const unrolls = (Deno.env.get("GRID_UNROLL") ?? "4,8").split(",").map(Number);
+  const d = Deno.env.get("GRID_SMALL") ? 16 : 1; // GRID_SMALL: a 16th of each dimension, to try the script
+  const shapes: [string, number, number[], boolean][] = [
+    ["qkv", 4096 / d, [4096 / d, 1024 / d, 1024 / d], true],
+    ["o", 4096 / d, [4096 / d], false],
+    ["gateup", 4096 / d, [14336 / d, 14336 / d], true],
+    ["down", 14336 / d, [4096 / d], false],
+  ];
+  const rows: Record<string, unknown>[] = [];
+  for (const [name, K, lens, norm] of shapes) {
+    const N = lens.reduce((a, b) => a + b);
+    const s = setup(ctx, N, K, Math.max(2, Math.ceil(400e6 / (N * K * 2))), lens);
+    const input: GemvInput | undefined = norm
+      ? {
+        kind: "rmsnorm",
+        weight: ctx.buffer(K * 4, "norm", new Float32Array(K).fill(1)),
+        ss: ctx.buffer(64, "ss", new Float32Array(16).fill(K / 16)),
+        nss: 16,
+        eps: 1e-5,
+      }
+      : undefined;
+    for (const TPR of tprs) {
+      for (const KCHUNK of chunks) {
+        for (const UNROLL of unrolls) {
+          const tune = { TPR, KCHUNK, UNROLL };
+          const line: string[] = [];
+          for (const sp of sparsities) {
+            const us = await timeGemv(ctx, s, sp, tune, input, 5, undefined, sp === 0);
+            rows.push({ name, N, K, ...tune, sparsity: sp, us: Number(us.toFixed(2)) });
+            line.push(`${sp}: ${us.toFixed(1)}`);
+          }
+          console.log(`${name} TPR${TPR} KCHUNK${KCHUNK} UNROLL${UNROLL} | ${line.join(" | ")} us`);
+        }
+      }
+    }
+    for (const m of s.mats) m.buffer.destroy();
+  }
+  const out = Deno.env.get("GEMV_BENCH_JSON");
+  if (out) await Deno.writeTextFile(out, JSON.stringify({ device: ctx.adapterName, rows }));
+}
+
 if (import.meta.main) {
   if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
   const quick = Deno.args.includes("--quick");
@@ -155,6 +208,11 @@ if (import.meta.main) {
       console.log(`${N}x${K} ${name} | ${line.join(" | ")}`);
       for (const m of s.mats) m.buffer.destroy();
     }
+    Deno.exit(0);
+  }
+  if (Deno.args.includes("--model-grid")) {
+    await modelGrid(ctx);
+    ctx.destroy();
     Deno.exit(0);
   }
   const grid = Deno.args.includes("--grid");

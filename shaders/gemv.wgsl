@@ -66,7 +66,6 @@ struct Params {
 
 // #include gemv_finish
 
-var<workgroup> xs: array<f32, KCHUNK>;
 var<workgroup> act_idx: array<u32, KCHUNK>;
 var<workgroup> act_val: array<f32, KCHUNK>;
 var<workgroup> scan: array<u32, WG>;
@@ -95,6 +94,13 @@ fn row(j: u32, k_base: u32) -> u32 {
   return k_base + j;
 }
 
+// Input value of the j-th row walked: staged at its channel's place in the chunk, dense or sparse (so the
+// compaction moves only indices and the chunk needs 8 bytes of workgroup memory a channel, not 12).
+fn val(j: u32, k_base: u32) -> f32 {
+  if (SPARSE) { return act_val[act_idx[j] - k_base]; }
+  return act_val[j];
+}
+
 fn lo4(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
 fn hi4(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)); }
 
@@ -119,18 +125,18 @@ fn load_trip(j: u32, k_base: u32, v_stride: u32, v_col: u32) -> Trip {
 }
 
 // Adds a loaded trip (walk positions j, j + KG, ...) into the accumulators, in the order every path uses.
-fn fma_trip(acc0: ptr<function, vec4<f32>>, acc1: ptr<function, vec4<f32>>, r: Trip, j: u32) {
-  let v0 = act_val[j];
-  let v1 = act_val[j + KG];
-  let v2 = act_val[j + 2u * KG];
-  let v3 = act_val[j + 3u * KG];
+fn fma_trip(acc0: ptr<function, vec4<f32>>, acc1: ptr<function, vec4<f32>>, r: Trip, j: u32, k_base: u32) {
+  let v0 = val(j, k_base);
+  let v1 = val(j + KG, k_base);
+  let v2 = val(j + 2u * KG, k_base);
+  let v3 = val(j + 3u * KG, k_base);
   *acc0 += v0 * lo4(r.w0) + v1 * lo4(r.w1) + v2 * lo4(r.w2) + v3 * lo4(r.w3);
   *acc1 += v0 * hi4(r.w0) + v1 * hi4(r.w1) + v2 * hi4(r.w2) + v3 * hi4(r.w3);
   if (UNROLL == 8u) {
-    let v4 = act_val[j + 4u * KG];
-    let v5 = act_val[j + 5u * KG];
-    let v6 = act_val[j + 6u * KG];
-    let v7 = act_val[j + 7u * KG];
+    let v4 = val(j + 4u * KG, k_base);
+    let v5 = val(j + 5u * KG, k_base);
+    let v6 = val(j + 6u * KG, k_base);
+    let v7 = val(j + 7u * KG, k_base);
     *acc0 += v4 * lo4(r.w4) + v5 * lo4(r.w5) + v6 * lo4(r.w6) + v7 * lo4(r.w7);
     *acc1 += v4 * hi4(r.w4) + v5 * hi4(r.w5) + v6 * hi4(r.w6) + v7 * hi4(r.w7);
   }
@@ -180,7 +186,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
       let v = input(kc, inv_rms);
       let sc = scales[s * p.K + kc];
       if (kk < n_k) {
-        xs[kk] = v;
+        act_val[kk] = v;  // in place: the walk reads it through act_idx
         if (abs(v) * sc > thr) {
           cnt++;
           keep |= 1u << e;
@@ -200,7 +206,6 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     for (var e = 0u; e < PER; e++) {
       if ((keep & (1u << e)) != 0u) {
         act_idx[slot] = k_base + k0 + e;
-        act_val[slot] = xs[k0 + e];
         slot++;
       }
     }
@@ -232,24 +237,24 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
         let more = j + step + (UNROLL - 1u) * KG < n_act;
         var next = Trip();
         if (more) { next = load_trip(j + step, k_base, v_stride, v_col); }
-        fma_trip(&acc0, &acc1, cur, j);
+        fma_trip(&acc0, &acc1, cur, j, k_base);
         cur = next;
         j += step;
         full = more;
       }
     } else {
       if (early) {
-        fma_trip(&acc0, &acc1, cur, j);
+        fma_trip(&acc0, &acc1, cur, j, k_base);
         j += step;
       }
       for (; j + (UNROLL - 1u) * KG < n_act; j += step) {
-        fma_trip(&acc0, &acc1, load_trip(j, k_base, v_stride, v_col), j);
+        fma_trip(&acc0, &acc1, load_trip(j, k_base, v_stride, v_col), j, k_base);
       }
     }
     for (; j < n_act; j += KG) {
       let w = wt[row(j, k_base) * v_stride + v_col];
-      acc0 += act_val[j] * lo4(w);
-      acc1 += act_val[j] * hi4(w);
+      acc0 += val(j, k_base) * lo4(w);
+      acc1 += val(j, k_base) * hi4(w);
     }
   }
   let r = kg * TILE_N + c * 8u;

@@ -69,7 +69,6 @@ struct Params {
 
 // #include gemv_finish
 
-var<workgroup> xs: array<f32, KCHUNK>;
 var<workgroup> act_idx: array<u32, KCHUNK>;
 var<workgroup> act_val: array<f32, KCHUNK>;
 var<workgroup> scan: array<u32, WG>;
@@ -107,6 +106,13 @@ struct Trip {
 fn row(j: u32, k_base: u32) -> u32 {
   if (SPARSE) { return act_idx[j]; }
   return k_base + j;
+}
+
+// Input value of the j-th row walked: staged at its channel's place in the chunk, dense or sparse (so the
+// compaction moves only indices and the chunk needs 8 bytes of workgroup memory a channel, not 12).
+fn val(j: u32, k_base: u32) -> f32 {
+  if (SPARSE) { return act_val[act_idx[j] - k_base]; }
+  return act_val[j];
 }
 
 const MAGIC: u32 = 0x4b000000u;  // 2^23: its mantissa holds any integer below 2^23 exactly
@@ -193,16 +199,16 @@ fn load_trip(j: u32, k_base: u32, vs: u32, vc: u32, mo: u32, stride: u32) -> Tri
 }
 
 // Adds a loaded trip (walk positions j, j + KG, ...) into the accumulators, row by row in walk order.
-fn fma_trip(acc: ptr<function, Acc>, r: Trip, j: u32, hsel: u32) {
-  fma_row(acc, r.q0, coef(r.m0, hsel, act_val[j]));
-  fma_row(acc, r.q1, coef(r.m1, hsel, act_val[j + KG]));
-  fma_row(acc, r.q2, coef(r.m2, hsel, act_val[j + 2u * KG]));
-  fma_row(acc, r.q3, coef(r.m3, hsel, act_val[j + 3u * KG]));
+fn fma_trip(acc: ptr<function, Acc>, r: Trip, j: u32, k_base: u32, hsel: u32) {
+  fma_row(acc, r.q0, coef(r.m0, hsel, val(j, k_base)));
+  fma_row(acc, r.q1, coef(r.m1, hsel, val(j + KG, k_base)));
+  fma_row(acc, r.q2, coef(r.m2, hsel, val(j + 2u * KG, k_base)));
+  fma_row(acc, r.q3, coef(r.m3, hsel, val(j + 3u * KG, k_base)));
   if (UNROLL == 8u) {
-    fma_row(acc, r.q4, coef(r.m4, hsel, act_val[j + 4u * KG]));
-    fma_row(acc, r.q5, coef(r.m5, hsel, act_val[j + 5u * KG]));
-    fma_row(acc, r.q6, coef(r.m6, hsel, act_val[j + 6u * KG]));
-    fma_row(acc, r.q7, coef(r.m7, hsel, act_val[j + 7u * KG]));
+    fma_row(acc, r.q4, coef(r.m4, hsel, val(j + 4u * KG, k_base)));
+    fma_row(acc, r.q5, coef(r.m5, hsel, val(j + 5u * KG, k_base)));
+    fma_row(acc, r.q6, coef(r.m6, hsel, val(j + 6u * KG, k_base)));
+    fma_row(acc, r.q7, coef(r.m7, hsel, val(j + 7u * KG, k_base)));
   }
 }
 
@@ -275,7 +281,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
       let v = input(kc, inv_rms);
       let sc = scales[s * p.K + kc];
       if (kk < n_k) {
-        xs[kk] = v;
+        act_val[kk] = v;  // in place: the walk reads it through act_idx
         if (abs(v) * sc > thr) {
           cnt++;
           keep |= 1u << e;
@@ -295,7 +301,6 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     for (var e = 0u; e < PER; e++) {
       if ((keep & (1u << e)) != 0u) {
         act_idx[slot] = k_base + k0 + e;
-        act_val[slot] = xs[k0 + e];
         slot++;
       }
     }
@@ -325,24 +330,24 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
         let more = j + step + (UNROLL - 1u) * KG < n_act;
         var next = Trip();
         if (more) { next = load_trip(j + step, k_base, vs, vc, mo, seg.stride); }
-        fma_trip(&acc, cur, j, hsel);
+        fma_trip(&acc, cur, j, k_base, hsel);
         cur = next;
         j += step;
         full = more;
       }
     } else {
       if (early) {
-        fma_trip(&acc, cur, j, hsel);
+        fma_trip(&acc, cur, j, k_base, hsel);
         j += step;
       }
       for (; j + (UNROLL - 1u) * KG < n_act; j += step) {
-        fma_trip(&acc, load_trip(j, k_base, vs, vc, mo, seg.stride), j, hsel);
+        fma_trip(&acc, load_trip(j, k_base, vs, vc, mo, seg.stride), j, k_base, hsel);
       }
     }
     for (; j < n_act; j += KG) {
       let k = row(j, k_base);
       let i = k * seg.stride + mo;
-      fma_row(&acc, wt[k * vs + vc], coef(wt[i / 4u][i % 4u], hsel, act_val[j]));
+      fma_row(&acc, wt[k * vs + vc], coef(wt[i / 4u][i % 4u], hsel, val(j, k_base)));
     }
   }
   // Reduce over the KG channel groups in passes of eight columns per thread (bounded workgroup memory).

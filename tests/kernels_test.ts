@@ -125,6 +125,7 @@ Deno.test("gemv + reduce: dense fused q|k|v with bias equals the reference at aw
         { TPR: 16, KCHUNK: 256, UNROLL: 8 },
         { TPR: 8, KCHUNK: 1024, UNROLL: 8 },
         { TPR: 16, KCHUNK: 512, UNROLL: 4 },
+        { TPR: 8, KCHUNK: 2048, UNROLL: 8 },
       ]
     ) {
       let plain: Float32Array | null = null;
@@ -175,8 +176,10 @@ Deno.test("gemv: sparse equals dense on the masked input; counters match a CPU c
       // software-pipelined row walks
       { TPR: 16, KCHUNK: 1024, WG: 256, UNROLL: 8, PIPE: true },
       { TPR: 32, KCHUNK: 512, WG: 128, UNROLL: 4, PIPE: true },
+      // the longest chunk gemvChunk gives: compacted indices into values staged in place
+      { TPR: 16, KCHUNK: 2048, WG: 256, UNROLL: 8 },
     ];
-    for (const [f, frac] of [0, 0.3, 0.5, 0.9, 1, 0.2, 0].entries()) {
+    for (const [f, frac] of [0, 0.3, 0.5, 0.9, 1, 0.2, 0, 0.6].entries()) {
       const tune = tunes[f % tunes.length];
       const splits = tune ? Math.ceil(K / tune.KCHUNK) : gemvSplits(K, m.N);
       const x = randn(K, r);

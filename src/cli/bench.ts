@@ -12,7 +12,7 @@ import {
 import { randomModel } from "../bench/random_model.ts";
 import { SHAPES } from "../bench/shapes.ts";
 import { createGpuContext } from "../gpu/context.ts";
-import { GEMV_PIPE } from "../gpu/kernels.ts";
+import { GEMV_CHUNK, GEMV_PIPE } from "../gpu/kernels.ts";
 import { DECODE, PREFILL, prefillStepsUpTo } from "../generate/decode.ts";
 import type { Model } from "../model/model.ts";
 import type { Command } from "./commands.ts";
@@ -69,6 +69,8 @@ export const benchCommand: Command = {
                        (Forward.gemvEarly; default on for f16 weights, off for int8/int4)
   --gemv-pipe          the decode GEMVs load each trip of weight rows while adding the previous one
                        (software pipelining; GEMV_PIPE)
+  --gemv-chunk D[,S]   multiply the decode GEMVs' input channels per split by D when dense and S when sparse
+                       (1, 2 or 4, default 1,1; at most 2048 channels; GEMV_CHUNK)
   --prefill-gemm       every prefill pass (--ttft, the --speculate verify pass) through the tiled GEMM; by
                        default dense f16 passes of at most 16 rows take the few-row GEMV (Forward.prefillGemv)
   --json               print one JSON object with every row`,
@@ -92,6 +94,7 @@ export const benchCommand: Command = {
     "l2-prefetch-passes": { type: "boolean" },
     "gemv-early": { type: "string" },
     "gemv-pipe": { type: "boolean" },
+    "gemv-chunk": { type: "string" },
     "prefill-gemm": { type: "boolean" },
     json: { type: "boolean" },
   },
@@ -111,6 +114,11 @@ export const benchCommand: Command = {
     }
     // checked before the model is built (applied after, over the model's own defaults)
     for (const name of ["l2-prefetch", "gemv-early"]) onOff(v[name], name, false);
+    const chunk = v["gemv-chunk"] === undefined ? [1, 1] : numList(v["gemv-chunk"] as string, "gemv-chunk");
+    if (chunk.length === 1) chunk.push(chunk[0]);
+    if (chunk.length !== 2 || !chunk.every((m) => [1, 2, 4].includes(m))) {
+      throw new Error(`--gemv-chunk: ${v["gemv-chunk"]} is not D or D,S with each 1, 2 or 4`);
+    }
     const contextLength = Math.max(16, ...ttftLengths) + tokens + 64;
     if (v.model) {
       shape = (v.model as string).replace(/\/+$/, "").split("/").pop()!;
@@ -144,6 +152,7 @@ export const benchCommand: Command = {
       model.forward.gemvEarly = onOff(v["gemv-early"], "gemv-early", model.forward.gemvEarly);
       // read by gemvTune when the decode steps are built (none are yet)
       GEMV_PIPE.f16 = GEMV_PIPE.quant = v["gemv-pipe"] === true;
+      [GEMV_CHUNK.dense, GEMV_CHUNK.sparse] = chunk;
       model.forward.prefillGemv = v["prefill-gemm"] !== true;
       const rows = await benchDecode(model, { sparsities, tokens, log, streamIntervalMs });
       const ttft = await benchTtft(model, ttftLengths);
@@ -229,6 +238,7 @@ export const benchCommand: Command = {
         l2_prefetch_passes: model.forward.l2PrefetchPasses,
         gemv_early: model.forward.gemvEarly,
         gemv_pipe: GEMV_PIPE.f16,
+        gemv_chunk: { ...GEMV_CHUNK },
         prefill_gemv: model.forward.prefillGemv,
         ttft: ttft.map((t) => ({
           prompt_tokens: t.promptTokens,

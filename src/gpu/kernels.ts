@@ -19,6 +19,13 @@ export const GEMV = { TPR: 16, KCHUNK: 512, WG: 256, UNROLL: 4 } as const;
  */
 export const GEMV_PIPE: { f16: boolean; quant: boolean } = { f16: false, quant: false };
 
+/**
+ * Multipliers of the shape's input channels per split ({@link gemvChunk}) for dense and for TEAL-sparse GEMVs:
+ * a larger chunk means fewer workgroups, each compacting and walking more channels. `bench --gemv-chunk` sets
+ * them for a run; set them before a model's decode steps are built.
+ */
+export const GEMV_CHUNK: { dense: number; sparse: number } = { dense: 1, sparse: 1 };
+
 /** A gemv.wgsl / gemv_q.wgsl variant (benchmarks sweep these; fields left out come from gemvTune). */
 export interface GemvTune {
   /** Threads per column group (8 columns each). */
@@ -120,9 +127,13 @@ export function segmentTiles(segs: Segment[], tile: number): number {
  * Input channels per gemv split. Measured on the H200 (bench/gemv_bench.ts --grid, 2026-12-02): chunks of
  * 1024 are fastest for long inputs (down_proj) and wide outputs (gate|up, lm_head), 512 for the 4096x4096
  * class; the smaller split count of long chunks also shortens the reads of the kernels that sum the splits.
+ * {@link GEMV_CHUNK} scales it (dense or sparse), up to 2048 (8 bytes of workgroup memory a channel plus
+ * 9 KiB: 25 KiB, inside the 32 KiB that lavapipe grants) and no further than K rounded up to a whole workgroup.
  */
-export function gemvChunk(K: number, N: number): number {
-  return K >= 8192 || N >= 16384 ? 2 * GEMV.KCHUNK : GEMV.KCHUNK;
+export function gemvChunk(K: number, N: number, sparse = false): number {
+  const base = K >= 8192 || N >= 16384 ? 2 * GEMV.KCHUNK : GEMV.KCHUNK;
+  const scaled = base * (sparse ? GEMV_CHUNK.sparse : GEMV_CHUNK.dense);
+  return Math.max(GEMV.WG, Math.min(scaled, 8 * GEMV.WG, Math.ceil(K / GEMV.WG) * GEMV.WG));
 }
 
 /**
@@ -133,8 +144,13 @@ export function gemvChunk(K: number, N: number): number {
  * is mostly the fixed cost of a dispatch. The chunk is always gemvChunk's: the kernels that sum the splits
  * read that many.
  */
-export function gemvTune(K: number, N: number, format: WeightFormat = "f16"): Required<GemvTune> {
-  const KCHUNK = gemvChunk(K, N);
+export function gemvTune(
+  K: number,
+  N: number,
+  format: WeightFormat = "f16",
+  sparse = false,
+): Required<GemvTune> {
+  const KCHUNK = gemvChunk(K, N, sparse);
   const PIPE = format === "f16" ? GEMV_PIPE.f16 : GEMV_PIPE.quant;
   if (N >= 8192) return { TPR: 32, KCHUNK, WG: GEMV.WG, UNROLL: 8, PIPE };
   if (K >= 8192) return { TPR: 16, KCHUNK, WG: GEMV.WG, UNROLL: 8, PIPE };
@@ -155,8 +171,8 @@ export function checkGemvTune(t: Required<GemvTune>): void {
 }
 
 /** Number of split-K partial rows gemv writes for a K x N matrix (at most ceil(K / GEMV.KCHUNK)). */
-export function gemvSplits(K: number, N: number): number {
-  return Math.ceil(K / gemvChunk(K, N));
+export function gemvSplits(K: number, N: number, sparse = false): number {
+  return Math.ceil(K / gemvChunk(K, N, sparse));
 }
 
 /** Buffers every gemv/matmul reads besides x and the weights. */
@@ -325,7 +341,7 @@ export function gemvOp(
   },
 ): Op {
   if (m.format && m.format !== "f16") return gemvQOp(ctx, m, x, partials, sp, opts);
-  const tune = { ...gemvTune(m.K, m.N), ...opts.tune };
+  const tune = { ...gemvTune(m.K, m.N, "f16", opts.sparse), ...opts.tune };
   checkGemvTune(tune);
   const inp = opts.input ?? { kind: "plain" };
   const splits = Math.ceil(m.K / tune.KCHUNK);

@@ -296,7 +296,7 @@ export function gemvQOp(
 ): Op {
   const s = schemeOf(m);
   // the split count is fixed by gemvChunk: reduce, rope and the SwiGLU pass read that many partials
-  const tune = { ...gemvTune(m.K, m.N, m.format), ...opts.tune };
+  const tune = { ...gemvTune(m.K, m.N, m.format, opts.sparse), ...opts.tune };
   checkGemvTune(tune);
   const { TPR, KCHUNK, WG, UNROLL } = tune;
   const tileN = TPR * colsPerThread(s.bits);

@@ -399,7 +399,7 @@ export class Forward {
         gemvOp(ctx, m, input, partials, sp, o),
         reduceOp(ctx, partials, this.x, {
           n: m.N,
-          splits: gemvSplits(m.K, m.N),
+          splits: gemvSplits(m.K, m.N, sparse),
           ncols: m.N,
           mode: REDUCE.add,
           ss: this.ss,
@@ -432,7 +432,7 @@ export class Forward {
         // which cost ~11 us a layer at 8B shapes against ~4 us for this pass (bench/gemv_probe.ts, H200)
         reduceOp(ctx, this.partials, this.act, {
           n: L.gateUp.N / 2,
-          splits: gemvSplits(L.gateUp.K, L.gateUp.N),
+          splits: gemvSplits(L.gateUp.K, L.gateUp.N, sparse),
           ncols: L.gateUp.N,
           mode: REDUCE.swiglu,
           offB: L.gateUp.N / 2,
@@ -467,7 +467,7 @@ export class Forward {
         }),
         ...attnDecodeOps(
           ctx,
-          { partials: this.partials, splits: gemvSplits(L.qkv.K, L.qkv.N), bias: L.qkvBias },
+          { partials: this.partials, splits: gemvSplits(L.qkv.K, L.qkv.N, sparse), bias: L.qkvBias },
           w.turns,
           this.kcache[i],
           this.vcache[i],
