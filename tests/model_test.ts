@@ -202,12 +202,18 @@ for (
         PREFILL.stepsUpTo = 0;
         const viaGemm = await model.complete(prompt, { temperature: 0, maxTokens: 24, stopAtEos: false });
         assertEquals(viaGemm.ids, want.ids);
+        // the prefill pass built whole, then submitted (by default a layer is submitted as soon as it is built)
+        PREFILL.submitPerLayer = false;
+        const whole = await model.complete(prompt, { temperature: 0, maxTokens: 24, stopAtEos: false });
+        PREFILL.submitPerLayer = true;
+        assertEquals(whole.ids, want.ids);
         model.forward.prefillGemv = true;
         const viaGemv = await model.complete(prompt, { temperature: 0, maxTokens: 24, stopAtEos: false });
         assertEquals(viaGemv.ids, want.ids);
       } finally {
         model.forward.prefillGemv = true;
         PREFILL.stepsUpTo = saved;
+        PREFILL.submitPerLayer = true;
       }
     } finally {
       model.dispose();

@@ -57,6 +57,8 @@ export const benchCommand: Command = {
   --submit-chunk N     dispatches per submitted command buffer in the decode loop (default 512; 0: one
                        command buffer per read-back batch)
   --ttft LIST          also time the first token after prompts of these lengths (e.g. 1,16,64,256)
+  --prefill-submit layer|pass  submit a prompt's prefill pass a layer at a time as it is built (default) or
+                       whole once built (PREFILL.submitPerLayer)
   --prefill-steps N    prompts of at most N tokens go through decode steps, not the prefill GEMM (default by
                        device: 7 on a GPU, 1 on a CPU adapter)
   --gemv-epilogue      the decode GEMVs sum their own splits (Forward.gemvEpilogue: no reduce passes; check
@@ -89,6 +91,7 @@ export const benchCommand: Command = {
     "acceptance-temperature": { type: "string" },
     ttft: { type: "string" },
     "prefill-steps": { type: "string" },
+    "prefill-submit": { type: "string" },
     "gemv-epilogue": { type: "boolean" },
     "l2-prefetch": { type: "string" },
     "l2-prefetch-passes": { type: "boolean" },
@@ -143,6 +146,12 @@ export const benchCommand: Command = {
         min: 0,
         integer: true,
       });
+      if (v["prefill-submit"] !== undefined) {
+        if (v["prefill-submit"] !== "layer" && v["prefill-submit"] !== "pass") {
+          throw new Error(`--prefill-submit: ${v["prefill-submit"]} is not layer or pass`);
+        }
+        PREFILL.submitPerLayer = v["prefill-submit"] === "layer";
+      }
       if (v["prefill-steps"] !== undefined) {
         PREFILL.stepsUpTo = num(v, "prefill-steps", 0, { min: 0, integer: true });
       }
@@ -240,6 +249,7 @@ export const benchCommand: Command = {
         gemv_pipe: GEMV_PIPE.f16,
         gemv_chunk: { ...GEMV_CHUNK },
         prefill_gemv: model.forward.prefillGemv,
+        prefill_submit_per_layer: PREFILL.submitPerLayer,
         ttft: ttft.map((t) => ({
           prompt_tokens: t.promptTokens,
           ms: Number(t.ms.toFixed(1)),

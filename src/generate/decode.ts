@@ -84,12 +84,17 @@ interface Batch {
 }
 
 /** Tunables of prompt prefill (benchmarks may change them). */
-export const PREFILL: { stepsUpTo: number | null } = {
+export const PREFILL: { stepsUpTo: number | null; submitPerLayer: boolean } = {
   /**
    * Prompts of at most this many tokens are fed through decode steps, one token a step, instead of the
    * prefill GEMM (null: by the device, {@link prefillStepsUpTo}).
    */
   stepsUpTo: null,
+  /**
+   * Submit a prefill pass a layer at a time as its ops are built ({@link Forward.prefillGroups}), so the GPU
+   * runs while the host builds the rest; false: build the whole pass, then submit it.
+   */
+  submitPerLayer: true,
 };
 
 /**
@@ -121,9 +126,12 @@ export function prefillPrompt(fwd: Forward, promptIds: number[], sparse: boolean
     const last = c0 + rows === M;
     fwd.ctx.write(fwd.ids, new Uint32Array(promptIds.slice(c0, c0 + rows)));
     if (last) fwd.writeState(M - 1, 0, 0);
-    const ops = fwd.prefill(rows, c0, { sparse, sample: last });
-    fwd.ctx.run(ops);
-    releaseOps(ops);
+    const groups = fwd.prefillGroups(rows, c0, { sparse, sample: last });
+    // a submission a layer: the GPU runs each while the host builds the next
+    for (const ops of PREFILL.submitPerLayer ? groups : [[...groups].flat()]) {
+      fwd.ctx.run(ops);
+      releaseOps(ops);
+    }
   }
 }
 
