@@ -10,7 +10,12 @@
  * step is far above that error (the test asserts the margin, so a seed where it would not hold fails loudly
  * instead of flaking).
  */
-import { deepStrictEqual as assertEquals, ok as assert, rejects as assertRejects } from "node:assert";
+import {
+  deepStrictEqual as assertEquals,
+  ok as assert,
+  rejects as assertRejects,
+  throws as assertThrows,
+} from "node:assert";
 import { loadModel, type Model, modelFromTensors } from "../src/model/model.ts";
 import type { ModelConfig } from "../src/model/config.ts";
 import { argmax, greedyGenerate, ReferenceModel } from "../src/model/reference.ts";
@@ -275,6 +280,53 @@ Deno.test("decode steps on both sides of ATTN.SINGLE_BELOW, in both attention va
     }
   } finally {
     model.dispose();
+  }
+});
+
+Deno.test("decode steps with other GEMV variants per projection (gemvTunes) give the same logits, dense and sparse, f16 and int8; bad variants are refused", async () => {
+  const config = { ...LLAMA, intermediateSize: 520 }; // down's K over two splits of 512
+  const { tensors } = randomWeights(config, 17);
+  for (const quant of ["none", "int8"] as const) {
+    const model = await modelFromTensors("synthetic", config, tensors, {
+      gpu: await gpu(),
+      contextLength: 64,
+      quant,
+    });
+    try {
+      const fwd = model.forward;
+      const ctx = model.gpu;
+      // a step at position 3 (the cache below it as the previous steps left it: the same for every run)
+      const logits = async (sparse: boolean) => {
+        for (let pos = 0; pos < 4; pos++) {
+          fwd.writeState(pos, 7 + pos, 1);
+          ctx.run(fwd.decodeStep(sparse, pos));
+        }
+        return await ctx.readF32(fwd.logits);
+      };
+      const want = [await logits(false), await logits(true)];
+      const pipelines = () =>
+        fwd.decodeStep(true, 3).filter((op) => op.label.startsWith("gemv.")).map((op) => op.pipeline);
+      const before = pipelines();
+      fwd.gemvTunes = {
+        qkv: { TPR: 8, UNROLL: 8 },
+        o: { TPR: 32 },
+        gateup: { TPR: 32, UNROLL: 8 },
+        down: { TPR: 16, UNROLL: 8 },
+      };
+      // every layer's four GEMVs run another variant (lm_head keeps its own)
+      const after = pipelines();
+      assertEquals(after.filter((p, i) => p !== before[i]).length, 4 * config.numLayers);
+      for (const [i, sparse] of [false, true].entries()) {
+        const got = await logits(sparse);
+        assert(relErr(got, want[i]) < 1e-4, `${quant} sparse ${sparse}: rel err ${relErr(got, want[i])}`);
+      }
+      assertThrows(() => (fwd.gemvTunes = { down: { TPR: 12 } }), /gemvTunes\.down\.TPR: 12/);
+      assertThrows(() => (fwd.gemvTunes = { o: { UNROLL: 2 } }), /gemvTunes\.o\.UNROLL: 2/);
+      fwd.gemvTunes = {};
+      assertEquals(await logits(false), want[0]);
+    } finally {
+      model.dispose();
+    }
   }
 });
 

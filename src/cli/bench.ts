@@ -12,7 +12,7 @@ import {
 import { randomModel } from "../bench/random_model.ts";
 import { SHAPES } from "../bench/shapes.ts";
 import { createGpuContext } from "../gpu/context.ts";
-import { GEMV_CHUNK, GEMV_PIPE } from "../gpu/kernels.ts";
+import { GEMV_CHUNK, GEMV_LONG_K, GEMV_PIPE } from "../gpu/kernels.ts";
 import { DECODE, PREFILL, prefillStepsUpTo } from "../generate/decode.ts";
 import type { Model } from "../model/model.ts";
 import type { Command } from "./commands.ts";
@@ -71,6 +71,8 @@ export const benchCommand: Command = {
                        (Forward.gemvEarly; default on for f16 weights, off for int8/int4)
   --gemv-pipe          the decode GEMVs load each trip of weight rows while adding the previous one
                        (software pipelining; GEMV_PIPE)
+  --down-tpr 16|32     threads per column group of the f16 GEMVs over long inputs (down_proj; default 32,
+                       GEMV_LONG_K)
   --gemv-chunk D[,S]   multiply the decode GEMVs' input channels per split by D when dense and S when sparse
                        (1, 2 or 4, default 1,1; at most 2048 channels; GEMV_CHUNK)
   --prefill-gemm       every prefill pass (--ttft, the --speculate verify pass) through the tiled GEMM; by
@@ -98,6 +100,7 @@ export const benchCommand: Command = {
     "gemv-early": { type: "string" },
     "gemv-pipe": { type: "boolean" },
     "gemv-chunk": { type: "string" },
+    "down-tpr": { type: "string" },
     "prefill-gemm": { type: "boolean" },
     json: { type: "boolean" },
   },
@@ -119,6 +122,10 @@ export const benchCommand: Command = {
     for (const name of ["l2-prefetch", "gemv-early"]) onOff(v[name], name, false);
     const chunk = v["gemv-chunk"] === undefined ? [1, 1] : numList(v["gemv-chunk"] as string, "gemv-chunk");
     if (chunk.length === 1) chunk.push(chunk[0]);
+    const downTpr = v["down-tpr"] === undefined ? undefined : Number(v["down-tpr"]);
+    if (downTpr !== undefined && downTpr !== 16 && downTpr !== 32) {
+      throw new Error(`--down-tpr: ${v["down-tpr"]} is not 16 or 32`);
+    }
     if (chunk.length !== 2 || !chunk.every((m) => [1, 2, 4].includes(m))) {
       throw new Error(`--gemv-chunk: ${v["gemv-chunk"]} is not D or D,S with each 1, 2 or 4`);
     }
@@ -162,6 +169,7 @@ export const benchCommand: Command = {
       // read by gemvTune when the decode steps are built (none are yet)
       GEMV_PIPE.f16 = GEMV_PIPE.quant = v["gemv-pipe"] === true;
       [GEMV_CHUNK.dense, GEMV_CHUNK.sparse] = chunk;
+      if (downTpr !== undefined) GEMV_LONG_K.f16TPR = downTpr;
       model.forward.prefillGemv = v["prefill-gemm"] !== true;
       const rows = await benchDecode(model, { sparsities, tokens, log, streamIntervalMs });
       const ttft = await benchTtft(model, ttftLengths);
@@ -248,6 +256,7 @@ export const benchCommand: Command = {
         gemv_early: model.forward.gemvEarly,
         gemv_pipe: GEMV_PIPE.f16,
         gemv_chunk: { ...GEMV_CHUNK },
+        down_tpr: GEMV_LONG_K.f16TPR,
         prefill_gemv: model.forward.prefillGemv,
         prefill_submit_per_layer: PREFILL.submitPerLayer,
         ttft: ttft.map((t) => ({

@@ -20,6 +20,13 @@ export const GEMV = { TPR: 16, KCHUNK: 512, WG: 256, UNROLL: 4 } as const;
 export const GEMV_PIPE: { f16: boolean; quant: boolean } = { f16: false, quant: false };
 
 /**
+ * Threads per column group of the f16 GEMV over long inputs (K >= 8192: down_proj). 32 since 2026-12-03:
+ * `bench/gemv_bench.ts --model-grid` on the H200 timed the Llama-3-8B down GEMV (+ its reduce) at 37.3 / 26.4 /
+ * 21.1 us dense / 50% / 70% with 32, against 42.9 / 29.4 / 24.8 with 16. `bench --down-tpr` sets it for a run.
+ */
+export const GEMV_LONG_K: { f16TPR: number } = { f16TPR: 32 };
+
+/**
  * Multipliers of the shape's input channels per split ({@link gemvChunk}) for dense and for TEAL-sparse GEMVs:
  * a larger chunk means fewer workgroups, each compacting and walking more channels. `bench --gemv-chunk` sets
  * them for a run; set them before a model's decode steps are built.
@@ -153,7 +160,9 @@ export function gemvTune(
   const KCHUNK = gemvChunk(K, N, sparse);
   const PIPE = format === "f16" ? GEMV_PIPE.f16 : GEMV_PIPE.quant;
   if (N >= 8192) return { TPR: 32, KCHUNK, WG: GEMV.WG, UNROLL: 8, PIPE };
-  if (K >= 8192) return { TPR: 16, KCHUNK, WG: GEMV.WG, UNROLL: 8, PIPE };
+  if (K >= 8192) {
+    return { TPR: format === "f16" ? GEMV_LONG_K.f16TPR : 16, KCHUNK, WG: GEMV.WG, UNROLL: 8, PIPE };
+  }
   return { TPR: format === "f16" ? GEMV.TPR : 8, KCHUNK, WG: GEMV.WG, UNROLL: GEMV.UNROLL, PIPE };
 }
 

@@ -23,6 +23,8 @@ import {
   gemvRowsPartialBytes,
   gemvSplits,
   gemvTiles,
+  type GemvTune,
+  gemvTune,
   type L2Prefetch,
   MATMUL_TILE,
   matmulOp,
@@ -199,6 +201,28 @@ export class Forward {
   }
   #l2PrefetchPasses = false;
 
+  /**
+   * Threads per column group and rows in flight of a decode step's GEMVs, by projection, over what gemvTune
+   * picks for the shape (the K chunk stays the shape's: the passes after a GEMV read that many splits). For
+   * tuning (`bench/sparse_probe.ts --grid`); setting it drops the decode steps built so far.
+   */
+  get gemvTunes(): GemvTunes {
+    return this.#gemvTunes;
+  }
+  set gemvTunes(t: GemvTunes) {
+    for (const [proj, v] of Object.entries(t)) {
+      if (v.TPR !== undefined && ![8, 16, 32].includes(v.TPR)) {
+        throw new RangeError(`gemvTunes.${proj}.TPR: ${v.TPR} is not 8, 16 or 32`);
+      }
+      if (v.UNROLL !== undefined && v.UNROLL !== 4 && v.UNROLL !== 8) {
+        throw new RangeError(`gemvTunes.${proj}.UNROLL: ${v.UNROLL} is not 4 or 8`);
+      }
+    }
+    this.#gemvTunes = { ...t };
+    this.#dropSteps();
+  }
+  #gemvTunes: GemvTunes = {};
+
   #decode = new Map<string, Op[]>();
   #prompt = new Map<string, Op[]>();
   #promptEnd = new Map<string, number>(); // ops of a decode step up to the last layer's attention
@@ -247,7 +271,8 @@ export class Forward {
     this.partials = f32(maxSplits * maxCols, "partials");
     this.partials2 = f32(maxSplits * maxCols, "partials2");
     // one sum of squares per embedding workgroup (256 values) or per column tile of the o / down GEMV
-    const tiles = weights.layers.flatMap((L) => [gemvTiles(L.o), gemvTiles(L.down)]);
+    // (sized for the narrowest column groups gemvTunes allows)
+    const tiles = weights.layers.flatMap((L) => [gemvTiles(L.o, NARROWEST), gemvTiles(L.down, NARROWEST)]);
     this.ss = f32(Math.max(Math.ceil(c.hiddenSize / 256), ...tiles), "ss");
     this.logits = f32(c.vocabSize, "logits");
     this.X = f32(P * c.hiddenSize, "X");
@@ -373,7 +398,7 @@ export class Forward {
       nss,
       eps: c.rmsNormEps,
     });
-    const ssOf = (m: Matrix) => fused ? gemvTiles(m) : Math.ceil(h / 256);
+    const ssOf = (m: Matrix, proj: string) => fused ? gemvTiles(m, tuneOf(m, proj)) : Math.ceil(h / 256);
     // a reduce pass reads the start of the next GEMV's weights into L2, its checksums at `check` of its output
     // buffer, past what it writes (l2PrefetchPasses)
     const passPrefetch = (next: Matrix, check: number): L2Prefetch | undefined =>
@@ -381,6 +406,11 @@ export class Forward {
         ? { buffer: next.buffer, ...prefetchRange(next, PASS_PREFETCH_CAP_BYTES), check }
         : undefined;
     // x += m . in, its splits summed in the GEMV's epilogue or in a reduce pass (which prefetches `next`)
+    // a GemvTunes override over the shape's variant (its K chunk kept)
+    const tuneOf = (m: Matrix, proj: string): GemvTune | undefined => {
+      const t = this.#gemvTunes[proj as keyof GemvTunes];
+      return t ? { ...gemvTune(m.K, m.N, m.format ?? "f16", sparse), ...t } : undefined;
+    };
     const residual = (
       m: Matrix,
       input: GPUBuffer,
@@ -389,7 +419,7 @@ export class Forward {
       label: string,
       next: Matrix,
     ): Op[] => {
-      const o = { sparse, counter, label: `gemv.${label}`, state: this.state, early };
+      const o = { sparse, counter, label: `gemv.${label}`, state: this.state, early, tune: tuneOf(m, label) };
       if (fused) {
         return [
           gemvOp(ctx, m, input, partials, sp, { ...o, finish: { kind: "add", out: this.x, ss: this.ss } }),
@@ -417,6 +447,7 @@ export class Forward {
         state: this.state,
         input: normed(L.mlpNorm, nss),
         early,
+        tune: tuneOf(L.gateUp, "gateup"),
       };
       if (fused) {
         return [
@@ -464,6 +495,7 @@ export class Forward {
           label: "gemv.qkv",
           state: this.state,
           input: normed(L.attnNorm, nss),
+          tune: tuneOf(L.qkv, "qkv"),
         }),
         ...attnDecodeOps(
           ctx,
@@ -496,10 +528,10 @@ export class Forward {
       const next = w.layers[i + 1]?.qkv ?? w.lmHead[0].matrix;
       ops!.push(
         ...residual(L.o, this.attn, this.partials, slot + 3, "o", L.gateUp),
-        ...gateUp(L, slot + 4, ssOf(L.o)),
+        ...gateUp(L, slot + 4, ssOf(L.o, "o")),
         ...residual(L.down, this.act, this.partials2, slot + 6, "down", next),
       );
-      nss = ssOf(L.down);
+      nss = ssOf(L.down, "down");
     });
     ops.push(...this.#lmHead(this.x, { input: normed(w.finalNorm, nss), state: this.state }));
     ops.push(sampleOp(ctx, this.samplerParams, this.logits, this.state, this.tokens));
@@ -715,8 +747,14 @@ export class Forward {
 /** Tickets the GEMV epilogues of a decode step need at most: the column tiles of its widest GEMV. */
 function maxTickets(w: Weights): number {
   const mats = [...w.layers.flatMap((L) => [L.o, L.gateUp, L.down]), ...w.lmHead.map((p) => p.matrix)];
-  return Math.max(...mats.map((m) => gemvTiles(m)));
+  return Math.max(...mats.map((m) => gemvTiles(m, NARROWEST)));
 }
+
+/** The narrowest column groups {@link Forward.gemvTunes} allows: buffers counted in column tiles fit any. */
+const NARROWEST: GemvTune = { TPR: 8, KCHUNK: GEMV.KCHUNK };
+
+/** Per-projection overrides of a decode step's GEMV variants ({@link Forward.gemvTunes}). */
+export type GemvTunes = Partial<Record<"qkv" | "o" | "gateup" | "down", { TPR?: number; UNROLL?: number }>>;
 
 /** Destroys the per-call parameter buffers of ops built for one submission. */
 export function releaseOps(ops: Op[]): void {
