@@ -29,8 +29,8 @@ export async function checkGemvFinish(
   o: { sparse: boolean; thresholds?: number[]; tune?: GemvTune; label: string },
 ): Promise<void> {
   const { tune, label } = o;
-  const tiles = gemvTiles(m, tune);
-  const tileN = gemvTileN(m, tune);
+  const tiles = gemvTiles(m, tune, o.sparse);
+  const tileN = gemvTileN(m, tune, o.sparse);
   const sp = {
     thresholds: ctx.buffer(16, "t", new Float32Array([...(o.thresholds ?? []), 0, 0, 0, 0].slice(0, 4))),
     counters: ctx.buffer((TICKETS + tiles) * 4, "c"),

@@ -252,7 +252,8 @@ Deno.test("gemv_q: dense (EARLY too) and sparse fused q|k|v, int8 and int4, at a
         assert(relErr(dense.y, want) < 1e-4, `${what} dense: ${relErr(dense.y, want)}`);
         // EARLY (the first trip's codes and metadata loaded before the staging) and PIPE (the next trip loaded
         // while the current one is added), alone and together: the same rows in the same order, the same bits
-        const base = tune ?? gemvTune(K, lens.reduce((a, b) => a + b), s.bits === 8 ? "int8" : "int4");
+        const fmt = s.bits === 8 ? "int8" : "int4";
+        const base = tune ?? gemvTune(K, lens.reduce((a, b) => a + b), fmt);
         const early = await runGemv(ctx, m, xb, [0, 0, 0], { sparse: false, tune, early: true });
         assertEquals(early.y, dense.y, `${what} early`);
         // (pipelined: two of the variants, which keeps the test's time on lavapipe down)
@@ -277,10 +278,12 @@ Deno.test("gemv_q: dense (EARLY too) and sparse fused q|k|v, int8 and int4, at a
           assert(relErr(got.y, ref.y) < 1e-4, `${what} sparse ${frac}: ${relErr(got.y, ref.y)}`);
           assertEquals(got.counters.slice(0, lens.length), ref.active, `${what} counters`);
           if (pipe) {
+            // (the sparse default variant is not the dense one: gemvTune)
+            const sparseBase = tune ?? gemvTune(K, lens.reduce((a, b) => a + b), fmt, true);
             const piped = await runGemv(ctx, m, xb, thr, {
               sparse: true,
               counter: 0,
-              tune: { ...base, PIPE: true },
+              tune: { ...sparseBase, PIPE: true },
             });
             assertEquals(piped.y, got.y, `${what} sparse ${frac} pipelined`);
           }

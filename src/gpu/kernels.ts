@@ -144,12 +144,15 @@ export function gemvChunk(K: number, N: number, sparse = false): number {
 }
 
 /**
- * The gemv.wgsl / gemv_q.wgsl variant for a K x N matrix of a weight format. Measured on the H200
- * (bench/gemv_q_bench.ts --grid, 2026-12-02, docs/benchmarks.md): wide outputs (N >= 8192: gate|up,
+ * The gemv.wgsl / gemv_q.wgsl variant for a K x N matrix of a weight format, dense or TEAL-sparse. Measured on
+ * the H200 (bench/gemv_q_bench.ts --grid, 2026-12-02, docs/benchmarks.md): wide outputs (N >= 8192: gate|up,
  * lm_head) run best with 32 threads per column group and 8 rows in flight, long inputs (K >= 8192: down)
- * with 16 and 8; the 4096-wide projections with the base variant (f16: 16 threads; int8/int4: 8), whose time
- * is mostly the fixed cost of a dispatch. The chunk is always gemvChunk's: the kernels that sum the splits
- * read that many.
+ * with 16 and 8 (f16: {@link GEMV_LONG_K}); the 4096-wide projections with the base variant (f16: 16 threads;
+ * int8/int4: 8), whose time is mostly the fixed cost of a dispatch. Sparse int8/int4 GEMVs walk half the rows
+ * or fewer and run best with 16 threads at the 4096-wide projections, int4 also at gate|up (8 rows in flight)
+ * and down (4): the model's own GEMVs, each timed alone (bench/sparse_probe.ts --grid, H200, 2026-12-03), gave
+ * a 50%-sparse decode step 3.94 ms instead of 4.34 in int4 and 3.76 instead of 3.84 in int8. The chunk is
+ * always gemvChunk's: the kernels that sum the splits read that many.
  */
 export function gemvTune(
   K: number,
@@ -159,11 +162,15 @@ export function gemvTune(
 ): Required<GemvTune> {
   const KCHUNK = gemvChunk(K, N, sparse);
   const PIPE = format === "f16" ? GEMV_PIPE.f16 : GEMV_PIPE.quant;
-  if (N >= 8192) return { TPR: 32, KCHUNK, WG: GEMV.WG, UNROLL: 8, PIPE };
+  const v = (TPR: number, UNROLL: number) => ({ TPR, KCHUNK, WG: GEMV.WG, UNROLL, PIPE });
+  const sparseQuant = sparse && format !== "f16";
+  if (N >= 8192) return sparseQuant && format === "int4" ? v(16, 8) : v(32, 8);
   if (K >= 8192) {
-    return { TPR: format === "f16" ? GEMV_LONG_K.f16TPR : 16, KCHUNK, WG: GEMV.WG, UNROLL: 8, PIPE };
+    if (format === "f16") return v(GEMV_LONG_K.f16TPR, 8);
+    return sparseQuant && format === "int4" ? v(16, 4) : v(16, 8);
   }
-  return { TPR: format === "f16" ? GEMV.TPR : 8, KCHUNK, WG: GEMV.WG, UNROLL: GEMV.UNROLL, PIPE };
+  if (sparseQuant) return v(16, 4);
+  return v(format === "f16" ? GEMV.TPR : 8, GEMV.UNROLL);
 }
 
 /** Throws unless a gemv variant is one the kernels can run (each thread masks at most 32 channels). */
@@ -208,14 +215,14 @@ export type GemvFinish =
   | { kind: "swiglu"; out: GPUBuffer; outOffset?: number };
 
 /** Columns per workgroup tile of the GEMV a matrix gets (gemv.wgsl: 8 per thread; gemv_q.wgsl: 16 or 32). */
-export function gemvTileN(m: Matrix, tune?: GemvTune): number {
-  const t = { ...gemvTune(m.K, m.N, m.format ?? "f16"), ...tune };
+export function gemvTileN(m: Matrix, tune?: GemvTune, sparse = false): number {
+  const t = { ...gemvTune(m.K, m.N, m.format ?? "f16", sparse), ...tune };
   return t.TPR * (m.format && m.format !== "f16" ? gemvQColsPerThread(m) : 8);
 }
 
 /** Column tiles of a matrix's GEMV: its workgroups along x, and the sums of squares an `add` epilogue writes. */
-export function gemvTiles(m: Matrix, tune?: GemvTune): number {
-  return segmentTiles(m.segments, gemvTileN(m, tune));
+export function gemvTiles(m: Matrix, tune?: GemvTune, sparse = false): number {
+  return segmentTiles(m.segments, gemvTileN(m, tune, sparse));
 }
 
 /**

@@ -398,7 +398,8 @@ export class Forward {
       nss,
       eps: c.rmsNormEps,
     });
-    const ssOf = (m: Matrix, proj: string) => fused ? gemvTiles(m, tuneOf(m, proj)) : Math.ceil(h / 256);
+    const ssOf = (m: Matrix, proj: string) =>
+      fused ? gemvTiles(m, tuneOf(m, proj), sparse) : Math.ceil(h / 256);
     // a reduce pass reads the start of the next GEMV's weights into L2, its checksums at `check` of its output
     // buffer, past what it writes (l2PrefetchPasses)
     const passPrefetch = (next: Matrix, check: number): L2Prefetch | undefined =>
