@@ -904,19 +904,30 @@ Deno.test("rmsnorm, swiglu and embed kernels", async () => {
   const r = rng(5);
   const n = 172;
   const rows = 7;
-  const x = randn(rows * n, r, 3);
-  const w = randn(n, r);
-  const out = poisoned(ctx, 2 * n);
-  // two rows starting at row 4
-  ctx.run([
-    rmsNormOp(ctx, ctx.buffer(x.byteLength, "x", x), ctx.buffer(w.byteLength, "w", w), out, {
-      n,
-      rows: 2,
-      eps: 1e-5,
-      inRow: 4,
-    }),
-  ]);
-  assert(relErr(await ctx.readF32(out), rmsNorm(x.slice(4 * n, 6 * n), w, 1e-5, 2)) < 1e-5);
+  // two rows starting at row 4; rows shorter than the workgroup and of 2.3 workgroups; one row past the two
+  // stays poisoned
+  for (const len of [n, 600]) {
+    const x = randn(rows * len, r, 3);
+    const w = randn(len, r);
+    const out = poisoned(ctx, 3 * len);
+    ctx.run([
+      rmsNormOp(ctx, ctx.buffer(x.byteLength, "x", x), ctx.buffer(w.byteLength, "w", w), out, {
+        n: len,
+        rows: 2,
+        eps: 1e-5,
+        inRow: 4,
+      }),
+    ]);
+    const got = await ctx.readF32(out);
+    assert(
+      relErr(got.subarray(0, 2 * len), rmsNorm(x.slice(4 * len, 6 * len), w, 1e-5, 2)) < 1e-5,
+      `n ${len}`,
+    );
+    assert(
+      new Uint32Array(got.buffer, 2 * len * 4).every((v) => v === POISON),
+      `n ${len}: wrote past its rows`,
+    );
+  }
 
   const gu = randn(rows * 2 * n, r, 4);
   const act = poisoned(ctx, rows * n);

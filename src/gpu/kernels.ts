@@ -715,9 +715,9 @@ export function rmsNormOp(
   out: GPUBuffer,
   o: { n: number; rows: number; eps: number; inRow?: number },
 ): Op {
-  const params = ctx.uniform([o.n, o.rows, o.eps, o.inRow ?? 0], "rmsnorm", [false, false, true, false]);
+  const params = ctx.uniform([o.rows, o.eps, o.inRow ?? 0, 0], "rmsnorm", [false, true, false, false]);
   return ctx.op({
-    variant: { shader: "rmsnorm" },
+    variant: { shader: "rmsnorm", overrides: { N: o.n } },
     bindings: [params, x, weight, out],
     owned: [params],
     workgroups: [o.rows],
