@@ -20,7 +20,7 @@ import { loadModel, type Model, modelFromTensors } from "../src/model/model.ts";
 import type { ModelConfig } from "../src/model/config.ts";
 import { argmax, greedyGenerate, ReferenceModel } from "../src/model/reference.ts";
 import type { NamedTensor } from "../src/model/weights.ts";
-import { releaseOps } from "../src/model/forward.ts";
+import { PREFILL_CACHE_ROWS, releaseOps } from "../src/model/forward.ts";
 import { sampleToken } from "../src/generate/sampler.ts";
 import { PREFILL, prefillPrompt, prefillStepsUpTo } from "../src/generate/decode.ts";
 import { ATTN, PASS_PREFETCH_CAP_BYTES, prefetchRange, writeSamplerParams } from "../src/gpu/kernels.ts";
@@ -207,24 +207,66 @@ for (
         PREFILL.stepsUpTo = 0;
         const viaGemm = await model.complete(prompt, { temperature: 0, maxTokens: 24, stopAtEos: false });
         assertEquals(viaGemm.ids, want.ids);
-        // the prefill pass built whole, then submitted (by default a layer is submitted as soon as it is built)
+        // not the kept pass (Forward.cachedPrefill): built anew, a layer submitted as soon as it is built, and
+        // built whole, then submitted
+        PREFILL.cacheRowsUpTo = 0;
+        const perLayer = await model.complete(prompt, { temperature: 0, maxTokens: 24, stopAtEos: false });
+        assertEquals(perLayer.ids, want.ids);
         PREFILL.submitPerLayer = false;
         const whole = await model.complete(prompt, { temperature: 0, maxTokens: 24, stopAtEos: false });
-        PREFILL.submitPerLayer = true;
         assertEquals(whole.ids, want.ids);
+        PREFILL.submitPerLayer = true;
+        PREFILL.cacheRowsUpTo = PREFILL_CACHE_ROWS;
         model.forward.prefillGemv = true;
-        const viaGemv = await model.complete(prompt, { temperature: 0, maxTokens: 24, stopAtEos: false });
-        assertEquals(viaGemv.ids, want.ids);
+        // twice: built, then reused
+        for (const run of [1, 2]) {
+          const viaGemv = await model.complete(prompt, { temperature: 0, maxTokens: 24, stopAtEos: false });
+          assertEquals(viaGemv.ids, want.ids, `few-row GEMV, run ${run}`);
+        }
       } finally {
         model.forward.prefillGemv = true;
         PREFILL.stepsUpTo = saved;
         PREFILL.submitPerLayer = true;
+        PREFILL.cacheRowsUpTo = PREFILL_CACHE_ROWS;
       }
     } finally {
       model.dispose();
     }
   });
 }
+
+Deno.test("kept prefill passes (Forward.cachedPrefill) serve chunks at any position: a 20-token prompt in chunks of 8, 8 and 4, twice, gives the reference's tokens", async () => {
+  const config = LLAMA;
+  const { map, tensors } = randomWeights(config, 11);
+  const ref = new ReferenceModel(config, map);
+  const model = await modelFromTensors("synthetic", config, tensors, {
+    gpu: await gpu(),
+    contextLength: 128,
+    maxPrefill: 8,
+  });
+  try {
+    const r = rng(41);
+    const greedy = { temperature: 0, maxTokens: 12, stopAtEos: false };
+    for (const run of [1, 2]) {
+      // the same 8-row pass runs at positions 0 and 8 of each prompt, and again for the second prompt
+      const prompt = Array.from({ length: 20 }, () => Math.floor(r() * config.vocabSize));
+      const want = refGreedy(ref, prompt, 12);
+      assert(
+        minMargin(want.logits, config.vocabSize) > 4e-3,
+        `run ${run}: the prompt's greedy margin is too small`,
+      );
+      assertEquals((await model.complete(prompt, greedy)).ids, want.ids, `run ${run}: kept passes`);
+      PREFILL.cacheRowsUpTo = 0;
+      try {
+        assertEquals((await model.complete(prompt, greedy)).ids, want.ids, `run ${run}: passes built anew`);
+      } finally {
+        PREFILL.cacheRowsUpTo = PREFILL_CACHE_ROWS;
+      }
+    }
+  } finally {
+    model.dispose();
+  }
+});
 
 Deno.test("decode steps on both sides of ATTN.SINGLE_BELOW, in both attention variants, with and without GEMV epilogues, give the reference's logits", async () => {
   const config = { ...LLAMA, maxPositionEmbeddings: 1024 };

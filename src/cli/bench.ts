@@ -59,6 +59,9 @@ export const benchCommand: Command = {
   --ttft LIST          also time the first token after prompts of these lengths (e.g. 1,16,64,256)
   --prefill-submit layer|pass  submit a prompt's prefill pass a layer at a time as it is built (default) or
                        whole once built (PREFILL.submitPerLayer)
+  --prefill-cache N    prompt chunks of at most N rows reuse a prefill pass built once per row count (default
+                       16, PREFILL.cacheRowsUpTo; 0: every pass built anew, as a first prompt of its length is;
+                       --ttft times after a warm-up at each length)
   --prefill-steps N    prompts of at most N tokens go through decode steps, not the prefill GEMM (default by
                        device: 7 on a GPU, 1 on a CPU adapter)
   --gemv-epilogue      the decode GEMVs sum their own splits (Forward.gemvEpilogue: no reduce passes; check
@@ -94,6 +97,7 @@ export const benchCommand: Command = {
     ttft: { type: "string" },
     "prefill-steps": { type: "string" },
     "prefill-submit": { type: "string" },
+    "prefill-cache": { type: "string" },
     "gemv-epilogue": { type: "boolean" },
     "l2-prefetch": { type: "string" },
     "l2-prefetch-passes": { type: "boolean" },
@@ -158,6 +162,9 @@ export const benchCommand: Command = {
           throw new Error(`--prefill-submit: ${v["prefill-submit"]} is not layer or pass`);
         }
         PREFILL.submitPerLayer = v["prefill-submit"] === "layer";
+      }
+      if (v["prefill-cache"] !== undefined) {
+        PREFILL.cacheRowsUpTo = num(v, "prefill-cache", 0, { min: 0, integer: true });
       }
       if (v["prefill-steps"] !== undefined) {
         PREFILL.stepsUpTo = num(v, "prefill-steps", 0, { min: 0, integer: true });
@@ -259,6 +266,7 @@ export const benchCommand: Command = {
         down_tpr: GEMV_LONG_K.f16TPR,
         prefill_gemv: model.forward.prefillGemv,
         prefill_submit_per_layer: PREFILL.submitPerLayer,
+        prefill_cache_rows: PREFILL.cacheRowsUpTo,
         ttft: ttft.map((t) => ({
           prompt_tokens: t.promptTokens,
           ms: Number(t.ms.toFixed(1)),

@@ -8,7 +8,7 @@
  */
 import type { Op } from "../gpu/context.ts";
 import { attnSpan, writeSamplerParams } from "../gpu/kernels.ts";
-import { type Forward, releaseOps } from "../model/forward.ts";
+import { type Forward, PREFILL_CACHE_ROWS, releaseOps } from "../model/forward.ts";
 import type { SamplingOptions } from "./sampler.ts";
 
 /** One generation as the decode loop sees it. */
@@ -84,7 +84,7 @@ interface Batch {
 }
 
 /** Tunables of prompt prefill (benchmarks may change them). */
-export const PREFILL: { stepsUpTo: number | null; submitPerLayer: boolean } = {
+export const PREFILL: { stepsUpTo: number | null; submitPerLayer: boolean; cacheRowsUpTo: number } = {
   /**
    * Prompts of at most this many tokens are fed through decode steps, one token a step, instead of the
    * prefill GEMM (null: by the device, {@link prefillStepsUpTo}).
@@ -95,6 +95,11 @@ export const PREFILL: { stepsUpTo: number | null; submitPerLayer: boolean } = {
    * runs while the host builds the rest; false: build the whole pass, then submit it.
    */
   submitPerLayer: true,
+  /**
+   * Prompt chunks of at most this many rows run a prefill pass built once per row count and kept
+   * ({@link Forward.cachedPrefill}; default PREFILL_CACHE_ROWS, 0: every pass is built anew).
+   */
+  cacheRowsUpTo: PREFILL_CACHE_ROWS,
 };
 
 /**
@@ -125,6 +130,12 @@ export function prefillPrompt(fwd: Forward, promptIds: number[], sparse: boolean
     const rows = Math.min(fwd.maxPrefill, M - c0);
     const last = c0 + rows === M;
     fwd.ctx.write(fwd.ids, new Uint32Array(promptIds.slice(c0, c0 + rows)));
+    if (rows <= PREFILL.cacheRowsUpTo) {
+      // a pass built once per row count, placed by the state: the chunk's last position
+      fwd.writeState(c0 + rows - 1, 0, 0);
+      fwd.ctx.run(fwd.cachedPrefill(rows, { sparse, sample: last }));
+      continue;
+    }
     if (last) fwd.writeState(M - 1, 0, 0);
     const groups = fwd.prefillGroups(rows, c0, { sparse, sample: last });
     // a submission a layer: the GPU runs each while the host builds the next

@@ -160,6 +160,8 @@ export class Forward {
     this.#decode.clear();
     this.#prompt.clear();
     this.#promptEnd.clear();
+    for (const ops of this.#prefillCache.values()) releaseOps(ops);
+    this.#prefillCache.clear();
   }
 
   /**
@@ -224,6 +226,7 @@ export class Forward {
   #gemvTunes: GemvTunes = {};
 
   #decode = new Map<string, Op[]>();
+  #prefillCache = new Map<string, Op[]>();
   #prompt = new Map<string, Op[]>();
   #promptEnd = new Map<string, number>(); // ops of a decode step up to the last layer's attention
   #all: GPUBuffer[] = [];
@@ -621,6 +624,23 @@ export class Forward {
   }
 
   /**
+   * A prompt chunk's prefill pass of `rows` rows (ids in `ids`), built once per row count, sparsity, sampling
+   * and prefill path, then reused: its positions come from the decode state (state[0] must hold the chunk's
+   * last position, `c0 + rows - 1`, when it runs), so one pass serves a chunk anywhere in the context. For the
+   * short passes whose building takes longer than the GPU does (the first token after 8 to 16 prompt tokens,
+   * {@link PREFILL_CACHE_ROWS}). The ops stay the Forward's: do not release them.
+   */
+  cachedPrefill(rows: number, o: { sparse: boolean; sample: boolean }): Op[] {
+    const key = `${rows}/${o.sparse}/${o.sample}/${this.prefillGemv}/${this.splitK}`;
+    let ops = this.#prefillCache.get(key);
+    if (!ops) {
+      ops = this.prefill(rows, rows - 1, { ...o, fromState: true });
+      this.#prefillCache.set(key, ops);
+    }
+    return ops;
+  }
+
+  /**
    * {@link prefill}'s ops a group at a time, in the order they run (the embedding, each layer, then the final
    * norm, lm_head and sampling), built as they are asked for: a caller that submits each group before asking
    * for the next keeps the GPU busy while the host builds the rest (about 420 ops at 8B shapes, each with a
@@ -744,6 +764,13 @@ export class Forward {
     for (const b of [...this.#all, ...extra]) b.destroy();
   }
 }
+
+/**
+ * Prompt chunks of up to this many rows reuse their prefill pass ({@link Forward.cachedPrefill}): the few-row
+ * GEMV's range, where building a pass's ~420 ops on the host (16-27 ms on the H200's machine) takes longer
+ * than the pass itself (13 ms at 8 rows); longer passes keep the GPU busy for longer than they take to build.
+ */
+export const PREFILL_CACHE_ROWS: number = GEMV_ROWS.maxRows;
 
 /** Tickets the GEMV epilogues of a decode step need at most: the column tiles of its widest GEMV. */
 function maxTickets(w: Weights): number {
