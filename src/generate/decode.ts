@@ -131,9 +131,10 @@ export function prefillPrompt(fwd: Forward, promptIds: number[], sparse: boolean
     const last = c0 + rows === M;
     fwd.ctx.write(fwd.ids, new Uint32Array(promptIds.slice(c0, c0 + rows)));
     if (rows <= PREFILL.cacheRowsUpTo) {
-      // a pass built once per row count, placed by the state: the chunk's last position
+      // a pass built once per row count (the first time submitted a layer at a time as it is built), placed by
+      // the state: the chunk's last position
       fwd.writeState(c0 + rows - 1, 0, 0);
-      fwd.ctx.run(fwd.cachedPrefill(rows, { sparse, sample: last }));
+      for (const ops of fwd.cachedPrefill(rows, { sparse, sample: last })) fwd.ctx.run(ops);
       continue;
     }
     if (last) fwd.writeState(M - 1, 0, 0);

@@ -409,12 +409,12 @@ export class Forward {
       this.l2PrefetchPasses
         ? { buffer: next.buffer, ...prefetchRange(next, PASS_PREFETCH_CAP_BYTES), check }
         : undefined;
-    // x += m . in, its splits summed in the GEMV's epilogue or in a reduce pass (which prefetches `next`)
     // a GemvTunes override over the shape's variant (its K chunk kept)
     const tuneOf = (m: Matrix, proj: string): GemvTune | undefined => {
       const t = this.#gemvTunes[proj as keyof GemvTunes];
       return t ? { ...gemvTune(m.K, m.N, m.format ?? "f16", sparse), ...t } : undefined;
     };
+    // x += m . in, its splits summed in the GEMV's epilogue or in a reduce pass (which prefetches `next`)
     const residual = (
       m: Matrix,
       input: GPUBuffer,
@@ -625,19 +625,32 @@ export class Forward {
 
   /**
    * A prompt chunk's prefill pass of `rows` rows (ids in `ids`), built once per row count, sparsity, sampling
-   * and prefill path, then reused: its positions come from the decode state (state[0] must hold the chunk's
-   * last position, `c0 + rows - 1`, when it runs), so one pass serves a chunk anywhere in the context. For the
-   * short passes whose building takes longer than the GPU does (the first token after 8 to 16 prompt tokens,
-   * {@link PREFILL_CACHE_ROWS}). The ops stay the Forward's: do not release them.
+   * and prefill path, then kept: its positions come from the decode state (state[0] must hold the chunk's last
+   * position, `c0 + rows - 1`, when it runs), so one pass serves a chunk anywhere in the context. For the short
+   * passes whose building takes longer than the GPU does (the first token after 8 to 16 prompt tokens,
+   * {@link PREFILL_CACHE_ROWS}). Kept, the pass comes as one group; the first time, a layer at a time as it is
+   * built (as {@link prefillGroups}), and it is kept once the caller has taken every group. The ops stay the
+   * Forward's: do not release them.
    */
-  cachedPrefill(rows: number, o: { sparse: boolean; sample: boolean }): Op[] {
+  *cachedPrefill(rows: number, o: { sparse: boolean; sample: boolean }): Generator<Op[], void, undefined> {
     const key = `${rows}/${o.sparse}/${o.sample}/${this.prefillGemv}/${this.splitK}`;
-    let ops = this.#prefillCache.get(key);
-    if (!ops) {
-      ops = this.prefill(rows, rows - 1, { ...o, fromState: true });
-      this.#prefillCache.set(key, ops);
+    const kept = this.#prefillCache.get(key);
+    if (kept) {
+      yield kept;
+      return;
     }
-    return ops;
+    const built: Op[] = [];
+    let done = false;
+    try {
+      for (const ops of this.prefillGroups(rows, rows - 1, { ...o, fromState: true })) {
+        built.push(...ops);
+        yield ops;
+      }
+      done = true;
+      this.#prefillCache.set(key, built);
+    } finally {
+      if (!done) releaseOps(built);
+    }
   }
 
   /**
