@@ -9,6 +9,7 @@
 #    few-row GEMV up to 16 rows, then the tiled GEMM), with the GEMM for every pass (`--prefill-steps 0
 #    --prefill-gemm`) and with the GEMV for every pass of at most 16 rows (`--prefill-steps 0`).
 # 3. Decode-step options (PART=decode only): --gemv-early, --gemv-pipe, --l2-prefetch, --l2-prefetch-passes.
+# 4. What was changed without device time to time it (PART=unmeasured only; see below).
 # Raw outputs go to the folder given (default $OUT); a summary to stdout. PART=epilogue or PART=prefill runs
 # one half (about 5 and 3 minutes on an H200: two device calls stay inside the 10-minute limit of one).
 #   PART=epilogue bash bench/opt_in_ab.sh [OUT_DIR]   (SHAPE=tiny for a quick run of the script itself)
@@ -76,6 +77,30 @@ if [[ $part == decode ]]; then
     deno run -A cli.ts bench --shape "$shape" --sparsity 0,0.5 --tokens 256 --quant "$q" $flags --json >"$f" ||
       echo "bench $q $arm failed" >&2
     summary "$f" "$q $arm"
+  done
+  exit 0
+fi
+
+# 4. PART=unmeasured: what the second session of 2026-12-03 changed after its device time ran out. (a) The sparse
+#    int8/int4 variants (d76a0e3), timed then only by bench/sparse_probe.ts: decode at 0 and 50% through the
+#    decode loop. (b) Kept prefill passes (Forward.cachedPrefill): first token with passes kept (the default;
+#    --ttft warms up at each length, so it times kept passes) and built anew (--prefill-cache 0); each run's
+#    prefill_pass.kernelsMs.rmsnorm also times rmsnorm.wgsl with its row length as an override (1.05 ms a
+#    pass of 8 rows at 2a820a6).
+if [[ $part == unmeasured ]]; then
+  for q in int8 int4; do
+    f="$out/$shape-$q-sparse-variants.json"
+    deno run -A cli.ts bench --shape "$shape" --sparsity 0,0.5 --tokens 256 --quant "$q" --json >"$f" ||
+      echo "bench $q failed" >&2
+    summary "$f" "$q"
+  done
+  for cache in 16 0; do
+    f="$out/$shape-ttft-prefill-cache-$cache.json"
+    deno run -A cli.ts bench --shape "$shape" --sparsity 0 --tokens 16 --ttft 8,12,16,64 --prefill-cache "$cache" \
+      --json >"$f" || echo "bench ttft cache $cache failed" >&2
+    summary "$f" "prefill-cache $cache"
+    deno eval "const r = JSON.parse(Deno.readTextFileSync('$f'));
+      for (const t of r.ttft) console.log('  rmsnorm ms a pass of', t.prompt_tokens, 'rows:', t.prefill_pass?.kernelsMs?.rmsnorm)"
   done
   exit 0
 fi
