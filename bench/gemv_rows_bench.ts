@@ -6,7 +6,7 @@
  * layers (the GEMM part of one prefill pass).
  *
  * `deno run -A bench/gemv_rows_bench.ts [--rows 1,2,4,8,16] [--grid] [--shape llama-3-8b|tiny|...]`;
- * `--grid` also sweeps gemv_rows' TPR and KCHUNK.
+ * `--grid` also sweeps gemv_rows' TPR, KCHUNK and channels in flight (UNROLL).
  * @module
  */
 import { parseArgs } from "node:util";
@@ -109,11 +109,18 @@ for (const M of rowsList) {
     if (values.grid) {
       for (const TPR of [32, 64, 128, 256]) {
         for (const KCHUNK of [128, 256, 512, 1024]) {
-          if (M * KCHUNK > 4096) continue;
-          const tune: GemvRowsTune = { TPR, KCHUNK };
-          const us = await time(ctx, mats, (m) => gemvRowsOps(ctx, m, x, y, partials, { ...o, tune }), reps);
-          const mark = TPR === 64 && KCHUNK === gemvRowsChunk(M) ? " (default)" : "";
-          console.log(`  TPR ${TPR} KCHUNK ${KCHUNK}: ${us.toFixed(1)} us${mark}`);
+          for (const UNROLL of [4, 8]) {
+            if (M * KCHUNK > 4096) continue;
+            const tune: GemvRowsTune = { TPR, KCHUNK, UNROLL };
+            const us = await time(
+              ctx,
+              mats,
+              (m) => gemvRowsOps(ctx, m, x, y, partials, { ...o, tune }),
+              reps,
+            );
+            const mark = TPR === 64 && KCHUNK === gemvRowsChunk(M) && UNROLL === 4 ? " (default)" : "";
+            console.log(`  TPR ${TPR} KCHUNK ${KCHUNK} UNROLL ${UNROLL}: ${us.toFixed(1)} us${mark}`);
+          }
         }
       }
     }

@@ -5,7 +5,7 @@
 // splitk_sum.wgsl then adds the splits and applies bias / residual add.
 // Workgroup (tile, split) owns TILE_N = TPR * 4 columns of one segment and input channels
 // [split * KCHUNK, (split + 1) * KCHUNK), whose ROWS rows of x it stages in workgroup memory. Each thread loads
-// four f16 (one vec2<u32>) of a channel's row, four channels in flight, and keeps one vec4 accumulator per row
+// four f16 (one vec2<u32>) of a channel's row, UNROLL channels in flight, and keeps one vec4 accumulator per row
 // (named private variables: an array of accumulators may go to memory).
 // bindings: 0 params (uniform), 1 x (f32 [ROWS][K], read), 2 wt (vec2<u32> = 4 f16, segment blocks, read),
 //           3 part (f32 [splits][ROWS][ncols], write)
@@ -13,6 +13,7 @@ override ROWS: u32 = 4u;     // 1..16
 override TPR: u32 = 64u;     // threads per column group
 override KCHUNK: u32 = 256u;
 override WG: u32 = 256u;
+override UNROLL: u32 = 4u;   // channels in flight per thread: 4 or 8
 override KG: u32 = WG / TPR;
 override TILE_N: u32 = TPR * 4u;
 
@@ -128,6 +129,26 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     let vs = seg.stride / 4u;
     let w_col = (seg.base + col) / 4u;
     var j = kg;
+    if (UNROLL == 8u) {
+      for (; j + 7u * KG < n_k; j += 8u * KG) {
+        let w0 = wt[(k_base + j) * vs + w_col];
+        let w1 = wt[(k_base + j + KG) * vs + w_col];
+        let w2 = wt[(k_base + j + 2u * KG) * vs + w_col];
+        let w3 = wt[(k_base + j + 3u * KG) * vs + w_col];
+        let w4 = wt[(k_base + j + 4u * KG) * vs + w_col];
+        let w5 = wt[(k_base + j + 5u * KG) * vs + w_col];
+        let w6 = wt[(k_base + j + 6u * KG) * vs + w_col];
+        let w7 = wt[(k_base + j + 7u * KG) * vs + w_col];
+        fma_rows(j, f4(w0));
+        fma_rows(j + KG, f4(w1));
+        fma_rows(j + 2u * KG, f4(w2));
+        fma_rows(j + 3u * KG, f4(w3));
+        fma_rows(j + 4u * KG, f4(w4));
+        fma_rows(j + 5u * KG, f4(w5));
+        fma_rows(j + 6u * KG, f4(w6));
+        fma_rows(j + 7u * KG, f4(w7));
+      }
+    }
     for (; j + 3u * KG < n_k; j += 4u * KG) {
       let w0 = wt[(k_base + j) * vs + w_col];
       let w1 = wt[(k_base + j + KG) * vs + w_col];

@@ -823,6 +823,12 @@ Deno.test("gemv_rows: few-row prefill GEMM (fused segments, bias, residual add) 
       const pt = poisoned(ctx, gemvRowsPartialBytes(m, M, tune) / 4);
       ctx.run(gemvRowsOps(ctx, m, xb, yt, pt, { M, ldy: m.N, tune }));
       assert(relErr(await ctx.readF32(yt), want) < 1e-4, `${label}: TPR 32, KCHUNK 128`);
+      // eight channels in flight a thread (the chunk's tail walked four and then one at a time)
+      const tune8 = { TPR: 32, KCHUNK: 200, UNROLL: 8 };
+      const y8 = poisoned(ctx, M * m.N);
+      const p8 = poisoned(ctx, gemvRowsPartialBytes(m, M, tune8) / 4);
+      ctx.run(gemvRowsOps(ctx, m, xb, y8, p8, { M, ldy: m.N, tune: tune8 }));
+      assert(relErr(await ctx.readF32(y8), want) < 1e-4, `${label}: UNROLL 8`);
       assert(
         new Uint32Array(got.buffer).subarray(M * m.N).every((v) => v === POISON),
         `${label}: wrote past M`,

@@ -606,6 +606,8 @@ export interface GemvRowsTune {
   TPR?: number;
   /** Input channels per split (rows * KCHUNK at most 4096: the staged rows). */
   KCHUNK?: number;
+  /** Channels each thread has in flight: 4 (default) or 8 (not yet timed on a GPU). */
+  UNROLL?: number;
 }
 
 /** Bytes of split partials gemvRowsOps needs for M rows of a matrix. */
@@ -634,13 +636,15 @@ export function gemvRowsOps(
   }
   const KCHUNK = o.tune?.KCHUNK ?? gemvRowsChunk(o.M);
   const TPR = o.tune?.TPR ?? GEMV_ROWS.TPR;
+  const UNROLL = o.tune?.UNROLL ?? 4;
   if (
     !Number.isInteger(TPR) || !Number.isInteger(KCHUNK) || TPR < 1 || GEMV_ROWS.WG % TPR !== 0 ||
     KCHUNK < 1 ||
-    o.M * KCHUNK > 4096
+    o.M * KCHUNK > 4096 || (UNROLL !== 4 && UNROLL !== 8)
   ) {
     throw new RangeError(
-      `gemv_rows: TPR ${TPR} must divide ${GEMV_ROWS.WG}; rows x KCHUNK (${o.M} x ${KCHUNK}) <= 4096`,
+      `gemv_rows: TPR ${TPR} must divide ${GEMV_ROWS.WG}; rows x KCHUNK (${o.M} x ${KCHUNK}) <= 4096; ` +
+        `UNROLL ${UNROLL} is 4 or 8`,
     );
   }
   const splits = Math.ceil(m.K / KCHUNK);
@@ -654,7 +658,7 @@ export function gemvRowsOps(
     ctx.op({
       variant: {
         shader: "gemv_rows",
-        overrides: { ROWS: o.M, TPR, KCHUNK, WG: GEMV_ROWS.WG },
+        overrides: { ROWS: o.M, TPR, KCHUNK, WG: GEMV_ROWS.WG, UNROLL },
       },
       bindings: [params, x, m.buffer, partials],
       owned: [params],
