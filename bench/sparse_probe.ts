@@ -55,7 +55,7 @@ if (values.grid) {
   const best: Record<string, GemvTunes> = { dense: {}, sparse: {} };
   for (const proj of projs) {
     const bestUs: Record<string, number> = { dense: Infinity, sparse: Infinity };
-    for (const TPR of [8, 16, 32]) {
+    for (const TPR of (Deno.env.get("GRID_TPR") ?? "8,16,32,64").split(",").map(Number)) {
       for (const UNROLL of [4, 8]) {
         f.gemvTunes = { [proj]: { TPR, UNROLL } };
         const line: string[] = [];

@@ -178,8 +178,10 @@ Deno.test("gemv: sparse equals dense on the masked input; counters match a CPU c
       { TPR: 32, KCHUNK: 512, WG: 128, UNROLL: 4, PIPE: true },
       // the longest chunk gemvChunk gives: compacted indices into values staged in place
       { TPR: 16, KCHUNK: 2048, WG: 256, UNROLL: 8 },
+      // the widest column groups Forward.gemvTunes allows (512 columns a tile)
+      { TPR: 64, KCHUNK: 1024, WG: 256, UNROLL: 8 },
     ];
-    for (const [f, frac] of [0, 0.3, 0.5, 0.9, 1, 0.2, 0, 0.6].entries()) {
+    for (const [f, frac] of [0, 0.3, 0.5, 0.9, 1, 0.2, 0, 0.6, 0.4].entries()) {
       const tune = tunes[f % tunes.length];
       const splits = tune ? Math.ceil(K / tune.KCHUNK) : gemvSplits(K, m.N);
       const x = randn(K, r);

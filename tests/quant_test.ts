@@ -245,6 +245,8 @@ Deno.test("gemv_q: dense (EARLY too) and sparse fused q|k|v, int8 and int4, at a
           { TPR: 4, KCHUNK: 1024, WG: 128, UNROLL: 4 },
           // the longest chunk gemvChunk gives (2048: 8 bytes of workgroup memory a channel)
           { TPR: 8, KCHUNK: 2048, UNROLL: 8 },
+          // the widest column groups Forward.gemvTunes allows
+          { TPR: 64, KCHUNK: 512, UNROLL: 4 },
         ]
       ) {
         const what = `${name} K=${K} ${JSON.stringify(tune)}`;

@@ -213,8 +213,8 @@ export class Forward {
   }
   set gemvTunes(t: GemvTunes) {
     for (const [proj, v] of Object.entries(t)) {
-      if (v.TPR !== undefined && ![8, 16, 32].includes(v.TPR)) {
-        throw new RangeError(`gemvTunes.${proj}.TPR: ${v.TPR} is not 8, 16 or 32`);
+      if (v.TPR !== undefined && ![8, 16, 32, 64].includes(v.TPR)) {
+        throw new RangeError(`gemvTunes.${proj}.TPR: ${v.TPR} is not 8, 16, 32 or 64`);
       }
       if (v.UNROLL !== undefined && v.UNROLL !== 4 && v.UNROLL !== 8) {
         throw new RangeError(`gemvTunes.${proj}.UNROLL: ${v.UNROLL} is not 4 or 8`);
