@@ -608,18 +608,7 @@ export class Forward {
    * the last row's logits (+ sampling when `sample`) or every row's logits into `allLogits` ([rows][vocab]).
    * Ops own their parameter buffers: release them with {@link releaseOps} after submitting.
    */
-  prefill(
-    rows: number,
-    posBase: number,
-    o: {
-      sparse?: boolean;
-      sample?: boolean;
-      allLogits?: GPUBuffer;
-      capture?: CaptureHook;
-      /** Positions state[0] - posBase + row (the speculative verify pass, queued without the host). */
-      fromState?: boolean;
-    },
-  ): Op[] {
+  prefill(rows: number, posBase: number, o: PrefillOptions): Op[] {
     return [...this.prefillGroups(rows, posBase, o)].flat();
   }
 
@@ -660,17 +649,7 @@ export class Forward {
    * parameter buffer and a bind group: 16-22 ms of host time on the H200's machine, more than the GPU pass
    * takes at 8 rows).
    */
-  *prefillGroups(
-    rows: number,
-    posBase: number,
-    o: {
-      sparse?: boolean;
-      sample?: boolean;
-      allLogits?: GPUBuffer;
-      capture?: CaptureHook;
-      fromState?: boolean;
-    },
-  ): Generator<Op[], void, undefined> {
+  *prefillGroups(rows: number, posBase: number, o: PrefillOptions): Generator<Op[], void, undefined> {
     const { ctx, config: c, weights: w } = this;
     const h = c.hiddenSize;
     yield w.embed.map((e) =>
@@ -793,6 +772,20 @@ function maxTickets(w: Weights): number {
 
 /** The narrowest column groups {@link Forward.gemvTunes} allows: buffers counted in column tiles fit any. */
 const NARROWEST: GemvTune = { TPR: 8, KCHUNK: GEMV.KCHUNK };
+
+/** Options of {@link Forward.prefill} and {@link Forward.prefillGroups}. */
+export interface PrefillOptions {
+  /** TEAL-sparse prefill GEMMs (the thresholds in the sparsity buffers). */
+  sparse?: boolean;
+  /** Sample the next token from the last row's logits into the decode state. */
+  sample?: boolean;
+  /** Every row's logits into this buffer ([rows][vocab]) instead of the last row's into `logits`. */
+  allLogits?: GPUBuffer;
+  /** Adds ops right after each projection's input is ready (calibration reads them). */
+  capture?: CaptureHook;
+  /** Positions state[0] - posBase + row (the speculative verify pass, queued without the host). */
+  fromState?: boolean;
+}
 
 /** Per-projection overrides of a decode step's GEMV variants ({@link Forward.gemvTunes}). */
 export type GemvTunes = Partial<Record<"qkv" | "o" | "gateup" | "down", { TPR?: number; UNROLL?: number }>>;
