@@ -59,6 +59,17 @@ function setup(ctx: GpuContext, N: number, K: number, copies: number, lens = [N]
   };
 }
 
+/** A fused RMSNorm input of K channels whose norm is 1 (weight 1, mean square 1 in 16 partial sums). */
+function unitRmsInput(ctx: GpuContext, K: number): GemvInput {
+  return {
+    kind: "rmsnorm",
+    weight: ctx.buffer(K * 4, "norm", new Float32Array(K).fill(1)),
+    ss: ctx.buffer(64, "ss", new Float32Array(16).fill(K / 16)),
+    nss: 16,
+    eps: 1e-5,
+  };
+}
+
 /** GPU microseconds of one GEMV + reduce at `sparsity` (median over repeats). */
 export async function timeGemv(
   ctx: GpuContext,
@@ -66,11 +77,11 @@ export async function timeGemv(
   sparsity: number,
   tune: GemvTune = { TPR: 16, KCHUNK: 512 },
   input?: GemvInput,
-  // dense only: the first trip's loads before the staging (Forward.gemvEarly)
   reps = 5,
   // a pass of ~40 ms at 3 TB/s: short passes separated by read-backs let the GPU clock down, and the
   // ramp-up then shows as a fixed cost per dispatch that the same kernel does not have inside a decode loop
   perPass = Math.min(2000, Math.max(40, Math.ceil((40e-3 * 3e12) / (s.mats[0].K * s.mats[0].N * 2)))),
+  // dense only: the first trip's loads before the staging (Forward.gemvEarly)
   early = false,
 ): Promise<number> {
   ctx.write(s.sp.thresholds, new Float32Array([sparsity]));
@@ -144,15 +155,7 @@ async function modelGrid(ctx: GpuContext): Promise<void> {
     // (half of it read at 50%) left enough in the H200's L2 to flatter it (bench/sparse_probe.ts times the
     // model's own GEMVs instead)
     const s = setup(ctx, N, K, Math.max(2, Math.ceil((d > 1 ? 100e6 : 1.6e9) / (N * K * 2))), lens);
-    const input: GemvInput | undefined = norm
-      ? {
-        kind: "rmsnorm",
-        weight: ctx.buffer(K * 4, "norm", new Float32Array(K).fill(1)),
-        ss: ctx.buffer(64, "ss", new Float32Array(16).fill(K / 16)),
-        nss: 16,
-        eps: 1e-5,
-      }
-      : undefined;
+    const input = norm ? unitRmsInput(ctx, K) : undefined;
     for (const TPR of tprs) {
       for (const KCHUNK of chunks) {
         for (const UNROLL of unrolls) {
@@ -187,14 +190,7 @@ if (import.meta.main) {
     // bytes as one segment with a plain input: what the fusions cost the sparse kernel
     const [N, K] = Deno.env.get("GEMV_FUSED_SMALL") ? [2048, 1024] : [28672, 4096];
     const tune = { TPR: 16, KCHUNK: 1024 };
-    const ss = ctx.buffer(64, "ss", new Float32Array(16).fill(K / 16)); // mean square 1: RMSNorm scales by ~1
-    const rms: GemvInput = {
-      kind: "rmsnorm",
-      weight: ctx.buffer(K * 4, "norm", new Float32Array(K).fill(1)),
-      ss,
-      nss: 16,
-      eps: 1e-5,
-    };
+    const rms = unitRmsInput(ctx, K);
     for (
       const [name, lens, input] of [
         ["1 segment, plain input", [N], undefined],

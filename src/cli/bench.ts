@@ -126,12 +126,16 @@ export const benchCommand: Command = {
     for (const name of ["l2-prefetch", "gemv-early"]) onOff(v[name], name, false);
     const chunk = v["gemv-chunk"] === undefined ? [1, 1] : numList(v["gemv-chunk"] as string, "gemv-chunk");
     if (chunk.length === 1) chunk.push(chunk[0]);
+    if (chunk.length !== 2 || !chunk.every((m) => [1, 2, 4].includes(m))) {
+      throw new Error(`--gemv-chunk: ${v["gemv-chunk"]} is not D or D,S with each 1, 2 or 4`);
+    }
     const downTpr = v["down-tpr"] === undefined ? undefined : Number(v["down-tpr"]);
     if (downTpr !== undefined && downTpr !== 16 && downTpr !== 32) {
       throw new Error(`--down-tpr: ${v["down-tpr"]} is not 16 or 32`);
     }
-    if (chunk.length !== 2 || !chunk.every((m) => [1, 2, 4].includes(m))) {
-      throw new Error(`--gemv-chunk: ${v["gemv-chunk"]} is not D or D,S with each 1, 2 or 4`);
+    const submit = v["prefill-submit"];
+    if (submit !== undefined && submit !== "layer" && submit !== "pass") {
+      throw new Error(`--prefill-submit: ${submit} is not layer or pass`);
     }
     const contextLength = Math.max(16, ...ttftLengths) + tokens + 64;
     if (v.model) {
@@ -157,12 +161,7 @@ export const benchCommand: Command = {
         min: 0,
         integer: true,
       });
-      if (v["prefill-submit"] !== undefined) {
-        if (v["prefill-submit"] !== "layer" && v["prefill-submit"] !== "pass") {
-          throw new Error(`--prefill-submit: ${v["prefill-submit"]} is not layer or pass`);
-        }
-        PREFILL.submitPerLayer = v["prefill-submit"] === "layer";
-      }
+      if (submit !== undefined) PREFILL.submitPerLayer = submit === "layer";
       if (v["prefill-cache"] !== undefined) {
         PREFILL.cacheRowsUpTo = num(v, "prefill-cache", 0, { min: 0, integer: true });
       }

@@ -163,13 +163,13 @@ export function gemvTune(
   const KCHUNK = gemvChunk(K, N, sparse);
   const PIPE = format === "f16" ? GEMV_PIPE.f16 : GEMV_PIPE.quant;
   const v = (TPR: number, UNROLL: number) => ({ TPR, KCHUNK, WG: GEMV.WG, UNROLL, PIPE });
-  const sparseQuant = sparse && format !== "f16";
-  if (N >= 8192) return sparseQuant && format === "int4" ? v(16, 8) : v(32, 8);
+  const sparseInt4 = sparse && format === "int4";
+  if (N >= 8192) return sparseInt4 ? v(16, 8) : v(32, 8);
   if (K >= 8192) {
     if (format === "f16") return v(GEMV_LONG_K.f16TPR, 8);
-    return sparseQuant && format === "int4" ? v(16, 4) : v(16, 8);
+    return sparseInt4 ? v(16, 4) : v(16, 8);
   }
-  if (sparseQuant) return v(16, 4);
+  if (sparse && format !== "f16") return v(16, 4);
   return v(format === "f16" ? GEMV.TPR : 8, GEMV.UNROLL);
 }
 
