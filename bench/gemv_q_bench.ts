@@ -115,7 +115,13 @@ const PROBES: { name: string; shader: "gemv" | "gemv_q"; edits: ProbeEdit[] }[] 
 const SHAPES: [number, number][] = [[14336, 4096], [4096, 14336], [4096, 4096], [1024, 4096]];
 
 /** `copies` random matrices of one format (made on the GPU). */
-function matrices(ctx: GpuContext, format: WeightFormat, N: number, K: number, copies: number): Matrix[] {
+export function matrices(
+  ctx: GpuContext,
+  format: WeightFormat,
+  N: number,
+  K: number,
+  copies: number,
+): Matrix[] {
   const mats: Matrix[] = [];
   const ops: Op[] = [];
   for (let c = 0; c < copies; c++) {
@@ -146,7 +152,7 @@ function matrices(ctx: GpuContext, format: WeightFormat, N: number, K: number, c
 }
 
 /** GPU microseconds of one GEMV + reduce at `sparsity` (x uniform in [-1, 1): threshold = sparsity). */
-async function timeGemv(
+export async function timeGemv(
   ctx: GpuContext,
   mats: Matrix[],
   sparsity: number,

@@ -2,7 +2,8 @@
  * Why a TEAL-sparse GEMV saves less inside the decode step than alone (docs/benchmarks.md): at the Llama-3-8B
  * shape, after calibrating to 50%, times each projection's 32 GEMVs of a decode step (a) alone, back to back,
  * on the step's own data; (b) by their marginal cost in the step (the step with and without them); and the
- * same for the dense step.
+ * same for the dense step. Every other kind of op of the step (attention, the reduce passes, SwiGLU, lm_head,
+ * sampling) is timed the same way.
  *
  * `--grid`: each projection's 32 GEMVs alone (the step's own ops, so each layer's weights are read once:
  * nothing is left in L2 for the next) over threads per column group and rows in flight (Forward.gemvTunes).
@@ -98,17 +99,21 @@ for (const sparse of [false, true]) {
   f.writeState(pos0, 5, 1);
   gpu.run(step);
   const whole = await time(step);
-  const line: string[] = [`${sparse ? "sparse" : "dense"} step ${whole.toFixed(0)} us`];
-  for (const label of ["gemv.qkv", "gemv.o", "gemv.gateup", "gemv.down"]) {
+  console.log(`${sparse ? "sparse" : "dense"} step ${whole.toFixed(0)} us (${step.length} dispatches)`);
+  // every kind of op, the small passes and attention as well as the GEMVs: where the step's time goes
+  let sum = 0;
+  for (const label of [...new Set(step.map((op) => op.label))]) {
     const mine = step.filter((op) => op.label === label);
     const alone = (await time(mine)) / mine.length;
-    const without = await time(step.filter((op) => op.label !== label));
-    line.push(
-      `${label}: alone ${alone.toFixed(1)} us, in the step ${
-        ((whole - without) / mine.length).toFixed(1)
-      } us`,
+    const marginal = whole - (await time(step.filter((op) => op.label !== label)));
+    sum += marginal;
+    console.log(
+      `  ${label.padEnd(16)} x${String(mine.length).padEnd(3)} alone ${alone.toFixed(1).padStart(6)} us, ` +
+        `in the step ${(marginal / mine.length).toFixed(1).padStart(6)} us each, ${
+          marginal.toFixed(0)
+        } us in all`,
     );
   }
-  console.log(line.join(" | "));
+  console.log(`  marginal costs add up to ${sum.toFixed(0)} of ${whole.toFixed(0)} us`);
 }
 gpu.destroy();
