@@ -10,8 +10,7 @@
  * This probe times the runtime's own GEMV variants (gemvTune) at the Llama-3-8B decode shapes, f16, int8 and
  * int4, dense and sparse, as they are and with their addressing edited to the panel layout (bench/probe.ts
  * edits; the data is random either way, so only the time counts), over 1.6 GB of weight copies in rotation so
- * that L2 holds none of them. A third arm times the sparse GEMVs with the compaction's count prefix as it was
- * before shaders/compact.wgsl (a Hillis-Steele scan).
+ * that L2 holds none of them.
  *
  * `deno run -A bench/layout_probe.ts [--quick] [--json FILE]`
  * @module
@@ -54,23 +53,6 @@ const PANEL_Q: ProbeEdit[] = [
   ["let i = k * seg.stride + mo;", "let i = k * MWX + mo;"],
 ];
 
-/** The compaction's count prefix as a Hillis-Steele scan (2 log2(WG) + 1 barriers), as before compact.wgsl. */
-const HILLIS_STEELE: ProbeEdit[] = [[
-  /fn count_prefix[\s\S]*$/,
-  `fn count_prefix(t: u32, cnt: u32) -> vec2<u32> {
-  scan[t] = cnt;
-  workgroupBarrier();
-  for (var off = 1u; off < WG; off <<= 1u) {
-    let add = select(0u, scan[t - off], t >= off);
-    workgroupBarrier();
-    scan[t] += add;
-    workgroupBarrier();
-  }
-  return vec2<u32>(scan[t] - cnt, scan[WG - 1u]);
-}
-`,
-]];
-
 /** The decode GEMVs of a Llama-3-8B layer, N x K (q|k|v and gate|up as one segment). */
 const SHAPES: [string, number, number][] = [
   ["qkv", 6144, 4096],
@@ -87,7 +69,6 @@ if (import.meta.main) {
   console.log(`device: ${ctx.adapterName}`);
   const sources = { gemv: probeSource("gemv", PANEL_F16), gemv_q: probeSource("gemv_q", PANEL_Q) };
   const panel = ctx.withSources(sources);
-  const oldScan = ctx.withSources({ compact: probeSource("compact", HILLIS_STEELE) });
   const levels = [0, 0.5, 0.7];
   const rows: Record<string, number | string>[] = [];
   console.log("shape   format  layout  " + levels.map((l) => `${l}: us (GB/s)`.padStart(16)).join(" "));
@@ -97,13 +78,9 @@ if (import.meta.main) {
       const bpw = bytesPerWeight(format, 128);
       const copies = Math.max(2, Math.ceil((quick ? 4e6 : 1.6e9) / (N * K * bpw)));
       const mats = matrices(ctx, format, N, K, copies);
-      for (const [layout, c] of [["rows", ctx], ["panels", panel], ["old-scan", oldScan]] as const) {
+      for (const [layout, c] of [["rows", ctx], ["panels", panel]] as const) {
         const cells: string[] = [];
         for (const s of levels) {
-          if (layout === "old-scan" && s === 0) {
-            cells.push("".padStart(16));
-            continue;
-          }
           const us = await timeGemv(c, mats, s, gemvTune(K, N, format, s > 0), quick ? 4 : 200);
           const gbs = (N * K * (1 - s) * bpw) / (us * 1e-6) / 1e9;
           rows.push({

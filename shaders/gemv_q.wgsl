@@ -68,10 +68,10 @@ struct Params {
 @group(0) @binding(9) var<storage, read> state: array<u32>;
 
 // #include gemv_finish
-// #include compact
 
 var<workgroup> act_idx: array<u32, KCHUNK>;
 var<workgroup> act_val: array<f32, KCHUNK>;
+var<workgroup> scan: array<u32, WG>;
 var<workgroup> red: array<f32, WG * 8u>;  // eight columns per thread per reduction pass
 
 fn input(k: u32, inv_rms: f32) -> f32 {
@@ -289,15 +289,22 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
       }
     }
     if (eos) { return; }
-    let pre = count_prefix(t, cnt);
-    var slot = pre.x;
+    scan[t] = cnt;
+    workgroupBarrier();
+    for (var off = 1u; off < WG; off <<= 1u) {
+      let add = select(0u, scan[t - off], t >= off);
+      workgroupBarrier();
+      scan[t] += add;
+      workgroupBarrier();
+    }
+    var slot = scan[t] - cnt;
     for (var e = 0u; e < PER; e++) {
       if ((keep & (1u << e)) != 0u) {
         act_idx[slot] = k_base + k0 + e;
         slot++;
       }
     }
-    n_act = pre.y;
+    n_act = scan[WG - 1u];
     if (t == 0u && tile == seg.tile0) { atomicAdd(&counters[p.counter + s], n_act); }
   } else {
     for (var e = 0u; e < PER; e++) {
