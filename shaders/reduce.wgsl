@@ -1,12 +1,16 @@
 // Adds the split-K partial sums of gemv.wgsl and applies the projection's epilogue.
 // MODE 0: out[o] = sum (+ bias[o]); MODE 1: out[o] += sum (residual add), and each workgroup writes the sum of
 // squares of its 256 new values to ss[workgroup] (the next RMSNorm, fused into the next GEMV, adds them up);
-// MODE 2: out[o] = silu(sum_a) * sum_b (SwiGLU of fused gate|up, b at column offB).
+// MODE 2: out[o] = silu(sum_a) * sum_b (SwiGLU of fused gate|up, b at column offB);
+// MODE 3: out[o] = sum as MODE 0 (lm_head's logits), and each workgroup writes its 256 values' largest and the
+// lowest output index holding it (-1 if none is above -3.4e38) to ss[2 (blockOffset + workgroup)] and the float
+// after it, so that greedy sampling (sample.wgsl BLOCKS) reads ~500 pairs instead of a 128k vocabulary.
 // L2 prefetch (prefetch.wgsl, which says why): PREFETCH_WG more workgroups past the ceil(n / 256) that reduce
 // read a range of `pre` (the start of the next GEMV's weights); with preCheck, their checksums go to out past
 // the pass's output.
 // bindings: 0 params (uniform), 1 partials (f32 [splits][np], read), 2 bias (f32, read),
-//           3 out (f32, read_write; preCheck: checksums past the output), 4 ss (f32 [ceil(n / 256)], write),
+//           3 out (f32, read_write; preCheck: checksums past the output), 4 ss (f32 [ceil(n / 256)], write;
+//           MODE 3: 2 floats a workgroup from element 2 blockOffset),
 //           5 pre (vec4<u32>, read: the words to prefetch; a scratch buffer when PREFETCH_WG is 0)
 override MODE: u32 = 0u;
 // a constant, so that each thread's loads of its column's splits are all in flight at once (a loop bound from
@@ -24,7 +28,7 @@ struct Params {
   preStart: u32,  // L2 prefetch: first vec4 of `pre`
   preCount: u32,  // vec4s to prefetch, split evenly over the PREFETCH_WG workgroups
   preCheck: u32,  // 0; else the out index of the prefetch checksums
-  _pad0: u32,
+  blockOffset: u32,  // MODE 3: the first workgroup's pair in ss (earlier column parts of lm_head hold those before)
   _pad1: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -35,6 +39,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read> pre: array<vec4<u32>>;
 var<workgroup> part: array<f32, WG>;
 var<workgroup> part2: array<f32, 16>;
+var<workgroup> part_i: array<i32, 16>;
 
 fn total(col: u32) -> f32 {
   var sum = 0.0;
@@ -86,6 +91,40 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation
       var sum = 0.0;
       for (var i = 0u; i < 16u; i++) { sum += part2[i]; }
       ss[wid.x] = sum;
+    }
+  } else if (MODE == 3u) {
+    if (live) { outv[p.outOffset + o] = v; }
+    // the largest value and its lowest index, as sample.wgsl's argmax compares (strictly greater, in index
+    // order, from -3.4e38): 16 runs of 16 in order, then the 16 results in order
+    part[t] = select(-3.4e38, v, live);
+    workgroupBarrier();
+    if (t < 16u) {
+      var best = -3.4e38;
+      var at = -1;
+      for (var i = 0u; i < 16u; i++) {
+        let x = part[16u * t + i];
+        if (x > best) {
+          best = x;
+          at = i32(o - t + 16u * t + i);
+        }
+      }
+      part2[t] = best;
+      part_i[t] = at;
+    }
+    workgroupBarrier();
+    if (t == 0u) {
+      var best = -3.4e38;
+      var at = -1;
+      for (var i = 0u; i < 16u; i++) {
+        if (part2[i] > best) {
+          best = part2[i];
+          at = part_i[i];
+        }
+      }
+      let b = 2u * (p.blockOffset + wid.x);
+      ss[b] = best;
+      // the vocabulary's index (column part's output o + its first column), exact in f32 below 2^24
+      ss[b + 1u] = select(-1.0, f32(u32(at) + p.outOffset), at >= 0);
     }
   } else if (live) {
     outv[p.outOffset + o] = v;

@@ -1018,6 +1018,69 @@ Deno.test("rmsnorm, swiglu and embed kernels", async () => {
   assert(relErr(await ctx.readF32(ss, 2), wantSs) < 1e-5);
 });
 
+Deno.test("reduce storeArgmax: the logits as MODE store, and each block's largest value with its lowest index (-1 for a block of -inf), placed by part", async () => {
+  const ctx = await gpu();
+  const r = rng(16);
+  const n = 700; // blocks of 256, 256 and 188
+  const splits = 3;
+  const part = randn(splits * n, r, 2);
+  const sums = new Float32Array(n).map((_, o) => [0, 1, 2].reduce((a, s) => a + part[s * n + o], 0));
+  // ties in block 0 (the lower index wins), a block of -inf, and a NaN that is never picked
+  part[0 * n + 40] = 50;
+  part[0 * n + 90] = 50;
+  part[1 * n + 40] =
+    part[2 * n + 40] =
+    part[1 * n + 90] =
+    part[2 * n + 90] =
+      0;
+  sums[40] = sums[90] = 50;
+  for (let o = 256; o < 512; o++) {
+    part[o] = -Infinity;
+    sums[o] = -Infinity;
+  }
+  part[600] = NaN;
+  sums[600] = NaN;
+  const partials = ctx.buffer(part.byteLength, "partials", part);
+  const out = poisoned(ctx, 50 + n);
+  const blocks = poisoned(ctx, 2 * (4 + 3) + 2);
+  ctx.run([
+    reduceOp(ctx, partials, out, {
+      n,
+      splits,
+      ncols: n,
+      mode: REDUCE.storeArgmax,
+      outOffset: 50,
+      ss: blocks,
+      blockOffset: 4,
+    }),
+  ]);
+  const got = await ctx.readF32(out, 50 + n);
+  assert(got.slice(0, 50).every((v) => Number.isNaN(v)), "nothing written before outOffset");
+  for (let o = 0; o < n; o++) {
+    const want = sums[o];
+    const g = got[50 + o];
+    if (Number.isNaN(want) || !Number.isFinite(want)) assert(Object.is(g, want) || (isNaN(g) && isNaN(want)));
+    else assert(Math.abs(g - want) <= 1e-5 * Math.max(1, Math.abs(want)), `logit ${o}: ${g} vs ${want}`);
+  }
+  const b = Array.from(await ctx.readF32(blocks, 2 * (4 + 3) + 2));
+  assert(b.slice(0, 8).every((v) => Number.isNaN(v)), "nothing written before blockOffset");
+  assert(b.slice(14).every((v) => Number.isNaN(v)), "nothing written past the last block");
+  for (let w = 0; w < 3; w++) {
+    let best = -3.4e38;
+    let at = -1;
+    for (let o = w * 256; o < Math.min(n, (w + 1) * 256); o++) {
+      if (got[50 + o] > best) [best, at] = [got[50 + o], 50 + o];
+    }
+    assertEquals(
+      [b[8 + 2 * w], b[9 + 2 * w]],
+      at < 0 ? [Math.fround(-3.4e38), -1] : [best, at],
+      `block ${w}`,
+    );
+  }
+  assertEquals(b[9], 40 + 50, "block 0: the lower of the tied indices (40, 90), + outOffset");
+  assertEquals(b[11], -1, "a block of -inf has no index");
+});
+
 Deno.test("sample: greedy argmax (lowest id on ties) and seeded sampling match the CPU mirror", async () => {
   const ctx = await gpu();
   const r = rng(6);
@@ -1030,6 +1093,25 @@ Deno.test("sample: greedy argmax (lowest id on ties) and seeded sampling match t
   const state = ctx.buffer(16, "state");
   const tokens = poisoned(ctx, 64);
   const op = sampleOp(ctx, params, logitsBuf, state, tokens);
+  // the same logits from two lm_head parts' reduce passes (600 + 437 columns, 3 + 2 argmax blocks), sampled
+  // from their blocks
+  const partA = ctx.buffer(600 * 4, "part a");
+  const partB = ctx.buffer(437 * 4, "part b");
+  const logits2 = poisoned(ctx, vocab);
+  const blocks = poisoned(ctx, 10);
+  const fromBlocks = [
+    reduceOp(ctx, partA, logits2, { n: 600, splits: 1, ncols: 600, mode: REDUCE.storeArgmax, ss: blocks }),
+    reduceOp(ctx, partB, logits2, {
+      n: 437,
+      splits: 1,
+      ncols: 437,
+      mode: REDUCE.storeArgmax,
+      outOffset: 600,
+      ss: blocks,
+      blockOffset: 3,
+    }),
+    sampleOp(ctx, params, logits2, state, tokens, { buffer: blocks, count: 5 }),
+  ];
   const cases = [
     { temperature: 0, topK: 0, topP: 1, seed: 0 },
     { temperature: 1, topK: 0, topP: 1, seed: 7 },
@@ -1049,6 +1131,11 @@ Deno.test("sample: greedy argmax (lowest id on ties) and seeded sampling match t
     const got = Array.from(await ctx.readU32(tokens, steps));
     const want = Array.from({ length: steps }, (_, i) => sampleToken(logits, s, i));
     assertEquals(got, want, JSON.stringify(s));
+    ctx.write(partA, logits.slice(0, 600));
+    ctx.write(partB, logits.slice(600));
+    ctx.write(state, new Uint32Array([100, 0, 0, 0]));
+    ctx.run(Array(steps).fill(fromBlocks).flat());
+    assertEquals(Array.from(await ctx.readU32(tokens, steps)), want, `from blocks: ${JSON.stringify(s)}`);
     if (s.temperature === 0) assert(got.every((t) => t === 17));
     else if (s.topK === 1) {
       assert(got.every((t) => t === 17 || t === 900), "top-1 keeps only the tied maxima");

@@ -22,7 +22,7 @@ import { argmax, greedyGenerate, ReferenceModel } from "../src/model/reference.t
 import type { NamedTensor } from "../src/model/weights.ts";
 import { PREFILL_CACHE_ROWS, releaseOps } from "../src/model/forward.ts";
 import { sampleToken } from "../src/generate/sampler.ts";
-import { PREFILL, prefillPrompt, prefillStepsUpTo } from "../src/generate/decode.ts";
+import { DECODE, PREFILL, prefillPrompt, prefillStepsUpTo } from "../src/generate/decode.ts";
 import { ATTN, PASS_PREFETCH_CAP_BYTES, prefetchRange, writeSamplerParams } from "../src/gpu/kernels.ts";
 import { f16round, gpu, POISON, randn, relErr, rng } from "./_gpu.ts";
 
@@ -518,6 +518,18 @@ Deno.test("stories260k: logits equal the reference; greedy 120 tokens from [1] i
     const got = await model.complete([1], { temperature: 0, maxTokens: 120, stopAtEos: false });
     assertEquals(got.ids, want);
     assertEquals(got.text, "");
+    // the decode loop's batching (growth, command buffers of a few dispatches, then larger ones) changes
+    // when tokens come back, not which
+    const saved = { ...DECODE };
+    try {
+      Object.assign(DECODE, { growth: 1.5, dispatchesPerSubmit: 7, dispatchesPerLaterSubmit: 50 });
+      const again = await model.complete([1], { temperature: 0, maxTokens: 120, stopAtEos: false });
+      assertEquals(again.ids, want);
+      const sizes = model.lastBatches.map((b) => b.b - b.a);
+      assertEquals(sizes.slice(0, 5), [1, 2, 3, 5, 8]);
+    } finally {
+      Object.assign(DECODE, saved);
+    }
   } finally {
     model.dispose();
   }

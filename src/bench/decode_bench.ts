@@ -42,6 +42,8 @@ export interface DecodeBenchOptions {
   promptTokens?: number;
   /** Milliseconds of decoding per read-back batch (the generation option streamIntervalMs). */
   streamIntervalMs?: number;
+  /** Sampling of the timed generations (default greedy: temperature 0). */
+  sampling?: { temperature: number; topK: number; topP: number };
   /** Print progress lines to stderr. */
   log?: (line: string) => void;
 }
@@ -145,6 +147,7 @@ export async function benchDecode(model: Model, o: DecodeBenchOptions): Promise<
     const gen = {
       maxTokens: o.tokens,
       temperature: 0,
+      ...o.sampling,
       stopAtEos: false,
       sparsity: s,
       streamIntervalMs: o.streamIntervalMs,

@@ -54,8 +54,12 @@ export const benchCommand: Command = {
   --acceptance-temperature T
                        sampling temperature of that measurement (default 0: greedy)
   --stream-interval MS decoding per read-back batch (default 250; see GenerateOptions.streamIntervalMs)
-  --submit-chunk N     dispatches per submitted command buffer in the decode loop (default 512; 0: one
-                       command buffer per read-back batch)
+  --submit-chunk N[,M] dispatches in the first command buffer of a read-back batch in the decode loop (default
+                       512; 0: one command buffer per batch) and in each later one (default M = N)
+  --batch-growth G     read-back batch growth per batch until --stream-interval is reached (default 2,
+                       DECODE.growth)
+  --temperature T      sampling of the timed generations (default 0: greedy), with --top-k K (default 0: off)
+                       and --top-p P (default 1: off)
   --ttft LIST          also time the first token after prompts of these lengths (e.g. 1,16,64,256)
   --prefill-submit layer|pass  submit a prompt's prefill pass a layer at a time as it is built (default) or
                        whole once built (PREFILL.submitPerLayer)
@@ -92,6 +96,10 @@ export const benchCommand: Command = {
     acceptance: { type: "string" },
     "stream-interval": { type: "string" },
     "submit-chunk": { type: "string" },
+    "batch-growth": { type: "string" },
+    temperature: { type: "string" },
+    "top-k": { type: "string" },
+    "top-p": { type: "string" },
     "acceptance-model": { type: "string" },
     "acceptance-temperature": { type: "string" },
     ttft: { type: "string" },
@@ -113,6 +121,11 @@ export const benchCommand: Command = {
     const sparsities = numList((v.sparsity as string | undefined) ?? "0,0.25,0.4,0.5,0.6,0.7", "sparsity");
     for (const s of sparsities) if (!(s >= 0 && s < 1)) throw new Error(`--sparsity: ${s} is outside [0, 1)`);
     const tokens = num(v, "tokens", 128, { min: 1, integer: true });
+    const sampling = {
+      temperature: num(v, "temperature", 0, { min: 0 }),
+      topK: num(v, "top-k", 0, { min: 0, integer: true }),
+      topP: num(v, "top-p", 1, { min: 0, max: 1, minExclusive: true }),
+    };
     const log = (l: string) => console.error(l);
     let model: Model;
     let shape: string;
@@ -157,10 +170,14 @@ export const benchCommand: Command = {
       const streamIntervalMs = v["stream-interval"] === undefined
         ? undefined
         : num(v, "stream-interval", 250, { min: 1, max: 60_000 });
-      DECODE.dispatchesPerSubmit = num(v, "submit-chunk", DECODE.dispatchesPerSubmit, {
-        min: 0,
-        integer: true,
-      });
+      if (v["submit-chunk"] !== undefined) {
+        const [first, later] = String(v["submit-chunk"]).split(",");
+        const chunk = (value: string | undefined, fallback: number) =>
+          num({ "submit-chunk": value }, "submit-chunk", fallback, { min: 0, integer: true });
+        DECODE.dispatchesPerSubmit = chunk(first, DECODE.dispatchesPerSubmit);
+        DECODE.dispatchesPerLaterSubmit = chunk(later, 0);
+      }
+      DECODE.growth = num(v, "batch-growth", DECODE.growth, { min: 1.5, max: 16 });
       if (submit !== undefined) PREFILL.submitPerLayer = submit === "layer";
       if (v["prefill-cache"] !== undefined) {
         PREFILL.cacheRowsUpTo = num(v, "prefill-cache", 0, { min: 0, integer: true });
@@ -177,7 +194,7 @@ export const benchCommand: Command = {
       [GEMV_CHUNK.dense, GEMV_CHUNK.sparse] = chunk;
       if (downTpr !== undefined) GEMV_LONG_K.f16TPR = downTpr;
       model.forward.prefillGemv = v["prefill-gemm"] !== true;
-      const rows = await benchDecode(model, { sparsities, tokens, log, streamIntervalMs });
+      const rows = await benchDecode(model, { sparsities, tokens, log, streamIntervalMs, sampling });
       const ttft = await benchTtft(model, ttftLengths);
       for (const t of ttft) {
         const pass = t.prefillPass
@@ -242,6 +259,9 @@ export const benchCommand: Command = {
         quant,
         stream_interval_ms: streamIntervalMs ?? null,
         dispatches_per_submit: DECODE.dispatchesPerSubmit,
+        dispatches_per_later_submit: DECODE.dispatchesPerLaterSubmit || DECODE.dispatchesPerSubmit,
+        batch_growth: DECODE.growth,
+        sampling: { temperature: sampling.temperature, top_k: sampling.topK, top_p: sampling.topP },
         weight_format: model.weightFormat,
         weight_bytes: model.weightBytes,
         rows: rows.map((r) => ({

@@ -65,13 +65,21 @@ export const DECODE = {
   /** Aim for batches of about this much time: longer batches hide the read-back gap better, shorter ones
    * stream tokens more smoothly. At 250 ms the gap (up to 10 ms) costs at most 4%. */
   targetBatchMs: 250,
-  /** Batch growth per read-back until the target: fast, so that short generations are not all ramp. */
-  growth: 4,
   /**
-   * Dispatches per command buffer. A batch goes to the queue as several command buffers, each submitted on
-   * its own, so the GPU starts on the first while the host still submits the rest (0: one per batch).
+   * Batch growth per read-back until the target: fast, so that short generations are not all ramp, but no
+   * faster than the host encodes. A batch is encoded while the one before it runs, and encoding a step costs
+   * about a quarter of its GPU time at 8B shapes on the H200 (~5 µs a dispatch), so a batch four times the
+   * last one was not ready when the GPU finished it: ~10 ms idle once a generation (2026-12-03, TEALGPU_TRACE).
+   */
+  growth: 2,
+  /**
+   * Dispatches in a batch's first command buffer. A batch goes to the queue as several command buffers, each
+   * submitted on its own, so the GPU starts on the first while the host still submits the rest (0: one
+   * command buffer per batch).
    */
   dispatchesPerSubmit: 512,
+  /** Dispatches in each later command buffer of a batch (0: as many as the first). */
+  dispatchesPerLaterSubmit: 0,
 };
 
 interface Batch {
@@ -201,18 +209,22 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
     const b = Math.min(limit, a + batchSize);
     const first = Math.max(a, 1);
     const steps = b - first;
-    const perBuffer = DECODE.dispatchesPerSubmit > 0
-      ? Math.max(1, Math.floor(DECODE.dispatchesPerSubmit / stepFor(first).length))
-      : Math.max(1, steps);
+    // steps per command buffer: the first, then the later ones
+    const stepsIn = (dispatches: number) =>
+      dispatches > 0 ? Math.max(1, Math.floor(dispatches / stepFor(first).length)) : Math.max(1, steps);
+    const firstBuffer = stepsIn(DECODE.dispatchesPerSubmit);
+    const laterBuffer = DECODE.dispatchesPerLaterSubmit > 0
+      ? stepsIn(DECODE.dispatchesPerLaterSubmit)
+      : firstBuffer;
     const commands: GPUCommandBuffer[] = [];
     let enc = ctx.device.createCommandEncoder();
-    for (let s0 = 0; s0 < steps; s0 += perBuffer) {
+    for (let s0 = 0; s0 < steps; s0 += s0 === 0 ? firstBuffer : laterBuffer) {
       if (s0 > 0) {
         commands.push(enc.finish());
         enc = ctx.device.createCommandEncoder();
       }
       const pass = enc.beginComputePass();
-      for (let i = s0; i < Math.min(steps, s0 + perBuffer); i++) {
+      for (let i = s0; i < Math.min(steps, s0 + (s0 === 0 ? firstBuffer : laterBuffer)); i++) {
         for (const op of stepFor(first + i)) {
           pass.setPipeline(op.pipeline);
           pass.setBindGroup(0, op.bindGroup);
@@ -230,7 +242,7 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
     queued = b;
     const target = job.batchMs ?? DECODE.targetBatchMs;
     const cap = tokenMs > 0 ? Math.max(2, Math.floor(target / tokenMs)) : DECODE.maxBatch;
-    batchSize = Math.min(DECODE.maxBatch, cap, batchSize * DECODE.growth);
+    batchSize = Math.min(DECODE.maxBatch, cap, Math.ceil(batchSize * DECODE.growth));
     return { a, b, staging, commands, submitMs: 0, submitCostMs: 0 };
   };
   const submit = (batch: Batch) => {

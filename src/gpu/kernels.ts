@@ -427,7 +427,7 @@ export function packOp(
 }
 
 /** reduce.wgsl modes. */
-export const REDUCE = { store: 0, add: 1, swiglu: 2 } as const;
+export const REDUCE = { store: 0, add: 1, swiglu: 2, storeArgmax: 3 } as const;
 
 /**
  * reduce.wgsl: adds gemv partials and applies the epilogue (bias, residual add or SwiGLU). `prefetch`: extra
@@ -448,8 +448,14 @@ export function reduceOp(
     offB?: number;
     outOffset?: number;
     bias?: GPUBuffer | null;
-    /** MODE add: per-workgroup sums of squares of the new values (ceil(n / 256) floats). */
+    /**
+     * MODE add: per-workgroup sums of squares of the new values (ceil(n / 256) floats). MODE storeArgmax: per
+     * workgroup the largest value and its lowest output index + outOffset (-1: none above -3.4e38), two floats
+     * from element 2 * blockOffset ({@link sampleOp}'s blocks).
+     */
     ss?: GPUBuffer;
+    /** MODE storeArgmax: the first workgroup's pair in ss. */
+    blockOffset?: number;
     prefetch?: L2Prefetch;
     label?: string;
   },
@@ -469,7 +475,7 @@ export function reduceOp(
       pre?.startVec4 ?? 0,
       pre?.countVec4 ?? 0,
       pre?.check ?? 0,
-      0,
+      o.blockOffset ?? 0,
       0,
     ],
     "reduce",
@@ -892,17 +898,25 @@ export function writeSamplerParams(
   ctx.device.queue.writeBuffer(buffer, 0, data);
 }
 
-/** sample.wgsl: picks a token from logits, writes it to tokens[state.step] and advances the state. */
+/**
+ * sample.wgsl: picks a token from logits, writes it to tokens[state.step] and advances the state. `blocks`:
+ * the argmax partials a reduce pass in MODE storeArgmax left for these logits (`count` pairs), read instead of
+ * every logit for the argmax.
+ */
 export function sampleOp(
   ctx: GpuContext,
   params: GPUBuffer,
   logits: GPUBuffer,
   state: GPUBuffer,
   tokens: GPUBuffer,
+  blocks?: { buffer: GPUBuffer; count: number },
 ): Op {
+  if (blocks && (!(blocks.count > 0) || blocks.count * 8 > blocks.buffer.size)) {
+    throw new RangeError(`sample: ${blocks.count} argmax blocks do not fit ${blocks.buffer.size} bytes`);
+  }
   return ctx.op({
-    variant: { shader: "sample" },
-    bindings: [params, logits, state, tokens],
+    variant: { shader: "sample", overrides: { BLOCKS: blocks?.count ?? 0 } },
+    bindings: [params, logits, state, tokens, blocks?.buffer ?? ctx.scratch("read")],
     workgroups: [1],
     label: "sample",
   });

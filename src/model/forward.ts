@@ -224,6 +224,7 @@ export class Forward {
     this.#dropSteps();
   }
   #gemvTunes: GemvTunes = {};
+  #lmBlocks: GPUBuffer; // lm_head's argmax blocks, 2 floats per 256 logits (reduce.wgsl MODE 3)
 
   #decode = new Map<string, Op[]>();
   #prefillCache = new Map<string, Op[]>();
@@ -278,6 +279,7 @@ export class Forward {
     const tiles = weights.layers.flatMap((L) => [gemvTiles(L.o, NARROWEST), gemvTiles(L.down, NARROWEST)]);
     this.ss = f32(Math.max(Math.ceil(c.hiddenSize / 256), ...tiles), "ss");
     this.logits = f32(c.vocabSize, "logits");
+    this.#lmBlocks = f32(2 * this.#lmBlockCount(), "lm_blocks");
     this.X = f32(P * c.hiddenSize, "X");
     this.XN = f32(P * c.hiddenSize, "XN");
     this.QKV = f32(P * qkvDim, "QKV");
@@ -538,7 +540,7 @@ export class Forward {
       nss = ssOf(L.down, "down");
     });
     ops.push(...this.#lmHead(this.x, { input: normed(w.finalNorm, nss), state: this.state }));
-    ops.push(sampleOp(ctx, this.samplerParams, this.logits, this.state, this.tokens));
+    ops.push(this.#sample());
     this.#decode.set(key, ops);
     return ops;
   }
@@ -577,9 +579,29 @@ export class Forward {
     ];
   }
 
-  /** lm_head (dense GEMV over each column part, its split sums in its epilogue or a pass) from `x` into `logits`. */
+  /** Argmax blocks of 256 logits the lm_head reduce passes leave (reduce.wgsl MODE 3): all parts together. */
+  #lmBlockCount(): number {
+    return this.weights.lmHead.reduce((a, p) => a + Math.ceil(p.matrix.N / 256), 0);
+  }
+
+  /**
+   * Sampling from `logits`: from the argmax blocks of lm_head's reduce passes, which every path that writes the
+   * logits and samples runs ({@link #lmHead}), unless the GEMVs sum their own splits (no reduce pass).
+   */
+  #sample(): Op {
+    const blocks = this.gemvEpilogue ? undefined : { buffer: this.#lmBlocks, count: this.#lmBlockCount() };
+    return sampleOp(this.ctx, this.samplerParams, this.logits, this.state, this.tokens, blocks);
+  }
+
+  /**
+   * lm_head (dense GEMV over each column part, its split sums in its epilogue or a pass) from `x` into `logits`;
+   * the reduce passes also leave each block of 256 logits' argmax for {@link #sample}.
+   */
   #lmHead(x: GPUBuffer, o: { input?: GemvInput; state?: GPUBuffer }): Op[] {
+    let block0 = 0;
     return this.weights.lmHead.flatMap((p) => {
+      const blockOffset = block0;
+      block0 += Math.ceil(p.matrix.N / 256);
       const gemv = (finish?: GemvFinish) =>
         gemvOp(this.ctx, p.matrix, x, this.partials, this.sparsity, {
           sparse: false,
@@ -595,8 +617,10 @@ export class Forward {
           n: p.matrix.N,
           splits: gemvSplits(p.matrix.K, p.matrix.N),
           ncols: p.matrix.N,
-          mode: REDUCE.store,
+          mode: REDUCE.storeArgmax,
           outOffset: p.col0,
+          ss: this.#lmBlocks,
+          blockOffset,
           label: "reduce.lm_head",
         }),
       ];
@@ -671,7 +695,7 @@ export class Forward {
       }
     } else {
       ops.push(...this.#lmHeadLast(this.X, rows - 1));
-      if (o.sample) ops.push(sampleOp(ctx, this.samplerParams, this.logits, this.state, this.tokens));
+      if (o.sample) ops.push(this.#sample());
     }
     yield ops;
   }
