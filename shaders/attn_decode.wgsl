@@ -39,7 +39,11 @@ struct Params {
   preStart: u32,  // L2 prefetch: first vec4 of `pre`
   preCount: u32,  // vec4s to prefetch, split evenly over the PREFETCH_WG workgroups
   preCheck: u32,  // 0; else the out index of the prefetch checksums
-  _pad: u32,
+  preRanges: u32,  // ranges of preCount vec4s, preStride apart (0 or 1: one)
+  preStride: u32,
+  _pad0: u32,
+  _pad1: u32,
+  _pad2: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> partials: array<f32>;

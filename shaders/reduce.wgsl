@@ -29,6 +29,9 @@ struct Params {
   preCount: u32,  // vec4s to prefetch, split evenly over the PREFETCH_WG workgroups
   preCheck: u32,  // 0; else the out index of the prefetch checksums
   blockOffset: u32,  // MODE 3: the first workgroup's pair in ss (earlier column parts of lm_head hold those before)
+  preRanges: u32,  // ranges of preCount vec4s, preStride apart (0 or 1: one)
+  preStride: u32,
+  _pad0: u32,
   _pad1: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;

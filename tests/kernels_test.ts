@@ -280,11 +280,15 @@ Deno.test("reduce L2 prefetch: the pass's bits and sums of squares unchanged, ea
   const maxWg = ATTN.PREFETCH_WG;
   // [start, count, workgroups]: slices of 4334 (8-load trips, then a tail that not every thread reaches);
   // slices of 1 with the last two workgroups empty; the default count of workgroups, slices of 79
-  const ranges: [number, number, number | undefined][] = [[37, 13001, 3], [15000, 5, 7], [
-    3,
-    9999,
-    undefined,
-  ]];
+  // [start, count, workgroups, ranges, stride]: ... and 5 ranges of 701 vec4s 2003 apart on 12 workgroups
+  // (2 or 3 a range), 3 ranges of 4 on 7 workgroups (some with nothing to read)
+  const ranges: [number, number, number | undefined, number?, number?][] = [
+    [37, 13001, 3],
+    [15000, 5, 7],
+    [3, 9999, undefined],
+    [11, 701, 12, 5, 2003],
+    [900, 4, 7, 3, 5000],
+  ];
   const splits = 3;
   // [mode, n, ncols, srcOffset, offB, outOffset]: ragged last workgroups, outputs and columns not from 0
   const cases: [number, number, number, number, number, number][] = [
@@ -305,7 +309,15 @@ Deno.test("reduce L2 prefetch: the pass's bits and sums of squares unchanged, ea
     const nwg = Math.ceil(n / 256);
     const end = outOffset + n; // the pass's output is out[outOffset, end)
     const outFloats = end + gap + 2 * maxWg + 3;
-    const run = async (prefetch?: { startVec4: number; countVec4: number; workgroups?: number }) => {
+    const run = async (
+      prefetch?: {
+        startVec4: number;
+        countVec4: number;
+        workgroups?: number;
+        ranges?: number;
+        strideVec4?: number;
+      },
+    ) => {
       const init = new Uint32Array(outFloats).fill(POISON);
       if (mode === REDUCE.add) init.set(new Uint32Array(resid.buffer), outOffset);
       const out = ctx.buffer(init.byteLength, "out", init);
@@ -344,9 +356,9 @@ Deno.test("reduce L2 prefetch: the pass's bits and sums of squares unchanged, ea
       );
       assert(relErr(ss, wantSs) < 1e-5, `mode ${mode}: sums of squares`);
     }
-    for (const [startVec4, countVec4, workgroups] of ranges) {
-      const what = `mode ${mode}, range [${startVec4}, +${countVec4}) on ${workgroups} workgroups`;
-      const got = await run({ startVec4, countVec4, workgroups });
+    for (const [startVec4, countVec4, workgroups, nr = 1, strideVec4 = 0] of ranges) {
+      const what = `mode ${mode}, ${nr} x range [${startVec4}, +${countVec4}) on ${workgroups} workgroups`;
+      const got = await run({ startVec4, countVec4, workgroups, ranges: nr, strideVec4 });
       // (a) the outputs and the sums of squares, bit for bit (the ss past nwg stay poisoned: no prefetch
       // workgroup writes one)
       assertEquals(got.out.subarray(outOffset, end), base.out.subarray(outOffset, end), `output, ${what}`);
@@ -354,12 +366,16 @@ Deno.test("reduce L2 prefetch: the pass's bits and sums of squares unchanged, ea
       assert(got.ss.subarray(mode === REDUCE.add ? nwg : 0).every((w) => w === POISON), `ss past, ${what}`);
       // (b) workgroup i's checksum: the XOR of its slice as two exact 16-bit halves
       const wg = workgroups ?? ATTN.PREFETCH_WG;
-      const per = Math.ceil(countVec4 / wg);
       const wantCheck = new Float32Array(2 * wg);
       for (let i = 0; i < wg; i++) {
+        // workgroup i reads its share of range r, which has workgroups [ceil(r wg / nr), ceil((r + 1) wg / nr))
+        const r = Math.floor((i * nr) / wg);
+        const w0 = Math.ceil((r * wg) / nr);
+        const per = Math.ceil(countVec4 / (Math.ceil(((r + 1) * wg) / nr) - w0));
+        const lo = startVec4 + r * strideVec4;
         const x = xorOf(
-          startVec4 + Math.min(i * per, countVec4),
-          startVec4 + Math.min((i + 1) * per, countVec4),
+          lo + Math.min((i - w0) * per, countVec4),
+          lo + Math.min((i - w0 + 1) * per, countVec4),
         );
         wantCheck[2 * i] = x & 0xffff;
         wantCheck[2 * i + 1] = x >>> 16;
@@ -674,16 +690,28 @@ Deno.test("attn_decode L2 prefetch: the attention's bits unchanged, each workgro
   const gap = 5; // floats between the attention's output and the checksums, which nothing writes
   // [start, count, workgroups]: slices of 4334 (8-load trips, then a tail that not every thread reaches);
   // slices of 1 with the last two workgroups empty; the default count of workgroups, slices of 79
-  const ranges: [number, number, number | undefined][] = [[37, 13001, 3], [15000, 5, 7], [
-    3,
-    9999,
-    undefined,
-  ]];
+  // [start, count, workgroups, ranges, stride]: ... and 5 ranges of 701 vec4s 2003 apart on 12 workgroups
+  // (2 or 3 a range), 3 ranges of 4 on 7 workgroups (some with nothing to read)
+  const ranges: [number, number, number | undefined, number?, number?][] = [
+    [37, 13001, 3],
+    [15000, 5, 7],
+    [3, 9999, undefined],
+    [11, 701, 12, 5, 2003],
+    [900, 4, 7, 3, 5000],
+  ];
   for (const [single, pos, span] of [[true, 200, undefined], [false, 250, 64]] as const) {
     const state = ctx.buffer(16, "state", new Uint32Array([pos, 0, 0, 0]));
     const outFloats = numHeads * headDim;
     const partFloats = attnPartFloats(shape, span);
-    const run = async (prefetch?: { startVec4: number; countVec4: number; workgroups?: number }) => {
+    const run = async (
+      prefetch?: {
+        startVec4: number;
+        countVec4: number;
+        workgroups?: number;
+        ranges?: number;
+        strideVec4?: number;
+      },
+    ) => {
       const wg = prefetch ? prefetch.workgroups ?? ATTN.PREFETCH_WG : 0;
       const written = single ? outFloats : partFloats; // the buffer the checksums go to, and its own floats
       const out = poisoned(ctx, outFloats + (single ? gap + 2 * wg + 3 : 0));
@@ -1081,37 +1109,15 @@ Deno.test("reduce storeArgmax: the logits as MODE store, and each block's larges
   assertEquals(b[11], -1, "a block of -inf has no index");
 });
 
-Deno.test("sample: greedy argmax (lowest id on ties) and seeded sampling match the CPU mirror", async () => {
+Deno.test("sample: greedy argmax (lowest id on ties) and seeded sampling match the CPU mirror, from the logits and from argmax blocks", async () => {
   const ctx = await gpu();
   const r = rng(6);
-  const vocab = 1000 + 37;
   const params = ctx.device.createBuffer({
     size: SAMPLER_PARAMS_BYTES,
     usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
   });
-  const logitsBuf = ctx.buffer(vocab * 4, "logits");
   const state = ctx.buffer(16, "state");
   const tokens = poisoned(ctx, 64);
-  const op = sampleOp(ctx, params, logitsBuf, state, tokens);
-  // the same logits from two lm_head parts' reduce passes (600 + 437 columns, 3 + 2 argmax blocks), sampled
-  // from their blocks
-  const partA = ctx.buffer(600 * 4, "part a");
-  const partB = ctx.buffer(437 * 4, "part b");
-  const logits2 = poisoned(ctx, vocab);
-  const blocks = poisoned(ctx, 10);
-  const fromBlocks = [
-    reduceOp(ctx, partA, logits2, { n: 600, splits: 1, ncols: 600, mode: REDUCE.storeArgmax, ss: blocks }),
-    reduceOp(ctx, partB, logits2, {
-      n: 437,
-      splits: 1,
-      ncols: 437,
-      mode: REDUCE.storeArgmax,
-      outOffset: 600,
-      ss: blocks,
-      blockOffset: 3,
-    }),
-    sampleOp(ctx, params, logits2, state, tokens, { buffer: blocks, count: 5 }),
-  ];
   const cases = [
     { temperature: 0, topK: 0, topP: 1, seed: 0 },
     { temperature: 1, topK: 0, topP: 1, seed: 7 },
@@ -1120,36 +1126,63 @@ Deno.test("sample: greedy argmax (lowest id on ties) and seeded sampling match t
     { temperature: 0.8, topK: 50, topP: 0.8, seed: 10 },
     { temperature: 1, topK: 1, topP: 1, seed: 11 },
   ];
-  for (const s of cases) {
+  // 1037: every pass in its remainder loops; 4133: the eight-logit trips too (16+ logits a thread)
+  for (const vocab of [1037, 4133]) {
+    const logitsBuf = ctx.buffer(vocab * 4, "logits");
+    const op = sampleOp(ctx, params, logitsBuf, state, tokens);
+    // the same logits from two lm_head parts' reduce passes (600 + the rest; 3 + the rest's argmax blocks),
+    // sampled from their blocks
+    const restN = vocab - 600;
+    const partA = ctx.buffer(600 * 4, "part a");
+    const partB = ctx.buffer(restN * 4, "part b");
+    const logits2 = poisoned(ctx, vocab);
+    const nblocks = 3 + Math.ceil(restN / 256);
+    const blocks = poisoned(ctx, 2 * nblocks);
+    const fromBlocks = [
+      reduceOp(ctx, partA, logits2, { n: 600, splits: 1, ncols: 600, mode: REDUCE.storeArgmax, ss: blocks }),
+      reduceOp(ctx, partB, logits2, {
+        n: restN,
+        splits: 1,
+        ncols: restN,
+        mode: REDUCE.storeArgmax,
+        outOffset: 600,
+        ss: blocks,
+        blockOffset: 3,
+      }),
+      sampleOp(ctx, params, logits2, state, tokens, { buffer: blocks, count: nblocks }),
+    ];
+    for (const s of cases) {
+      const logits = randn(vocab, r, 4);
+      logits[17] = logits[900] = 9; // tie for the maximum, across the two parts
+      ctx.write(logitsBuf, logits);
+      writeSamplerParams(ctx, params, vocab, 64, s);
+      ctx.write(state, new Uint32Array([100, 0, 0, 0]));
+      const steps = 24;
+      ctx.run(Array(steps).fill(op));
+      const got = Array.from(await ctx.readU32(tokens, steps));
+      const want = Array.from({ length: steps }, (_, i) => sampleToken(logits, s, i));
+      const what = `vocab ${vocab}, ${JSON.stringify(s)}`;
+      assertEquals(got, want, what);
+      ctx.write(partA, logits.slice(0, 600));
+      ctx.write(partB, logits.slice(600));
+      ctx.write(state, new Uint32Array([100, 0, 0, 0]));
+      ctx.run(Array(steps).fill(fromBlocks).flat());
+      assertEquals(Array.from(await ctx.readU32(tokens, steps)), want, `from blocks: ${what}`);
+      if (s.temperature === 0) assert(got.every((t) => t === 17));
+      else if (s.topK === 1) {
+        assert(got.every((t) => t === 17 || t === 900), "top-1 keeps only the tied maxima");
+      } else assert(new Set(got).size > 1, "sampling must vary across steps");
+      assertEquals(Array.from(await ctx.readU32(state, 4)), [100 + steps, got[steps - 1], steps, 0]);
+    }
+    // sampling an end-of-sequence id raises the state's stop flag
     const logits = randn(vocab, r, 4);
-    logits[17] = logits[900] = 9; // tie for the maximum
+    logits[321] = 50;
     ctx.write(logitsBuf, logits);
-    writeSamplerParams(ctx, params, vocab, 64, s);
-    ctx.write(state, new Uint32Array([100, 0, 0, 0]));
-    const steps = 24;
-    ctx.run(Array(steps).fill(op));
-    const got = Array.from(await ctx.readU32(tokens, steps));
-    const want = Array.from({ length: steps }, (_, i) => sampleToken(logits, s, i));
-    assertEquals(got, want, JSON.stringify(s));
-    ctx.write(partA, logits.slice(0, 600));
-    ctx.write(partB, logits.slice(600));
-    ctx.write(state, new Uint32Array([100, 0, 0, 0]));
-    ctx.run(Array(steps).fill(fromBlocks).flat());
-    assertEquals(Array.from(await ctx.readU32(tokens, steps)), want, `from blocks: ${JSON.stringify(s)}`);
-    if (s.temperature === 0) assert(got.every((t) => t === 17));
-    else if (s.topK === 1) {
-      assert(got.every((t) => t === 17 || t === 900), "top-1 keeps only the tied maxima");
-    } else assert(new Set(got).size > 1, "sampling must vary across steps");
-    assertEquals(Array.from(await ctx.readU32(state, 4)), [100 + steps, got[steps - 1], steps, 0]);
+    writeSamplerParams(ctx, params, vocab, 64, cases[0], [7, 321]);
+    ctx.write(state, new Uint32Array([5, 0, 0, 0]));
+    ctx.run([op]);
+    assertEquals(Array.from(await ctx.readU32(state, 4)), [6, 321, 1, 1]);
   }
-  // sampling an end-of-sequence id raises the state's stop flag
-  const logits = randn(vocab, r, 4);
-  logits[321] = 50;
-  ctx.write(logitsBuf, logits);
-  writeSamplerParams(ctx, params, vocab, 64, cases[0], [7, 321]);
-  ctx.write(state, new Uint32Array([5, 0, 0, 0]));
-  ctx.run([op]);
-  assertEquals(Array.from(await ctx.readU32(state, 4)), [6, 321, 1, 1]);
 });
 
 Deno.test("pack: the GPU transpose + f16 rounding of load equals transposeToF16 bit for bit, in pieces", async () => {

@@ -23,7 +23,14 @@ import type { NamedTensor } from "../src/model/weights.ts";
 import { PREFILL_CACHE_ROWS, releaseOps } from "../src/model/forward.ts";
 import { sampleToken } from "../src/generate/sampler.ts";
 import { DECODE, PREFILL, prefillPrompt, prefillStepsUpTo } from "../src/generate/decode.ts";
-import { ATTN, PASS_PREFETCH_CAP_BYTES, prefetchRange, writeSamplerParams } from "../src/gpu/kernels.ts";
+import {
+  ATTN,
+  gemvChunk,
+  PASS_PREFETCH_CAP_BYTES,
+  prefetchChunkHeads,
+  prefetchRange,
+  writeSamplerParams,
+} from "../src/gpu/kernels.ts";
 import { f16round, gpu, POISON, randn, relErr, rng } from "./_gpu.ts";
 
 const STORIES = new URL("../../shared/models/stories260k", import.meta.url).pathname;
@@ -461,6 +468,79 @@ Deno.test("decode steps with the next GEMV's weights prefetched into L2 (l2Prefe
     } finally {
       model.dispose();
     }
+  }
+});
+
+Deno.test("decode steps whose reduce passes prefetch the first rows of every K chunk of the next GEMV (l2PrefetchHeadsBytes) give the same logits, dense and sparse; the SwiGLU pass reads down's chunk heads", async () => {
+  // K of gate|up, down and lm_head multiples of their GEMVs' chunks (512 / 1024), so each gets chunk heads;
+  // q|k|v (rows of unequal length) gets none
+  const config = {
+    ...LLAMA,
+    hiddenSize: 512,
+    intermediateSize: 1024,
+    numHeads: 8,
+    numKvHeads: 2,
+    headDim: 64,
+  };
+  const { tensors } = randomWeights(config, 31);
+  const model = await modelFromTensors("synthetic", config, tensors, { gpu: await gpu(), contextLength: 64 });
+  try {
+    const fwd = model.forward;
+    const ctx = model.gpu;
+    const wg = ATTN.PREFETCH_WG;
+    const last = fwd.weights.layers[config.numLayers - 1];
+    const kchunk = gemvChunk(last.down.K, last.down.N);
+    const heads = prefetchChunkHeads(last.down, 6000, kchunk)!;
+    assertEquals([heads.ranges, heads.countVec4, heads.strideVec4], [
+      1024 / kchunk,
+      (Math.floor(6000 / ((1024 / kchunk) * 1024)) * 1024) / 16,
+      (kchunk * 1024) / 16,
+    ]);
+    assertEquals(prefetchChunkHeads(last.qkv, 1e9, 512), null, "q|k|v rows differ in length");
+    assertEquals(prefetchChunkHeads(last.down, 100, kchunk), null, "not one row fits");
+    const wantHeads = async () => {
+      const words = await ctx.readU32(last.down.buffer);
+      const sums = new Float32Array(2 * wg);
+      const nr = heads.ranges!;
+      for (let i = 0; i < wg; i++) {
+        const r = Math.floor((i * nr) / wg);
+        const w0 = Math.ceil((r * wg) / nr);
+        const per = Math.ceil(heads.countVec4 / (Math.ceil(((r + 1) * wg) / nr) - w0));
+        const lo = heads.startVec4 + r * heads.strideVec4!;
+        let x = 0;
+        for (
+          let k = 4 * (lo + Math.min((i - w0) * per, heads.countVec4));
+          k < 4 * (lo + Math.min((i - w0 + 1) * per, heads.countVec4));
+          k++
+        ) {
+          x ^= words[k];
+        }
+        sums[2 * i] = (x >>> 0) & 0xffff;
+        sums[2 * i + 1] = x >>> 16;
+      }
+      return sums;
+    };
+    const want = await wantHeads();
+    for (const sparse of [false, true]) {
+      const thr = new Float32Array(config.numLayers * 7).fill(sparse ? 0.5 : 0);
+      ctx.write(fwd.sparsity.thresholds, thr);
+      const logits: Float32Array[] = [];
+      for (const bytes of [0, 6000]) {
+        fwd.l2PrefetchHeadsBytes = bytes;
+        ctx.write(fwd.act, new Uint32Array(2 * wg).fill(POISON), config.intermediateSize * 4);
+        fwd.writeState(3, 5, 1);
+        ctx.run(fwd.decodeStep(sparse, 3));
+        logits.push(await ctx.readF32(fwd.logits));
+        const got = await ctx.readF32(fwd.act, 2 * wg, config.intermediateSize * 4);
+        if (bytes > 0) assertEquals(got, want, `sparse ${sparse}: the last SwiGLU pass's checksums`);
+        else assert(new Uint32Array(got.buffer).every((w) => w === POISON), `sparse ${sparse}: no prefetch`);
+      }
+      assert(logits[0].every(Number.isFinite));
+      assertEquals(logits[1], logits[0], `sparse ${sparse}: logits with chunk heads prefetched`);
+    }
+    assertThrows(() => (fwd.l2PrefetchHeadsBytes = -1), RangeError, "l2PrefetchHeadsBytes");
+  } finally {
+    model.dispose();
   }
 });
 

@@ -54,8 +54,8 @@ export const benchCommand: Command = {
   --acceptance-temperature T
                        sampling temperature of that measurement (default 0: greedy)
   --stream-interval MS decoding per read-back batch (default 250; see GenerateOptions.streamIntervalMs)
-  --submit-chunk N[,M] dispatches in the first command buffer of a read-back batch in the decode loop (default
-                       512; 0: one command buffer per batch) and in each later one (default M = N)
+  --submit-chunk N[,M] dispatches in the first command buffer of a read-back batch in the decode loop and in
+                       each later one (default 512,4096; N alone: M = N; 0: one command buffer per batch)
   --batch-growth G     read-back batch growth per batch until --stream-interval is reached (default 2,
                        DECODE.growth)
   --temperature T      sampling of the timed generations (default 0: greedy), with --top-k K (default 0: off)
@@ -74,6 +74,8 @@ export const benchCommand: Command = {
                        (Forward.l2Prefetch; default on for f16 weights, off for int8/int4)
   --l2-prefetch-passes the decode step's reduce passes also read the start of the next GEMV's weights into L2
                        (Forward.l2PrefetchPasses; no effect with --gemv-epilogue, which has no such passes)
+  --l2-prefetch-heads MIB  the reduce passes instead read the first rows of every K chunk of the next GEMV, MIB
+                       MiB in all (Forward.l2PrefetchHeadsBytes; default 0: off; none before q|k|v)
   --gemv-early on|off  dense decode GEMVs issue their first weight loads before staging their input
                        (Forward.gemvEarly; default on for f16 weights, off for int8/int4)
   --gemv-pipe          the decode GEMVs load each trip of weight rows while adding the previous one
@@ -109,6 +111,7 @@ export const benchCommand: Command = {
     "gemv-epilogue": { type: "boolean" },
     "l2-prefetch": { type: "string" },
     "l2-prefetch-passes": { type: "boolean" },
+    "l2-prefetch-heads": { type: "string" },
     "gemv-early": { type: "string" },
     "gemv-pipe": { type: "boolean" },
     "gemv-chunk": { type: "string" },
@@ -188,6 +191,7 @@ export const benchCommand: Command = {
       model.forward.gemvEpilogue = v["gemv-epilogue"] === true;
       model.forward.l2Prefetch = onOff(v["l2-prefetch"], "l2-prefetch", model.forward.l2Prefetch);
       model.forward.l2PrefetchPasses = v["l2-prefetch-passes"] === true;
+      model.forward.l2PrefetchHeadsBytes = num(v, "l2-prefetch-heads", 0, { min: 0, max: 64 }) * 2 ** 20;
       model.forward.gemvEarly = onOff(v["gemv-early"], "gemv-early", model.forward.gemvEarly);
       // read by gemvTune when the decode steps are built (none are yet)
       GEMV_PIPE.f16 = GEMV_PIPE.quant = v["gemv-pipe"] === true;

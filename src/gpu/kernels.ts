@@ -476,6 +476,9 @@ export function reduceOp(
       pre?.countVec4 ?? 0,
       pre?.check ?? 0,
       o.blockOffset ?? 0,
+      pre?.ranges ?? 1,
+      pre?.strideVec4 ?? 0,
+      0,
       0,
     ],
     "reduce",
@@ -1114,6 +1117,10 @@ export interface PrefetchRange {
   startVec4: number;
   /** vec4s in the range. */
   countVec4: number;
+  /** Ranges of countVec4 vec4s, strideVec4 apart (default 1; at most the prefetch workgroups). */
+  ranges?: number;
+  /** vec4s from one range's start to the next's (ranges > 1). */
+  strideVec4?: number;
 }
 
 /**
@@ -1137,6 +1144,39 @@ export function prefetchRange(m: Matrix, capBytes: number): PrefetchRange {
   const startVec4 = Math.floor(start / 16);
   const countVec4 = Math.min(Math.ceil(end / 16) - startVec4, Math.floor(capBytes / 16));
   return { startVec4, countVec4 };
+}
+
+/**
+ * The first rows of each of a matrix's K chunks of `kchunk` rows (every segment's), as strided ranges of vec4s,
+ * capped at `capBytes` in all: what a pass prefetches into L2 so that every workgroup of the GEMV after it
+ * (one per column tile and K chunk) starts on rows already in L2, not only those of the first chunk. Null when
+ * the segments' rows differ in length (one stride cannot step through them) or not one row fits the cap.
+ */
+export function prefetchChunkHeads(m: Matrix, capBytes: number, kchunk: number): PrefetchRange | null {
+  if (!(Number.isFinite(capBytes) && capBytes >= 0)) {
+    throw new RangeError(`prefetchChunkHeads: capBytes must be a finite number >= 0, got ${capBytes}`);
+  }
+  if (!(Number.isInteger(kchunk) && kchunk >= 1)) {
+    throw new RangeError(`prefetchChunkHeads: kchunk must be an integer >= 1, got ${kchunk}`);
+  }
+  const segs = m.segments;
+  if (segs.length === 0) throw new RangeError("prefetchChunkHeads: the matrix has no segments");
+  const unit = (m.format ?? "f16") === "f16" ? 2 : 4; // bytes per base/stride unit
+  const rowBytes = segs[0].stride * unit;
+  // one stride through every segment: equal rows, blocks back to back, chunks that tile K
+  const uniform = segs.every((s, i) =>
+    s.stride === segs[0].stride && s.base === segs[0].base + i * m.K * s.stride
+  );
+  if (!uniform || m.K % kchunk !== 0 || rowBytes % 16 !== 0) return null;
+  const ranges = segs.length * (m.K / kchunk);
+  const rows = Math.min(kchunk, Math.floor(capBytes / (ranges * rowBytes)));
+  if (rows < 1) return null;
+  return {
+    startVec4: (segs[0].base * unit) / 16,
+    countVec4: (rows * rowBytes) / 16,
+    ranges,
+    strideVec4: (kchunk * rowBytes) / 16,
+  };
 }
 
 /**
@@ -1195,15 +1235,24 @@ function checkPrefetch(pre: L2Prefetch, out: GPUBuffer, written?: [number, numbe
       `L2 prefetch: startVec4 ${start} and countVec4 ${count} must be integers >= 0`,
     );
   }
-  const have = Math.floor(pre.buffer.size / 16);
-  if (start + count > have) {
+  const ranges = pre.ranges ?? 1;
+  const stride = pre.strideVec4 ?? 0;
+  if (!(Number.isInteger(ranges) && ranges >= 1 && ranges <= wg)) {
     throw new RangeError(
-      `L2 prefetch: vec4s [${start}, ${
-        start + count
-      }) run past the buffer's ${have} (${pre.buffer.size} bytes)`,
+      `L2 prefetch: ranges must be an integer in 1..${wg} (the workgroups), got ${ranges}`,
     );
   }
-  if (start + count >= 2 ** 32) throw new RangeError(`L2 prefetch: vec4 ${start + count} is past u32`);
+  if (ranges > 1 && !(Number.isInteger(stride) && stride >= count)) {
+    throw new RangeError(`L2 prefetch: strideVec4 ${stride} must be an integer >= countVec4 ${count}`);
+  }
+  const end = start + (ranges - 1) * stride + count;
+  const have = Math.floor(pre.buffer.size / 16);
+  if (end > have) {
+    throw new RangeError(
+      `L2 prefetch: vec4s [${start}, ${end}) run past the buffer's ${have} (${pre.buffer.size} bytes)`,
+    );
+  }
+  if (end >= 2 ** 32) throw new RangeError(`L2 prefetch: vec4 ${end} is past u32`);
   if (pre.check !== undefined) {
     const [lo, hi] = [pre.check, pre.check + 2 * wg];
     if (!(Number.isInteger(lo) && lo >= 1)) {
@@ -1264,6 +1313,10 @@ export function attnDecodeOps(
       pre?.startVec4 ?? 0,
       pre?.countVec4 ?? 0,
       pre?.check ?? 0,
+      pre?.ranges ?? 1,
+      pre?.strideVec4 ?? 0,
+      0,
+      0,
       0,
       0,
     ],

@@ -16,6 +16,7 @@ import {
   embedOp,
   GEMV,
   GEMV_ROWS,
+  gemvChunk,
   type GemvFinish,
   type GemvInput,
   gemvOp,
@@ -32,6 +33,7 @@ import {
   type MatmulOptions,
   type Matrix,
   PASS_PREFETCH_CAP_BYTES,
+  prefetchChunkHeads,
   prefetchRange,
   REDUCE,
   reduceOp,
@@ -202,6 +204,26 @@ export class Forward {
     this.#dropSteps();
   }
   #l2PrefetchPasses = false;
+
+  /**
+   * Bytes (0: off) the decode step's reduce passes prefetch into L2 as the first rows of every K chunk of the
+   * next GEMV (prefetchChunkHeads), where {@link l2PrefetchPasses} reads the start of its weights: with chunk
+   * heads every workgroup of the GEMV starts on rows in L2, not only those of its first chunk. Where the next
+   * matrix's rows differ in length (q|k|v) the pass prefetches nothing. Takes the place of l2PrefetchPasses.
+   * Off by default until timed on a GPU (`bench --l2-prefetch-heads MIB`).
+   */
+  get l2PrefetchHeadsBytes(): number {
+    return this.#l2PrefetchHeadsBytes;
+  }
+  set l2PrefetchHeadsBytes(bytes: number) {
+    if (!(Number.isFinite(bytes) && bytes >= 0)) {
+      throw new RangeError(`l2PrefetchHeadsBytes must be a finite number >= 0, got ${bytes}`);
+    }
+    if (bytes === this.#l2PrefetchHeadsBytes) return;
+    this.#l2PrefetchHeadsBytes = bytes;
+    this.#dropSteps();
+  }
+  #l2PrefetchHeadsBytes = 0;
 
   /**
    * Threads per column group and rows in flight of a decode step's GEMVs, by projection, over what gemvTune
@@ -407,10 +429,15 @@ export class Forward {
       fused ? gemvTiles(m, tuneOf(m, proj), sparse) : Math.ceil(h / 256);
     // a reduce pass reads the start of the next GEMV's weights into L2, its checksums at `check` of its output
     // buffer, past what it writes (l2PrefetchPasses)
-    const passPrefetch = (next: Matrix, check: number): L2Prefetch | undefined =>
-      this.l2PrefetchPasses
+    const passPrefetch = (next: Matrix, check: number): L2Prefetch | undefined => {
+      if (this.#l2PrefetchHeadsBytes > 0) {
+        const heads = prefetchChunkHeads(next, this.#l2PrefetchHeadsBytes, gemvChunk(next.K, next.N, sparse));
+        return heads ? { buffer: next.buffer, ...heads, check } : undefined;
+      }
+      return this.l2PrefetchPasses
         ? { buffer: next.buffer, ...prefetchRange(next, PASS_PREFETCH_CAP_BYTES), check }
         : undefined;
+    };
     // a GemvTunes override over the shape's variant (its K chunk kept)
     const tuneOf = (m: Matrix, proj: string): GemvTune | undefined => {
       const t = this.#gemvTunes[proj as keyof GemvTunes];
