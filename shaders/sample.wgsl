@@ -1,7 +1,7 @@
 // Picks the next token on the GPU and advances the decode state, so no host round trip sits between steps.
 // Greedy (temperature 0): argmax, lowest id on ties. Otherwise z = (logit - max) / temperature; top-k keeps
-// tokens whose z is at least the k-th largest (found by bisection over order-preserving u32 keys), top-p then
-// keeps the most likely tokens whose mass reaches top_p of that (bisection again), and the token is drawn by
+// tokens whose z is at least the k-th largest (found by a 16-way search over order-preserving u32 keys), top-p
+// then keeps the most likely tokens whose mass reaches top_p of that (the same search), and the token is drawn by
 // inverse CDF in id order with u = rand(seed, step). src/generate/sampler.ts mirrors this on the CPU.
 // bindings: 0 params (uniform), 1 logits (f32 [vocab], read), 2 state (u32, read_write:
 //           [0] position of the next token to feed, [1] that token, [2] tokens sampled so far, [3] set to 1
@@ -55,28 +55,6 @@ fn z_of(l: f32) -> f32 { return (l - zmax_s) * inv_t_s; }
 // left each thread waiting out an L2 round trip per logit (a 128k vocabulary is 500 a thread), ~100 us a pass,
 // and top-p bisects in 32 passes (3.3 ms a token on the H200 at an 8B shape, 2026-12-03).
 
-// This thread's count of logits whose key is at least `mid` (ids t, t + WG, ...).
-fn count_at_least(t: u32, mid: u32) -> u32 {
-  var c = 0u;
-  var i = t;
-  for (; i + 7u * WG < p.vocab; i += 8u * WG) {
-    let l0 = logits[i];
-    let l1 = logits[i + WG];
-    let l2 = logits[i + 2u * WG];
-    let l3 = logits[i + 3u * WG];
-    let l4 = logits[i + 4u * WG];
-    let l5 = logits[i + 5u * WG];
-    let l6 = logits[i + 6u * WG];
-    let l7 = logits[i + 7u * WG];
-    c += select(0u, 1u, key_of(z_of(l0)) >= mid) + select(0u, 1u, key_of(z_of(l1)) >= mid) +
-      select(0u, 1u, key_of(z_of(l2)) >= mid) + select(0u, 1u, key_of(z_of(l3)) >= mid) +
-      select(0u, 1u, key_of(z_of(l4)) >= mid) + select(0u, 1u, key_of(z_of(l5)) >= mid) +
-      select(0u, 1u, key_of(z_of(l6)) >= mid) + select(0u, 1u, key_of(z_of(l7)) >= mid);
-  }
-  for (; i < p.vocab; i += WG) { c += select(0u, 1u, key_of(z_of(logits[i])) >= mid); }
-  return c;
-}
-
 fn mass_of(l: f32, mid: u32) -> f32 {
   let z = z_of(l);
   return select(0.0, exp(z), key_of(z) >= mid);
@@ -102,6 +80,84 @@ fn mass_at_least(t: u32, mid: u32) -> f32 {
   return m;
 }
 
+// One step of a 16-way search for the largest key in [lo, hi] at which the count (MASS false) or the softmax
+// mass (MASS true) of the logits whose key is at least it still reaches `need`: both only fall as the key
+// rises, and lo always qualifies. The 15 keys lo + j step (j = 1..15) are weighed in one pass over the
+// vocabulary, so a 32-bit search takes 8 passes where bisection took 32.
+var<workgroup> kw: array<f32, 3840>;  // 15 keys x WG threads, then 15 x 16 partial sums
+var<workgroup> k_lo: u32;
+var<workgroup> k_hi: u32;
+
+struct Weighed {
+  key: u32,
+  w: f32,  // 1 (a count) or exp(z) (mass)
+}
+
+fn weigh(l: f32, mass: bool) -> Weighed {
+  let z = z_of(l);
+  return Weighed(key_of(z), select(1.0, exp(z), mass));
+}
+
+fn search16(t: u32, lo0: u32, hi0: u32, need: f32, mass: bool) -> u32 {
+  var lo = lo0;
+  var hi = hi0;
+  for (var round = 0u; round < 12u && lo < hi; round++) {
+    let step = ((hi - lo) >> 4u) + 1u;
+    var acc: array<f32, 15>;
+    for (var j = 0u; j < 15u; j++) { acc[j] = 0.0; }
+    var i = t;
+    for (; i + 3u * WG < p.vocab; i += 4u * WG) {
+      let w0 = weigh(logits[i], mass);
+      let w1 = weigh(logits[i + WG], mass);
+      let w2 = weigh(logits[i + 2u * WG], mass);
+      let w3 = weigh(logits[i + 3u * WG], mass);
+      for (var j = 0u; j < 15u; j++) {
+        let m = lo + (j + 1u) * step;  // wraps past hi: never a key that counts (masked below)
+        acc[j] += select(0.0, w0.w, w0.key >= m) + select(0.0, w1.w, w1.key >= m) +
+          select(0.0, w2.w, w2.key >= m) + select(0.0, w3.w, w3.key >= m);
+      }
+    }
+    for (; i < p.vocab; i += WG) {
+      let w = weigh(logits[i], mass);
+      for (var j = 0u; j < 15u; j++) { acc[j] += select(0.0, w.w, w.key >= lo + (j + 1u) * step); }
+    }
+    for (var j = 0u; j < 15u; j++) { kw[j * WG + t] = acc[j]; }
+    workgroupBarrier();
+    // 16 sums of 16 for each key, then thread 0 adds up the 16 and steps
+    var part = 0.0;
+    if (t < 240u) {
+      let j = t / 16u;
+      let g = t % 16u;
+      for (var e = 0u; e < 16u; e++) { part += kw[j * WG + g * 16u + e]; }
+    }
+    workgroupBarrier();
+    if (t < 240u) { kw[t] = part; }
+    workgroupBarrier();
+    if (t == 0u) {
+      var nlo = lo;
+      var nhi = hi;
+      for (var j = 0u; j < 15u; j++) {
+        let m = lo + (j + 1u) * step;
+        // only keys inside (lo, hi]: one past hi, or wrapped around, bounds the range from above
+        if ((j + 1u) * step > hi - lo) { break; }
+        var total = 0.0;
+        for (var g = 0u; g < 16u; g++) { total += kw[j * 16u + g]; }
+        if (total >= need) {
+          nlo = m;
+        } else {
+          nhi = m - 1u;
+          break;
+        }
+      }
+      k_lo = nlo;
+      k_hi = nhi;
+    }
+    lo = workgroupUniformLoad(&k_lo);
+    hi = workgroupUniformLoad(&k_hi);
+  }
+  return lo;
+}
+
 fn sum_f(t: u32, v: f32) -> f32 {
   rf[t] = v;
   workgroupBarrier();
@@ -110,17 +166,6 @@ fn sum_f(t: u32, v: f32) -> f32 {
     workgroupBarrier();
   }
   let r = workgroupUniformLoad(&rf[0]);
-  return r;
-}
-
-fn sum_u(t: u32, v: u32) -> u32 {
-  ru[t] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (t < s) { ru[t] += ru[t + s]; }
-    workgroupBarrier();
-  }
-  let r = workgroupUniformLoad(&ru[0]);
   return r;
 }
 
@@ -181,30 +226,13 @@ fn main(@builtin(local_invocation_index) t: u32) {
     // top-k: the largest key t_k with count(key >= t_k) >= topK
     var thr = 0u;
     if (p.topK > 0u && p.topK < p.vocab) {
-      var lo = 0u;
-      var hi = 0xffffffffu;
-      for (var it = 0u; it < 32u; it++) {
-        let d = hi - lo;
-        let mid = lo + (d >> 1u) + (d & 1u);
-        let ok = sum_u(t, count_at_least(t, mid)) >= p.topK;
-        lo = select(lo, mid, ok);
-        hi = select(mid - 1u, hi, ok);
-      }
-      thr = lo;
+      // counts are exact in f32 (a vocabulary below 2^24)
+      thr = search16(t, 0u, 0xffffffffu, f32(p.topK), false);
     }
     // top-p: the largest key t_p >= thr whose kept mass reaches topP of the top-k mass
     if (p.topP < 1.0) {
       let target_mass = sum_f(t, mass_at_least(t, thr)) * p.topP;
-      var lo = thr;
-      var hi = 0xffffffffu;
-      for (var it = 0u; it < 32u; it++) {
-        let d = hi - lo;
-        let mid = lo + (d >> 1u) + (d & 1u);
-        let ok = sum_f(t, mass_at_least(t, mid)) >= target_mass;
-        lo = select(lo, mid, ok);
-        hi = select(mid - 1u, hi, ok);
-      }
-      thr = lo;
+      thr = search16(t, thr, 0xffffffffu, target_mass, true);
     }
     // inverse CDF in id order over contiguous per-thread ranges
     let chunk = (p.vocab + WG - 1u) / WG;
