@@ -5,10 +5,12 @@
  * same for the dense step. Every other kind of op of the step (attention, the reduce passes, SwiGLU, lm_head,
  * sampling) is timed the same way.
  *
+ * `--step-grid`: each projection's variants (Forward.gemvTunes) by the whole step's time against the defaults.
+ *
  * `--grid`: each projection's 32 GEMVs alone (the step's own ops, so each layer's weights are read once:
  * nothing is left in L2 for the next) over threads per column group and rows in flight (Forward.gemvTunes).
  *
- * `deno run -A bench/sparse_probe.ts [--shape llama-3-8b] [--sparsity 0.5] [--quant none|int8|int4] [--grid]`
+ * `deno run -A bench/sparse_probe.ts [--shape llama-3-8b] [--sparsity 0.5] [--quant none|int8|int4] [--grid] [--step-grid]`
  * @module
  */
 import { parseArgs } from "node:util";
@@ -26,6 +28,7 @@ const { values } = parseArgs({
     shape: { type: "string", default: "llama-3-8b" },
     sparsity: { type: "string", default: "0.5" },
     grid: { type: "boolean" },
+    "step-grid": { type: "boolean" },
     quant: { type: "string", default: "none" },
   },
 });
@@ -91,6 +94,28 @@ if (values.grid) {
         JSON.stringify(best[k])
       }`,
     );
+  }
+  f.gemvTunes = {};
+}
+if (values["step-grid"]) {
+  // each projection's variants timed by whole steps (8 in a pass), with everything around them: the o GEMV
+  // reads its weights from L2 after the attention's prefetch, which its time alone does not show
+  for (const sparse of [false, true]) {
+    const steps = async () =>
+      (await time(Array.from({ length: 8 }, () => f.decodeStep(sparse, pos0)).flat())) / 8;
+    f.gemvTunes = {};
+    const base = await steps();
+    console.log(`${sparse ? "sparse" : "dense"} step with the defaults: ${base.toFixed(1)} us`);
+    for (const proj of ["qkv", "o", "gateup", "down"] as const) {
+      const line: string[] = [];
+      for (const TPR of [8, 16, 32, 64]) {
+        for (const UNROLL of [4, 8]) {
+          f.gemvTunes = { [proj]: { TPR, UNROLL } };
+          line.push(`${TPR}/${UNROLL}: ${((await steps()) - base).toFixed(1)}`);
+        }
+      }
+      console.log(`  ${proj} TPR/UNROLL: step minus the defaults' (us) | ${line.join(" | ")}`);
+    }
   }
   f.gemvTunes = {};
 }
