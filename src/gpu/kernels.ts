@@ -151,8 +151,10 @@ export function gemvChunk(K: number, N: number, sparse = false): number {
  * int8/int4: 8), whose time is mostly the fixed cost of a dispatch. Sparse int8/int4 GEMVs walk half the rows
  * or fewer and run best with 16 threads at the 4096-wide projections, int4 also at gate|up (8 rows in flight)
  * and down (4): the model's own GEMVs, each timed alone (bench/sparse_probe.ts --grid, H200, 2026-12-03), gave
- * a 50%-sparse decode step 3.94 ms instead of 4.34 in int4 and 3.76 instead of 3.84 in int8. The chunk is
- * always gemvChunk's: the kernels that sum the splits read that many.
+ * a 50%-sparse decode step 3.94 ms instead of 4.34 in int4 and 3.76 instead of 3.84 in int8. f16 gate|up-wide
+ * outputs (16384 up to 65536, below lm_head's vocabularies) run best with 64 threads a column group, each
+ * variant timed by whole decode steps (bench/sparse_probe.ts --step-grid). The chunk is always gemvChunk's:
+ * the kernels that sum the splits read that many.
  */
 export function gemvTune(
   K: number,
@@ -164,9 +166,13 @@ export function gemvTune(
   const PIPE = format === "f16" ? GEMV_PIPE.f16 : GEMV_PIPE.quant;
   const v = (TPR: number, UNROLL: number) => ({ TPR, KCHUNK, WG: GEMV.WG, UNROLL, PIPE });
   const sparseInt4 = sparse && format === "int4";
+  // f16 gate|up (7B-8B MLPs: 22016-28672 outputs): 64 threads, 1 KB of each row a tile (decode step 5.56 ->
+  // 5.32 ms dense, 4.57 -> 4.34 at 50%; bench/sparse_probe.ts --step-grid, H200, 2026-12-03)
+  if (format === "f16" && N >= 16384 && N < 65536) return sparse ? v(64, 4) : v(64, 8);
   if (N >= 8192) return sparseInt4 ? v(16, 8) : v(32, 8);
   if (K >= 8192) {
-    if (format === "f16") return v(GEMV_LONG_K.f16TPR, 8);
+    // f16 down at 50%: 4 rows in flight, 29 us a step faster than 8 (the same probe)
+    if (format === "f16") return v(GEMV_LONG_K.f16TPR, sparse ? 4 : 8);
     return sparseInt4 ? v(16, 4) : v(16, 8);
   }
   if (sparse && format !== "f16") return v(16, 4);
