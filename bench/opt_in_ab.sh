@@ -86,7 +86,8 @@ fi
 #    decode loop. (b) Kept prefill passes (Forward.cachedPrefill): first token with passes kept (the default;
 #    --ttft warms up at each length, so it times kept passes) and built anew (--prefill-cache 0); each run's
 #    prefill_pass.kernelsMs.rmsnorm also times rmsnorm.wgsl with its row length as an override (1.05 ms a
-#    pass of 8 rows at 2a820a6).
+#    pass of 8 rows at 2a820a6). Timed on the H200 on the evening of 2026-12-03 (docs/benchmarks.md, third
+#    session); kept to re-time them.
 if [[ $part == unmeasured ]]; then
   for q in int8 int4; do
     f="$out/$shape-$q-sparse-variants.json"

@@ -45,15 +45,15 @@ fn key_of(f: f32) -> u32 {
   return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
 }
 
-// z of logit i under the pick's max and temperature (set once the argmax is known)
+// z of a logit under the max and the temperature (set once the argmax is known)
 var<private> zmax_s: f32;
 var<private> inv_t_s: f32;
 
 fn z_of(l: f32) -> f32 { return (l - zmax_s) * inv_t_s; }
 
 // The passes over the vocabulary below take eight logits a trip, their loads issued together: one load a trip
-// left each thread waiting out an L2 round trip per logit (a 128k vocabulary is 500 a thread), ~100 us a pass,
-// and top-p bisects in 32 passes (3.3 ms a token on the H200 at an 8B shape, 2026-12-03).
+// left each thread waiting out an L2 round trip per logit (a 128k vocabulary is 500 a thread), ~100 us a pass;
+// with the 32 passes top-p bisected in, 3.3 ms a token on the H200 at an 8B shape (2026-12-03).
 
 fn mass_of(l: f32, mid: u32) -> f32 {
   let z = z_of(l);
@@ -80,7 +80,7 @@ fn mass_at_least(t: u32, mid: u32) -> f32 {
   return m;
 }
 
-// The largest key t at which the count (MASS false) or the softmax mass (MASS true) of the logits whose key is
+// The largest key t at which the count (mass false) or the softmax mass (mass true) of the logits whose key is
 // at least t (and at least `floor`) still reaches `need`: both only fall as t rises, and t = 0 qualifies. A
 // radix search, four bits of t a round from the top: each round tallies, over the logits that share the bits
 // already fixed, the weight of each value of the next four (a histogram of 16), and keeps the largest value at
