@@ -35,7 +35,18 @@ import { f16ToF32, f32ToF16Bits } from "../src/model/dtype.ts";
 import { transposeToF16, WeightPacker } from "../src/model/weights.ts";
 import { applyRope, attention, matmulT, rmsNorm, silu } from "../src/model/reference.ts";
 import { sampleToken } from "../src/generate/sampler.ts";
-import { f16round, gpu, POISON, poisoned, randn, relErr, rng } from "./_gpu.ts";
+import {
+  f16round,
+  gpu,
+  POISON,
+  poisoned,
+  PREFETCH_CASES,
+  type PrefetchCase,
+  prefetchChecksums,
+  randn,
+  relErr,
+  rng,
+} from "./_gpu.ts";
 import { checkGemvFinish } from "./_finish.ts";
 import { layoutQuantSegments, QUANT_SCHEMES } from "../src/gpu/quant.ts";
 
@@ -271,24 +282,8 @@ Deno.test("reduce L2 prefetch: the pass's bits and sums of squares unchanged, ea
   // random words to prefetch (never all zero: a slice read short or long changes its XOR)
   const words = new Uint32Array(4 * 16000).map(() => Math.floor(r() * 2 ** 32));
   const preBuf = ctx.buffer(words.byteLength, "pre", words);
-  const xorOf = (lo: number, hi: number) => {
-    let x = 0;
-    for (let k = 4 * lo; k < 4 * hi; k++) x ^= words[k];
-    return x >>> 0;
-  };
   const gap = 5; // floats between the pass's output and the checksums, which nothing writes
   const maxWg = ATTN.PREFETCH_WG;
-  // [start, count, workgroups]: slices of 4334 (8-load trips, then a tail that not every thread reaches);
-  // slices of 1 with the last two workgroups empty; the default count of workgroups, slices of 79
-  // [start, count, workgroups, ranges, stride]: ... and 5 ranges of 701 vec4s 2003 apart on 12 workgroups
-  // (2 or 3 a range), 3 ranges of 4 on 7 workgroups (some with nothing to read)
-  const ranges: [number, number, number | undefined, number?, number?][] = [
-    [37, 13001, 3],
-    [15000, 5, 7],
-    [3, 9999, undefined],
-    [11, 701, 12, 5, 2003],
-    [900, 4, 7, 3, 5000],
-  ];
   const splits = 3;
   // [mode, n, ncols, srcOffset, offB, outOffset]: ragged last workgroups, outputs and columns not from 0
   const cases: [number, number, number, number, number, number][] = [
@@ -309,15 +304,7 @@ Deno.test("reduce L2 prefetch: the pass's bits and sums of squares unchanged, ea
     const nwg = Math.ceil(n / 256);
     const end = outOffset + n; // the pass's output is out[outOffset, end)
     const outFloats = end + gap + 2 * maxWg + 3;
-    const run = async (
-      prefetch?: {
-        startVec4: number;
-        countVec4: number;
-        workgroups?: number;
-        ranges?: number;
-        strideVec4?: number;
-      },
-    ) => {
+    const run = async (prefetch?: PrefetchCase) => {
       const init = new Uint32Array(outFloats).fill(POISON);
       if (mode === REDUCE.add) init.set(new Uint32Array(resid.buffer), outOffset);
       const out = ctx.buffer(init.byteLength, "out", init);
@@ -356,30 +343,17 @@ Deno.test("reduce L2 prefetch: the pass's bits and sums of squares unchanged, ea
       );
       assert(relErr(ss, wantSs) < 1e-5, `mode ${mode}: sums of squares`);
     }
-    for (const [startVec4, countVec4, workgroups, nr = 1, strideVec4 = 0] of ranges) {
-      const what = `mode ${mode}, ${nr} x range [${startVec4}, +${countVec4}) on ${workgroups} workgroups`;
-      const got = await run({ startVec4, countVec4, workgroups, ranges: nr, strideVec4 });
+    for (const pre of PREFETCH_CASES) {
+      const what = `mode ${mode}, prefetch ${JSON.stringify(pre)}`;
+      const got = await run(pre);
       // (a) the outputs and the sums of squares, bit for bit (the ss past nwg stay poisoned: no prefetch
       // workgroup writes one)
       assertEquals(got.out.subarray(outOffset, end), base.out.subarray(outOffset, end), `output, ${what}`);
       assertEquals(got.ss, base.ss, `sums of squares, ${what}`);
       assert(got.ss.subarray(mode === REDUCE.add ? nwg : 0).every((w) => w === POISON), `ss past, ${what}`);
       // (b) workgroup i's checksum: the XOR of its slice as two exact 16-bit halves
-      const wg = workgroups ?? ATTN.PREFETCH_WG;
-      const wantCheck = new Float32Array(2 * wg);
-      for (let i = 0; i < wg; i++) {
-        // workgroup i reads its share of range r, which has workgroups [ceil(r wg / nr), ceil((r + 1) wg / nr))
-        const r = Math.floor((i * nr) / wg);
-        const w0 = Math.ceil((r * wg) / nr);
-        const per = Math.ceil(countVec4 / (Math.ceil(((r + 1) * wg) / nr) - w0));
-        const lo = startVec4 + r * strideVec4;
-        const x = xorOf(
-          lo + Math.min((i - w0) * per, countVec4),
-          lo + Math.min((i - w0 + 1) * per, countVec4),
-        );
-        wantCheck[2 * i] = x & 0xffff;
-        wantCheck[2 * i + 1] = x >>> 16;
-      }
+      const wg = pre.workgroups ?? ATTN.PREFETCH_WG;
+      const wantCheck = prefetchChecksums(words, pre, wg);
       assertEquals(
         new Float32Array(got.out.buffer, (end + gap) * 4, 2 * wg),
         wantCheck,
@@ -682,36 +656,12 @@ Deno.test("attn_decode L2 prefetch: the attention's bits unchanged, each workgro
   // random words to prefetch (never all zero: a slice read short or long changes its XOR)
   const words = new Uint32Array(4 * 16000).map(() => Math.floor(r() * 2 ** 32));
   const preBuf = ctx.buffer(words.byteLength, "pre", words);
-  const xorOf = (lo: number, hi: number) => {
-    let x = 0;
-    for (let k = 4 * lo; k < 4 * hi; k++) x ^= words[k];
-    return x >>> 0;
-  };
   const gap = 5; // floats between the attention's output and the checksums, which nothing writes
-  // [start, count, workgroups]: slices of 4334 (8-load trips, then a tail that not every thread reaches);
-  // slices of 1 with the last two workgroups empty; the default count of workgroups, slices of 79
-  // [start, count, workgroups, ranges, stride]: ... and 5 ranges of 701 vec4s 2003 apart on 12 workgroups
-  // (2 or 3 a range), 3 ranges of 4 on 7 workgroups (some with nothing to read)
-  const ranges: [number, number, number | undefined, number?, number?][] = [
-    [37, 13001, 3],
-    [15000, 5, 7],
-    [3, 9999, undefined],
-    [11, 701, 12, 5, 2003],
-    [900, 4, 7, 3, 5000],
-  ];
   for (const [single, pos, span] of [[true, 200, undefined], [false, 250, 64]] as const) {
     const state = ctx.buffer(16, "state", new Uint32Array([pos, 0, 0, 0]));
     const outFloats = numHeads * headDim;
     const partFloats = attnPartFloats(shape, span);
-    const run = async (
-      prefetch?: {
-        startVec4: number;
-        countVec4: number;
-        workgroups?: number;
-        ranges?: number;
-        strideVec4?: number;
-      },
-    ) => {
+    const run = async (prefetch?: PrefetchCase) => {
       const wg = prefetch ? prefetch.workgroups ?? ATTN.PREFETCH_WG : 0;
       const written = single ? outFloats : partFloats; // the buffer the checksums go to, and its own floats
       const out = poisoned(ctx, outFloats + (single ? gap + 2 * wg + 3 : 0));
@@ -729,27 +679,16 @@ Deno.test("attn_decode L2 prefetch: the attention's bits unchanged, each workgro
       return { out: o, part: pt, k, v, check: single ? o.subarray(written) : pt.subarray(written) };
     };
     const base = await run();
-    for (const [startVec4, countVec4, workgroups] of ranges) {
-      const what = `${
-        single ? "single" : "split"
-      }, range [${startVec4}, +${countVec4}) on ${workgroups} workgroups`;
-      const got = await run({ startVec4, countVec4, workgroups });
+    for (const pre of PREFETCH_CASES) {
+      const what = `${single ? "single" : "split"}, prefetch ${JSON.stringify(pre)}`;
+      const got = await run(pre);
       // (a) the attention's output, its partials and the cache, bit for bit
       assertEquals(got.out.subarray(0, outFloats), base.out.subarray(0, outFloats), `output, ${what}`);
       assertEquals(got.part.subarray(0, partFloats), base.part.subarray(0, partFloats), `partials, ${what}`);
       assertEquals([got.k, got.v], [base.k, base.v], `cache, ${what}`);
       // (b) workgroup i's checksum: the XOR of its slice as two exact 16-bit halves
-      const wg = workgroups ?? ATTN.PREFETCH_WG;
-      const per = Math.ceil(countVec4 / wg);
-      const want = new Float32Array(2 * wg);
-      for (let i = 0; i < wg; i++) {
-        const x = xorOf(
-          startVec4 + Math.min(i * per, countVec4),
-          startVec4 + Math.min((i + 1) * per, countVec4),
-        );
-        want[2 * i] = x & 0xffff;
-        want[2 * i + 1] = x >>> 16;
-      }
+      const wg = pre.workgroups ?? ATTN.PREFETCH_WG;
+      const want = prefetchChecksums(words, pre, wg);
       const check = got.check;
       assertEquals(
         new Float32Array(check.buffer, check.byteOffset + gap * 4, 2 * wg),

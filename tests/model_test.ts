@@ -31,7 +31,7 @@ import {
   prefetchRange,
   writeSamplerParams,
 } from "../src/gpu/kernels.ts";
-import { f16round, gpu, POISON, randn, relErr, rng } from "./_gpu.ts";
+import { f16round, gpu, POISON, prefetchChecksums, randn, relErr, rng } from "./_gpu.ts";
 
 const STORIES = new URL("../../shared/models/stories260k", import.meta.url).pathname;
 const TINY = new URL("../models/tiny-llama-16m", import.meta.url).pathname;
@@ -422,21 +422,11 @@ Deno.test("decode steps with the next GEMV's weights prefetched into L2 (l2Prefe
         { buffer: fwd.x, at: c.hiddenSize, m: fwd.weights.lmHead[0].matrix },
         { buffer: fwd.act, at: c.intermediateSize, m: last.down },
       ];
-      const wantChecks = await Promise.all(checks.map(async ({ m }) => {
-        const words = await ctx.readU32(m.buffer);
-        const { startVec4, countVec4 } = prefetchRange(m, PASS_PREFETCH_CAP_BYTES);
-        const per = Math.ceil(countVec4 / wg);
-        const sums = new Float32Array(2 * wg);
-        for (let i = 0; i < wg; i++) {
-          let x = 0;
-          const lo = startVec4 + Math.min(i * per, countVec4);
-          const hi = startVec4 + Math.min((i + 1) * per, countVec4);
-          for (let k = 4 * lo; k < 4 * hi; k++) x ^= words[k];
-          sums[2 * i] = (x >>> 0) & 0xffff;
-          sums[2 * i + 1] = x >>> 16;
-        }
-        return sums;
-      }));
+      const wantChecks = await Promise.all(
+        checks.map(async ({ m }) =>
+          prefetchChecksums(await ctx.readU32(m.buffer), prefetchRange(m, PASS_PREFETCH_CAP_BYTES), wg)
+        ),
+      );
       // both attention variants at one position, bit for bit (the split one prefetches from its first row):
       // no prefetch, attention's, attention's and the reduce passes'
       const pos = prompt.length + 1;
@@ -498,29 +488,7 @@ Deno.test("decode steps whose reduce passes prefetch the first rows of every K c
     ]);
     assertEquals(prefetchChunkHeads(last.qkv, 1e9, 512), null, "q|k|v rows differ in length");
     assertEquals(prefetchChunkHeads(last.down, 100, kchunk), null, "not one row fits");
-    const wantHeads = async () => {
-      const words = await ctx.readU32(last.down.buffer);
-      const sums = new Float32Array(2 * wg);
-      const nr = heads.ranges!;
-      for (let i = 0; i < wg; i++) {
-        const r = Math.floor((i * nr) / wg);
-        const w0 = Math.ceil((r * wg) / nr);
-        const per = Math.ceil(heads.countVec4 / (Math.ceil(((r + 1) * wg) / nr) - w0));
-        const lo = heads.startVec4 + r * heads.strideVec4!;
-        let x = 0;
-        for (
-          let k = 4 * (lo + Math.min((i - w0) * per, heads.countVec4));
-          k < 4 * (lo + Math.min((i - w0 + 1) * per, heads.countVec4));
-          k++
-        ) {
-          x ^= words[k];
-        }
-        sums[2 * i] = (x >>> 0) & 0xffff;
-        sums[2 * i + 1] = x >>> 16;
-      }
-      return sums;
-    };
-    const want = await wantHeads();
+    const want = prefetchChecksums(await ctx.readU32(last.down.buffer), heads, wg);
     for (const sparse of [false, true]) {
       const thr = new Float32Array(config.numLayers * 7).fill(sparse ? 0.5 : 0);
       ctx.write(fwd.sparsity.thresholds, thr);
