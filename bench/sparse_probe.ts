@@ -5,12 +5,15 @@
  * same for the dense step. Every other kind of op of the step (attention, the reduce passes, SwiGLU, lm_head,
  * sampling) is timed the same way.
  *
- * `--step-grid`: each projection's variants (Forward.gemvTunes) by the whole step's time against the defaults.
+ * `--step-grid`: each projection's variants (Forward.gemvTunes) by the whole step's time against the defaults,
+ * over `--tprs` (threads per column group, default 8,16,32,64), rows in flight 4 and 8, and `--kchunks` (input
+ * channels per split, default the shape's); then the best of each projection together.
  *
  * `--grid`: each projection's 32 GEMVs alone (the step's own ops, so each layer's weights are read once:
  * nothing is left in L2 for the next) over threads per column group and rows in flight (Forward.gemvTunes).
  *
- * `deno run -A bench/sparse_probe.ts [--shape llama-3-8b] [--sparsity 0.5] [--quant none|int8|int4] [--grid] [--step-grid]`
+ * `deno run -A bench/sparse_probe.ts [--shape llama-3-8b] [--sparsity 0.5] [--quant none|int8|int4] [--grid]
+ *   [--step-grid [--tprs 8,16,32] [--kchunks 256,512,1024]]`
  * @module
  */
 import { parseArgs } from "node:util";
@@ -30,6 +33,11 @@ const { values } = parseArgs({
     grid: { type: "boolean" },
     "step-grid": { type: "boolean" },
     quant: { type: "string", default: "none" },
+    // --step-grid: the threads per column group and input channels per split to try (default: the shape's)
+    tprs: { type: "string" },
+    kchunks: { type: "string" },
+    // every kind of op of the step by its marginal cost: by default only when no grid runs
+    ops: { type: "boolean" },
   },
 });
 const config = SHAPES[values.shape!];
@@ -100,26 +108,44 @@ if (values.grid) {
 if (values["step-grid"]) {
   // each projection's variants timed by whole steps (8 in a pass), with everything around them: the o GEMV
   // reads its weights from L2 after the attention's prefetch, which its time alone does not show
+  const list = (v: string | undefined) => v?.split(",").map(Number);
+  const tprs = list(values.tprs) ?? [8, 16, 32, 64];
+  const chunks: (number | undefined)[] = list(values.kchunks) ?? [undefined];
   for (const sparse of [false, true]) {
     const steps = async () =>
       (await time(Array.from({ length: 8 }, () => f.decodeStep(sparse, pos0)).flat())) / 8;
     f.gemvTunes = {};
     const base = await steps();
     console.log(`${sparse ? "sparse" : "dense"} step with the defaults: ${base.toFixed(1)} us`);
+    const best: GemvTunes = {};
     for (const proj of ["qkv", "o", "gateup", "down"] as const) {
-      const line: string[] = [];
-      for (const TPR of [8, 16, 32, 64]) {
-        for (const UNROLL of [4, 8]) {
-          f.gemvTunes = { [proj]: { TPR, UNROLL } };
-          line.push(`${TPR}/${UNROLL}: ${((await steps()) - base).toFixed(1)}`);
+      let bestUs = 0;
+      for (const KCHUNK of chunks) {
+        const line: string[] = [];
+        for (const TPR of tprs) {
+          for (const UNROLL of [4, 8]) {
+            f.gemvTunes = { [proj]: { TPR, UNROLL, KCHUNK } };
+            const d = (await steps()) - base;
+            if (d < bestUs) [bestUs, best[proj]] = [d, { TPR, UNROLL, KCHUNK }];
+            line.push(`${TPR}/${UNROLL}: ${d.toFixed(1)}`);
+          }
         }
+        const head = KCHUNK ? `chunk ${KCHUNK} ` : "";
+        console.log(`  ${proj} ${head}TPR/UNROLL: step minus the defaults' (us) | ${line.join(" | ")}`);
       }
-      console.log(`  ${proj} TPR/UNROLL: step minus the defaults' (us) | ${line.join(" | ")}`);
     }
+    f.gemvTunes = best;
+    const tuned = await steps();
+    f.gemvTunes = {};
+    const again = await steps();
+    console.log(
+      `  best of each together: ${tuned.toFixed(1)} us against ${again.toFixed(1)} ${JSON.stringify(best)}`,
+    );
   }
   f.gemvTunes = {};
 }
-for (const sparse of [false, true]) {
+const opsToo = values.ops ?? !(values.grid || values["step-grid"]);
+for (const sparse of opsToo ? [false, true] : []) {
   const step = f.decodeStep(sparse, pos0);
   f.writeState(pos0, 5, 1);
   gpu.run(step);

@@ -360,7 +360,8 @@ Deno.test("decode steps with other GEMV variants per projection (gemvTunes) give
         qkv: { TPR: 8, UNROLL: 8 },
         o: { TPR: 32 },
         gateup: { TPR: 32, UNROLL: 8 },
-        down: { TPR: 16, UNROLL: 8 },
+        // three splits of down's 520 channels in place of two: the passes after it read three
+        down: { TPR: 16, UNROLL: 8, KCHUNK: 256 },
       };
       // every layer's four GEMVs run another variant (lm_head keeps its own)
       const after = pipelines();
@@ -371,6 +372,7 @@ Deno.test("decode steps with other GEMV variants per projection (gemvTunes) give
       }
       assertThrows(() => (fwd.gemvTunes = { down: { TPR: 12 } }), /gemvTunes\.down\.TPR: 12/);
       assertThrows(() => (fwd.gemvTunes = { o: { UNROLL: 2 } }), /gemvTunes\.o\.UNROLL: 2/);
+      assertThrows(() => (fwd.gemvTunes = { qkv: { KCHUNK: 300 } }), /gemvTunes\.qkv\.KCHUNK: 300/);
       fwd.gemvTunes = {};
       assertEquals(await logits(false), want[0]);
     } finally {

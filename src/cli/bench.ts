@@ -83,7 +83,7 @@ export const benchCommand: Command = {
   --down-tpr 16|32     threads per column group of the f16 GEMVs over long inputs (down_proj; default 32,
                        GEMV_LONG_K)
   --gemv-chunk D[,S]   multiply the decode GEMVs' input channels per split by D when dense and S when sparse
-                       (1, 2 or 4, default 1,1; at most 2048 channels; GEMV_CHUNK)
+                       (0.25 to 4, default 1,1; 256 to 2048 channels; GEMV_CHUNK)
   --prefill-gemm       every prefill pass (--ttft, the --speculate verify pass) through the tiled GEMM; by
                        default dense f16 passes of at most 16 rows take the few-row GEMV (Forward.prefillGemv)
   --json               print one JSON object with every row`,
@@ -142,8 +142,8 @@ export const benchCommand: Command = {
     for (const name of ["l2-prefetch", "gemv-early"]) onOff(v[name], name, false);
     const chunk = v["gemv-chunk"] === undefined ? [1, 1] : numList(v["gemv-chunk"] as string, "gemv-chunk");
     if (chunk.length === 1) chunk.push(chunk[0]);
-    if (chunk.length !== 2 || !chunk.every((m) => [1, 2, 4].includes(m))) {
-      throw new Error(`--gemv-chunk: ${v["gemv-chunk"]} is not D or D,S with each 1, 2 or 4`);
+    if (chunk.length !== 2 || !chunk.every((m) => [0.25, 0.5, 1, 2, 4].includes(m))) {
+      throw new Error(`--gemv-chunk: ${v["gemv-chunk"]} is not D or D,S with each 0.25, 0.5, 1, 2 or 4`);
     }
     const downTpr = v["down-tpr"] === undefined ? undefined : Number(v["down-tpr"]);
     if (downTpr !== undefined && downTpr !== 16 && downTpr !== 32) {

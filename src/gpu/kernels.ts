@@ -130,6 +130,11 @@ export function segmentTiles(segs: Segment[], tile: number): number {
   return segs.reduce((a, s) => a + Math.ceil(s.len / tile), 0);
 }
 
+// the shape's chunk before GEMV_CHUNK scales it
+function gemvChunkBase(K: number, N: number, _format: WeightFormat): number {
+  return K >= 8192 || N >= 16384 ? 2 * GEMV.KCHUNK : GEMV.KCHUNK;
+}
+
 /**
  * Input channels per gemv split. Measured on the H200 (bench/gemv_bench.ts --grid, 2026-12-02): chunks of
  * 1024 are fastest for long inputs (down_proj) and wide outputs (gate|up, lm_head), 512 for the 4096x4096
@@ -137,8 +142,8 @@ export function segmentTiles(segs: Segment[], tile: number): number {
  * {@link GEMV_CHUNK} scales it (dense or sparse), up to 2048 (8 bytes of workgroup memory a channel plus
  * 9 KiB: 25 KiB, inside the 32 KiB that lavapipe grants) and no further than K rounded up to a whole workgroup.
  */
-export function gemvChunk(K: number, N: number, sparse = false): number {
-  const base = K >= 8192 || N >= 16384 ? 2 * GEMV.KCHUNK : GEMV.KCHUNK;
+export function gemvChunk(K: number, N: number, sparse = false, format: WeightFormat = "f16"): number {
+  const base = gemvChunkBase(K, N, format);
   const scaled = base * (sparse ? GEMV_CHUNK.sparse : GEMV_CHUNK.dense);
   return Math.max(GEMV.WG, Math.min(scaled, 8 * GEMV.WG, Math.ceil(K / GEMV.WG) * GEMV.WG));
 }
@@ -162,7 +167,7 @@ export function gemvTune(
   format: WeightFormat = "f16",
   sparse = false,
 ): Required<GemvTune> {
-  const KCHUNK = gemvChunk(K, N, sparse);
+  const KCHUNK = gemvChunk(K, N, sparse, format);
   const PIPE = format === "f16" ? GEMV_PIPE.f16 : GEMV_PIPE.quant;
   const v = (TPR: number, UNROLL: number) => ({ TPR, KCHUNK, WG: GEMV.WG, UNROLL, PIPE });
   const sparseInt4 = sparse && format === "int4";
@@ -193,8 +198,8 @@ export function checkGemvTune(t: Required<GemvTune>): void {
 }
 
 /** Number of split-K partial rows gemv writes for a K x N matrix (at most ceil(K / GEMV.KCHUNK)). */
-export function gemvSplits(K: number, N: number, sparse = false): number {
-  return Math.ceil(K / gemvChunk(K, N, sparse));
+export function gemvSplits(K: number, N: number, sparse = false, format: WeightFormat = "f16"): number {
+  return Math.ceil(K / gemvChunk(K, N, sparse, format));
 }
 
 /** Buffers every gemv/matmul reads besides x and the weights. */

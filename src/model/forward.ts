@@ -226,9 +226,10 @@ export class Forward {
   #l2PrefetchHeadsBytes = 0;
 
   /**
-   * Threads per column group and rows in flight of a decode step's GEMVs, by projection, over what gemvTune
-   * picks for the shape (the K chunk stays the shape's: the passes after a GEMV read that many splits). For
-   * tuning (`bench/sparse_probe.ts --grid`); setting it drops the decode steps built so far.
+   * Threads per column group, rows in flight and input channels per split of a decode step's GEMVs, by
+   * projection, over what gemvTune picks for the shape (the passes after a GEMV read as many splits as its
+   * chunk gives). For tuning (`bench/sparse_probe.ts --grid`, `--step-grid`); setting it drops the decode
+   * steps built so far.
    */
   get gemvTunes(): GemvTunes {
     return this.#gemvTunes;
@@ -240,6 +241,9 @@ export class Forward {
       }
       if (v.UNROLL !== undefined && v.UNROLL !== 4 && v.UNROLL !== 8) {
         throw new RangeError(`gemvTunes.${proj}.UNROLL: ${v.UNROLL} is not 4 or 8`);
+      }
+      if (v.KCHUNK !== undefined && ![256, 512, 1024, 2048].includes(v.KCHUNK)) {
+        throw new RangeError(`gemvTunes.${proj}.KCHUNK: ${v.KCHUNK} is not 256, 512, 1024 or 2048`);
       }
     }
     this.#gemvTunes = { ...t };
@@ -293,7 +297,8 @@ export class Forward {
     this.attn = f32(qDim + 2 * ATTN.PREFETCH_WG, "attn");
     this.attnPart = f32(attnPartFloats(this.shape) + 2 * ATTN.PREFETCH_WG, "attn_part");
     this.act = f32(c.intermediateSize + 2 * ATTN.PREFETCH_WG, "act");
-    const maxSplits = Math.ceil(maxK / GEMV.KCHUNK); // no matrix has more (gemvSplits)
+    // no matrix has more: a K chunk is one workgroup's channels at least (gemvChunk, gemvTunes)
+    const maxSplits = Math.ceil(maxK / GEMV.WG);
     this.partials = f32(maxSplits * maxCols, "partials");
     this.partials2 = f32(maxSplits * maxCols, "partials2");
     // one sum of squares per embedding workgroup (256 values) or per column tile of the o / down GEMV
@@ -431,17 +436,26 @@ export class Forward {
     // buffer, past what it writes (l2PrefetchPasses)
     const passPrefetch = (next: Matrix, check: number): L2Prefetch | undefined => {
       if (this.#l2PrefetchHeadsBytes > 0) {
-        const heads = prefetchChunkHeads(next, this.#l2PrefetchHeadsBytes, gemvChunk(next.K, next.N, sparse));
+        const heads = prefetchChunkHeads(
+          next,
+          this.#l2PrefetchHeadsBytes,
+          gemvChunk(next.K, next.N, sparse, next.format),
+        );
         return heads ? { buffer: next.buffer, ...heads, check } : undefined;
       }
       return this.l2PrefetchPasses
         ? { buffer: next.buffer, ...prefetchRange(next, PASS_PREFETCH_CAP_BYTES), check }
         : undefined;
     };
-    // a GemvTunes override over the shape's variant (its K chunk kept)
+    // a GemvTunes override over the shape's variant
     const tuneOf = (m: Matrix, proj: string): GemvTune | undefined => {
       const t = this.#gemvTunes[proj as keyof GemvTunes];
       return t ? { ...gemvTune(m.K, m.N, m.format ?? "f16", sparse), ...t } : undefined;
+    };
+    // the split-K partials a projection's GEMV leaves for the pass after it
+    const splitsOf = (m: Matrix, proj: string): number => {
+      const t = tuneOf(m, proj);
+      return t ? Math.ceil(m.K / t.KCHUNK) : gemvSplits(m.K, m.N, sparse, m.format);
     };
     // x += m . in, its splits summed in the GEMV's epilogue or in a reduce pass (which prefetches `next`)
     const residual = (
@@ -462,7 +476,7 @@ export class Forward {
         gemvOp(ctx, m, input, partials, sp, o),
         reduceOp(ctx, partials, this.x, {
           n: m.N,
-          splits: gemvSplits(m.K, m.N, sparse),
+          splits: splitsOf(m, label),
           ncols: m.N,
           mode: REDUCE.add,
           ss: this.ss,
@@ -496,7 +510,7 @@ export class Forward {
         // which cost ~11 us a layer at 8B shapes against ~4 us for this pass (bench/gemv_probe.ts, H200)
         reduceOp(ctx, this.partials, this.act, {
           n: L.gateUp.N / 2,
-          splits: gemvSplits(L.gateUp.K, L.gateUp.N, sparse),
+          splits: splitsOf(L.gateUp, "gateup"),
           ncols: L.gateUp.N,
           mode: REDUCE.swiglu,
           offB: L.gateUp.N / 2,
@@ -532,7 +546,7 @@ export class Forward {
         }),
         ...attnDecodeOps(
           ctx,
-          { partials: this.partials, splits: gemvSplits(L.qkv.K, L.qkv.N, sparse), bias: L.qkvBias },
+          { partials: this.partials, splits: splitsOf(L.qkv, "qkv"), bias: L.qkvBias },
           w.turns,
           this.kcache[i],
           this.vcache[i],
@@ -642,7 +656,7 @@ export class Forward {
         gemv(),
         reduceOp(this.ctx, this.partials, this.logits, {
           n: p.matrix.N,
-          splits: gemvSplits(p.matrix.K, p.matrix.N),
+          splits: gemvSplits(p.matrix.K, p.matrix.N, false, p.matrix.format),
           ncols: p.matrix.N,
           mode: REDUCE.storeArgmax,
           outOffset: p.col0,
@@ -839,7 +853,9 @@ export interface PrefillOptions {
 }
 
 /** Per-projection overrides of a decode step's GEMV variants ({@link Forward.gemvTunes}). */
-export type GemvTunes = Partial<Record<"qkv" | "o" | "gateup" | "down", { TPR?: number; UNROLL?: number }>>;
+export type GemvTunes = Partial<
+  Record<"qkv" | "o" | "gateup" | "down", { TPR?: number; UNROLL?: number; KCHUNK?: number }>
+>;
 
 /** Destroys the per-call parameter buffers of ops built for one submission. */
 export function releaseOps(ops: Op[]): void {
