@@ -13,7 +13,7 @@
  * nothing is left in L2 for the next) over threads per column group and rows in flight (Forward.gemvTunes).
  *
  * `deno run -A bench/sparse_probe.ts [--shape llama-3-8b] [--sparsity 0.5] [--quant none|int8|int4] [--grid]
- *   [--step-grid [--tprs 8,16,32] [--kchunks 256,512,1024]]`
+ *   [--step-grid [--tprs 8,16,32] [--kchunks 256,512,1024]] [--pipe] [--ops]`
  * @module
  */
 import { parseArgs } from "node:util";
@@ -23,6 +23,7 @@ import { SHAPES } from "../src/bench/shapes.ts";
 import { benchDecode } from "../src/bench/decode_bench.ts";
 import { median } from "../src/bench/stats.ts";
 import { parseQuant } from "../src/gpu/quant.ts";
+import { GEMV_PIPE } from "../src/gpu/kernels.ts";
 import type { GemvTunes } from "../src/model/forward.ts";
 
 const { values } = parseArgs({
@@ -38,15 +39,18 @@ const { values } = parseArgs({
     kchunks: { type: "string" },
     // every kind of op of the step by its marginal cost: by default only when no grid runs
     ops: { type: "boolean" },
+    // the GEMVs' software-pipelined row walk (GEMV_PIPE) for every format
+    pipe: { type: "boolean" },
   },
 });
 const config = SHAPES[values.shape!];
 if (!config) throw new Error(`--shape ${values.shape}: unknown`);
 const sparsity = Number(values.sparsity);
+if (values.pipe) GEMV_PIPE.f16 = GEMV_PIPE.quant = true;
 const gpu = await createGpuContext();
 const quant = parseQuant(values.quant, "--quant");
 const model = randomModel(gpu, config, { contextLength: 256, quant });
-console.log(`${values.shape}, ${model.weightFormat} weights`);
+console.log(`${values.shape}, ${model.weightFormat} weights${values.pipe ? ", pipelined row walks" : ""}`);
 await benchDecode(model, { sparsities: [0, sparsity], tokens: 32 });
 const f = model.forward;
 const pos0 = 40;
