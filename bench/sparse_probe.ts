@@ -7,13 +7,14 @@
  *
  * `--step-grid`: each projection's variants (Forward.gemvTunes) by the whole step's time against the defaults,
  * over `--tprs` (threads per column group, default 8,16,32,64), rows in flight 4 and 8, and `--kchunks` (input
- * channels per split, default the shape's); then the best of each projection together.
+ * channels per split, default the shape's) and `--wgs` (threads per workgroup, default the shape's); then the
+ * best of each projection together.
  *
  * `--grid`: each projection's 32 GEMVs alone (the step's own ops, so each layer's weights are read once:
  * nothing is left in L2 for the next) over threads per column group and rows in flight (Forward.gemvTunes).
  *
  * `deno run -A bench/sparse_probe.ts [--shape llama-3-8b] [--sparsity 0.5] [--quant none|int8|int4] [--grid]
- *   [--step-grid [--tprs 8,16,32] [--kchunks 256,512,1024]] [--pipe] [--ops]`
+ *   [--step-grid [--tprs 8,16,32] [--kchunks 256,512,1024] [--wgs 256,512]] [--pipe] [--ops]`
  * @module
  */
 import { parseArgs } from "node:util";
@@ -34,9 +35,10 @@ const { values } = parseArgs({
     grid: { type: "boolean" },
     "step-grid": { type: "boolean" },
     quant: { type: "string", default: "none" },
-    // --step-grid: the threads per column group and input channels per split to try (default: the shape's)
+    // --step-grid: threads per column group, input channels per split and threads per workgroup to try
     tprs: { type: "string" },
     kchunks: { type: "string" },
+    wgs: { type: "string" },
     // every kind of op of the step by its marginal cost: by default only when no grid runs
     ops: { type: "boolean" },
     // the GEMVs' software-pipelined row walk (GEMV_PIPE) for every format
@@ -115,6 +117,7 @@ if (values["step-grid"]) {
   const list = (v: string | undefined) => v?.split(",").map(Number);
   const tprs = list(values.tprs) ?? [8, 16, 32, 64];
   const chunks: (number | undefined)[] = list(values.kchunks) ?? [undefined];
+  const wgs: (number | undefined)[] = list(values.wgs) ?? [undefined];
   for (const sparse of [false, true]) {
     const steps = async () =>
       (await time(Array.from({ length: 8 }, () => f.decodeStep(sparse, pos0)).flat())) / 8;
@@ -125,17 +128,27 @@ if (values["step-grid"]) {
     for (const proj of ["qkv", "o", "gateup", "down"] as const) {
       let bestUs = 0;
       for (const KCHUNK of chunks) {
-        const line: string[] = [];
-        for (const TPR of tprs) {
-          for (const UNROLL of [4, 8]) {
-            f.gemvTunes = { [proj]: { TPR, UNROLL, KCHUNK } };
-            const d = (await steps()) - base;
-            if (d < bestUs) [bestUs, best[proj]] = [d, { TPR, UNROLL, KCHUNK }];
-            line.push(`${TPR}/${UNROLL}: ${d.toFixed(1)}`);
+        for (const WG of wgs) {
+          const line: string[] = [];
+          for (const TPR of tprs) {
+            for (const UNROLL of [4, 8]) {
+              const tune = { TPR, UNROLL, KCHUNK, WG };
+              f.gemvTunes = { [proj]: tune };
+              let d: number;
+              try {
+                d = (await steps()) - base;
+              } catch (e) {
+                if (!(e instanceof RangeError)) throw e;
+                line.push(`${TPR}/${UNROLL}: -`); // not a variant the kernels run at this shape
+                continue;
+              }
+              if (d < bestUs) [bestUs, best[proj]] = [d, tune];
+              line.push(`${TPR}/${UNROLL}: ${d.toFixed(1)}`);
+            }
           }
+          const head = `${KCHUNK ? `chunk ${KCHUNK} ` : ""}${WG ? `WG ${WG} ` : ""}`;
+          console.log(`  ${proj} ${head}TPR/UNROLL: step minus the defaults' (us) | ${line.join(" | ")}`);
         }
-        const head = KCHUNK ? `chunk ${KCHUNK} ` : "";
-        console.log(`  ${proj} ${head}TPR/UNROLL: step minus the defaults' (us) | ${line.join(" | ")}`);
       }
     }
     f.gemvTunes = best;

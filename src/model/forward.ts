@@ -226,9 +226,9 @@ export class Forward {
   #l2PrefetchHeadsBytes = 0;
 
   /**
-   * Threads per column group, rows in flight and input channels per split of a decode step's GEMVs, by
-   * projection, over what gemvTune picks for the shape (the passes after a GEMV read as many splits as its
-   * chunk gives). For tuning (`bench/sparse_probe.ts --grid`, `--step-grid`); setting it drops the decode
+   * Threads per column group, rows in flight, input channels per split and threads per workgroup of a decode
+   * step's GEMVs, by projection, over what gemvTune picks for the shape (the passes after a GEMV read as many
+   * splits as its chunk gives; a variant the kernels cannot run throws when the step is built). For tuning (`bench/sparse_probe.ts --grid`, `--step-grid`); setting it drops the decode
    * steps built so far.
    */
   get gemvTunes(): GemvTunes {
@@ -245,8 +245,13 @@ export class Forward {
       if (v.KCHUNK !== undefined && ![256, 512, 1024, 2048].includes(v.KCHUNK)) {
         throw new RangeError(`gemvTunes.${proj}.KCHUNK: ${v.KCHUNK} is not 256, 512, 1024 or 2048`);
       }
+      if (v.WG !== undefined && ![128, 256, 512, 1024].includes(v.WG)) {
+        throw new RangeError(`gemvTunes.${proj}.WG: ${v.WG} is not 128, 256, 512 or 1024`);
+      }
     }
-    this.#gemvTunes = { ...t };
+    // fields left undefined keep the shape's own (a spread would overwrite them with undefined)
+    const defined = (v: object) => Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined));
+    this.#gemvTunes = Object.fromEntries(Object.entries(t).map(([proj, v]) => [proj, defined(v)]));
     this.#dropSteps();
   }
   #gemvTunes: GemvTunes = {};
@@ -854,7 +859,7 @@ export interface PrefillOptions {
 
 /** Per-projection overrides of a decode step's GEMV variants ({@link Forward.gemvTunes}). */
 export type GemvTunes = Partial<
-  Record<"qkv" | "o" | "gateup" | "down", { TPR?: number; UNROLL?: number; KCHUNK?: number }>
+  Record<"qkv" | "o" | "gateup" | "down", { TPR?: number; UNROLL?: number; KCHUNK?: number; WG?: number }>
 >;
 
 /** Destroys the per-call parameter buffers of ops built for one submission. */
