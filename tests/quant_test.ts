@@ -243,6 +243,8 @@ Deno.test("gemv_q: dense (EARLY too) and sparse fused q|k|v, int8 and int4, at a
           { TPR: 16, KCHUNK: 512, UNROLL: 8 },
           { TPR: 32, KCHUNK: 256, WG: 128, UNROLL: 8 },
           { TPR: 4, KCHUNK: 1024, WG: 128, UNROLL: 4 },
+          // 512 threads: the variant of int4 gate|up at 8B shapes
+          { TPR: 32, KCHUNK: 1024, WG: 512, UNROLL: 4 },
           // the longest chunk gemvChunk gives (2048: 8 bytes of workgroup memory a channel)
           { TPR: 8, KCHUNK: 2048, UNROLL: 8 },
           // the widest column groups Forward.gemvTunes allows

@@ -169,8 +169,21 @@ export function gemvTune(
 ): Required<GemvTune> {
   const KCHUNK = gemvChunk(K, N, sparse, format);
   const PIPE = format === "f16" ? GEMV_PIPE.f16 : GEMV_PIPE.quant;
-  const v = (TPR: number, UNROLL: number) => ({ TPR, KCHUNK, WG: GEMV.WG, UNROLL, PIPE });
+  // (a chunk shorter than the workgroup: the workgroup shrinks to it; every TPR here divides 256)
+  const v = (TPR: number, UNROLL: number, WG: number = GEMV.WG) => ({
+    TPR,
+    KCHUNK,
+    WG: Math.min(WG, KCHUNK),
+    UNROLL,
+    PIPE,
+  });
   const sparseInt4 = sparse && format === "int4";
+  // int4 gate|up and down, and int8 down: 512 threads a workgroup, each column group walking half the rows
+  // (decode step, int4: 4.71 -> 4.46 ms dense, 3.94 -> 3.81 at 50%; int8 down -46 / -50 us a step;
+  // bench/sparse_probe.ts --step-grid --wgs, H200, 2026-12-03)
+  if (format === "int4" && N >= 8192 && N < 65536 && K < 8192) return sparse ? v(32, 4, 512) : v(32, 8, 512);
+  if (format === "int4" && K >= 8192 && !sparse) return v(16, 4, 512);
+  if (format === "int8" && K >= 8192) return v(32, 8, 512);
   // f16 gate|up (7B-8B MLPs: 22016-28672 outputs): 64 threads, 1 KB of each row a tile (decode step 5.56 ->
   // 5.32 ms dense, 4.57 -> 4.34 at 50%; bench/sparse_probe.ts --step-grid, H200, 2026-12-03)
   if (format === "f16" && N >= 16384 && N < 65536) return sparse ? v(64, 4) : v(64, 8);
