@@ -373,6 +373,9 @@ Deno.test("decode steps with other GEMV variants per projection (gemvTunes) give
       assertThrows(() => (fwd.gemvTunes = { down: { TPR: 12 } }), /gemvTunes\.down\.TPR: 12/);
       assertThrows(() => (fwd.gemvTunes = { o: { UNROLL: 2 } }), /gemvTunes\.o\.UNROLL: 2/);
       assertThrows(() => (fwd.gemvTunes = { qkv: { KCHUNK: 300 } }), /gemvTunes\.qkv\.KCHUNK: 300/);
+      // 52 KiB of workgroup memory: more than any device here grants (lavapipe 32, the H200 48), refused by name
+      fwd.gemvTunes = { down: { KCHUNK: 2048, WG: 1024 } };
+      assertThrows(() => fwd.decodeStep(false, 3), RangeError, "bytes of workgroup memory");
       fwd.gemvTunes = {};
       assertEquals(await logits(false), want[0]);
     } finally {

@@ -197,8 +197,11 @@ export function gemvTune(
   return v(format === "f16" ? GEMV.TPR : 8, GEMV.UNROLL);
 }
 
-/** Throws unless a gemv variant is one the kernels can run (each thread masks at most 32 channels). */
-export function checkGemvTune(t: Required<GemvTune>): void {
+/**
+ * Throws unless a gemv variant is one the kernels can run (each thread masks at most 32 channels) within the
+ * device's workgroup memory (`maxWorkgroupBytes`, when given): 8 bytes a channel of the chunk and 36 a thread.
+ */
+export function checkGemvTune(t: Required<GemvTune>, maxWorkgroupBytes = Infinity): void {
   const ok = t.WG % 16 === 0 && t.KCHUNK % t.WG === 0 && t.KCHUNK / t.WG <= 32 && t.WG % t.TPR === 0 &&
     (t.UNROLL === 4 || t.UNROLL === 8);
   if (!ok) {
@@ -206,6 +209,15 @@ export function checkGemvTune(t: Required<GemvTune>): void {
       `gemv variant ${
         JSON.stringify(t)
       }: need WG % 16 = 0, KCHUNK / WG in 1..32, WG % TPR = 0, UNROLL 4 or 8`,
+    );
+  }
+  // act_idx + act_val, scan, red (gemv.wgsl, gemv_q.wgsl) and gemv_finish's flag
+  const bytes = 8 * t.KCHUNK + 4 * t.WG + 32 * t.WG + 4;
+  if (bytes > maxWorkgroupBytes) {
+    throw new RangeError(
+      `gemv variant ${
+        JSON.stringify(t)
+      }: needs ${bytes} bytes of workgroup memory, the device has ${maxWorkgroupBytes}`,
     );
   }
 }
@@ -382,7 +394,7 @@ export function gemvOp(
 ): Op {
   if (m.format && m.format !== "f16") return gemvQOp(ctx, m, x, partials, sp, opts);
   const tune = { ...gemvTune(m.K, m.N, "f16", opts.sparse), ...opts.tune };
-  checkGemvTune(tune);
+  checkGemvTune(tune, ctx.device.limits.maxComputeWorkgroupStorageSize);
   const inp = opts.input ?? { kind: "plain" };
   const splits = Math.ceil(m.K / tune.KCHUNK);
   const fin = gemvFinishParts(ctx, m, sp, opts.finish, tune.TPR * 8, splits);

@@ -297,7 +297,7 @@ export function gemvQOp(
   const s = schemeOf(m);
   // the split count is fixed by gemvChunk: reduce, rope and the SwiGLU pass read that many partials
   const tune = { ...gemvTune(m.K, m.N, m.format, opts.sparse), ...opts.tune };
-  checkGemvTune(tune);
+  checkGemvTune(tune, ctx.device.limits.maxComputeWorkgroupStorageSize);
   const { TPR, KCHUNK, WG, UNROLL } = tune;
   const tileN = TPR * colsPerThread(s.bits);
   const inp = opts.input ?? { kind: "plain" };
