@@ -158,8 +158,10 @@ export function gemvChunk(K: number, N: number, sparse = false, format: WeightFo
  * and down (4): the model's own GEMVs, each timed alone (bench/sparse_probe.ts --grid, H200, 2026-12-03), gave
  * a 50%-sparse decode step 3.94 ms instead of 4.34 in int4 and 3.76 instead of 3.84 in int8. f16 gate|up-wide
  * outputs (16384 up to 65536, below lm_head's vocabularies) run best with 64 threads a column group, each
- * variant timed by whole decode steps (bench/sparse_probe.ts --step-grid). The chunk is always gemvChunk's:
- * the kernels that sum the splits read that many.
+ * variant timed by whole decode steps (bench/sparse_probe.ts --step-grid), as were the 512-thread workgroups
+ * of int4 gate|up and down and int8 down (twice the warps an SM to hide the decode arithmetic: shorter K chunks
+ * and pipelined walks measured slower). The chunk is always gemvChunk's: the kernels that sum the splits read
+ * that many.
  */
 export function gemvTune(
   K: number,
