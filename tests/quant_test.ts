@@ -17,6 +17,8 @@ import {
   type QuantScheme,
 } from "../src/gpu/quant.ts";
 import {
+  checkGemvTune,
+  GEMV_CHUNK,
   gemvOp,
   gemvSplits,
   type GemvTune,
@@ -246,7 +248,7 @@ Deno.test("gemv_q: dense (EARLY too) and sparse fused q|k|v, int8 and int4, at a
           // 512 threads: the variant of int4 gate|up at 8B shapes
           { TPR: 32, KCHUNK: 1024, WG: 512, UNROLL: 4 },
           // the longest chunk gemvChunk gives (2048: 8 bytes of workgroup memory a channel)
-          { TPR: 8, KCHUNK: 2048, UNROLL: 8 },
+          { TPR: 8, KCHUNK: 2048, WG: 256, UNROLL: 8 },
           // the widest column groups Forward.gemvTunes allows
           { TPR: 64, KCHUNK: 512, UNROLL: 4 },
         ]
@@ -613,5 +615,35 @@ Deno.test("quantize.wgsl: the GPU quantization of load equals quantizeBlock bit 
       });
       buffer.destroy();
     }
+  }
+});
+
+Deno.test("every default GEMV variant, at every real shape, format and chunk multiplier, fits 32 KiB of workgroup memory", () => {
+  const saved = { ...GEMV_CHUNK };
+  try {
+    for (const mult of [0.25, 0.5, 1, 2, 4]) {
+      GEMV_CHUNK.dense = GEMV_CHUNK.sparse = mult;
+      for (const c of Object.values(SHAPES)) {
+        const q = c.numHeads * c.headDim;
+        const kv = c.numKvHeads * c.headDim;
+        const shapes = [
+          [c.hiddenSize, q + 2 * kv],
+          [q, c.hiddenSize],
+          [c.hiddenSize, 2 * c.intermediateSize],
+          [c.intermediateSize, c.hiddenSize],
+          [c.hiddenSize, c.vocabSize],
+        ];
+        for (const [K, N] of shapes) {
+          for (const fmt of ["f16", "int8", "int4"] as const) {
+            for (const sparse of [false, true]) {
+              const t = gemvTune(K, N, fmt, sparse);
+              checkGemvTune(t, 32768); // throws, naming the variant, where it does not fit
+            }
+          }
+        }
+      }
+    }
+  } finally {
+    Object.assign(GEMV_CHUNK, saved);
   }
 });

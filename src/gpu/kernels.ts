@@ -171,11 +171,13 @@ export function gemvTune(
 ): Required<GemvTune> {
   const KCHUNK = gemvChunk(K, N, sparse, format);
   const PIPE = format === "f16" ? GEMV_PIPE.f16 : GEMV_PIPE.quant;
-  // (a chunk shorter than the workgroup: the workgroup shrinks to it; every TPR here divides 256)
+  // A chunk shorter than the workgroup shrinks it to the chunk, and chunks over 1024 channels (GEMV_CHUNK > 1)
+  // keep 256 threads, so that the variant fits 32 KiB of workgroup memory (checkGemvTune); every TPR here
+  // divides 256.
   const v = (TPR: number, UNROLL: number, WG: number = GEMV.WG) => ({
     TPR,
     KCHUNK,
-    WG: Math.min(WG, KCHUNK),
+    WG: Math.min(KCHUNK > 1024 ? GEMV.WG : WG, KCHUNK),
     UNROLL,
     PIPE,
   });
