@@ -7,14 +7,15 @@
  *
  * `--step-grid`: each projection's variants (Forward.gemvTunes) by the whole step's time against the defaults,
  * over `--tprs` (threads per column group, default 8,16,32,64), rows in flight 4 and 8, and `--kchunks` (input
- * channels per split, default the shape's) and `--wgs` (threads per workgroup, default the shape's); then the
- * best of each projection together.
+ * channels per split, default the shape's), `--wgs` (threads per workgroup, default the shape's) and `--vecs`
+ * (int8/int4: words of codes a thread loads a row, 2 or 4, default the shape's); then the best of each
+ * projection together.
  *
  * `--grid`: each projection's 32 GEMVs alone (the step's own ops, so each layer's weights are read once:
  * nothing is left in L2 for the next) over threads per column group and rows in flight (Forward.gemvTunes).
  *
  * `deno run -A bench/sparse_probe.ts [--shape llama-3-8b] [--sparsity 0.5] [--quant none|int8|int4] [--grid]
- *   [--step-grid [--tprs 8,16,32] [--kchunks 256,512,1024] [--wgs 256,512]] [--pipe] [--ops]`
+ *   [--step-grid [--tprs 8,16,32] [--kchunks 256,512,1024] [--wgs 256,512] [--vecs 2,4]] [--pipe] [--ops]`
  * @module
  */
 import { parseArgs } from "node:util";
@@ -39,6 +40,7 @@ const { values } = parseArgs({
     tprs: { type: "string" },
     kchunks: { type: "string" },
     wgs: { type: "string" },
+    vecs: { type: "string" },
     // every kind of op of the step by its marginal cost: by default only when no grid runs
     ops: { type: "boolean" },
     // the GEMVs' software-pipelined row walk (GEMV_PIPE) for every format
@@ -118,6 +120,7 @@ if (values["step-grid"]) {
   const tprs = list(values.tprs) ?? [8, 16, 32, 64];
   const chunks: (number | undefined)[] = list(values.kchunks) ?? [undefined];
   const wgs: (number | undefined)[] = list(values.wgs) ?? [undefined];
+  const vecs: (number | undefined)[] = list(values.vecs) ?? [undefined];
   for (const sparse of [false, true]) {
     const steps = async () =>
       (await time(Array.from({ length: 8 }, () => f.decodeStep(sparse, pos0)).flat())) / 8;
@@ -128,11 +131,11 @@ if (values["step-grid"]) {
     for (const proj of ["qkv", "o", "gateup", "down"] as const) {
       let bestUs = 0;
       for (const KCHUNK of chunks) {
-        for (const WG of wgs) {
+        for (const [WG, VEC] of wgs.flatMap((w) => vecs.map((v) => [w, v]))) {
           const line: string[] = [];
           for (const TPR of tprs) {
             for (const UNROLL of [4, 8]) {
-              const tune = { TPR, UNROLL, KCHUNK, WG };
+              const tune = { TPR, UNROLL, KCHUNK, WG, VEC };
               f.gemvTunes = { [proj]: tune };
               let d: number;
               try {
@@ -146,7 +149,9 @@ if (values["step-grid"]) {
               line.push(`${TPR}/${UNROLL}: ${d.toFixed(1)}`);
             }
           }
-          const head = `${KCHUNK ? `chunk ${KCHUNK} ` : ""}${WG ? `WG ${WG} ` : ""}`;
+          const head = `${KCHUNK ? `chunk ${KCHUNK} ` : ""}${WG ? `WG ${WG} ` : ""}${
+            VEC ? `VEC ${VEC} ` : ""
+          }`;
           console.log(`  ${proj} ${head}TPR/UNROLL: step minus the defaults' (us) | ${line.join(" | ")}`);
         }
       }

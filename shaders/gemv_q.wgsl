@@ -5,9 +5,10 @@
 // row's group metadata: BITS 8: one f16 scale per group, w = q * s (q signed byte);
 // BITS 4: an f16 pair (scale, offset) per group, w = q * s + offset (q nibble 0..15). A dropped channel is one
 // contiguous run of codes + metadata that is never read.
-// Workgroup (tile, split) owns TILE_N = TPR * COLS columns of one segment; each thread loads one vec4<u32> of
-// codes per row (COLS = 16 int8 or 32 int4 outputs, inside one group) and one metadata word, UNROLL rows in
-// flight (named registers: an array of rows went to memory). The decode is exact and costs no int->float
+// Workgroup (tile, split) owns TILE_N = TPR * COLS columns of one segment; each thread loads VEC words of
+// codes per row (a vec4<u32>: COLS = 16 int8 or 32 int4 outputs; VEC 2, a vec2<u32> through the second view of
+// the weights: 8 or 16, half the registers a row, so more warps fit an SM) inside one group, and one metadata
+// word, UNROLL rows in flight (named registers: an array of rows went to memory). The decode is exact and costs no int->float
 // conversion instruction (a quarter-rate unit on NVIDIA): each code is OR-ed into the mantissa of 2^23 in
 // place (byte 0/1 or nibble 0..3 of a half word), the bias subtracted exactly, and the power of two its place
 // adds is folded into the row's coefficient x * scale; the int4 offset adds x * offset once per row.
@@ -15,7 +16,8 @@
 //           3 partials (f32 [splits][ncols], write), 4 thresholds (f32, read), 5 scales (f32 [nseg][K], read),
 //           6 counters (atomic u32: active channels per segment, summed over calls), 7 aux (f32, read),
 //           8 ss (f32 [NSS], read; EPI 2 writes it), 9 state (u32 decode state, read: [3] != 0 once EOS
-//           was sampled), 10 outv (the split-K epilogue, gemv_finish.wgsl)
+//           was sampled), 10 outv (the split-K epilogue, gemv_finish.wgsl), 11 wt2 (the weights again, as
+//           vec2<u32>: VEC 2 loads)
 override NSS: u32 = 1u;         // INPUT 1: partial sums of squares in ss
 override AUX_SPLITS: u32 = 1u;  // INPUT 2: splits of the gate|up partials
 override TPR: u32 = 8u;
@@ -27,11 +29,12 @@ override GROUP: u32 = 128u;  // outputs per scale: 32, 64 or 128 (a multiple of 
 override WG: u32 = 256u;     // threads per workgroup (KCHUNK a multiple, TPR * 8 at most)
 override UNROLL: u32 = 4u;   // rows in flight per thread: 4 or 8
 override EARLY: bool = false;  // dense: the first trip's loads go out before the input is staged (gemv.wgsl)
+override VEC: u32 = 4u;      // u32 words of codes a thread loads a row: 4 or 2
 // the next trip's loads go out before the current trip's arithmetic: with few workgroups an SM (int4 at 8B
 // shapes: under two), a thread's decode and FMAs otherwise leave its memory pipe idle for the whole trip
 override PIPE: bool = false;
 override KG: u32 = WG / TPR;
-override COLS: u32 = 128u / BITS;
+override COLS: u32 = VEC * 32u / BITS;
 override TILE_N: u32 = TPR * COLS;
 override PER: u32 = KCHUNK / WG;
 
@@ -66,6 +69,7 @@ struct Params {
 @group(0) @binding(7) var<storage, read> aux: array<f32>;
 @group(0) @binding(8) var<storage, read_write> ss: array<f32>;  // read_write: EPI 2 writes it
 @group(0) @binding(9) var<storage, read> state: array<u32>;
+@group(0) @binding(11) var<storage, read> wt2: array<vec2<u32>>;
 
 // #include gemv_finish
 
@@ -87,6 +91,13 @@ fn input(k: u32, inv_rms: f32) -> f32 {
     return g / (1.0 + exp(-g)) * u;
   }
   return x[k];
+}
+
+// Row k's codes for this thread (vc: its first word in row 0, in units of VEC words; vs: units a row). VEC 2
+// leaves z and w zero, and fma_row never reads them.
+fn codes(k: u32, vs: u32, vc: u32) -> vec4<u32> {
+  if (VEC == 2u) { return vec4<u32>(wt2[k * vs + vc], 0u, 0u); }
+  return wt[k * vs + vc];
 }
 
 // Row k's group metadata word for this thread (mo: its word in row 0).
@@ -150,18 +161,22 @@ fn fma_row(acc: ptr<function, Acc>, q: vec4<u32>, ab: vec2<f32>) {
     let c = ab.x * vec4<f32>(1.0, 1.0 / 256.0, 1.0, 1.0 / 256.0);
     (*acc).a0 += c * bytes4(q.x);
     (*acc).a1 += c * bytes4(q.y);
-    (*acc).a2 += c * bytes4(q.z);
-    (*acc).a3 += c * bytes4(q.w);
+    if (VEC == 4u) {
+      (*acc).a2 += c * bytes4(q.z);
+      (*acc).a3 += c * bytes4(q.w);
+    }
   } else {
     let c = ab.x * vec4<f32>(1.0, 1.0 / 16.0, 1.0 / 256.0, 1.0 / 4096.0);
     (*acc).a0 += c * nibbles4(q.x);
     (*acc).a1 += c * nibbles4(q.x >> 16u);
     (*acc).a2 += c * nibbles4(q.y);
     (*acc).a3 += c * nibbles4(q.y >> 16u);
-    (*acc).a4 += c * nibbles4(q.z);
-    (*acc).a5 += c * nibbles4(q.z >> 16u);
-    (*acc).a6 += c * nibbles4(q.w);
-    (*acc).a7 += c * nibbles4(q.w >> 16u);
+    if (VEC == 4u) {
+      (*acc).a4 += c * nibbles4(q.z);
+      (*acc).a5 += c * nibbles4(q.z >> 16u);
+      (*acc).a6 += c * nibbles4(q.w);
+      (*acc).a7 += c * nibbles4(q.w >> 16u);
+    }
     (*acc).b += ab.y;
   }
 }
@@ -173,10 +188,10 @@ fn load_trip(j: u32, k_base: u32, vs: u32, vc: u32, mo: u32, stride: u32) -> Tri
   let k1 = row(j + KG, k_base);
   let k2 = row(j + 2u * KG, k_base);
   let k3 = row(j + 3u * KG, k_base);
-  r.q0 = wt[k0 * vs + vc];
-  r.q1 = wt[k1 * vs + vc];
-  r.q2 = wt[k2 * vs + vc];
-  r.q3 = wt[k3 * vs + vc];
+  r.q0 = codes(k0, vs, vc);
+  r.q1 = codes(k1, vs, vc);
+  r.q2 = codes(k2, vs, vc);
+  r.q3 = codes(k3, vs, vc);
   r.m0 = meta_word(k0, stride, mo);
   r.m1 = meta_word(k1, stride, mo);
   r.m2 = meta_word(k2, stride, mo);
@@ -186,10 +201,10 @@ fn load_trip(j: u32, k_base: u32, vs: u32, vc: u32, mo: u32, stride: u32) -> Tri
     let k5 = row(j + 5u * KG, k_base);
     let k6 = row(j + 6u * KG, k_base);
     let k7 = row(j + 7u * KG, k_base);
-    r.q4 = wt[k4 * vs + vc];
-    r.q5 = wt[k5 * vs + vc];
-    r.q6 = wt[k6 * vs + vc];
-    r.q7 = wt[k7 * vs + vc];
+    r.q4 = codes(k4, vs, vc);
+    r.q5 = codes(k5, vs, vc);
+    r.q6 = codes(k6, vs, vc);
+    r.q7 = codes(k7, vs, vc);
     r.m4 = meta_word(k4, stride, mo);
     r.m5 = meta_word(k5, stride, mo);
     r.m6 = meta_word(k6, stride, mo);
@@ -250,8 +265,8 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   let kg = t / TPR;
   let tile_col0 = (tile - seg.tile0) * TILE_N;
   let col = tile_col0 + c * COLS;
-  let vs = seg.stride / 4u;                      // vec4 words per row
-  let vc = (seg.base + col * BITS / 32u) / 4u;   // this thread's codes in row 0
+  let vs = seg.stride / VEC;                     // VEC-word units per row
+  let vc = (seg.base + col * BITS / 32u) / VEC;  // this thread's codes in row 0
   let g = col / GROUP;
   var mo = seg.base + seg.scale0 + g;            // this thread's metadata word in row 0
   if (BITS == 8u) { mo = seg.base + seg.scale0 + g / 2u; }
@@ -347,19 +362,21 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     for (; j < n_act; j += KG) {
       let k = row(j, k_base);
       let i = k * seg.stride + mo;
-      fma_row(&acc, wt[k * vs + vc], coef(wt[i / 4u][i % 4u], hsel, val(j, k_base)));
+      fma_row(&acc, codes(k, vs, vc), coef(wt[i / 4u][i % 4u], hsel, val(j, k_base)));
     }
   }
   // Reduce over the KG channel groups in passes of eight columns per thread (bounded workgroup memory).
   let b = vec4<f32>(acc.b);
   if (BITS == 8u) {
     reduce_pass(t, 0u, acc.a0, acc.a1, tile_col0, seg, split);
-    reduce_pass(t, 1u, acc.a2, acc.a3, tile_col0, seg, split);
+    if (VEC == 4u) { reduce_pass(t, 1u, acc.a2, acc.a3, tile_col0, seg, split); }
   } else {
     reduce_pass(t, 0u, acc.a0 + b, acc.a1 + b, tile_col0, seg, split);
     reduce_pass(t, 1u, acc.a2 + b, acc.a3 + b, tile_col0, seg, split);
-    reduce_pass(t, 2u, acc.a4 + b, acc.a5 + b, tile_col0, seg, split);
-    reduce_pass(t, 3u, acc.a6 + b, acc.a7 + b, tile_col0, seg, split);
+    if (VEC == 4u) {
+      reduce_pass(t, 2u, acc.a4 + b, acc.a5 + b, tile_col0, seg, split);
+      reduce_pass(t, 3u, acc.a6 + b, acc.a7 + b, tile_col0, seg, split);
+    }
   }
   finish(t, tile, seg);
 }

@@ -358,7 +358,8 @@ Deno.test("decode steps with other GEMV variants per projection (gemvTunes) give
       const before = pipelines();
       fwd.gemvTunes = {
         qkv: { TPR: 8, UNROLL: 8 },
-        o: { TPR: 32 },
+        // int8: two words of codes a thread (f16 ignores VEC)
+        o: { TPR: 32, VEC: 2 },
         gateup: { TPR: 32, UNROLL: 8 },
         // three splits of down's 520 channels in place of two: the passes after it read three
         down: { TPR: 16, UNROLL: 8, KCHUNK: 256 },
@@ -373,6 +374,7 @@ Deno.test("decode steps with other GEMV variants per projection (gemvTunes) give
       assertThrows(() => (fwd.gemvTunes = { down: { TPR: 12 } }), /gemvTunes\.down\.TPR: 12/);
       assertThrows(() => (fwd.gemvTunes = { o: { UNROLL: 2 } }), /gemvTunes\.o\.UNROLL: 2/);
       assertThrows(() => (fwd.gemvTunes = { qkv: { KCHUNK: 300 } }), /gemvTunes\.qkv\.KCHUNK: 300/);
+      assertThrows(() => (fwd.gemvTunes = { o: { VEC: 3 } }), /gemvTunes\.o\.VEC: 3/);
       // 52 KiB of workgroup memory: more than any device here grants (lavapipe 32, the H200 48), refused by name
       fwd.gemvTunes = { down: { KCHUNK: 2048, WG: 1024 } };
       assertThrows(() => fwd.decodeStep(false, 3), RangeError, "bytes of workgroup memory");

@@ -247,6 +247,9 @@ Deno.test("gemv_q: dense (EARLY too) and sparse fused q|k|v, int8 and int4, at a
           { TPR: 4, KCHUNK: 1024, WG: 128, UNROLL: 4 },
           // 512 threads: the variant of int4 gate|up at 8B shapes
           { TPR: 32, KCHUNK: 1024, WG: 512, UNROLL: 4 },
+          // two words of codes a thread (8 int8 / 16 int4 columns), 4 and 8 rows in flight
+          { TPR: 16, KCHUNK: 512, UNROLL: 4, VEC: 2 },
+          { TPR: 64, KCHUNK: 256, WG: 128, UNROLL: 8, VEC: 2 },
           // the longest chunk gemvChunk gives (2048: 8 bytes of workgroup memory a channel)
           { TPR: 8, KCHUNK: 2048, WG: 256, UNROLL: 8 },
           // the widest column groups Forward.gemvTunes allows
@@ -306,6 +309,8 @@ Deno.test("gemv_q epilogues (store, residual add, SwiGLU) give the reduce pass's
     [700, [200, 72, 72], undefined],
     [530, [172, 172], { TPR: 4, KCHUNK: 256, UNROLL: 8 }],
     [8300, [100], { TPR: 2, KCHUNK: 1024 }],
+    // two words of codes a thread: twice the column tiles (and tickets) of the same TPR
+    [530, [172, 172], { TPR: 8, KCHUNK: 256, UNROLL: 4, VEC: 2 }],
   ];
   for (const [name, s] of [SCHEMES[0], SCHEMES[2]]) {
     for (const [K, lens, tune] of cases) {

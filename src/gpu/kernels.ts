@@ -45,6 +45,11 @@ export interface GemvTune {
   UNROLL?: number;
   /** Load the next trip while adding the current one (software pipelining): the same sums. */
   PIPE?: boolean;
+  /**
+   * Quantized weights: u32 words of codes a thread loads a row, 4 (16 int8 / 32 int4 columns a thread) or 2
+   * (8 / 16 columns, half the registers a row). f16 GEMVs ignore it.
+   */
+  VEC?: number;
 }
 /** Output tile of matmul.wgsl (rows and columns). */
 export const MATMUL_TILE = 64;
@@ -180,6 +185,7 @@ export function gemvTune(
     WG: Math.min(KCHUNK > 1024 ? GEMV.WG : WG, KCHUNK),
     UNROLL,
     PIPE,
+    VEC: 4,
   });
   const sparseInt4 = sparse && format === "int4";
   // int4 gate|up and down, and int8 down: 512 threads a workgroup, each column group walking half the rows
@@ -207,12 +213,12 @@ export function gemvTune(
  */
 export function checkGemvTune(t: Required<GemvTune>, maxWorkgroupBytes = Infinity): void {
   const ok = t.WG % 16 === 0 && t.KCHUNK % t.WG === 0 && t.KCHUNK / t.WG <= 32 && t.WG % t.TPR === 0 &&
-    (t.UNROLL === 4 || t.UNROLL === 8);
+    (t.UNROLL === 4 || t.UNROLL === 8) && (t.VEC === 2 || t.VEC === 4);
   if (!ok) {
     throw new RangeError(
       `gemv variant ${
         JSON.stringify(t)
-      }: need WG % 16 = 0, KCHUNK / WG in 1..32, WG % TPR = 0, UNROLL 4 or 8`,
+      }: need WG % 16 = 0, KCHUNK / WG in 1..32, WG % TPR = 0, UNROLL 4 or 8, VEC 2 or 4`,
     );
   }
   // act_idx + act_val, scan, red (gemv.wgsl, gemv_q.wgsl) and gemv_finish's flag
@@ -257,7 +263,7 @@ export type GemvFinish =
 /** Columns per workgroup tile of the GEMV a matrix gets (gemv.wgsl: 8 per thread; gemv_q.wgsl: 16 or 32). */
 export function gemvTileN(m: Matrix, tune?: GemvTune, sparse = false): number {
   const t = { ...gemvTune(m.K, m.N, m.format ?? "f16", sparse), ...tune };
-  return t.TPR * (m.format && m.format !== "f16" ? gemvQColsPerThread(m) : 8);
+  return t.TPR * (m.format && m.format !== "f16" ? gemvQColsPerThread(m, t.VEC) : 8);
 }
 
 /** Column tiles of a matrix's GEMV: its workgroups along x, and the sums of squares an `add` epilogue writes. */

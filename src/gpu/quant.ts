@@ -70,14 +70,14 @@ export function parseQuant(value: string | undefined, what: string): QuantFormat
   return q as QuantFormat;
 }
 
-/** Outputs one gemv_q thread covers: one vec4<u32> of codes (16 int8 or 32 int4). */
-function colsPerThread(bits: number): number {
-  return 128 / bits;
+/** Outputs one gemv_q thread covers: `vec` u32 words of codes (vec 4: 16 int8 or 32 int4). */
+function colsPerThread(bits: number, vec = 4): number {
+  return (vec * 32) / bits;
 }
 
-/** Columns one gemv_q.wgsl thread owns for a quantized matrix (one vec4<u32> of codes a row). */
-export function gemvQColsPerThread(m: Matrix): number {
-  return colsPerThread(schemeOf(m).bits);
+/** Columns one gemv_q.wgsl thread owns for a quantized matrix (`vec` u32 words of codes a row: GemvTune.VEC). */
+export function gemvQColsPerThread(m: Matrix, vec = 4): number {
+  return colsPerThread(schemeOf(m).bits, vec);
 }
 
 /** u32 words of group metadata in one row: int8 one f16 scale per group, int4 an f16 (scale, offset) pair. */
@@ -299,7 +299,7 @@ export function gemvQOp(
   const tune = { ...gemvTune(m.K, m.N, m.format, opts.sparse), ...opts.tune };
   checkGemvTune(tune, ctx.device.limits.maxComputeWorkgroupStorageSize);
   const { TPR, KCHUNK, WG, UNROLL } = tune;
-  const tileN = TPR * colsPerThread(s.bits);
+  const tileN = TPR * colsPerThread(s.bits, tune.VEC);
   const inp = opts.input ?? { kind: "plain" };
   const splits = Math.ceil(m.K / KCHUNK);
   const fin = gemvFinishParts(ctx, m, sp, opts.finish, tileN, splits);
@@ -331,13 +331,15 @@ export function gemvQOp(
         SPARSE: opts.sparse ? 1 : 0,
         EARLY: opts.early && !opts.sparse ? 1 : 0,
         PIPE: tune.PIPE ? 1 : 0,
+        VEC: tune.VEC,
         BITS: s.bits,
         GROUP: s.group,
         ...shared.overrides,
         ...fin.overrides,
       },
     },
-    bindings: [params, ...shared.bindings],
+    // binding 11: the weights again, read as vec2<u32> (VEC 2)
+    bindings: [params, ...shared.bindings, m.buffer],
     owned: [params],
     workgroups: [tiles, splits],
     label: opts.label ?? "gemv",

@@ -226,10 +226,11 @@ export class Forward {
   #l2PrefetchHeadsBytes = 0;
 
   /**
-   * Threads per column group, rows in flight, input channels per split and threads per workgroup of a decode
-   * step's GEMVs, by projection, over what gemvTune picks for the shape (the passes after a GEMV read as many
-   * splits as its chunk gives; a variant the kernels cannot run throws when the step is built). For tuning (`bench/sparse_probe.ts --grid`, `--step-grid`); setting it drops the decode
-   * steps built so far.
+   * Threads per column group, rows in flight, input channels per split, threads per workgroup and (int8/int4)
+   * words of codes a thread loads of a decode step's GEMVs, by projection, over what gemvTune picks for the
+   * shape (the passes after a GEMV read as many splits as its chunk gives; a variant the kernels cannot run
+   * throws when the step is built). For tuning (`bench/sparse_probe.ts --grid`, `--step-grid`); setting it
+   * drops the decode steps built so far.
    */
   get gemvTunes(): GemvTunes {
     return this.#gemvTunes;
@@ -244,6 +245,9 @@ export class Forward {
       }
       if (v.KCHUNK !== undefined && ![256, 512, 1024, 2048].includes(v.KCHUNK)) {
         throw new RangeError(`gemvTunes.${proj}.KCHUNK: ${v.KCHUNK} is not 256, 512, 1024 or 2048`);
+      }
+      if (v.VEC !== undefined && v.VEC !== 2 && v.VEC !== 4) {
+        throw new RangeError(`gemvTunes.${proj}.VEC: ${v.VEC} is not 2 or 4`);
       }
       if (v.WG !== undefined && ![128, 256, 512, 1024].includes(v.WG)) {
         throw new RangeError(`gemvTunes.${proj}.WG: ${v.WG} is not 128, 256, 512 or 1024`);
@@ -841,7 +845,7 @@ function maxTickets(w: Weights): number {
 }
 
 /** The narrowest column groups {@link Forward.gemvTunes} allows: buffers counted in column tiles fit any. */
-const NARROWEST: GemvTune = { TPR: 8, KCHUNK: GEMV.KCHUNK };
+const NARROWEST: GemvTune = { TPR: 8, KCHUNK: GEMV.KCHUNK, VEC: 2 };
 
 /** Options of {@link Forward.prefill} and {@link Forward.prefillGroups}. */
 export interface PrefillOptions {
@@ -859,7 +863,10 @@ export interface PrefillOptions {
 
 /** Per-projection overrides of a decode step's GEMV variants ({@link Forward.gemvTunes}). */
 export type GemvTunes = Partial<
-  Record<"qkv" | "o" | "gateup" | "down", { TPR?: number; UNROLL?: number; KCHUNK?: number; WG?: number }>
+  Record<
+    "qkv" | "o" | "gateup" | "down",
+    { TPR?: number; UNROLL?: number; KCHUNK?: number; WG?: number; VEC?: number }
+  >
 >;
 
 /** Destroys the per-call parameter buffers of ops built for one submission. */
