@@ -319,7 +319,8 @@ export class GpuContext {
 
 /**
  * Requests the adapter and a device with the adapter's own buffer limits (WebGPU's defaults, 128/256 MiB,
- * are far too small for model weights) and shader-f16 / timestamp-query when offered.
+ * are far too small for model weights) and timestamp-query when offered (no shader uses f16 arithmetic, so
+ * shader-f16 is not requested).
  */
 export async function createGpuContext(options: GpuContextOptions = {}): Promise<GpuContext> {
   if (!("gpu" in navigator) || !navigator.gpu) {
