@@ -118,9 +118,11 @@ if (values["step-grid"]) {
   // reads its weights from L2 after the attention's prefetch, which its time alone does not show
   const list = (v: string | undefined) => v?.split(",").map(Number);
   const tprs = list(values.tprs) ?? [8, 16, 32, 64];
-  const chunks: (number | undefined)[] = list(values.kchunks) ?? [undefined];
-  const wgs: (number | undefined)[] = list(values.wgs) ?? [undefined];
-  const vecs: (number | undefined)[] = list(values.vecs) ?? [undefined];
+  // every (chunk, workgroup, words of codes) row of the grid; undefined keeps the shape's own
+  const opt = (v: string | undefined): (number | undefined)[] => list(v) ?? [undefined];
+  const rows = opt(values.kchunks).flatMap((KCHUNK) =>
+    opt(values.wgs).flatMap((WG) => opt(values.vecs).map((VEC) => ({ KCHUNK, WG, VEC })))
+  );
   for (const sparse of [false, true]) {
     const steps = async () =>
       (await time(Array.from({ length: 8 }, () => f.decodeStep(sparse, pos0)).flat())) / 8;
@@ -130,30 +132,26 @@ if (values["step-grid"]) {
     const best: GemvTunes = {};
     for (const proj of ["qkv", "o", "gateup", "down"] as const) {
       let bestUs = 0;
-      for (const KCHUNK of chunks) {
-        for (const [WG, VEC] of wgs.flatMap((w) => vecs.map((v) => [w, v]))) {
-          const line: string[] = [];
-          for (const TPR of tprs) {
-            for (const UNROLL of [4, 8]) {
-              const tune = { TPR, UNROLL, KCHUNK, WG, VEC };
-              f.gemvTunes = { [proj]: tune };
-              let d: number;
-              try {
-                d = (await steps()) - base;
-              } catch (e) {
-                if (!(e instanceof RangeError)) throw e;
-                line.push(`${TPR}/${UNROLL}: -`); // not a variant the kernels run at this shape
-                continue;
-              }
-              if (d < bestUs) [bestUs, best[proj]] = [d, tune];
-              line.push(`${TPR}/${UNROLL}: ${d.toFixed(1)}`);
+      for (const row of rows) {
+        const line: string[] = [];
+        for (const TPR of tprs) {
+          for (const UNROLL of [4, 8]) {
+            const tune = { TPR, UNROLL, ...row };
+            f.gemvTunes = { [proj]: tune };
+            let d: number;
+            try {
+              d = (await steps()) - base;
+            } catch (e) {
+              if (!(e instanceof RangeError)) throw e;
+              line.push(`${TPR}/${UNROLL}: -`); // not a variant the kernels run at this shape
+              continue;
             }
+            if (d < bestUs) [bestUs, best[proj]] = [d, tune];
+            line.push(`${TPR}/${UNROLL}: ${d.toFixed(1)}`);
           }
-          const head = `${KCHUNK ? `chunk ${KCHUNK} ` : ""}${WG ? `WG ${WG} ` : ""}${
-            VEC ? `VEC ${VEC} ` : ""
-          }`;
-          console.log(`  ${proj} ${head}TPR/UNROLL: step minus the defaults' (us) | ${line.join(" | ")}`);
         }
+        const head = Object.entries(row).map(([k, v]) => (v ? `${k} ${v} ` : "")).join("");
+        console.log(`  ${proj} ${head}TPR/UNROLL: step minus the defaults' (us) | ${line.join(" | ")}`);
       }
     }
     f.gemvTunes = best;

@@ -63,6 +63,12 @@ fn load8(i: u32, step: u32) -> Eight {
                logits[i + 5u * step], logits[i + 6u * step], logits[i + 7u * step]);
 }
 
+// A logit's softmax mass (exp z >= 0) when its key is at least `thr`, else -1: kept and mass in one test.
+fn cdf_term(l: f32, thr: u32) -> f32 {
+  let z = z_of(l);
+  return select(-1.0, exp(z), key_of(z) >= thr);
+}
+
 fn mass_of(l: f32, mid: u32) -> f32 {
   let z = z_of(l);
   return select(0.0, exp(z), key_of(z) >= mid);
@@ -235,16 +241,25 @@ fn main(@builtin(local_invocation_index) t: u32) {
     var i = b0;
     for (; i + 7u < b1; i += 8u) {
       let e = load8(i, 1u);
-      mine += mass_of(e.l0, thr) + mass_of(e.l1, thr) + mass_of(e.l2, thr) + mass_of(e.l3, thr) +
-        mass_of(e.l4, thr) + mass_of(e.l5, thr) + mass_of(e.l6, thr) + mass_of(e.l7, thr);
-      if (key_of(z_of(e.l0)) >= thr) { last_kept = i; }
-      if (key_of(z_of(e.l1)) >= thr) { last_kept = i + 1u; }
-      if (key_of(z_of(e.l2)) >= thr) { last_kept = i + 2u; }
-      if (key_of(z_of(e.l3)) >= thr) { last_kept = i + 3u; }
-      if (key_of(z_of(e.l4)) >= thr) { last_kept = i + 4u; }
-      if (key_of(z_of(e.l5)) >= thr) { last_kept = i + 5u; }
-      if (key_of(z_of(e.l6)) >= thr) { last_kept = i + 6u; }
-      if (key_of(z_of(e.l7)) >= thr) { last_kept = i + 7u; }
+      // each logit's z and key computed once (cdf_term: its mass, or -1 when dropped)
+      let m0 = cdf_term(e.l0, thr);
+      let m1 = cdf_term(e.l1, thr);
+      let m2 = cdf_term(e.l2, thr);
+      let m3 = cdf_term(e.l3, thr);
+      let m4 = cdf_term(e.l4, thr);
+      let m5 = cdf_term(e.l5, thr);
+      let m6 = cdf_term(e.l6, thr);
+      let m7 = cdf_term(e.l7, thr);
+      mine += max(m0, 0.0) + max(m1, 0.0) + max(m2, 0.0) + max(m3, 0.0) + max(m4, 0.0) + max(m5, 0.0) +
+        max(m6, 0.0) + max(m7, 0.0);
+      if (m0 >= 0.0) { last_kept = i; }
+      if (m1 >= 0.0) { last_kept = i + 1u; }
+      if (m2 >= 0.0) { last_kept = i + 2u; }
+      if (m3 >= 0.0) { last_kept = i + 3u; }
+      if (m4 >= 0.0) { last_kept = i + 4u; }
+      if (m5 >= 0.0) { last_kept = i + 5u; }
+      if (m6 >= 0.0) { last_kept = i + 6u; }
+      if (m7 >= 0.0) { last_kept = i + 7u; }
     }
     for (; i < b1; i++) {
       let zi = z_of(logits[i]);

@@ -135,11 +135,6 @@ export function segmentTiles(segs: Segment[], tile: number): number {
   return segs.reduce((a, s) => a + Math.ceil(s.len / tile), 0);
 }
 
-// the shape's chunk before GEMV_CHUNK scales it
-function gemvChunkBase(K: number, N: number, _format: WeightFormat): number {
-  return K >= 8192 || N >= 16384 ? 2 * GEMV.KCHUNK : GEMV.KCHUNK;
-}
-
 /**
  * Input channels per gemv split. Measured on the H200 (bench/gemv_bench.ts --grid, 2026-12-02): chunks of
  * 1024 are fastest for long inputs (down_proj) and wide outputs (gate|up, lm_head), 512 for the 4096x4096
@@ -147,8 +142,8 @@ function gemvChunkBase(K: number, N: number, _format: WeightFormat): number {
  * {@link GEMV_CHUNK} scales it (dense or sparse), up to 2048 (8 bytes of workgroup memory a channel plus
  * 9 KiB: 25 KiB, inside the 32 KiB that lavapipe grants) and no further than K rounded up to a whole workgroup.
  */
-export function gemvChunk(K: number, N: number, sparse = false, format: WeightFormat = "f16"): number {
-  const base = gemvChunkBase(K, N, format);
+export function gemvChunk(K: number, N: number, sparse = false): number {
+  const base = K >= 8192 || N >= 16384 ? 2 * GEMV.KCHUNK : GEMV.KCHUNK;
   const scaled = base * (sparse ? GEMV_CHUNK.sparse : GEMV_CHUNK.dense);
   return Math.max(GEMV.WG, Math.min(scaled, 8 * GEMV.WG, Math.ceil(K / GEMV.WG) * GEMV.WG));
 }
@@ -174,19 +169,16 @@ export function gemvTune(
   format: WeightFormat = "f16",
   sparse = false,
 ): Required<GemvTune> {
-  const KCHUNK = gemvChunk(K, N, sparse, format);
+  const KCHUNK = gemvChunk(K, N, sparse);
   const PIPE = format === "f16" ? GEMV_PIPE.f16 : GEMV_PIPE.quant;
-  // A chunk shorter than the workgroup shrinks it to the chunk, and chunks over 1024 channels (GEMV_CHUNK > 1)
-  // keep 256 threads, so that the variant fits 32 KiB of workgroup memory (checkGemvTune); every TPR here
+  // A chunk shorter than the workgroup shrinks it to the chunk, and a larger workgroup halves (down to 256
+  // threads) until the variant fits 32 KiB of workgroup memory (long chunks: GEMV_CHUNK > 1); every TPR here
   // divides 256.
-  const v = (TPR: number, UNROLL: number, WG: number = GEMV.WG) => ({
-    TPR,
-    KCHUNK,
-    WG: Math.min(KCHUNK > 1024 ? GEMV.WG : WG, KCHUNK),
-    UNROLL,
-    PIPE,
-    VEC: 4,
-  });
+  const v = (TPR: number, UNROLL: number, WG: number = GEMV.WG) => {
+    WG = Math.min(WG, KCHUNK);
+    while (WG > GEMV.WG && gemvWorkgroupBytes(KCHUNK, WG) > 32768) WG /= 2;
+    return { TPR, KCHUNK, WG, UNROLL, PIPE, VEC: 4 };
+  };
   const sparseInt4 = sparse && format === "int4";
   // int4 gate|up and down, and int8 down: 512 threads a workgroup, each column group walking half the rows
   // (decode step, int4: 4.71 -> 4.46 ms dense, 3.94 -> 3.81 at 50%; int8 down -46 / -50 us a step;
@@ -207,6 +199,11 @@ export function gemvTune(
   return v(format === "f16" ? GEMV.TPR : 8, GEMV.UNROLL);
 }
 
+// Workgroup memory of a gemv.wgsl / gemv_q.wgsl variant: act_idx + act_val, scan, red and gemv_finish's flag.
+function gemvWorkgroupBytes(KCHUNK: number, WG: number): number {
+  return 8 * KCHUNK + 4 * WG + 32 * WG + 4;
+}
+
 /**
  * Throws unless a gemv variant is one the kernels can run (each thread masks at most 32 channels) within the
  * device's workgroup memory (`maxWorkgroupBytes`, when given): 8 bytes a channel of the chunk and 36 a thread.
@@ -221,8 +218,7 @@ export function checkGemvTune(t: Required<GemvTune>, maxWorkgroupBytes = Infinit
       }: need WG % 16 = 0, KCHUNK / WG in 1..32, WG % TPR = 0, UNROLL 4 or 8, VEC 2 or 4`,
     );
   }
-  // act_idx + act_val, scan, red (gemv.wgsl, gemv_q.wgsl) and gemv_finish's flag
-  const bytes = 8 * t.KCHUNK + 4 * t.WG + 32 * t.WG + 4;
+  const bytes = gemvWorkgroupBytes(t.KCHUNK, t.WG);
   if (bytes > maxWorkgroupBytes) {
     throw new RangeError(
       `gemv variant ${
@@ -233,8 +229,8 @@ export function checkGemvTune(t: Required<GemvTune>, maxWorkgroupBytes = Infinit
 }
 
 /** Number of split-K partial rows gemv writes for a K x N matrix (at most ceil(K / GEMV.KCHUNK)). */
-export function gemvSplits(K: number, N: number, sparse = false, format: WeightFormat = "f16"): number {
-  return Math.ceil(K / gemvChunk(K, N, sparse, format));
+export function gemvSplits(K: number, N: number, sparse = false): number {
+  return Math.ceil(K / gemvChunk(K, N, sparse));
 }
 
 /** Buffers every gemv/matmul reads besides x and the weights. */

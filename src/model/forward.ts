@@ -448,7 +448,7 @@ export class Forward {
         const heads = prefetchChunkHeads(
           next,
           this.#l2PrefetchHeadsBytes,
-          gemvChunk(next.K, next.N, sparse, next.format),
+          gemvChunk(next.K, next.N, sparse),
         );
         return heads ? { buffer: next.buffer, ...heads, check } : undefined;
       }
@@ -464,7 +464,7 @@ export class Forward {
     // the split-K partials a projection's GEMV leaves for the pass after it
     const splitsOf = (m: Matrix, proj: string): number => {
       const t = tuneOf(m, proj);
-      return t ? Math.ceil(m.K / t.KCHUNK) : gemvSplits(m.K, m.N, sparse, m.format);
+      return t ? Math.ceil(m.K / t.KCHUNK) : gemvSplits(m.K, m.N, sparse);
     };
     // x += m . in, its splits summed in the GEMV's epilogue or in a reduce pass (which prefetches `next`)
     const residual = (
@@ -665,7 +665,7 @@ export class Forward {
         gemv(),
         reduceOp(this.ctx, this.partials, this.logits, {
           n: p.matrix.N,
-          splits: gemvSplits(p.matrix.K, p.matrix.N, false, p.matrix.format),
+          splits: gemvSplits(p.matrix.K, p.matrix.N),
           ncols: p.matrix.N,
           mode: REDUCE.storeArgmax,
           outOffset: p.col0,
