@@ -108,35 +108,50 @@ fn hi4(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpac
 struct Trip { w0: vec4<u32>, w1: vec4<u32>, w2: vec4<u32>, w3: vec4<u32>,
               w4: vec4<u32>, w5: vec4<u32>, w6: vec4<u32>, w7: vec4<u32> }
 
-// Loads the trip of walk positions j, j + KG, ... for the thread's columns at v_col.
-fn load_trip(j: u32, k_base: u32, v_stride: u32, v_col: u32) -> Trip {
+// Row j's weights for the thread's columns at v_col; past `lim` (a trip's tail) none are loaded: zeros.
+fn load_row(j: u32, k_base: u32, v_stride: u32, v_col: u32, tail: bool, lim: u32) -> vec4<u32> {
+  if (tail && j >= lim) { return vec4<u32>(0u); }
+  return wt[row(j, k_base) * v_stride + v_col];
+}
+
+// Loads the trip of walk positions j, j + KG, ... for the thread's columns at v_col. `tail`: the walk's last,
+// partial trip, whose positions from `lim` on are not loaded (one round trip for the rest of the walk, where a
+// row at a time took one a row: up to UNROLL - 1 more in every sparse chunk).
+fn load_trip(j: u32, k_base: u32, v_stride: u32, v_col: u32, tail: bool, lim: u32) -> Trip {
   var r: Trip;
-  r.w0 = wt[row(j, k_base) * v_stride + v_col];
-  r.w1 = wt[row(j + KG, k_base) * v_stride + v_col];
-  r.w2 = wt[row(j + 2u * KG, k_base) * v_stride + v_col];
-  r.w3 = wt[row(j + 3u * KG, k_base) * v_stride + v_col];
+  r.w0 = load_row(j, k_base, v_stride, v_col, tail, lim);
+  r.w1 = load_row(j + KG, k_base, v_stride, v_col, tail, lim);
+  r.w2 = load_row(j + 2u * KG, k_base, v_stride, v_col, tail, lim);
+  r.w3 = load_row(j + 3u * KG, k_base, v_stride, v_col, tail, lim);
   if (UNROLL == 8u) {
-    r.w4 = wt[row(j + 4u * KG, k_base) * v_stride + v_col];
-    r.w5 = wt[row(j + 5u * KG, k_base) * v_stride + v_col];
-    r.w6 = wt[row(j + 6u * KG, k_base) * v_stride + v_col];
-    r.w7 = wt[row(j + 7u * KG, k_base) * v_stride + v_col];
+    r.w4 = load_row(j + 4u * KG, k_base, v_stride, v_col, tail, lim);
+    r.w5 = load_row(j + 5u * KG, k_base, v_stride, v_col, tail, lim);
+    r.w6 = load_row(j + 6u * KG, k_base, v_stride, v_col, tail, lim);
+    r.w7 = load_row(j + 7u * KG, k_base, v_stride, v_col, tail, lim);
   }
   return r;
 }
 
+// val(j), or 0 past `lim` in a tail trip (where act_idx holds nothing: its rows were not loaded).
+fn val_at(j: u32, k_base: u32, tail: bool, lim: u32) -> f32 {
+  if (tail) { return select(0.0, val(min(j, lim - 1u), k_base), j < lim); }
+  return val(j, k_base);
+}
+
 // Adds a loaded trip (walk positions j, j + KG, ...) into the accumulators, in the order every path uses.
-fn fma_trip(acc0: ptr<function, vec4<f32>>, acc1: ptr<function, vec4<f32>>, r: Trip, j: u32, k_base: u32) {
-  let v0 = val(j, k_base);
-  let v1 = val(j + KG, k_base);
-  let v2 = val(j + 2u * KG, k_base);
-  let v3 = val(j + 3u * KG, k_base);
+fn fma_trip(acc0: ptr<function, vec4<f32>>, acc1: ptr<function, vec4<f32>>, r: Trip, j: u32, k_base: u32,
+            tail: bool, lim: u32) {
+  let v0 = val_at(j, k_base, tail, lim);
+  let v1 = val_at(j + KG, k_base, tail, lim);
+  let v2 = val_at(j + 2u * KG, k_base, tail, lim);
+  let v3 = val_at(j + 3u * KG, k_base, tail, lim);
   *acc0 += v0 * lo4(r.w0) + v1 * lo4(r.w1) + v2 * lo4(r.w2) + v3 * lo4(r.w3);
   *acc1 += v0 * hi4(r.w0) + v1 * hi4(r.w1) + v2 * hi4(r.w2) + v3 * hi4(r.w3);
   if (UNROLL == 8u) {
-    let v4 = val(j + 4u * KG, k_base);
-    let v5 = val(j + 5u * KG, k_base);
-    let v6 = val(j + 6u * KG, k_base);
-    let v7 = val(j + 7u * KG, k_base);
+    let v4 = val_at(j + 4u * KG, k_base, tail, lim);
+    let v5 = val_at(j + 5u * KG, k_base, tail, lim);
+    let v6 = val_at(j + 6u * KG, k_base, tail, lim);
+    let v7 = val_at(j + 7u * KG, k_base, tail, lim);
     *acc0 += v4 * lo4(r.w4) + v5 * lo4(r.w5) + v6 * lo4(r.w6) + v7 * lo4(r.w7);
     *acc1 += v4 * hi4(r.w4) + v5 * hi4(r.w5) + v6 * hi4(r.w6) + v7 * hi4(r.w7);
   }
@@ -163,7 +178,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   let v_stride = seg.stride / 8u;
   let early = EARLY && !SPARSE && col < seg.len && kg + (UNROLL - 1u) * KG < n_k;
   var cur = Trip();
-  if (early) { cur = load_trip(kg, k_base, v_stride, v_col); }
+  if (early) { cur = load_trip(kg, k_base, v_stride, v_col, false, 0u); }
 
   var inv_rms = 1.0;
   if (INPUT == 1u) {
@@ -232,29 +247,28 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     if (PIPE) {
       // the trip in `cur` (EARLY: loaded before the staging) is added while the next one is in flight
       var full = j + (UNROLL - 1u) * KG < n_act;
-      if (full && !early) { cur = load_trip(j, k_base, v_stride, v_col); }
+      if (full && !early) { cur = load_trip(j, k_base, v_stride, v_col, false, 0u); }
       while (full) {
         let more = j + step + (UNROLL - 1u) * KG < n_act;
         var next = Trip();
-        if (more) { next = load_trip(j + step, k_base, v_stride, v_col); }
-        fma_trip(&acc0, &acc1, cur, j, k_base);
+        if (more) { next = load_trip(j + step, k_base, v_stride, v_col, false, 0u); }
+        fma_trip(&acc0, &acc1, cur, j, k_base, false, 0u);
         cur = next;
         j += step;
         full = more;
       }
     } else {
       if (early) {
-        fma_trip(&acc0, &acc1, cur, j, k_base);
+        fma_trip(&acc0, &acc1, cur, j, k_base, false, 0u);
         j += step;
       }
       for (; j + (UNROLL - 1u) * KG < n_act; j += step) {
-        fma_trip(&acc0, &acc1, load_trip(j, k_base, v_stride, v_col), j, k_base);
+        fma_trip(&acc0, &acc1, load_trip(j, k_base, v_stride, v_col, false, 0u), j, k_base, false, 0u);
       }
     }
-    for (; j < n_act; j += KG) {
-      let w = wt[row(j, k_base) * v_stride + v_col];
-      acc0 += val(j, k_base) * lo4(w);
-      acc1 += val(j, k_base) * hi4(w);
+    // the rows left (fewer than a trip) in one masked trip
+    if (j < n_act) {
+      fma_trip(&acc0, &acc1, load_trip(j, k_base, v_stride, v_col, true, n_act), j, k_base, true, n_act);
     }
   }
   let r = kg * TILE_N + c * 8u;

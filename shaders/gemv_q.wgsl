@@ -181,9 +181,40 @@ fn fma_row(acc: ptr<function, Acc>, q: vec4<u32>, ab: vec2<f32>) {
   }
 }
 
+// Row j's codes and metadata word, for a trip's tail: nothing is loaded past `lim` (zeros).
+struct RowLoad {
+  q: vec4<u32>,
+  m: u32,
+}
+
+fn load_row(j: u32, k_base: u32, vs: u32, vc: u32, mo: u32, stride: u32, lim: u32) -> RowLoad {
+  if (j >= lim) { return RowLoad(vec4<u32>(0u), 0u); }
+  let k = row(j, k_base);
+  return RowLoad(codes(k, vs, vc), meta_word(k, stride, mo));
+}
+
 // Loads the trip of walk positions j, j + KG, ...: the rows' codes (at vc) then their metadata words (at mo).
-fn load_trip(j: u32, k_base: u32, vs: u32, vc: u32, mo: u32, stride: u32) -> Trip {
+// `tail`: the walk's last, partial trip, whose positions from `lim` on are not loaded (one round trip for the
+// rest of the walk, where a row at a time took one a row: up to UNROLL - 1 more in every sparse chunk).
+fn load_trip(j: u32, k_base: u32, vs: u32, vc: u32, mo: u32, stride: u32, tail: bool, lim: u32) -> Trip {
   var r: Trip;
+  if (tail) {
+    let l0 = load_row(j, k_base, vs, vc, mo, stride, lim);
+    let l1 = load_row(j + KG, k_base, vs, vc, mo, stride, lim);
+    let l2 = load_row(j + 2u * KG, k_base, vs, vc, mo, stride, lim);
+    let l3 = load_row(j + 3u * KG, k_base, vs, vc, mo, stride, lim);
+    r.q0 = l0.q; r.q1 = l1.q; r.q2 = l2.q; r.q3 = l3.q;
+    r.m0 = l0.m; r.m1 = l1.m; r.m2 = l2.m; r.m3 = l3.m;
+    if (UNROLL == 8u) {
+      let l4 = load_row(j + 4u * KG, k_base, vs, vc, mo, stride, lim);
+      let l5 = load_row(j + 5u * KG, k_base, vs, vc, mo, stride, lim);
+      let l6 = load_row(j + 6u * KG, k_base, vs, vc, mo, stride, lim);
+      let l7 = load_row(j + 7u * KG, k_base, vs, vc, mo, stride, lim);
+      r.q4 = l4.q; r.q5 = l5.q; r.q6 = l6.q; r.q7 = l7.q;
+      r.m4 = l4.m; r.m5 = l5.m; r.m6 = l6.m; r.m7 = l7.m;
+    }
+    return r;
+  }
   let k0 = row(j, k_base);
   let k1 = row(j + KG, k_base);
   let k2 = row(j + 2u * KG, k_base);
@@ -213,17 +244,23 @@ fn load_trip(j: u32, k_base: u32, vs: u32, vc: u32, mo: u32, stride: u32) -> Tri
   return r;
 }
 
+// val(j), or 0 past `lim` in a tail trip (where act_idx holds nothing: its rows were not loaded).
+fn val_at(j: u32, k_base: u32, tail: bool, lim: u32) -> f32 {
+  if (tail) { return select(0.0, val(min(j, lim - 1u), k_base), j < lim); }
+  return val(j, k_base);
+}
+
 // Adds a loaded trip (walk positions j, j + KG, ...) into the accumulators, row by row in walk order.
-fn fma_trip(acc: ptr<function, Acc>, r: Trip, j: u32, k_base: u32, hsel: u32) {
-  fma_row(acc, r.q0, coef(r.m0, hsel, val(j, k_base)));
-  fma_row(acc, r.q1, coef(r.m1, hsel, val(j + KG, k_base)));
-  fma_row(acc, r.q2, coef(r.m2, hsel, val(j + 2u * KG, k_base)));
-  fma_row(acc, r.q3, coef(r.m3, hsel, val(j + 3u * KG, k_base)));
+fn fma_trip(acc: ptr<function, Acc>, r: Trip, j: u32, k_base: u32, hsel: u32, tail: bool, lim: u32) {
+  fma_row(acc, r.q0, coef(r.m0, hsel, val_at(j, k_base, tail, lim)));
+  fma_row(acc, r.q1, coef(r.m1, hsel, val_at(j + KG, k_base, tail, lim)));
+  fma_row(acc, r.q2, coef(r.m2, hsel, val_at(j + 2u * KG, k_base, tail, lim)));
+  fma_row(acc, r.q3, coef(r.m3, hsel, val_at(j + 3u * KG, k_base, tail, lim)));
   if (UNROLL == 8u) {
-    fma_row(acc, r.q4, coef(r.m4, hsel, val(j + 4u * KG, k_base)));
-    fma_row(acc, r.q5, coef(r.m5, hsel, val(j + 5u * KG, k_base)));
-    fma_row(acc, r.q6, coef(r.m6, hsel, val(j + 6u * KG, k_base)));
-    fma_row(acc, r.q7, coef(r.m7, hsel, val(j + 7u * KG, k_base)));
+    fma_row(acc, r.q4, coef(r.m4, hsel, val_at(j + 4u * KG, k_base, tail, lim)));
+    fma_row(acc, r.q5, coef(r.m5, hsel, val_at(j + 5u * KG, k_base, tail, lim)));
+    fma_row(acc, r.q6, coef(r.m6, hsel, val_at(j + 6u * KG, k_base, tail, lim)));
+    fma_row(acc, r.q7, coef(r.m7, hsel, val_at(j + 7u * KG, k_base, tail, lim)));
   }
 }
 
@@ -273,7 +310,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   let hsel = g & 1u;
   let early = EARLY && !SPARSE && col < seg.len && kg + (UNROLL - 1u) * KG < n_k;
   var cur = Trip();
-  if (early) { cur = load_trip(kg, k_base, vs, vc, mo, seg.stride); }
+  if (early) { cur = load_trip(kg, k_base, vs, vc, mo, seg.stride, false, 0u); }
 
   var inv_rms = 1.0;
   if (INPUT == 1u) {
@@ -340,29 +377,28 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     if (PIPE) {
       // the trip in `cur` (EARLY: loaded before the staging) is added while the next one is in flight
       var full = j + (UNROLL - 1u) * KG < n_act;
-      if (full && !early) { cur = load_trip(j, k_base, vs, vc, mo, seg.stride); }
+      if (full && !early) { cur = load_trip(j, k_base, vs, vc, mo, seg.stride, false, 0u); }
       while (full) {
         let more = j + step + (UNROLL - 1u) * KG < n_act;
         var next = Trip();
-        if (more) { next = load_trip(j + step, k_base, vs, vc, mo, seg.stride); }
-        fma_trip(&acc, cur, j, k_base, hsel);
+        if (more) { next = load_trip(j + step, k_base, vs, vc, mo, seg.stride, false, 0u); }
+        fma_trip(&acc, cur, j, k_base, hsel, false, 0u);
         cur = next;
         j += step;
         full = more;
       }
     } else {
       if (early) {
-        fma_trip(&acc, cur, j, k_base, hsel);
+        fma_trip(&acc, cur, j, k_base, hsel, false, 0u);
         j += step;
       }
       for (; j + (UNROLL - 1u) * KG < n_act; j += step) {
-        fma_trip(&acc, load_trip(j, k_base, vs, vc, mo, seg.stride), j, k_base, hsel);
+        fma_trip(&acc, load_trip(j, k_base, vs, vc, mo, seg.stride, false, 0u), j, k_base, hsel, false, 0u);
       }
     }
-    for (; j < n_act; j += KG) {
-      let k = row(j, k_base);
-      let i = k * seg.stride + mo;
-      fma_row(&acc, codes(k, vs, vc), coef(wt[i / 4u][i % 4u], hsel, val(j, k_base)));
+    // the rows left (fewer than a trip) in one masked trip
+    if (j < n_act) {
+      fma_trip(&acc, load_trip(j, k_base, vs, vc, mo, seg.stride, true, n_act), j, k_base, hsel, true, n_act);
     }
   }
   // Reduce over the KG channel groups in passes of eight columns per thread (bounded workgroup memory).
