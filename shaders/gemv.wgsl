@@ -108,34 +108,32 @@ fn hi4(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpac
 struct Trip { w0: vec4<u32>, w1: vec4<u32>, w2: vec4<u32>, w3: vec4<u32>,
               w4: vec4<u32>, w5: vec4<u32>, w6: vec4<u32>, w7: vec4<u32> }
 
-// Row j's weights for the thread's columns at v_col; past `lim` (a trip's tail) none are loaded: zeros.
-fn load_row(j: u32, k_base: u32, v_stride: u32, v_col: u32, tail: bool, lim: u32) -> vec4<u32> {
-  if (tail && j >= lim) { return vec4<u32>(0u); }
-  return wt[row(j, k_base) * v_stride + v_col];
+// Walk position j, clamped below `lim` in the walk's last, partial trip (`tail`): the trip's positions past
+// the rows left re-read the last one (a cache hit) and add it with the value 0, so the tail is one round trip
+// with no branch, where a row at a time took one a row (up to UNROLL - 1 more in every sparse chunk).
+fn at(j: u32, tail: bool, lim: u32) -> u32 {
+  return select(j, min(j, lim - 1u), tail);
 }
 
-// Loads the trip of walk positions j, j + KG, ... for the thread's columns at v_col. `tail`: the walk's last,
-// partial trip, whose positions from `lim` on are not loaded (one round trip for the rest of the walk, where a
-// row at a time took one a row: up to UNROLL - 1 more in every sparse chunk).
+// Loads the trip of walk positions j, j + KG, ... for the thread's columns at v_col.
 fn load_trip(j: u32, k_base: u32, v_stride: u32, v_col: u32, tail: bool, lim: u32) -> Trip {
   var r: Trip;
-  r.w0 = load_row(j, k_base, v_stride, v_col, tail, lim);
-  r.w1 = load_row(j + KG, k_base, v_stride, v_col, tail, lim);
-  r.w2 = load_row(j + 2u * KG, k_base, v_stride, v_col, tail, lim);
-  r.w3 = load_row(j + 3u * KG, k_base, v_stride, v_col, tail, lim);
+  r.w0 = wt[row(at(j, tail, lim), k_base) * v_stride + v_col];
+  r.w1 = wt[row(at(j + KG, tail, lim), k_base) * v_stride + v_col];
+  r.w2 = wt[row(at(j + 2u * KG, tail, lim), k_base) * v_stride + v_col];
+  r.w3 = wt[row(at(j + 3u * KG, tail, lim), k_base) * v_stride + v_col];
   if (UNROLL == 8u) {
-    r.w4 = load_row(j + 4u * KG, k_base, v_stride, v_col, tail, lim);
-    r.w5 = load_row(j + 5u * KG, k_base, v_stride, v_col, tail, lim);
-    r.w6 = load_row(j + 6u * KG, k_base, v_stride, v_col, tail, lim);
-    r.w7 = load_row(j + 7u * KG, k_base, v_stride, v_col, tail, lim);
+    r.w4 = wt[row(at(j + 4u * KG, tail, lim), k_base) * v_stride + v_col];
+    r.w5 = wt[row(at(j + 5u * KG, tail, lim), k_base) * v_stride + v_col];
+    r.w6 = wt[row(at(j + 6u * KG, tail, lim), k_base) * v_stride + v_col];
+    r.w7 = wt[row(at(j + 7u * KG, tail, lim), k_base) * v_stride + v_col];
   }
   return r;
 }
 
-// val(j), or 0 past `lim` in a tail trip (where act_idx holds nothing: its rows were not loaded).
+// val(j); 0 past `lim` in a tail trip.
 fn val_at(j: u32, k_base: u32, tail: bool, lim: u32) -> f32 {
-  if (tail) { return select(0.0, val(min(j, lim - 1u), k_base), j < lim); }
-  return val(j, k_base);
+  return select(val(at(j, tail, lim), k_base), 0.0, tail && j >= lim);
 }
 
 // Adds a loaded trip (walk positions j, j + KG, ...) into the accumulators, in the order every path uses.
@@ -266,7 +264,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
         fma_trip(&acc0, &acc1, load_trip(j, k_base, v_stride, v_col, false, 0u), j, k_base, false, 0u);
       }
     }
-    // the rows left (fewer than a trip) in one masked trip
+    // the rows left (fewer than a trip) in one clamped trip
     if (j < n_act) {
       fma_trip(&acc0, &acc1, load_trip(j, k_base, v_stride, v_col, true, n_act), j, k_base, true, n_act);
     }

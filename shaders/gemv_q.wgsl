@@ -181,44 +181,20 @@ fn fma_row(acc: ptr<function, Acc>, q: vec4<u32>, ab: vec2<f32>) {
   }
 }
 
-// Row j's codes and metadata word, for a trip's tail: nothing is loaded past `lim` (zeros).
-struct RowLoad {
-  q: vec4<u32>,
-  m: u32,
-}
-
-fn load_row(j: u32, k_base: u32, vs: u32, vc: u32, mo: u32, stride: u32, lim: u32) -> RowLoad {
-  if (j >= lim) { return RowLoad(vec4<u32>(0u), 0u); }
-  let k = row(j, k_base);
-  return RowLoad(codes(k, vs, vc), meta_word(k, stride, mo));
+// Walk position j, clamped below `lim` in the walk's last, partial trip (`tail`): the trip's positions past
+// the rows left re-read the last one (a cache hit) and add it with the value 0, so the tail is one round trip
+// with no branch, where a row at a time took one a row (up to UNROLL - 1 more in every sparse chunk).
+fn at(j: u32, tail: bool, lim: u32) -> u32 {
+  return select(j, min(j, lim - 1u), tail);
 }
 
 // Loads the trip of walk positions j, j + KG, ...: the rows' codes (at vc) then their metadata words (at mo).
-// `tail`: the walk's last, partial trip, whose positions from `lim` on are not loaded (one round trip for the
-// rest of the walk, where a row at a time took one a row: up to UNROLL - 1 more in every sparse chunk).
 fn load_trip(j: u32, k_base: u32, vs: u32, vc: u32, mo: u32, stride: u32, tail: bool, lim: u32) -> Trip {
   var r: Trip;
-  if (tail) {
-    let l0 = load_row(j, k_base, vs, vc, mo, stride, lim);
-    let l1 = load_row(j + KG, k_base, vs, vc, mo, stride, lim);
-    let l2 = load_row(j + 2u * KG, k_base, vs, vc, mo, stride, lim);
-    let l3 = load_row(j + 3u * KG, k_base, vs, vc, mo, stride, lim);
-    r.q0 = l0.q; r.q1 = l1.q; r.q2 = l2.q; r.q3 = l3.q;
-    r.m0 = l0.m; r.m1 = l1.m; r.m2 = l2.m; r.m3 = l3.m;
-    if (UNROLL == 8u) {
-      let l4 = load_row(j + 4u * KG, k_base, vs, vc, mo, stride, lim);
-      let l5 = load_row(j + 5u * KG, k_base, vs, vc, mo, stride, lim);
-      let l6 = load_row(j + 6u * KG, k_base, vs, vc, mo, stride, lim);
-      let l7 = load_row(j + 7u * KG, k_base, vs, vc, mo, stride, lim);
-      r.q4 = l4.q; r.q5 = l5.q; r.q6 = l6.q; r.q7 = l7.q;
-      r.m4 = l4.m; r.m5 = l5.m; r.m6 = l6.m; r.m7 = l7.m;
-    }
-    return r;
-  }
-  let k0 = row(j, k_base);
-  let k1 = row(j + KG, k_base);
-  let k2 = row(j + 2u * KG, k_base);
-  let k3 = row(j + 3u * KG, k_base);
+  let k0 = row(at(j, tail, lim), k_base);
+  let k1 = row(at(j + KG, tail, lim), k_base);
+  let k2 = row(at(j + 2u * KG, tail, lim), k_base);
+  let k3 = row(at(j + 3u * KG, tail, lim), k_base);
   r.q0 = codes(k0, vs, vc);
   r.q1 = codes(k1, vs, vc);
   r.q2 = codes(k2, vs, vc);
@@ -228,10 +204,10 @@ fn load_trip(j: u32, k_base: u32, vs: u32, vc: u32, mo: u32, stride: u32, tail: 
   r.m2 = meta_word(k2, stride, mo);
   r.m3 = meta_word(k3, stride, mo);
   if (UNROLL == 8u) {
-    let k4 = row(j + 4u * KG, k_base);
-    let k5 = row(j + 5u * KG, k_base);
-    let k6 = row(j + 6u * KG, k_base);
-    let k7 = row(j + 7u * KG, k_base);
+    let k4 = row(at(j + 4u * KG, tail, lim), k_base);
+    let k5 = row(at(j + 5u * KG, tail, lim), k_base);
+    let k6 = row(at(j + 6u * KG, tail, lim), k_base);
+    let k7 = row(at(j + 7u * KG, tail, lim), k_base);
     r.q4 = codes(k4, vs, vc);
     r.q5 = codes(k5, vs, vc);
     r.q6 = codes(k6, vs, vc);
@@ -244,10 +220,9 @@ fn load_trip(j: u32, k_base: u32, vs: u32, vc: u32, mo: u32, stride: u32, tail: 
   return r;
 }
 
-// val(j), or 0 past `lim` in a tail trip (where act_idx holds nothing: its rows were not loaded).
+// val(j); 0 past `lim` in a tail trip.
 fn val_at(j: u32, k_base: u32, tail: bool, lim: u32) -> f32 {
-  if (tail) { return select(0.0, val(min(j, lim - 1u), k_base), j < lim); }
-  return val(j, k_base);
+  return select(val(at(j, tail, lim), k_base), 0.0, tail && j >= lim);
 }
 
 // Adds a loaded trip (walk positions j, j + KG, ...) into the accumulators, row by row in walk order.
@@ -396,7 +371,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
         fma_trip(&acc, load_trip(j, k_base, vs, vc, mo, seg.stride, false, 0u), j, k_base, hsel, false, 0u);
       }
     }
-    // the rows left (fewer than a trip) in one masked trip
+    // the rows left (fewer than a trip) in one clamped trip
     if (j < n_act) {
       fma_trip(&acc, load_trip(j, k_base, vs, vc, mo, seg.stride, true, n_act), j, k_base, hsel, true, n_act);
     }

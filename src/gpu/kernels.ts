@@ -174,10 +174,10 @@ export function gemvTune(
   // A chunk shorter than the workgroup shrinks it to the chunk, and a larger workgroup halves (down to 256
   // threads) until the variant fits 32 KiB of workgroup memory (long chunks: GEMV_CHUNK > 1); every TPR here
   // divides 256.
-  const v = (TPR: number, UNROLL: number, WG: number = GEMV.WG) => {
+  const v = (TPR: number, UNROLL: number, WG: number = GEMV.WG, VEC = 4) => {
     WG = Math.min(WG, KCHUNK);
     while (WG > GEMV.WG && gemvWorkgroupBytes(KCHUNK, WG) > 32768) WG /= 2;
-    return { TPR, KCHUNK, WG, UNROLL, PIPE, VEC: 4 };
+    return { TPR, KCHUNK, WG, UNROLL, PIPE, VEC };
   };
   const sparseInt4 = sparse && format === "int4";
   // int4 gate|up and down, and int8 down: 512 threads a workgroup, each column group walking half the rows
@@ -186,6 +186,12 @@ export function gemvTune(
   if (format === "int4" && N >= 8192 && N < 65536 && K < 8192) return sparse ? v(32, 4, 512) : v(32, 8, 512);
   if (format === "int4" && K >= 8192 && !sparse) return v(16, 4, 512);
   if (format === "int8" && K >= 8192) return v(32, 8, 512);
+  // int8 dense gate|up: 64 threads a column group, 512 a workgroup; the 4096-wide projections: 32 threads of
+  // two words each, 512 a workgroup (decode step -63, -54 us; bench/sparse_probe.ts --step-grid --vecs, H200)
+  if (format === "int8" && !sparse && K < 8192) {
+    if (N >= 16384 && N < 65536) return v(64, 8, 512);
+    if (N < 8192) return v(32, 8, 512, 2);
+  }
   // f16 gate|up (7B-8B MLPs: 22016-28672 outputs): 64 threads, 1 KB of each row a tile (decode step 5.56 ->
   // 5.32 ms dense, 4.57 -> 4.34 at 50%; bench/sparse_probe.ts --step-grid, H200, 2026-12-03)
   if (format === "f16" && N >= 16384 && N < 65536) return sparse ? v(64, 4) : v(64, 8);
