@@ -367,12 +367,13 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
         fma_trip(&acc, cur, j, k_base, hsel, false, 0u);
         j += step;
       }
-      for (; j + (UNROLL - 1u) * KG < n_act; j += step) {
-        fma_trip(&acc, load_trip(j, k_base, vs, vc, mo, seg.stride, false, 0u), j, k_base, hsel, false, 0u);
+      // the last trip, when fewer rows than a trip are left, is clamped (one copy of the trip's code)
+      for (; j < n_act; j += step) {
+        let tail = j + (UNROLL - 1u) * KG >= n_act;
+        fma_trip(&acc, load_trip(j, k_base, vs, vc, mo, seg.stride, tail, n_act), j, k_base, hsel, tail, n_act);
       }
     }
-    // the rows left (fewer than a trip) in one clamped trip
-    if (j < n_act) {
+    if (PIPE && j < n_act) {
       fma_trip(&acc, load_trip(j, k_base, vs, vc, mo, seg.stride, true, n_act), j, k_base, hsel, true, n_act);
     }
   }

@@ -242,16 +242,16 @@ Deno.test("gemv_q: dense (EARLY too) and sparse fused q|k|v, int8 and int4, at a
       for (
         const tune of [
           undefined,
-          { TPR: 16, KCHUNK: 512, UNROLL: 8 },
+          { TPR: 16, KCHUNK: 512, UNROLL: 8, VEC: 4 },
           { TPR: 32, KCHUNK: 256, WG: 128, UNROLL: 8 },
           { TPR: 4, KCHUNK: 1024, WG: 128, UNROLL: 4 },
-          // 512 threads: the variant of int4 gate|up at 8B shapes
-          { TPR: 32, KCHUNK: 1024, WG: 512, UNROLL: 4 },
+          // 512 threads, four words of codes a thread
+          { TPR: 32, KCHUNK: 1024, WG: 512, UNROLL: 4, VEC: 4 },
           // two words of codes a thread (8 int8 / 16 int4 columns), 4 and 8 rows in flight
           { TPR: 16, KCHUNK: 512, UNROLL: 4, VEC: 2 },
           { TPR: 64, KCHUNK: 256, WG: 128, UNROLL: 8, VEC: 2 },
           // the longest chunk gemvChunk gives (2048: 8 bytes of workgroup memory a channel)
-          { TPR: 8, KCHUNK: 2048, WG: 256, UNROLL: 8 },
+          { TPR: 8, KCHUNK: 2048, WG: 256, UNROLL: 8, VEC: 4 },
           // the widest column groups Forward.gemvTunes allows
           { TPR: 64, KCHUNK: 512, UNROLL: 4 },
         ]

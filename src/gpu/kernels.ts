@@ -149,19 +149,15 @@ export function gemvChunk(K: number, N: number, sparse = false): number {
 }
 
 /**
- * The gemv.wgsl / gemv_q.wgsl variant for a K x N matrix of a weight format, dense or TEAL-sparse. Measured on
- * the H200 (bench/gemv_q_bench.ts --grid, 2026-12-02, docs/benchmarks.md): wide outputs (N >= 8192: gate|up,
- * lm_head) run best with 32 threads per column group and 8 rows in flight, long inputs (K >= 8192: down)
- * with 16 and 8 (f16: {@link GEMV_LONG_K}); the 4096-wide projections with the base variant (f16: 16 threads;
- * int8/int4: 8), whose time is mostly the fixed cost of a dispatch. Sparse int8/int4 GEMVs walk half the rows
- * or fewer and run best with 16 threads at the 4096-wide projections, int4 also at gate|up (8 rows in flight)
- * and down (4): the model's own GEMVs, each timed alone (bench/sparse_probe.ts --grid, H200, 2026-12-03), gave
- * a 50%-sparse decode step 3.94 ms instead of 4.34 in int4 and 3.76 instead of 3.84 in int8. f16 gate|up-wide
- * outputs (16384 up to 65536, below lm_head's vocabularies) run best with 64 threads a column group, each
- * variant timed by whole decode steps (bench/sparse_probe.ts --step-grid), as were the 512-thread workgroups
- * of int4 gate|up and down and int8 down (twice the warps an SM to hide the decode arithmetic: shorter K chunks
- * and pipelined walks measured slower). The chunk is always gemvChunk's: the kernels that sum the splits read
- * that many.
+ * The gemv.wgsl / gemv_q.wgsl variant for a K x N matrix of a weight format, dense or TEAL-sparse, each timed
+ * on the H200 by whole decode steps at 8B shapes (bench/sparse_probe.ts --step-grid; docs/benchmarks.md).
+ * f16: wide outputs (N >= 8192: gate|up, lm_head) run best with 32 threads per column group and 8 rows in
+ * flight (gate|up-wide outputs, 16384 up to 65536: 64 threads), long inputs (K >= 8192: down) with
+ * {@link GEMV_LONG_K}, the 4096-wide projections with the base variant, whose time is mostly the fixed cost of
+ * a dispatch. int8/int4 below lm_head's vocabularies: mostly two words of codes a thread (VEC 2) in 512-thread
+ * workgroups, so that more warps an SM hide each other's decode arithmetic (shorter K chunks and pipelined
+ * walks measured slower); their lm_head as f16's wide outputs. The chunk is always gemvChunk's: the kernels
+ * that sum the splits read that many.
  */
 export function gemvTune(
   K: number,
@@ -179,30 +175,25 @@ export function gemvTune(
     while (WG > GEMV.WG && gemvWorkgroupBytes(KCHUNK, WG) > 32768) WG /= 2;
     return { TPR, KCHUNK, WG, UNROLL, PIPE, VEC };
   };
-  const sparseInt4 = sparse && format === "int4";
-  // int4 gate|up and down, and int8 down: 512 threads a workgroup, each column group walking half the rows
-  // (decode step, int4: 4.71 -> 4.46 ms dense, 3.94 -> 3.81 at 50%; int8 down -46 / -50 us a step;
-  // bench/sparse_probe.ts --step-grid --wgs, H200, 2026-12-03)
-  if (format === "int4" && N >= 8192 && N < 65536 && K < 8192) return sparse ? v(32, 4, 512) : v(32, 8, 512);
-  if (format === "int4" && K >= 8192 && !sparse) return v(16, 4, 512);
-  if (format === "int8" && K >= 8192) return v(32, 8, 512);
-  // int8 dense gate|up: 64 threads a column group, 512 a workgroup; the 4096-wide projections: 32 threads of
-  // two words each, 512 a workgroup (decode step -63, -54 us; bench/sparse_probe.ts --step-grid --vecs, H200)
-  if (format === "int8" && !sparse && K < 8192) {
-    if (N >= 16384 && N < 65536) return v(64, 8, 512);
-    if (N < 8192) return v(32, 8, 512, 2);
+  // int4 and int8: mostly two words of codes a thread (VEC 2: half the registers a row in flight, so more warps
+  // fit an SM) and 512-thread workgroups, each projection's variant timed by whole decode steps
+  // (bench/sparse_probe.ts --step-grid --vecs, H200, 2026-12-03; int4 step 4.43 -> 4.13 ms dense)
+  if (format === "int4" && N < 65536) {
+    if (sparse) return K >= 8192 ? v(32, 4, 512, 2) : v(32, 4, 256, 2);
+    return N >= 8192 && K < 8192 ? v(64, 8, 512, 2) : v(32, 8, 512, 2);
+  }
+  if (format === "int8" && N < 65536) {
+    if (K >= 8192) return sparse ? v(64, 8, 512, 2) : v(32, 8, 512);
+    if (N >= 8192) return sparse ? v(32, 8) : v(64, 8, 512);
+    return sparse ? v(32, 4, 512, 2) : v(32, 8, 512, 2);
   }
   // f16 gate|up (7B-8B MLPs: 22016-28672 outputs): 64 threads, 1 KB of each row a tile (decode step 5.56 ->
   // 5.32 ms dense, 4.57 -> 4.34 at 50%; bench/sparse_probe.ts --step-grid, H200, 2026-12-03)
   if (format === "f16" && N >= 16384 && N < 65536) return sparse ? v(64, 4) : v(64, 8);
-  if (N >= 8192) return sparseInt4 ? v(16, 8) : v(32, 8);
-  if (K >= 8192) {
-    // f16 down at 50%: 4 rows in flight, 29 us a step faster than 8 (the same probe)
-    if (format === "f16") return v(GEMV_LONG_K.f16TPR, sparse ? 4 : 8);
-    return sparseInt4 ? v(16, 4) : v(16, 8);
-  }
-  if (sparse && format !== "f16") return v(16, 4);
-  return v(format === "f16" ? GEMV.TPR : 8, GEMV.UNROLL);
+  if (N >= 8192) return v(32, 8);
+  // f16 down at 50%: 4 rows in flight, 29 us a step faster than 8 (the same probe)
+  if (K >= 8192) return v(GEMV_LONG_K.f16TPR, sparse ? 4 : 8);
+  return v(GEMV.TPR, GEMV.UNROLL);
 }
 
 // Workgroup memory of a gemv.wgsl / gemv_q.wgsl variant: act_idx + act_val, scan, red and gemv_finish's flag.
