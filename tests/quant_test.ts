@@ -307,10 +307,10 @@ Deno.test("gemv_q epilogues (store, residual add, SwiGLU) give the reduce pass's
   const r = rng(31);
   const cases: [number, number[], GemvTune | undefined][] = [
     [700, [200, 72, 72], undefined],
-    [530, [172, 172], { TPR: 4, KCHUNK: 256, UNROLL: 8 }],
-    [8300, [100], { TPR: 2, KCHUNK: 1024 }],
+    [530, [172, 172], { TPR: 4, KCHUNK: 256, WG: 256, UNROLL: 8, VEC: 4 }],
+    [8300, [100], { TPR: 2, KCHUNK: 1024, VEC: 4 }],
     // two words of codes a thread: twice the column tiles (and tickets) of the same TPR
-    [530, [172, 172], { TPR: 8, KCHUNK: 256, UNROLL: 4, VEC: 2 }],
+    [530, [172, 172], { TPR: 8, KCHUNK: 256, WG: 256, UNROLL: 4, VEC: 2 }],
   ];
   for (const [name, s] of [SCHEMES[0], SCHEMES[2]]) {
     for (const [K, lens, tune] of cases) {
