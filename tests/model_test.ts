@@ -358,8 +358,8 @@ Deno.test("decode steps with other GEMV variants per projection (gemvTunes) give
       const before = pipelines();
       fwd.gemvTunes = {
         qkv: { TPR: 8, UNROLL: 8 },
-        // int8: two words of codes a thread (f16 ignores VEC)
-        o: { TPR: 32, VEC: 2 },
+        // int8: four words of codes a thread where the defaults load two (f16 ignores VEC)
+        o: { TPR: 32, VEC: 4 },
         gateup: { TPR: 32, UNROLL: 8 },
         // three splits of down's 520 channels in place of two: the passes after it read three
         down: { TPR: 16, UNROLL: 8, KCHUNK: 256 },

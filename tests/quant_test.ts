@@ -27,6 +27,7 @@ import {
   type Matrix,
   REDUCE,
   reduceOp,
+  resolveGemvTune,
 } from "../src/gpu/kernels.ts";
 import type { GpuContext } from "../src/gpu/context.ts";
 import { argmax, matmulT, ReferenceModel, rmsNorm, silu } from "../src/model/reference.ts";
@@ -651,4 +652,16 @@ Deno.test("every default GEMV variant, at every real shape, format and chunk mul
   } finally {
     Object.assign(GEMV_CHUNK, saved);
   }
+});
+
+Deno.test("resolveGemvTune: the given fields over the shape's variant; a K chunk given alone shrinks the workgroup to it", () => {
+  const base = gemvTune(14336, 4096, "int4", true); // down at 8B shapes: 512 threads
+  assertEquals(base.WG, 512);
+  // fields left undefined keep the shape's values
+  const t = resolveGemvTune(14336, 4096, "int4", true, { KCHUNK: 256, TPR: undefined });
+  assertEquals(t, { ...base, KCHUNK: 256, WG: 256 });
+  checkGemvTune(t, 32768);
+  assertEquals(resolveGemvTune(14336, 4096, "int4", true, { KCHUNK: 512, WG: 128 }).WG, 128);
+  assertEquals(resolveGemvTune(14336, 4096, "int4", true, { TPR: 16 }), { ...base, TPR: 16 });
+  assertEquals(resolveGemvTune(4096, 4096, undefined, false), gemvTune(4096, 4096, "f16", false));
 });

@@ -196,6 +196,27 @@ export function gemvTune(
   return v(GEMV.TPR, GEMV.UNROLL);
 }
 
+/**
+ * The variant a GEMV of a K x N matrix runs: the fields `tune` gives over the shape's own ({@link gemvTune}).
+ * A K chunk given without a workgroup size shrinks the shape's workgroup to the chunk, as gemvTune does, so
+ * that a shorter chunk alone stays a variant the kernels can run.
+ */
+export function resolveGemvTune(
+  K: number,
+  N: number,
+  format: WeightFormat | undefined,
+  sparse: boolean,
+  tune?: Partial<GemvTune>,
+): Required<GemvTune> {
+  const base = gemvTune(K, N, format ?? "f16", sparse);
+  const given: Partial<GemvTune> = Object.fromEntries(
+    Object.entries(tune ?? {}).filter(([, v]) => v !== undefined),
+  );
+  const t = { ...base, ...given };
+  if (given.KCHUNK !== undefined && given.WG === undefined) t.WG = Math.min(base.WG, given.KCHUNK);
+  return t;
+}
+
 // Workgroup memory of a gemv.wgsl / gemv_q.wgsl variant: act_idx + act_val, scan, red and gemv_finish's flag.
 function gemvWorkgroupBytes(KCHUNK: number, WG: number): number {
   return 8 * KCHUNK + 4 * WG + 32 * WG + 4;
@@ -255,7 +276,7 @@ export type GemvFinish =
 
 /** Columns per workgroup tile of the GEMV a matrix gets (gemv.wgsl: 8 per thread; gemv_q.wgsl: 16 or 32). */
 export function gemvTileN(m: Matrix, tune?: GemvTune, sparse = false): number {
-  const t = { ...gemvTune(m.K, m.N, m.format ?? "f16", sparse), ...tune };
+  const t = resolveGemvTune(m.K, m.N, m.format ?? "f16", sparse, tune);
   return t.TPR * (m.format && m.format !== "f16" ? gemvQColsPerThread(m, t.VEC) : 8);
 }
 
@@ -396,7 +417,7 @@ export function gemvOp(
   },
 ): Op {
   if (m.format && m.format !== "f16") return gemvQOp(ctx, m, x, partials, sp, opts);
-  const tune = { ...gemvTune(m.K, m.N, "f16", opts.sparse), ...opts.tune };
+  const tune = resolveGemvTune(m.K, m.N, "f16", opts.sparse ?? false, opts.tune);
   checkGemvTune(tune, ctx.device.limits.maxComputeWorkgroupStorageSize);
   const inp = opts.input ?? { kind: "plain" };
   const splits = Math.ceil(m.K / tune.KCHUNK);

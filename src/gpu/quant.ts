@@ -18,11 +18,11 @@ import {
   type GemvInput,
   gemvInputBindings,
   type GemvTune,
-  gemvTune,
   MATMUL_TILE,
   type MatmulOptions,
   matmulRows,
   type Matrix,
+  resolveGemvTune,
   roundUp,
   type Segment,
   segmentTiles,
@@ -296,7 +296,7 @@ export function gemvQOp(
 ): Op {
   const s = schemeOf(m);
   // the split count is fixed by gemvChunk: reduce, rope and the SwiGLU pass read that many partials
-  const tune = { ...gemvTune(m.K, m.N, m.format, opts.sparse), ...opts.tune };
+  const tune = resolveGemvTune(m.K, m.N, m.format, opts.sparse ?? false, opts.tune);
   checkGemvTune(tune, ctx.device.limits.maxComputeWorkgroupStorageSize);
   const { TPR, KCHUNK, WG, UNROLL } = tune;
   const tileN = TPR * colsPerThread(s.bits, tune.VEC);

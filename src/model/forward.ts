@@ -25,7 +25,6 @@ import {
   gemvSplits,
   gemvTiles,
   type GemvTune,
-  gemvTune,
   type L2Prefetch,
   MATMUL_TILE,
   matmulOp,
@@ -37,6 +36,7 @@ import {
   prefetchRange,
   REDUCE,
   reduceOp,
+  resolveGemvTune,
   rmsNormOp,
   ropeOp,
   sampleOp,
@@ -459,7 +459,7 @@ export class Forward {
     // a GemvTunes override over the shape's variant
     const tuneOf = (m: Matrix, proj: string): GemvTune | undefined => {
       const t = this.#gemvTunes[proj as keyof GemvTunes];
-      return t ? { ...gemvTune(m.K, m.N, m.format ?? "f16", sparse), ...t } : undefined;
+      return t ? resolveGemvTune(m.K, m.N, m.format ?? "f16", sparse, t) : undefined;
     };
     // the split-K partials a projection's GEMV leaves for the pass after it
     const splitsOf = (m: Matrix, proj: string): number => {
