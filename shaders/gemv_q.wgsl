@@ -181,20 +181,13 @@ fn fma_row(acc: ptr<function, Acc>, q: vec4<u32>, ab: vec2<f32>) {
   }
 }
 
-// Walk position j, clamped below `lim` in the walk's last, partial trip (`tail`): the trip's positions past
-// the rows left re-read the last one (a cache hit) and add it with the value 0, so the tail is one round trip
-// with no branch, where a row at a time took one a row (up to UNROLL - 1 more in every sparse chunk).
-fn at(j: u32, tail: bool, lim: u32) -> u32 {
-  return select(j, min(j, lim - 1u), tail);
-}
-
 // Loads the trip of walk positions j, j + KG, ...: the rows' codes (at vc) then their metadata words (at mo).
-fn load_trip(j: u32, k_base: u32, vs: u32, vc: u32, mo: u32, stride: u32, tail: bool, lim: u32) -> Trip {
+fn load_trip(j: u32, k_base: u32, vs: u32, vc: u32, mo: u32, stride: u32) -> Trip {
   var r: Trip;
-  let k0 = row(at(j, tail, lim), k_base);
-  let k1 = row(at(j + KG, tail, lim), k_base);
-  let k2 = row(at(j + 2u * KG, tail, lim), k_base);
-  let k3 = row(at(j + 3u * KG, tail, lim), k_base);
+  let k0 = row(j, k_base);
+  let k1 = row(j + KG, k_base);
+  let k2 = row(j + 2u * KG, k_base);
+  let k3 = row(j + 3u * KG, k_base);
   r.q0 = codes(k0, vs, vc);
   r.q1 = codes(k1, vs, vc);
   r.q2 = codes(k2, vs, vc);
@@ -204,10 +197,10 @@ fn load_trip(j: u32, k_base: u32, vs: u32, vc: u32, mo: u32, stride: u32, tail: 
   r.m2 = meta_word(k2, stride, mo);
   r.m3 = meta_word(k3, stride, mo);
   if (UNROLL == 8u) {
-    let k4 = row(at(j + 4u * KG, tail, lim), k_base);
-    let k5 = row(at(j + 5u * KG, tail, lim), k_base);
-    let k6 = row(at(j + 6u * KG, tail, lim), k_base);
-    let k7 = row(at(j + 7u * KG, tail, lim), k_base);
+    let k4 = row(j + 4u * KG, k_base);
+    let k5 = row(j + 5u * KG, k_base);
+    let k6 = row(j + 6u * KG, k_base);
+    let k7 = row(j + 7u * KG, k_base);
     r.q4 = codes(k4, vs, vc);
     r.q5 = codes(k5, vs, vc);
     r.q6 = codes(k6, vs, vc);
@@ -220,22 +213,17 @@ fn load_trip(j: u32, k_base: u32, vs: u32, vc: u32, mo: u32, stride: u32, tail: 
   return r;
 }
 
-// val(j); 0 past `lim` in a tail trip.
-fn val_at(j: u32, k_base: u32, tail: bool, lim: u32) -> f32 {
-  return select(val(at(j, tail, lim), k_base), 0.0, tail && j >= lim);
-}
-
 // Adds a loaded trip (walk positions j, j + KG, ...) into the accumulators, row by row in walk order.
-fn fma_trip(acc: ptr<function, Acc>, r: Trip, j: u32, k_base: u32, hsel: u32, tail: bool, lim: u32) {
-  fma_row(acc, r.q0, coef(r.m0, hsel, val_at(j, k_base, tail, lim)));
-  fma_row(acc, r.q1, coef(r.m1, hsel, val_at(j + KG, k_base, tail, lim)));
-  fma_row(acc, r.q2, coef(r.m2, hsel, val_at(j + 2u * KG, k_base, tail, lim)));
-  fma_row(acc, r.q3, coef(r.m3, hsel, val_at(j + 3u * KG, k_base, tail, lim)));
+fn fma_trip(acc: ptr<function, Acc>, r: Trip, j: u32, k_base: u32, hsel: u32) {
+  fma_row(acc, r.q0, coef(r.m0, hsel, val(j, k_base)));
+  fma_row(acc, r.q1, coef(r.m1, hsel, val(j + KG, k_base)));
+  fma_row(acc, r.q2, coef(r.m2, hsel, val(j + 2u * KG, k_base)));
+  fma_row(acc, r.q3, coef(r.m3, hsel, val(j + 3u * KG, k_base)));
   if (UNROLL == 8u) {
-    fma_row(acc, r.q4, coef(r.m4, hsel, val_at(j + 4u * KG, k_base, tail, lim)));
-    fma_row(acc, r.q5, coef(r.m5, hsel, val_at(j + 5u * KG, k_base, tail, lim)));
-    fma_row(acc, r.q6, coef(r.m6, hsel, val_at(j + 6u * KG, k_base, tail, lim)));
-    fma_row(acc, r.q7, coef(r.m7, hsel, val_at(j + 7u * KG, k_base, tail, lim)));
+    fma_row(acc, r.q4, coef(r.m4, hsel, val(j + 4u * KG, k_base)));
+    fma_row(acc, r.q5, coef(r.m5, hsel, val(j + 5u * KG, k_base)));
+    fma_row(acc, r.q6, coef(r.m6, hsel, val(j + 6u * KG, k_base)));
+    fma_row(acc, r.q7, coef(r.m7, hsel, val(j + 7u * KG, k_base)));
   }
 }
 
@@ -285,7 +273,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   let hsel = g & 1u;
   let early = EARLY && !SPARSE && col < seg.len && kg + (UNROLL - 1u) * KG < n_k;
   var cur = Trip();
-  if (early) { cur = load_trip(kg, k_base, vs, vc, mo, seg.stride, false, 0u); }
+  if (early) { cur = load_trip(kg, k_base, vs, vc, mo, seg.stride); }
 
   var inv_rms = 1.0;
   if (INPUT == 1u) {
@@ -352,29 +340,29 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     if (PIPE) {
       // the trip in `cur` (EARLY: loaded before the staging) is added while the next one is in flight
       var full = j + (UNROLL - 1u) * KG < n_act;
-      if (full && !early) { cur = load_trip(j, k_base, vs, vc, mo, seg.stride, false, 0u); }
+      if (full && !early) { cur = load_trip(j, k_base, vs, vc, mo, seg.stride); }
       while (full) {
         let more = j + step + (UNROLL - 1u) * KG < n_act;
         var next = Trip();
-        if (more) { next = load_trip(j + step, k_base, vs, vc, mo, seg.stride, false, 0u); }
-        fma_trip(&acc, cur, j, k_base, hsel, false, 0u);
+        if (more) { next = load_trip(j + step, k_base, vs, vc, mo, seg.stride); }
+        fma_trip(&acc, cur, j, k_base, hsel);
         cur = next;
         j += step;
         full = more;
       }
     } else {
       if (early) {
-        fma_trip(&acc, cur, j, k_base, hsel, false, 0u);
+        fma_trip(&acc, cur, j, k_base, hsel);
         j += step;
       }
-      // the last trip, when fewer rows than a trip are left, is clamped (one copy of the trip's code)
-      for (; j < n_act; j += step) {
-        let tail = j + (UNROLL - 1u) * KG >= n_act;
-        fma_trip(&acc, load_trip(j, k_base, vs, vc, mo, seg.stride, tail, n_act), j, k_base, hsel, tail, n_act);
+      for (; j + (UNROLL - 1u) * KG < n_act; j += step) {
+        fma_trip(&acc, load_trip(j, k_base, vs, vc, mo, seg.stride), j, k_base, hsel);
       }
     }
-    if (PIPE && j < n_act) {
-      fma_trip(&acc, load_trip(j, k_base, vs, vc, mo, seg.stride, true, n_act), j, k_base, hsel, true, n_act);
+    for (; j < n_act; j += KG) {
+      let k = row(j, k_base);
+      let i = k * seg.stride + mo;
+      fma_row(&acc, codes(k, vs, vc), coef(wt[i / 4u][i % 4u], hsel, val(j, k_base)));
     }
   }
   // Reduce over the KG channel groups in passes of eight columns per thread (bounded workgroup memory).
