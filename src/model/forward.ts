@@ -228,8 +228,8 @@ export class Forward {
   /**
    * Threads per column group, rows in flight, input channels per split, threads per workgroup and (int8/int4)
    * words of codes a thread loads of a decode step's GEMVs, by projection, over what gemvTune picks for the
-   * shape (the passes after a GEMV read as many splits as its chunk gives; a variant the kernels cannot run
-   * throws when the step is built). For tuning (`bench/sparse_probe.ts --grid`, `--step-grid`); setting it
+   * shape (the passes after a GEMV read as many splits as its chunk gives; a chunk given alone shrinks the
+   * shape's workgroup to it; a variant the kernels cannot run throws when the step is built). For tuning (`bench/sparse_probe.ts --grid`, `--step-grid`); setting it
    * drops the decode steps built so far.
    */
   get gemvTunes(): GemvTunes {
