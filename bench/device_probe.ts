@@ -1,7 +1,9 @@
 /**
  * Probes of the device and of Deno's WebGPU that the kernels and the decode loop are designed around:
- * the read bandwidth a plain WGSL kernel reaches, the GPU cost of a dependent dispatch, and whether a
- * read-back (`mapAsync`) waits only for the submission that wrote its buffer or for all submitted work.
+ * what the adapter offers (features such as `shader-f16` or `subgroups`, and the limits the kernels size
+ * themselves by), the read bandwidth a plain WGSL kernel reaches, the GPU cost of a dependent dispatch, and
+ * whether a read-back (`mapAsync`) waits only for the submission that wrote its buffer or for all submitted
+ * work.
  *
  * `deno run -A bench/device_probe.ts` prints one line per probe (and `--json` one object).
  * @module
@@ -23,6 +25,21 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw
   // never true for the data below; keeps the loads alive
   if (acc.x == 0x9e3779b9u && acc.y == 0x7f4a7c15u) { sink[0] = acc.z; }
 }`;
+
+/** The adapter's features and the limits the kernels size themselves by (the device gets only some). */
+async function adapterFacts(): Promise<Record<string, string | number>> {
+  const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) return {};
+  const l = adapter.limits;
+  const info = adapter.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
+  return {
+    "adapter features": [...adapter.features].sort().join(" "),
+    "max workgroup memory (bytes)": l.maxComputeWorkgroupStorageSize,
+    "max threads a workgroup": l.maxComputeInvocationsPerWorkgroup,
+    "max storage binding (bytes)": l.maxStorageBufferBindingSize,
+    ...(info.subgroupMinSize ? { "subgroup sizes": `${info.subgroupMinSize}-${info.subgroupMaxSize}` } : {}),
+  };
+}
 
 /** A buffer of random words (zero pages could read faster than real weights). */
 function randomBuffer(ctx: GpuContext, bytes: number): GPUBuffer {
@@ -148,6 +165,7 @@ if (import.meta.main) {
   const result = {
     device: ctx.adapterName,
     date: new Date().toISOString(),
+    ...await adapterFacts(),
     ...await readBandwidth(ctx, Math.min(big, ctx.maxBinding - (ctx.maxBinding % 16))),
     ...await dispatchCost(ctx),
     ...await mapSemantics(ctx, big / 2),
