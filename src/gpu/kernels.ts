@@ -276,7 +276,7 @@ export type GemvFinish =
 
 /** Columns per workgroup tile of the GEMV a matrix gets (gemv.wgsl: 8 per thread; gemv_q.wgsl: 16 or 32). */
 export function gemvTileN(m: Matrix, tune?: GemvTune, sparse = false): number {
-  const t = resolveGemvTune(m.K, m.N, m.format ?? "f16", sparse, tune);
+  const t = resolveGemvTune(m.K, m.N, m.format, sparse, tune);
   return t.TPR * (m.format && m.format !== "f16" ? gemvQColsPerThread(m, t.VEC) : 8);
 }
 

@@ -228,9 +228,10 @@ export class Forward {
   /**
    * Threads per column group, rows in flight, input channels per split, threads per workgroup and (int8/int4)
    * words of codes a thread loads of a decode step's GEMVs, by projection, over what gemvTune picks for the
-   * shape (the passes after a GEMV read as many splits as its chunk gives; a chunk given alone shrinks the
-   * shape's workgroup to it; a variant the kernels cannot run throws when the step is built). For tuning (`bench/sparse_probe.ts --grid`, `--step-grid`); setting it
-   * drops the decode steps built so far.
+   * shape ({@link resolveGemvTune}: the passes after a GEMV read as many splits as its chunk gives; a chunk
+   * given alone shrinks the shape's workgroup to it; a variant the kernels cannot run throws when the step is
+   * built). For tuning (`bench/sparse_probe.ts --grid`, `--step-grid`); setting it drops the decode steps built
+   * so far.
    */
   get gemvTunes(): GemvTunes {
     return this.#gemvTunes;
@@ -253,9 +254,7 @@ export class Forward {
         throw new RangeError(`gemvTunes.${proj}.WG: ${v.WG} is not 128, 256, 512 or 1024`);
       }
     }
-    // fields left undefined keep the shape's own (a spread would overwrite them with undefined)
-    const defined = (v: object) => Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined));
-    this.#gemvTunes = Object.fromEntries(Object.entries(t).map(([proj, v]) => [proj, defined(v)]));
+    this.#gemvTunes = { ...t }; // fields left undefined keep the shape's own (resolveGemvTune)
     this.#dropSteps();
   }
   #gemvTunes: GemvTunes = {};
@@ -459,13 +458,13 @@ export class Forward {
     // a GemvTunes override over the shape's variant
     const tuneOf = (m: Matrix, proj: string): GemvTune | undefined => {
       const t = this.#gemvTunes[proj as keyof GemvTunes];
-      return t ? resolveGemvTune(m.K, m.N, m.format ?? "f16", sparse, t) : undefined;
+      return t ? resolveGemvTune(m.K, m.N, m.format, sparse, t) : undefined;
     };
     // the split-K partials a projection's GEMV leaves for the pass after it
-    const splitsOf = (m: Matrix, proj: string): number => {
-      const t = tuneOf(m, proj);
-      return t ? Math.ceil(m.K / t.KCHUNK) : gemvSplits(m.K, m.N, sparse);
-    };
+    const splitsOf = (m: Matrix, proj: string): number =>
+      Math.ceil(
+        m.K / resolveGemvTune(m.K, m.N, m.format, sparse, this.#gemvTunes[proj as keyof GemvTunes]).KCHUNK,
+      );
     // x += m . in, its splits summed in the GEMV's epilogue or in a reduce pass (which prefetches `next`)
     const residual = (
       m: Matrix,
@@ -863,10 +862,7 @@ export interface PrefillOptions {
 
 /** Per-projection overrides of a decode step's GEMV variants ({@link Forward.gemvTunes}). */
 export type GemvTunes = Partial<
-  Record<
-    "qkv" | "o" | "gateup" | "down",
-    { TPR?: number; UNROLL?: number; KCHUNK?: number; WG?: number; VEC?: number }
-  >
+  Record<"qkv" | "o" | "gateup" | "down", Partial<Omit<GemvTune, "PIPE">>>
 >;
 
 /** Destroys the per-call parameter buffers of ops built for one submission. */
