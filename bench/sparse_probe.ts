@@ -8,14 +8,14 @@
  * `--step-grid`: each projection's variants (Forward.gemvTunes) by the whole step's time against the defaults,
  * over `--tprs` (threads per column group, default 8,16,32,64), rows in flight 4 and 8, and `--kchunks` (input
  * channels per split, default the shape's), `--wgs` (threads per workgroup, default the shape's) and `--vecs`
- * (int8/int4: words of codes a thread loads a row, 2 or 4, default the shape's); then the best of each
- * projection together.
+ * (int8/int4: words of codes a thread loads a row, 2 or 4, default the shape's), for each of `--projs` (default
+ * qkv,o,gateup,down); then the best of each projection together.
  *
  * `--grid`: each projection's 32 GEMVs alone (the step's own ops, so each layer's weights are read once:
  * nothing is left in L2 for the next) over threads per column group and rows in flight (Forward.gemvTunes).
  *
  * `deno run -A bench/sparse_probe.ts [--shape llama-3-8b] [--sparsity 0.5] [--quant none|int8|int4] [--grid]
- *   [--step-grid [--tprs 8,16,32] [--kchunks 256,512,1024] [--wgs 256,512] [--vecs 2,4]] [--pipe] [--ops]`
+ *   [--step-grid [--tprs 8,16,32] [--kchunks 256,512,1024] [--wgs 256,512] [--vecs 2,4] [--projs qkv,o]] [--pipe] [--ops]`
  * @module
  */
 import { parseArgs } from "node:util";
@@ -41,6 +41,8 @@ const { values } = parseArgs({
     kchunks: { type: "string" },
     wgs: { type: "string" },
     vecs: { type: "string" },
+    // --step-grid: the projections to sweep (default all four)
+    projs: { type: "string" },
     // every kind of op of the step by its marginal cost: by default only when no grid runs
     ops: { type: "boolean" },
     // the GEMVs' software-pipelined row walk (GEMV_PIPE) for every format
@@ -120,6 +122,11 @@ if (values["step-grid"]) {
   const tprs = list(values.tprs) ?? [8, 16, 32, 64];
   // every (chunk, workgroup, words of codes) row of the grid; undefined keeps the shape's own
   const opt = (v: string | undefined): (number | undefined)[] => list(v) ?? [undefined];
+  const all = ["qkv", "o", "gateup", "down"] as const;
+  const projs = values.projs ? all.filter((p) => values.projs!.split(",").includes(p)) : all;
+  if (values.projs && projs.length !== values.projs.split(",").length) {
+    throw new Error(`--projs ${values.projs}: each one of ${all.join(", ")}`);
+  }
   const rows = opt(values.kchunks).flatMap((KCHUNK) =>
     opt(values.wgs).flatMap((WG) => opt(values.vecs).map((VEC) => ({ KCHUNK, WG, VEC })))
   );
@@ -130,7 +137,7 @@ if (values["step-grid"]) {
     const base = await steps();
     console.log(`${sparse ? "sparse" : "dense"} step with the defaults: ${base.toFixed(1)} us`);
     const best: GemvTunes = {};
-    for (const proj of ["qkv", "o", "gateup", "down"] as const) {
+    for (const proj of projs) {
       let bestUs = 0;
       for (const row of rows) {
         const line: string[] = [];

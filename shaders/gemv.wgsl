@@ -28,6 +28,8 @@ override UNROLL: u32 = 4u;   // rows in flight per thread: 4 or 8 (named registe
 override EARLY: bool = false;
 // the next trip's loads go out before the current trip's arithmetic (software pipelining; gemv_q.wgsl)
 override PIPE: bool = false;
+// counts each round of the compaction's prefix scan adds: 2 (Hillis-Steele), 4, 8 or 16 (GEMV_SCAN)
+override SCAN_RADIX: u32 = 2u;
 override KG: u32 = WG / TPR;
 override TILE_N: u32 = TPR * 8u;
 override PER: u32 = KCHUNK / WG;
@@ -209,8 +211,11 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     if (eos) { return; }
     scan[t] = cnt;
     workgroupBarrier();
-    for (var off = 1u; off < WG; off <<= 1u) {
-      let add = select(0u, scan[t - off], t >= off);
+    // Kogge-Stone with SCAN_RADIX - 1 counts added a round: each round multiplies the span every thread
+    // holds by SCAN_RADIX, so there are log_SCAN_RADIX(WG) rounds of two barriers
+    for (var off = 1u; off < WG; off *= SCAN_RADIX) {
+      var add = 0u;
+      for (var r = 1u; r < SCAN_RADIX; r++) { add += select(0u, scan[t - r * off], t >= r * off); }
       workgroupBarrier();
       scan[t] += add;
       workgroupBarrier();

@@ -10,6 +10,7 @@ import {
   attnPartFloats,
   attnSpan,
   embedOp,
+  GEMV_SCAN,
   gemvOp,
   gemvRowsOps,
   gemvRowsPartialBytes,
@@ -1189,5 +1190,54 @@ Deno.test("pack: the GPU transpose + f16 rounding of load equals transposeToF16 
         `K=${K} segment ${i}: f16 ${bad} is ${block[bad]?.toString(16)}, want ${want[bad]?.toString(16)}`,
       );
     });
+  }
+});
+
+Deno.test("gemv sparse compaction: every GEMV_SCAN radix gives the Hillis-Steele scan's bits and counts", async () => {
+  const ctx = await gpu();
+  const r = rng(32);
+  const K = 1100;
+  const lens = [200, 72, 72];
+  const ws = lens.map((n) => randn(n * K, r, 0.5));
+  const scales = randn(K * lens.length, r).map((v) => 0.5 + Math.abs(v));
+  const m = makeMatrix(ctx, K, ws, lens, scales);
+  const x = randn(K, r);
+  const xb = ctx.buffer(K * 4, "x", x);
+  // 128, 256 and 512 threads: rounds of 16 cover 256 in two, of 8 cover 512 in three
+  const tunes: GemvTune[] = [
+    { TPR: 16, KCHUNK: 256, WG: 128, UNROLL: 4 },
+    { TPR: 16, KCHUNK: 512, WG: 256, UNROLL: 8 },
+    { TPR: 32, KCHUNK: 1024, WG: 512, UNROLL: 4 },
+  ];
+  const run = async (tune: GemvTune, thr: number[]) => {
+    const splits = Math.ceil(K / tune.KCHUNK);
+    const sp = { thresholds: ctx.buffer(12, "t", new Float32Array(thr)), counters: ctx.buffer(12, "c") };
+    const partials = poisoned(ctx, splits * m.N);
+    const out = poisoned(ctx, m.N);
+    ctx.run([
+      gemvOp(ctx, m, xb, partials, sp, { sparse: true, counter: 0, tune }),
+      reduceOp(ctx, partials, out, { n: m.N, splits, ncols: m.N, mode: REDUCE.store }),
+    ]);
+    return { y: await ctx.readF32(out), counters: Array.from(await ctx.readU32(sp.counters, 3)) };
+  };
+  const saved = GEMV_SCAN.radix;
+  try {
+    for (const [i, frac] of [0.35, 0.6, 0.97].entries()) {
+      const thr = [quantile(x, frac), quantile(x, Math.min(1, frac + 0.02)), quantile(x, frac / 2)];
+      GEMV_SCAN.radix = 2;
+      const base = await run(tunes[i], thr);
+      const want = fusedRef(x, 1, K, ws, lens, thr, scales);
+      const scale = Math.max(1, ...Array.from(want.y, Math.abs));
+      const err = base.y.reduce((a, v, j) => Math.max(a, Math.abs(v - want.y[j])), 0) / scale;
+      assert(err < 1e-4, `sparsity ${frac}: err ${err}`);
+      for (const radix of [4, 8, 16] as const) {
+        GEMV_SCAN.radix = radix;
+        const got = await run(tunes[i], thr);
+        assertEquals(got.y, base.y, `${JSON.stringify(tunes[i])} ${frac}: radix ${radix}`);
+        assertEquals(got.counters, want.active, `${frac}: radix ${radix} counters`);
+      }
+    }
+  } finally {
+    GEMV_SCAN.radix = saved;
   }
 });

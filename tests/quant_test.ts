@@ -19,6 +19,7 @@ import {
 import {
   checkGemvTune,
   GEMV_CHUNK,
+  GEMV_SCAN,
   gemvOp,
   gemvSplits,
   type GemvTune,
@@ -664,4 +665,43 @@ Deno.test("resolveGemvTune: the given fields over the shape's variant; a K chunk
   assertEquals(resolveGemvTune(14336, 4096, "int4", true, { KCHUNK: 512, WG: 128 }).WG, 128);
   assertEquals(resolveGemvTune(14336, 4096, "int4", true, { TPR: 16 }), { ...base, TPR: 16 });
   assertEquals(resolveGemvTune(4096, 4096, undefined, false), gemvTune(4096, 4096, "f16", false));
+});
+
+Deno.test("gemv_q sparse compaction: every GEMV_SCAN radix gives the Hillis-Steele scan's bits and counts", async () => {
+  const ctx = await gpu();
+  const r = rng(31);
+  const K = 1100;
+  const lens = [200, 72, 72];
+  const ws = lens.map((n) => randn(n * K, r, 0.5));
+  const scales = randn(K * lens.length, r).map((v) => 0.5 + Math.abs(v));
+  const x = randn(K, r);
+  const xb = ctx.buffer(K * 4, "x", x);
+  const saved = GEMV_SCAN.radix;
+  try {
+    for (const [name, s] of [SCHEMES[0], SCHEMES[2]]) {
+      const { m, deq } = makeQMatrix(ctx, K, ws, lens, s, scales);
+      // 128, 256 and 512 threads: rounds of 16 cover 256 in two, of 8 cover 512 in three
+      const tunes: Partial<GemvTune>[] = [
+        { TPR: 16, KCHUNK: 256, WG: 128, UNROLL: 4, VEC: 2 },
+        { TPR: 32, KCHUNK: 512, WG: 256, UNROLL: 8, VEC: 4 },
+        { TPR: 32, KCHUNK: 1024, WG: 512, UNROLL: 4, VEC: 2 },
+      ];
+      for (const [i, frac] of [0.35, 0.6, 0.97].entries()) {
+        const tune = tunes[i] as GemvTune;
+        const thr = lens.map((_, j) => quantile(x, Math.min(1, frac + 0.01 * j)));
+        GEMV_SCAN.radix = 2;
+        const base = await runGemv(ctx, m, xb, thr, { sparse: true, counter: 0, tune });
+        const ref = fusedRef(x, 1, K, deq, lens, thr, scales);
+        assert(relErr(base.y, ref.y) < 1e-4, `${name} ${frac}: ${relErr(base.y, ref.y)}`);
+        for (const radix of [4, 8, 16] as const) {
+          GEMV_SCAN.radix = radix;
+          const got = await runGemv(ctx, m, xb, thr, { sparse: true, counter: 0, tune });
+          assertEquals(got.y, base.y, `${name} ${JSON.stringify(tune)} ${frac}: radix ${radix}`);
+          assertEquals(got.counters.slice(0, 3), ref.active, `${name} ${frac}: radix ${radix} counters`);
+        }
+      }
+    }
+  } finally {
+    GEMV_SCAN.radix = saved;
+  }
 });

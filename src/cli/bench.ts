@@ -12,7 +12,7 @@ import {
 import { randomModel } from "../bench/random_model.ts";
 import { SHAPES } from "../bench/shapes.ts";
 import { createGpuContext } from "../gpu/context.ts";
-import { GEMV_CHUNK, GEMV_LONG_K, GEMV_PIPE } from "../gpu/kernels.ts";
+import { GEMV_CHUNK, GEMV_LONG_K, GEMV_PIPE, GEMV_SCAN } from "../gpu/kernels.ts";
 import { DECODE, PREFILL, prefillStepsUpTo } from "../generate/decode.ts";
 import type { Model } from "../model/model.ts";
 import type { Command } from "./commands.ts";
@@ -80,6 +80,8 @@ export const benchCommand: Command = {
                        (Forward.gemvEarly; default on for f16 weights, off for int8/int4)
   --gemv-pipe          the decode GEMVs load each trip of weight rows while adding the previous one
                        (software pipelining; GEMV_PIPE)
+  --gemv-scan-radix 2|4|8|16  counts each round of the sparse GEMVs' compaction scan adds (GEMV_SCAN; default
+                       2: the Hillis-Steele scan; more: fewer rounds, fewer barriers)
   --down-tpr 16|32     threads per column group of the f16 GEMVs over long inputs (down_proj; default 32,
                        GEMV_LONG_K)
   --gemv-chunk D[,S]   multiply the decode GEMVs' input channels per split by D when dense and S when sparse
@@ -115,6 +117,7 @@ export const benchCommand: Command = {
     "gemv-early": { type: "string" },
     "gemv-pipe": { type: "boolean" },
     "gemv-chunk": { type: "string" },
+    "gemv-scan-radix": { type: "string" },
     "down-tpr": { type: "string" },
     "prefill-gemm": { type: "boolean" },
     json: { type: "boolean" },
@@ -148,6 +151,12 @@ export const benchCommand: Command = {
     const downTpr = v["down-tpr"] === undefined ? undefined : Number(v["down-tpr"]);
     if (downTpr !== undefined && downTpr !== 16 && downTpr !== 32) {
       throw new Error(`--down-tpr: ${v["down-tpr"]} is not 16 or 32`);
+    }
+    const scanRadix = v["gemv-scan-radix"] === undefined ? undefined : Number(v["gemv-scan-radix"]);
+    if (
+      scanRadix !== undefined && scanRadix !== 2 && scanRadix !== 4 && scanRadix !== 8 && scanRadix !== 16
+    ) {
+      throw new Error(`--gemv-scan-radix: ${v["gemv-scan-radix"]} is not 2, 4, 8 or 16`);
     }
     const submit = v["prefill-submit"];
     if (submit !== undefined && submit !== "layer" && submit !== "pass") {
@@ -196,6 +205,7 @@ export const benchCommand: Command = {
       // read by gemvTune when the decode steps are built (none are yet)
       GEMV_PIPE.f16 = GEMV_PIPE.quant = v["gemv-pipe"] === true;
       [GEMV_CHUNK.dense, GEMV_CHUNK.sparse] = chunk;
+      if (scanRadix !== undefined) GEMV_SCAN.radix = scanRadix;
       if (downTpr !== undefined) GEMV_LONG_K.f16TPR = downTpr;
       model.forward.prefillGemv = v["prefill-gemm"] !== true;
       const rows = await benchDecode(model, { sparsities, tokens, log, streamIntervalMs, sampling });
@@ -286,6 +296,7 @@ export const benchCommand: Command = {
         gemv_early: model.forward.gemvEarly,
         gemv_pipe: GEMV_PIPE.f16,
         gemv_chunk: { ...GEMV_CHUNK },
+        gemv_scan_radix: GEMV_SCAN.radix,
         down_tpr: GEMV_LONG_K.f16TPR,
         prefill_gemv: model.forward.prefillGemv,
         prefill_submit_per_layer: PREFILL.submitPerLayer,

@@ -20,6 +20,14 @@ export const GEMV = { TPR: 16, KCHUNK: 512, WG: 256, UNROLL: 4 } as const;
 export const GEMV_PIPE: { f16: boolean; quant: boolean } = { f16: false, quant: false };
 
 /**
+ * Counts each round of the sparse GEMVs' compaction prefix scan adds (gemv.wgsl, gemv_q.wgsl `SCAN_RADIX`): 2
+ * is the Hillis-Steele scan (2 log2(WG) + 1 barriers: 17 at 256 threads); 4, 8 or 16 take fewer rounds, each
+ * with more workgroup-memory loads. `bench --gemv-scan-radix` sets it for a run; set it before a model's decode
+ * steps are built.
+ */
+export const GEMV_SCAN: { radix: 2 | 4 | 8 | 16 } = { radix: 2 };
+
+/**
  * Threads per column group of the f16 GEMV over long inputs (K >= 8192: down_proj). 32 since 2026-12-03:
  * `bench/gemv_bench.ts --model-grid` on the H200 timed the Llama-3-8B down GEMV (+ its reduce) at 37.3 / 26.4 /
  * 21.1 us dense / 50% / 70% with 32, against 42.9 / 29.4 / 24.8 with 16. `bench --down-tpr` sets it for a run.
@@ -449,6 +457,7 @@ export function gemvOp(
         SPARSE: opts.sparse ? 1 : 0,
         EARLY: opts.early && !opts.sparse ? 1 : 0,
         PIPE: tune.PIPE ? 1 : 0,
+        SCAN_RADIX: GEMV_SCAN.radix,
         ...shared.overrides,
         ...fin.overrides,
       },

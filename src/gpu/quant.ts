@@ -13,6 +13,7 @@
 import type { GpuContext, Op } from "./context.ts";
 import {
   checkGemvTune,
+  GEMV_SCAN,
   type GemvFinish,
   gemvFinishParts,
   type GemvInput,
@@ -331,6 +332,7 @@ export function gemvQOp(
         SPARSE: opts.sparse ? 1 : 0,
         EARLY: opts.early && !opts.sparse ? 1 : 0,
         PIPE: tune.PIPE ? 1 : 0,
+        SCAN_RADIX: GEMV_SCAN.radix,
         VEC: tune.VEC,
         BITS: s.bits,
         GROUP: s.group,
