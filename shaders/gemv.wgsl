@@ -29,7 +29,7 @@ override EARLY: bool = false;
 // the next trip's loads go out before the current trip's arithmetic (software pipelining; gemv_q.wgsl)
 override PIPE: bool = false;
 // counts each round of the compaction's prefix scan adds: 2 (Hillis-Steele), 4, 8 or 16 (GEMV_SCAN)
-override SCAN_RADIX: u32 = 2u;
+override SCAN_RADIX: u32 = 4u;
 override KG: u32 = WG / TPR;
 override TILE_N: u32 = TPR * 8u;
 override PER: u32 = KCHUNK / WG;

@@ -34,7 +34,7 @@ override VEC: u32 = 4u;      // u32 words of codes a thread loads a row: 4 or 2
 // shapes: under two), a thread's decode and FMAs otherwise leave its memory pipe idle for the whole trip
 override PIPE: bool = false;
 // counts each round of the compaction's prefix scan adds: 2 (Hillis-Steele), 4, 8 or 16 (GEMV_SCAN)
-override SCAN_RADIX: u32 = 2u;
+override SCAN_RADIX: u32 = 4u;
 override KG: u32 = WG / TPR;
 override COLS: u32 = VEC * 32u / BITS;
 override TILE_N: u32 = TPR * COLS;

@@ -81,7 +81,7 @@ export const benchCommand: Command = {
   --gemv-pipe          the decode GEMVs load each trip of weight rows while adding the previous one
                        (software pipelining; GEMV_PIPE)
   --gemv-scan-radix 2|4|8|16  counts each round of the sparse GEMVs' compaction scan adds (GEMV_SCAN; default
-                       2: the Hillis-Steele scan; more: fewer rounds, fewer barriers)
+                       4; 2: the Hillis-Steele scan; more: fewer rounds, fewer barriers)
   --down-tpr 16|32     threads per column group of the f16 GEMVs over long inputs (down_proj; default 32,
                        GEMV_LONG_K)
   --gemv-chunk D[,S]   multiply the decode GEMVs' input channels per split by D when dense and S when sparse

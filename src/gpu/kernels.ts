@@ -22,10 +22,11 @@ export const GEMV_PIPE: { f16: boolean; quant: boolean } = { f16: false, quant: 
 /**
  * Counts each round of the sparse GEMVs' compaction prefix scan adds (gemv.wgsl, gemv_q.wgsl `SCAN_RADIX`): 2
  * is the Hillis-Steele scan (2 log2(WG) + 1 barriers: 17 at 256 threads); 4, 8 or 16 take fewer rounds, each
- * with more workgroup-memory loads. `bench --gemv-scan-radix` sets it for a run; set it before a model's decode
- * steps are built.
+ * with more workgroup-memory loads. 4 (9 barriers at 256 threads) measured fastest on the H200 (f16 step at 50%
+ * 4.34 -> 4.30 ms, int4 3.61 -> 3.59; 8 and 16 slower than 2). `bench --gemv-scan-radix` sets it for a run; set
+ * it before a model's decode steps are built.
  */
-export const GEMV_SCAN: { radix: 2 | 4 | 8 | 16 } = { radix: 2 };
+export const GEMV_SCAN: { radix: 2 | 4 | 8 | 16 } = { radix: 4 };
 
 /**
  * Threads per column group of the f16 GEMV over long inputs (K >= 8192: down_proj). 32 since 2026-12-03:
@@ -187,7 +188,10 @@ export function gemvTune(
   // fit an SM) and 512-thread workgroups, each projection's variant timed by whole decode steps
   // (bench/sparse_probe.ts --step-grid --vecs, H200, 2026-12-03; int4 step 4.43 -> 4.13 ms dense)
   if (format === "int4" && N < 65536) {
-    if (sparse) return K >= 8192 ? v(32, 4, 512, 2) : v(32, 4, 256, 2);
+    // the 4096-wide projections (q|k|v, o: N < 8192) at 50%, and o dense, with 16 threads a column group: twice
+    // the tiles (bench/sparse_probe.ts --step-grid --projs qkv,o, H200: int4 step -3.4% at 50%, -1.7% dense)
+    if (sparse) return K >= 8192 ? v(32, 4, 512, 2) : N < 8192 ? v(16, 4, 256, 2) : v(32, 4, 256, 2);
+    if (N <= 4096 && K < 8192) return v(16, 8, 512, 2);
     return N >= 8192 && K < 8192 ? v(64, 8, 512, 2) : v(32, 8, 512, 2);
   }
   if (format === "int8" && N < 65536) {
