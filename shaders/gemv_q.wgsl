@@ -11,7 +11,8 @@
 // word, UNROLL rows in flight (named registers: an array of rows went to memory). The decode is exact and costs no int->float
 // conversion instruction (a quarter-rate unit on NVIDIA): each code is OR-ed into the mantissa of 2^23 in
 // place (byte 0/1 or nibble 0..3 of a half word), the bias subtracted exactly, and the power of two its place
-// adds is folded into the row's coefficient x * scale; the int4 offset adds x * offset once per row.
+// adds stays in the accumulators until the walk ends (exact; no multiply per place a row); the int4 offset adds
+// x * offset once per row.
 // bindings: 0 params (uniform), 1 x (f32 [K], read), 2 wt (vec4<u32>, segment blocks, read),
 //           3 partials (f32 [splits][ncols], write), 4 thresholds (f32, read), 5 scales (f32 [nseg][K], read),
 //           6 counters (atomic u32: active channels per segment, summed over calls), 7 aux (f32, read),
@@ -151,16 +152,19 @@ struct Acc {
   b: f32,  // int4: sum of x * offset, added to every column at the end
 }
 
-// (x * scale) times the place factors of bytes4 / nibbles4, and x * offset, from one metadata word.
+// x * scale (the place factors of bytes4 / nibbles4 are divided out at the end: place_scaled), and x * offset,
+// from one metadata word.
 fn coef(mw: u32, hsel: u32, v: f32) -> vec2<f32> {
-  let s = unpack2x16float(mw);
-  if (BITS == 8u) { return vec2<f32>(v * select(s.x, s.y, hsel == 1u), 0.0); }
-  return v * s;
+  // int8: the group's half of the word alone (one conversion, no select)
+  if (BITS == 8u) { return vec2<f32>(v * unpack2x16float(mw >> (16u * hsel)).x, 0.0); }
+  return v * unpack2x16float(mw);
 }
 
+// The place factors of bytes4 / nibbles4 stay in the accumulators until place_scaled divides them out: scaling
+// by a power of two is exact, so the sums are the same bits, and a row costs no multiply per place.
 fn fma_row(acc: ptr<function, Acc>, q: vec4<u32>, ab: vec2<f32>) {
+  let c = ab.x;
   if (BITS == 8u) {
-    let c = ab.x * vec4<f32>(1.0, 1.0 / 256.0, 1.0, 1.0 / 256.0);
     (*acc).a0 += c * bytes4(q.x);
     (*acc).a1 += c * bytes4(q.y);
     if (VEC == 4u) {
@@ -168,7 +172,6 @@ fn fma_row(acc: ptr<function, Acc>, q: vec4<u32>, ab: vec2<f32>) {
       (*acc).a3 += c * bytes4(q.w);
     }
   } else {
-    let c = ab.x * vec4<f32>(1.0, 1.0 / 16.0, 1.0 / 256.0, 1.0 / 4096.0);
     (*acc).a0 += c * nibbles4(q.x);
     (*acc).a1 += c * nibbles4(q.x >> 16u);
     (*acc).a2 += c * nibbles4(q.y);
@@ -181,6 +184,19 @@ fn fma_row(acc: ptr<function, Acc>, q: vec4<u32>, ab: vec2<f32>) {
     }
     (*acc).b += ab.y;
   }
+}
+
+// The accumulators with the place factors of bytes4 / nibbles4 divided out (exact: powers of two).
+fn place_scaled(acc: Acc) -> Acc {
+  var r = acc;
+  if (BITS == 8u) {
+    let f = vec4<f32>(1.0, 1.0 / 256.0, 1.0, 1.0 / 256.0);
+    r.a0 *= f; r.a1 *= f; r.a2 *= f; r.a3 *= f;
+  } else {
+    let f = vec4<f32>(1.0, 1.0 / 16.0, 1.0 / 256.0, 1.0 / 4096.0);
+    r.a0 *= f; r.a1 *= f; r.a2 *= f; r.a3 *= f; r.a4 *= f; r.a5 *= f; r.a6 *= f; r.a7 *= f;
+  }
+  return r;
 }
 
 // Loads the trip of walk positions j, j + KG, ...: the rows' codes (at vc) then their metadata words (at mo).
@@ -371,6 +387,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     }
   }
   // Reduce over the KG channel groups in passes of eight columns per thread (bounded workgroup memory).
+  acc = place_scaled(acc);
   let b = vec4<f32>(acc.b);
   if (BITS == 8u) {
     reduce_pass(t, 0u, acc.a0, acc.a1, tile_col0, seg, split);
