@@ -85,7 +85,7 @@ const PROBES: { name: string; shader: "gemv" | "gemv_q"; edits: ProbeEdit[] }[] 
   {
     name: "no metadata loads",
     shader: "gemv_q",
-    edits: [[/wt\[(i\d?) \/ 4u\]\[\1 % 4u\]/g, "($1 | 0x3c003c00u)"]],
+    edits: [[/wt1\[([^\]]+)\]/g, "(($1) | 0x3c003c00u)"]],
   },
   {
     name: "no code decode",

@@ -18,7 +18,7 @@
 //           6 counters (atomic u32: active channels per segment, summed over calls), 7 aux (f32, read),
 //           8 ss (f32 [NSS], read; EPI 2 writes it), 9 state (u32 decode state, read: [3] != 0 once EOS
 //           was sampled), 10 outv (the split-K epilogue, gemv_finish.wgsl), 11 wt2 (the weights again, as
-//           vec2<u32>: VEC 2 loads)
+//           vec2<u32>: VEC 2 loads), 12 wt1 (the weights again, as u32: a row's metadata word in one load)
 override NSS: u32 = 1u;         // INPUT 1: partial sums of squares in ss
 override AUX_SPLITS: u32 = 1u;  // INPUT 2: splits of the gate|up partials
 override TPR: u32 = 8u;
@@ -73,6 +73,7 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> ss: array<f32>;  // read_write: EPI 2 writes it
 @group(0) @binding(9) var<storage, read> state: array<u32>;
 @group(0) @binding(11) var<storage, read> wt2: array<vec2<u32>>;
+@group(0) @binding(12) var<storage, read> wt1: array<u32>;
 
 // #include gemv_finish
 
@@ -105,8 +106,7 @@ fn codes(k: u32, vs: u32, vc: u32) -> vec4<u32> {
 
 // Row k's group metadata word for this thread (mo: its word in row 0).
 fn meta_word(k: u32, stride: u32, mo: u32) -> u32 {
-  let i = k * stride + mo;
-  return wt[i / 4u][i % 4u];
+  return wt1[k * stride + mo];
 }
 
 // One trip of a thread's row walk: UNROLL rows' codes and metadata words (rows 4..7 only when UNROLL is 8).
@@ -131,11 +131,13 @@ fn val(j: u32, k_base: u32) -> f32 {
 
 const MAGIC: u32 = 0x4b000000u;  // 2^23: its mantissa holds any integer below 2^23 exactly
 
-// Four signed bytes as floats q0, 256 q1, q2, 256 q3 (the factors 256 go into the coefficient).
+// Four signed bytes as floats q0, 256 q1, q2, 256 q3 (the factors 256 stay in the accumulators). Each byte's
+// sign bit is flipped (q + 128, unsigned) by the same XOR that sets MAGIC's bits, which lie outside the byte's:
+// one AND-XOR a byte (a single LOP3 on NVIDIA), no XOR of the whole word first.
 fn bytes4(w: u32) -> vec4<f32> {
-  let u = w ^ 0x80808080u;  // q + 128, unsigned
-  let h = u >> 16u;
-  let m = vec4<u32>(u & 0xffu, u & 0xff00u, h & 0xffu, h & 0xff00u) | vec4<u32>(MAGIC);
+  let h = w >> 16u;
+  let m = vec4<u32>(w & 0xffu, w & 0xff00u, h & 0xffu, h & 0xff00u) ^
+    vec4<u32>(MAGIC | 0x80u, MAGIC | 0x8000u, MAGIC | 0x80u, MAGIC | 0x8000u);
   return bitcast<vec4<f32>>(m) - vec4<f32>(8388736.0, 8421376.0, 8388736.0, 8421376.0);
 }
 
@@ -382,8 +384,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     }
     for (; j < n_act; j += KG) {
       let k = row(j, k_base);
-      let i = k * seg.stride + mo;
-      fma_row(&acc, codes(k, vs, vc), coef(wt[i / 4u][i % 4u], hsel, val(j, k_base)));
+      fma_row(&acc, codes(k, vs, vc), coef(wt1[k * seg.stride + mo], hsel, val(j, k_base)));
     }
   }
   // Reduce over the KG channel groups in passes of eight columns per thread (bounded workgroup memory).

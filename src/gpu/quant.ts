@@ -340,8 +340,8 @@ export function gemvQOp(
         ...fin.overrides,
       },
     },
-    // binding 11: the weights again, read as vec2<u32> (VEC 2)
-    bindings: [params, ...shared.bindings, m.buffer],
+    // bindings 11 and 12: the weights again, read as vec2<u32> (VEC 2) and as u32 (metadata words)
+    bindings: [params, ...shared.bindings, m.buffer, m.buffer],
     owned: [params],
     workgroups: [tiles, splits],
     label: opts.label ?? "gemv",
