@@ -705,3 +705,21 @@ Deno.test("gemv_q sparse compaction: every GEMV_SCAN radix gives the Hillis-Stee
     GEMV_SCAN.radix = saved;
   }
 });
+
+Deno.test("bench --gemv-scan-radix: anything but 2, 4, 8 or 16 is refused, naming the flag, before a model is built", async () => {
+  const deps = {
+    loadModel: () => Promise.reject(new Error("must not load")),
+    defaultModelDir: () => STORIES,
+  };
+  for (const bad of ["3", "32", "x", ""]) {
+    await rejects(
+      COMMANDS.bench.run({ "gemv-scan-radix": bad, shape: "no-such-shape" }, deps),
+      new RegExp(`--gemv-scan-radix: ${bad} is not 2, 4, 8 or 16`),
+    );
+  }
+  // a good radix passes the check (the unknown shape is the next error)
+  await rejects(
+    COMMANDS.bench.run({ "gemv-scan-radix": "4", shape: "no-such-shape" }, deps),
+    /--shape no-such-shape/,
+  );
+});
