@@ -318,6 +318,22 @@ export class GpuContext {
 }
 
 /**
+ * The most storage buffers one kernel binds (gemv_q.wgsl: the input, three views of the weights, partials,
+ * thresholds, scales, counters, aux, sums of squares, state and the epilogue's output). A test counts them.
+ */
+export const STORAGE_BUFFERS_PER_KERNEL: number = 12;
+
+/** Throws a GpuError naming the limit when an adapter cannot bind as many storage buffers as a kernel does. */
+export function checkAdapterLimits(l: { maxStorageBuffersPerShaderStage: number }): void {
+  if (l.maxStorageBuffersPerShaderStage < STORAGE_BUFFERS_PER_KERNEL) {
+    throw new GpuError(
+      `the WebGPU adapter binds at most ${l.maxStorageBuffersPerShaderStage} storage buffers per shader stage ` +
+        `(maxStorageBuffersPerShaderStage); TealGPU's kernels need ${STORAGE_BUFFERS_PER_KERNEL}`,
+    );
+  }
+}
+
+/**
  * Requests the adapter and a device with the adapter's own buffer limits (WebGPU's defaults, 128/256 MiB,
  * are far too small for model weights) and timestamp-query when offered (no shader uses f16 arithmetic, so
  * shader-f16 is not requested).
@@ -336,6 +352,7 @@ export async function createGpuContext(options: GpuContextOptions = {}): Promise
     );
   }
   const l = adapter.limits;
+  checkAdapterLimits(l);
   const features: GPUFeatureName[] = [];
   const hasTimestamps = adapter.features.has("timestamp-query");
   if (hasTimestamps) features.push("timestamp-query");

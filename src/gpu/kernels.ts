@@ -165,7 +165,8 @@ export function gemvChunk(K: number, N: number, sparse = false): number {
  * {@link GEMV_LONG_K}, the 4096-wide projections with the base variant, whose time is mostly the fixed cost of
  * a dispatch. int8/int4 below lm_head's vocabularies: mostly two words of codes a thread (VEC 2) in 512-thread
  * workgroups, so that more warps an SM hide each other's decode arithmetic (shorter K chunks and pipelined
- * walks measured slower); their lm_head as f16's wide outputs. The chunk is always gemvChunk's: the kernels
+ * walks measured slower), int4's 4096-wide projections at 50% and its o dense on 16-thread column groups
+ * (twice the tiles); their lm_head as f16's wide outputs. The chunk is always gemvChunk's: the kernels
  * that sum the splits read that many.
  */
 export function gemvTune(
