@@ -8,11 +8,11 @@
 // Workgroup (tile, split) owns TILE_N = TPR * COLS columns of one segment; each thread loads VEC words of
 // codes per row (a vec4<u32>: COLS = 16 int8 or 32 int4 outputs; VEC 2, a vec2<u32> through the second view of
 // the weights: 8 or 16, half the registers a row, so more warps fit an SM) inside one group, and one metadata
-// word, UNROLL rows in flight (named registers: an array of rows went to memory). The decode is exact and costs no int->float
-// conversion instruction (a quarter-rate unit on NVIDIA): each code is OR-ed into the mantissa of 2^23 in
-// place (byte 0/1 or nibble 0..3 of a half word), the bias subtracted exactly, and the power of two its place
-// adds stays in the accumulators until the walk ends (exact; no multiply per place a row); the int4 offset adds
-// x * offset once per row.
+// word, UNROLL rows in flight (named registers: an array of rows went to memory). The decode is exact and costs
+// no int->float conversion instruction (a quarter-rate unit on NVIDIA): each code is OR-ed (int8: XOR-ed, which
+// also flips its sign bit) into the mantissa of 2^23 in place (byte 0/1 or nibble 0..3 of a half word), the bias
+// subtracted exactly, and the power of two its place adds stays in the accumulators until the walk ends (exact;
+// no multiply per place a row); the int4 offset adds x * offset once per row.
 // bindings: 0 params (uniform), 1 x (f32 [K], read), 2 wt (vec4<u32>, segment blocks, read),
 //           3 partials (f32 [splits][ncols], write), 4 thresholds (f32, read), 5 scales (f32 [nseg][K], read),
 //           6 counters (atomic u32: active channels per segment, summed over calls), 7 aux (f32, read),
@@ -133,7 +133,7 @@ const MAGIC: u32 = 0x4b000000u;  // 2^23: its mantissa holds any integer below 2
 
 // Four signed bytes as floats q0, 256 q1, q2, 256 q3 (the factors 256 stay in the accumulators). Each byte's
 // sign bit is flipped (q + 128, unsigned) by the same XOR that sets MAGIC's bits, which lie outside the byte's:
-// one AND-XOR a byte (a single LOP3 on NVIDIA), no XOR of the whole word first.
+// one AND-XOR a byte (one three-input logic instruction where the GPU has them), no XOR of the whole word.
 fn bytes4(w: u32) -> vec4<f32> {
   let h = w >> 16u;
   let m = vec4<u32>(w & 0xffu, w & 0xff00u, h & 0xffu, h & 0xff00u) ^
