@@ -327,7 +327,9 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     scan[t] = cnt;
     workgroupBarrier();
     // Kogge-Stone with SCAN_RADIX - 1 counts added a round: each round multiplies the span every thread
-    // holds by SCAN_RADIX, so there are log_SCAN_RADIX(WG) rounds of two barriers
+    // holds by SCAN_RADIX, so there are log_SCAN_RADIX(WG) rounds of two barriers. The same code is in
+    // gemv.wgsl and gemv_q.wgsl: as a function in a shared fragment, Deno 2.9.6's WGSL compiler panicked
+    // (an override declared there) or corrupted memory (declared here) when it built the pipelines.
     for (var off = 1u; off < WG; off *= SCAN_RADIX) {
       var add = 0u;
       for (var r = 1u; r < SCAN_RADIX; r++) { add += select(0u, scan[t - r * off], t >= r * off); }
