@@ -1,14 +1,26 @@
 /**
  * Decode attention at the Llama-3-8B shape (32 heads, 8 kv heads, head size 128) by position: the one-workgroup-
  * per-head variant against the split variant plus its combine pass, each with the q|k|v sums, RoPE and the cache
- * store folded in (attn_decode.wgsl), at several positions per workgroup. Picks ATTN.SINGLE_BELOW and attnSpan.
+ * store folded in (attn_decode.wgsl), at several positions per workgroup and with 1 or 4 q heads a workgroup
+ * (4: the heads of one kv head read its keys and values once). Picks ATTN.SINGLE_BELOW, attnSpan and attnHeads.
  *
- * `deno run -A bench/attn_bench.ts [--quick] [--probe] [--json FILE]` prints GPU microseconds per decode step's attention
- * (timestamp queries, median of 7 passes of many steps, each pass after an untimed one).
+ * `deno run -A bench/attn_bench.ts [--quick] [--probe] [--layers L] [--json FILE]` prints GPU microseconds per
+ * decode step's attention (timestamp queries, median of 7 passes of many steps, each pass after an untimed one).
+ * The steps cycle over L layers' caches (default 8, 268 MB at this shape), so that, as in a decode step, a
+ * layer's keys and values are not still in L2 from the step before.
  * @module
  */
 import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
-import { ATTN, attnDecodeOps, attnPartFloats, attnSpan, fillOp, gemvSplits } from "../src/gpu/kernels.ts";
+import {
+  ATTN,
+  attnDecodeOps,
+  attnHeads,
+  attnPartFloats,
+  attnSpan,
+  fillOp,
+  gemvSplits,
+} from "../src/gpu/kernels.ts";
+import { releaseOps } from "../src/model/forward.ts";
 import { type ProbeEdit, probeSource } from "../src/bench/probe.ts";
 import { median } from "../src/bench/stats.ts";
 
@@ -36,9 +48,9 @@ const PROBES: Record<string, ProbeEdit[]> = {
   ],
 };
 
-/** GPU microseconds per repeat of `ops` in a pass of `repeats` repeats. */
-async function timeSteps(ctx: GpuContext, ops: Op[], repeats: number): Promise<number> {
-  const pass: Op[] = Array.from({ length: repeats }, () => ops).flat();
+/** GPU microseconds per step of a pass of `repeats` steps, step r running `layers[r % layers.length]`. */
+async function timeSteps(ctx: GpuContext, layers: Op[][], repeats: number): Promise<number> {
+  const pass: Op[] = Array.from({ length: repeats }, (_, r) => layers[r % layers.length]).flat();
   const t: number[] = [];
   for (let r = 0; r < 7; r++) t.push((await ctx.timePasses([pass, pass]))[1]);
   return (median(t) / repeats) * 1000;
@@ -48,9 +60,14 @@ if (import.meta.main) {
   if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
   const quick = Deno.args.includes("--quick");
   const jsonAt = Deno.args.indexOf("--json");
+  const layersAt = Deno.args.indexOf("--layers");
+  const nLayers = layersAt >= 0 ? Number(Deno.args[layersAt + 1]) : quick ? 2 : 8;
+  if (!(Number.isInteger(nLayers) && nLayers >= 1 && nLayers <= 64)) {
+    throw new RangeError(`--layers must be an integer in 1..64, got ${Deno.args[layersAt + 1]}`);
+  }
   const ctx = await createGpuContext();
   console.log(`device: ${ctx.adapterName}`);
-  const [numHeads, numKv, headDim] = quick ? [4, 2, 64] : [32, 8, 128];
+  const [numHeads, numKv, headDim] = quick ? [8, 2, 64] : [32, 8, 128];
   const maxSeq = quick ? 640 : 8192;
   const ldq = (numHeads + 2 * numKv) * headDim;
   const shape = { numHeads, numKv, headDim, maxSeq, ldq };
@@ -65,39 +82,44 @@ if (import.meta.main) {
   ctx.write(partials, new Float32Array(splits * ldq).map((_, i) => Math.sin(i * 0.37) * 0.5));
   const turns = ctx.buffer(headDim * 2, "turns");
   ctx.write(turns, new Float32Array(headDim / 2).map((_, i) => 10000 ** (-2 * i / headDim) / (2 * Math.PI)));
-  const kc = random(numKv * maxSeq * headDim / 2, 1, 1);
-  const vc = random(numKv * maxSeq * headDim / 2, 2, 1);
+  const caches = Array.from({ length: nLayers }, (_, l) => ({
+    kc: random(numKv * maxSeq * headDim / 2, 1 + 2 * l, 1),
+    vc: random(numKv * maxSeq * headDim / 2, 2 + 2 * l, 1),
+  }));
+  const { kc, vc } = caches[0];
   const part = ctx.buffer(attnPartFloats(shape) * 4, "part");
   const out = ctx.buffer(numHeads * headDim * 4, "out");
-  const rows: { pos: number; span: number; us: number }[] = [];
+  const rows: { pos: number; span: number; heads: number; us: number }[] = [];
   const positions = quick ? [5, 300, 639] : [128, 300, 511, 767, 1023, 2047, 4095, 8191];
   const spans = [0, 64, 128, 256, 512, 1024];
+  const headsList = [...new Set([1, attnHeads(shape)])];
   const repeats = quick ? 4 : 200;
-  console.log(`us per step by positions per workgroup (0: one workgroup per head); * marks attnSpan's pick`);
-  console.log(`  pos ${spans.map((s) => String(s).padStart(8) + " ").join("")}`);
+  console.log(
+    `us per step by positions per workgroup (0: one workgroup per head group) / q heads a workgroup, over ` +
+      `${nLayers} layers' caches; * marks the default (attnSpan, attnHeads)`,
+  );
+  console.log(
+    `  pos ${spans.flatMap((s) => headsList.map((h) => `${s}/${h}`.padStart(8) + " ")).join("")}`,
+  );
   for (const pos of positions) {
     const state = ctx.buffer(16, "state", new Uint32Array([pos, 0, 0, 0]));
     const line: string[] = [];
     for (const span of spans) {
-      const ops = attnDecodeOps(
-        ctx,
-        { partials, splits, bias: null },
-        turns,
-        kc,
-        vc,
-        part,
-        out,
-        state,
-        shape,
-        {
-          window: 0,
-          single: span === 0,
-          span: span || undefined,
-        },
-      );
-      const us = await timeSteps(ctx, ops, repeats);
-      rows.push({ pos, span, us: Number(us.toFixed(2)) });
-      line.push(`${us.toFixed(1)}${attnSpan(pos) === span ? "*" : " "}`.padStart(9));
+      for (const heads of headsList) {
+        const layers = caches.map((c) =>
+          attnDecodeOps(ctx, { partials, splits, bias: null }, turns, c.kc, c.vc, part, out, state, shape, {
+            window: 0,
+            single: span === 0,
+            span: span || undefined,
+            heads,
+          })
+        );
+        const us = await timeSteps(ctx, layers, repeats);
+        rows.push({ pos, span, heads, us: Number(us.toFixed(2)) });
+        const def = heads === (span === 0 ? 1 : attnHeads(shape)) && attnSpan(pos, attnHeads(shape)) === span;
+        line.push(`${us.toFixed(1)}${def ? "*" : " "}`.padStart(9));
+        for (const ops of layers) releaseOps(ops);
+      }
     }
     console.log(`${String(pos).padStart(5)} ${line.join("")}`);
   }
@@ -143,7 +165,7 @@ if (import.meta.main) {
           workgroups: [numHeads, 1, 1],
           label: name,
         };
-        const us = await timeSteps(ctx, [op], repeats);
+        const us = await timeSteps(ctx, [[op]], repeats);
         probes.push({ probe: name, pos, us: Number(us.toFixed(2)) });
         line.push(`pos ${pos} ${us.toFixed(1)}`);
       }

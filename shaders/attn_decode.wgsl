@@ -1,15 +1,17 @@
 // Decode attention for the one new token, fused with the two steps before it: the q|k|v GEMV's split-K partials
 // are summed (+ bias) and rotated (RoPE) here, and the new k and v are stored in the KV cache at the decode
-// position. Workgroup (head, split) covers the positions [split*SPAN, (split+1)*SPAN) visible at the state's
-// position; it walks them SUB at a time with an online softmax (running max and sum), so one workgroup can cover
-// any length. FINAL (one split): the workgroup writes the normalised output, and no combine pass runs (short
-// contexts). Otherwise it writes its unnormalised weighted sum of values with its max and sum, and attn_combine
-// merges the splits (long contexts, where one workgroup per head would walk too many keys).
+// position. Workgroup (head group, split) covers the positions [split*SPAN, (split+1)*SPAN) visible at the
+// state's position for HG q heads that share one kv head, so that each cached key and value is loaded once for
+// all of them (grouped-query attention: Llama-3 and Mistral have four q heads a kv head). It walks them SUB at
+// a time with an online softmax (running max and sum, a lane a head), so one workgroup can cover any length.
+// FINAL (one split): the workgroup writes the normalised output, and no combine pass runs (short contexts).
+// Otherwise it writes its unnormalised weighted sum of values with its max and sum, and attn_combine merges the
+// splits (long contexts, where one workgroup per head would walk too many keys).
 // The split that holds the decode position takes that position's k and v from the GEMV's sums (rounded to f16,
-// as the cache holds them), not from the cache: the workgroup of the first q head of each kv group writes them
-// there, and no workgroup of this dispatch reads that cache row.
-// L2 prefetch (prefetch.wgsl, which says why): PREFETCH_WG more workgroups along x (x >= numHeads, row y = 0
-// only) read a range of `pre` (the o projection's weights) for the o GEMV right after; with preCheck, their
+// as the cache holds them), not from the cache: the workgroup holding the first q head of each kv group writes
+// them there, and no workgroup of this dispatch reads that cache row.
+// L2 prefetch (prefetch.wgsl, which says why): PREFETCH_WG more workgroups along x (x >= numHeads / HG, row
+// y = 0 only) read a range of `pre` (the o projection's weights) for the o GEMV right after; with preCheck, their
 // checksums go to out past the attention's output.
 // bindings: 0 params (uniform), 1 partials (f32 [SPLITS][ldq], read), 2 bias (f32 [ldq], read),
 //           3 turns (f32 [HEAD_DIM/2], read), 4 kcache (8 f16 a word, [numKv][maxSeq][HEAD_DIM/8], read_write),
@@ -21,11 +23,16 @@ override FINAL: bool = false;
 // the head size as a constant: the loops over a key's dims unroll, and their loads go out together
 override HEAD_DIM: u32 = 128u;
 override SPLITS: u32 = 1u;  // split-K partials of the q|k|v GEMV, a constant so their loads go out together
-override SUB: u32 = 512u;   // scores held in workgroup memory at once
+override SUB: u32 = 512u;   // keys a piece: their scores (HG a key) are held in workgroup memory at once
+// q heads a workgroup, 1 to 4, all of one kv head (grouped-query attention): each cached key and value is
+// loaded once for all of them
+override HG: u32 = 1u;
 const WG: u32 = 256u;
 // values: VW threads share a key, each 8 dims (one 16-byte load); KG keys side by side
 override VW: u32 = HEAD_DIM / 8u;
 override KG: u32 = WG / VW;
+override QS: u32 = HEAD_DIM * HG;  // floats of qs
+override SCORES: u32 = SUB * HG;   // floats of sc
 const TAU: f32 = 6.283185307179586;
 
 struct Params {
@@ -55,13 +62,25 @@ struct Params {
 @group(0) @binding(7) var<storage, read> state: array<u32>;
 @group(0) @binding(8) var<storage, read> pre: array<vec4<u32>>;
 
-var<workgroup> qs: array<f32, HEAD_DIM>;
+var<workgroup> qs: array<f32, QS>;  // head h's q (rotated, scaled) at h * HEAD_DIM
 var<workgroup> kc: array<f32, HEAD_DIM>;
 var<workgroup> vc: array<f32, HEAD_DIM>;
-var<workgroup> sc: array<f32, SUB>;
-var<workgroup> red: array<f32, WG * 8u>;  // KG * HEAD_DIM
-var<workgroup> red2: array<f32, 16>;
-var<workgroup> red3: array<f32, 16>;
+var<workgroup> sc: array<f32, SCORES>;  // key i's score (then weight) for head h at i * HG + h
+// the reductions' first level (WG entries), and the value lanes' sums of one head (KG * HEAD_DIM floats)
+var<workgroup> red: array<vec4<f32>, WG * 2u>;
+var<workgroup> red2: array<vec4<f32>, 16>;
+var<workgroup> red3: array<vec4<f32>, 16>;
+
+// A thread's weighted sums of values, dims [8w, 8w + 8) of its key lane, for head h of the workgroup in
+// (a_h, b_h): named registers, as an array indexed by head could go to memory.
+var<private> a0: vec4<f32>;
+var<private> b0: vec4<f32>;
+var<private> a1: vec4<f32>;
+var<private> b1: vec4<f32>;
+var<private> a2: vec4<f32>;
+var<private> b2: vec4<f32>;
+var<private> a3: vec4<f32>;
+var<private> b3: vec4<f32>;
 
 // RoPE (rotate-half) of the pair (a, b) = dims (i, i + HEAD_DIM/2) at position pos; the angle as in rope.wgsl.
 fn rotate(a: f32, b: f32, i: u32, pos: u32) -> vec2<f32> {
@@ -74,9 +93,9 @@ fn rotate(a: f32, b: f32, i: u32, pos: u32) -> vec2<f32> {
 fn f16_round(v: vec2<f32>) -> vec2<f32> { return unpack2x16float(pack2x16float(v)); }
 
 // Reductions over the workgroup (WG = 256) in two levels, 16 sums of 16, then every thread reads the 16: two
-// barriers where a tree takes nine. Max and sum keep their second level apart (red2, red3), so a sum may
-// follow a max with no barrier between.
-fn reduce_max(t: u32, v: f32) -> f32 {
+// barriers where a tree takes nine. One lane a head. Max and sum keep their second level apart (red2, red3), so
+// a sum may follow a max with no barrier between.
+fn reduce_max(t: u32, v: vec4<f32>) -> vec4<f32> {
   red[t] = v;
   workgroupBarrier();
   if (t < 16u) {
@@ -90,7 +109,7 @@ fn reduce_max(t: u32, v: f32) -> f32 {
   return r;
 }
 
-fn reduce_sum(t: u32, v: f32) -> f32 {
+fn reduce_sum(t: u32, v: vec4<f32>) -> vec4<f32> {
   red[t] = v;
   workgroupBarrier();
   if (t < 16u) {
@@ -107,54 +126,138 @@ fn reduce_sum(t: u32, v: f32) -> f32 {
 fn lo4(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
 fn hi4(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)); }
 
-// Score of key j: q . k, from the cache, or for the decode position from kc (8 dims a step either way).
-fn score(j: u32, pos: u32, cur: bool, kvh: u32) -> f32 {
-  var s = 0.0;
+// Head h's q at dims [o, o + 8) dotted with a key's (lo, hi).
+fn qdot(h: u32, o: u32, lo: vec4<f32>, hi: vec4<f32>) -> f32 {
+  let b = h * HEAD_DIM + o;
+  return dot(vec4<f32>(qs[b], qs[b + 1u], qs[b + 2u], qs[b + 3u]), lo) +
+    dot(vec4<f32>(qs[b + 4u], qs[b + 5u], qs[b + 6u], qs[b + 7u]), hi);
+}
+
+// The workgroup's heads' q at dims [o, o + 8) dotted with a key's: a lane a head, lanes past HG zero.
+fn qdots(o: u32, lo: vec4<f32>, hi: vec4<f32>) -> vec4<f32> {
+  var s = vec4<f32>(qdot(0u, o, lo, hi), 0.0, 0.0, 0.0);
+  if (HG > 1u) { s.y = qdot(1u, o, lo, hi); }
+  if (HG > 2u) { s.z = qdot(2u, o, lo, hi); }
+  if (HG > 3u) { s.w = qdot(3u, o, lo, hi); }
+  return s;
+}
+
+// Scores of key j (a lane a head): q . k, from the cache, or for the decode position from kc (8 dims a step
+// either way).
+fn score(j: u32, pos: u32, cur: bool, kvh: u32) -> vec4<f32> {
+  var s = vec4<f32>(0.0);
   if (cur && j == pos) {
     for (var d = 0u; d < HEAD_DIM; d += 8u) {
-      s += dot(vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u]), vec4<f32>(kc[d], kc[d + 1u], kc[d + 2u], kc[d + 3u])) +
-        dot(vec4<f32>(qs[d + 4u], qs[d + 5u], qs[d + 6u], qs[d + 7u]), vec4<f32>(kc[d + 4u], kc[d + 5u], kc[d + 6u], kc[d + 7u]));
+      s += qdots(d, vec4<f32>(kc[d], kc[d + 1u], kc[d + 2u], kc[d + 3u]), vec4<f32>(kc[d + 4u], kc[d + 5u], kc[d + 6u], kc[d + 7u]));
     }
     return s;
   }
   let kr = (kvh * p.maxSeq + j) * VW;
   for (var u = 0u; u < VW; u++) {
     let k4 = kcache[kr + u];
-    let o = 8u * u;
-    s += dot(vec4<f32>(qs[o], qs[o + 1u], qs[o + 2u], qs[o + 3u]), lo4(k4)) +
-      dot(vec4<f32>(qs[o + 4u], qs[o + 5u], qs[o + 6u], qs[o + 7u]), hi4(k4));
+    s += qdots(8u * u, lo4(k4), hi4(k4));
   }
   return s;
 }
 
-// This thread's share of the token's q|k|v row: dims (d, d + HEAD_DIM/2) of q, k and v, each summed over the
-// GEMV's splits (+ bias). One loop, so that all of its loads are in flight together.
+// Key i's scores (or weights) of the piece in sc, a lane a head; lanes past HG zero.
+fn sc_get(i: u32) -> vec4<f32> {
+  var e = vec4<f32>(sc[i * HG], 0.0, 0.0, 0.0);
+  if (HG > 1u) { e.y = sc[i * HG + 1u]; }
+  if (HG > 2u) { e.z = sc[i * HG + 2u]; }
+  if (HG > 3u) { e.w = sc[i * HG + 3u]; }
+  return e;
+}
+
+fn sc_put(i: u32, e: vec4<f32>) {
+  sc[i * HG] = e.x;
+  if (HG > 1u) { sc[i * HG + 1u] = e.y; }
+  if (HG > 2u) { sc[i * HG + 2u] = e.z; }
+  if (HG > 3u) { sc[i * HG + 3u] = e.w; }
+}
+
+// Adds a value's 8 dims (lo, hi) with each head's weight (a lane a head) to the thread's sums.
+fn accum(lo: vec4<f32>, hi: vec4<f32>, e: vec4<f32>) {
+  a0 += e.x * lo;
+  b0 += e.x * hi;
+  if (HG > 1u) {
+    a1 += e.y * lo;
+    b1 += e.y * hi;
+  }
+  if (HG > 2u) {
+    a2 += e.z * lo;
+    b2 += e.z * hi;
+  }
+  if (HG > 3u) {
+    a3 += e.w * lo;
+    b3 += e.w * hi;
+  }
+}
+
+// Scales every head's sums (the online softmax's rescale when the running max moves).
+fn rescale(alpha: vec4<f32>) {
+  a0 *= alpha.x;
+  b0 *= alpha.x;
+  a1 *= alpha.y;
+  b1 *= alpha.y;
+  a2 *= alpha.z;
+  b2 *= alpha.z;
+  a3 *= alpha.w;
+  b3 *= alpha.w;
+}
+
+// This thread's share of the token's q|k|v row, each summed over the GEMV's splits (+ bias): q pairs e = t
+// and e = t + WG of the HG * HEAD_DIM/2 (head e / (HEAD_DIM/2), dims (d, d + HEAD_DIM/2), d = e % (HEAD_DIM/2)),
+// and k and v at dims (t, t + HEAD_DIM/2). Past the last pair a thread loads a copy, unused. One loop, so that
+// all of its loads are in flight together.
 struct Staged {
   q: vec2<f32>,
+  q2: vec2<f32>,
   k: vec2<f32>,
   v: vec2<f32>,
 }
 
-fn stage(head: u32, kvh: u32, d: u32) -> Staged {
+fn q_at(head0: u32, e: u32) -> u32 {
   let half = HEAD_DIM / 2u;
-  let qa = head * HEAD_DIM + d;
+  return (head0 + e / half) * HEAD_DIM + e % half;
+}
+
+fn stage(head0: u32, kvh: u32, t: u32) -> Staged {
+  let half = HEAD_DIM / 2u;
+  let pairs = HG * half;
+  let qa = q_at(head0, min(t, pairs - 1u));
+  let qb = q_at(head0, min(t + WG, pairs - 1u));
+  let d = min(t, half - 1u);
   let ka = (p.numHeads + kvh) * HEAD_DIM + d;
   let va = (p.numHeads + p.numKv + kvh) * HEAD_DIM + d;
   var q = vec2<f32>(0.0);
+  var q2 = vec2<f32>(0.0);
   var k = vec2<f32>(0.0);
   var v = vec2<f32>(0.0);
   if (p.hasBias != 0u) {
     q = vec2<f32>(bias[qa], bias[qa + half]);
+    if (pairs > WG) { q2 = vec2<f32>(bias[qb], bias[qb + half]); }
     k = vec2<f32>(bias[ka], bias[ka + half]);
     v = vec2<f32>(bias[va], bias[va + half]);
   }
   for (var s = 0u; s < SPLITS; s++) {
     let r = s * p.ldq;
     q += vec2<f32>(partials[r + qa], partials[r + qa + half]);
+    if (pairs > WG) { q2 += vec2<f32>(partials[r + qb], partials[r + qb + half]); }
     k += vec2<f32>(partials[r + ka], partials[r + ka + half]);
     v += vec2<f32>(partials[r + va], partials[r + va + half]);
   }
-  return Staged(q, k, v);
+  return Staged(q, q2, k, v);
+}
+
+// q pair e rotated and scaled into qs.
+fn put_q(e: u32, q: vec2<f32>, pos: u32) {
+  let half = HEAD_DIM / 2u;
+  let d = e % half;
+  let at = (e / half) * HEAD_DIM + d;
+  let qr = rotate(q.x, q.y, d, pos);
+  qs[at] = qr.x * p.scale;
+  qs[at + half] = qr.y * p.scale;
 }
 
 // #include prefetch
@@ -162,19 +265,18 @@ fn stage(head: u32, kvh: u32, d: u32) -> Staged {
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
   // prefetch workgroups first, before any barrier of the attention path (the branch is workgroup-uniform)
-  if (PREFETCH_WG > 0u && wid.x >= p.numHeads) {
-    if (wid.y == 0u) { prefetch(t, wid.x - p.numHeads); }
+  if (PREFETCH_WG > 0u && wid.x >= p.numHeads / HG) {
+    if (wid.y == 0u) { prefetch(t, wid.x - p.numHeads / HG); }
     return;
   }
-  let head = wid.x;
+  let head0 = wid.x * HG;  // the workgroup's first head
   let split = wid.y;
   let half = HEAD_DIM / 2u;
   let group = p.numHeads / p.numKv;
-  let kvh = head / group;
-  let d_own = min(t, half - 1u);  // the dims this thread stages (threads past half load a copy, unused)
+  let kvh = head0 / group;
   var st: Staged;
-  // one workgroup per head: the q|k|v loads go out with the state's, not behind a branch on it
-  if (FINAL) { st = stage(head, kvh, d_own); }
+  // one workgroup per head group: the q|k|v loads go out with the state's, not behind a branch on it
+  if (FINAL) { st = stage(head0, kvh, t); }
   let pos = state[0];
   var lo = 0u;
   if (p.window > 0u && pos + 1u > p.window) { lo = pos + 1u - p.window; }
@@ -184,39 +286,38 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     j0 = max(lo, split * SPAN);
     j1 = min(pos + 1u, (split + 1u) * SPAN);
   }
-  let out = (split * p.numHeads + head) * (HEAD_DIM + 2u);
   if (j0 >= j1) {
     // nothing visible in this split (never the one holding the position). attn_combine reads the splits up
     // to the position's: those before the window get an empty partial, those past the position nothing.
     if (split * SPAN <= pos) {
-      for (var d = t; d < HEAD_DIM; d += WG) { outv[out + d] = 0.0; }
-      if (t == 0u) {
-        outv[out + HEAD_DIM] = -3.0e38;
-        outv[out + HEAD_DIM + 1u] = 0.0;
+      for (var h = 0u; h < HG; h++) {
+        let out = (split * p.numHeads + head0 + h) * (HEAD_DIM + 2u);
+        for (var d = t; d < HEAD_DIM; d += WG) { outv[out + d] = 0.0; }
+        if (t == 0u) {
+          outv[out + HEAD_DIM] = -3.0e38;
+          outv[out + HEAD_DIM + 1u] = 0.0;
+        }
       }
     }
     return;
   }
   let cur = j1 == pos + 1u;  // this split holds the decode position
-  if (!FINAL) { st = stage(head, kvh, d_own); }
+  if (!FINAL) { st = stage(head0, kvh, t); }
 
   // q rotated and scaled; in the split holding the position, the new k (rotated) and v, rounded to f16 as
   // the cache holds them
-  if (t < half) {
-    let qr = rotate(st.q.x, st.q.y, t, pos);
-    qs[t] = qr.x * p.scale;
-    qs[t + half] = qr.y * p.scale;
-    if (cur) {
-      let kr = f16_round(rotate(st.k.x, st.k.y, t, pos));
-      kc[t] = kr.x;
-      kc[t + half] = kr.y;
-      let vr = f16_round(st.v);
-      vc[t] = vr.x;
-      vc[t + half] = vr.y;
-    }
+  if (t < HG * half) { put_q(t, st.q, pos); }
+  if (HG * half > WG && t + WG < HG * half) { put_q(t + WG, st.q2, pos); }
+  if (t < half && cur) {
+    let kr = f16_round(rotate(st.k.x, st.k.y, t, pos));
+    kc[t] = kr.x;
+    kc[t + half] = kr.y;
+    let vr = f16_round(st.v);
+    vc[t] = vr.x;
+    vc[t + half] = vr.y;
   }
   workgroupBarrier();
-  if (cur && head % group == 0u) {
+  if (cur && head0 % group == 0u) {
     let at = (kvh * p.maxSeq + pos) * VW;
     for (var w = t; w < VW; w += WG) {
       let d = 8u * w;
@@ -237,43 +338,41 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
 
   let kg = t / VW;  // this thread's key lane (values)
   let w = t % VW;   // and its 8 dims
-  var m_run = -3.0e38;
-  var l_run = 0.0;
-  var acc0 = vec4<f32>(0.0);
-  var acc1 = vec4<f32>(0.0);
+  var m_run = vec4<f32>(-3.0e38);
+  var l_run = vec4<f32>(0.0);
   for (var c0 = j0; c0 < j1; c0 += SUB) {
     let n = min(SUB, j1 - c0);
     // scores: a key a thread, two keys a trip (32 loads of 16 bytes in flight); the second clamped, not
     // guarded, so that its loads go out with the first's
-    var m = -3.0e38;
+    var m = vec4<f32>(-3.0e38);
     for (var i = t; i < n; i += 2u * WG) {
       let i2 = min(i + WG, n - 1u);
       let s = score(c0 + i, pos, cur, kvh);
       let s2 = score(c0 + i2, pos, cur, kvh);
-      sc[i] = s;
+      sc_put(i, s);
       m = max(m, s);
       if (i + WG < n) {
-        sc[i + WG] = s2;
+        sc_put(i + WG, s2);
         m = max(m, s2);
       }
     }
     let mx = max(m_run, reduce_max(t, m));
     let alpha = exp(m_run - mx);
-    var l = 0.0;
+    var l = vec4<f32>(0.0);
     for (var i = t; i < n; i += WG) {
-      let e = exp(sc[i] - mx);
-      sc[i] = e;
+      let e = exp(sc_get(i) - mx);
+      sc_put(i, e);
       l += e;
     }
     l_run = l_run * alpha + reduce_sum(t, l);  // its barriers also publish sc
     m_run = mx;
-    acc0 *= alpha;
-    acc1 *= alpha;
+    rescale(alpha);
     // values of the cached keys, eight a lane in flight, the last trip masked (clamped loads, zero weights);
     // the decode position's, the last key, from vc
     let nc = select(n, n - 1u, cur && c0 + n == j1);
     if (kg < KG && nc > 0u) {
       let vr = (kvh * p.maxSeq + c0) * VW + w;
+      let zero = vec4<f32>(0.0);
       for (var i = kg; i < nc; i += 8u * KG) {
         let i1 = min(i + KG, nc - 1u);
         let i2 = min(i + 2u * KG, nc - 1u);
@@ -290,53 +389,65 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
         let v5 = vcache[vr + i5 * VW];
         let v6 = vcache[vr + i6 * VW];
         let v7 = vcache[vr + i7 * VW];
-        let e0 = sc[i];
-        let e1 = select(0.0, sc[i1], i + KG < nc);
-        let e2 = select(0.0, sc[i2], i + 2u * KG < nc);
-        let e3 = select(0.0, sc[i3], i + 3u * KG < nc);
-        let e4 = select(0.0, sc[i4], i + 4u * KG < nc);
-        let e5 = select(0.0, sc[i5], i + 5u * KG < nc);
-        let e6 = select(0.0, sc[i6], i + 6u * KG < nc);
-        let e7 = select(0.0, sc[i7], i + 7u * KG < nc);
-        acc0 += e0 * lo4(v0) + e1 * lo4(v1) + e2 * lo4(v2) + e3 * lo4(v3) + e4 * lo4(v4) + e5 * lo4(v5) +
-          e6 * lo4(v6) + e7 * lo4(v7);
-        acc1 += e0 * hi4(v0) + e1 * hi4(v1) + e2 * hi4(v2) + e3 * hi4(v3) + e4 * hi4(v4) + e5 * hi4(v5) +
-          e6 * hi4(v6) + e7 * hi4(v7);
+        accum(lo4(v0), hi4(v0), sc_get(i));
+        accum(lo4(v1), hi4(v1), select(zero, sc_get(i1), i + KG < nc));
+        accum(lo4(v2), hi4(v2), select(zero, sc_get(i2), i + 2u * KG < nc));
+        accum(lo4(v3), hi4(v3), select(zero, sc_get(i3), i + 3u * KG < nc));
+        accum(lo4(v4), hi4(v4), select(zero, sc_get(i4), i + 4u * KG < nc));
+        accum(lo4(v5), hi4(v5), select(zero, sc_get(i5), i + 5u * KG < nc));
+        accum(lo4(v6), hi4(v6), select(zero, sc_get(i6), i + 6u * KG < nc));
+        accum(lo4(v7), hi4(v7), select(zero, sc_get(i7), i + 7u * KG < nc));
       }
     }
     if (nc < n && kg == 0u) {
-      let e = sc[n - 1u];
       let d = 8u * w;
-      acc0 += e * vec4<f32>(vc[d], vc[d + 1u], vc[d + 2u], vc[d + 3u]);
-      acc1 += e * vec4<f32>(vc[d + 4u], vc[d + 5u], vc[d + 6u], vc[d + 7u]);
+      accum(
+        vec4<f32>(vc[d], vc[d + 1u], vc[d + 2u], vc[d + 3u]),
+        vec4<f32>(vc[d + 4u], vc[d + 5u], vc[d + 6u], vc[d + 7u]),
+        sc_get(n - 1u),
+      );
     }
     workgroupBarrier();  // the next piece rewrites sc
   }
 
-  // the KG lanes' sums meet in workgroup memory
-  if (kg < KG) {
-    let r = kg * HEAD_DIM + 8u * w;
-    red[r] = acc0.x;
-    red[r + 1u] = acc0.y;
-    red[r + 2u] = acc0.z;
-    red[r + 3u] = acc0.w;
-    red[r + 4u] = acc1.x;
-    red[r + 5u] = acc1.y;
-    red[r + 6u] = acc1.z;
-    red[r + 7u] = acc1.w;
-  }
-  workgroupBarrier();
-  for (var d = t; d < HEAD_DIM; d += WG) {
-    var sum = 0.0;
-    for (var g = 0u; g < KG; g++) { sum += red[g * HEAD_DIM + d]; }
-    if (FINAL) {
-      outv[head * HEAD_DIM + d] = sum / l_run;
-    } else {
-      outv[out + d] = sum;
+  // each head's KG lanes' sums meet in workgroup memory, a head at a time
+  for (var h = 0u; h < HG; h++) {
+    if (kg < KG) {
+      var a = a0;
+      var b = b0;
+      if (h == 1u) {
+        a = a1;
+        b = b1;
+      } else if (h == 2u) {
+        a = a2;
+        b = b2;
+      } else if (h == 3u) {
+        a = a3;
+        b = b3;
+      }
+      let r = (kg * HEAD_DIM + 8u * w) / 4u;
+      red[r] = a;
+      red[r + 1u] = b;
     }
-  }
-  if (!FINAL && t == 0u) {
-    outv[out + HEAD_DIM] = m_run;
-    outv[out + HEAD_DIM + 1u] = l_run;
+    workgroupBarrier();
+    let head = head0 + h;
+    let out = (split * p.numHeads + head) * (HEAD_DIM + 2u);
+    for (var d = t; d < HEAD_DIM; d += WG) {
+      var sum = 0.0;
+      for (var g = 0u; g < KG; g++) {
+        let i = g * HEAD_DIM + d;
+        sum += red[i / 4u][i % 4u];
+      }
+      if (FINAL) {
+        outv[head * HEAD_DIM + d] = sum / l_run[h];
+      } else {
+        outv[out + d] = sum;
+      }
+    }
+    if (!FINAL && t == 0u) {
+      outv[out + HEAD_DIM] = m_run[h];
+      outv[out + HEAD_DIM + 1u] = l_run[h];
+    }
+    workgroupBarrier();  // the next head rewrites red
   }
 }

@@ -7,6 +7,7 @@ import {
   type AttentionShape,
   ATTN,
   attnDecodeOps,
+  attnHeads,
   attnPartFloats,
   attnSpan,
   embedOp,
@@ -475,6 +476,7 @@ async function checkDecodeStep(
     single: boolean;
     span?: number;
     sub?: number;
+    heads?: number;
   },
 ): Promise<void> {
   const { numHeads, numKv, headDim, ldq, maxSeq } = c.shape;
@@ -485,7 +487,7 @@ async function checkDecodeStep(
   const state = ctx.buffer(16, "state", new Uint32Array([c.pos, 0, 0, 0]));
   const out = poisoned(ctx, numHeads * headDim);
   const part = poisoned(ctx, attnPartFloats(c.shape, c.span));
-  const label = `pos ${c.pos}, window ${c.window}, ${c.single ? "single" : "split"}`;
+  const label = `pos ${c.pos}, window ${c.window}, ${c.single ? "single" : "split"}, ${c.heads ?? 1} heads`;
   const kBefore = new Uint16Array(await ctx.read(c.kc));
   const vBefore = new Uint16Array(await ctx.read(c.vc));
   ctx.run(attnDecodeOps(
@@ -502,7 +504,7 @@ async function checkDecodeStep(
     out,
     state,
     c.shape,
-    { window: c.window, single: c.single, span: c.span, sub: c.sub },
+    { window: c.window, single: c.single, span: c.span, sub: c.sub, heads: c.heads },
   ));
   const rot = Float32Array.from(row);
   applyRope(rot, [c.pos], numHeads + numKv, headDim, c.invFreq, ldq, 0);
@@ -628,6 +630,55 @@ Deno.test("attn_decode + attn_combine: decode attention over a long cache, both 
     await checkDecodeStep(ctx, r, { ...c, pos, window, single: false });
     // and as decode runs it: pieces of ATTN.SUB, more keys than threads
     if (pos > 256) await checkDecodeStep(ctx, r, { ...c, pos, window, single: true });
+  }
+});
+
+Deno.test("attn_decode with 2, 3 and 4 q heads a workgroup (one kv head's): both variants, windows, a head size of 40 and of 256", async () => {
+  const ctx = await gpu();
+  const r = rng(12);
+  // [numHeads, numKv, headDim, heads a workgroup]: 40 dims are 5 words a key (not a divisor of the 256
+  // threads); 256 dims with 4 heads stage two q pairs a thread
+  for (
+    const [numHeads, numKv, headDim, heads] of [[12, 3, 40, 4], [12, 3, 40, 2], [6, 2, 16, 3], [8, 2, 256, 4]]
+  ) {
+    const maxSeq = 333;
+    const shape = { numHeads, numKv, headDim, maxSeq, ldq: (numHeads + 2 * numKv) * headDim };
+    const { invFreq, turns } = ropeTables(ctx, headDim);
+    const kf = randn(numKv * maxSeq * headDim, r);
+    const vf = randn(numKv * maxSeq * headDim, r);
+    const kc = ctx.buffer(kf.length * 2, "k", f32ToF16Bits(kf));
+    const vc = ctx.buffer(vf.length * 2, "v", f32ToF16Bits(vf));
+    const toRows = (a: Float32Array) => {
+      const out = new Float32Array(maxSeq * numKv * headDim);
+      for (let h = 0; h < numKv; h++) {
+        for (let j = 0; j < maxSeq; j++) {
+          for (let d = 0; d < headDim; d++) {
+            out[(j * numKv + h) * headDim + d] = a[(h * maxSeq + j) * headDim + d];
+          }
+        }
+      }
+      return f16round(out);
+    };
+    const c = { shape, invFreq, turns, kc, vc, K: toRows(kf), V: toRows(vf), heads };
+    for (const [pos, window] of [[0, 0], [150, 0], [331, 90], [332, 0]]) {
+      // split over the context (ragged last split, pieces of 40 scores), and one workgroup a head group
+      await checkDecodeStep(ctx, r, { ...c, pos, window, single: false, span: 70, sub: 40 });
+      await checkDecodeStep(ctx, r, { ...c, pos, window, single: true, sub: 128 });
+    }
+  }
+  // heads that do not divide a kv head's, or more than 4, are refused by name
+  const shape = { numHeads: 8, numKv: 2, headDim: 16, maxSeq: 64, ldq: 192 };
+  const s = ctx.scratch("read");
+  for (const heads of [3, 8, 0]) {
+    throws(
+      () =>
+        attnDecodeOps(ctx, { partials: s, splits: 1, bias: null }, s, s, s, s, s, s, shape, {
+          window: 0,
+          single: false,
+          heads,
+        }),
+      /heads a workgroup must be 1 to 4 and divide the 4 q heads a kv head/,
+    );
   }
 });
 
@@ -757,7 +808,21 @@ Deno.test("attnSpan: one workgroup per head below ATTN.SINGLE_BELOW, then 4 to 8
       assert(splits > 4 && splits <= 8, `pos ${pos}: ${splits} splits`);
     }
   }
-  assertEquals([512, 1023, 2047, 8191].map(attnSpan), [64, 128, 256, 1024]);
+  assertEquals([512, 1023, 2047, 8191].map((p) => attnSpan(p)), [64, 128, 256, 1024]);
+  // four heads a workgroup: four times the splits, 16 to 32 a workgroup's heads
+  for (const pos of [ATTN.SINGLE_BELOW, 1023, 2047, 4095, 8191, 20000, 32767]) {
+    const span = attnSpan(pos, 4);
+    const splits = Math.ceil((pos + 1) / span);
+    if (span > ATTN.SPAN && span < ATTN.MAX_SPAN) {
+      assert(splits > 16 && splits <= 32, `pos ${pos}: ${splits}`);
+    }
+  }
+  assertEquals([512, 1023, 2047, 8191].map((p) => attnSpan(p, 4)), [64, 64, 64, 256]);
+});
+
+Deno.test("attnHeads: the most q heads, up to ATTN.SPLIT_HEADS, that divides a kv head's", () => {
+  const shapes = [[32, 8], [32, 32], [6, 3], [6, 2], [12, 3], [64, 8], [28, 4], [40, 8]];
+  assertEquals(shapes.map(([numHeads, numKv]) => attnHeads({ numHeads, numKv })), [4, 1, 2, 3, 4, 4, 1, 1]);
 });
 
 Deno.test("gemv_rows: few-row prefill GEMM (fused segments, bias, residual add) at 1 to 16 rows equals the CPU", async () => {

@@ -25,6 +25,7 @@ import { sampleToken } from "../src/generate/sampler.ts";
 import { DECODE, PREFILL, prefillPrompt, prefillStepsUpTo } from "../src/generate/decode.ts";
 import {
   ATTN,
+  attnHeads,
   gemvChunk,
   PASS_PREFETCH_CAP_BYTES,
   prefetchChunkHeads,
@@ -306,7 +307,9 @@ Deno.test("decode steps on both sides of ATTN.SINGLE_BELOW, in both attention va
       const pos = M + step - 1;
       const token = (await ctx.readU32(fwd.tokens, 1, (step - 1) * 4))[0];
       const want = ref.forward([token], pos);
-      for (const variant of ["single", "split"] as const) {
+      for (const variant of ["single", "split", "split, a head a workgroup"] as const) {
+        // the split variant as decode runs it (two q heads a workgroup here, attnHeads), then one
+        fwd.attentionHeads = variant === "split" ? attnHeads(fwd.shape) : 1;
         // the GEMVs' split sums in reduce passes, then in their own epilogues (gemv_finish.wgsl); each with the
         // first weight loads before the input staging (gemvEarly), which must give the same bits
         const bits = new Map<boolean, Float32Array>();
@@ -326,6 +329,7 @@ Deno.test("decode steps on both sides of ATTN.SINGLE_BELOW, in both attention va
         fwd.gemvEpilogue = false;
         fwd.gemvEarly = true; // the default for f16 weights
       }
+      fwd.attentionHeads = attnHeads(fwd.shape);
     }
   } finally {
     model.dispose();

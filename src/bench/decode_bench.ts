@@ -8,6 +8,7 @@ import type { Model } from "../model/model.ts";
 import { releaseOps } from "../model/forward.ts";
 import { SLOTS } from "../model/weights.ts";
 import { bytesPerWeight } from "../gpu/quant.ts";
+import { fillOp } from "../gpu/kernels.ts";
 import { calibrate, projectionParams } from "../teal/calibrate.ts";
 import { median } from "./stats.ts";
 
@@ -32,6 +33,18 @@ export interface DecodeBenchRow {
   realizedByProjection: number[] | null;
   /** GPU time per token by kernel label (profile run: one pass per dispatch), ms. */
   kernels: Record<string, number>;
+  /** Decode steps at the positions of {@link DecodeBenchOptions.contexts}. */
+  atContext: ContextBenchRow[];
+}
+
+/** A decode step at one position of a long context. */
+export interface ContextBenchRow {
+  /** Position of the step: the keys it attends to. */
+  position: number;
+  /** GPU time of one decode step at that position (timestamps around a pass of many steps, median). */
+  gpuMsPerToken: number;
+  /** The attention's dispatches (attention and its combine pass) in the profile run, ms a step. */
+  attentionMs: number;
 }
 
 /** Options of {@link benchDecode}. */
@@ -44,6 +57,12 @@ export interface DecodeBenchOptions {
   streamIntervalMs?: number;
   /** Sampling of the timed generations (default greedy: temperature 0). */
   sampling?: { temperature: number; topK: number; topP: number };
+  /**
+   * Also time decode steps at these positions (each below the model's context length). The KV cache before a
+   * position holds random values (fill.wgsl), not a real context's: the attention's cost does not depend on
+   * them, but a sparse step's active channels may differ from a real context's.
+   */
+  contexts?: number[];
   /** Print progress lines to stderr. */
   log?: (line: string) => void;
 }
@@ -109,6 +128,17 @@ function randomIds(n: number, vocab: number, seed: number): number[] {
   });
 }
 
+/** Fills every layer's KV cache with random f16 values in [-1, 1) (the keys a long-context step attends to). */
+function fillCaches(model: Model): void {
+  const f = model.forward;
+  const ops: Op[] = [];
+  for (const b of [...f.kcache, ...f.vcache]) {
+    ops.push(fillOp(model.gpu, b, { words: b.size / 4, mode: "random", seed: ops.length + 1, scale: 1 }));
+  }
+  model.gpu.run(ops);
+  releaseOps(ops);
+}
+
 /**
  * Bytes of weights one decode step reads: every matrix in full when dense; with sparsity, each projection's
  * kept fraction of its rows (perTensor from the GPU counters); lm_head in full; one embedding row (f16).
@@ -143,6 +173,7 @@ export async function benchDecode(model: Model, o: DecodeBenchOptions): Promise<
     );
   }
   const rows: DecodeBenchRow[] = [];
+  let filled = false; // the KV cache past the generations holds random values (contexts)
   for (const s of o.sparsities) {
     const gen = {
       maxTokens: o.tokens,
@@ -194,6 +225,42 @@ export async function benchDecode(model: Model, o: DecodeBenchOptions): Promise<
     step.forEach((op, i) => (kernels[op.label] = (kernels[op.label] ?? 0) + median(perOp[i])));
     for (const k in kernels) kernels[k] = Number(kernels[k].toFixed(4));
 
+    const atContext: ContextBenchRow[] = [];
+    for (const position of o.contexts ?? []) {
+      if (!(Number.isInteger(position) && position >= 1 && position < f.maxSeq)) {
+        throw new RangeError(
+          `context position ${position} is not in 1..${f.maxSeq - 1} (the context length)`,
+        );
+      }
+      if (!filled) fillCaches(model);
+      filled = true;
+      const at = f.decodeStep(s > 0, position);
+      const ts: number[] = [];
+      for (let r = 0; r < 5; r++) {
+        f.writeState(position, prompt[0], 1);
+        ts.push((await gpu.timePasses([Array.from({ length: steps }, () => at).flat()]))[0]);
+      }
+      const attn = at.flatMap((op, i) => (op.label.startsWith("attention") ? [i] : []));
+      const perAttn: number[][] = attn.map(() => []);
+      for (let r = 0; r < 3; r++) {
+        f.writeState(position, prompt[0], 1);
+        const t = await gpu.timePasses(attn.map((i) => [at[i]]));
+        t.forEach((v, j) => perAttn[j].push(v));
+      }
+      const row = {
+        position,
+        gpuMsPerToken: Number((median(ts) / steps).toFixed(4)),
+        attentionMs: Number(perAttn.reduce((a, t) => a + median(t), 0).toFixed(4)),
+      };
+      atContext.push(row);
+      log(
+        `  at position ${position}: GPU ${row.gpuMsPerToken.toFixed(3)} ms/token ` +
+          `(${(1000 / row.gpuMsPerToken).toFixed(1)} tokens/s of GPU time), attention ${
+            row.attentionMs.toFixed(3)
+          } ms`,
+      );
+    }
+
     const bytes = weightBytesPerToken(model, perTensor);
     const byProj = perTensor
       ? Array.from({ length: SLOTS }, (_, j) => perTensor.reduce((a, l) => a + l[j], 0) / perTensor.length)
@@ -210,6 +277,7 @@ export async function benchDecode(model: Model, o: DecodeBenchOptions): Promise<
       gbPerS: bytes / (gpuMs / 1000) / 1e9,
       hostOverhead: Math.max(0, 1 - gpuMs / wallMs),
       kernels,
+      atContext,
     });
     log(
       `sparsity ${s}: ${best.tokensPerSecond.toFixed(1)} tokens/s, GPU ${gpuMs.toFixed(3)} ms/token, ` +

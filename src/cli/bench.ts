@@ -61,6 +61,10 @@ export const benchCommand: Command = {
   --temperature T      sampling of the timed generations (default 0: greedy), with --top-k K (default 0: off)
                        and --top-p P (default 1: off)
   --ttft LIST          also time the first token after prompts of these lengths (e.g. 1,16,64,256)
+  --context LIST       also time decode steps at these positions (e.g. 1024,4096,8192): GPU ms a token and
+                       the attention's share; the KV cache before them holds random values
+  --attn-heads N       q heads a workgroup of the split (long-context) decode attention: 1 to 4, dividing the
+                       q heads a kv head (Forward.attentionHeads; default the most, up to 4)
   --prefill-submit layer|pass  submit a prompt's prefill pass a layer at a time as it is built (default) or
                        whole once built (PREFILL.submitPerLayer)
   --prefill-cache N    prompt chunks of at most N rows reuse a prefill pass built once per row count (default
@@ -107,6 +111,8 @@ export const benchCommand: Command = {
     "acceptance-model": { type: "string" },
     "acceptance-temperature": { type: "string" },
     ttft: { type: "string" },
+    context: { type: "string" },
+    "attn-heads": { type: "string" },
     "prefill-steps": { type: "string" },
     "prefill-submit": { type: "string" },
     "prefill-cache": { type: "string" },
@@ -162,7 +168,16 @@ export const benchCommand: Command = {
     if (submit !== undefined && submit !== "layer" && submit !== "pass") {
       throw new Error(`--prefill-submit: ${submit} is not layer or pass`);
     }
-    const contextLength = Math.max(16, ...ttftLengths) + tokens + 64;
+    const contexts = v.context === undefined ? [] : numList(v.context as string, "context");
+    for (const n of contexts) {
+      if (!(Number.isInteger(n) && n >= 1)) {
+        throw new Error(`--context: ${n} is not a position (an integer >= 1)`);
+      }
+    }
+    const attnHeads = v["attn-heads"] === undefined
+      ? undefined
+      : num(v, "attn-heads", 1, { min: 1, max: 4, integer: true });
+    const contextLength = Math.max(Math.max(16, ...ttftLengths) + tokens + 64, ...contexts.map((n) => n + 1));
     if (v.model) {
       shape = (v.model as string).replace(/\/+$/, "").split("/").pop()!;
       model = await deps.loadModel(v.model as string, { contextLength, quant });
@@ -208,7 +223,15 @@ export const benchCommand: Command = {
       if (scanRadix !== undefined) GEMV_SCAN.radix = scanRadix;
       if (downTpr !== undefined) GEMV_LONG_K.f16TPR = downTpr;
       model.forward.prefillGemv = v["prefill-gemm"] !== true;
-      const rows = await benchDecode(model, { sparsities, tokens, log, streamIntervalMs, sampling });
+      if (attnHeads !== undefined) model.forward.attentionHeads = attnHeads;
+      const rows = await benchDecode(model, {
+        sparsities,
+        tokens,
+        log,
+        streamIntervalMs,
+        sampling,
+        contexts,
+      });
       const ttft = await benchTtft(model, ttftLengths);
       for (const t of ttft) {
         const pass = t.prefillPass
@@ -288,7 +311,13 @@ export const benchCommand: Command = {
           gb_per_s: Number(r.gbPerS.toFixed(1)),
           host_overhead: Number(r.hostOverhead.toFixed(3)),
           kernels_ms: r.kernels,
+          at_context: r.atContext.map((c) => ({
+            position: c.position,
+            gpu_ms_per_token: c.gpuMsPerToken,
+            attention_ms: c.attentionMs,
+          })),
         })),
+        attention_heads: model.forward.attentionHeads,
         prefill_steps_up_to: prefillStepsUpTo(model.forward),
         gemv_epilogue: model.forward.gemvEpilogue,
         l2_prefetch: model.forward.l2Prefetch,
@@ -325,6 +354,18 @@ export const benchCommand: Command = {
               (r.host_overhead * 100).toFixed(1).padStart(12)
             }%`,
           );
+        }
+        if (contexts.length > 0) {
+          console.log("sparsity  position  GPU ms/token  attention ms");
+          for (const r of report.rows) {
+            for (const c of r.at_context) {
+              console.log(
+                `${r.sparsity.toFixed(2).padStart(8)}  ${String(c.position).padStart(8)}  ${
+                  c.gpu_ms_per_token.toFixed(3).padStart(12)
+                }  ${c.attention_ms.toFixed(3).padStart(12)}`,
+              );
+            }
+          }
         }
       }
       return 0;

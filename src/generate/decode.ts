@@ -7,7 +7,7 @@
  * @module
  */
 import type { Op } from "../gpu/context.ts";
-import { attnSpan, writeSamplerParams } from "../gpu/kernels.ts";
+import { writeSamplerParams } from "../gpu/kernels.ts";
 import { type Forward, PREFILL_CACHE_ROWS, releaseOps } from "../model/forward.ts";
 import type { SamplingOptions } from "./sampler.ts";
 
@@ -187,12 +187,12 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
 
   // the step producing token i (i >= 1) runs at position M + i - 1, which picks its attention variant; the
   // variant changes a few times in a long generation, so the op list is looked up only when it does
-  let span = -1;
+  let variant = "";
   let step: Op[] = [];
   const stepFor = (i: number): Op[] => {
-    const s = attnSpan(M + i - 1);
-    if (s !== span) {
-      span = s;
+    const v = fwd.attentionVariant(M + i - 1);
+    if (v !== variant) {
+      variant = v;
       step = fwd.decodeStep(job.sparse, M + i - 1);
     }
     return step;

@@ -1164,6 +1164,11 @@ export const ATTN = {
    */
   SINGLE_BELOW: 512,
   /**
+   * Most q heads a workgroup of the split decode attention takes (attnHeads; at most 4, the kernel's HG): the
+   * heads that share a kv head read its keys and values once between them.
+   */
+  SPLIT_HEADS: 4,
+  /**
    * L2 prefetch workgroups of a decode attention dispatch or a reduce pass (`prefetch` of {@link attnDecodeOps}
    * and {@link reduceOp}): about one an SM on an H100/H200 (132), each with 32 KiB of loads in flight, ~4 MiB
    * in all: what DRAM's bandwidth times its latency (~4 TB/s x ~1 us) needs to stream, while the pass's few
@@ -1272,14 +1277,25 @@ export interface L2Prefetch extends PrefetchRange {
 
 /**
  * Positions per workgroup for a decode step at `pos`: 0 for one workgroup per head (below ATTN.SINGLE_BELOW),
- * else the power of two that splits the context into 4 to 8 pieces a head (within ATTN.SPAN .. MAX_SPAN), so
- * that a long context keeps about two workgroups an SM on a big GPU and the combine pass stays short.
+ * else the power of two that splits the context into 4 to 8 pieces a workgroup's heads (`heads` q heads a
+ * workgroup, {@link attnHeads}: 4 * heads to 8 * heads pieces), within ATTN.SPAN .. MAX_SPAN, so that a long
+ * context keeps about two workgroups an SM on a big GPU and the combine pass stays short.
  */
-export function attnSpan(pos: number): number {
+export function attnSpan(pos: number, heads = 1): number {
   if (pos < ATTN.SINGLE_BELOW) return 0;
   let span = ATTN.SPAN;
-  while (span < ATTN.MAX_SPAN && span * 8 < pos) span *= 2;
+  while (span < ATTN.MAX_SPAN && span * 8 * heads < pos) span *= 2;
   return span;
+}
+
+/**
+ * q heads a workgroup of the split decode attention takes, all of one kv head (each cached key and value then
+ * loaded once for all of them): the most, up to ATTN.SPLIT_HEADS, that divides the q heads a kv head.
+ */
+export function attnHeads(a: { numHeads: number; numKv: number }): number {
+  const group = a.numHeads / a.numKv;
+  for (let h = ATTN.SPLIT_HEADS; h > 1; h--) if (group % h === 0) return h;
+  return 1;
 }
 
 /** Floats of attn_decode's split partials for a shape. */
@@ -1350,7 +1366,9 @@ function checkPrefetch(pre: L2Prefetch, out: GPUBuffer, written?: [number, numbe
  * Decode attention for the token at the state's position (attn_decode.wgsl), with the q|k|v sums, RoPE and the
  * KV cache store folded in. `single`: one workgroup per head, writing `out` itself (short contexts). Otherwise
  * split over the context into `part`, then merged into `out` (attn_combine.wgsl). Either is right at any
- * position; they differ in speed. `span` and `sub` are for tests (defaults: ATTN). `prefetch`: extra workgroups
+ * position; they differ in speed. `heads`: q heads a workgroup (1 to 4, dividing the q heads a kv head; default 1),
+ * which then load their kv head's keys and values once between them ({@link attnHeads}). `span` and `sub` are for
+ * tests (defaults: ATTN). `prefetch`: extra workgroups
  * of the same dispatch read that range of a buffer (the o projection's weights, {@link prefetchRange}) into L2
  * while the attention runs (row y = 0 only in the split variant); the attention's results are the same.
  */
@@ -1364,11 +1382,35 @@ export function attnDecodeOps(
   out: GPUBuffer,
   state: GPUBuffer,
   a: AttentionShape,
-  o: { window: number; single: boolean; span?: number; sub?: number; prefetch?: L2Prefetch },
+  o: {
+    window: number;
+    single: boolean;
+    span?: number;
+    sub?: number;
+    heads?: number;
+    prefetch?: L2Prefetch;
+  },
 ): Op[] {
   if (a.headDim % 8 !== 0 || a.headDim > 256) {
     throw new RangeError(
       `decode attention needs a head size that is a multiple of 8, at most 256: ${a.headDim}`,
+    );
+  }
+  const heads = o.heads ?? 1;
+  const group = a.numHeads / a.numKv;
+  if (!(Number.isInteger(heads) && heads >= 1 && heads <= 4 && group % heads === 0)) {
+    throw new RangeError(
+      `decode attention: heads a workgroup must be 1 to 4 and divide the ${group} q heads a kv head, got ${heads}`,
+    );
+  }
+  const sub = o.sub ?? ATTN.SUB;
+  // workgroup memory: qs, kc, vc, sc, red, red2, red3 (attn_decode.wgsl) and the prefetch checksum
+  const wgBytes = 4 * (a.headDim * heads + 2 * a.headDim + sub * heads + 2 * 256 * 4 + 2 * 16 * 4 + 1);
+  const wgLimit = ctx.device.limits.maxComputeWorkgroupStorageSize;
+  if (wgBytes > wgLimit) {
+    throw new RangeError(
+      `decode attention with ${heads} heads a workgroup and ${sub} scores a piece needs ${wgBytes} bytes of ` +
+        `workgroup memory; this GPU has ${wgLimit} (maxComputeWorkgroupStorageSize): take fewer heads or scores`,
     );
   }
   const span = o.span ?? ATTN.SPAN;
@@ -1405,7 +1447,8 @@ export function attnDecodeOps(
         FINAL: o.single ? 1 : 0,
         HEAD_DIM: a.headDim,
         SPLITS: qkv.splits,
-        SUB: o.sub ?? ATTN.SUB,
+        SUB: sub,
+        HG: heads,
         PREFETCH_WG: preWg,
       },
     },
@@ -1421,7 +1464,7 @@ export function attnDecodeOps(
       pre?.buffer ?? ctx.scratch("read"),
     ],
     owned: [params],
-    workgroups: [a.numHeads + preWg, splits],
+    workgroups: [a.numHeads / heads + preWg, splits],
     label: "attention",
   });
   if (o.single) return [attention];

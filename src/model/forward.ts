@@ -11,6 +11,7 @@ import {
   type AttentionShape,
   ATTN,
   attnDecodeOps,
+  attnHeads,
   attnPartFloats,
   attnSpan,
   embedOp,
@@ -258,6 +259,28 @@ export class Forward {
     this.#dropSteps();
   }
   #gemvTunes: GemvTunes = {};
+
+  /**
+   * q heads a workgroup of the split decode attention (long contexts, {@link attnSpan}) takes, all of one kv
+   * head, which then read its keys and values once between them: 1 to 4, dividing the q heads a kv head.
+   * Defaults to {@link attnHeads} (4 at Llama-3 and Mistral shapes). Change it between generations, not during
+   * one.
+   */
+  get attentionHeads(): number {
+    return this.#attentionHeads;
+  }
+  set attentionHeads(heads: number) {
+    const group = this.shape.numHeads / this.shape.numKv;
+    if (!(Number.isInteger(heads) && heads >= 1 && heads <= 4 && group % heads === 0)) {
+      throw new RangeError(
+        `attentionHeads must be 1 to 4 and divide the ${group} q heads a kv head, got ${heads}`,
+      );
+    }
+    if (heads === this.#attentionHeads) return;
+    this.#attentionHeads = heads;
+    this.#dropSteps();
+  }
+  #attentionHeads: number;
   #lmBlocks: GPUBuffer; // lm_head's argmax blocks, 2 floats per 256 logits (reduce.wgsl MODE 3)
 
   #decode = new Map<string, Op[]>();
@@ -287,6 +310,7 @@ export class Forward {
       maxSeq: o.maxSeq,
       ldq: qkvDim,
     };
+    this.#attentionHeads = attnHeads(this.shape);
     const f32 = (n: number, label: string) => this.#track(ctx.buffer(n * 4, label));
     const P = o.maxPrefill;
     const maxK = Math.max(c.hiddenSize, qDim, c.intermediateSize);
@@ -421,7 +445,7 @@ export class Forward {
    */
   decodeStep(sparse: boolean, pos = 0): Op[] {
     const key = this.#stepKey(sparse, pos);
-    const span = attnSpan(pos);
+    const span = attnSpan(pos, this.#attentionHeads);
     let ops = this.#decode.get(key);
     if (ops) return ops;
     const { ctx, config: c, weights: w } = this;
@@ -566,6 +590,7 @@ export class Forward {
             window: c.slidingWindow ?? 0,
             single: span === 0,
             span: span || undefined,
+            heads: span === 0 ? 1 : this.#attentionHeads,
             // the o GEMV's weights into L2 while the attention runs (the split variant: by its first row)
             prefetch: this.l2Prefetch
               ? {
@@ -615,7 +640,7 @@ export class Forward {
 
   /** Which decode attention a step at `pos` runs: one workgroup per head, or split over the context. */
   attentionVariant(pos: number): string {
-    const span = attnSpan(pos);
+    const span = attnSpan(pos, this.#attentionHeads);
     return span === 0 ? "single" : `split${span}`;
   }
 
