@@ -92,7 +92,7 @@ if (import.meta.main) {
   const rows: { pos: number; span: number; heads: number; us: number }[] = [];
   const positions = quick ? [5, 300, 639] : [128, 300, 511, 767, 1023, 2047, 4095, 8191];
   const spans = [0, 64, 128, 256, 512, 1024];
-  const headsList = [...new Set([1, attnHeads(shape)])];
+  const headsList = [...new Set([1, 2, attnHeads(shape)])].filter((h) => (numHeads / numKv) % h === 0);
   const repeats = quick ? 4 : 200;
   console.log(
     `us per step by positions per workgroup (0: one workgroup per head group) / q heads a workgroup, over ` +
@@ -112,6 +112,8 @@ if (import.meta.main) {
             single: span === 0,
             span: span || undefined,
             heads,
+            // a workgroup a split: what the span itself costs (decode caps them, attnRows)
+            rows: span ? Math.ceil((pos + 1) / span) : undefined,
           })
         );
         const us = await timeSteps(ctx, layers, repeats);

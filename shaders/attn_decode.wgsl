@@ -1,18 +1,18 @@
 // Decode attention for the one new token, fused with the two steps before it: the q|k|v GEMV's split-K partials
 // are summed (+ bias) and rotated (RoPE) here, and the new k and v are stored in the KV cache at the decode
-// position. Workgroup (head group, split) covers the positions [split*SPAN, (split+1)*SPAN) visible at the
-// state's position for HG q heads that share one kv head, so that each cached key and value is loaded once for
-// all of them (grouped-query attention: Llama-3 and Mistral have four q heads a kv head). It walks them SUB at
-// a time with an online softmax (running max and sum, a lane a head), so one workgroup can cover any length.
+// position. A workgroup covers HG q heads that share one kv head, so that each cached key and value is loaded
+// once for all of them (grouped-query attention: Llama-3 and Mistral have four q heads a kv head), and splits
+// of the positions visible at the state's position, SPAN each: split s = [s*SPAN, (s+1)*SPAN). It walks them SUB
+// at a time with an online softmax (running max and sum, a lane a head), so one workgroup can cover any length.
 // FINAL (one split): the workgroup writes the normalised output, and no combine pass runs (short contexts).
 // Otherwise it writes its unnormalised weighted sum of values with its max and sum, and attn_combine merges the
 // splits (long contexts, where one workgroup per head would walk too many keys).
 // The split that holds the decode position takes that position's k and v from the GEMV's sums (rounded to f16,
 // as the cache holds them), not from the cache: the workgroup holding the first q head of each kv group writes
 // them there, and no workgroup of this dispatch reads that cache row.
-// L2 prefetch (prefetch.wgsl, which says why): PREFETCH_WG more workgroups along x (x >= numHeads / HG, row
-// y = 0 only) read a range of `pre` (the o projection's weights) for the o GEMV right after; with preCheck, their
-// checksums go to out past the attention's output.
+// L2 prefetch (prefetch.wgsl, which says why): PREFETCH_WG more workgroups past the attention's read a range of
+// `pre` (the o projection's weights) for the o GEMV right after; with preCheck, their checksums go to out past
+// the attention's output.
 // bindings: 0 params (uniform), 1 partials (f32 [SPLITS][ldq], read), 2 bias (f32 [ldq], read),
 //           3 turns (f32 [HEAD_DIM/2], read), 4 kcache (8 f16 a word, [numKv][maxSeq][HEAD_DIM/8], read_write),
 //           5 vcache (same), 6 out (FINAL: f32 [numHeads][HEAD_DIM]; else f32 [splits][numHeads][HEAD_DIM + 2],
@@ -27,11 +27,14 @@ override SUB: u32 = 512u;   // keys a piece: their scores (HG a key) are held in
 // q heads a workgroup, 1 to 4, all of one kv head (grouped-query attention): each cached key and value is
 // loaded once for all of them
 override HG: u32 = 1u;
+// workgroups a head group takes in the split variant: workgroup row r takes splits r, r + ROWS, ... up to the
+// position's, so that the dispatch need not cover every split of the whole context (1 when FINAL)
+override ROWS: u32 = 1u;
 const WG: u32 = 256u;
 // values: VW threads share a key, each 8 dims (one 16-byte load); KG keys side by side
 override VW: u32 = HEAD_DIM / 8u;
 override KG: u32 = WG / VW;
-override QS: u32 = HEAD_DIM * HG;  // floats of qs
+override QS: u32 = HEAD_DIM * HG / 4u;  // vec4s of qs
 override SCORES: u32 = SUB * HG;   // floats of sc
 const TAU: f32 = 6.283185307179586;
 
@@ -62,7 +65,8 @@ struct Params {
 @group(0) @binding(7) var<storage, read> state: array<u32>;
 @group(0) @binding(8) var<storage, read> pre: array<vec4<u32>>;
 
-var<workgroup> qs: array<f32, QS>;  // head h's q (rotated, scaled) at h * HEAD_DIM
+// head h's q (rotated, scaled) at vec4 h * HEAD_DIM / 4: a key's 8 dims meet two 16-byte loads, not eight
+var<workgroup> qs: array<vec4<f32>, QS>;
 var<workgroup> kc: array<f32, HEAD_DIM>;
 var<workgroup> vc: array<f32, HEAD_DIM>;
 var<workgroup> sc: array<f32, SCORES>;  // key i's score (then weight) for head h at i * HG + h
@@ -128,9 +132,8 @@ fn hi4(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpac
 
 // Head h's q at dims [o, o + 8) dotted with a key's (lo, hi).
 fn qdot(h: u32, o: u32, lo: vec4<f32>, hi: vec4<f32>) -> f32 {
-  let b = h * HEAD_DIM + o;
-  return dot(vec4<f32>(qs[b], qs[b + 1u], qs[b + 2u], qs[b + 3u]), lo) +
-    dot(vec4<f32>(qs[b + 4u], qs[b + 5u], qs[b + 6u], qs[b + 7u]), hi);
+  let b = (h * HEAD_DIM + o) / 4u;
+  return dot(qs[b], lo) + dot(qs[b + 1u], hi);
 }
 
 // The workgroup's heads' q at dims [o, o + 8) dotted with a key's: a lane a head, lanes past HG zero.
@@ -256,88 +259,27 @@ fn put_q(e: u32, q: vec2<f32>, pos: u32) {
   let d = e % half;
   let at = (e / half) * HEAD_DIM + d;
   let qr = rotate(q.x, q.y, d, pos);
-  qs[at] = qr.x * p.scale;
-  qs[at + half] = qr.y * p.scale;
+  qs[at / 4u][at % 4u] = qr.x * p.scale;
+  qs[(at + half) / 4u][(at + half) % 4u] = qr.y * p.scale;
 }
 
 // #include prefetch
 
-@compute @workgroup_size(WG)
-fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-  // prefetch workgroups first, before any barrier of the attention path (the branch is workgroup-uniform)
-  if (PREFETCH_WG > 0u && wid.x >= p.numHeads / HG) {
-    if (wid.y == 0u) { prefetch(t, wid.x - p.numHeads / HG); }
-    return;
-  }
-  let head0 = wid.x * HG;  // the workgroup's first head
-  let split = wid.y;
-  let half = HEAD_DIM / 2u;
-  let group = p.numHeads / p.numKv;
-  let kvh = head0 / group;
-  var st: Staged;
-  // one workgroup per head group: the q|k|v loads go out with the state's, not behind a branch on it
-  if (FINAL) { st = stage(head0, kvh, t); }
-  let pos = state[0];
-  var lo = 0u;
-  if (p.window > 0u && pos + 1u > p.window) { lo = pos + 1u - p.window; }
-  var j0 = lo;
-  var j1 = pos + 1u;
-  if (!FINAL) {
-    j0 = max(lo, split * SPAN);
-    j1 = min(pos + 1u, (split + 1u) * SPAN);
-  }
-  if (j0 >= j1) {
-    // nothing visible in this split (never the one holding the position). attn_combine reads the splits up
-    // to the position's: those before the window get an empty partial, those past the position nothing.
-    if (split * SPAN <= pos) {
-      for (var h = 0u; h < HG; h++) {
-        let out = (split * p.numHeads + head0 + h) * (HEAD_DIM + 2u);
-        for (var d = t; d < HEAD_DIM; d += WG) { outv[out + d] = 0.0; }
-        if (t == 0u) {
-          outv[out + HEAD_DIM] = -3.0e38;
-          outv[out + HEAD_DIM + 1u] = 0.0;
-        }
-      }
-    }
-    return;
-  }
+
+// Keys [j0, j1) of `split` for the workgroup's heads (their q in qs; the position's k and v in kc and vc):
+// FINAL, the normalised output; else the split's partial (weighted sum of values, max, sum) for attn_combine.
+fn attend(t: u32, head0: u32, kvh: u32, split: u32, j0: u32, j1: u32, pos: u32) {
   let cur = j1 == pos + 1u;  // this split holds the decode position
-  if (!FINAL) { st = stage(head0, kvh, t); }
-
-  // q rotated and scaled; in the split holding the position, the new k (rotated) and v, rounded to f16 as
-  // the cache holds them
-  if (t < HG * half) { put_q(t, st.q, pos); }
-  if (HG * half > WG && t + WG < HG * half) { put_q(t + WG, st.q2, pos); }
-  if (t < half && cur) {
-    let kr = f16_round(rotate(st.k.x, st.k.y, t, pos));
-    kc[t] = kr.x;
-    kc[t + half] = kr.y;
-    let vr = f16_round(st.v);
-    vc[t] = vr.x;
-    vc[t + half] = vr.y;
-  }
-  workgroupBarrier();
-  if (cur && head0 % group == 0u) {
-    let at = (kvh * p.maxSeq + pos) * VW;
-    for (var w = t; w < VW; w += WG) {
-      let d = 8u * w;
-      kcache[at + w] = vec4<u32>(
-        pack2x16float(vec2<f32>(kc[d], kc[d + 1u])),
-        pack2x16float(vec2<f32>(kc[d + 2u], kc[d + 3u])),
-        pack2x16float(vec2<f32>(kc[d + 4u], kc[d + 5u])),
-        pack2x16float(vec2<f32>(kc[d + 6u], kc[d + 7u])),
-      );
-      vcache[at + w] = vec4<u32>(
-        pack2x16float(vec2<f32>(vc[d], vc[d + 1u])),
-        pack2x16float(vec2<f32>(vc[d + 2u], vc[d + 3u])),
-        pack2x16float(vec2<f32>(vc[d + 4u], vc[d + 5u])),
-        pack2x16float(vec2<f32>(vc[d + 6u], vc[d + 7u])),
-      );
-    }
-  }
-
   let kg = t / VW;  // this thread's key lane (values)
   let w = t % VW;   // and its 8 dims
+  a0 = vec4<f32>(0.0);
+  b0 = vec4<f32>(0.0);
+  a1 = vec4<f32>(0.0);
+  b1 = vec4<f32>(0.0);
+  a2 = vec4<f32>(0.0);
+  b2 = vec4<f32>(0.0);
+  a3 = vec4<f32>(0.0);
+  b3 = vec4<f32>(0.0);
   var m_run = vec4<f32>(-3.0e38);
   var l_run = vec4<f32>(0.0);
   for (var c0 = j0; c0 < j1; c0 += SUB) {
@@ -448,6 +390,86 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
       outv[out + HEAD_DIM] = m_run[h];
       outv[out + HEAD_DIM + 1u] = l_run[h];
     }
-    workgroupBarrier();  // the next head rewrites red
+    workgroupBarrier();  // the next head (or split) rewrites red
+  }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let groups = p.numHeads / HG;  // head groups
+  // prefetch workgroups (past the attention's) first, before any barrier of the attention path (the branch is
+  // workgroup-uniform)
+  if (PREFETCH_WG > 0u && wid.x >= groups * ROWS) {
+    prefetch(t, wid.x - groups * ROWS);
+    return;
+  }
+  let head0 = (wid.x % groups) * HG;  // the workgroup's first head
+  let row = wid.x / groups;           // its first split; then every ROWS-th
+  let half = HEAD_DIM / 2u;
+  let group = p.numHeads / p.numKv;
+  let kvh = head0 / group;
+  var st: Staged;
+  // one workgroup per head group: the q|k|v loads go out with the state's, not behind a branch on it
+  if (FINAL) { st = stage(head0, kvh, t); }
+  let pos = state[0];
+  var lo = 0u;
+  if (p.window > 0u && pos + 1u > p.window) { lo = pos + 1u - p.window; }
+  var split = row;
+  if (!FINAL) {
+    // splits before the one holding the window's first key see nothing: an empty partial each, as
+    // attn_combine reads every split up to the position's (those past the position get nothing)
+    for (; split < lo / SPAN; split += ROWS) {
+      for (var h = 0u; h < HG; h++) {
+        let out = (split * p.numHeads + head0 + h) * (HEAD_DIM + 2u);
+        for (var d = t; d < HEAD_DIM; d += WG) { outv[out + d] = 0.0; }
+        if (t == 0u) {
+          outv[out + HEAD_DIM] = -3.0e38;
+          outv[out + HEAD_DIM + 1u] = 0.0;
+        }
+      }
+    }
+    if (split * SPAN > pos) { return; }
+    st = stage(head0, kvh, t);
+  }
+
+  // q rotated and scaled; the new k (rotated) and v, rounded to f16 as the cache holds them
+  if (t < HG * half) { put_q(t, st.q, pos); }
+  if (HG * half > WG && t + WG < HG * half) { put_q(t + WG, st.q2, pos); }
+  if (t < half) {
+    let kr = f16_round(rotate(st.k.x, st.k.y, t, pos));
+    kc[t] = kr.x;
+    kc[t + half] = kr.y;
+    let vr = f16_round(st.v);
+    vc[t] = vr.x;
+    vc[t + half] = vr.y;
+  }
+  workgroupBarrier();
+  // the workgroup that takes the position's split, of the first q head of a kv group, stores k and v
+  let at_split = pos / SPAN;
+  let takes = FINAL || (at_split >= row && (at_split - row) % ROWS == 0u);
+  if (takes && head0 % group == 0u) {
+    let at = (kvh * p.maxSeq + pos) * VW;
+    for (var w = t; w < VW; w += WG) {
+      let d = 8u * w;
+      kcache[at + w] = vec4<u32>(
+        pack2x16float(vec2<f32>(kc[d], kc[d + 1u])),
+        pack2x16float(vec2<f32>(kc[d + 2u], kc[d + 3u])),
+        pack2x16float(vec2<f32>(kc[d + 4u], kc[d + 5u])),
+        pack2x16float(vec2<f32>(kc[d + 6u], kc[d + 7u])),
+      );
+      vcache[at + w] = vec4<u32>(
+        pack2x16float(vec2<f32>(vc[d], vc[d + 1u])),
+        pack2x16float(vec2<f32>(vc[d + 2u], vc[d + 3u])),
+        pack2x16float(vec2<f32>(vc[d + 4u], vc[d + 5u])),
+        pack2x16float(vec2<f32>(vc[d + 6u], vc[d + 7u])),
+      );
+    }
+  }
+  if (FINAL) {
+    attend(t, head0, kvh, 0u, lo, pos + 1u, pos);
+    return;
+  }
+  for (; split * SPAN <= pos; split += ROWS) {
+    attend(t, head0, kvh, split, max(lo, split * SPAN), min(pos + 1u, (split + 1u) * SPAN), pos);
   }
 }

@@ -477,6 +477,7 @@ async function checkDecodeStep(
     span?: number;
     sub?: number;
     heads?: number;
+    rows?: number;
   },
 ): Promise<void> {
   const { numHeads, numKv, headDim, ldq, maxSeq } = c.shape;
@@ -487,7 +488,9 @@ async function checkDecodeStep(
   const state = ctx.buffer(16, "state", new Uint32Array([c.pos, 0, 0, 0]));
   const out = poisoned(ctx, numHeads * headDim);
   const part = poisoned(ctx, attnPartFloats(c.shape, c.span));
-  const label = `pos ${c.pos}, window ${c.window}, ${c.single ? "single" : "split"}, ${c.heads ?? 1} heads`;
+  const label =
+    `pos ${c.pos}, window ${c.window}, ${c.single ? "single" : "split"}, ${c.heads ?? 1} heads, ` +
+    `${c.rows ?? "default"} rows`;
   const kBefore = new Uint16Array(await ctx.read(c.kc));
   const vBefore = new Uint16Array(await ctx.read(c.vc));
   ctx.run(attnDecodeOps(
@@ -504,7 +507,7 @@ async function checkDecodeStep(
     out,
     state,
     c.shape,
-    { window: c.window, single: c.single, span: c.span, sub: c.sub, heads: c.heads },
+    { window: c.window, single: c.single, span: c.span, sub: c.sub, heads: c.heads, rows: c.rows },
   ));
   const rot = Float32Array.from(row);
   applyRope(rot, [c.pos], numHeads + numKv, headDim, c.invFreq, ldq, 0);
@@ -633,7 +636,7 @@ Deno.test("attn_decode + attn_combine: decode attention over a long cache, both 
   }
 });
 
-Deno.test("attn_decode with 2, 3 and 4 q heads a workgroup (one kv head's): both variants, windows, a head size of 40 and of 256", async () => {
+Deno.test("attn_decode with 2, 3 and 4 q heads a workgroup (one kv head's): both variants, windows, splits a workgroup, a head size of 40 and of 256", async () => {
   const ctx = await gpu();
   const r = rng(12);
   // [numHeads, numKv, headDim, heads a workgroup]: 40 dims are 5 words a key (not a divisor of the 256
@@ -661,8 +664,11 @@ Deno.test("attn_decode with 2, 3 and 4 q heads a workgroup (one kv head's): both
     };
     const c = { shape, invFreq, turns, kc, vc, K: toRows(kf), V: toRows(vf), heads };
     for (const [pos, window] of [[0, 0], [150, 0], [331, 90], [332, 0]]) {
-      // split over the context (ragged last split, pieces of 40 scores), and one workgroup a head group
-      await checkDecodeStep(ctx, r, { ...c, pos, window, single: false, span: 70, sub: 40 });
+      // split over the context (ragged last split, pieces of 40 scores; a workgroup a split, or each taking
+      // every second or every split), and one workgroup a head group
+      for (const rows of [undefined, 2, 1]) {
+        await checkDecodeStep(ctx, r, { ...c, pos, window, single: false, span: 70, sub: 40, rows });
+      }
       await checkDecodeStep(ctx, r, { ...c, pos, window, single: true, sub: 128 });
     }
   }

@@ -1156,6 +1156,11 @@ export const ATTN = {
   SPAN: 64,
   /** Most positions per workgroup of the split variant. */
   MAX_SPAN: 1024,
+  /**
+   * Most splits a q head of a workgroup that attnSpan gives a context below MAX_SPAN positions a split (a
+   * workgroup of h heads: MAX_SPLITS * h): it doubles the span past that.
+   */
+  MAX_SPLITS: 8,
   /** Scores a workgroup holds at once (its online softmax walks longer ranges in pieces of this many). */
   SUB: 512,
   /**
@@ -1284,7 +1289,7 @@ export interface L2Prefetch extends PrefetchRange {
 export function attnSpan(pos: number, heads = 1): number {
   if (pos < ATTN.SINGLE_BELOW) return 0;
   let span = ATTN.SPAN;
-  while (span < ATTN.MAX_SPAN && span * 8 * heads < pos) span *= 2;
+  while (span < ATTN.MAX_SPAN && span * ATTN.MAX_SPLITS * heads < pos) span *= 2;
   return span;
 }
 
@@ -1296,6 +1301,16 @@ export function attnHeads(a: { numHeads: number; numKv: number }): number {
   const group = a.numHeads / a.numKv;
   for (let h = ATTN.SPLIT_HEADS; h > 1; h--) if (group % h === 0) return h;
   return 1;
+}
+
+/**
+ * Workgroups a head group of the split decode attention at `span` positions a split: as many as the splits of
+ * the longest context attnSpan gives that span (the whole context at ATTN.MAX_SPAN). Each takes every rows-th
+ * split, so any position is covered; past those contexts a workgroup takes more than one.
+ */
+export function attnRows(maxSeq: number, span: number, heads = 1): number {
+  const all = Math.ceil(maxSeq / span);
+  return span >= ATTN.MAX_SPAN ? all : Math.min(all, ATTN.MAX_SPLITS * heads + 1);
 }
 
 /** Floats of attn_decode's split partials for a shape. */
@@ -1367,8 +1382,9 @@ function checkPrefetch(pre: L2Prefetch, out: GPUBuffer, written?: [number, numbe
  * KV cache store folded in. `single`: one workgroup per head, writing `out` itself (short contexts). Otherwise
  * split over the context into `part`, then merged into `out` (attn_combine.wgsl). Either is right at any
  * position; they differ in speed. `heads`: q heads a workgroup (1 to 4, dividing the q heads a kv head; default 1),
- * which then load their kv head's keys and values once between them ({@link attnHeads}). `span` and `sub` are for
- * tests (defaults: ATTN). `prefetch`: extra workgroups
+ * which then load their kv head's keys and values once between them ({@link attnHeads}). `rows`: workgroups a
+ * head group of the split variant, each taking every rows-th split (default {@link attnRows}). `span`, `sub` and
+ * `rows` are for tests and benches (defaults: ATTN). `prefetch`: extra workgroups
  * of the same dispatch read that range of a buffer (the o projection's weights, {@link prefetchRange}) into L2
  * while the attention runs (row y = 0 only in the split variant); the attention's results are the same.
  */
@@ -1388,6 +1404,7 @@ export function attnDecodeOps(
     span?: number;
     sub?: number;
     heads?: number;
+    rows?: number;
     prefetch?: L2Prefetch;
   },
 ): Op[] {
@@ -1415,6 +1432,11 @@ export function attnDecodeOps(
   }
   const span = o.span ?? ATTN.SPAN;
   const splits = o.single ? 1 : Math.ceil(a.maxSeq / span);
+  // workgroups a head group: each takes every rows-th split, so only what attnSpan's positions need runs
+  const rows = o.single ? 1 : o.rows ?? attnRows(a.maxSeq, span, heads);
+  if (!(Number.isInteger(rows) && rows >= 1)) {
+    throw new RangeError(`decode attention: rows must be an integer >= 1, got ${rows}`);
+  }
   const pre = o.prefetch;
   const preWg = pre ? checkPrefetch(pre, o.single ? out : part) : 0;
   const params = ctx.uniform(
@@ -1449,6 +1471,7 @@ export function attnDecodeOps(
         SPLITS: qkv.splits,
         SUB: sub,
         HG: heads,
+        ROWS: rows,
         PREFETCH_WG: preWg,
       },
     },
@@ -1464,7 +1487,7 @@ export function attnDecodeOps(
       pre?.buffer ?? ctx.scratch("read"),
     ],
     owned: [params],
-    workgroups: [a.numHeads / heads + preWg, splits],
+    workgroups: [(a.numHeads / heads) * rows + preWg],
     label: "attention",
   });
   if (o.single) return [attention];
