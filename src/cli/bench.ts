@@ -12,7 +12,7 @@ import {
 import { randomModel } from "../bench/random_model.ts";
 import { SHAPES } from "../bench/shapes.ts";
 import { createGpuContext } from "../gpu/context.ts";
-import { GEMV_CHUNK, GEMV_LONG_K, GEMV_PIPE, GEMV_SCAN } from "../gpu/kernels.ts";
+import { ATTN_SPLITS, GEMV_CHUNK, GEMV_LONG_K, GEMV_PIPE, GEMV_SCAN } from "../gpu/kernels.ts";
 import { DECODE, PREFILL, prefillStepsUpTo } from "../generate/decode.ts";
 import type { Model } from "../model/model.ts";
 import type { Command } from "./commands.ts";
@@ -65,6 +65,8 @@ export const benchCommand: Command = {
                        the attention's share; the KV cache before them holds random values
   --attn-heads N       q heads a workgroup of the split (long-context) decode attention: 1 to 4, dividing the
                        q heads a kv head (Forward.attentionHeads; default the most, up to 4)
+  --attn-splits N      most splits of a head group's context below the longest span (ATTN_SPLITS; default 8
+                       a head of the group)
   --prefill-submit layer|pass  submit a prompt's prefill pass a layer at a time as it is built (default) or
                        whole once built (PREFILL.submitPerLayer)
   --prefill-cache N    prompt chunks of at most N rows reuse a prefill pass built once per row count (default
@@ -113,6 +115,7 @@ export const benchCommand: Command = {
     ttft: { type: "string" },
     context: { type: "string" },
     "attn-heads": { type: "string" },
+    "attn-splits": { type: "string" },
     "prefill-steps": { type: "string" },
     "prefill-submit": { type: "string" },
     "prefill-cache": { type: "string" },
@@ -224,6 +227,9 @@ export const benchCommand: Command = {
       if (downTpr !== undefined) GEMV_LONG_K.f16TPR = downTpr;
       model.forward.prefillGemv = v["prefill-gemm"] !== true;
       if (attnHeads !== undefined) model.forward.attentionHeads = attnHeads;
+      ATTN_SPLITS.perGroup = v["attn-splits"] === undefined
+        ? 0
+        : num(v, "attn-splits", 0, { min: 1, max: 256, integer: true });
       const rows = await benchDecode(model, {
         sparsities,
         tokens,
@@ -318,6 +324,7 @@ export const benchCommand: Command = {
           })),
         })),
         attention_heads: model.forward.attentionHeads,
+        attention_splits: ATTN_SPLITS.perGroup || null,
         prefill_steps_up_to: prefillStepsUpTo(model.forward),
         gemv_epilogue: model.forward.gemvEpilogue,
         l2_prefetch: model.forward.l2Prefetch,

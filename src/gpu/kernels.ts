@@ -1289,7 +1289,7 @@ export interface L2Prefetch extends PrefetchRange {
 export function attnSpan(pos: number, heads = 1): number {
   if (pos < ATTN.SINGLE_BELOW) return 0;
   let span = ATTN.SPAN;
-  while (span < ATTN.MAX_SPAN && span * ATTN.MAX_SPLITS * heads < pos) span *= 2;
+  while (span < ATTN.MAX_SPAN && span * groupSplits(heads) < pos) span *= 2;
   return span;
 }
 
@@ -1304,13 +1304,23 @@ export function attnHeads(a: { numHeads: number; numKv: number }): number {
 }
 
 /**
+ * Most splits attnSpan gives the context of a workgroup of `heads` q heads below ATTN.MAX_SPAN positions a split
+ * (read when a decode step is built; for tuning, `bench --attn-splits`): 0, ATTN.MAX_SPLITS a head.
+ */
+export const ATTN_SPLITS: { perGroup: number } = { perGroup: 0 };
+
+function groupSplits(heads: number): number {
+  return ATTN_SPLITS.perGroup || ATTN.MAX_SPLITS * heads;
+}
+
+/**
  * Workgroups a head group of the split decode attention at `span` positions a split: as many as the splits of
  * the longest context attnSpan gives that span (the whole context at ATTN.MAX_SPAN). Each takes every rows-th
  * split, so any position is covered; past those contexts a workgroup takes more than one.
  */
 export function attnRows(maxSeq: number, span: number, heads = 1): number {
   const all = Math.ceil(maxSeq / span);
-  return span >= ATTN.MAX_SPAN ? all : Math.min(all, ATTN.MAX_SPLITS * heads + 1);
+  return span >= ATTN.MAX_SPAN ? all : Math.min(all, groupSplits(heads) + 1);
 }
 
 /** Floats of attn_decode's split partials for a shape. */
