@@ -1,8 +1,9 @@
 /**
  * Decode attention at the Llama-3-8B shape (32 heads, 8 kv heads, head size 128) by position: the one-workgroup-
  * per-head variant against the split variant plus its combine pass, each with the q|k|v sums, RoPE and the cache
- * store folded in (attn_decode.wgsl), at several positions per workgroup and with 1 or 4 q heads a workgroup
- * (4: the heads of one kv head read its keys and values once). Picks ATTN.SINGLE_BELOW, attnSpan and attnHeads.
+ * store folded in (attn_decode.wgsl), at several positions per workgroup and with 1, 2 or 4 q heads a workgroup
+ * (more than one: the heads of one kv head read its keys and values once). Picks ATTN.SINGLE_BELOW, attnSpan and
+ * attnHeadsAt.
  *
  * `deno run -A bench/attn_bench.ts [--quick] [--probe] [--layers L] [--json FILE]` prints GPU microseconds per
  * decode step's attention (timestamp queries, median of 7 passes of many steps, each pass after an untimed one).
@@ -14,7 +15,7 @@ import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.t
 import {
   ATTN,
   attnDecodeOps,
-  attnHeads,
+  attnHeadsAt,
   attnPartFloats,
   attnSpan,
   fillOp,
@@ -92,7 +93,7 @@ if (import.meta.main) {
   const rows: { pos: number; span: number; heads: number; us: number }[] = [];
   const positions = quick ? [5, 300, 639] : [128, 300, 511, 767, 1023, 2047, 4095, 8191];
   const spans = [0, 64, 128, 256, 512, 1024];
-  const headsList = [...new Set([1, 2, attnHeads(shape)])].filter((h) => (numHeads / numKv) % h === 0);
+  const headsList = [1, 2, 4].filter((h) => (numHeads / numKv) % h === 0);
   const repeats = quick ? 4 : 200;
   console.log(
     `us per step by positions per workgroup (0: one workgroup per head group) / q heads a workgroup, over ` +
@@ -118,7 +119,8 @@ if (import.meta.main) {
         );
         const us = await timeSteps(ctx, layers, repeats);
         rows.push({ pos, span, heads, us: Number(us.toFixed(2)) });
-        const def = heads === (span === 0 ? 1 : attnHeads(shape)) && attnSpan(pos, attnHeads(shape)) === span;
+        const def = heads === (span === 0 ? 1 : attnHeadsAt(pos, shape)) &&
+          attnSpan(pos, attnHeadsAt(pos, shape)) === span;
         line.push(`${us.toFixed(1)}${def ? "*" : " "}`.padStart(9));
         for (const ops of layers) releaseOps(ops);
       }

@@ -34,8 +34,11 @@ const WG: u32 = 256u;
 // values: VW threads share a key, each 8 dims (one 16-byte load); KG keys side by side
 override VW: u32 = HEAD_DIM / 8u;
 override KG: u32 = WG / VW;
-override QS: u32 = HEAD_DIM * HG / 4u;  // vec4s of qs
-override SCORES: u32 = SUB * HG;   // floats of sc
+// array sizes, set by attnDecodeOps: QS = HEAD_DIM * HG / 4 vec4s of qs, SCORES = SUB * HG floats of sc. Not
+// written as those expressions: Deno 2.9.6's WGSL compiler (naga 29) panics on an override expression as an array
+// size, and an override initialised from others that sizes an array went with heap corruption at exit
+override QS: u32 = 32u;
+override SCORES: u32 = 512u;
 const TAU: f32 = 6.283185307179586;
 
 struct Params {

@@ -307,9 +307,10 @@ Deno.test("decode steps on both sides of ATTN.SINGLE_BELOW, in both attention va
       const pos = M + step - 1;
       const token = (await ctx.readU32(fwd.tokens, 1, (step - 1) * 4))[0];
       const want = ref.forward([token], pos);
-      for (const variant of ["single", "split", "split, a head a workgroup"] as const) {
-        // the split variant as decode runs it (two q heads a workgroup here, attnHeads), then one
-        fwd.attentionHeads = variant === "split" ? attnHeads(fwd.shape) : 1;
+      for (const variant of ["single", "split", "split, two heads a workgroup"] as const) {
+        // the split variant as decode runs it here (one q head a workgroup below ATTN.GROUP_FROM), then with
+        // the heads of a kv head two a workgroup (attnHeads), as it runs from there on
+        fwd.attentionHeads = variant === "split" ? null : attnHeads(fwd.shape);
         // the GEMVs' split sums in reduce passes, then in their own epilogues (gemv_finish.wgsl); each with the
         // first weight loads before the input staging (gemvEarly), which must give the same bits
         const bits = new Map<boolean, Float32Array>();
@@ -329,7 +330,7 @@ Deno.test("decode steps on both sides of ATTN.SINGLE_BELOW, in both attention va
         fwd.gemvEpilogue = false;
         fwd.gemvEarly = true; // the default for f16 weights
       }
-      fwd.attentionHeads = attnHeads(fwd.shape);
+      fwd.attentionHeads = null;
     }
   } finally {
     model.dispose();

@@ -63,8 +63,9 @@ export const benchCommand: Command = {
   --ttft LIST          also time the first token after prompts of these lengths (e.g. 1,16,64,256)
   --context LIST       also time decode steps at these positions (e.g. 1024,4096,8192): GPU ms a token and
                        the attention's share; the KV cache before them holds random values
-  --attn-heads N       q heads a workgroup of the split (long-context) decode attention: 1 to 4, dividing the
-                       q heads a kv head (Forward.attentionHeads; default the most, up to 4)
+  --attn-heads N       q heads a workgroup of the split (long-context) decode attention at every position: 1 to
+                       4, dividing the q heads a kv head (Forward.attentionHeads; default by position:
+                       attnHeadsAt)
   --attn-splits N      most splits of a head group's context below the longest span (ATTN_SPLITS; default 8
                        a head of the group)
   --prefill-submit layer|pass  submit a prompt's prefill pass a layer at a time as it is built (default) or

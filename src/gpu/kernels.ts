@@ -1169,10 +1169,14 @@ export const ATTN = {
    */
   SINGLE_BELOW: 512,
   /**
-   * Most q heads a workgroup of the split decode attention takes (attnHeads; at most 4, the kernel's HG): the
-   * heads that share a kv head read its keys and values once between them.
+   * Most q heads a workgroup of the split decode attention takes from ATTN.GROUP_FROM on (attnHeads): the heads
+   * that share a kv head read its keys and values once between them. The kernel takes up to 4; at Llama-3-8B
+   * shapes on the H200 two were fastest at position 8191 (a step 6.28 ms dense against 6.44 with four and 6.57
+   * with one) and one below 4096 (docs/benchmarks.md, 2026-12-03 seventh session).
    */
-  SPLIT_HEADS: 4,
+  SPLIT_HEADS: 2,
+  /** First position at which the split decode attention groups heads (below it, one q head a workgroup). */
+  GROUP_FROM: 6144,
   /**
    * L2 prefetch workgroups of a decode attention dispatch or a reduce pass (`prefetch` of {@link attnDecodeOps}
    * and {@link reduceOp}): about one an SM on an H100/H200 (132), each with 32 KiB of loads in flight, ~4 MiB
@@ -1301,6 +1305,11 @@ export function attnHeads(a: { numHeads: number; numKv: number }): number {
   const group = a.numHeads / a.numKv;
   for (let h = ATTN.SPLIT_HEADS; h > 1; h--) if (group % h === 0) return h;
   return 1;
+}
+
+/** q heads a workgroup of a decode step's attention at `pos`: {@link attnHeads} from ATTN.GROUP_FROM on, else 1. */
+export function attnHeadsAt(pos: number, a: { numHeads: number; numKv: number }): number {
+  return pos >= ATTN.GROUP_FROM ? attnHeads(a) : 1;
 }
 
 /**
@@ -1481,6 +1490,8 @@ export function attnDecodeOps(
         SPLITS: qkv.splits,
         SUB: sub,
         HG: heads,
+        QS: (a.headDim * heads) / 4,
+        SCORES: sub * heads,
         ROWS: rows,
         PREFETCH_WG: preWg,
       },

@@ -11,7 +11,7 @@ import {
   type AttentionShape,
   ATTN,
   attnDecodeOps,
-  attnHeads,
+  attnHeadsAt,
   attnPartFloats,
   attnSpan,
   embedOp,
@@ -174,8 +174,10 @@ export class Forward {
    * weights: at Llama-3-8B shapes on the H200 (2026-12-03, docs/benchmarks.md) the o GEMV went from 0.53 to
    * 0.39 ms a token and attention from 0.66 to 0.77, with {@link gemvEarly} a dense step from 5.88 to 5.81 ms;
    * at 50% sparsity it is even (4.83 ms either way). Off for int8/int4, where it was not timed alone, and on a
-   * CPU adapter (lavapipe), where the extra workgroups cost time and there is no L2 to fill. Change it between
-   * generations, not during one.
+   * CPU adapter (lavapipe), where the extra workgroups cost time and there is no L2 to fill. Short contexts
+   * only (the one-workgroup-a-head attention, below ATTN.SINGLE_BELOW): the split attention of long contexts
+   * reads more of the cache from DRAM, and with the prefetch a 50% step at position 2048 took 4.92 ms against
+   * 4.61 (2026-12-03, seventh session). Change it between generations, not during one.
    */
   get l2Prefetch(): boolean {
     return this.#l2Prefetch;
@@ -262,25 +264,30 @@ export class Forward {
 
   /**
    * q heads a workgroup of the split decode attention (long contexts, {@link attnSpan}) takes, all of one kv
-   * head, which then read its keys and values once between them: 1 to 4, dividing the q heads a kv head.
-   * Defaults to {@link attnHeads} (4 at Llama-3 and Mistral shapes). Change it between generations, not during
-   * one.
+   * head, which then read its keys and values once between them: 1 to 4, dividing the q heads a kv head, at
+   * every position the split variant runs; null (the default): by position, {@link attnHeadsAt}. Change it
+   * between generations, not during one.
    */
-  get attentionHeads(): number {
+  get attentionHeads(): number | null {
     return this.#attentionHeads;
   }
-  set attentionHeads(heads: number) {
+  set attentionHeads(heads: number | null) {
     const group = this.shape.numHeads / this.shape.numKv;
-    if (!(Number.isInteger(heads) && heads >= 1 && heads <= 4 && group % heads === 0)) {
+    if (heads !== null && !(Number.isInteger(heads) && heads >= 1 && heads <= 4 && group % heads === 0)) {
       throw new RangeError(
-        `attentionHeads must be 1 to 4 and divide the ${group} q heads a kv head, got ${heads}`,
+        `attentionHeads must be null or 1 to 4 dividing the ${group} q heads a kv head, got ${heads}`,
       );
     }
     if (heads === this.#attentionHeads) return;
     this.#attentionHeads = heads;
     this.#dropSteps();
   }
-  #attentionHeads: number;
+  #attentionHeads: number | null = null;
+
+  /** q heads a workgroup of the split decode attention at `pos`. */
+  #headsAt(pos: number): number {
+    return this.#attentionHeads ?? attnHeadsAt(pos, this.shape);
+  }
   #lmBlocks: GPUBuffer; // lm_head's argmax blocks, 2 floats per 256 logits (reduce.wgsl MODE 3)
 
   #decode = new Map<string, Op[]>();
@@ -310,7 +317,6 @@ export class Forward {
       maxSeq: o.maxSeq,
       ldq: qkvDim,
     };
-    this.#attentionHeads = attnHeads(this.shape);
     const f32 = (n: number, label: string) => this.#track(ctx.buffer(n * 4, label));
     const P = o.maxPrefill;
     const maxK = Math.max(c.hiddenSize, qDim, c.intermediateSize);
@@ -445,7 +451,8 @@ export class Forward {
    */
   decodeStep(sparse: boolean, pos = 0): Op[] {
     const key = this.#stepKey(sparse, pos);
-    const span = attnSpan(pos, this.#attentionHeads);
+    const heads = this.#headsAt(pos);
+    const span = attnSpan(pos, heads);
     let ops = this.#decode.get(key);
     if (ops) return ops;
     const { ctx, config: c, weights: w } = this;
@@ -590,13 +597,14 @@ export class Forward {
             window: c.slidingWindow ?? 0,
             single: span === 0,
             span: span || undefined,
-            heads: span === 0 ? 1 : this.#attentionHeads,
-            // the o GEMV's weights into L2 while the attention runs (the split variant: by its first row)
-            prefetch: this.l2Prefetch
+            heads: span === 0 ? 1 : heads,
+            // the o GEMV's weights into L2 while the one-workgroup-a-head attention runs (the split
+            // variant walks more of the cache from DRAM: with the prefetch, long-context steps were slower)
+            prefetch: this.l2Prefetch && span === 0
               ? {
                 buffer: L.o.buffer,
                 ...prefetchRange(L.o, ATTN.PREFETCH_CAP_BYTES),
-                check: span === 0 ? c.numHeads * c.headDim : attnPartFloats(this.shape),
+                check: c.numHeads * c.headDim,
               }
               : undefined,
           },
@@ -640,8 +648,9 @@ export class Forward {
 
   /** Which decode attention a step at `pos` runs: one workgroup per head, or split over the context. */
   attentionVariant(pos: number): string {
-    const span = attnSpan(pos, this.#attentionHeads);
-    return span === 0 ? "single" : `split${span}`;
+    const heads = this.#headsAt(pos);
+    const span = attnSpan(pos, heads);
+    return span === 0 ? "single" : `split${span}` + (heads > 1 ? `x${heads}` : "");
   }
 
   /** Final norm of row `row` of `x`, then lm_head (dense GEMV) into `logits` (prefill). */
