@@ -26,6 +26,7 @@ import { DECODE, PREFILL, prefillPrompt, prefillStepsUpTo } from "../src/generat
 import {
   ATTN,
   attnHeads,
+  attnSpan,
   gemvChunk,
   PASS_PREFETCH_CAP_BYTES,
   prefetchChunkHeads,
@@ -271,6 +272,48 @@ Deno.test("kept prefill passes (Forward.cachedPrefill) serve chunks at any posit
         PREFILL.cacheRowsUpTo = PREFILL_CACHE_ROWS;
       }
     }
+  } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("decode attention variants by position: one head a workgroup, split, two heads a workgroup from ATTN.GROUP_FROM; attentionHeads refuses what cannot run", async () => {
+  const config = { ...LLAMA, maxPositionEmbeddings: 8192 };
+  const { tensors } = randomWeights(config, 12);
+  const model = await modelFromTensors("synthetic", config, tensors, {
+    gpu: await gpu(),
+    contextLength: ATTN.GROUP_FROM + 100,
+    maxPrefill: 16,
+  });
+  try {
+    const fwd = model.forward;
+    const g = ATTN.GROUP_FROM;
+    const variants = () =>
+      [0, ATTN.SINGLE_BELOW - 1, ATTN.SINGLE_BELOW, g - 1, g].map((p) => fwd.attentionVariant(p));
+    // LLAMA: 4 q heads, 2 kv heads; two a workgroup from GROUP_FROM on, with twice the splits (a shorter span)
+    assertEquals(variants(), [
+      "single",
+      "single",
+      `split${attnSpan(ATTN.SINGLE_BELOW)}`,
+      `split${attnSpan(g - 1)}`,
+      `split${attnSpan(g, 2)}x2`,
+    ]);
+    // forced: one everywhere, two everywhere; the step built matches the variant's name
+    fwd.attentionHeads = 1;
+    assertEquals(variants()[4], `split${attnSpan(g)}`);
+    fwd.attentionHeads = 2;
+    assertEquals(variants()[2], `split${attnSpan(ATTN.SINGLE_BELOW, 2)}x2`);
+    const steps = new Set([fwd.decodeStep(false, ATTN.SINGLE_BELOW), fwd.decodeStep(false, g)]);
+    assertEquals(steps.size, attnSpan(ATTN.SINGLE_BELOW, 2) === attnSpan(g, 2) ? 1 : 2);
+    for (const bad of [3, 4, 0, 1.5]) {
+      assertThrows(
+        () => (fwd.attentionHeads = bad),
+        /attentionHeads must be null or 1 to 4 dividing the 2 q heads/,
+      );
+    }
+    assertEquals(fwd.attentionHeads, 2, "a refused value leaves the setting as it was");
+    fwd.attentionHeads = null;
+    assertEquals(variants()[4], `split${attnSpan(g, 2)}x2`);
   } finally {
     model.dispose();
   }

@@ -445,9 +445,9 @@ export class Forward {
    * apply the residual adds and SwiGLU themselves). RMSNorm is fused into the GEMV that reads it (from the sums
    * of squares the residual add leaves). `pos`, where the step is expected to run, picks the attention variant
    * ({@link attnSpan}): one workgroup per head at short contexts, else split over the context plus a combine
-   * pass (one more dispatch). Every variant is right at any position; they differ in speed. With
-   * {@link l2Prefetch}, the attention dispatch also reads the o projection's weights into L2; with
-   * {@link l2PrefetchPasses}, each reduce pass the next GEMV's.
+   * pass (one more dispatch), with {@link attentionHeads} q heads a workgroup. Every variant is right at any
+   * position; they differ in speed. With {@link l2Prefetch}, the short-context attention dispatch also reads
+   * the o projection's weights into L2; with {@link l2PrefetchPasses}, each reduce pass the next GEMV's.
    */
   decodeStep(sparse: boolean, pos = 0): Op[] {
     const key = this.#stepKey(sparse, pos);
@@ -646,7 +646,10 @@ export class Forward {
     return `${sparse ? "sparse" : "dense"}/${this.attentionVariant(pos)}`;
   }
 
-  /** Which decode attention a step at `pos` runs: one workgroup per head, or split over the context. */
+  /**
+   * Which decode attention a step at `pos` runs: one workgroup per head ("single"), or split over the context
+   * ("split" with its span, and "x" with its heads a workgroup when more than one).
+   */
   attentionVariant(pos: number): string {
     const heads = this.#headsAt(pos);
     const span = attnSpan(pos, heads);
