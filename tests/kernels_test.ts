@@ -827,22 +827,27 @@ Deno.test("attnSpan: one workgroup per head below ATTN.SINGLE_BELOW, then 4 to 8
   assertEquals([512, 1023, 2047, 8191].map((p) => attnSpan(p, 4)), [64, 64, 64, 256]);
 });
 
-Deno.test("attnHeads: the most q heads, up to ATTN.SPLIT_HEADS, that divides a kv head's; from ATTN.GROUP_FROM on", () => {
-  const shapes = [[32, 8], [32, 32], [6, 3], [6, 2], [12, 3], [64, 8], [28, 4], [40, 8], [48, 8]];
-  const most = (group: number) => [4, 3, 2, 1].find((h) => h <= ATTN.SPLIT_HEADS && group % h === 0);
-  assertEquals(
-    shapes.map(([numHeads, numKv]) => attnHeads({ numHeads, numKv })),
-    shapes.map(([numHeads, numKv]) => most(numHeads / numKv)),
-  );
-  assertEquals(attnHeads({ numHeads: 32, numKv: 8 }), 2);
+Deno.test("attnHeadsAt: one q head a workgroup, then ATTN.HEADS_FROM's counts where they divide a kv head's", () => {
+  const [[two, twoFrom], [four, fourFrom]] = ATTN.HEADS_FROM;
+  assertEquals([two, four], [2, 4]);
   const llama3 = { numHeads: 32, numKv: 8 };
-  assertEquals([0, ATTN.GROUP_FROM - 1, ATTN.GROUP_FROM, 1 << 20].map((p) => attnHeadsAt(p, llama3)), [
-    1,
+  assertEquals(
+    [0, twoFrom - 1, twoFrom, fourFrom - 1, fourFrom, 1 << 20].map((p) => attnHeadsAt(p, llama3)),
+    [1, 1, 2, 2, 4, 4],
+  );
+  // q heads a kv head: 1, 2, 3, 4, 5, 6, 7, 8
+  const shapes = [[32, 32], [6, 3], [6, 2], [12, 3], [40, 8], [48, 8], [28, 4], [64, 8]];
+  assertEquals(shapes.map(([numHeads, numKv]) => attnHeads({ numHeads, numKv })), [1, 2, 1, 4, 1, 2, 1, 4]);
+  assertEquals(shapes.map(([numHeads, numKv]) => attnHeadsAt(fourFrom - 1, { numHeads, numKv })), [
     1,
     2,
+    1,
+    2,
+    1,
+    2,
+    1,
     2,
   ]);
-  assertEquals(attnHeadsAt(1 << 20, { numHeads: 32, numKv: 32 }), 1);
 });
 
 Deno.test("gemv_rows: few-row prefill GEMM (fused segments, bias, residual add) at 1 to 16 rows equals the CPU", async () => {

@@ -277,20 +277,20 @@ Deno.test("kept prefill passes (Forward.cachedPrefill) serve chunks at any posit
   }
 });
 
-Deno.test("decode attention variants by position: one head a workgroup, split, two heads a workgroup from ATTN.GROUP_FROM; attentionHeads refuses what cannot run", async () => {
+Deno.test("decode attention variants by position: one head a workgroup, split, two heads a workgroup from ATTN.HEADS_FROM's position; attentionHeads refuses what cannot run", async () => {
   const config = { ...LLAMA, maxPositionEmbeddings: 8192 };
   const { tensors } = randomWeights(config, 12);
   const model = await modelFromTensors("synthetic", config, tensors, {
     gpu: await gpu(),
-    contextLength: ATTN.GROUP_FROM + 100,
+    contextLength: ATTN.HEADS_FROM[0][1] + 100,
     maxPrefill: 16,
   });
   try {
     const fwd = model.forward;
-    const g = ATTN.GROUP_FROM;
+    const g = ATTN.HEADS_FROM[0][1]; // two heads a workgroup from here
     const variants = () =>
       [0, ATTN.SINGLE_BELOW - 1, ATTN.SINGLE_BELOW, g - 1, g].map((p) => fwd.attentionVariant(p));
-    // LLAMA: 4 q heads, 2 kv heads; two a workgroup from GROUP_FROM on, with twice the splits (a shorter span)
+    // LLAMA: 4 q heads, 2 kv heads; two a workgroup from g on, with twice the splits (a shorter span)
     assertEquals(variants(), [
       "single",
       "single",
@@ -351,7 +351,7 @@ Deno.test("decode steps on both sides of ATTN.SINGLE_BELOW, in both attention va
       const token = (await ctx.readU32(fwd.tokens, 1, (step - 1) * 4))[0];
       const want = ref.forward([token], pos);
       for (const variant of ["single", "split", "split, two heads a workgroup"] as const) {
-        // the split variant as decode runs it here (one q head a workgroup below ATTN.GROUP_FROM), then with
+        // the split variant as decode runs it here (one q head a workgroup below ATTN.HEADS_FROM), then with
         // the heads of a kv head two a workgroup (attnHeads), as it runs from there on
         fwd.attentionHeads = variant === "split" ? null : attnHeads(fwd.shape);
         // the GEMVs' split sums in reduce passes, then in their own epilogues (gemv_finish.wgsl); each with the

@@ -1169,14 +1169,15 @@ export const ATTN = {
    */
   SINGLE_BELOW: 512,
   /**
-   * Most q heads a workgroup of the split decode attention takes from ATTN.GROUP_FROM on (attnHeads): the heads
-   * that share a kv head read its keys and values once between them. The kernel takes up to 4; at Llama-3-8B
-   * shapes on the H200 two were fastest at position 8191 (a step 6.28 ms dense against 6.44 with four and 6.57
-   * with one) and one below 4096 (docs/benchmarks.md, 2026-12-03 seventh session).
+   * q heads a workgroup of the split decode attention takes, by position (attnHeadsAt): [heads, from position],
+   * each count taken where it divides the q heads a kv head. The heads of a workgroup share a kv head and read
+   * its keys and values once between them (the kernel takes up to 4). Measured on the H200 (docs/benchmarks.md,
+   * 2026-12-03 seventh session): one head a workgroup was fastest up to 4096, two at 6144 and 8191 (Llama-3-8B
+   * shape: a step 6.27 ms dense at 8191 against 6.44 with four and 6.57 with one), four at 16384 and 32767
+   * (Mistral-7B shape: 6.14 ms at 16384 against 6.88 with two and 7.56 with one). 6144 and 12288 sit between
+   * the positions timed.
    */
-  SPLIT_HEADS: 2,
-  /** First position at which the split decode attention groups heads (below it, one q head a workgroup). */
-  GROUP_FROM: 6144,
+  HEADS_FROM: [[2, 6144], [4, 12288]],
   /**
    * L2 prefetch workgroups of a decode attention dispatch or a reduce pass (`prefetch` of {@link attnDecodeOps}
    * and {@link reduceOp}): about one an SM on an H100/H200 (132), each with 32 KiB of loads in flight, ~4 MiB
@@ -1287,7 +1288,7 @@ export interface L2Prefetch extends PrefetchRange {
 /**
  * Positions per workgroup for a decode step at `pos`: 0 for one workgroup per head (below ATTN.SINGLE_BELOW),
  * else the power of two that splits the context into 4 to 8 pieces a workgroup's heads (`heads` q heads a
- * workgroup, {@link attnHeads}: 4 * heads to 8 * heads pieces), within ATTN.SPAN .. MAX_SPAN, so that a long
+ * workgroup, {@link attnHeadsAt}: 4 * heads to 8 * heads pieces), within ATTN.SPAN .. MAX_SPAN, so that a long
  * context keeps about two workgroups an SM on a big GPU and the combine pass stays short.
  */
 export function attnSpan(pos: number, heads = 1): number {
@@ -1298,18 +1299,19 @@ export function attnSpan(pos: number, heads = 1): number {
 }
 
 /**
- * q heads a workgroup of the split decode attention takes, all of one kv head (each cached key and value then
- * loaded once for all of them): the most, up to ATTN.SPLIT_HEADS, that divides the q heads a kv head.
+ * The most q heads a workgroup of the split decode attention takes at any position (ATTN.HEADS_FROM's largest
+ * count that divides the q heads a kv head; 1 when none does).
  */
 export function attnHeads(a: { numHeads: number; numKv: number }): number {
-  const group = a.numHeads / a.numKv;
-  for (let h = ATTN.SPLIT_HEADS; h > 1; h--) if (group % h === 0) return h;
-  return 1;
+  return attnHeadsAt(Infinity, a);
 }
 
-/** q heads a workgroup of a decode step's attention at `pos`: {@link attnHeads} from ATTN.GROUP_FROM on, else 1. */
+/** q heads a workgroup of a decode step's split attention at `pos` (ATTN.HEADS_FROM; else 1). */
 export function attnHeadsAt(pos: number, a: { numHeads: number; numKv: number }): number {
-  return pos >= ATTN.GROUP_FROM ? attnHeads(a) : 1;
+  const group = a.numHeads / a.numKv;
+  let heads = 1;
+  for (const [h, from] of ATTN.HEADS_FROM) if (pos >= from && group % h === 0 && h > heads) heads = h;
+  return heads;
 }
 
 /**
