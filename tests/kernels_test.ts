@@ -637,7 +637,7 @@ Deno.test("attn_decode + attn_combine: decode attention over a long cache, both 
   }
 });
 
-Deno.test("attn_decode with 2, 3 and 4 q heads a workgroup (one kv head's): both variants, windows, splits a workgroup, a head size of 40 and of 256", async () => {
+Deno.test("attn_decode with 2, 3 and 4 q heads a workgroup (one kv head's): both variants, windows, splits a workgroup, a head size of 40 and of 256; what cannot run is refused", async () => {
   const ctx = await gpu();
   const r = rng(12);
   // [numHeads, numKv, headDim, heads a workgroup]: 40 dims are 5 words a key (not a divisor of the 256
@@ -673,9 +673,21 @@ Deno.test("attn_decode with 2, 3 and 4 q heads a workgroup (one kv head's): both
       await checkDecodeStep(ctx, r, { ...c, pos, window, single: true, sub: 128 });
     }
   }
-  // heads that do not divide a kv head's, or more than 4, are refused by name
   const shape = { numHeads: 8, numKv: 2, headDim: 16, maxSeq: 64, ldq: 192 };
   const s = ctx.scratch("read");
+  // more workgroup memory than the GPU has is refused, naming the limit
+  const sub = Math.ceil(ctx.device.limits.maxComputeWorkgroupStorageSize / 16) + 1;
+  throws(
+    () =>
+      attnDecodeOps(ctx, { partials: s, splits: 1, bias: null }, s, s, s, s, s, s, shape, {
+        window: 0,
+        single: false,
+        heads: 4,
+        sub,
+      }),
+    /bytes of workgroup memory; this GPU has \d+ \(maxComputeWorkgroupStorageSize\)/,
+  );
+  // heads that do not divide a kv head's, or more than 4, are refused by name
   for (const heads of [3, 8, 0]) {
     throws(
       () =>

@@ -706,6 +706,33 @@ Deno.test("gemv_q sparse compaction: every GEMV_SCAN radix gives the Hillis-Stee
   }
 });
 
+Deno.test("bench --context, --attn-heads, --attn-splits: bad values are refused, naming the flag, before a model is built", async () => {
+  const deps = {
+    loadModel: () => Promise.reject(new Error("must not load")),
+    defaultModelDir: () => STORIES,
+  };
+  const cases: [Record<string, string>, RegExp][] = [
+    [{ context: "0" }, /--context: 0 is not a position/],
+    [{ context: "1024,2.5" }, /--context: 2.5 is not a position/],
+    [{ context: "x" }, /--context: 'x' is not a number/],
+    [{ "attn-heads": "5" }, /--attn-heads must be an integer >= 1 <= 4, got '5'/],
+    [{ "attn-heads": "0" }, /--attn-heads must be/],
+    [{ "attn-splits": "0" }, /--attn-splits must be an integer >= 1 <= 256, got '0'/],
+    [{ "attn-splits": "1.5" }, /--attn-splits must be/],
+  ];
+  for (const [flags, message] of cases) {
+    await rejects(COMMANDS.bench.run({ ...flags, shape: "no-such-shape" }, deps), message);
+  }
+  // good values pass the checks (the unknown shape is the next error)
+  await rejects(
+    COMMANDS.bench.run(
+      { context: "1024,8191", "attn-heads": "2", "attn-splits": "16", shape: "no-such-shape" },
+      deps,
+    ),
+    /--shape no-such-shape/,
+  );
+});
+
 Deno.test("bench --gemv-scan-radix: anything but 2, 4, 8 or 16 is refused, naming the flag, before a model is built", async () => {
   const deps = {
     loadModel: () => Promise.reject(new Error("must not load")),

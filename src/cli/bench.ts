@@ -181,6 +181,9 @@ export const benchCommand: Command = {
     const attnHeads = v["attn-heads"] === undefined
       ? undefined
       : num(v, "attn-heads", 1, { min: 1, max: 4, integer: true });
+    const attnSplits = v["attn-splits"] === undefined
+      ? 0
+      : num(v, "attn-splits", 0, { min: 1, max: 256, integer: true });
     const contextLength = Math.max(Math.max(16, ...ttftLengths) + tokens + 64, ...contexts.map((n) => n + 1));
     if (v.model) {
       shape = (v.model as string).replace(/\/+$/, "").split("/").pop()!;
@@ -228,9 +231,7 @@ export const benchCommand: Command = {
       if (downTpr !== undefined) GEMV_LONG_K.f16TPR = downTpr;
       model.forward.prefillGemv = v["prefill-gemm"] !== true;
       if (attnHeads !== undefined) model.forward.attentionHeads = attnHeads;
-      ATTN_SPLITS.perGroup = v["attn-splits"] === undefined
-        ? 0
-        : num(v, "attn-splits", 0, { min: 1, max: 256, integer: true });
+      ATTN_SPLITS.perGroup = attnSplits;
       const rows = await benchDecode(model, {
         sparsities,
         tokens,
