@@ -602,6 +602,37 @@ Deno.test("rope + attention: prefill rows, then decode steps (q|k|v from split s
   }
 });
 
+/**
+ * Random KV caches for a shape: the GPU's ([numKv][maxSeq][headDim] f16) and the reference's mirror of them
+ * ([position][numKv * headDim], the same f16 values), which checkDecodeStep updates as the kernel stores rows.
+ */
+function randomCaches(
+  ctx: GpuContext,
+  r: () => number,
+  a: AttentionShape,
+): { kc: GPUBuffer; vc: GPUBuffer; K: Float32Array; V: Float32Array } {
+  const { numKv, maxSeq, headDim } = a;
+  const kf = randn(numKv * maxSeq * headDim, r);
+  const vf = randn(numKv * maxSeq * headDim, r);
+  const toRows = (v: Float32Array) => {
+    const out = new Float32Array(maxSeq * numKv * headDim);
+    for (let h = 0; h < numKv; h++) {
+      for (let j = 0; j < maxSeq; j++) {
+        for (let d = 0; d < headDim; d++) {
+          out[(j * numKv + h) * headDim + d] = v[(h * maxSeq + j) * headDim + d];
+        }
+      }
+    }
+    return f16round(out);
+  };
+  return {
+    kc: ctx.buffer(kf.length * 2, "k", f32ToF16Bits(kf)),
+    vc: ctx.buffer(vf.length * 2, "v", f32ToF16Bits(vf)),
+    K: toRows(kf),
+    V: toRows(vf),
+  };
+}
+
 Deno.test("attn_decode + attn_combine: decode attention over a long cache, both variants, with and without a window", async () => {
   const ctx = await gpu();
   const r = rng(9);
@@ -610,24 +641,7 @@ Deno.test("attn_decode + attn_combine: decode attention over a long cache, both 
   const headDim = 16;
   const maxSeq = 1100; // 18 splits of 64
   const shape = { numHeads, numKv, headDim, maxSeq, ldq: (numHeads + 2 * numKv) * headDim };
-  const { invFreq, turns } = ropeTables(ctx, headDim);
-  // caches [numKv][maxSeq][headDim] f16; the reference wants [position][numKv * headDim]
-  const kf = randn(numKv * maxSeq * headDim, r);
-  const vf = randn(numKv * maxSeq * headDim, r);
-  const kc = ctx.buffer(kf.length * 2, "k", f32ToF16Bits(kf));
-  const vc = ctx.buffer(vf.length * 2, "v", f32ToF16Bits(vf));
-  const toRows = (a: Float32Array) => {
-    const out = new Float32Array(maxSeq * numKv * headDim);
-    for (let h = 0; h < numKv; h++) {
-      for (let j = 0; j < maxSeq; j++) {
-        for (let d = 0; d < headDim; d++) {
-          out[(j * numKv + h) * headDim + d] = a[(h * maxSeq + j) * headDim + d];
-        }
-      }
-    }
-    return f16round(out);
-  };
-  const c = { shape, invFreq, turns, kc, vc, K: toRows(kf), V: toRows(vf) };
+  const c = { shape, ...ropeTables(ctx, headDim), ...randomCaches(ctx, r, shape) };
   for (const [pos, window] of [[1030, 0], [1030, 700], [5, 0], [511, 0], [512, 3], [0, 0], [1099, 0]]) {
     // the single variant in pieces of 100 scores (online softmax across them); the split one as decode runs it
     await checkDecodeStep(ctx, r, { ...c, pos, window, single: true, sub: 100 });
@@ -647,23 +661,7 @@ Deno.test("attn_decode with 2, 3 and 4 q heads a workgroup (one kv head's): both
   ) {
     const maxSeq = 333;
     const shape = { numHeads, numKv, headDim, maxSeq, ldq: (numHeads + 2 * numKv) * headDim };
-    const { invFreq, turns } = ropeTables(ctx, headDim);
-    const kf = randn(numKv * maxSeq * headDim, r);
-    const vf = randn(numKv * maxSeq * headDim, r);
-    const kc = ctx.buffer(kf.length * 2, "k", f32ToF16Bits(kf));
-    const vc = ctx.buffer(vf.length * 2, "v", f32ToF16Bits(vf));
-    const toRows = (a: Float32Array) => {
-      const out = new Float32Array(maxSeq * numKv * headDim);
-      for (let h = 0; h < numKv; h++) {
-        for (let j = 0; j < maxSeq; j++) {
-          for (let d = 0; d < headDim; d++) {
-            out[(j * numKv + h) * headDim + d] = a[(h * maxSeq + j) * headDim + d];
-          }
-        }
-      }
-      return f16round(out);
-    };
-    const c = { shape, invFreq, turns, kc, vc, K: toRows(kf), V: toRows(vf), heads };
+    const c = { shape, ...ropeTables(ctx, headDim), ...randomCaches(ctx, r, shape), heads };
     for (const [pos, window] of [[0, 0], [150, 0], [331, 90], [332, 0]]) {
       // split over the context (ragged last split, pieces of 40 scores; a workgroup a split, or each taking
       // every second or every split), and one workgroup a head group
