@@ -1334,6 +1334,11 @@ export function attnRows(maxSeq: number, span: number, heads = 1): number {
   return span >= ATTN.MAX_SPAN ? all : Math.min(all, groupSplits(heads) + 1);
 }
 
+/** Workgroup memory of attn_decode: qs, kc, vc, sc, red, red2, red3 and the prefetch checksum, in bytes. */
+export function attnWorkgroupBytes(headDim: number, heads: number, sub: number = ATTN.SUB): number {
+  return 4 * (headDim * heads + 2 * headDim + sub * heads + 2 * 256 * 4 + 2 * 16 * 4 + 1);
+}
+
 /** Floats of attn_decode's split partials for a shape. */
 export function attnPartFloats(a: AttentionShape, span: number = ATTN.SPAN): number {
   return Math.ceil(a.maxSeq / span) * a.numHeads * (a.headDim + 2);
@@ -1442,8 +1447,7 @@ export function attnDecodeOps(
     );
   }
   const sub = o.sub ?? ATTN.SUB;
-  // workgroup memory: qs, kc, vc, sc, red, red2, red3 (attn_decode.wgsl) and the prefetch checksum
-  const wgBytes = 4 * (a.headDim * heads + 2 * a.headDim + sub * heads + 2 * 256 * 4 + 2 * 16 * 4 + 1);
+  const wgBytes = attnWorkgroupBytes(a.headDim, heads, sub);
   const wgLimit = ctx.device.limits.maxComputeWorkgroupStorageSize;
   if (wgBytes > wgLimit) {
     throw new RangeError(

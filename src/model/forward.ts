@@ -14,6 +14,7 @@ import {
   attnHeadsAt,
   attnPartFloats,
   attnSpan,
+  attnWorkgroupBytes,
   embedOp,
   GEMV,
   GEMV_ROWS,
@@ -284,9 +285,13 @@ export class Forward {
   }
   #attentionHeads: number | null = null;
 
-  /** q heads a workgroup of the split decode attention at `pos`. */
+  /** q heads a workgroup of the split decode attention at `pos` (by position: fewer where they do not fit). */
   #headsAt(pos: number): number {
-    return this.#attentionHeads ?? attnHeadsAt(pos, this.shape);
+    if (this.#attentionHeads !== null) return this.#attentionHeads;
+    let heads = attnHeadsAt(pos, this.shape);
+    const limit = this.ctx.device.limits.maxComputeWorkgroupStorageSize;
+    while (heads > 1 && attnWorkgroupBytes(this.shape.headDim, heads) > limit) heads /= 2;
+    return Number.isInteger(heads) ? heads : 1;
   }
   #lmBlocks: GPUBuffer; // lm_head's argmax blocks, 2 floats per 256 logits (reduce.wgsl MODE 3)
 
