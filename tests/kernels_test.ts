@@ -473,13 +473,7 @@ async function checkDecodeStep(
     K: Float32Array;
     V: Float32Array;
     pos: number;
-    window: number;
-    single: boolean;
-    span?: number;
-    sub?: number;
-    heads?: number;
-    rows?: number;
-  },
+  } & Omit<Parameters<typeof attnDecodeOps>[9], "prefetch">,
 ): Promise<void> {
   const { numHeads, numKv, headDim, ldq, maxSeq } = c.shape;
   const splits = 3;

@@ -61,7 +61,7 @@ export const benchCommand: Command = {
   --temperature T      sampling of the timed generations (default 0: greedy), with --top-k K (default 0: off)
                        and --top-p P (default 1: off)
   --ttft LIST          also time the first token after prompts of these lengths (e.g. 1,16,64,256)
-  --context LIST       also time decode steps at these positions (e.g. 1024,4096,8192): GPU ms a token and
+  --context LIST       also time decode steps at these positions (e.g. 1024,4096,8191): GPU ms a token and
                        the attention's share; the KV cache before them holds random values
   --attn-heads N       q heads a workgroup of the split (long-context) decode attention at every position: 1 to
                        4, dividing the q heads a kv head (Forward.attentionHeads; default by position:

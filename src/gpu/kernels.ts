@@ -1314,6 +1314,11 @@ export function attnHeadsAt(pos: number, a: { numHeads: number; numKv: number })
   return heads;
 }
 
+/** Whether attn_decode can take `heads` q heads a workgroup: 1 to 4, dividing the q heads a kv head. */
+export function attnHeadsRunnable(heads: number, a: { numHeads: number; numKv: number }): boolean {
+  return Number.isInteger(heads) && heads >= 1 && heads <= 4 && (a.numHeads / a.numKv) % heads === 0;
+}
+
 /**
  * Most splits attnSpan gives the context of a workgroup of `heads` q heads below ATTN.MAX_SPAN positions a split
  * (read when a decode step is built; for tuning, `bench --attn-splits`): 0, ATTN.MAX_SPLITS a head.
@@ -1411,8 +1416,8 @@ function checkPrefetch(pre: L2Prefetch, out: GPUBuffer, written?: [number, numbe
  * which then load their kv head's keys and values once between them ({@link attnHeads}). `rows`: workgroups a
  * head group of the split variant, each taking every rows-th split (default {@link attnRows}). `span`, `sub` and
  * `rows` are for tests and benches (defaults: ATTN). `prefetch`: extra workgroups
- * of the same dispatch read that range of a buffer (the o projection's weights, {@link prefetchRange}) into L2
- * while the attention runs (row y = 0 only in the split variant); the attention's results are the same.
+ * of the same dispatch, after the attention's, read that range of a buffer (the o projection's weights,
+ * {@link prefetchRange}) into L2 while the attention runs; the attention's results are the same.
  */
 export function attnDecodeOps(
   ctx: GpuContext,
@@ -1440,10 +1445,11 @@ export function attnDecodeOps(
     );
   }
   const heads = o.heads ?? 1;
-  const group = a.numHeads / a.numKv;
-  if (!(Number.isInteger(heads) && heads >= 1 && heads <= 4 && group % heads === 0)) {
+  if (!attnHeadsRunnable(heads, a)) {
     throw new RangeError(
-      `decode attention: heads a workgroup must be 1 to 4 and divide the ${group} q heads a kv head, got ${heads}`,
+      `decode attention: heads a workgroup must be 1 to 4 and divide the ${
+        a.numHeads / a.numKv
+      } q heads a kv head, got ${heads}`,
     );
   }
   const sub = o.sub ?? ATTN.SUB;

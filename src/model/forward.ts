@@ -12,6 +12,7 @@ import {
   ATTN,
   attnDecodeOps,
   attnHeadsAt,
+  attnHeadsRunnable,
   attnPartFloats,
   attnSpan,
   attnWorkgroupBytes,
@@ -273,10 +274,11 @@ export class Forward {
     return this.#attentionHeads;
   }
   set attentionHeads(heads: number | null) {
-    const group = this.shape.numHeads / this.shape.numKv;
-    if (heads !== null && !(Number.isInteger(heads) && heads >= 1 && heads <= 4 && group % heads === 0)) {
+    if (heads !== null && !attnHeadsRunnable(heads, this.shape)) {
       throw new RangeError(
-        `attentionHeads must be null or 1 to 4 dividing the ${group} q heads a kv head, got ${heads}`,
+        `attentionHeads must be null or 1 to 4 dividing the ${
+          this.shape.numHeads / this.shape.numKv
+        } q heads a kv head, got ${heads}`,
       );
     }
     if (heads === this.#attentionHeads) return;
@@ -285,14 +287,19 @@ export class Forward {
   }
   #attentionHeads: number | null = null;
 
-  /** q heads a workgroup of the split decode attention at `pos` (by position: fewer where they do not fit). */
+  /**
+   * q heads a workgroup of the split decode attention at `pos` (by position: fewer where they do not fit the
+   * GPU's workgroup memory). The decode loop asks once a token, so the limit is read once, at construction.
+   */
   #headsAt(pos: number): number {
     if (this.#attentionHeads !== null) return this.#attentionHeads;
     let heads = attnHeadsAt(pos, this.shape);
-    const limit = this.ctx.device.limits.maxComputeWorkgroupStorageSize;
-    while (heads > 1 && attnWorkgroupBytes(this.shape.headDim, heads) > limit) heads /= 2;
-    return Number.isInteger(heads) ? heads : 1;
+    while (heads > 1 && attnWorkgroupBytes(this.shape.headDim, heads) > this.#workgroupBytes) {
+      heads = heads % 2 === 0 ? heads / 2 : 1;
+    }
+    return heads;
   }
+  #workgroupBytes: number;
   #lmBlocks: GPUBuffer; // lm_head's argmax blocks, 2 floats per 256 logits (reduce.wgsl MODE 3)
 
   #decode = new Map<string, Op[]>();
@@ -312,6 +319,7 @@ export class Forward {
     this.#l2Prefetch = weights.format === "f16" && !ctx.isCpu;
     this.maxSeq = o.maxSeq;
     this.maxPrefill = o.maxPrefill;
+    this.#workgroupBytes = ctx.device.limits.maxComputeWorkgroupStorageSize;
     const c = config;
     const qkvDim = (c.numHeads + 2 * c.numKvHeads) * c.headDim;
     const qDim = c.numHeads * c.headDim;
