@@ -20,7 +20,9 @@ import {
   type GemvTune,
   gemvTune,
   layoutSegments,
+  MATMUL_WIDE,
   matmulOps,
+  matmulWideRows,
   type Matrix,
   prefetchRange,
   REDUCE,
@@ -966,6 +968,82 @@ Deno.test("matmul: prefill GEMM (fused, bias, accumulate, sparse) at 1, 7 (16-ro
       assert(relErr(await ctx.readF32(yb), want2) < 1e-4, `sparse ${label}`);
       assertEquals(Array.from(await ctx.readU32(sp.counters, 3)), ref.active, `kept inputs ${label}`);
     }
+  }
+});
+
+Deno.test("matmul_wide: prefill GEMM of many rows in 64- and 128-row tiles (fused, bias, accumulate, sparse) at awkward sizes", async () => {
+  const ctx = await gpu();
+  const r = rng(41);
+  const saved = { ...MATMUL_WIDE };
+  try {
+    // K 172: the last 16-input step is partial; segments of 200 (two column tiles, the second partial), 36
+    // and 44 (strides padded to 40 and 48), so tiles start at each segment
+    for (const [K, lens] of [[172, [200, 36, 44]], [100, [130]]] as [number, number[]][]) {
+      const ws = lens.map((n) => randn(n * K, r, 0.5));
+      const m = makeMatrix(ctx, K, ws, lens);
+      const thr = [0.3, 0.6, 0.9].slice(0, lens.length);
+      const scales = Float32Array.from({ length: K * lens.length }, () => 0.5 + r());
+      const ms = { ...m, scales: ctx.buffer(scales.byteLength, "scales", scales) };
+      for (const [M, tile128From, tile] of [[65, 128, 64], [100, 128, 64], [130, 128, 128], [257, 65, 128]]) {
+        MATMUL_WIDE.fromRows = 65;
+        MATMUL_WIDE.tile128From = tile128From;
+        assertEquals(matmulWideRows(m, M), tile);
+        const label = `K=${K}, M=${M}, ${tile}-row tiles`;
+        const x = randn(M * K, r);
+        const bias = randn(m.N, r);
+        const sp = {
+          thresholds: ctx.buffer(12, "t", new Float32Array([0.3, 0.6, 0.9])),
+          counters: ctx.buffer(16, "c"),
+        };
+        // dense with bias; one row past M stays poisoned
+        const y = poisoned(ctx, (M + 1) * m.N);
+        const ops = matmulOps(ctx, m, ctx.buffer(x.byteLength, "x", x), y, sp, {
+          M,
+          ldy: m.N,
+          bias: ctx.buffer(bias.byteLength, "b", bias),
+        });
+        assertEquals(ops.map((o) => o.label), ["matmul_wide"]);
+        ctx.run(ops);
+        const got = await ctx.readF32(y);
+        const want = fusedRef(x, M, K, ws, lens, null).y.map((v, i) => v + bias[i % m.N]);
+        assert(relErr(got.subarray(0, M * m.N), want) < 1e-4, `dense ${label}`);
+        assert(
+          new Uint32Array(got.buffer, M * m.N * 4).every((v) => v === POISON),
+          `past the rows, ${label}`,
+        );
+        // sparse with channel scales, accumulating into a residual with a wider row stride and an offset
+        const ldy = m.N + 5;
+        const base = randn(M * ldy, r);
+        const yb = ctx.buffer(base.byteLength, "y", base);
+        ctx.run(matmulOps(ctx, ms, ctx.buffer(x.byteLength, "x", x), yb, sp, {
+          M,
+          ldy,
+          yOffset: 3,
+          accumulate: true,
+          sparse: true,
+        }));
+        const ref = fusedRef(x, M, K, ws, lens, thr, scales);
+        const want2 = Float32Array.from(base);
+        for (let i = 0; i < M; i++) {
+          for (let n = 0; n < m.N; n++) want2[i * ldy + 3 + n] += ref.y[i * m.N + n];
+        }
+        assert(relErr(await ctx.readF32(yb), want2) < 1e-4, `sparse ${label}`);
+        assertEquals(
+          Array.from(await ctx.readU32(sp.counters, lens.length)),
+          ref.active,
+          `kept inputs ${label}`,
+        );
+      }
+    }
+    // what it does not take goes to matmul.wgsl: K not a multiple of 4, fewer rows, the switch off
+    const odd = makeMatrix(ctx, 170, [randn(24 * 170, r)], [24]);
+    assertEquals(matmulWideRows(odd, 300), 0);
+    MATMUL_WIDE.fromRows = 65;
+    assertEquals(matmulWideRows(makeMatrix(ctx, 16, [randn(24 * 16, r)], [24]), 64), 0);
+    MATMUL_WIDE.fromRows = 0;
+    assertEquals(matmulWideRows(makeMatrix(ctx, 16, [randn(24 * 16, r)], [24]), 300), 0);
+  } finally {
+    Object.assign(MATMUL_WIDE, saved);
   }
 });
 

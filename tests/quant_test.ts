@@ -24,7 +24,9 @@ import {
   gemvSplits,
   type GemvTune,
   gemvTune,
+  MATMUL_WIDE,
   matmulOps,
+  matmulWideRows,
   type Matrix,
   REDUCE,
   reduceOp,
@@ -39,7 +41,7 @@ import { openCheckpoint } from "../src/model/checkpoint.ts";
 import { COMMANDS } from "../src/cli/commands.ts";
 import { randomModel } from "../src/bench/random_model.ts";
 import { SHAPES } from "../src/bench/shapes.ts";
-import { gpu, poisoned, randn, relErr, rng } from "./_gpu.ts";
+import { gpu, POISON, poisoned, randn, relErr, rng } from "./_gpu.ts";
 import { checkGemvFinish } from "./_finish.ts";
 
 const INT8: QuantScheme = QUANT_SCHEMES.int8;
@@ -424,6 +426,92 @@ Deno.test("matmul_q: prefill GEMM (fused, bias, accumulate, sparse) at 1, 7 and 
   }
 });
 
+Deno.test("matmul_wide_q: prefill GEMM of many rows over int8 / int4 in 64- and 128-row tiles (fused, bias, accumulate, sparse) at awkward sizes", async () => {
+  const ctx = await gpu();
+  const r = rng(44);
+  const saved = { ...MATMUL_WIDE };
+  try {
+    // K 172: the last 16-input step is partial; segments of 200 (two column tiles, the second partial), 36 and
+    // 44 (blocks of 8 outputs that straddle the end, codes padded to a whole group), so tiles start at each one
+    const K = 172;
+    const lens = [200, 36, 44];
+    const thr = [0.3, 0.6, 0.9];
+    for (const [name, s] of SCHEMES) {
+      const ws = lens.map((n) => randn(n * K, r, 0.5));
+      const scales = Float32Array.from({ length: K * lens.length }, () => 0.5 + r());
+      const { m, deq } = makeQMatrix(ctx, K, ws, lens, s, scales);
+      // rows, MATMUL_WIDE.fromRows and .tile128From, the tile rows that result (0: matmul_q.wgsl's 64-row tiles)
+      const cases = [
+        [65, 65, 128, 64],
+        [100, 65, 128, 64],
+        [130, 65, 128, 128],
+        [257, 65, 65, 128],
+        [100, 0, 128, 0],
+      ];
+      for (const [M, fromRows, tile128From, tile] of cases) {
+        MATMUL_WIDE.fromRows = fromRows;
+        MATMUL_WIDE.tile128From = tile128From;
+        assertEquals(matmulWideRows(m, M), tile);
+        const label = `${name}, M=${M}, ${tile ? `${tile}-row wide tiles` : "matmul_q"}`;
+        const x = randn(M * K, r);
+        const xb = ctx.buffer(x.byteLength, "x", x);
+        const bias = randn(m.N, r);
+        const sp = { thresholds: ctx.buffer(12, "t", new Float32Array(thr)), counters: ctx.buffer(16, "c") };
+        // dense with bias into poisoned outputs; the row past M stays poisoned
+        const y = poisoned(ctx, (M + 1) * m.N);
+        const ops = matmulOps(ctx, m, xb, y, sp, {
+          M,
+          ldy: m.N,
+          bias: ctx.buffer(bias.byteLength, "b", bias),
+        });
+        assertEquals(ops.map((o) => o.label), [tile ? "matmul_wide_q" : "matmul"], label);
+        ctx.run(ops);
+        const got = await ctx.readF32(y);
+        const want = fusedRef(x, M, K, deq, lens, null).y.map((v, i) => v + bias[i % m.N]);
+        assert(relErr(got.subarray(0, M * m.N), want) < 1e-4, `dense ${label}`);
+        assert(
+          new Uint32Array(got.buffer, M * m.N * 4).every((v) => v === POISON),
+          `past the rows, ${label}`,
+        );
+        // sparse with channel scales, accumulating into a residual with a wider row stride and an offset (the
+        // columns around the outputs and the row past M keep their values); kept inputs counted from counter 1
+        const ldy = m.N + 5;
+        const base = randn((M + 1) * ldy, r);
+        const yb = ctx.buffer(base.byteLength, "y", base);
+        ctx.run(
+          matmulOps(ctx, m, xb, yb, sp, { M, ldy, yOffset: 3, accumulate: true, sparse: true, counter: 1 }),
+        );
+        const ref = fusedRef(x, M, K, deq, lens, thr, scales);
+        const want2 = Float32Array.from(base);
+        for (let i = 0; i < M; i++) {
+          for (let n = 0; n < m.N; n++) want2[i * ldy + 3 + n] += ref.y[i * m.N + n];
+        }
+        assert(relErr(await ctx.readF32(yb), want2) < 1e-4, `sparse ${label}`);
+        assertEquals(
+          Array.from(await ctx.readU32(sp.counters, 4)),
+          [0, ...ref.active],
+          `kept inputs, ${label}`,
+        );
+      }
+    }
+    // K not a multiple of 4 (x rows are read as vec4) and passes split over K stay with matmul_q.wgsl
+    Object.assign(MATMUL_WIDE, saved);
+    const odd = makeQMatrix(ctx, 170, [randn(24 * 170, r)], [24], INT4).m;
+    assertEquals(matmulWideRows(odd, 300), 0);
+    const split = { partials: ctx.buffer(2 * 300 * 24 * 4, "p"), splits: 2 };
+    const sp = { thresholds: ctx.buffer(16, "t"), counters: ctx.buffer(16, "c") };
+    const m8 = makeQMatrix(ctx, 172, [randn(24 * 172, r)], [24], INT8).m;
+    const ops = matmulOps(ctx, m8, ctx.buffer(300 * 172 * 4, "x"), ctx.buffer(300 * 24 * 4, "y"), sp, {
+      M: 300,
+      ldy: 24,
+      split,
+    });
+    assertEquals(ops.map((o) => o.label), ["matmul", "splitk_sum"]);
+  } finally {
+    Object.assign(MATMUL_WIDE, saved);
+  }
+});
+
 const STORIES = new URL("../../shared/models/stories260k", import.meta.url).pathname;
 
 /** Reference weights as the quantized GPU model sees them: linear layers and lm_head fake-quantized, the
@@ -706,7 +794,7 @@ Deno.test("gemv_q sparse compaction: every GEMV_SCAN radix gives the Hillis-Stee
   }
 });
 
-Deno.test("bench --context, --attn-heads, --attn-splits: bad values are refused, naming the flag, before a model is built", async () => {
+Deno.test("bench --context, --attn-heads, --attn-splits, --max-prefill, --matmul-wide: bad values are refused, naming the flag, before a model is built", async () => {
   const deps = {
     loadModel: () => Promise.reject(new Error("must not load")),
     defaultModelDir: () => STORIES,
@@ -719,6 +807,9 @@ Deno.test("bench --context, --attn-heads, --attn-splits: bad values are refused,
     [{ "attn-heads": "0" }, /--attn-heads must be/],
     [{ "attn-splits": "0" }, /--attn-splits must be an integer >= 1 <= 256, got '0'/],
     [{ "attn-splits": "1.5" }, /--attn-splits must be/],
+    [{ "max-prefill": "0" }, /--max-prefill must be an integer >= 1/],
+    [{ "matmul-wide": "on" }, /--matmul-wide must be/],
+    [{ "matmul-wide": "64.5" }, /--matmul-wide must be/],
   ];
   for (const [flags, message] of cases) {
     await rejects(COMMANDS.bench.run({ ...flags, shape: "no-such-shape" }, deps), message);
@@ -726,7 +817,14 @@ Deno.test("bench --context, --attn-heads, --attn-splits: bad values are refused,
   // good values pass the checks (the unknown shape is the next error)
   await rejects(
     COMMANDS.bench.run(
-      { context: "1024,8191", "attn-heads": "2", "attn-splits": "16", shape: "no-such-shape" },
+      {
+        context: "1024,8191",
+        "attn-heads": "2",
+        "attn-splits": "16",
+        "max-prefill": "1024",
+        "matmul-wide": "off",
+        shape: "no-such-shape",
+      },
       deps,
     ),
     /--shape no-such-shape/,

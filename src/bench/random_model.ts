@@ -55,6 +55,6 @@ export function randomModel(
   const contextLength = Math.min(o.contextLength, config.maxPositionEmbeddings);
   return new Model(`random-${config.hiddenSize}x${config.numLayers}`, config, gpu, w, null, {
     contextLength,
-    maxPrefill: Math.min(o.maxPrefill ?? 128, contextLength),
+    maxPrefill: Math.min(o.maxPrefill ?? 256, contextLength),
   });
 }

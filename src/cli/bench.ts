@@ -12,7 +12,7 @@ import {
 import { randomModel } from "../bench/random_model.ts";
 import { SHAPES } from "../bench/shapes.ts";
 import { createGpuContext } from "../gpu/context.ts";
-import { ATTN_SPLITS, GEMV_CHUNK, GEMV_LONG_K, GEMV_PIPE, GEMV_SCAN } from "../gpu/kernels.ts";
+import { ATTN_SPLITS, GEMV_CHUNK, GEMV_LONG_K, GEMV_PIPE, GEMV_SCAN, MATMUL_WIDE } from "../gpu/kernels.ts";
 import { DECODE, PREFILL, prefillStepsUpTo } from "../generate/decode.ts";
 import type { Model } from "../model/model.ts";
 import type { Command } from "./commands.ts";
@@ -93,6 +93,10 @@ export const benchCommand: Command = {
                        GEMV_LONG_K)
   --gemv-chunk D[,S]   multiply the decode GEMVs' input channels per split by D when dense and S when sparse
                        (0.25 to 4, default 1,1; 256 to 2048 channels; GEMV_CHUNK)
+  --max-prefill N      prompt rows per prefill pass (default 256, as loadModel's maxPrefill)
+  --matmul-wide N|off  prefill passes of at least N rows take the 128-column GEMM tiles (matmul_wide.wgsl,
+                       matmul_wide_q.wgsl; default 65, MATMUL_WIDE.fromRows; off: every pass takes the 64x64
+                       tiles of matmul.wgsl / matmul_q.wgsl)
   --prefill-gemm       every prefill pass (--ttft, the --speculate verify pass) through the tiled GEMM; by
                        default dense f16 passes of at most 16 rows take the few-row GEMV (Forward.prefillGemv)
   --json               print one JSON object with every row`,
@@ -130,6 +134,8 @@ export const benchCommand: Command = {
     "gemv-scan-radix": { type: "string" },
     "down-tpr": { type: "string" },
     "prefill-gemm": { type: "boolean" },
+    "max-prefill": { type: "string" },
+    "matmul-wide": { type: "string" },
     json: { type: "boolean" },
   },
   async run(v, deps) {
@@ -185,15 +191,19 @@ export const benchCommand: Command = {
       ? 0
       : num(v, "attn-splits", 0, { min: 1, max: 256, integer: true });
     const contextLength = Math.max(Math.max(16, ...ttftLengths) + tokens + 64, ...contexts.map((n) => n + 1));
+    const maxPrefill = num(v, "max-prefill", 256, { min: 1, max: 65536, integer: true });
+    const wideFrom = v["matmul-wide"] === "off"
+      ? 0
+      : num(v, "matmul-wide", MATMUL_WIDE.fromRows, { min: 1, max: 65536, integer: true });
     if (v.model) {
       shape = (v.model as string).replace(/\/+$/, "").split("/").pop()!;
-      model = await deps.loadModel(v.model as string, { contextLength, quant });
+      model = await deps.loadModel(v.model as string, { contextLength, quant, maxPrefill });
     } else {
       shape = (v.shape as string | undefined) ?? "tiny";
       const config = SHAPES[shape];
       if (!config) throw new Error(`--shape ${shape}: unknown (choose ${Object.keys(SHAPES).join(", ")})`);
       const t0 = performance.now();
-      model = randomModel(await createGpuContext(), config, { contextLength, quant });
+      model = randomModel(await createGpuContext(), config, { contextLength, quant, maxPrefill });
       log(
         `built ${shape} with random ${model.weightFormat} weights: ${
           (model.weightBytes / 2 ** 30).toFixed(2)
@@ -232,6 +242,7 @@ export const benchCommand: Command = {
       model.forward.prefillGemv = v["prefill-gemm"] !== true;
       if (attnHeads !== undefined) model.forward.attentionHeads = attnHeads;
       ATTN_SPLITS.perGroup = attnSplits;
+      MATMUL_WIDE.fromRows = wideFrom;
       const rows = await benchDecode(model, {
         sparsities,
         tokens,
@@ -339,6 +350,8 @@ export const benchCommand: Command = {
         prefill_gemv: model.forward.prefillGemv,
         prefill_submit_per_layer: PREFILL.submitPerLayer,
         prefill_cache_rows: PREFILL.cacheRowsUpTo,
+        max_prefill: model.forward.maxPrefill,
+        matmul_wide: { ...MATMUL_WIDE },
         ttft: ttft.map((t) => ({
           prompt_tokens: t.promptTokens,
           ms: Number(t.ms.toFixed(1)),

@@ -614,7 +614,10 @@ export function splitKLayout(K: number, splits: number): { klen: number; splits:
   return { klen, splits: Math.ceil(K / klen) };
 }
 
-/** matmul.wgsl: y[M][..] (=|+=) x[M][K] . wt (+ bias), optional TEAL mask on x; quantized matrices go to matmul_q.wgsl. */
+/**
+ * matmul.wgsl (matmul_wide.wgsl for many rows): y[M][..] (=|+=) x[M][K] . wt (+ bias), optional TEAL mask on x;
+ * quantized matrices go to matmul_q.wgsl / matmul_wide_q.wgsl (quant.ts's matmulQOp).
+ */
 export function matmulOp(
   ctx: GpuContext,
   m: Matrix,
@@ -752,6 +755,28 @@ export function gemvRowsOps(
   ];
 }
 
+/**
+ * Which passes take the wide kernels, matmul_wide.wgsl (f16) and matmul_wide_q.wgsl (int8 / int4), when K is a
+ * multiple of 4 and the pass is not split over K: those of at least `fromRows` rows (0: none), in tiles of 128
+ * rows from `tile128From` rows and of 64 below. On the H200 (bench/matmul_bench.ts, 2026-12-03) the 64-row
+ * tiles took a 256-row pass's GEMMs at Llama-3-8B shapes in 160 ms (32 layers) against matmul.wgsl's 266, and
+ * 128-row tiles win only from 1024 rows (522 against 549 ms). Measured in f16; the quantized kernel shares the
+ * settings (`bench/matmul_bench.ts --quant int8|int4` times it).
+ */
+export const MATMUL_WIDE: { fromRows: number; tile128From: number } = { fromRows: 65, tile128From: 1024 };
+
+/** Columns of a matmul_wide.wgsl / matmul_wide_q.wgsl tile. */
+export const MATMUL_WIDE_COLS = 128;
+
+/**
+ * Rows of a matmul_wide.wgsl (f16) or matmul_wide_q.wgsl (int8 / int4) tile for a pass of M rows, or 0 where
+ * the pass takes matmul.wgsl / matmul_q.wgsl.
+ */
+export function matmulWideRows(m: Matrix, M: number): number {
+  if (m.K % 4 !== 0 || MATMUL_WIDE.fromRows <= 0 || M < MATMUL_WIDE.fromRows) return 0;
+  return M >= MATMUL_WIDE.tile128From ? 128 : 64;
+}
+
 function gemmOp(
   ctx: GpuContext,
   m: Matrix,
@@ -762,6 +787,8 @@ function gemmOp(
   split: { klen: number; splits: number } | null,
 ): Op {
   if (m.format && m.format !== "f16") return matmulQOp(ctx, m, x, y, sp, o, split);
+  const wide = split ? 0 : matmulWideRows(m, o.M);
+  if (wide) return matmulWideOp(ctx, m, x, y, sp, o, wide);
   const params = ctx.uniform(
     [
       o.M,
@@ -791,6 +818,47 @@ function gemmOp(
     owned: [params],
     workgroups: [segmentTiles(m.segments, MATMUL_TILE), Math.ceil(o.M / matmulRows(o.M)), split?.splits ?? 1],
     label: o.label ?? "matmul",
+  });
+}
+
+/** matmul_wide.wgsl: matmulOp's GEMM in tiles of `tileRows` (64 or 128) rows x 128 columns. */
+function matmulWideOp(
+  ctx: GpuContext,
+  m: Matrix,
+  x: GPUBuffer,
+  y: GPUBuffer,
+  sp: SparsityBuffers,
+  o: MatmulOptions,
+  tileRows: number,
+): Op {
+  const params = ctx.uniform(
+    [
+      o.M,
+      m.K,
+      o.ldy,
+      o.yOffset ?? 0,
+      m.segments.length,
+      o.counter ?? 0,
+      m.K,
+      m.N,
+      ...segWords(m.segments, MATMUL_WIDE_COLS),
+    ],
+    "matmul_wide",
+  );
+  return ctx.op({
+    variant: {
+      shader: "matmul_wide",
+      overrides: {
+        SPARSE: o.sparse ? 1 : 0,
+        ACCUM: o.accumulate ? 1 : 0,
+        BIAS: o.bias ? 1 : 0,
+        RM: tileRows / 16,
+      },
+    },
+    bindings: [params, x, m.buffer, y, o.bias ?? ctx.scratch("read"), sp.thresholds, m.scales, sp.counters],
+    owned: [params],
+    workgroups: [segmentTiles(m.segments, MATMUL_WIDE_COLS), Math.ceil(o.M / tileRows)],
+    label: o.label ?? "matmul_wide",
   });
 }
 
@@ -884,7 +952,207 @@ export function ropeOp(
   });
 }
 
-/** attention.wgsl: out[row][head] = softmax(q k^T / sqrt(d)) v over the visible cache positions. */
+/**
+ * The prefill attention's tiling (attention.wgsl) by default: threads a workgroup, query slots a thread of the
+ * value step, the most query slots a workgroup holds, the workgroup memory a tile may take (and at most the
+ * GPU's limit), and the keys a tile, largest first. Timed on the H200 (`bench/attn_prefill_bench.ts --sweep`,
+ * Llama-3-8B, 256 rows at contexts 256 / 1024 / 4096): 256 threads with 4 queries each, 32 slots (8 rows x 4
+ * heads), 8 keys a tile and 2 x 4 score blocks took 115 / 460 / 1835 us in 23 KB; 128 threads with 8 queries
+ * each, 16 keys: 134 / 617 / 2655; the one-workgroup-per-row kernel before: 577 / 3448 / 14785. 64 slots (33 KB
+ * of q alone at 128 dims) ran 93 / 351 / 1417 in 47 KB, past MAX_BYTES.
+ */
+export const ATTN_PREFILL = {
+  WG: 256,
+  OUT_QUERIES: 4,
+  MAX_QUERIES: 64,
+  MAX_BYTES: 32768,
+  KEYS: [32, 16, 8, 4],
+  /**
+   * Tiles tried first, each at its most query slots, where the GPU's workgroup memory holds them (past
+   * MAX_BYTES): on the H200 at Llama-3-8B shapes, 64 slots (16 rows x 4 heads, 8 a thread) with 16 keys a tile
+   * took 93 / 351 / 1417 us in 47 KB, and 32 slots with 32 keys 85 / 385 / 1613 in 38 KB (the sweep above).
+   */
+  LARGE: [{ outQueries: 8, keys: 16 }, { outQueries: 4, keys: 32 }],
+} as const;
+
+/** A tile of the prefill attention (attention.wgsl), as {@link attnPrefillTile} picks it. */
+export interface PrefillTile {
+  /** Query rows a workgroup. */
+  rows: number;
+  /** q heads a workgroup, all of one kv head. */
+  heads: number;
+  /** Query slots a workgroup: rows * heads rounded up to a multiple of 8. */
+  queries: number;
+  /** Keys a tile, staged in workgroup memory once for every query of the workgroup. */
+  keys: number;
+  /** Queries of a thread's block of scores: 2 or 4. */
+  blockQueries: number;
+  /** Keys of a thread's block of scores: 2 or 4. */
+  blockKeys: number;
+  /** Threads a workgroup. */
+  threads: number;
+  /** Query slots a thread of the value step holds (with 4 dims each): 4 or 8. */
+  outQueries: number;
+  /** Workgroup memory the kernel declares, in bytes ({@link attnPrefillBytes}). */
+  bytes: number;
+}
+
+/** Parts of a prefill attention tile to fix rather than have {@link attnPrefillTile} pick (tests, benchmarks). */
+export interface PrefillTileWant {
+  /** Query rows a workgroup. */
+  rows?: number;
+  /** q heads a workgroup: 1 up to the q heads a kv head (and the query slots). */
+  heads?: number;
+  /** Keys a tile: a multiple of 4. */
+  keys?: number;
+  /** Queries of a score block: 2 or 4. */
+  blockQueries?: number;
+  /** Keys of a score block: 2 or 4. */
+  blockKeys?: number;
+  /** Threads a workgroup: 64, 128 or 256. */
+  threads?: number;
+  /** Query slots a thread of the value step: 4 or 8. */
+  outQueries?: number;
+}
+
+/** Workgroup memory of attention.wgsl in bytes: qs, kv (rows padded by a vec4), sc, mx, cr and lred. */
+export function attnPrefillBytes(
+  headDim: number,
+  queries: number,
+  keys: number,
+  threads: number = ATTN_PREFILL.WG,
+): number {
+  const kstr = Math.ceil(headDim / 4) + 1;
+  return 16 * (queries * kstr + keys * kstr + (queries * keys) / 4) + 4 * (2 * queries + threads);
+}
+
+/**
+ * Picks the prefill attention's tile for a shape and a chunk of `rows` rows: all the q heads of a kv head (as
+ * many as fit) and as many rows as make up to ATTN_PREFILL.MAX_QUERIES query slots (fewer for a short chunk,
+ * and fewer for a large head, as a thread of the value step holds OUT_QUERIES queries x 4 dims), then the most
+ * keys a tile (ATTN_PREFILL.KEYS) that the threads stage at one vec4 each, within `maxBytes` of workgroup memory
+ * (the GPU's limit) and ATTN_PREFILL.MAX_BYTES; fewer rows, then fewer heads, where none fits. `want` fixes
+ * parts of the tile (tests, benchmarks), within `maxBytes` alone. Throws a RangeError for a head size it cannot
+ * run, or when nothing fits.
+ */
+export function attnPrefillTile(
+  a: { numHeads: number; numKv: number; headDim: number },
+  rows: number,
+  maxBytes: number,
+  want: PrefillTileWant = {},
+): PrefillTile {
+  const { MAX_QUERIES, KEYS } = ATTN_PREFILL;
+  const WG = want.threads ?? ATTN_PREFILL.WG;
+  const OQ = want.outQueries ?? ATTN_PREFILL.OUT_QUERIES;
+  if (!((WG === 64 || WG === 128 || WG === 256) && (OQ === 4 || OQ === 8))) {
+    throw new RangeError(`prefill attention: threads must be 64, 128 or 256 and outQueries 4 or 8`);
+  }
+  const d = a.headDim;
+  if (!(Number.isInteger(d) && d >= 2 && d <= 256 && d % 2 === 0)) {
+    throw new RangeError(`prefill attention needs an even head size of at most 256, got ${d}`);
+  }
+  const group = a.numHeads / a.numKv;
+  if (!(Number.isInteger(group) && group >= 1)) {
+    throw new RangeError(
+      `prefill attention: ${a.numHeads} q heads are not a multiple of ${a.numKv} kv heads`,
+    );
+  }
+  const d4 = Math.ceil(d / 4);
+  // step 4: a thread per (OQ query slots, vec4 of dims); the softmax: at least one thread a slot
+  const most = Math.floor(Math.min(MAX_QUERIES, WG, Math.floor(WG / d4) * OQ) / 8) * 8;
+  if (most < 8) {
+    throw new RangeError(`prefill attention: ${WG} threads take fewer than 8 queries at head size ${d}`);
+  }
+  const headsMax = Math.min(group, most);
+  const heads0 = want.heads ?? headsMax;
+  if (!(Number.isInteger(heads0) && heads0 >= 1 && heads0 <= headsMax)) {
+    throw new RangeError(
+      `prefill attention: q heads a workgroup must be an integer in 1..${headsMax}, got ${heads0}`,
+    );
+  }
+  if (want.rows !== undefined && !(Number.isInteger(want.rows) && want.rows >= 1)) {
+    throw new RangeError(`prefill attention: rows a workgroup must be an integer >= 1, got ${want.rows}`);
+  }
+  if (want.keys !== undefined && !(Number.isInteger(want.keys) && want.keys >= 4 && want.keys % 4 === 0)) {
+    throw new RangeError(`prefill attention: keys a tile must be a multiple of 4, got ${want.keys}`);
+  }
+  for (const b of [want.blockQueries, want.blockKeys]) {
+    if (b !== undefined && b !== 2 && b !== 4) {
+      throw new RangeError(`prefill attention: a score block is 2 or 4 queries by 2 or 4 keys, got ${b}`);
+    }
+  }
+  // the default tile stays within MAX_BYTES; one asked for, within the GPU's limit
+  const asked = Object.values(want).some((v) => v !== undefined);
+  if (!asked) {
+    for (const l of ATTN_PREFILL.LARGE) {
+      const slots = Math.floor(Math.min(MAX_QUERIES, WG, Math.floor(WG / d4) * l.outQueries) / 8) * 8;
+      const heads = Math.min(group, slots);
+      if (slots < 8 || slots % heads !== 0 || l.keys * d4 > 8 * WG) continue;
+      const r = Math.min(slots / heads, 2 ** Math.ceil(Math.log2(Math.max(rows, 1))));
+      const queries = roundUp(r * heads, 8);
+      const bytes = attnPrefillBytes(d, queries, l.keys, WG);
+      // only past MAX_BYTES: within it the picking below measured as fast or faster
+      if (bytes > maxBytes || attnPrefillBytes(d, slots, l.keys, WG) <= ATTN_PREFILL.MAX_BYTES) continue;
+      const blockKeys = (queries / 2) * (l.keys / 4) >= 32 ? 4 : 2;
+      return {
+        rows: r,
+        heads,
+        queries,
+        keys: l.keys,
+        blockQueries: 2,
+        blockKeys,
+        threads: WG,
+        outQueries: l.outQueries,
+        bytes,
+      };
+    }
+  }
+  const limit = asked ? maxBytes : Math.min(maxBytes, ATTN_PREFILL.MAX_BYTES);
+  // fewer rows, then fewer heads, until a tile fits
+  for (let heads = heads0; heads >= 1; heads = want.heads === undefined ? Math.floor(heads / 2) : 0) {
+    // a short chunk (a verify pass) takes a power of two of rows at least its own, not the slots' worth
+    const rows0 = want.rows ??
+      Math.min(Math.floor(most / heads), 2 ** Math.ceil(Math.log2(Math.max(rows, 1))));
+    if (roundUp(rows0 * heads, 8) > most) {
+      throw new RangeError(
+        `prefill attention: ${rows0} rows x ${heads} heads a workgroup is more than its ${most} query slots`,
+      );
+    }
+    for (let r = rows0; r >= 1; r = want.rows === undefined ? Math.floor(r / 2) : 0) {
+      const queries = roundUp(r * heads, 8);
+      if (queries > most) continue;
+      for (const keys of want.keys !== undefined ? [want.keys] : KEYS) {
+        // the tile's vec4s a thread loads ahead into registers: at most 8 (pf in attention.wgsl); by default
+        // one (fewer keys measured faster than more in the same bytes on the H200)
+        if (keys * d4 > 8 * WG || (want.keys === undefined && keys > 4 && keys * d4 > WG)) continue;
+        const bytes = attnPrefillBytes(d, queries, keys, WG);
+        if (bytes > limit) continue;
+        // 2 x 4 blocks where they fill a warp, else 2 x 2 (4 x 4 measured slower on the H200: fewer threads)
+        const blockQueries = want.blockQueries ?? 2;
+        const blockKeys = want.blockKeys ?? ((queries / blockQueries) * (keys / 4) >= 32 ? 4 : 2);
+        return { rows: r, heads, queries, keys, blockQueries, blockKeys, threads: WG, outQueries: OQ, bytes };
+      }
+    }
+  }
+  if (asked) {
+    throw new RangeError(
+      `prefill attention: no tile with ${JSON.stringify(want)} fits at head size ${d}: at most ` +
+        `${Math.floor((8 * WG) / d4)} keys a tile, and ${maxBytes} bytes of workgroup memory ` +
+        `(maxComputeWorkgroupStorageSize)`,
+    );
+  }
+  const least = attnPrefillBytes(d, 8, 4, WG);
+  throw new RangeError(
+    `prefill attention at head size ${d} needs ${least} bytes of workgroup memory at its smallest tile ` +
+      `(8 queries, 4 keys); this GPU has ${maxBytes} (maxComputeWorkgroupStorageSize)`,
+  );
+}
+
+/**
+ * attention.wgsl: out[row][head] = softmax(q k^T / sqrt(d)) v over the visible cache positions, tiled (a
+ * workgroup: a tile of rows of one kv head with its q heads; {@link attnPrefillTile}). `tile` fixes parts of
+ * the tile (tests, benchmarks).
+ */
 export function attentionOp(
   ctx: GpuContext,
   qkv: GPUBuffer,
@@ -895,7 +1163,10 @@ export function attentionOp(
   a: AttentionShape,
   at: Positions,
   window: number,
+  tile?: PrefillTileWant,
 ): Op {
+  const t = attnPrefillTile(a, at.rows, ctx.device.limits.maxComputeWorkgroupStorageSize, tile);
+  const kstr = Math.ceil(a.headDim / 4) + 1;
   const params = ctx.uniform(
     [
       at.rows,
@@ -915,10 +1186,26 @@ export function attentionOp(
     [false, false, false, false, false, false, false, false, false, true],
   );
   return ctx.op({
-    variant: { shader: "attention" },
+    variant: {
+      shader: "attention",
+      overrides: {
+        HEAD_DIM: a.headDim,
+        WG: t.threads,
+        OQ: t.outQueries,
+        QT: t.queries,
+        HG: t.heads,
+        R: t.rows,
+        KT: t.keys,
+        BQ: t.blockQueries,
+        BK: t.blockKeys,
+        QS: t.queries * kstr,
+        KVS: t.keys * kstr,
+        SS: (t.queries * t.keys) / 4,
+      },
+    },
     bindings: [params, qkv, kcache, vcache, out, state],
     owned: [params],
-    workgroups: [a.numHeads, at.rows],
+    workgroups: [a.numKv * Math.ceil(a.numHeads / a.numKv / t.heads), Math.ceil(at.rows / t.rows)],
     label: "attention",
   });
 }

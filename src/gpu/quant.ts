@@ -1,7 +1,7 @@
 /**
  * Group-wise int8 / int4 weights that compose with TEAL: the packed layout, its CPU quantizer (the oracle of
  * `shaders/quantize.wgsl`, which quantizes at load), and the host side of `shaders/gemv_q.wgsl`,
- * `shaders/matmul_q.wgsl`, `shaders/quantize.wgsl` and `shaders/fill_q.wgsl`.
+ * `shaders/matmul_q.wgsl`, `shaders/matmul_wide_q.wgsl`, `shaders/quantize.wgsl` and `shaders/fill_q.wgsl`.
  *
  * Layout: like the f16 weights, each segment is a transposed block [K][stride] (stride in u32 words), so the
  * weights one input channel meets are one contiguous row. A row holds the codes of the segment's outputs
@@ -20,8 +20,10 @@ import {
   gemvInputBindings,
   type GemvTune,
   MATMUL_TILE,
+  MATMUL_WIDE_COLS,
   type MatmulOptions,
   matmulRows,
+  matmulWideRows,
   type Matrix,
   resolveGemvTune,
   roundUp,
@@ -381,7 +383,10 @@ export function quantizeOp(
   });
 }
 
-/** matmul_q.wgsl: matmulOp's contract (sparse, accumulate, bias) over int8 / int4 weights. */
+/**
+ * matmulOp's contract (sparse, accumulate, bias) over int8 / int4 weights: matmul_wide_q.wgsl for passes of
+ * many rows (matmulWideRows), else matmul_q.wgsl (few rows, and `split` over K).
+ */
 export function matmulQOp(
   ctx: GpuContext,
   m: Matrix,
@@ -391,6 +396,8 @@ export function matmulQOp(
   o: MatmulOptions,
   split: { klen: number; splits: number } | null = null,
 ): Op {
+  const wide = split ? 0 : matmulWideRows(m, o.M);
+  if (wide) return matmulWideQOp(ctx, m, x, y, sp, o, wide);
   const s = schemeOf(m);
   const params = ctx.uniform(
     [
@@ -424,6 +431,50 @@ export function matmulQOp(
     owned: [params],
     workgroups: [tiles, Math.ceil(o.M / matmulRows(o.M)), split?.splits ?? 1],
     label: o.label ?? "matmul",
+  });
+}
+
+/** matmul_wide_q.wgsl: matmulQOp's GEMM in tiles of `tileRows` (64 or 128) rows x 128 columns. */
+function matmulWideQOp(
+  ctx: GpuContext,
+  m: Matrix,
+  x: GPUBuffer,
+  y: GPUBuffer,
+  sp: SparsityBuffers,
+  o: MatmulOptions,
+  tileRows: number,
+): Op {
+  const s = schemeOf(m);
+  const params = ctx.uniform(
+    [
+      o.M,
+      m.K,
+      o.ldy,
+      o.yOffset ?? 0,
+      m.segments.length,
+      o.counter ?? 0,
+      m.K,
+      m.N,
+      ...segWords(m.segments, () => MATMUL_WIDE_COLS),
+    ],
+    "matmul_wide_q",
+  );
+  return ctx.op({
+    variant: {
+      shader: "matmul_wide_q",
+      overrides: {
+        SPARSE: o.sparse ? 1 : 0,
+        ACCUM: o.accumulate ? 1 : 0,
+        BIAS: o.bias ? 1 : 0,
+        BITS: s.bits,
+        GROUP: s.group,
+        RM: tileRows / 16,
+      },
+    },
+    bindings: [params, x, m.buffer, y, o.bias ?? ctx.scratch("read"), sp.thresholds, m.scales, sp.counters],
+    owned: [params],
+    workgroups: [segmentTiles(m.segments, MATMUL_WIDE_COLS), Math.ceil(o.M / tileRows)],
+    label: o.label ?? "matmul_wide_q",
   });
 }
 

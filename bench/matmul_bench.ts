@@ -1,0 +1,142 @@
+/**
+ * Kernel-level timing of the prefill GEMM for passes of many rows at the Llama-3-8B layer shapes: matmul.wgsl
+ * (64x64 tiles, 4x4 outputs a thread) against matmul_wide.wgsl in 64- and 128-row tiles of 128 columns, or with
+ * `--quant int8|int4` (random codes and constant group scales, fill_q.wgsl) matmul_q.wgsl against
+ * matmul_wide_q.wgsl. GPU microseconds from timestamp queries (median of 5 passes, each after an untimed one,
+ * over three weight copies), the arithmetic rate that is (2 M K N flops), and the four shapes' sum times the
+ * layers (the GEMM part of one prefill pass of M rows).
+ *
+ * `deno run -A bench/matmul_bench.ts [--rows 64,128,256,512,1024] [--shape llama-3-8b|tiny|...]
+ *   [--quant none|int8|int4] [--group 32|64|128]`
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
+import { fillOp, layoutSegments, MATMUL_WIDE, matmulOps, type Matrix } from "../src/gpu/kernels.ts";
+import {
+  fillQuantOps,
+  layoutQuantSegments,
+  parseQuant,
+  QUANT_SCHEMES,
+  type QuantScheme,
+} from "../src/gpu/quant.ts";
+import { SHAPES } from "../src/bench/shapes.ts";
+import { median } from "../src/bench/stats.ts";
+import { numList } from "../src/cli/options.ts";
+import { releaseOps } from "../src/model/forward.ts";
+
+const { values } = parseArgs({
+  options: {
+    rows: { type: "string" },
+    shape: { type: "string" },
+    quant: { type: "string" },
+    group: { type: "string" },
+  },
+});
+const rowsList = numList(values.rows ?? "64,128,256,512,1024", "--rows", true);
+const c = SHAPES[values.shape ?? "llama-3-8b"];
+if (!c) throw new RangeError(`--shape: one of ${Object.keys(SHAPES).join(", ")}`);
+const quant = parseQuant(values.quant, "--quant");
+// the quantized scheme: the load option's, or its group size replaced (layoutQuantSegments checks it)
+const scheme: QuantScheme | null = quant === "none"
+  ? null
+  : { ...QUANT_SCHEMES[quant], group: values.group ? Number(values.group) : QUANT_SCHEMES[quant].group };
+const ctx = await createGpuContext();
+if (!ctx.hasTimestamps) throw new Error(`${ctx.adapterName} has no timestamp queries`);
+const COPIES = 3;
+const h = c.hiddenSize;
+const kv = c.numKvHeads * c.headDim;
+const shapes: { name: string; K: number; lens: number[] }[] = [
+  { name: "q|k|v", K: h, lens: [c.numHeads * c.headDim, kv, kv] },
+  { name: "o", K: c.numHeads * c.headDim, lens: [h] },
+  { name: "gate|up", K: h, lens: [c.intermediateSize, c.intermediateSize] },
+  { name: "down", K: c.intermediateSize, lens: [h] },
+];
+
+/** COPIES random matrices of one shape, f16 or (`scheme`) quantized. */
+function matrices(K: number, lens: number[]): Matrix[] {
+  const out: Matrix[] = [];
+  const ops: Op[] = [];
+  const N = lens.reduce((a, b) => a + b, 0);
+  const thr = lens.map(() => 0);
+  for (let i = 0; i < COPIES; i++) {
+    const scales = ctx.buffer(K * lens.length * 4, "scales", new Float32Array(K * lens.length).fill(1));
+    if (scheme) {
+      const { segments, words } = layoutQuantSegments(K, lens, thr, scheme);
+      const m: Matrix = {
+        K,
+        N,
+        segments,
+        buffer: ctx.buffer(words * 4, "w"),
+        scales,
+        format: quant === "int4" ? "int4" : "int8",
+        group: scheme.group,
+      };
+      ops.push(...fillQuantOps(ctx, m, i + 1));
+      out.push(m);
+    } else {
+      const { segments, halves } = layoutSegments(K, lens, thr);
+      const buffer = ctx.buffer(halves * 2, "w");
+      ops.push(fillOp(ctx, buffer, { words: halves / 2, mode: "random", seed: i + 1, scale: 0.02 }));
+      out.push({ K, N, segments, buffer, scales });
+    }
+  }
+  ctx.run(ops);
+  releaseOps(ops);
+  return out;
+}
+
+/** Median GPU microseconds of one call of `build(matrix)` (a pass of `reps` calls over the copies). */
+async function time(
+  g: GpuContext,
+  mats: Matrix[],
+  build: (m: Matrix) => Op[],
+  reps: number,
+): Promise<number> {
+  const pass = Array.from({ length: reps }, (_, i) => build(mats[i % mats.length])).flat();
+  const t: number[] = [];
+  for (let r = 0; r < 5; r++) t.push((await g.timePasses([pass, pass]))[1]);
+  releaseOps(pass);
+  return (median(t) / reps) * 1000;
+}
+
+const maxRows = Math.max(...rowsList);
+const maxN = Math.max(...shapes.map((s) => s.lens.reduce((a, b) => a + b, 0)));
+const maxK = Math.max(...shapes.map((s) => s.K));
+const x = ctx.buffer(maxRows * maxK * 4, "x");
+ctx.run([fillOp(ctx, x, { words: maxRows * maxK, mode: "random", seed: 9, scale: 1 })]);
+const y = ctx.buffer(maxRows * maxN * 4, "y");
+const sp = { thresholds: ctx.buffer(16, "thr"), counters: ctx.buffer(64, "cnt") };
+const saved = { ...MATMUL_WIDE };
+// kernel, and the MATMUL_WIDE settings that pick it
+const q = scheme ? "_q" : "";
+const kernels: [string, typeof MATMUL_WIDE][] = [
+  [`matmul${q} 64x64`, { fromRows: 0, tile128From: 0 }],
+  [`wide${q} 64x128`, { fromRows: 1, tile128From: Infinity }],
+  [`wide${q} 128x128`, { fromRows: 1, tile128From: 1 }],
+];
+const format = scheme ? `${quant} in groups of ${scheme.group}` : "f16";
+console.log(`device: ${ctx.adapterName}; ${values.shape ?? "llama-3-8b"} layer shapes, ${format}, dense`);
+for (const M of rowsList) {
+  const sums = kernels.map(() => 0);
+  for (const s of shapes) {
+    const mats = matrices(s.K, s.lens);
+    const N = mats[0].N;
+    const flops = 2 * M * s.K * N;
+    const reps = Math.max(2, Math.min(100, Math.ceil(20e-3 * 20e12 / flops)));
+    const line: string[] = [];
+    for (const [i, [name, set]] of kernels.entries()) {
+      Object.assign(MATMUL_WIDE, set);
+      const us = await time(ctx, mats, (m) => matmulOps(ctx, m, x, y, sp, { M, ldy: N }), reps);
+      sums[i] += us;
+      line.push(`${name} ${us.toFixed(1)} us (${(flops / us / 1e6).toFixed(1)} TFLOP/s)`);
+    }
+    Object.assign(MATMUL_WIDE, saved);
+    console.log(`M=${M} ${s.name} ${N}x${s.K}: ${line.join(", ")}`);
+    for (const m of mats) m.buffer.destroy();
+  }
+  console.log(
+    `M=${M} x ${c.numLayers} layers: ` +
+      kernels.map(([name], i) => `${name} ${(sums[i] * c.numLayers / 1000).toFixed(2)} ms`).join(", "),
+  );
+}

@@ -1,0 +1,207 @@
+// Prefill GEMM for passes of many rows, over the same transposed f16 weights as matmul.wgsl:
+// y[m][n] = sum_k x[m][k] * wt[k][n]. Output tiles of TM = 16 * RM rows (64 or 128) x 128 columns; 256 threads
+// in 16x16, each RM rows x 8 columns (columns tx*4.. and 64 + tx*4..) in named vec4 registers. K goes in steps
+// of BK through workgroup memory, the next step's tiles loaded into registers during this step's arithmetic.
+// Per input a thread reads RM/4 + 2 vec4 from workgroup memory for RM * 8 FMAs (matmul.wgsl's 4x4 threads read
+// 8 scalars for 16), so the arithmetic, not workgroup memory, bounds it. x rows are read as vec4: K % 4 == 0.
+// Workgroup x indexes column tiles of the segments (as in matmul.wgsl), y indexes row tiles.
+// SPARSE applies the TEAL mask to x as it is loaded (sparse prefill and perplexity evaluation).
+// bindings: 0 params (uniform, matmul.wgsl's), 1 x (f32 [M][K] as vec4, read), 2 wt (8 f16 a vec4<u32>,
+//           segment blocks, read), 3 y (f32 [M][ldy], read_write), 4 bias (f32, read), 5 thresholds (f32,
+//           read), 6 scales (f32 [nseg][K] as vec4, read), 7 counters (atomic u32: kept (row, channel) pairs)
+override SPARSE: bool = false;
+override ACCUM: bool = false;  // y += result (residual add)
+override BIAS: bool = false;
+override RM: u32 = 8u;  // rows per thread: 8 (128-row tiles) or 4 (64-row tiles, for passes of fewer rows)
+const BK: u32 = 16u;
+// a K step's x tile, [BK][TM rows] in vec4 of 4 rows; rows of 33 vec4, not 32, so that the stores of
+// neighbouring threads (one row, four inputs each) fall in different banks
+const XROW: u32 = 33u;
+
+struct Seg {
+  base: u32,    // first f16 of the segment's [K][stride] block
+  stride: u32,  // f16 per row of the block (multiple of 8)
+  len: u32,
+  tile0: u32,
+  thr: u32,
+  out: u32,     // column of the segment's output 0 in y (and in bias)
+  _pad0: u32,
+  _pad1: u32,
+}
+struct Params {
+  M: u32,
+  K: u32,
+  ldy: u32,      // y row stride (elements)
+  yOffset: u32,  // added to every output column
+  nseg: u32,
+  counter: u32,  // counters[counter + seg] counts kept inputs (SPARSE)
+  klen: u32,     // unused here (matmul.wgsl's split-K)
+  ncols: u32,    // unused here
+  seg: array<Seg, 3>,
+}
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> wt: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read> thresholds: array<f32>;
+@group(0) @binding(6) var<storage, read> scales: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> counters: array<atomic<u32>>;
+
+var<workgroup> xs: array<vec4<f32>, 528>;  // [BK][XROW]
+var<workgroup> ws: array<vec4<f32>, 512>;  // [BK][32]: 128 columns
+var<workgroup> kept: atomic<u32>;
+
+// x inputs k..k+3 of row m (zero past the rows or K), TEAL-masked when SPARSE; kept counts what the mask kept
+fn load_x(m: u32, k: u32, s: u32, thr: f32, kept: ptr<function, u32>) -> vec4<f32> {
+  if (m >= p.M || k >= p.K) { return vec4<f32>(0.0); }
+  var v = x[(m * p.K + k) / 4u];
+  if (SPARSE) {
+    let keep = abs(v) * scales[(s * p.K + k) / 4u] > vec4<f32>(thr);
+    v = select(vec4<f32>(0.0), v, keep);
+    *kept += u32(keep.x) + u32(keep.y) + u32(keep.z) + u32(keep.w);
+  }
+  return v;
+}
+
+// weights of input k, columns col..col+7 of the segment (zero past K or the segment's block)
+fn load_w(k: u32, col: u32, seg: Seg) -> vec4<u32> {
+  if (k >= p.K || col >= seg.stride) { return vec4<u32>(0u); }
+  return wt[(seg.base + k * seg.stride + col) / 8u];
+}
+
+// a thread's x share of a K step: TM rows x BK inputs is TM * 4 vec4, one (RM 4) or two (RM 8) a thread;
+// four neighbouring threads take one row, so a warp reads 8 rows of 64 contiguous bytes
+fn store_x(t: u32, i: u32, v: vec4<f32>) {
+  let idx = t + i * 256u;
+  let m = idx / 4u;
+  let k = (idx % 4u) * 4u;
+  let at = m / 4u;
+  let c = m % 4u;
+  xs[k * XROW + at][c] = v.x;
+  xs[(k + 1u) * XROW + at][c] = v.y;
+  xs[(k + 2u) * XROW + at][c] = v.z;
+  xs[(k + 3u) * XROW + at][c] = v.w;
+}
+
+struct Step {
+  x0: vec4<f32>,
+  x1: vec4<f32>,
+  w: vec4<u32>,
+  kept: u32,
+}
+
+fn load_step(t: u32, k0: u32, row0: u32, col0: u32, s: u32, seg: Seg, thr: f32) -> Step {
+  var kept = 0u;
+  let x0 = load_x(row0 + t / 4u, k0 + (t % 4u) * 4u, s, thr, &kept);
+  var x1 = vec4<f32>(0.0);
+  if (RM == 8u) { x1 = load_x(row0 + (t + 256u) / 4u, k0 + (t % 4u) * 4u, s, thr, &kept); }
+  // BK inputs x 128 columns: 16 vec4<u32> an input, one a thread
+  let w = load_w(k0 + t / 16u, col0 + (t % 16u) * 8u, seg);
+  return Step(x0, x1, w, kept);
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  var s = 0u;
+  if (p.nseg > 1u && wid.x >= p.seg[1].tile0) { s = 1u; }
+  if (p.nseg > 2u && wid.x >= p.seg[2].tile0) { s = 2u; }
+  let seg = p.seg[s];
+  let thr = thresholds[seg.thr];
+  let col0 = (wid.x - seg.tile0) * 128u;  // first column of the tile within the segment
+  let row0 = wid.y * 16u * RM;
+  let tx = t % 16u;
+  let ty = t / 16u;
+  var c0a = vec4<f32>(0.0);
+  var c0b = vec4<f32>(0.0);
+  var c1a = vec4<f32>(0.0);
+  var c1b = vec4<f32>(0.0);
+  var c2a = vec4<f32>(0.0);
+  var c2b = vec4<f32>(0.0);
+  var c3a = vec4<f32>(0.0);
+  var c3b = vec4<f32>(0.0);
+  var c4a = vec4<f32>(0.0);
+  var c4b = vec4<f32>(0.0);
+  var c5a = vec4<f32>(0.0);
+  var c5b = vec4<f32>(0.0);
+  var c6a = vec4<f32>(0.0);
+  var c6b = vec4<f32>(0.0);
+  var c7a = vec4<f32>(0.0);
+  var c7b = vec4<f32>(0.0);
+  var my_kept = 0u;
+
+  var st = load_step(t, 0u, row0, col0, s, seg, thr);
+  for (var k0 = 0u; k0 < p.K; k0 += BK) {
+    store_x(t, 0u, st.x0);
+    if (RM == 8u) { store_x(t, 1u, st.x1); }
+    let wk = t / 16u;
+    let wc = (t % 16u) * 2u;
+    let lo = unpack2x16float(st.w.x);
+    let lo2 = unpack2x16float(st.w.y);
+    let hi = unpack2x16float(st.w.z);
+    let hi2 = unpack2x16float(st.w.w);
+    ws[wk * 32u + wc] = vec4<f32>(lo, lo2);
+    ws[wk * 32u + wc + 1u] = vec4<f32>(hi, hi2);
+    my_kept += st.kept;
+    workgroupBarrier();
+    // the next step's loads go out before this step's arithmetic
+    if (k0 + BK < p.K) { st = load_step(t, k0 + BK, row0, col0, s, seg, thr); }
+    for (var kk = 0u; kk < BK; kk++) {
+      let b0 = ws[kk * 32u + tx];
+      let b1 = ws[kk * 32u + 16u + tx];
+      if (RM == 8u) {
+        let a0 = xs[kk * XROW + ty * 2u];
+        let a1 = xs[kk * XROW + ty * 2u + 1u];
+        c0a += a0.x * b0;
+        c0b += a0.x * b1;
+        c1a += a0.y * b0;
+        c1b += a0.y * b1;
+        c2a += a0.z * b0;
+        c2b += a0.z * b1;
+        c3a += a0.w * b0;
+        c3b += a0.w * b1;
+        c4a += a1.x * b0;
+        c4b += a1.x * b1;
+        c5a += a1.y * b0;
+        c5b += a1.y * b1;
+        c6a += a1.z * b0;
+        c6b += a1.z * b1;
+        c7a += a1.w * b0;
+        c7b += a1.w * b1;
+      } else {
+        let a0 = xs[kk * XROW + ty];
+        c0a += a0.x * b0;
+        c0b += a0.x * b1;
+        c1a += a0.y * b0;
+        c1b += a0.y * b1;
+        c2a += a0.z * b0;
+        c2b += a0.z * b1;
+        c3a += a0.w * b0;
+        c3b += a0.w * b1;
+      }
+    }
+    workgroupBarrier();
+  }
+
+  // one column tile per segment counts the kept inputs of its rows
+  if (SPARSE && wid.x == seg.tile0) {
+    atomicAdd(&kept, my_kept);
+    workgroupBarrier();
+    if (t == 0u) { atomicAdd(&counters[p.counter + s], atomicLoad(&kept)); }
+  }
+  let acc = array<vec4<f32>, 16>(c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b, c6a, c6b, c7a, c7b);
+  for (var i = 0u; i < RM; i++) {
+    let m = row0 + ty * RM + i;
+    if (m >= p.M) { continue; }
+    for (var h = 0u; h < 2u; h++) {
+      for (var j = 0u; j < 4u; j++) {
+        let cl = col0 + h * 64u + tx * 4u + j;
+        if (cl >= seg.len) { continue; }
+        var v = acc[i * 2u + h][j];
+        if (BIAS) { v += bias[seg.out + cl]; }
+        let at = m * p.ldy + p.yOffset + seg.out + cl;
+        if (ACCUM) { y[at] += v; } else { y[at] = v; }
+      }
+    }
+  }
+}
