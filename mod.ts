@@ -13,7 +13,14 @@
  * ```
  * @module
  */
-export { DEFAULT_CONTEXT, GENERATE_DEFAULTS, loadModel, Model, modelFromTensors } from "./src/model/model.ts";
+export {
+  DEFAULT_CONTEXT,
+  defaultMaxPrefill,
+  GENERATE_DEFAULTS,
+  loadModel,
+  Model,
+  modelFromTensors,
+} from "./src/model/model.ts";
 export type { LoadOptions, SparsityReport } from "./src/model/model.ts";
 export type { BatchTrace } from "./src/generate/decode.ts";
 export type {

@@ -16,7 +16,8 @@ import {
   rejects as assertRejects,
   throws as assertThrows,
 } from "node:assert";
-import { loadModel, type Model, modelFromTensors } from "../src/model/model.ts";
+import { defaultMaxPrefill, loadModel, type Model, modelFromTensors } from "../src/model/model.ts";
+import { SHAPES } from "../src/bench/shapes.ts";
 import type { ModelConfig } from "../src/model/config.ts";
 import { argmax, greedyGenerate, ReferenceModel } from "../src/model/reference.ts";
 import type { NamedTensor } from "../src/model/weights.ts";
@@ -836,4 +837,14 @@ Deno.test("a tensor stream that fails part-way rejects with its error and frees 
   const kept = made.filter((b) => !destroyed.has(b) && !b.label.startsWith("scratch"));
   assert(made.length > 10, `the load made ${made.length} buffers`);
   assertEquals(kept.map((b) => b.label), []);
+});
+
+Deno.test("defaultMaxPrefill: 1024 rows, at most the context and what one storage binding holds of gate|up", () => {
+  const llama = SHAPES["llama-3-8b"];
+  assertEquals(defaultMaxPrefill(llama, 2 ** 31, 8192), 1024);
+  assertEquals(defaultMaxPrefill(llama, 2 ** 31, 300), 300);
+  // WebGPU's default 128 MiB binding: 1170 rows of 2 x 14336 f32 hold, so still 1024; twice the width: 585
+  assertEquals(defaultMaxPrefill(llama, 2 ** 27, 8192), 1024);
+  assertEquals(defaultMaxPrefill({ ...llama, intermediateSize: 28672 }, 2 ** 27, 8192), 585);
+  assertEquals(defaultMaxPrefill(llama, 1000, 8192), 1);
 });

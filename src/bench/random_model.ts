@@ -8,7 +8,7 @@ import type { GpuContext } from "../gpu/context.ts";
 import { fillOp, type Matrix } from "../gpu/kernels.ts";
 import { fillQuantOps, type QuantFormat } from "../gpu/quant.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { Model } from "../model/model.ts";
+import { defaultMaxPrefill, Model } from "../model/model.ts";
 import { allocateWeights } from "../model/weights.ts";
 import { releaseOps } from "../model/forward.ts";
 
@@ -55,6 +55,8 @@ export function randomModel(
   const contextLength = Math.min(o.contextLength, config.maxPositionEmbeddings);
   return new Model(`random-${config.hiddenSize}x${config.numLayers}`, config, gpu, w, null, {
     contextLength,
-    maxPrefill: Math.min(o.maxPrefill ?? 256, contextLength),
+    maxPrefill: o.maxPrefill === undefined
+      ? defaultMaxPrefill(config, gpu.maxBinding, contextLength)
+      : Math.min(o.maxPrefill, contextLength),
   });
 }

@@ -93,7 +93,8 @@ export const benchCommand: Command = {
                        GEMV_LONG_K)
   --gemv-chunk D[,S]   multiply the decode GEMVs' input channels per split by D when dense and S when sparse
                        (0.25 to 4, default 1,1; 256 to 2048 channels; GEMV_CHUNK)
-  --max-prefill N      prompt rows per prefill pass (default 256, as loadModel's maxPrefill)
+  --max-prefill N      prompt rows per prefill pass (default: loadModel's, defaultMaxPrefill: 1024 where the
+                       GPU's storage bindings hold them)
   --matmul-wide N|off  prefill passes of at least N rows take the 128-column GEMM tiles (matmul_wide.wgsl,
                        matmul_wide_q.wgsl; default 65, MATMUL_WIDE.fromRows; off: every pass takes the 64x64
                        tiles of matmul.wgsl / matmul_q.wgsl)
@@ -191,7 +192,9 @@ export const benchCommand: Command = {
       ? 0
       : num(v, "attn-splits", 0, { min: 1, max: 256, integer: true });
     const contextLength = Math.max(Math.max(16, ...ttftLengths) + tokens + 64, ...contexts.map((n) => n + 1));
-    const maxPrefill = num(v, "max-prefill", 256, { min: 1, max: 65536, integer: true });
+    const maxPrefill = v["max-prefill"] === undefined
+      ? undefined
+      : num(v, "max-prefill", 0, { min: 1, max: 65536, integer: true });
     const wideFrom = v["matmul-wide"] === "off"
       ? 0
       : num(v, "matmul-wide", MATMUL_WIDE.fromRows, { min: 1, max: 65536, integer: true });
