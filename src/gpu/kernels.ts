@@ -126,13 +126,17 @@ export function layoutSegments(
   return { segments, halves: base };
 }
 
-function segWords(segs: Segment[], tile: number): number[] {
+/**
+ * Params words of up to 3 segments (the GEMV and GEMM kernels' `Seg` struct): base, stride, len, first tile of
+ * `tile` columns, threshold index, output column, quantized formats' metadata word, pad.
+ */
+export function segWords(segs: Segment[], tile: number): number[] {
   const w: number[] = [];
   let tile0 = 0;
   for (let i = 0; i < 3; i++) {
     const s = segs[i];
     if (s) {
-      w.push(s.base, s.stride, s.len, tile0, s.thr, s.out, 0, 0);
+      w.push(s.base, s.stride, s.len, tile0, s.thr, s.out, s.meta ?? 0, 0);
       tile0 += Math.ceil(s.len / tile);
     } else w.push(0, 0, 0, 0xffffffff, 0, 0, 0, 0);
   }
@@ -788,48 +792,53 @@ function gemmOp(
 ): Op {
   if (m.format && m.format !== "f16") return matmulQOp(ctx, m, x, y, sp, o, split);
   const wide = split ? 0 : matmulWideRows(m, o.M);
-  if (wide) return matmulWideOp(ctx, m, x, y, sp, o, wide);
-  const params = ctx.uniform(
-    [
-      o.M,
-      m.K,
-      o.ldy,
-      o.yOffset ?? 0,
-      m.segments.length,
-      o.counter ?? 0,
-      split?.klen ?? m.K,
-      m.N,
-      ...segWords(m.segments, MATMUL_TILE),
-    ],
-    "matmul",
-  );
-  return ctx.op({
-    variant: {
-      shader: "matmul",
-      overrides: {
-        SPARSE: o.sparse ? 1 : 0,
-        ACCUM: o.accumulate ? 1 : 0,
-        BIAS: o.bias ? 1 : 0,
-        SPLITK: split ? 1 : 0,
-        TM: matmulRows(o.M),
-      },
-    },
-    bindings: [params, x, m.buffer, y, o.bias ?? ctx.scratch("read"), sp.thresholds, m.scales, sp.counters],
-    owned: [params],
-    workgroups: [segmentTiles(m.segments, MATMUL_TILE), Math.ceil(o.M / matmulRows(o.M)), split?.splits ?? 1],
-    label: o.label ?? "matmul",
+  if (wide) {
+    return gemmKernelOp(ctx, m, x, y, sp, o, {
+      shader: "matmul_wide",
+      rows: wide,
+      cols: MATMUL_WIDE_COLS,
+      overrides: { RM: wide / 16 },
+      split: null,
+      label: "matmul_wide",
+    });
+  }
+  return gemmKernelOp(ctx, m, x, y, sp, o, {
+    shader: "matmul",
+    rows: matmulRows(o.M),
+    cols: MATMUL_TILE,
+    overrides: { SPLITK: split ? 1 : 0, TM: matmulRows(o.M) },
+    split,
+    label: "matmul",
   });
 }
 
-/** matmul_wide.wgsl: matmulOp's GEMM in tiles of `tileRows` (64 or 128) rows x 128 columns. */
-function matmulWideOp(
+/** A prefill GEMM kernel and its tiling, for {@link gemmKernelOp}. */
+export interface GemmKernel {
+  shader: "matmul" | "matmul_q" | "matmul_wide" | "matmul_wide_q";
+  /** Rows and columns of an output tile. */
+  rows: number;
+  cols: number;
+  /** The kernel's own overrides, beside SPARSE, ACCUM and BIAS. */
+  overrides: Record<string, number>;
+  /** K split (matmul.wgsl, matmul_q.wgsl): workgroup z takes inputs [z * klen, (z + 1) * klen). */
+  split: { klen: number; splits: number } | null;
+  /** The op's label unless the options name one. */
+  label: string;
+}
+
+/**
+ * The op of a prefill GEMM kernel: matmul.wgsl, matmul_q.wgsl, matmul_wide.wgsl and matmul_wide_q.wgsl share
+ * their Params layout (rows, K, y's stride and offset, segments, counter, split length, columns, segments'
+ * words) and bindings; workgroup x indexes the column tiles of the segments, y the row tiles, z the K splits.
+ */
+export function gemmKernelOp(
   ctx: GpuContext,
   m: Matrix,
   x: GPUBuffer,
   y: GPUBuffer,
   sp: SparsityBuffers,
   o: MatmulOptions,
-  tileRows: number,
+  k: GemmKernel,
 ): Op {
   const params = ctx.uniform(
     [
@@ -839,26 +848,26 @@ function matmulWideOp(
       o.yOffset ?? 0,
       m.segments.length,
       o.counter ?? 0,
-      m.K,
+      k.split?.klen ?? m.K,
       m.N,
-      ...segWords(m.segments, MATMUL_WIDE_COLS),
+      ...segWords(m.segments, k.cols),
     ],
-    "matmul_wide",
+    k.shader,
   );
   return ctx.op({
     variant: {
-      shader: "matmul_wide",
+      shader: k.shader,
       overrides: {
         SPARSE: o.sparse ? 1 : 0,
         ACCUM: o.accumulate ? 1 : 0,
         BIAS: o.bias ? 1 : 0,
-        RM: tileRows / 16,
+        ...k.overrides,
       },
     },
     bindings: [params, x, m.buffer, y, o.bias ?? ctx.scratch("read"), sp.thresholds, m.scales, sp.counters],
     owned: [params],
-    workgroups: [segmentTiles(m.segments, MATMUL_WIDE_COLS), Math.ceil(o.M / tileRows)],
-    label: o.label ?? "matmul_wide",
+    workgroups: [segmentTiles(m.segments, k.cols), Math.ceil(o.M / k.rows), k.split?.splits ?? 1],
+    label: o.label ?? k.label,
   });
 }
 

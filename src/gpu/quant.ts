@@ -13,6 +13,7 @@
 import type { GpuContext, Op } from "./context.ts";
 import {
   checkGemvTune,
+  gemmKernelOp,
   GEMV_SCAN,
   type GemvFinish,
   gemvFinishParts,
@@ -29,6 +30,7 @@ import {
   roundUp,
   type Segment,
   segmentTiles,
+  segWords,
   type SparsityBuffers,
 } from "./kernels.ts";
 import { f16BitsToF32, f32ToF16Bit } from "../model/dtype.ts";
@@ -265,20 +267,6 @@ function schemeOf(m: Matrix): Pick<QuantScheme, "bits" | "group"> {
   return { bits: m.format === "int4" ? 4 : 8, group: m.group ?? 128 };
 }
 
-/** Params words of gemv_q / matmul_q segments (the f16 kernels' layout, with the meta offset in a pad word). */
-function segWords(segs: Segment[], tile: (s: Segment) => number): number[] {
-  const w: number[] = [];
-  let tile0 = 0;
-  for (let i = 0; i < 3; i++) {
-    const s = segs[i];
-    if (s) {
-      w.push(s.base, s.stride, s.len, tile0, s.thr, s.out, s.meta ?? 0, 0);
-      tile0 += Math.ceil(s.len / tile(s));
-    } else w.push(0, 0, 0, 0xffffffff, 0, 0, 0, 0);
-  }
-  return w;
-}
-
 /** gemv_q.wgsl: gemvOp's contract (same bindings, splits and fused inputs) over int8 / int4 weights. */
 export function gemvQOp(
   ctx: GpuContext,
@@ -316,7 +304,7 @@ export function gemvQOp(
       inp.kind === "rmsnorm" ? inp.eps : 0,
       fin.outOffset,
       inp.kind === "swiglu" ? inp.cols : 0,
-      ...segWords(m.segments, () => tileN),
+      ...segWords(m.segments, tileN),
     ],
     "gemv_q",
     [false, false, false, false, false, true],
@@ -396,85 +384,25 @@ export function matmulQOp(
   o: MatmulOptions,
   split: { klen: number; splits: number } | null = null,
 ): Op {
+  const s = schemeOf(m);
   const wide = split ? 0 : matmulWideRows(m, o.M);
-  if (wide) return matmulWideQOp(ctx, m, x, y, sp, o, wide);
-  const s = schemeOf(m);
-  const params = ctx.uniform(
-    [
-      o.M,
-      m.K,
-      o.ldy,
-      o.yOffset ?? 0,
-      m.segments.length,
-      o.counter ?? 0,
-      split?.klen ?? m.K,
-      m.N,
-      ...segWords(m.segments, () => MATMUL_TILE),
-    ],
-    "matmul_q",
-  );
-  const tiles = segmentTiles(m.segments, MATMUL_TILE);
-  return ctx.op({
-    variant: {
-      shader: "matmul_q",
-      overrides: {
-        SPARSE: o.sparse ? 1 : 0,
-        ACCUM: o.accumulate ? 1 : 0,
-        BIAS: o.bias ? 1 : 0,
-        BITS: s.bits,
-        GROUP: s.group,
-        SPLITK: split ? 1 : 0,
-        TM: matmulRows(o.M),
-      },
-    },
-    bindings: [params, x, m.buffer, y, o.bias ?? ctx.scratch("read"), sp.thresholds, m.scales, sp.counters],
-    owned: [params],
-    workgroups: [tiles, Math.ceil(o.M / matmulRows(o.M)), split?.splits ?? 1],
-    label: o.label ?? "matmul",
-  });
-}
-
-/** matmul_wide_q.wgsl: matmulQOp's GEMM in tiles of `tileRows` (64 or 128) rows x 128 columns. */
-function matmulWideQOp(
-  ctx: GpuContext,
-  m: Matrix,
-  x: GPUBuffer,
-  y: GPUBuffer,
-  sp: SparsityBuffers,
-  o: MatmulOptions,
-  tileRows: number,
-): Op {
-  const s = schemeOf(m);
-  const params = ctx.uniform(
-    [
-      o.M,
-      m.K,
-      o.ldy,
-      o.yOffset ?? 0,
-      m.segments.length,
-      o.counter ?? 0,
-      m.K,
-      m.N,
-      ...segWords(m.segments, () => MATMUL_WIDE_COLS),
-    ],
-    "matmul_wide_q",
-  );
-  return ctx.op({
-    variant: {
+  if (wide) {
+    return gemmKernelOp(ctx, m, x, y, sp, o, {
       shader: "matmul_wide_q",
-      overrides: {
-        SPARSE: o.sparse ? 1 : 0,
-        ACCUM: o.accumulate ? 1 : 0,
-        BIAS: o.bias ? 1 : 0,
-        BITS: s.bits,
-        GROUP: s.group,
-        RM: tileRows / 16,
-      },
-    },
-    bindings: [params, x, m.buffer, y, o.bias ?? ctx.scratch("read"), sp.thresholds, m.scales, sp.counters],
-    owned: [params],
-    workgroups: [segmentTiles(m.segments, MATMUL_WIDE_COLS), Math.ceil(o.M / tileRows)],
-    label: o.label ?? "matmul_wide_q",
+      rows: wide,
+      cols: MATMUL_WIDE_COLS,
+      overrides: { BITS: s.bits, GROUP: s.group, RM: wide / 16 },
+      split: null,
+      label: "matmul_wide_q",
+    });
+  }
+  return gemmKernelOp(ctx, m, x, y, sp, o, {
+    shader: "matmul_q",
+    rows: matmulRows(o.M),
+    cols: MATMUL_TILE,
+    overrides: { BITS: s.bits, GROUP: s.group, SPLITK: split ? 1 : 0, TM: matmulRows(o.M) },
+    split,
+    label: "matmul",
   });
 }
 
