@@ -10,20 +10,11 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
-import {
-  fillOp,
-  gemvRowsChunk,
-  gemvRowsOps,
-  type GemvRowsTune,
-  layoutSegments,
-  matmulOps,
-  type Matrix,
-} from "../src/gpu/kernels.ts";
+import { createGpuContext } from "../src/gpu/context.ts";
+import { fillOp, gemvRowsChunk, gemvRowsOps, type GemvRowsTune, matmulOps } from "../src/gpu/kernels.ts";
 import { SHAPES } from "../src/bench/shapes.ts";
-import { median } from "../src/bench/stats.ts";
+import { layerShapes, medianCallUs, randomMatrices } from "../src/bench/layer_gemms.ts";
 import { numList } from "../src/cli/options.ts";
-import { releaseOps } from "../src/model/forward.ts";
 
 const { values } = parseArgs({
   options: { rows: { type: "string" }, grid: { type: "boolean" }, shape: { type: "string" } },
@@ -34,42 +25,7 @@ if (!c) throw new RangeError(`--shape: one of ${Object.keys(SHAPES).join(", ")}`
 const ctx = await createGpuContext();
 if (!ctx.hasTimestamps) throw new Error(`${ctx.adapterName} has no timestamp queries`);
 const COPIES = 3;
-const h = c.hiddenSize;
-const kv = c.numKvHeads * c.headDim;
-const shapes: { name: string; K: number; lens: number[] }[] = [
-  { name: "q|k|v", K: h, lens: [c.numHeads * c.headDim, kv, kv] },
-  { name: "o", K: c.numHeads * c.headDim, lens: [h] },
-  { name: "gate|up", K: h, lens: [c.intermediateSize, c.intermediateSize] },
-  { name: "down", K: c.intermediateSize, lens: [h] },
-];
-
-function matrices(K: number, lens: number[]): Matrix[] {
-  const out: Matrix[] = [];
-  const ops: Op[] = [];
-  for (let i = 0; i < COPIES; i++) {
-    const { segments, halves } = layoutSegments(K, lens, lens.map(() => 0));
-    const buffer = ctx.buffer(halves * 2, "w");
-    ops.push(fillOp(ctx, buffer, { words: halves / 2, mode: "random", seed: i + 1, scale: 0.02 }));
-    const N = lens.reduce((a, b) => a + b, 0);
-    out.push({ K, N, segments, buffer, scales: ctx.buffer(K * 4, "scales", new Float32Array(K).fill(1)) });
-  }
-  ctx.run(ops);
-  return out;
-}
-
-/** Median GPU microseconds of one call of `build(matrix)` (a pass of `reps` calls over the copies). */
-async function time(
-  g: GpuContext,
-  mats: Matrix[],
-  build: (m: Matrix) => Op[],
-  reps: number,
-): Promise<number> {
-  const pass = Array.from({ length: reps }, (_, i) => build(mats[i % mats.length])).flat();
-  const t: number[] = [];
-  for (let r = 0; r < 5; r++) t.push((await g.timePasses([pass, pass]))[1]);
-  releaseOps(pass);
-  return (median(t) / reps) * 1000;
-}
+const shapes = layerShapes(c);
 
 const maxRows = Math.max(...rowsList);
 const maxN = Math.max(...shapes.map((s) => s.lens.reduce((a, b) => a + b, 0)));
@@ -85,20 +41,20 @@ for (const M of rowsList) {
   let gemmSum = 0;
   let gemvSum = 0;
   for (const s of shapes) {
-    const mats = matrices(s.K, s.lens);
+    const mats = randomMatrices(ctx, s, COPIES);
     const N = mats[0].N;
     const bytes = s.K * N * 2;
     const reps = Math.max(4, Math.min(200, Math.ceil(20e-3 * 3e12 / bytes)));
     const o = { M, ldy: N };
     // the split Forward.#split picks: K in pieces of about 512 while the partials fit
     const splits = Math.min(Math.ceil(s.K / 512), Math.floor(partials.size / (4 * M * N)));
-    const gemm = await time(
+    const gemm = await medianCallUs(
       ctx,
       mats,
       (m) => matmulOps(ctx, m, x, y, sp, { ...o, split: splits >= 2 ? { partials, splits } : null }),
       reps,
     );
-    const gemv = await time(ctx, mats, (m) => gemvRowsOps(ctx, m, x, y, partials, o), reps);
+    const gemv = await medianCallUs(ctx, mats, (m) => gemvRowsOps(ctx, m, x, y, partials, o), reps);
     gemmSum += gemm;
     gemvSum += gemv;
     const gbs = (us: number) => (bytes / us / 1e3).toFixed(0);
@@ -112,7 +68,7 @@ for (const M of rowsList) {
           for (const UNROLL of [4, 8]) {
             if (M * KCHUNK > 4096) continue;
             const tune: GemvRowsTune = { TPR, KCHUNK, UNROLL };
-            const us = await time(
+            const us = await medianCallUs(
               ctx,
               mats,
               (m) => gemvRowsOps(ctx, m, x, y, partials, { ...o, tune }),

@@ -11,19 +11,12 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
-import { fillOp, layoutSegments, MATMUL_WIDE, matmulOps, type Matrix } from "../src/gpu/kernels.ts";
-import {
-  fillQuantOps,
-  layoutQuantSegments,
-  parseQuant,
-  QUANT_SCHEMES,
-  type QuantScheme,
-} from "../src/gpu/quant.ts";
+import { createGpuContext } from "../src/gpu/context.ts";
+import { fillOp, MATMUL_WIDE, matmulOps } from "../src/gpu/kernels.ts";
+import { parseQuant, QUANT_SCHEMES, type QuantScheme } from "../src/gpu/quant.ts";
 import { SHAPES } from "../src/bench/shapes.ts";
-import { median } from "../src/bench/stats.ts";
+import { layerShapes, medianCallUs, randomMatrices } from "../src/bench/layer_gemms.ts";
 import { numList } from "../src/cli/options.ts";
-import { releaseOps } from "../src/model/forward.ts";
 
 const { values } = parseArgs({
   options: {
@@ -44,61 +37,7 @@ const scheme: QuantScheme | null = quant === "none"
 const ctx = await createGpuContext();
 if (!ctx.hasTimestamps) throw new Error(`${ctx.adapterName} has no timestamp queries`);
 const COPIES = 3;
-const h = c.hiddenSize;
-const kv = c.numKvHeads * c.headDim;
-const shapes: { name: string; K: number; lens: number[] }[] = [
-  { name: "q|k|v", K: h, lens: [c.numHeads * c.headDim, kv, kv] },
-  { name: "o", K: c.numHeads * c.headDim, lens: [h] },
-  { name: "gate|up", K: h, lens: [c.intermediateSize, c.intermediateSize] },
-  { name: "down", K: c.intermediateSize, lens: [h] },
-];
-
-/** COPIES random matrices of one shape, f16 or (`scheme`) quantized. */
-function matrices(K: number, lens: number[]): Matrix[] {
-  const out: Matrix[] = [];
-  const ops: Op[] = [];
-  const N = lens.reduce((a, b) => a + b, 0);
-  const thr = lens.map(() => 0);
-  for (let i = 0; i < COPIES; i++) {
-    const scales = ctx.buffer(K * lens.length * 4, "scales", new Float32Array(K * lens.length).fill(1));
-    if (scheme) {
-      const { segments, words } = layoutQuantSegments(K, lens, thr, scheme);
-      const m: Matrix = {
-        K,
-        N,
-        segments,
-        buffer: ctx.buffer(words * 4, "w"),
-        scales,
-        format: quant === "int4" ? "int4" : "int8",
-        group: scheme.group,
-      };
-      ops.push(...fillQuantOps(ctx, m, i + 1));
-      out.push(m);
-    } else {
-      const { segments, halves } = layoutSegments(K, lens, thr);
-      const buffer = ctx.buffer(halves * 2, "w");
-      ops.push(fillOp(ctx, buffer, { words: halves / 2, mode: "random", seed: i + 1, scale: 0.02 }));
-      out.push({ K, N, segments, buffer, scales });
-    }
-  }
-  ctx.run(ops);
-  releaseOps(ops);
-  return out;
-}
-
-/** Median GPU microseconds of one call of `build(matrix)` (a pass of `reps` calls over the copies). */
-async function time(
-  g: GpuContext,
-  mats: Matrix[],
-  build: (m: Matrix) => Op[],
-  reps: number,
-): Promise<number> {
-  const pass = Array.from({ length: reps }, (_, i) => build(mats[i % mats.length])).flat();
-  const t: number[] = [];
-  for (let r = 0; r < 5; r++) t.push((await g.timePasses([pass, pass]))[1]);
-  releaseOps(pass);
-  return (median(t) / reps) * 1000;
-}
+const shapes = layerShapes(c);
 
 const maxRows = Math.max(...rowsList);
 const maxN = Math.max(...shapes.map((s) => s.lens.reduce((a, b) => a + b, 0)));
@@ -120,14 +59,19 @@ console.log(`device: ${ctx.adapterName}; ${values.shape ?? "llama-3-8b"} layer s
 for (const M of rowsList) {
   const sums = kernels.map(() => 0);
   for (const s of shapes) {
-    const mats = matrices(s.K, s.lens);
+    const mats = randomMatrices(
+      ctx,
+      s,
+      COPIES,
+      scheme && { format: quant === "int4" ? "int4" : "int8", scheme },
+    );
     const N = mats[0].N;
     const flops = 2 * M * s.K * N;
     const reps = Math.max(2, Math.min(100, Math.ceil(20e-3 * 20e12 / flops)));
     const line: string[] = [];
     for (const [i, [name, set]] of kernels.entries()) {
       Object.assign(MATMUL_WIDE, set);
-      const us = await time(ctx, mats, (m) => matmulOps(ctx, m, x, y, sp, { M, ldy: N }), reps);
+      const us = await medianCallUs(ctx, mats, (m) => matmulOps(ctx, m, x, y, sp, { M, ldy: N }), reps);
       sums[i] += us;
       line.push(`${name} ${us.toFixed(1)} us (${(flops / us / 1e6).toFixed(1)} TFLOP/s)`);
     }
