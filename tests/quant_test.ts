@@ -533,7 +533,7 @@ async function quantizedReference(dir: string, s: QuantScheme): Promise<Referenc
   return new ReferenceModel({ ...c, tieWordEmbeddings: false }, weights);
 }
 
-Deno.test("stories260k (tied) with int8 and int4 weights: logits and greedy tokens (with and without GEMV epilogues) equal the reference on the dequantized weights", async () => {
+Deno.test("stories260k (tied) with int8 and int4 weights: logits (41 and 100 rows) and greedy tokens (with and without GEMV epilogues) equal the reference on the dequantized weights", async () => {
   for (const quant of ["int8", "int4"] as const) {
     const model = await loadModel(STORIES, { gpu: await gpu(), contextLength: 128, profile: false, quant });
     try {
@@ -554,6 +554,12 @@ Deno.test("stories260k (tied) with int8 and int4 weights: logits and greedy toke
       const ids = [1, ...want.slice(0, 40)];
       const err = relErr(await model.logits(ids), ref.forward(ids, 0));
       assert(err < 5e-3, `${quant}: logits relative error ${err}`);
+      // a pass of 100 rows: the wide GEMM tiles (matmul_wide_q.wgsl) and the tiled attention
+      ref.reset();
+      const long = Array.from({ length: 100 }, (_, i) => (i * 37 + 11) % model.config.vocabSize);
+      const errLong = relErr(await model.logits(long), ref.forward(long, 0));
+      assert(errLong < 5e-3, `${quant}: logits relative error ${errLong} over 100 rows`);
+      ref.reset();
       // ids compare up to the first step whose top-1/top-2 margin is within 4x the measured logit error
       let sure = margins.findIndex((m) => m < 4 * err);
       if (sure < 0) sure = want.length;
