@@ -577,7 +577,7 @@ export function reduceOp(
   });
 }
 
-/** Options of a prefill GEMM (matmul.wgsl / matmul_q.wgsl). */
+/** Options of a prefill GEMM (matmul.wgsl, matmul_q.wgsl, matmul_wide.wgsl, matmul_wide_q.wgsl). */
 export interface MatmulOptions {
   /** Rows of x and y. */
   M: number;
