@@ -18,6 +18,8 @@ import {
 } from "node:assert";
 import { defaultMaxPrefill, loadModel, type Model, modelFromTensors } from "../src/model/model.ts";
 import { SHAPES } from "../src/bench/shapes.ts";
+import { COMMANDS } from "../src/cli/commands.ts";
+import { defaultModelDir } from "../src/model/default_model.ts";
 import type { ModelConfig } from "../src/model/config.ts";
 import { argmax, greedyGenerate, ReferenceModel } from "../src/model/reference.ts";
 import type { NamedTensor } from "../src/model/weights.ts";
@@ -847,4 +849,49 @@ Deno.test("defaultMaxPrefill: 1024 rows, at most the context and what one storag
   assertEquals(defaultMaxPrefill(llama, 2 ** 27, 8192), 1024);
   assertEquals(defaultMaxPrefill({ ...llama, intermediateSize: 28672 }, 2 ** 27, 8192), 585);
   assertEquals(defaultMaxPrefill(llama, 1000, 8192), 1);
+});
+
+Deno.test("generate --prompt-file: the file's text is the prompt (as --prompt); missing, empty, non-UTF-8 files and two prompts are refused, naming the file", async () => {
+  const dir = await Deno.makeTempDir();
+  const text = "The jury said that the city's election, \u00e9t\u00e9 and all, had been conducted well.";
+  const file = `${dir}/prompt.txt`;
+  await Deno.writeTextFile(file, text);
+  const deps = {
+    loadModel: async (d: string, o?: object) => loadModel(d, { ...o, gpu: await gpu() }),
+    defaultModelDir,
+  };
+  const logged: string[] = [];
+  const log = console.log;
+  console.log = (line: string) => logged.push(line);
+  try {
+    const flags = { "max-tokens": "3", temperature: "0", json: true };
+    assertEquals(await COMMANDS.generate.run({ ...flags, "prompt-file": file }, deps), 0);
+    assertEquals(await COMMANDS.generate.run({ ...flags, prompt: text }, deps), 0);
+  } finally {
+    console.log = log;
+  }
+  const [fromFile, fromFlag] = logged.map((l) => JSON.parse(l));
+  assert(fromFile.prompt_tokens > 10, `prompt tokens ${fromFile.prompt_tokens}`);
+  assertEquals(fromFile.prompt_tokens, fromFlag.prompt_tokens);
+  assertEquals(fromFile.ids, fromFlag.ids);
+  const refuse = {
+    loadModel: () => Promise.reject(new Error("must not load")),
+    defaultModelDir,
+  };
+  await assertRejects(
+    COMMANDS.generate.run({ "prompt-file": `${dir}/missing.txt` }, refuse),
+    /--prompt-file .*missing\.txt: .*(No such file|not found)/i,
+  );
+  await Deno.writeFile(`${dir}/bad.txt`, new Uint8Array([0x54, 0xff, 0xfe, 0x41]));
+  await assertRejects(
+    COMMANDS.generate.run({ "prompt-file": `${dir}/bad.txt` }, refuse),
+    /bad\.txt: not UTF-8/,
+  );
+  await Deno.writeFile(`${dir}/empty.txt`, new Uint8Array());
+  await assertRejects(COMMANDS.generate.run({ "prompt-file": `${dir}/empty.txt` }, refuse), /empty/);
+  await assertRejects(
+    COMMANDS.generate.run({ "prompt-file": file, prompt: "x" }, refuse),
+    /exactly one of --prompt TEXT, --prompt-file FILE or --prompt-ids/,
+  );
+  await Deno.remove(dir, { recursive: true });
 });

@@ -7,6 +7,26 @@ import { speculationJson } from "../generate/report.ts";
 import { num, numList } from "./options.ts";
 import { parseQuant } from "../gpu/quant.ts";
 
+/** The text of --prompt-file: a UTF-8 file, or standard input for '-'; errors name the file. */
+async function readPromptFile(path: string): Promise<string> {
+  let bytes: Uint8Array;
+  try {
+    bytes = path === "-"
+      ? new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer())
+      : await Deno.readFile(path);
+  } catch (e) {
+    throw new Error(`--prompt-file ${path}: ${(e as Error).message}`);
+  }
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new Error(`--prompt-file ${path}: not UTF-8 text`);
+  }
+  if (text === "") throw new Error(`--prompt-file ${path}: the file is empty`);
+  return text;
+}
+
 /** --speculate K|auto: a clear error for anything else. */
 function speculateFlag(raw: unknown): number {
   const k = Number(raw);
@@ -20,8 +40,9 @@ const USAGE = `usage: deno run -A cli.ts generate [options]
 
   --model PATH         Hugging Face model folder or GGUF file (default: the embedded tiny-llama-16m)
   --prompt TEXT        text prompt (BOS added)
+  --prompt-file FILE   text prompt read from a UTF-8 file ('-': standard input), as --prompt (long documents)
   --prompt-ids 1,2,3   token ids, used as given (no BOS added)
-  --chat               wrap --prompt as one user message in the model's chat template
+  --chat               wrap the text prompt as one user message in the model's chat template
   --max-tokens N       most new tokens (default 128)
   --temperature T      0 is greedy (default 0.8)
   --top-k K            keep the K most likely tokens (default 0: off)
@@ -46,6 +67,7 @@ export const generateCommand: Command = {
   options: {
     model: { type: "string" },
     prompt: { type: "string" },
+    "prompt-file": { type: "string" },
     "prompt-ids": { type: "string" },
     chat: { type: "boolean" },
     "max-tokens": { type: "string" },
@@ -64,9 +86,14 @@ export const generateCommand: Command = {
     json: { type: "boolean" },
   },
   async run(v, deps) {
-    if ((v.prompt === undefined) === (v["prompt-ids"] === undefined)) {
-      throw new Error("give exactly one of --prompt TEXT or --prompt-ids 1,2,3");
+    const given = [v.prompt, v["prompt-file"], v["prompt-ids"]].filter((p) => p !== undefined).length;
+    if (given !== 1) {
+      throw new Error("give exactly one of --prompt TEXT, --prompt-file FILE or --prompt-ids 1,2,3");
     }
+    // read before the model loads, so a wrong path fails at once
+    const text = v["prompt-file"] !== undefined
+      ? await readPromptFile(v["prompt-file"] as string)
+      : v.prompt as string | undefined;
     const options = {
       maxTokens: num(v, "max-tokens", 128, { min: 1, integer: true }),
       temperature: num(v, "temperature", 0.8, { min: 0 }),
@@ -99,11 +126,8 @@ export const generateCommand: Command = {
       let prompt: string | number[];
       if (v["prompt-ids"] !== undefined) prompt = numList(v["prompt-ids"] as string, "prompt-ids", true);
       else if (v.chat) {
-        prompt = model.encode(
-          model.applyChatTemplate([{ role: "user", content: v.prompt as string }]),
-          false,
-        );
-      } else prompt = v.prompt as string;
+        prompt = model.encode(model.applyChatTemplate([{ role: "user", content: text! }]), false);
+      } else prompt = text!;
       const gen = model.generate(prompt, options);
       const enc = new TextEncoder();
       for await (const chunk of gen) {
