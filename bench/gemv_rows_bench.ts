@@ -16,75 +16,80 @@ import { SHAPES } from "../src/bench/shapes.ts";
 import { layerShapes, medianCallUs, randomMatrices } from "../src/bench/layer_gemms.ts";
 import { numList } from "../src/cli/options.ts";
 
-const { values } = parseArgs({
-  options: { rows: { type: "string" }, grid: { type: "boolean" }, shape: { type: "string" } },
-});
-const rowsList = numList(values.rows ?? "1,2,4,8,16", "--rows", true);
-const c = SHAPES[values.shape ?? "llama-3-8b"];
-if (!c) throw new RangeError(`--shape: one of ${Object.keys(SHAPES).join(", ")}`);
-const ctx = await createGpuContext();
-if (!ctx.hasTimestamps) throw new Error(`${ctx.adapterName} has no timestamp queries`);
-const COPIES = 3;
-const shapes = layerShapes(c);
+/** Runs the benchmark (a script, not a `deno bench` file: `deno bench bench/` only imports it). */
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: { rows: { type: "string" }, grid: { type: "boolean" }, shape: { type: "string" } },
+  });
+  const rowsList = numList(values.rows ?? "1,2,4,8,16", "--rows", true);
+  const c = SHAPES[values.shape ?? "llama-3-8b"];
+  if (!c) throw new RangeError(`--shape: one of ${Object.keys(SHAPES).join(", ")}`);
+  const ctx = await createGpuContext();
+  if (!ctx.hasTimestamps) throw new Error(`${ctx.adapterName} has no timestamp queries`);
+  const COPIES = 3;
+  const shapes = layerShapes(c);
 
-const maxRows = Math.max(...rowsList);
-const maxN = Math.max(...shapes.map((s) => s.lens.reduce((a, b) => a + b, 0)));
-const maxK = Math.max(...shapes.map((s) => s.K));
-const x = ctx.buffer(maxRows * maxK * 4, "x");
-ctx.run([fillOp(ctx, x, { words: maxRows * maxK, mode: "random", seed: 9, scale: 1 })]);
-const y = ctx.buffer(maxRows * maxN * 4, "y");
-// as Forward.#splitBuffer: room for 8 splits of a 64-row tile of the widest matrix
-const partials = ctx.buffer(Math.min(ctx.maxBinding, 64 * maxN * 8 * 4), "partials");
-const sp = { thresholds: ctx.buffer(16, "thr"), counters: ctx.buffer(64, "cnt") };
-console.log(`device: ${ctx.adapterName}; ${values.shape ?? "llama-3-8b"} layer shapes, f16, dense`);
-for (const M of rowsList) {
-  let gemmSum = 0;
-  let gemvSum = 0;
-  for (const s of shapes) {
-    const mats = randomMatrices(ctx, s, COPIES);
-    const N = mats[0].N;
-    const bytes = s.K * N * 2;
-    const reps = Math.max(4, Math.min(200, Math.ceil(20e-3 * 3e12 / bytes)));
-    const o = { M, ldy: N };
-    // the split Forward.#split picks: K in pieces of about 512 while the partials fit
-    const splits = Math.min(Math.ceil(s.K / 512), Math.floor(partials.size / (4 * M * N)));
-    const gemm = await medianCallUs(
-      ctx,
-      mats,
-      (m) => matmulOps(ctx, m, x, y, sp, { ...o, split: splits >= 2 ? { partials, splits } : null }),
-      reps,
-    );
-    const gemv = await medianCallUs(ctx, mats, (m) => gemvRowsOps(ctx, m, x, y, partials, o), reps);
-    gemmSum += gemm;
-    gemvSum += gemv;
-    const gbs = (us: number) => (bytes / us / 1e3).toFixed(0);
-    console.log(
-      `M=${M} ${s.name} ${N}x${s.K}: GEMM ${gemm.toFixed(1)} us (${gbs(gemm)} GB/s), ` +
-        `gemv_rows ${gemv.toFixed(1)} us (${gbs(gemv)} GB/s)`,
-    );
-    if (values.grid) {
-      for (const TPR of [32, 64, 128, 256]) {
-        for (const KCHUNK of [128, 256, 512, 1024]) {
-          for (const UNROLL of [4, 8]) {
-            if (M * KCHUNK > 4096) continue;
-            const tune: GemvRowsTune = { TPR, KCHUNK, UNROLL };
-            const us = await medianCallUs(
-              ctx,
-              mats,
-              (m) => gemvRowsOps(ctx, m, x, y, partials, { ...o, tune }),
-              reps,
-            );
-            const mark = TPR === 64 && KCHUNK === gemvRowsChunk(M) && UNROLL === 4 ? " (default)" : "";
-            console.log(`  TPR ${TPR} KCHUNK ${KCHUNK} UNROLL ${UNROLL}: ${us.toFixed(1)} us${mark}`);
+  const maxRows = Math.max(...rowsList);
+  const maxN = Math.max(...shapes.map((s) => s.lens.reduce((a, b) => a + b, 0)));
+  const maxK = Math.max(...shapes.map((s) => s.K));
+  const x = ctx.buffer(maxRows * maxK * 4, "x");
+  ctx.run([fillOp(ctx, x, { words: maxRows * maxK, mode: "random", seed: 9, scale: 1 })]);
+  const y = ctx.buffer(maxRows * maxN * 4, "y");
+  // as Forward.#splitBuffer: room for 8 splits of a 64-row tile of the widest matrix
+  const partials = ctx.buffer(Math.min(ctx.maxBinding, 64 * maxN * 8 * 4), "partials");
+  const sp = { thresholds: ctx.buffer(16, "thr"), counters: ctx.buffer(64, "cnt") };
+  console.log(`device: ${ctx.adapterName}; ${values.shape ?? "llama-3-8b"} layer shapes, f16, dense`);
+  for (const M of rowsList) {
+    let gemmSum = 0;
+    let gemvSum = 0;
+    for (const s of shapes) {
+      const mats = randomMatrices(ctx, s, COPIES);
+      const N = mats[0].N;
+      const bytes = s.K * N * 2;
+      const reps = Math.max(4, Math.min(200, Math.ceil(20e-3 * 3e12 / bytes)));
+      const o = { M, ldy: N };
+      // the split Forward.#split picks: K in pieces of about 512 while the partials fit
+      const splits = Math.min(Math.ceil(s.K / 512), Math.floor(partials.size / (4 * M * N)));
+      const gemm = await medianCallUs(
+        ctx,
+        mats,
+        (m) => matmulOps(ctx, m, x, y, sp, { ...o, split: splits >= 2 ? { partials, splits } : null }),
+        reps,
+      );
+      const gemv = await medianCallUs(ctx, mats, (m) => gemvRowsOps(ctx, m, x, y, partials, o), reps);
+      gemmSum += gemm;
+      gemvSum += gemv;
+      const gbs = (us: number) => (bytes / us / 1e3).toFixed(0);
+      console.log(
+        `M=${M} ${s.name} ${N}x${s.K}: GEMM ${gemm.toFixed(1)} us (${gbs(gemm)} GB/s), ` +
+          `gemv_rows ${gemv.toFixed(1)} us (${gbs(gemv)} GB/s)`,
+      );
+      if (values.grid) {
+        for (const TPR of [32, 64, 128, 256]) {
+          for (const KCHUNK of [128, 256, 512, 1024]) {
+            for (const UNROLL of [4, 8]) {
+              if (M * KCHUNK > 4096) continue;
+              const tune: GemvRowsTune = { TPR, KCHUNK, UNROLL };
+              const us = await medianCallUs(
+                ctx,
+                mats,
+                (m) => gemvRowsOps(ctx, m, x, y, partials, { ...o, tune }),
+                reps,
+              );
+              const mark = TPR === 64 && KCHUNK === gemvRowsChunk(M) && UNROLL === 4 ? " (default)" : "";
+              console.log(`  TPR ${TPR} KCHUNK ${KCHUNK} UNROLL ${UNROLL}: ${us.toFixed(1)} us${mark}`);
+            }
           }
         }
       }
+      for (const m of mats) m.buffer.destroy();
     }
-    for (const m of mats) m.buffer.destroy();
+    console.log(
+      `M=${M} per layer: GEMM ${gemmSum.toFixed(1)} us, gemv_rows ${gemvSum.toFixed(1)} us; ` +
+        `x ${c.numLayers} layers: ${(gemmSum * c.numLayers / 1000).toFixed(2)} vs ` +
+        `${(gemvSum * c.numLayers / 1000).toFixed(2)} ms`,
+    );
   }
-  console.log(
-    `M=${M} per layer: GEMM ${gemmSum.toFixed(1)} us, gemv_rows ${gemvSum.toFixed(1)} us; ` +
-      `x ${c.numLayers} layers: ${(gemmSum * c.numLayers / 1000).toFixed(2)} vs ` +
-      `${(gemvSum * c.numLayers / 1000).toFixed(2)} ms`,
-  );
 }
+
+if (import.meta.main) await main();

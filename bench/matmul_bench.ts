@@ -18,69 +18,74 @@ import { SHAPES } from "../src/bench/shapes.ts";
 import { layerShapes, medianCallUs, randomMatrices } from "../src/bench/layer_gemms.ts";
 import { numList } from "../src/cli/options.ts";
 
-const { values } = parseArgs({
-  options: {
-    rows: { type: "string" },
-    shape: { type: "string" },
-    quant: { type: "string" },
-    group: { type: "string" },
-  },
-});
-const rowsList = numList(values.rows ?? "64,128,256,512,1024", "--rows", true);
-const c = SHAPES[values.shape ?? "llama-3-8b"];
-if (!c) throw new RangeError(`--shape: one of ${Object.keys(SHAPES).join(", ")}`);
-const quant = parseQuant(values.quant, "--quant");
-// the quantized scheme: the load option's, or its group size replaced (layoutQuantSegments checks it)
-const scheme: QuantScheme | null = quant === "none"
-  ? null
-  : { ...QUANT_SCHEMES[quant], group: values.group ? Number(values.group) : QUANT_SCHEMES[quant].group };
-const ctx = await createGpuContext();
-if (!ctx.hasTimestamps) throw new Error(`${ctx.adapterName} has no timestamp queries`);
-const COPIES = 3;
-const shapes = layerShapes(c);
+/** Runs the benchmark (a script, not a `deno bench` file: `deno bench bench/` only imports it). */
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      rows: { type: "string" },
+      shape: { type: "string" },
+      quant: { type: "string" },
+      group: { type: "string" },
+    },
+  });
+  const rowsList = numList(values.rows ?? "64,128,256,512,1024", "--rows", true);
+  const c = SHAPES[values.shape ?? "llama-3-8b"];
+  if (!c) throw new RangeError(`--shape: one of ${Object.keys(SHAPES).join(", ")}`);
+  const quant = parseQuant(values.quant, "--quant");
+  // the quantized scheme: the load option's, or its group size replaced (layoutQuantSegments checks it)
+  const scheme: QuantScheme | null = quant === "none"
+    ? null
+    : { ...QUANT_SCHEMES[quant], group: values.group ? Number(values.group) : QUANT_SCHEMES[quant].group };
+  const ctx = await createGpuContext();
+  if (!ctx.hasTimestamps) throw new Error(`${ctx.adapterName} has no timestamp queries`);
+  const COPIES = 3;
+  const shapes = layerShapes(c);
 
-const maxRows = Math.max(...rowsList);
-const maxN = Math.max(...shapes.map((s) => s.lens.reduce((a, b) => a + b, 0)));
-const maxK = Math.max(...shapes.map((s) => s.K));
-const x = ctx.buffer(maxRows * maxK * 4, "x");
-ctx.run([fillOp(ctx, x, { words: maxRows * maxK, mode: "random", seed: 9, scale: 1 })]);
-const y = ctx.buffer(maxRows * maxN * 4, "y");
-const sp = { thresholds: ctx.buffer(16, "thr"), counters: ctx.buffer(64, "cnt") };
-const saved = { ...MATMUL_WIDE };
-// kernel, and the MATMUL_WIDE settings that pick it
-const q = scheme ? "_q" : "";
-const kernels: [string, typeof MATMUL_WIDE][] = [
-  [`matmul${q} 64x64`, { fromRows: 0, tile128From: 0 }],
-  [`wide${q} 64x128`, { fromRows: 1, tile128From: Infinity }],
-  [`wide${q} 128x128`, { fromRows: 1, tile128From: 1 }],
-];
-const format = scheme ? `${quant} in groups of ${scheme.group}` : "f16";
-console.log(`device: ${ctx.adapterName}; ${values.shape ?? "llama-3-8b"} layer shapes, ${format}, dense`);
-for (const M of rowsList) {
-  const sums = kernels.map(() => 0);
-  for (const s of shapes) {
-    const mats = randomMatrices(
-      ctx,
-      s,
-      COPIES,
-      scheme && { format: quant === "int4" ? "int4" : "int8", scheme },
-    );
-    const N = mats[0].N;
-    const flops = 2 * M * s.K * N;
-    const reps = Math.max(2, Math.min(100, Math.ceil(20e-3 * 20e12 / flops)));
-    const line: string[] = [];
-    for (const [i, [name, set]] of kernels.entries()) {
-      Object.assign(MATMUL_WIDE, set);
-      const us = await medianCallUs(ctx, mats, (m) => matmulOps(ctx, m, x, y, sp, { M, ldy: N }), reps);
-      sums[i] += us;
-      line.push(`${name} ${us.toFixed(1)} us (${(flops / us / 1e6).toFixed(1)} TFLOP/s)`);
+  const maxRows = Math.max(...rowsList);
+  const maxN = Math.max(...shapes.map((s) => s.lens.reduce((a, b) => a + b, 0)));
+  const maxK = Math.max(...shapes.map((s) => s.K));
+  const x = ctx.buffer(maxRows * maxK * 4, "x");
+  ctx.run([fillOp(ctx, x, { words: maxRows * maxK, mode: "random", seed: 9, scale: 1 })]);
+  const y = ctx.buffer(maxRows * maxN * 4, "y");
+  const sp = { thresholds: ctx.buffer(16, "thr"), counters: ctx.buffer(64, "cnt") };
+  const saved = { ...MATMUL_WIDE };
+  // kernel, and the MATMUL_WIDE settings that pick it
+  const q = scheme ? "_q" : "";
+  const kernels: [string, typeof MATMUL_WIDE][] = [
+    [`matmul${q} 64x64`, { fromRows: 0, tile128From: 0 }],
+    [`wide${q} 64x128`, { fromRows: 1, tile128From: Infinity }],
+    [`wide${q} 128x128`, { fromRows: 1, tile128From: 1 }],
+  ];
+  const format = scheme ? `${quant} in groups of ${scheme.group}` : "f16";
+  console.log(`device: ${ctx.adapterName}; ${values.shape ?? "llama-3-8b"} layer shapes, ${format}, dense`);
+  for (const M of rowsList) {
+    const sums = kernels.map(() => 0);
+    for (const s of shapes) {
+      const mats = randomMatrices(
+        ctx,
+        s,
+        COPIES,
+        scheme && { format: quant === "int4" ? "int4" : "int8", scheme },
+      );
+      const N = mats[0].N;
+      const flops = 2 * M * s.K * N;
+      const reps = Math.max(2, Math.min(100, Math.ceil(20e-3 * 20e12 / flops)));
+      const line: string[] = [];
+      for (const [i, [name, set]] of kernels.entries()) {
+        Object.assign(MATMUL_WIDE, set);
+        const us = await medianCallUs(ctx, mats, (m) => matmulOps(ctx, m, x, y, sp, { M, ldy: N }), reps);
+        sums[i] += us;
+        line.push(`${name} ${us.toFixed(1)} us (${(flops / us / 1e6).toFixed(1)} TFLOP/s)`);
+      }
+      Object.assign(MATMUL_WIDE, saved);
+      console.log(`M=${M} ${s.name} ${N}x${s.K}: ${line.join(", ")}`);
+      for (const m of mats) m.buffer.destroy();
     }
-    Object.assign(MATMUL_WIDE, saved);
-    console.log(`M=${M} ${s.name} ${N}x${s.K}: ${line.join(", ")}`);
-    for (const m of mats) m.buffer.destroy();
+    console.log(
+      `M=${M} x ${c.numLayers} layers: ` +
+        kernels.map(([name], i) => `${name} ${(sums[i] * c.numLayers / 1000).toFixed(2)} ms`).join(", "),
+    );
   }
-  console.log(
-    `M=${M} x ${c.numLayers} layers: ` +
-      kernels.map(([name], i) => `${name} ${(sums[i] * c.numLayers / 1000).toFixed(2)} ms`).join(", "),
-  );
 }
+
+if (import.meta.main) await main();
