@@ -259,7 +259,10 @@ export const benchCommand: Command = {
         const pass = t.prefillPass
           ? ` (a prefill pass of ${t.promptTokens} rows: ${t.prefillPass.hostBuildMs} ms to build, ${t.prefillPass.gpuMs} ms GPU)`
           : "";
-        log(`time to first token after ${t.promptTokens} prompt tokens: ${t.ms.toFixed(1)} ms${pass}`);
+        const rate = `${(t.promptTokens / t.ms * 1000).toFixed(0)} prompt tokens/s`;
+        log(
+          `time to first token after ${t.promptTokens} prompt tokens: ${t.ms.toFixed(1)} ms, ${rate}${pass}`,
+        );
       }
       let speculative = null;
       if (v.speculate !== undefined) {
