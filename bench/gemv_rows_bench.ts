@@ -10,10 +10,9 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { createGpuContext } from "../src/gpu/context.ts";
-import { fillOp, gemvRowsChunk, gemvRowsOps, type GemvRowsTune, matmulOps } from "../src/gpu/kernels.ts";
+import { gemvRowsChunk, gemvRowsOps, type GemvRowsTune, matmulOps } from "../src/gpu/kernels.ts";
 import { SHAPES } from "../src/bench/shapes.ts";
-import { layerShapes, medianCallUs, randomMatrices } from "../src/bench/layer_gemms.ts";
+import { gemmBench, medianCallUs, randomMatrices } from "../src/bench/layer_gemms.ts";
 import { numList } from "../src/cli/options.ts";
 
 /** Runs the benchmark (a script, not a `deno bench` file: `deno bench bench/` only imports it). */
@@ -24,20 +23,10 @@ async function main(): Promise<void> {
   const rowsList = numList(values.rows ?? "1,2,4,8,16", "--rows", true);
   const c = SHAPES[values.shape ?? "llama-3-8b"];
   if (!c) throw new RangeError(`--shape: one of ${Object.keys(SHAPES).join(", ")}`);
-  const ctx = await createGpuContext();
-  if (!ctx.hasTimestamps) throw new Error(`${ctx.adapterName} has no timestamp queries`);
   const COPIES = 3;
-  const shapes = layerShapes(c);
-
-  const maxRows = Math.max(...rowsList);
-  const maxN = Math.max(...shapes.map((s) => s.lens.reduce((a, b) => a + b, 0)));
-  const maxK = Math.max(...shapes.map((s) => s.K));
-  const x = ctx.buffer(maxRows * maxK * 4, "x");
-  ctx.run([fillOp(ctx, x, { words: maxRows * maxK, mode: "random", seed: 9, scale: 1 })]);
-  const y = ctx.buffer(maxRows * maxN * 4, "y");
+  const { ctx, shapes, x, y, maxN, sp } = await gemmBench(c, Math.max(...rowsList));
   // as Forward.#splitBuffer: room for 8 splits of a 64-row tile of the widest matrix
   const partials = ctx.buffer(Math.min(ctx.maxBinding, 64 * maxN * 8 * 4), "partials");
-  const sp = { thresholds: ctx.buffer(16, "thr"), counters: ctx.buffer(64, "cnt") };
   console.log(`device: ${ctx.adapterName}; ${values.shape ?? "llama-3-8b"} layer shapes, f16, dense`);
   for (const M of rowsList) {
     let gemmSum = 0;

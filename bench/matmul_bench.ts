@@ -11,11 +11,10 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { createGpuContext } from "../src/gpu/context.ts";
-import { fillOp, MATMUL_WIDE, matmulOps } from "../src/gpu/kernels.ts";
+import { MATMUL_WIDE, matmulOps } from "../src/gpu/kernels.ts";
 import { parseQuant, QUANT_SCHEMES, type QuantScheme } from "../src/gpu/quant.ts";
 import { SHAPES } from "../src/bench/shapes.ts";
-import { layerShapes, medianCallUs, randomMatrices } from "../src/bench/layer_gemms.ts";
+import { gemmBench, medianCallUs, randomMatrices } from "../src/bench/layer_gemms.ts";
 import { numList } from "../src/cli/options.ts";
 
 /** Runs the benchmark (a script, not a `deno bench` file: `deno bench bench/` only imports it). */
@@ -36,18 +35,8 @@ async function main(): Promise<void> {
   const scheme: QuantScheme | null = quant === "none"
     ? null
     : { ...QUANT_SCHEMES[quant], group: values.group ? Number(values.group) : QUANT_SCHEMES[quant].group };
-  const ctx = await createGpuContext();
-  if (!ctx.hasTimestamps) throw new Error(`${ctx.adapterName} has no timestamp queries`);
   const COPIES = 3;
-  const shapes = layerShapes(c);
-
-  const maxRows = Math.max(...rowsList);
-  const maxN = Math.max(...shapes.map((s) => s.lens.reduce((a, b) => a + b, 0)));
-  const maxK = Math.max(...shapes.map((s) => s.K));
-  const x = ctx.buffer(maxRows * maxK * 4, "x");
-  ctx.run([fillOp(ctx, x, { words: maxRows * maxK, mode: "random", seed: 9, scale: 1 })]);
-  const y = ctx.buffer(maxRows * maxN * 4, "y");
-  const sp = { thresholds: ctx.buffer(16, "thr"), counters: ctx.buffer(64, "cnt") };
+  const { ctx, shapes, x, y, sp } = await gemmBench(c, Math.max(...rowsList));
   const saved = { ...MATMUL_WIDE };
   // kernel, and the MATMUL_WIDE settings that pick it
   const q = scheme ? "_q" : "";

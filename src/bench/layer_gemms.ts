@@ -3,8 +3,8 @@
  * four matrix shapes, random weight copies of one shape made on the GPU, and the median GPU time of one call.
  * @module
  */
-import type { GpuContext, Op } from "../gpu/context.ts";
-import { fillOp, layoutSegments, type Matrix } from "../gpu/kernels.ts";
+import { createGpuContext, type GpuContext, type Op } from "../gpu/context.ts";
+import { fillOp, layoutSegments, type Matrix, type SparsityBuffers } from "../gpu/kernels.ts";
 import { fillQuantOps, layoutQuantSegments, type QuantScheme } from "../gpu/quant.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { releaseOps } from "../model/forward.ts";
@@ -86,4 +86,32 @@ export async function medianCallUs(
   for (let r = 0; r < 5; r++) t.push((await ctx.timePasses([pass, pass]))[1]);
   releaseOps(pass);
   return (median(t) / reps) * 1000;
+}
+
+/** A kernel benchmark's GPU, the layer shapes, and x and y buffers for passes of up to `maxRows` rows. */
+export interface GemmBench {
+  ctx: GpuContext;
+  shapes: LayerShape[];
+  /** Random inputs, [maxRows][widest K] f32. */
+  x: GPUBuffer;
+  /** Outputs, [maxRows][widest N] f32. */
+  y: GPUBuffer;
+  /** The widest N of the shapes. */
+  maxN: number;
+  /** Thresholds and counters (the passes are dense). */
+  sp: SparsityBuffers;
+}
+
+/** Sets up a kernel benchmark of a model's layer GEMMs; throws if the GPU has no timestamp queries. */
+export async function gemmBench(c: ModelConfig, maxRows: number): Promise<GemmBench> {
+  const ctx = await createGpuContext();
+  if (!ctx.hasTimestamps) throw new Error(`${ctx.adapterName} has no timestamp queries`);
+  const shapes = layerShapes(c);
+  const maxN = Math.max(...shapes.map((s) => s.lens.reduce((a, b) => a + b, 0)));
+  const maxK = Math.max(...shapes.map((s) => s.K));
+  const x = ctx.buffer(maxRows * maxK * 4, "x");
+  ctx.run([fillOp(ctx, x, { words: maxRows * maxK, mode: "random", seed: 9, scale: 1 })]);
+  const y = ctx.buffer(maxRows * maxN * 4, "y");
+  const sp = { thresholds: ctx.buffer(16, "thr"), counters: ctx.buffer(64, "cnt") };
+  return { ctx, shapes, x, y, maxN, sp };
 }

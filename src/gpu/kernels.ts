@@ -4,7 +4,7 @@
  * @module
  */
 import type { GpuContext, Op } from "./context.ts";
-import { gemvQColsPerThread, gemvQOp, matmulQOp, type WeightFormat } from "./quant.ts";
+import { gemvQColsPerThread, gemvQOp, quantOverrides, type WeightFormat } from "./quant.ts";
 
 /**
  * The base gemv.wgsl variant: threads per column group, input channels per split, threads per workgroup, rows
@@ -620,7 +620,7 @@ export function splitKLayout(K: number, splits: number): { klen: number; splits:
 
 /**
  * matmul.wgsl (matmul_wide.wgsl for many rows): y[M][..] (=|+=) x[M][K] . wt (+ bias), optional TEAL mask on x;
- * quantized matrices go to matmul_q.wgsl / matmul_wide_q.wgsl (quant.ts's matmulQOp).
+ * quantized matrices go to matmul_q.wgsl / matmul_wide_q.wgsl.
  */
 export function matmulOp(
   ctx: GpuContext,
@@ -790,30 +790,31 @@ function gemmOp(
   o: MatmulOptions,
   split: { klen: number; splits: number } | null,
 ): Op {
-  if (m.format && m.format !== "f16") return matmulQOp(ctx, m, x, y, sp, o, split);
+  // int8 / int4: the same kernels with dequantizing weight loads (the _q shaders)
+  const q = m.format && m.format !== "f16" ? quantOverrides(m) : null;
   const wide = split ? 0 : matmulWideRows(m, o.M);
   if (wide) {
     return gemmKernelOp(ctx, m, x, y, sp, o, {
-      shader: "matmul_wide",
+      shader: q ? "matmul_wide_q" : "matmul_wide",
       rows: wide,
       cols: MATMUL_WIDE_COLS,
-      overrides: { RM: wide / 16 },
+      overrides: { ...q, RM: wide / 16 },
       split: null,
-      label: "matmul_wide",
+      label: q ? "matmul_wide_q" : "matmul_wide",
     });
   }
   return gemmKernelOp(ctx, m, x, y, sp, o, {
-    shader: "matmul",
+    shader: q ? "matmul_q" : "matmul",
     rows: matmulRows(o.M),
     cols: MATMUL_TILE,
-    overrides: { SPLITK: split ? 1 : 0, TM: matmulRows(o.M) },
+    overrides: { ...q, SPLITK: split ? 1 : 0, TM: matmulRows(o.M) },
     split,
     label: "matmul",
   });
 }
 
 /** A prefill GEMM kernel and its tiling, for {@link gemmKernelOp}. */
-export interface GemmKernel {
+interface GemmKernel {
   shader: "matmul" | "matmul_q" | "matmul_wide" | "matmul_wide_q";
   /** Rows and columns of an output tile. */
   rows: number;
@@ -831,7 +832,7 @@ export interface GemmKernel {
  * their Params layout (rows, K, y's stride and offset, segments, counter, split length, columns, segments'
  * words) and bindings; workgroup x indexes the column tiles of the segments, y the row tiles, z the K splits.
  */
-export function gemmKernelOp(
+function gemmKernelOp(
   ctx: GpuContext,
   m: Matrix,
   x: GPUBuffer,

@@ -13,18 +13,12 @@
 import type { GpuContext, Op } from "./context.ts";
 import {
   checkGemvTune,
-  gemmKernelOp,
   GEMV_SCAN,
   type GemvFinish,
   gemvFinishParts,
   type GemvInput,
   gemvInputBindings,
   type GemvTune,
-  MATMUL_TILE,
-  MATMUL_WIDE_COLS,
-  type MatmulOptions,
-  matmulRows,
-  matmulWideRows,
   type Matrix,
   resolveGemvTune,
   roundUp,
@@ -371,39 +365,10 @@ export function quantizeOp(
   });
 }
 
-/**
- * matmulOp's contract (sparse, accumulate, bias) over int8 / int4 weights: matmul_wide_q.wgsl for passes of
- * many rows (matmulWideRows), else matmul_q.wgsl (few rows, and `split` over K).
- */
-export function matmulQOp(
-  ctx: GpuContext,
-  m: Matrix,
-  x: GPUBuffer,
-  y: GPUBuffer,
-  sp: SparsityBuffers,
-  o: MatmulOptions,
-  split: { klen: number; splits: number } | null = null,
-): Op {
+/** The quantized GEMV and GEMM kernels' format overrides of a matrix: code bits and outputs per group scale. */
+export function quantOverrides(m: Matrix): { BITS: number; GROUP: number } {
   const s = schemeOf(m);
-  const wide = split ? 0 : matmulWideRows(m, o.M);
-  if (wide) {
-    return gemmKernelOp(ctx, m, x, y, sp, o, {
-      shader: "matmul_wide_q",
-      rows: wide,
-      cols: MATMUL_WIDE_COLS,
-      overrides: { BITS: s.bits, GROUP: s.group, RM: wide / 16 },
-      split: null,
-      label: "matmul_wide_q",
-    });
-  }
-  return gemmKernelOp(ctx, m, x, y, sp, o, {
-    shader: "matmul_q",
-    rows: matmulRows(o.M),
-    cols: MATMUL_TILE,
-    overrides: { BITS: s.bits, GROUP: s.group, SPLITK: split ? 1 : 0, TM: matmulRows(o.M) },
-    split,
-    label: "matmul",
-  });
+  return { BITS: s.bits, GROUP: s.group };
 }
 
 /**
