@@ -280,6 +280,99 @@ Deno.test("kept prefill passes (Forward.cachedPrefill) serve chunks at any posit
   }
 });
 
+Deno.test("a prompt of several prefill passes reports its progress, stops between passes when aborted, and gives the tokens of one pass (dense, sparse, speculative)", async () => {
+  const config = LLAMA;
+  const { map, tensors } = randomWeights(config, 11);
+  const ref = new ReferenceModel(config, map);
+  const ctx = await gpu();
+  // 130 prompt tokens in passes of 30, 30, 30, 30 (tiled GEMM) and 10 rows (a kept pass), or in one pass
+  const model = await modelFromTensors("synthetic", config, tensors, {
+    gpu: ctx,
+    contextLength: 256,
+    maxPrefill: 30,
+  });
+  const single = await modelFromTensors("synthetic", config, tensors, {
+    gpu: ctx,
+    contextLength: 256,
+    maxPrefill: 256,
+  });
+  // zero thresholds: the sparse path and the speculative draft run, and skip nothing
+  model.setSparsityProfile([0.5], () => new Float32Array(config.numLayers * 7));
+  // prefill passes submitted: each writes its prompt ids (the context is shared: the method is put back after)
+  const write = ctx.write.bind(ctx);
+  let passes = 0;
+  ctx.write = (buffer: GPUBuffer, ...rest: [ArrayBufferView, number?]) => {
+    if (buffer === model.forward.ids) passes++;
+    write(buffer, ...rest);
+  };
+  try {
+    const r = rng(50);
+    const prompt = Array.from({ length: 130 }, () => Math.floor(r() * config.vocabSize));
+    const want = refGreedy(ref, prompt, 12);
+    assert(minMargin(want.logits, config.vocabSize) > 4e-3, "the prompt's greedy margin is too small");
+    const greedy = { temperature: 0, maxTokens: 12, stopAtEos: false };
+    const progress: [number, number][] = [];
+    const onPrefillProgress = (done: number, total: number) => progress.push([done, total]);
+    const all: [number, number][] = [[30, 130], [60, 130], [90, 130], [120, 130], [130, 130]];
+
+    // one pass: no progress, the reference's tokens
+    const one = await single.complete(prompt, { ...greedy, onPrefillProgress });
+    assertEquals(one.ids, want.ids);
+    assertEquals(progress.length, 0, "one pass reports no progress");
+    // a short prompt on the model of several passes: one pass, no progress
+    await model.complete(prompt.slice(0, 20), { ...greedy, maxTokens: 2, onPrefillProgress });
+    assertEquals(progress.length, 0, "a prompt of one pass reports no progress");
+
+    for (const mode of ["dense", "sparse", "speculative"] as const) {
+      const o = {
+        ...greedy,
+        ...(mode === "sparse" ? { sparsity: 0.5 } : mode === "speculative" ? { speculate: 3 } : {}),
+      };
+      progress.length = 0;
+      passes = 0;
+      const got = await model.complete(prompt, { ...o, onPrefillProgress });
+      assertEquals(got.ids, one.ids, `${mode}: the tokens of one pass`);
+      assertEquals(got.finishReason, "length");
+      assertEquals(progress, all, `${mode}: progress as each pass completes, then the total`);
+      assertEquals(passes, 5, `${mode}: passes`);
+
+      // aborted in the first report (pass 1 done): pass 2, queued behind it, is the last one submitted
+      progress.length = 0;
+      passes = 0;
+      const ac = new AbortController();
+      const aborted = await model.complete(prompt, {
+        ...o,
+        signal: ac.signal,
+        onPrefillProgress: (done, total) => {
+          progress.push([done, total]);
+          ac.abort();
+        },
+      });
+      assertEquals(aborted.finishReason, "abort", mode);
+      assertEquals([aborted.ids, aborted.text], [[], ""], `${mode}: no tokens`);
+      assertEquals(aborted.realizedSparsity, null, `${mode}: no decode step measured`);
+      assertEquals(progress, [[30, 130]], `${mode}: no progress after the abort`);
+      assertEquals(passes, 2, `${mode}: passes submitted`);
+      // the model stays usable: the next generation gives the tokens of a fresh one
+      const after = await model.complete(prompt, o);
+      assertEquals(after.ids, one.ids, `${mode}: after the abort`);
+    }
+    // a callback that throws ends its generation with the error; the model serves on
+    const fail = () => {
+      throw new Error("progress callback failed");
+    };
+    await assertRejects(
+      model.complete(prompt, { ...greedy, onPrefillProgress: fail }),
+      /progress callback failed/,
+    );
+    assertEquals((await model.complete(prompt, greedy)).ids, one.ids, "after the failed callback");
+  } finally {
+    ctx.write = write;
+    model.dispose();
+    single.dispose();
+  }
+});
+
 Deno.test("decode attention variants by position: one head a workgroup, split, two heads a workgroup from ATTN.HEADS_FROM's position; attentionHeads refuses what cannot run", async () => {
   const config = { ...LLAMA, maxPositionEmbeddings: 8192 };
   const { tensors } = randomWeights(config, 12);
@@ -346,7 +439,7 @@ Deno.test("decode steps on both sides of ATTN.SINGLE_BELOW, in both attention va
       { temperature: 0, topK: 0, topP: 1, seed: 0 },
       [],
     );
-    prefillPrompt(fwd, prompt, false); // samples token 0; the state is (M, token 0, step 1)
+    await prefillPrompt(fwd, prompt, false); // samples token 0; the state is (M, token 0, step 1)
     ref.reset();
     ref.forward(prompt, 0);
     for (let step = 1; step <= 6; step++) {
@@ -588,7 +681,7 @@ Deno.test("decode steps with GEMV epilogues, and prefill by the few-row GEMV, ov
       topP: 1,
       seed: 0,
     }, []);
-    prefillPrompt(fwd, prompt, false);
+    await prefillPrompt(fwd, prompt, false);
     ref.reset();
     ref.forward(prompt, 0);
     for (let step = 1; step <= 4; step++) {
@@ -894,4 +987,91 @@ Deno.test("generate --prompt-file: the file's text is the prompt (as --prompt); 
     /exactly one of --prompt TEXT, --prompt-file FILE or --prompt-ids/,
   );
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("generate CLI: a prompt of several prefill passes shows its progress on stderr, in place on a terminal, one line a report otherwise; one pass shows none", async () => {
+  const { tensors } = randomWeights(LLAMA, 11);
+  const deps = {
+    loadModel: async () =>
+      modelFromTensors("synthetic", LLAMA, tensors, { gpu: await gpu(), contextLength: 256, maxPrefill: 30 }),
+    defaultModelDir,
+  };
+  const r = rng(50);
+  const prompt = Array.from({ length: 130 }, () => Math.floor(r() * LLAMA.vocabSize));
+  const run = async (ids: number[], terminal: boolean) => {
+    const stderr: string[] = [];
+    const logged: string[] = [];
+    const { isTerminal, writeSync } = Deno.stderr;
+    const log = console.log;
+    Deno.stderr.isTerminal = () => terminal;
+    Deno.stderr.writeSync = (p: Uint8Array) => {
+      stderr.push(new TextDecoder().decode(p));
+      return p.length;
+    };
+    console.log = (line: string) => logged.push(line);
+    try {
+      const flags = { "prompt-ids": ids.join(","), "max-tokens": "3", temperature: "0", json: true };
+      assertEquals(await COMMANDS.generate.run(flags, deps), 0);
+    } finally {
+      Object.assign(Deno.stderr, { isTerminal, writeSync });
+      console.log = log;
+    }
+    const out = JSON.parse(logged[0]);
+    assertEquals([out.prompt_tokens, out.finish_reason, out.ids.length], [ids.length, "length", 3]);
+    return stderr.join("");
+  };
+  assertEquals(
+    await run(prompt, false),
+    [30, 60, 90, 120, 130].map((n) => `prefill ${n}/130 tokens\n`).join(""),
+  );
+  assertEquals(
+    await run(prompt, true),
+    [30, 60, 90, 120].map((n) => `\rprefill ${n}/130 tokens`).join("") + "\rprefill 130/130 tokens\n",
+  );
+  assertEquals(await run(prompt.slice(0, 30), false), "", "one pass: no progress");
+});
+
+Deno.test("generate CLI: Ctrl-C during a long prompt's prefill stops it between passes, prints the result and exits 130", async () => {
+  const ids = Array.from({ length: 400 }, (_, i) => 3 + ((i * 7919) % 4000));
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "tests/_generate_short_passes.ts",
+      "--prompt-ids",
+      ids.join(","),
+      "--max-tokens",
+      "8",
+      "--temperature",
+      "0",
+      "--context",
+      "512",
+      "--json",
+    ],
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stdout = new Response(child.stdout).text();
+  let stderr = "";
+  let interrupted = false;
+  for await (const text of child.stderr.pipeThrough(new TextDecoderStream())) {
+    stderr += text;
+    if (!interrupted && stderr.includes("prefill ")) {
+      // the first report: pass 1 of 25 has completed
+      child.kill("SIGINT");
+      interrupted = true;
+    }
+  }
+  const status = await child.status;
+  const out = await stdout;
+  assert(interrupted, `no progress on stderr: ${stderr}`);
+  assertEquals(status.code, 130, stderr);
+  const r = JSON.parse(out);
+  assertEquals([r.finish_reason, r.ids, r.prompt_tokens], ["abort", [], 400]);
+  assert(stderr.includes("stopping (Ctrl-C again to exit at once)"), stderr);
+  const done = [...stderr.matchAll(/^prefill (\d+)\/400 tokens$/gm)].map((m) => Number(m[1]));
+  assert(done.length >= 1 && done.at(-1)! < 400, `prefill went on to ${done.at(-1)} of 400 tokens`);
+  assertEquals(done, done.map((_, i) => 16 * (i + 1)), "a report a pass of 16 rows");
+  assert(!/lost|panic|error/i.test(stderr), stderr);
 });

@@ -13,14 +13,20 @@ import type { GenerateOptions, GenerateResult, Generation, TextModel } from "../
 
 if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
 
-/** The real model, with every generation's result recorded (bound methods keep private fields working). */
-function observed(model: WorkerModel): { model: TextModel; results: Promise<GenerateResult>[] } {
+/**
+ * The real model, with every generation's result recorded (bound methods keep private fields working) and
+ * `extra` options added to every generation.
+ */
+function observed(
+  model: WorkerModel,
+  extra: GenerateOptions = {},
+): { model: TextModel; results: Promise<GenerateResult>[] } {
   const results: Promise<GenerateResult>[] = [];
   const proxy = new Proxy(model, {
     get(target, p) {
       if (p === "generate") {
         return (prompt: string | number[], o?: GenerateOptions): Generation => {
-          const g = target.generate(prompt, o);
+          const g = target.generate(prompt, { ...o, ...extra });
           results.push(g.result);
           g.result.catch(() => {});
           return g;
@@ -222,6 +228,60 @@ Deno.test("server on the real tiny model", async (t) => {
     await Promise.allSettled(results);
     await real.close(); // the worker thread must be gone before the test run ends (see WorkerModel.close)
     console.log(`real-model server test: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  }
+});
+
+Deno.test("server on a worker model of short prefill passes: a client that disconnects during a long prompt's prefill stops it between passes", async () => {
+  const stories = new URL("../../shared/models/stories260k", import.meta.url).pathname;
+  const real = await loadModelInWorker(stories, { maxPrefill: 16, contextLength: 512, profile: false });
+  // the worker relays the prefill progress; the first report of the first request disconnects its client
+  const progress: number[][] = [];
+  const client = new AbortController();
+  const { model, results } = observed(real, {
+    onPrefillProgress: (done, total) => {
+      progress.push([done, total]);
+      if (results.length === 1) client.abort();
+    },
+  });
+  const app = createApp({ model, onError: (e) => console.error(e) });
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (req) => app.fetch(req));
+  const url = `http://127.0.0.1:${server.addr.port}`;
+  try {
+    const ids = Array.from({ length: 400 }, (_, i) => 3 + ((i * 37) % 500)); // 25 passes of 16 rows
+    // streamed: Deno's server notices at once that the client of an event stream went away (here before any
+    // event), but not always that of a plain request whose body was over about 1 KB
+    const body = { prompt: ids, max_tokens: 8, temperature: 0, stream: true };
+    const res0 = await post(url, "/v1/completions", body, client.signal);
+    assert.equal(res0.status, 200);
+    await assert.rejects(res0.text());
+    const r = await results[0];
+    assert.equal(r.finishReason, "abort");
+    assert.deepEqual(r.ids, []);
+    const last = progress.at(-1)!;
+    assert.ok(last[0] < 400, `prefill went on to ${last[0]} of 400 tokens`);
+    // the model serves on: the same request in full reports every pass and gives a direct run's tokens
+    progress.length = 0;
+    const res = await post(url, "/v1/completions", body);
+    assert.equal(res.status, 200);
+    const full = parseSse(await res.text());
+    assert.ok(full.done, "ends with [DONE]");
+    assert.deepEqual(progress, Array.from({ length: 25 }, (_, i) => [Math.min(400, 16 * (i + 1)), 400]));
+    const want = await direct(real, ids, { maxTokens: 8, temperature: 0 });
+    assert.equal(want.ids.length, 8);
+    assert.deepEqual((await results[1]).ids, want.ids);
+    // a callback that throws on this thread ends its generation with the error; the worker serves on
+    const fail = () => {
+      throw new Error("progress callback failed");
+    };
+    await assert.rejects(
+      direct(real, ids, { maxTokens: 8, temperature: 0, onPrefillProgress: fail }),
+      /progress callback failed/,
+    );
+    assert.deepEqual((await direct(real, ids, { maxTokens: 8, temperature: 0 })).ids, want.ids);
+  } finally {
+    await server.shutdown();
+    await Promise.allSettled(results);
+    await real.close();
   }
 });
 

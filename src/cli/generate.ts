@@ -4,6 +4,7 @@
  */
 import type { Command } from "./commands.ts";
 import { speculationJson } from "../generate/report.ts";
+import type { GenerateResult } from "../generate/types.ts";
 import { num, numList } from "./options.ts";
 import { parseQuant } from "../gpu/quant.ts";
 
@@ -25,6 +26,29 @@ async function readPromptFile(path: string): Promise<string> {
   }
   if (text === "") throw new Error(`--prompt-file ${path}: the file is empty`);
   return text;
+}
+
+/**
+ * Prefill progress on stderr, `prefill 2048/4096 tokens` (the model reports only prompts of several passes):
+ * rewritten in place on a terminal, the line ended by the last report or by `end()`; otherwise a line a
+ * report.
+ */
+function prefillProgress(): { report: (done: number, total: number) => void; end: () => void } {
+  const out = Deno.stderr;
+  const inPlace = out.isTerminal();
+  const enc = new TextEncoder();
+  let open = false; // an in-place line waits for its end
+  return {
+    report(done, total) {
+      const line = `prefill ${done}/${total} tokens`;
+      open = inPlace && done < total;
+      out.writeSync(enc.encode(inPlace ? `\r${line}${open ? "" : "\n"}` : `${line}\n`));
+    },
+    end() {
+      if (open) out.writeSync(enc.encode("\n"));
+      open = false;
+    },
+  };
 }
 
 /** --speculate K|auto: a clear error for anything else. */
@@ -58,7 +82,11 @@ const USAGE = `usage: deno run -A cli.ts generate [options]
   --draft-sparsity S   sparsity of the speculative draft, in [0, 1) (default 0.5; with auto: fixes S)
   --context N          context length to allocate (default min(model max, 4096))
   --quant FORMAT       weight format: none (f16, default), int8 or int4 (quantized at load)
-  --json               print {"ids", "text", "prompt_tokens", "tokens_per_s", ...} instead of streaming`;
+  --json               print {"ids", "text", "prompt_tokens", "tokens_per_s", ...} instead of streaming
+
+A prompt longer than one prefill pass shows its progress on stderr. Ctrl-C stops the generation (during the
+prompt's prefill too, once the running pass completes), prints what it made and exits with status 130; a
+second Ctrl-C exits at once.`;
 
 /** The generate command. */
 export const generateCommand: Command = {
@@ -128,12 +156,37 @@ export const generateCommand: Command = {
       else if (v.chat) {
         prompt = model.encode(model.applyChatTemplate([{ role: "user", content: text! }]), false);
       } else prompt = text!;
-      const gen = model.generate(prompt, options);
-      const enc = new TextEncoder();
-      for await (const chunk of gen) {
-        if (!v.json && chunk.text) await Deno.stdout.write(enc.encode(chunk.text));
+      const progress = prefillProgress();
+      const interrupt = new AbortController();
+      let interrupts = 0;
+      const onInterrupt = () => {
+        if (++interrupts > 1) Deno.exit(130);
+        progress.end();
+        console.error("stopping (Ctrl-C again to exit at once)");
+        interrupt.abort();
+      };
+      Deno.addSignalListener("SIGINT", onInterrupt);
+      let r: GenerateResult;
+      try {
+        const gen = model.generate(prompt, {
+          ...options,
+          signal: interrupt.signal,
+          onPrefillProgress: progress.report,
+        });
+        const enc = new TextEncoder();
+        for await (const chunk of gen) {
+          if (!v.json && chunk.text) await Deno.stdout.write(enc.encode(chunk.text));
+        }
+        r = await gen.result;
+      } finally {
+        Deno.removeSignalListener("SIGINT", onInterrupt);
+        progress.end();
       }
-      const r = await gen.result;
+      if (r.finishReason === "abort") {
+        // the pass or batch queued past the stop still runs: let it finish before the buffers are freed and
+        // the process exits
+        await model.gpu.device.queue.onSubmittedWorkDone();
+      }
       if (v.json) {
         console.log(JSON.stringify({
           ids: r.ids,
@@ -171,7 +224,7 @@ export const generateCommand: Command = {
           }]`,
         );
       }
-      return 0;
+      return r.finishReason === "abort" ? 130 : 0;
     } finally {
       model.dispose();
     }

@@ -3,7 +3,8 @@
  * each token before the next step would cap decoding near 90 tokens/s on any GPU. Instead the sampled token
  * stays on the GPU (sample.wgsl writes it into the state buffer that the next step's embedding reads), steps
  * are queued in batches, and tokens come back batch by batch while later batches already run. Stopping
- * (EOS, stop strings, max tokens, abort) is decided on read-back; tokens computed past it are discarded.
+ * (EOS, stop strings, max tokens, abort) is decided on read-back; tokens computed past it are discarded. An
+ * abort also stops a long prompt's prefill between its passes.
  * @module
  */
 import type { Op } from "../gpu/context.ts";
@@ -27,6 +28,9 @@ export interface DecodeJob {
   batchMs?: number;
   /** Called with each read-back batch of new tokens; return false to stop. */
   onTokens: (ids: number[]) => boolean;
+  /** Progress of a prompt longer than one prefill pass ({@link PrefillOptions.onProgress}). */
+  onPrefillProgress?: (done: number, total: number) => void;
+  /** Stops the generation: between prefill passes, or at the next read-back. */
   signal?: AbortSignal;
 }
 
@@ -124,11 +128,35 @@ export function prefillStepsUpTo(fwd: Forward): number {
   return PREFILL.stepsUpTo ?? (fwd.ctx.isCpu ? 1 : 7);
 }
 
+/** Options of {@link prefillPrompt}. */
+export interface PrefillOptions {
+  /**
+   * Checked between passes of a prompt longer than one pass: once aborted, no further pass is submitted (the
+   * pass already queued behind the one that completed still runs on the GPU).
+   */
+  signal?: AbortSignal;
+  /**
+   * Progress of a prompt longer than one pass (never called for one pass or for decode steps): `done` prompt
+   * tokens of `total`. Called as each pass but the last completes on the GPU, then with (total, total) once
+   * the last pass is submitted, not completed: its completion shows as the first token.
+   */
+  onProgress?: (done: number, total: number) => void;
+}
+
 /**
- * Prefill of the prompt, in chunks of `maxPrefill` rows or (short prompts, {@link prefillStepsUpTo}) one decode
- * step a token; the last chunk or step samples token 0 and leaves the decode state at (position M, token 0, step 1).
+ * Prefill of the prompt, in passes of `maxPrefill` rows or (short prompts, {@link prefillStepsUpTo}) one
+ * decode step a token; the last pass or step samples token 0 and leaves the decode state at (position M,
+ * token 0, step 1). A prompt of one pass is only submitted, never waited for. A longer one keeps one pass
+ * queued behind the one the GPU runs: after submitting pass i + 1 it waits for pass i, then reports progress
+ * and checks `signal`, so an abort takes effect once the pass running when it came completes. Resolves to
+ * false when `signal` stopped it (the decode state then holds no token 0), true otherwise.
  */
-export function prefillPrompt(fwd: Forward, promptIds: number[], sparse: boolean): void {
+export async function prefillPrompt(
+  fwd: Forward,
+  promptIds: number[],
+  sparse: boolean,
+  options: PrefillOptions = {},
+): Promise<boolean> {
   const M = promptIds.length;
   if (M <= prefillStepsUpTo(fwd)) {
     for (let i = 0; i < M; i++) {
@@ -136,26 +164,50 @@ export function prefillPrompt(fwd: Forward, promptIds: number[], sparse: boolean
       fwd.writeState(i, promptIds[i], 0);
       fwd.ctx.run(i + 1 < M ? fwd.promptStep(sparse, i) : fwd.decodeStep(sparse, i));
     }
-    return;
+    return true;
   }
+  if (M <= fwd.maxPrefill) {
+    submitPass(fwd, promptIds, 0, M, sparse);
+    return true;
+  }
+  // the previous pass's completion and the prompt tokens done with it. Deno resolves onSubmittedWorkDone()
+  // at least 10 ms after the work is done (its poll loop sleeps), so the wait is per pass, never per layer,
+  // and the next pass is queued before it, so that the GPU runs through the wait.
+  let previous: { done: Promise<void>; end: number } | null = null;
   for (let c0 = 0; c0 < M; c0 += fwd.maxPrefill) {
     const rows = Math.min(fwd.maxPrefill, M - c0);
-    const last = c0 + rows === M;
-    fwd.ctx.write(fwd.ids, new Uint32Array(promptIds.slice(c0, c0 + rows)));
-    if (rows <= PREFILL.cacheRowsUpTo) {
-      // a pass built once per row count (the first time submitted a layer at a time as it is built), placed by
-      // the state: the chunk's last position
-      fwd.writeState(c0 + rows - 1, 0, 0);
-      for (const ops of fwd.cachedPrefill(rows, { sparse, sample: last })) fwd.ctx.run(ops);
-      continue;
+    submitPass(fwd, promptIds, c0, rows, sparse);
+    // called before the next pass is submitted, it resolves with this one
+    const done = fwd.ctx.device.queue.onSubmittedWorkDone();
+    if (previous) {
+      await previous.done;
+      fwd.ctx.checkAlive();
+      options.onProgress?.(previous.end, M);
+      if (options.signal?.aborted) return false;
     }
-    if (last) fwd.writeState(M - 1, 0, 0);
-    const groups = fwd.prefillGroups(rows, c0, { sparse, sample: last });
-    // a submission a layer: the GPU runs each while the host builds the next
-    for (const ops of PREFILL.submitPerLayer ? groups : [[...groups].flat()]) {
-      fwd.ctx.run(ops);
-      releaseOps(ops);
-    }
+    previous = { done, end: c0 + rows };
+  }
+  options.onProgress?.(M, M);
+  return true;
+}
+
+/** Submits the prefill pass of prompt rows [c0, c0 + rows); the prompt's last pass samples token 0. */
+function submitPass(fwd: Forward, promptIds: number[], c0: number, rows: number, sparse: boolean): void {
+  const last = c0 + rows === promptIds.length;
+  fwd.ctx.write(fwd.ids, new Uint32Array(promptIds.slice(c0, c0 + rows)));
+  if (rows <= PREFILL.cacheRowsUpTo) {
+    // a pass built once per row count (the first time submitted a layer at a time as it is built), placed by
+    // the state: the chunk's last position
+    fwd.writeState(c0 + rows - 1, 0, 0);
+    for (const ops of fwd.cachedPrefill(rows, { sparse, sample: last })) fwd.ctx.run(ops);
+    return;
+  }
+  if (last) fwd.writeState(promptIds.length - 1, 0, 0);
+  const groups = fwd.prefillGroups(rows, c0, { sparse, sample: last });
+  // a submission a layer: the GPU runs each while the host builds the next
+  for (const ops of PREFILL.submitPerLayer ? groups : [[...groups].flat()]) {
+    fwd.ctx.run(ops);
+    releaseOps(ops);
   }
 }
 
@@ -176,14 +228,17 @@ export async function runDecode(fwd: Forward, job: DecodeJob): Promise<DecodeSta
   const limit = tokenLimit(fwd, M, job.maxTokens);
   const t0 = performance.now();
   ctx.checkAlive();
-  if (job.signal?.aborted) {
-    // aborted while queued: nothing runs
-    return { tokensRead: 0, ttftMs: 0, decodeMs: 0, aborted: true, batches: [] };
-  }
+  const abortedStats: DecodeStats = { tokensRead: 0, ttftMs: 0, decodeMs: 0, aborted: true, batches: [] };
+  // aborted while queued: nothing runs
+  if (job.signal?.aborted) return abortedStats;
   writeSamplerParams(ctx, fwd.samplerParams, fwd.config.vocabSize, fwd.maxSeq, job.sampling, job.eosIds);
   ctx.write(fwd.sparsity.counters, new Uint32Array(fwd.config.numLayers * 7));
 
-  prefillPrompt(fwd, job.promptIds, job.sparsePrefill);
+  const prefilled = await prefillPrompt(fwd, job.promptIds, job.sparsePrefill, {
+    signal: job.signal,
+    onProgress: job.onPrefillProgress,
+  });
+  if (!prefilled) return abortedStats;
 
   // the step producing token i (i >= 1) runs at position M + i - 1, which picks its attention variant; the
   // variant changes a few times in a long generation, so the op list is looked up only when it does

@@ -28,6 +28,9 @@ export interface SpeculativeJob {
   eosIds: number[];
   /** Called with each round's accepted tokens; return false to stop. */
   onTokens: (ids: number[]) => boolean;
+  /** Progress of a prompt longer than one prefill pass (as {@link prefillPrompt} reports it). */
+  onPrefillProgress?: (done: number, total: number) => void;
+  /** Stops the generation: between prefill passes, or before the next batch of rounds. */
   signal?: AbortSignal;
 }
 
@@ -79,9 +82,30 @@ export async function runSpeculative(fwd: Forward, job: SpeculativeJob): Promise
   const t0 = performance.now();
   const V = fwd.config.vocabSize;
   const K = job.k;
+  const abortedStats: SpeculativeStats = {
+    tokensRead: 0,
+    ttftMs: 0,
+    decodeMs: 0,
+    aborted: true,
+    batches: [],
+    rounds: 0,
+    drafted: 0,
+    accepted: 0,
+    rejections: 0,
+    acceptanceRate: 0,
+    perTokenAcceptance: 0,
+    tokensPerRound: 0,
+  };
+  // aborted while queued: nothing runs
+  if (job.signal?.aborted) return abortedStats;
   writeSamplerParams(ctx, fwd.samplerParams, V, fwd.maxSeq, job.sampling, job.eosIds);
   ctx.write(fwd.sparsity.counters, new Uint32Array(fwd.config.numLayers * 7));
-  prefillPrompt(fwd, job.promptIds, false); // token 0 (dense), state (M, token 0, 1)
+  // token 0 (dense), state (M, token 0, 1)
+  const prefilled = await prefillPrompt(fwd, job.promptIds, false, {
+    signal: job.signal,
+    onProgress: job.onPrefillProgress,
+  });
+  if (!prefilled) return abortedStats;
 
   const qLogits = ctx.buffer(K * V * 4, "draft_logits"); // f32 [K][vocab]: logits of each draft step
   const pLogits = ctx.buffer((K + 1) * V * 4, "verify_logits"); // f32 [K + 1][vocab]: dense rows

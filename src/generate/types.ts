@@ -45,8 +45,18 @@ export interface GenerateOptions {
    * faster and shorter ones stream more smoothly; the first tokens always come back at once.
    */
   streamIntervalMs?: number;
-  /** Aborting stops generation within one read-back batch. */
+  /**
+   * Aborting stops generation within one read-back batch; during a long prompt's prefill, after the prefill
+   * pass (of up to `maxPrefill` tokens, 1024 by default) running when it came.
+   */
   signal?: AbortSignal;
+  /**
+   * Progress of a prompt longer than one prefill pass (never called for a prompt of one pass): `done` of
+   * `total` prompt tokens. Called as each pass but the last completes on the GPU, then with (total, total)
+   * once the last pass is queued; the first token follows when it completes. An exception it throws ends the
+   * generation with that error.
+   */
+  onPrefillProgress?: (done: number, total: number) => void;
 }
 
 /** What one speculative generation did. */
@@ -92,7 +102,10 @@ export interface GenerateResult {
   tokensPerSecond: number;
   /** Time to first token in milliseconds (prefill plus the first read-back). */
   timeToFirstTokenMs: number;
-  /** Realised TEAL sparsity over the decode steps (fraction of skipped input channels), or null when dense. */
+  /**
+   * Realised TEAL sparsity over the decode steps (fraction of skipped input channels), or null when dense or
+   * aborted before the first token.
+   */
   realizedSparsity: number | null;
   /** Speculative decoding's measurements, or null without it. */
   speculation?: SpeculationReport | null;

@@ -442,6 +442,7 @@ export class Model implements TextModel {
         sampling,
         eosIds: [...eos].slice(0, 4),
         onTokens,
+        onPrefillProgress: o.onPrefillProgress,
         signal: o.signal,
       })
       : await runDecode(this.forward, {
@@ -453,12 +454,14 @@ export class Model implements TextModel {
         sparsePrefill: sparse && (o.sparsePrefill ?? false),
         batchMs: o.streamIntervalMs,
         onTokens,
+        onPrefillProgress: o.onPrefillProgress,
         signal: o.signal,
       });
     if (stats.aborted) finish = "abort";
     this.#lastBatches = stats.batches;
     let realized: number | null = null;
-    if (sparse && k === 0) {
+    // an abort before the first token (while queued or during prefill) ran no decode step to measure
+    if (sparse && k === 0 && !(stats.aborted && stats.tokensRead === 0)) {
       // counters include steps queued past the stop: the state's step count says how many ran
       const state = await this.gpu.readU32(this.forward.state, 4);
       this.#lastSparsity = await this.#readSparsity(Math.max(1, state[2] - 1));

@@ -10,7 +10,8 @@
  * and `/health` answered in about 1 ms during a long generation (tests/server_real_test.ts).
  *
  * {@link loadModelInWorker} returns a {@link WorkerModel}: a {@link TextModel} whose `generate()` runs in the
- * worker (chunks and results come back over postMessage; aborts go the other way), while `encode()` and
+ * worker (chunks, prefill progress and results come back over postMessage; aborts go the other way: the
+ * worker's event loop takes them between prefill passes and read-backs), while `encode()` and
  * `applyChatTemplate()` run on the calling thread with its own copy of the tokenizer (they are synchronous).
  * The same module is the worker's entry point.
  * @module
@@ -32,7 +33,7 @@ import { ChunkQueue } from "../generate/stream.ts";
 export interface WorkerLoadOptions {
   /** Longest sequence to support (KV cache size); default min(config's max positions, 4096). */
   contextLength?: number;
-  /** Most prompt tokens per prefill pass (default 256). */
+  /** Most prompt tokens per prefill pass (default 1024, or fewer: see `defaultMaxPrefill`). */
   maxPrefill?: number;
   /** TEAL profile file; default `teal-profile.json` in the model folder when present; false: none. */
   profile?: string | false;
@@ -55,7 +56,14 @@ interface WireError {
 
 type ToWorker =
   | { type: "load"; dir: string; options: WorkerLoadOptions }
-  | { type: "generate"; gid: number; prompt: string | number[]; options: Omit<GenerateOptions, "signal"> }
+  | {
+    type: "generate";
+    gid: number;
+    prompt: string | number[];
+    // functions cannot cross postMessage: `progress` asks the worker to send prefill progress messages
+    options: Omit<GenerateOptions, "signal" | "onPrefillProgress">;
+    progress: boolean;
+  }
   | { type: "abort"; gid: number }
   | { type: "dispose"; end: boolean };
 
@@ -63,6 +71,7 @@ type FromWorker =
   | { type: "loaded"; info: ModelInfo }
   | { type: "load-error"; error: WireError }
   | { type: "chunk"; gid: number; chunk: GenerateChunk }
+  | { type: "progress"; gid: number; done: number; total: number }
   | { type: "result"; gid: number; result: GenerateResult }
   | { type: "error"; gid: number; error: WireError }
   | { type: "disposed" };
@@ -87,6 +96,7 @@ function fromWire(w: WireError): Error {
 
 interface Pending {
   push(c: GenerateChunk): void;
+  progress?: (done: number, total: number) => void;
   resolve(r: GenerateResult): void;
   reject(e: Error): void;
 }
@@ -162,10 +172,18 @@ export class WorkerModel implements TextModel {
       setTimeout(() => this.#onClosed(), CLOSE_GRACE_MS);
       return;
     }
-    if (m.type !== "chunk" && m.type !== "result" && m.type !== "error") return;
+    if (m.type !== "chunk" && m.type !== "progress" && m.type !== "result" && m.type !== "error") return;
     const p = this.#pending.get(m.gid);
     if (!p) return;
-    if (m.type === "chunk") p.push(m.chunk);
+    if (m.type === "progress") {
+      try {
+        p.progress?.(m.done, m.total);
+      } catch (e) {
+        // as on the model itself, a throwing callback fails its generation (not this thread's event loop)
+        this.#worker.postMessage({ type: "abort", gid: m.gid } satisfies ToWorker);
+        p.reject(e as Error);
+      }
+    } else if (m.type === "chunk") p.push(m.chunk);
     else if (m.type === "result") p.resolve(m.result);
     else p.reject(fromWire(m.error));
   }
@@ -197,10 +215,11 @@ export class WorkerModel implements TextModel {
 
   /**
    * Starts a generation in the worker (queued there behind earlier ones, first come first served). Aborting
-   * `options.signal` or leaving the iteration early stops it.
+   * `options.signal` or leaving the iteration early stops it, during a long prompt's prefill too;
+   * `options.onPrefillProgress` is called on this thread as the worker's progress messages arrive.
    */
   generate(prompt: string | number[], options: GenerateOptions = {}): Generation {
-    const { signal, ...rest } = options;
+    const { signal, onPrefillProgress, ...rest } = options;
     const queue = new ChunkQueue();
     let resolve!: (r: GenerateResult) => void;
     let reject!: (e: Error) => void;
@@ -221,10 +240,19 @@ export class WorkerModel implements TextModel {
       const ids = this.#prepare(prompt, options);
       this.#pending.set(gid, {
         push: (c) => queue.push(c),
+        progress: onPrefillProgress,
         resolve,
         reject,
       });
-      this.#worker.postMessage({ type: "generate", gid, prompt: ids, options: rest } satisfies ToWorker);
+      this.#worker.postMessage(
+        {
+          type: "generate",
+          gid,
+          prompt: ids,
+          options: rest,
+          progress: onPrefillProgress !== undefined,
+        } satisfies ToWorker,
+      );
       if (signal?.aborted) abort();
       else signal?.addEventListener("abort", abort, { once: true });
     } catch (e) {
@@ -337,7 +365,13 @@ function host(): void {
       const abort = new AbortController();
       const { gid } = m;
       // generate() is called in message order, so the model's first-come first-served queue holds
-      const gen = model!.generate(m.prompt, { ...m.options, signal: abort.signal });
+      const gen = model!.generate(m.prompt, {
+        ...m.options,
+        signal: abort.signal,
+        onPrefillProgress: m.progress
+          ? (done, total) => scope.postMessage({ type: "progress", gid, done, total })
+          : undefined,
+      });
       const done = (async () => {
         try {
           for await (const chunk of gen) scope.postMessage({ type: "chunk", gid, chunk });
