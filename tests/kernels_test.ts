@@ -21,6 +21,7 @@ import {
   gemvTune,
   layoutSegments,
   MATMUL_WIDE,
+  matmulHalfOverrides,
   matmulOps,
   matmulWideRows,
   type Matrix,
@@ -35,7 +36,7 @@ import {
   swigluOp,
   writeSamplerParams,
 } from "../src/gpu/kernels.ts";
-import type { GpuContext } from "../src/gpu/context.ts";
+import { GpuContext, GpuError } from "../src/gpu/context.ts";
 import { f16ToF32, f32ToF16Bits } from "../src/model/dtype.ts";
 import { transposeToF16, WeightPacker } from "../src/model/weights.ts";
 import { applyRope, attention, matmulT, rmsNorm, silu } from "../src/model/reference.ts";
@@ -1042,6 +1043,175 @@ Deno.test("matmul_wide: prefill GEMM of many rows in 64- and 128-row tiles (fuse
     assertEquals(matmulWideRows(makeMatrix(ctx, 16, [randn(24 * 16, r)], [24]), 64), 0);
     MATMUL_WIDE.fromRows = 0;
     assertEquals(matmulWideRows(makeMatrix(ctx, 16, [randn(24 * 16, r)], [24]), 300), 0);
+  } finally {
+    Object.assign(MATMUL_WIDE, saved);
+  }
+});
+
+/**
+ * Per-output bound of matmul_wide_h.wgsl's error against the exact product (f64 over f16-rounded weights): x
+ * rounded to f16 (relative 2^-11), each step's BK products summed in f16 (gamma_BK, about BK * 2^-11 of the sum
+ * of their magnitudes), so (BK + 2) * 2^-11 * sum_k |x_k * w_k|; plus 2^-14 (the smallest normal f16) for each
+ * f16 rounding of a step, in case the device flushes subnormals; plus 2^-20 of |y| for the f32 adds.
+ */
+function halfBound(
+  x: Float32Array,
+  M: number,
+  K: number,
+  ws: Float32Array[],
+  lens: number[],
+  thr: number[] | null,
+  BK: number,
+  scales?: Float32Array,
+): Float32Array {
+  const absW = ws.map((w) => f16round(w).map(Math.abs));
+  // |x| with the mask's zeros: the masked x of fusedRef, from its own keep rule
+  const mags = fusedRef(x.map(Math.abs), M, K, absW, lens, thr, scales).y;
+  const absTerm = Math.ceil(K / BK) * (2 * BK + 2) * 2 ** -14;
+  return mags.map((s) => (BK + 2) * 2 ** -11 * s + absTerm);
+}
+
+/** Largest |got - want| / bound (NaN, and so a failed `<= 1`, where any element is NaN). */
+function boundRatio(got: ArrayLike<number>, want: ArrayLike<number>, bound: ArrayLike<number>): number {
+  if (got.length !== want.length) throw new Error(`length ${got.length} != ${want.length}`);
+  let worst = 0;
+  for (let i = 0; i < got.length; i++) {
+    const r = Math.abs(got[i] - want[i]) / (bound[i] + 2 ** -20 * Math.abs(want[i]));
+    if (Number.isNaN(r)) return NaN;
+    worst = Math.max(worst, r);
+  }
+  return worst;
+}
+
+Deno.test("matmul_wide_h: f16-arithmetic prefill GEMM (RM 4/8, BK 16/32; fused, bias, accumulate, sparse) within its f16 error bound at awkward sizes", async () => {
+  const ctx = await gpu();
+  assert(ctx.hasF16, "the test adapter (lavapipe) offers shader-f16");
+  const r = rng(43);
+  const saved = { ...MATMUL_WIDE };
+  try {
+    MATMUL_WIDE.half = true;
+    // K 172 and 100: the last step partial at BK 16 and 32 (12, 4 inputs); K 1000: 32 / 63 steps, so the f32
+    // sum over steps matters; segments of 200 (two column tiles, the second partial), 36 and 44 (strides 40,
+    // 48), so tiles start at each segment. x at two scales (the bound is relative to the magnitudes).
+    const cases: [number, number[], number][] = [[172, [200, 36, 44], 1], [100, [130], 30], [
+      1000,
+      [72, 140],
+      1,
+    ]];
+    for (const [K, lens, xScale] of cases) {
+      const ws = lens.map((n) => randn(n * K, r, 0.5));
+      const m = makeMatrix(ctx, K, ws, lens);
+      const thr = [0.3, 0.6, 0.9].slice(0, lens.length).map((t) => t * xScale);
+      const scales = Float32Array.from({ length: K * lens.length }, () => 0.5 + r());
+      const ms = { ...m, scales: ctx.buffer(scales.byteLength, "scales", scales) };
+      const rowCases = K === 1000 ? [[70, 128, 64], [131, 128, 128]] : [[65, 128, 64], [100, 128, 64], [
+        130,
+        128,
+        128,
+      ], [257, 65, 128]];
+      for (const BK of [16, 32] as const) {
+        for (const [M, tile128From, tile] of rowCases) {
+          MATMUL_WIDE.fromRows = 65;
+          MATMUL_WIDE.tile128From = tile128From;
+          MATMUL_WIDE.halfBK = BK;
+          assertEquals(matmulWideRows(m, M), tile);
+          const label = `K=${K}, M=${M}, ${tile}-row tiles, BK ${BK}`;
+          const x = randn(M * K, r, xScale);
+          const xb = ctx.buffer(x.byteLength, "x", x);
+          const bias = randn(m.N, r);
+          const sp = {
+            thresholds: ctx.buffer(12, "t", new Float32Array([0.3, 0.6, 0.9].map((t) => t * xScale))),
+            counters: ctx.buffer(16, "c"),
+          };
+          // dense with bias; one row past M stays poisoned
+          const y = poisoned(ctx, (M + 1) * m.N);
+          const ops = matmulOps(ctx, m, xb, y, sp, {
+            M,
+            ldy: m.N,
+            bias: ctx.buffer(bias.byteLength, "b", bias),
+          });
+          assertEquals(ops.map((o) => o.label), ["matmul_wide_h"]);
+          ctx.run(ops);
+          const got = await ctx.readF32(y);
+          const exact = fusedRef(x, M, K, ws, lens, null).y;
+          const want = exact.map((v, i) => v + bias[i % m.N]);
+          const bound = halfBound(x, M, K, ws, lens, null, BK);
+          const ratio = boundRatio(got.subarray(0, M * m.N), want, bound);
+          assert(ratio <= 1, `dense ${label}: error ${ratio} of the bound`);
+          assert(
+            new Uint32Array(got.buffer, M * m.N * 4).every((v) => v === POISON),
+            `past the rows, ${label}`,
+          );
+          // the bound is tight enough to see a skipped K step (inputs [BK, 2 BK) of every row) or two columns
+          // of a segment swapped
+          const xSkip = Float32Array.from(x);
+          for (let i = 0; i < M; i++) xSkip.fill(0, i * K + BK, i * K + Math.min(K, 2 * BK));
+          const wantSkip = fusedRef(xSkip, M, K, ws, lens, null).y.map((v, i) => v + bias[i % m.N]);
+          assert(
+            boundRatio(got.subarray(0, M * m.N), wantSkip, bound) > 1,
+            `${label}: a skipped step passes`,
+          );
+          const wantSwap = Float32Array.from(want);
+          for (let i = 0; i < M; i++) {
+            [wantSwap[i * m.N + 5], wantSwap[i * m.N + 6]] = [want[i * m.N + 6], want[i * m.N + 5]];
+          }
+          assert(boundRatio(got.subarray(0, M * m.N), wantSwap, bound) > 1, `${label}: swapped columns pass`);
+          // sparse with channel scales, accumulating into a residual with a wider row stride and an offset
+          const ldy = m.N + 5;
+          const base = randn(M * ldy, r);
+          const yb = ctx.buffer(base.byteLength, "y", base);
+          ctx.run(matmulOps(ctx, ms, xb, yb, sp, { M, ldy, yOffset: 3, accumulate: true, sparse: true }));
+          const ref = fusedRef(x, M, K, ws, lens, thr, scales);
+          const sparseBound = halfBound(x, M, K, ws, lens, thr, BK, scales);
+          const want2 = Float32Array.from(base);
+          const bound2 = new Float32Array(M * ldy);
+          for (let i = 0; i < M; i++) {
+            for (let n = 0; n < m.N; n++) {
+              want2[i * ldy + 3 + n] += ref.y[i * m.N + n];
+              bound2[i * ldy + 3 + n] = sparseBound[i * m.N + n];
+            }
+          }
+          const sum = await ctx.readF32(yb);
+          const ratio2 = boundRatio(sum, want2, bound2);
+          assert(ratio2 <= 1, `sparse ${label}: error ${ratio2} of the bound`);
+          // the columns around the output (bound 0) kept their bits
+          for (let i = 0; i < M; i++) {
+            for (const n of [0, 1, 2, ldy - 2, ldy - 1]) {
+              assertEquals(sum[i * ldy + n], base[i * ldy + n], `${label}: row ${i} column ${n} written`);
+            }
+          }
+          assertEquals(
+            Array.from(await ctx.readU32(sp.counters, lens.length)),
+            ref.active,
+            `kept inputs ${label}`,
+          );
+          for (const b of [xb, y, yb, sp.thresholds, sp.counters]) b.destroy();
+        }
+      }
+    }
+    // quantized weights keep matmul_wide_q.wgsl; a device without shader-f16 keeps matmul_wide.wgsl and cannot
+    // build the f16 shader
+    throws(() => matmulHalfOverrides(6, 32), /RM 6/);
+    throws(() => matmulHalfOverrides(8, 64), /BK 64/);
+    const adapter = await navigator.gpu.requestAdapter();
+    const device = await adapter!.requestDevice({
+      requiredLimits: { maxComputeWorkgroupStorageSize: adapter!.limits.maxComputeWorkgroupStorageSize },
+    });
+    try {
+      const plain = new GpuContext(device, "no f16", false);
+      assertEquals(plain.hasF16, false);
+      const m = makeMatrix(plain, 100, [randn(130 * 100, r)], [130]);
+      const sp = { thresholds: plain.buffer(16, "t"), counters: plain.buffer(16, "c") };
+      const x = plain.buffer(200 * 100 * 4, "x");
+      const y = plain.buffer(200 * 130 * 4, "y");
+      assertEquals(matmulOps(plain, m, x, y, sp, { M: 200, ldy: 130 }).map((o) => o.label), ["matmul_wide"]);
+      throws(
+        () => plain.pipeline({ shader: "matmul_wide_h", overrides: matmulHalfOverrides(8, 32) }),
+        (e: unknown) => e instanceof GpuError && /shader-f16/.test(e.message),
+      );
+    } finally {
+      device.destroy();
+    }
   } finally {
     Object.assign(MATMUL_WIDE, saved);
   }

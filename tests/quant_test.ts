@@ -9,6 +9,8 @@ import {
   bytesPerWeight,
   dequantizeBlock,
   fakeQuantize,
+  GEMV_HALF,
+  gemvQShader,
   groupParams,
   layoutQuantSegments,
   parseQuant,
@@ -303,6 +305,90 @@ Deno.test("gemv_q: dense (EARLY too) and sparse fused q|k|v, int8 and int4, at a
         }
       }
     }
+  }
+});
+
+/**
+ * Weights whose codes, scales and offsets are exact powers of two apart: each group (GROUP outputs of an input
+ * channel) holds both extremes, so int8 scales are 2^-7, int4 scales 2^-4 (zero point: offset -0.5). With x in
+ * {+-1/4, +-1/8} every product and every sum of a trip of up to 8 rows is exact in f16, so gemv_qh's results are
+ * exact too.
+ */
+function exactWeights(len: number, K: number, s: QuantScheme, r: () => number): Float32Array {
+  const w = new Float32Array(len * K);
+  for (let n = 0; n < len; n++) {
+    for (let k = 0; k < K; k++) {
+      const g = n % s.group;
+      if (s.bits === 8) {
+        const q = g === 0 ? 127 : g === 1 ? -127 : Math.floor(r() * 255) - 127;
+        w[n * K + k] = q / 128;
+      } else if (s.zeroPoint) {
+        const q = g === 0 ? 15 : g === 1 ? 0 : Math.floor(r() * 16);
+        w[n * K + k] = q / 16 - 0.5;
+      } else {
+        const q = g === 0 ? 7 : g === 1 ? -7 : Math.floor(r() * 15) - 7;
+        w[n * K + k] = q / 16;
+      }
+    }
+  }
+  return w;
+}
+
+Deno.test("gemv_qh (GEMV_HALF): packed-f16 row arithmetic equals the f32 kernel where f16 is exact, and is within f16 rounding on random data, int8 and int4, dense and sparse", async () => {
+  const ctx = await gpu();
+  assert(ctx.device.features.has("shader-f16"), "the test adapter (lavapipe) offers shader-f16");
+  const r = rng(31);
+  const signs = [0.25, -0.25, 0.125, -0.125];
+  try {
+    // int8, int4 with a zero point and symmetric int4 (its offset, -8 * scale), at two group sizes
+    for (const [name, s] of SCHEMES.filter(([n]) => n !== "int8/32" && n !== "int4/64 zero point")) {
+      for (
+        const [K, lens] of [[172, [64, 40, 40]], [1100, [200, 72]], [40, [8300]]] as [number, number[]][]
+      ) {
+        const exact = lens.map((n) => exactWeights(n, K, s, r));
+        const scales = randn(K * lens.length, r).map((v) => 0.5 + Math.abs(v));
+        const e = makeQMatrix(ctx, K, exact, lens, s, scales);
+        const xe = Float32Array.from({ length: K }, () => signs[Math.floor(r() * 4)]);
+        const xeb = ctx.buffer(K * 4, "x", xe);
+        const randomW = lens.map((n) => randn(n * K, r, 0.5));
+        const m = makeQMatrix(ctx, K, randomW, lens, s, scales);
+        const x = randn(K, r);
+        const xb = ctx.buffer(K * 4, "x", x);
+        for (
+          const tune of [
+            undefined,
+            { TPR: 16, KCHUNK: 512, UNROLL: 8, VEC: 4 },
+            { TPR: 64, KCHUNK: 256, WG: 128, UNROLL: 4, VEC: 2 },
+          ]
+        ) {
+          const what = `${name} K=${K} ${JSON.stringify(tune)}`;
+          for (const sparse of [false, true]) {
+            const thrE = sparse ? lens.map(() => 0.2) : [0, 0, 0]; // drops every +-1/8 (scales >= 0.5)
+            const thr = sparse ? lens.map((_, i) => quantile(x, 0.4 + 0.05 * i)) : [0, 0, 0];
+            const o = { sparse, counter: 0, tune, early: !sparse };
+            GEMV_HALF.quant = false;
+            const f32e = await runGemv(ctx, e.m, xeb, thrE, o);
+            const f32r = await runGemv(ctx, m.m, xb, thr, o);
+            GEMV_HALF.quant = true;
+            assertEquals(gemvQShader(ctx), "gemv_qh");
+            const halfE = await runGemv(ctx, e.m, xeb, thrE, o);
+            const halfR = await runGemv(ctx, m.m, xb, thr, o);
+            const wantE = fusedRef(xe, 1, K, e.deq, lens, sparse ? thrE : null, scales);
+            // exact: the f32 kernel's bits, and the CPU's sums
+            assertEquals(halfE.y, f32e.y, `${what} sparse=${sparse}: exact case, f16 against f32`);
+            assertEquals(Array.from(halfE.y), Array.from(wantE.y), `${what} sparse=${sparse}: exact case`);
+            assertEquals(halfE.counters, f32e.counters);
+            // random: f16 rounding of x * scale and of a trip's sums, not more
+            const want = fusedRef(x, 1, K, m.deq, lens, sparse ? thr : null, scales).y;
+            const err = relErr(halfR.y, want);
+            assert(err < 3e-3, `${what} sparse=${sparse}: relative error ${err}`);
+            assert(relErr(f32r.y, want) < 1e-4);
+          }
+        }
+      }
+    }
+  } finally {
+    GEMV_HALF.quant = false;
   }
 });
 

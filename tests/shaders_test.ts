@@ -1,11 +1,18 @@
 /**
  * The embedded shader module must match shaders/*.wgsl (run `deno task shaders` after editing a shader), and
- * every shader must compile into a pipeline on the test adapter.
+ * every shader must compile into a pipeline on the test adapter (those that `enable f16` where it has
+ * shader-f16).
  */
 import { deepStrictEqual as assertEquals, ok as assert, throws } from "node:assert";
 import { readShaderSources, renderShaderModule } from "../tools/embed_shaders.ts";
 import { type ShaderName, SHADERS } from "../src/gpu/shaders.generated.ts";
-import { checkAdapterLimits, GpuError, shaderCode, STORAGE_BUFFERS_PER_KERNEL } from "../src/gpu/context.ts";
+import {
+  checkAdapterLimits,
+  GpuError,
+  needsF16,
+  shaderCode,
+  STORAGE_BUFFERS_PER_KERNEL,
+} from "../src/gpu/context.ts";
 import { gpu } from "./_gpu.ts";
 
 Deno.test("src/gpu/shaders.generated.ts is up to date with shaders/*.wgsl", async () => {
@@ -15,14 +22,28 @@ Deno.test("src/gpu/shaders.generated.ts is up to date with shaders/*.wgsl", asyn
   assert(got === want, "stale: run `deno task shaders`");
 });
 
+/** Shaders with an entry point that no other shader includes (the others are fragments). */
+function kernelNames(): ShaderName[] {
+  const included = new Set(
+    Object.values(SHADERS).flatMap((code) => [...code.matchAll(/^\/\/ #include (\w+)$/gm)].map((m) => m[1])),
+  );
+  return (Object.keys(SHADERS) as ShaderName[]).filter((n) =>
+    !included.has(n) && shaderCode(n).includes("@compute")
+  );
+}
+
 Deno.test("every embedded shader compiles without errors, with its includes", async () => {
   const ctx = await gpu();
   const errors: string[] = [];
-  // fragments (no entry point) compile as part of the shaders that include them
-  const kernels = Object.keys(SHADERS).filter((n) => SHADERS[n as ShaderName].includes("@compute"));
-  assert(kernels.length < Object.keys(SHADERS).length, "gemv_finish is a fragment");
+  // fragments (what other shaders include) compile as part of the shaders that include them
+  const kernels = kernelNames();
+  assert(!kernels.includes("gemv_finish") && !kernels.includes("gemv_q_body"), "gemv_finish is a fragment");
+  assert(kernels.includes("gemv_q") && kernels.includes("gemv_qh"));
+  // `enable f16;` shaders (matmul_wide_h) compile only where the device has shader-f16; lavapipe has it
+  assert(kernels.some((n) => needsF16(shaderCode(n as ShaderName))), "an f16 shader");
   for (const name of kernels) {
     const code = shaderCode(name as ShaderName);
+    if (needsF16(code) && !ctx.hasF16) continue;
     assert(!code.includes("#include"), `${name}: an include was left`);
     const info = await ctx.device.createShaderModule({ code, label: name }).getCompilationInfo();
     for (const m of info.messages) if (m.type === "error") errors.push(`${name}:${m.lineNum}: ${m.message}`);
@@ -31,8 +52,7 @@ Deno.test("every embedded shader compiles without errors, with its includes", as
 });
 
 Deno.test("the most storage buffers a kernel binds is what createGpuContext requires of the adapter", () => {
-  const counts = Object.keys(SHADERS)
-    .filter((n) => SHADERS[n as ShaderName].includes("@compute"))
+  const counts = kernelNames()
     .map((n) =>
       [
         n,

@@ -16,8 +16,8 @@ import { ATTN_SPLITS, GEMV_CHUNK, GEMV_LONG_K, GEMV_PIPE, GEMV_SCAN, MATMUL_WIDE
 import { DECODE, PREFILL, prefillStepsUpTo } from "../generate/decode.ts";
 import type { Model } from "../model/model.ts";
 import type { Command } from "./commands.ts";
-import { num, numList } from "./options.ts";
-import { parseQuant } from "../gpu/quant.ts";
+import { num, numList, onOff } from "./options.ts";
+import { GEMV_HALF, parseQuant } from "../gpu/quant.ts";
 
 async function gitCommit(): Promise<string> {
   // the GPU machine gets a copy of the tree without .git: TEALGPU_COMMIT names the commit there
@@ -87,6 +87,8 @@ export const benchCommand: Command = {
                        (Forward.gemvEarly; default on for f16 weights, off for int8/int4)
   --gemv-pipe          the decode GEMVs load each trip of weight rows while adding the previous one
                        (software pipelining; GEMV_PIPE)
+  --gemv-half on|off   the int8/int4 decode GEMVs add their rows in packed f16 (gemv_qh.wgsl, GEMV_HALF; default
+                       off; needs the shader-f16 feature)
   --gemv-scan-radix 2|4|8|16  counts each round of the sparse GEMVs' compaction scan adds (GEMV_SCAN; default
                        4; 2: the Hillis-Steele scan; more: fewer rounds, fewer barriers)
   --down-tpr 16|32     threads per column group of the f16 GEMVs over long inputs (down_proj; default 32,
@@ -98,6 +100,11 @@ export const benchCommand: Command = {
   --matmul-wide N|off  prefill passes of at least N rows take the 128-column GEMM tiles (matmul_wide.wgsl,
                        matmul_wide_q.wgsl; default 65, MATMUL_WIDE.fromRows; off: every pass takes the 64x64
                        tiles of matmul.wgsl / matmul_q.wgsl)
+  --matmul-tile128 N|off  wide passes of at least N rows take tiles of 128 rows, shorter ones 64 (default 1024,
+                       MATMUL_WIDE.tile128From; off: always 64)
+  --matmul-half on|off those wide tiles over f16 weights in f16 arithmetic (matmul_wide_h.wgsl, MATMUL_WIDE.half;
+                       default off; needs the shader-f16 feature), with --matmul-half-bk 16|32 inputs a K step
+                       (default 32, MATMUL_WIDE.halfBK)
   --prefill-gemm       every prefill pass (--ttft, the --speculate verify pass) through the tiled GEMM; by
                        default dense f16 passes of at most 16 rows take the few-row GEMV (Forward.prefillGemv)
   --json               print one JSON object with every row`,
@@ -131,12 +138,16 @@ export const benchCommand: Command = {
     "l2-prefetch-heads": { type: "string" },
     "gemv-early": { type: "string" },
     "gemv-pipe": { type: "boolean" },
+    "gemv-half": { type: "string" },
     "gemv-chunk": { type: "string" },
     "gemv-scan-radix": { type: "string" },
     "down-tpr": { type: "string" },
     "prefill-gemm": { type: "boolean" },
     "max-prefill": { type: "string" },
     "matmul-wide": { type: "string" },
+    "matmul-tile128": { type: "string" },
+    "matmul-half": { type: "string" },
+    "matmul-half-bk": { type: "string" },
     json: { type: "boolean" },
   },
   async run(v, deps) {
@@ -159,7 +170,14 @@ export const benchCommand: Command = {
       }
     }
     // checked before the model is built (applied after, over the model's own defaults)
-    for (const name of ["l2-prefetch", "gemv-early"]) onOff(v[name], name, false);
+    for (const name of ["l2-prefetch", "gemv-early", "matmul-half", "gemv-half"]) onOff(v[name], name, false);
+    const tile128From = v["matmul-tile128"] === "off"
+      ? 2 ** 31
+      : num(v, "matmul-tile128", MATMUL_WIDE.tile128From, { min: 1, max: 65536, integer: true });
+    const halfBK = v["matmul-half-bk"] === undefined ? MATMUL_WIDE.halfBK : Number(v["matmul-half-bk"]);
+    if (halfBK !== 16 && halfBK !== 32) {
+      throw new Error(`--matmul-half-bk: ${v["matmul-half-bk"]} is not 16 or 32`);
+    }
     const chunk = v["gemv-chunk"] === undefined ? [1, 1] : numList(v["gemv-chunk"] as string, "gemv-chunk");
     if (chunk.length === 1) chunk.push(chunk[0]);
     if (chunk.length !== 2 || !chunk.every((m) => [0.25, 0.5, 1, 2, 4].includes(m))) {
@@ -239,6 +257,10 @@ export const benchCommand: Command = {
       model.forward.gemvEarly = onOff(v["gemv-early"], "gemv-early", model.forward.gemvEarly);
       // read by gemvTune when the decode steps are built (none are yet)
       GEMV_PIPE.f16 = GEMV_PIPE.quant = v["gemv-pipe"] === true;
+      GEMV_HALF.quant = onOff(v["gemv-half"], "gemv-half", GEMV_HALF.quant);
+      if (GEMV_HALF.quant && !model.gpu.hasF16) {
+        throw new Error(`--gemv-half on: ${model.gpu.adapterName} has no shader-f16 feature`);
+      }
       [GEMV_CHUNK.dense, GEMV_CHUNK.sparse] = chunk;
       if (scanRadix !== undefined) GEMV_SCAN.radix = scanRadix;
       if (downTpr !== undefined) GEMV_LONG_K.f16TPR = downTpr;
@@ -246,6 +268,12 @@ export const benchCommand: Command = {
       if (attnHeads !== undefined) model.forward.attentionHeads = attnHeads;
       ATTN_SPLITS.perGroup = attnSplits;
       MATMUL_WIDE.fromRows = wideFrom;
+      MATMUL_WIDE.tile128From = tile128From;
+      MATMUL_WIDE.half = onOff(v["matmul-half"], "matmul-half", MATMUL_WIDE.half);
+      MATMUL_WIDE.halfBK = halfBK;
+      if (MATMUL_WIDE.half && !model.gpu.hasF16) {
+        throw new Error(`--matmul-half on: ${model.gpu.adapterName} has no shader-f16 feature`);
+      }
       const rows = await benchDecode(model, {
         sparsities,
         tokens,
@@ -350,6 +378,7 @@ export const benchCommand: Command = {
         l2_prefetch_passes: model.forward.l2PrefetchPasses,
         gemv_early: model.forward.gemvEarly,
         gemv_pipe: GEMV_PIPE.f16,
+        gemv_half: GEMV_HALF.quant,
         gemv_chunk: { ...GEMV_CHUNK },
         gemv_scan_radix: GEMV_SCAN.radix,
         down_tpr: GEMV_LONG_K.f16TPR,
@@ -402,10 +431,3 @@ export const benchCommand: Command = {
     }
   },
 };
-
-/** An `on|off` option's value, or `fallback` when it is not given. */
-function onOff(value: unknown, name: string, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (value === "on" || value === "off") return value === "on";
-  throw new Error(`--${name} must be 'on' or 'off', got '${value}'`);
-}

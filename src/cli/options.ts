@@ -40,3 +40,10 @@ export function numList(raw: string, flag: string, integer = false): number[] {
     return v;
   });
 }
+
+/** An `on|off` flag's value, or `fallback` when it is not given. */
+export function onOff(value: unknown, name: string, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (value === "on" || value === "off") return value === "on";
+  throw new Error(`--${name} must be 'on' or 'off', got '${value}'`);
+}

@@ -7,7 +7,8 @@ import { evaluatePerplexity } from "../teal/eval.ts";
 import { lineChart } from "../teal/plot.ts";
 import { progressBar } from "../model/progress.ts";
 import type { Command } from "./commands.ts";
-import { num, numList } from "./options.ts";
+import { num, numList, onOff } from "./options.ts";
+import { MATMUL_WIDE } from "../gpu/kernels.ts";
 import { parseQuant } from "../gpu/quant.ts";
 
 async function readText(path: string, flag: string): Promise<string> {
@@ -102,8 +103,10 @@ export const evalCommand: Command = {
   --sparsity LIST      comma-separated targets (default 0)
   --profile FILE       TEAL profile (default: teal-profile.json in the model folder)
   --quant FORMAT       weight format: none (f16, default), int8 or int4 (quantized at load)
-  --json               print {"weight_format", "weight_bytes", "results": [{"sparsity", "ppl", "tokens",
-                       "realized"}]}
+  --matmul-half on|off the prefill GEMM of f16 weights in f16 arithmetic (matmul_wide_h.wgsl, MATMUL_WIDE.half;
+                       default off; needs the shader-f16 feature; int8 / int4 weights keep their kernels)
+  --json               print {"weight_format", "weight_bytes", "matmul_half", "results": [{"sparsity", "ppl",
+                       "tokens", "realized"}]}
   --plot FILE.svg      draw perplexity against sparsity`,
   options: {
     model: { type: "string" },
@@ -113,11 +116,13 @@ export const evalCommand: Command = {
     sparsity: { type: "string" },
     profile: { type: "string" },
     quant: { type: "string" },
+    "matmul-half": { type: "string" },
     json: { type: "boolean" },
     plot: { type: "string" },
   },
   async run(v, deps) {
     if (!v.text) throw new Error("--text FILE is required");
+    const half = onOff(v["matmul-half"], "matmul-half", MATMUL_WIDE.half);
     const ctx = num(v, "ctx", 512, { min: 2, integer: true });
     const sparsities = v.sparsity ? numList(v.sparsity as string, "sparsity") : [0];
     for (const s of sparsities) if (!(s >= 0 && s < 1)) throw new Error(`--sparsity: ${s} is outside [0, 1)`);
@@ -130,7 +135,13 @@ export const evalCommand: Command = {
       profile: v.profile as string | undefined,
       quant,
     });
+    const savedHalf = MATMUL_WIDE.half;
     try {
+      if (half && !model.gpu.hasF16) {
+        throw new Error(`--matmul-half on: ${model.gpu.adapterName} has no shader-f16 feature`);
+      }
+      // read as the passes are built: each window's
+      MATMUL_WIDE.half = half;
       const bar = Deno.stderr.isTerminal() ? progressBar("eval".padEnd(10), "items") : undefined;
       const results = await evaluatePerplexity(model, text, {
         ctx,
@@ -142,6 +153,7 @@ export const evalCommand: Command = {
         console.log(JSON.stringify({
           weight_format: model.weightFormat,
           weight_bytes: model.weightBytes,
+          matmul_half: half && model.weightFormat === "f16",
           results: results.map((r) => ({
             sparsity: r.sparsity,
             ppl: Number(r.ppl.toFixed(4)),
@@ -151,7 +163,9 @@ export const evalCommand: Command = {
         }));
       } else {
         console.log(
-          `${model.id}, ${model.weightFormat} weights (${(model.weightBytes / 2 ** 20).toFixed(1)} MiB)`,
+          `${model.id}, ${model.weightFormat} weights (${(model.weightBytes / 2 ** 20).toFixed(1)} MiB)${
+            half && model.weightFormat === "f16" ? ", f16-arithmetic prefill GEMM" : ""
+          }`,
         );
         console.log("sparsity  perplexity  tokens  realised");
         for (const r of results) {
@@ -176,6 +190,7 @@ export const evalCommand: Command = {
       }
       return 0;
     } finally {
+      MATMUL_WIDE.half = savedHalf;
       model.dispose();
     }
   },

@@ -63,14 +63,25 @@ export function variantName(v: Variant): string {
 
 /**
  * The WGSL of a shader with its `// #include NAME` lines replaced by shader NAME's text (a fragment several
- * kernels share, e.g. gemv_finish), from `sources` where given, else the embedded shaders.
+ * kernels share, e.g. gemv_finish; a fragment may include others), from `sources` where given, else the
+ * embedded shaders.
  */
-export function shaderCode(name: ShaderName, sources: Partial<Record<ShaderName, string>> = {}): string {
+export function shaderCode(
+  name: ShaderName,
+  sources: Partial<Record<ShaderName, string>> = {},
+  depth = 0,
+): string {
+  if (depth > 4) throw new GpuError(`shader ${name}: includes nested too deep (a cycle?)`);
   const text = (n: ShaderName) => sources[n] ?? SHADERS[n];
   return text(name).replace(/^\/\/ #include (\w+)$/gm, (_, inc: string) => {
     if (!(inc in SHADERS)) throw new GpuError(`shader ${name}: no shader ${inc} to include`);
-    return text(inc as ShaderName);
+    return shaderCode(inc as ShaderName, sources, depth + 1);
   });
+}
+
+/** Whether WGSL source enables the f16 extension (`enable f16;` before any declaration). */
+export function needsF16(code: string): boolean {
+  return /^\s*enable\s+[^;]*\bf16\b/m.test(code);
 }
 
 /** Owns the device; builds and caches pipelines; turns dispatches into ops. */
@@ -85,6 +96,11 @@ export class GpuContext {
   readonly hasTimestamps: boolean;
   /** Whether the adapter runs on the CPU (lavapipe, SwiftShader): some tunables differ there. */
   readonly isCpu: boolean;
+  /**
+   * Whether the device has the "shader-f16" feature, so that shaders beginning with `enable f16;` (the opt-in
+   * f16-arithmetic kernels, e.g. shaders/matmul_wide_h.wgsl) compile on it.
+   */
+  readonly hasF16: boolean;
   #pipelines = new Map<string, GPUComputePipeline>();
   #modules = new Map<string, GPUShaderModule>();
   #lost: string | null = null;
@@ -104,6 +120,7 @@ export class GpuContext {
     this.isCpu = isCpu;
     this.maxBinding = device.limits.maxStorageBufferBindingSize;
     this.hasTimestamps = hasTimestamps;
+    this.hasF16 = device.features.has("shader-f16");
     device.lost.then((info) => {
       this.#lost = `${info.reason}: ${info.message}`;
     });
@@ -131,10 +148,13 @@ export class GpuContext {
     if (p) return p;
     let module = this.#modules.get(v.shader);
     if (!module) {
-      module = this.device.createShaderModule({
-        code: shaderCode(v.shader, this.#sources),
-        label: v.shader,
-      });
+      const code = shaderCode(v.shader, this.#sources);
+      if (!this.hasF16 && needsF16(code)) {
+        throw new GpuError(
+          `shader ${v.shader} needs the shader-f16 feature, which ${this.adapterName} lacks`,
+        );
+      }
+      module = this.device.createShaderModule({ code, label: v.shader });
       this.#modules.set(v.shader, module);
     }
     this.device.pushErrorScope("validation");
@@ -335,8 +355,9 @@ export function checkAdapterLimits(l: { maxStorageBuffersPerShaderStage: number 
 
 /**
  * Requests the adapter and a device with the adapter's own buffer limits (WebGPU's defaults, 128/256 MiB,
- * are far too small for model weights) and timestamp-query when offered (no shader uses f16 arithmetic, so
- * shader-f16 is not requested).
+ * are far too small for model weights), and timestamp-query and shader-f16 when offered. shader-f16 serves only
+ * the opt-in f16-arithmetic kernels (the shaders that `enable f16`, e.g. matmul_wide_h.wgsl with
+ * MATMUL_WIDE.half); the others read f16 as packed u32 words, so a device without it runs all of them.
  */
 export async function createGpuContext(options: GpuContextOptions = {}): Promise<GpuContext> {
   if (!("gpu" in navigator) || !navigator.gpu) {
@@ -356,6 +377,7 @@ export async function createGpuContext(options: GpuContextOptions = {}): Promise
   const features: GPUFeatureName[] = [];
   const hasTimestamps = adapter.features.has("timestamp-query");
   if (hasTimestamps) features.push("timestamp-query");
+  if (adapter.features.has("shader-f16")) features.push("shader-f16");
   const device = await adapter.requestDevice({
     requiredFeatures: features,
     requiredLimits: {

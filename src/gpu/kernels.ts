@@ -577,7 +577,10 @@ export function reduceOp(
   });
 }
 
-/** Options of a prefill GEMM (matmul.wgsl, matmul_q.wgsl, matmul_wide.wgsl, matmul_wide_q.wgsl). */
+/**
+ * Options of a prefill GEMM (matmul.wgsl, matmul_q.wgsl, matmul_wide.wgsl, matmul_wide_q.wgsl,
+ * matmul_wide_h.wgsl).
+ */
 export interface MatmulOptions {
   /** Rows of x and y. */
   M: number;
@@ -619,8 +622,8 @@ export function splitKLayout(K: number, splits: number): { klen: number; splits:
 }
 
 /**
- * matmul.wgsl (matmul_wide.wgsl for many rows): y[M][..] (=|+=) x[M][K] . wt (+ bias), optional TEAL mask on x;
- * quantized matrices go to matmul_q.wgsl / matmul_wide_q.wgsl.
+ * matmul.wgsl (matmul_wide.wgsl for many rows, matmul_wide_h.wgsl with MATMUL_WIDE.half): y[M][..] (=|+=)
+ * x[M][K] . wt (+ bias), optional TEAL mask on x; quantized matrices go to matmul_q.wgsl / matmul_wide_q.wgsl.
  */
 export function matmulOp(
   ctx: GpuContext,
@@ -759,6 +762,21 @@ export function gemvRowsOps(
   ];
 }
 
+/** Settings of the wide prefill GEMMs: see {@link MATMUL_WIDE}. */
+export interface MatmulWideSettings {
+  /** Passes of at least this many rows take the wide kernels (0: none). */
+  fromRows: number;
+  /** From this many rows in tiles of 128 rows (8 a thread), below in tiles of 64 (4 a thread). */
+  tile128From: number;
+  /**
+   * f16 weights go through matmul_wide_h.wgsl, f16 arithmetic (vec4<f16> FMAs, each step's sums added into
+   * f32), on devices with shader-f16 (never on others: the f32 kernel runs there).
+   */
+  half: boolean;
+  /** Inputs a K step of matmul_wide_h.wgsl: 16 or 32. */
+  halfBK: 16 | 32;
+}
+
 /**
  * Which passes take the wide kernels, matmul_wide.wgsl (f16) and matmul_wide_q.wgsl (int8 / int4), when K is a
  * multiple of 4 and the pass is not split over K: those of at least `fromRows` rows (0: none), in tiles of 128
@@ -766,8 +784,14 @@ export function gemvRowsOps(
  * tiles took a 256-row pass's GEMMs at Llama-3-8B shapes in 160 ms (32 layers) against matmul.wgsl's 266, and
  * 128-row tiles win only from 1024 rows (522 against 549 ms). Measured in f16; the quantized kernel shares the
  * settings (`bench/matmul_bench.ts --quant int8|int4` times it).
+ *
+ * `half` (off by default: not yet timed on a GPU) swaps matmul_wide.wgsl for matmul_wide_h.wgsl, the same
+ * tiles in f16 arithmetic, with K steps of `halfBK` inputs (32 by default: half the barriers and f16 -> f32
+ * adds of 16, for more registers), where the device has shader-f16. Its error per output is at most about
+ * (halfBK + 2) * 2^-11 * sum_k |x_k * w_k| (f16 inputs, sums of halfBK products in f16), against ~K * 2^-24.
+ * The settings are read as ops are built: a pass built before a change keeps its kernel.
  */
-export const MATMUL_WIDE: { fromRows: number; tile128From: number } = { fromRows: 65, tile128From: 1024 };
+export const MATMUL_WIDE: MatmulWideSettings = { fromRows: 65, tile128From: 1024, half: false, halfBK: 32 };
 
 /** Columns of a matmul_wide.wgsl / matmul_wide_q.wgsl tile. */
 export const MATMUL_WIDE_COLS = 128;
@@ -793,6 +817,16 @@ function gemmOp(
   // int8 / int4: the same kernels with dequantizing weight loads (the _q shaders)
   const q = m.format && m.format !== "f16" ? quantOverrides(m) : null;
   const wide = split ? 0 : matmulWideRows(m, o.M);
+  if (wide && !q && MATMUL_WIDE.half && ctx.hasF16) {
+    return gemmKernelOp(ctx, m, x, y, sp, o, {
+      shader: "matmul_wide_h",
+      rows: wide,
+      cols: MATMUL_WIDE_COLS,
+      overrides: matmulHalfOverrides(wide / 16, MATMUL_WIDE.halfBK),
+      split: null,
+      label: "matmul_wide_h",
+    });
+  }
   if (wide) {
     return gemmKernelOp(ctx, m, x, y, sp, o, {
       shader: q ? "matmul_wide_q" : "matmul_wide",
@@ -813,9 +847,21 @@ function gemmOp(
   });
 }
 
+/**
+ * matmul_wide_h.wgsl's overrides for RM rows a thread (4 or 8) and K steps of BK inputs (16 or 32), with the
+ * sizes of its two double-buffered tiles (plain values: naga panics on an override expression as an array
+ * size). They take 2 * BK * TM + 2 * BK * 128 f16: 32 KiB at RM 8, BK 32.
+ */
+export function matmulHalfOverrides(RM: number, BK: number): Record<string, number> {
+  if ((RM !== 4 && RM !== 8) || (BK !== 16 && BK !== 32)) {
+    throw new RangeError(`matmul_wide_h: RM ${RM} must be 4 or 8, BK ${BK} 16 or 32`);
+  }
+  return { RM, BK, XS: 2 * BK * 4 * RM, WS: 2 * BK * 32 };
+}
+
 /** A prefill GEMM kernel and its tiling, for {@link gemmKernelOp}. */
 interface GemmKernel {
-  shader: "matmul" | "matmul_q" | "matmul_wide" | "matmul_wide_q";
+  shader: "matmul" | "matmul_q" | "matmul_wide" | "matmul_wide_q" | "matmul_wide_h";
   /** Rows and columns of an output tile. */
   rows: number;
   cols: number;
@@ -828,7 +874,7 @@ interface GemmKernel {
 }
 
 /**
- * The op of a prefill GEMM kernel: matmul.wgsl, matmul_q.wgsl, matmul_wide.wgsl and matmul_wide_q.wgsl share
+ * The op of a prefill GEMM kernel: matmul.wgsl, matmul_q.wgsl and the matmul_wide*.wgsl kernels share
  * their Params layout (rows, K, y's stride and offset, segments, counter, split length, columns, segments'
  * words) and bindings; workgroup x indexes the column tiles of the segments, y the row tiles, z the K splits.
  */

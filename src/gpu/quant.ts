@@ -33,6 +33,20 @@ import { f16BitsToF32, f32ToF16Bit } from "../model/dtype.ts";
 export type QuantFormat = "none" | "int8" | "int4";
 
 /** Every value of {@link QuantFormat}, for option checking. */
+/**
+ * The int8/int4 GEMVs' row arithmetic in packed f16 (gemv_qh.wgsl: two codes an instruction, a trip's sums in
+ * f16, then f32) instead of f32 (gemv_q.wgsl), on devices with the `shader-f16` feature; elsewhere gemv_q runs
+ * regardless. Results differ from the f32 kernel's by f16 rounding (x * scale and a trip's sums: relative
+ * 2^-11 a term). Off until timed on a GPU (`bench --gemv-half on`); set it before a model's decode steps are
+ * built.
+ */
+export const GEMV_HALF: { quant: boolean } = { quant: false };
+
+/** The GEMV kernel of quantized weights on this device: gemv_qh when GEMV_HALF asks and the device can. */
+export function gemvQShader(ctx: GpuContext): "gemv_q" | "gemv_qh" {
+  return GEMV_HALF.quant && ctx.hasF16 ? "gemv_qh" : "gemv_q";
+}
+
 export const QUANT_FORMATS: readonly QuantFormat[] = ["none", "int8", "int4"];
 
 /** Storage format of one {@link Matrix}. */
@@ -307,7 +321,7 @@ export function gemvQOp(
   const tiles = segmentTiles(m.segments, tileN);
   return ctx.op({
     variant: {
-      shader: "gemv_q",
+      shader: gemvQShader(ctx),
       overrides: {
         TPR,
         KCHUNK,

@@ -1,0 +1,310 @@
+// gemv_q's kernel without its row arithmetic (fma_row, fma_trip, place_scaled, acc_zero and the Acc
+// accumulators), which gemv_q.wgsl (f32) and gemv_qh.wgsl (packed f16) each add; see gemv_q.wgsl for the whole.
+override NSS: u32 = 1u;         // INPUT 1: partial sums of squares in ss
+override AUX_SPLITS: u32 = 1u;  // INPUT 2: splits of the gate|up partials
+override TPR: u32 = 8u;
+override KCHUNK: u32 = 512u;
+override SPARSE: bool = false;
+override INPUT: u32 = 0u;
+override BITS: u32 = 8u;     // 8 or 4
+override GROUP: u32 = 128u;  // outputs per scale: 32, 64 or 128 (a multiple of COLS)
+override WG: u32 = 256u;     // threads per workgroup (KCHUNK a multiple, TPR * 8 at most)
+override UNROLL: u32 = 4u;   // rows in flight per thread: 4 or 8
+override EARLY: bool = false;  // dense: the first trip's loads go out before the input is staged (gemv.wgsl)
+override VEC: u32 = 4u;      // u32 words of codes a thread loads a row: 4 or 2
+// the next trip's loads go out before the current trip's arithmetic: with few workgroups an SM (int4 at 8B
+// shapes: under two), a thread's decode and FMAs otherwise leave its memory pipe idle for the whole trip
+override PIPE: bool = false;
+// counts each round of the compaction's prefix scan adds: 2 (Hillis-Steele), 4, 8 or 16 (GEMV_SCAN)
+override SCAN_RADIX: u32 = 4u;
+override KG: u32 = WG / TPR;
+override COLS: u32 = VEC * 32u / BITS;
+override TILE_N: u32 = TPR * COLS;
+override PER: u32 = KCHUNK / WG;
+
+struct Seg {
+  base: u32,    // first u32 word of the segment's [K][stride] block (multiple of 4)
+  stride: u32,  // u32 words per row (multiple of 4)
+  len: u32,     // columns of the segment
+  tile0: u32,   // first workgroup tile of the segment
+  thr: u32,     // index into thresholds
+  out: u32,     // column of the segment's output 0
+  scale0: u32,    // word of a row's group metadata, after its codes
+  _pad1: u32,
+}
+struct Params {
+  K: u32,
+  ncols: u32,      // columns of partials (all segments)
+  nseg: u32,
+  counter: u32,    // counters[counter + seg] counts active channels of each segment
+  tickets: u32,    // EPI: counters[tickets + tile] orders the workgroups of a tile (gemv_finish.wgsl)
+  eps: f32,        // INPUT 1
+  outOffset: u32,  // EPI: element of column 0 in outv
+  auxCols: u32,    // INPUT 2: columns of the gate|up partials; up starts at auxCols / 2
+  seg: array<Seg, 3>,
+}
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(4) var<storage, read> thresholds: array<f32>;
+@group(0) @binding(5) var<storage, read> scales: array<f32>;
+@group(0) @binding(6) var<storage, read_write> counters: array<atomic<u32>>;
+@group(0) @binding(7) var<storage, read> aux: array<f32>;
+@group(0) @binding(8) var<storage, read_write> ss: array<f32>;  // read_write: EPI 2 writes it
+@group(0) @binding(9) var<storage, read> state: array<u32>;
+@group(0) @binding(11) var<storage, read> wt2: array<vec2<u32>>;
+@group(0) @binding(12) var<storage, read> wt1: array<u32>;
+
+
+// #include gemv_finish
+
+var<workgroup> act_idx: array<u32, KCHUNK>;
+var<workgroup> act_val: array<f32, KCHUNK>;
+var<workgroup> scan: array<u32, WG>;
+var<workgroup> red: array<f32, WG * 8u>;  // eight columns per thread per reduction pass
+
+fn input(k: u32, inv_rms: f32) -> f32 {
+  if (INPUT == 1u) { return x[k] * inv_rms * aux[k]; }
+  if (INPUT == 2u) {
+    var g = 0.0;
+    var u = 0.0;
+    let half_cols = p.auxCols / 2u;
+    for (var s = 0u; s < AUX_SPLITS; s++) {  // a constant bound: the loads go out together (gemv.wgsl)
+      g += aux[s * p.auxCols + k];
+      u += aux[s * p.auxCols + half_cols + k];
+    }
+    return g / (1.0 + exp(-g)) * u;
+  }
+  return x[k];
+}
+
+// Row k's codes for this thread (vc: its first word in row 0, in units of VEC words; vs: units a row). VEC 2
+// leaves z and w zero, and fma_row never reads them.
+fn codes(k: u32, vs: u32, vc: u32) -> vec4<u32> {
+  if (VEC == 2u) { return vec4<u32>(wt2[k * vs + vc], 0u, 0u); }
+  return wt[k * vs + vc];
+}
+
+// Row k's group metadata word for this thread (mo: its word in row 0).
+fn meta_word(k: u32, stride: u32, mo: u32) -> u32 {
+  return wt1[k * stride + mo];
+}
+
+// One trip of a thread's row walk: UNROLL rows' codes and metadata words (rows 4..7 only when UNROLL is 8).
+struct Trip {
+  q0: vec4<u32>, q1: vec4<u32>, q2: vec4<u32>, q3: vec4<u32>,
+  q4: vec4<u32>, q5: vec4<u32>, q6: vec4<u32>, q7: vec4<u32>,
+  m0: u32, m1: u32, m2: u32, m3: u32, m4: u32, m5: u32, m6: u32, m7: u32,
+}
+
+// Input channel of the j-th row walked: the j-th active channel when sparse, else the chunk's j-th.
+fn row(j: u32, k_base: u32) -> u32 {
+  if (SPARSE) { return act_idx[j]; }
+  return k_base + j;
+}
+
+// Input value of the j-th row walked: staged at its channel's place in the chunk, dense or sparse (so the
+// compaction moves only indices and the chunk needs 8 bytes of workgroup memory a channel, not 12).
+fn val(j: u32, k_base: u32) -> f32 {
+  if (SPARSE) { return act_val[act_idx[j] - k_base]; }
+  return act_val[j];
+}
+
+// x * scale (the place factors of bytes4 / nibbles4 are divided out at the end: place_scaled), and x * offset,
+// from one metadata word.
+fn coef(mw: u32, hsel: u32, v: f32) -> vec2<f32> {
+  // int8: the group's half of the word alone (one conversion, no select)
+  if (BITS == 8u) { return vec2<f32>(v * unpack2x16float(mw >> (16u * hsel)).x, 0.0); }
+  return v * unpack2x16float(mw);
+}
+
+// Loads the trip of walk positions j, j + KG, ...: the rows' codes (at vc) then their metadata words (at mo).
+fn load_trip(j: u32, k_base: u32, vs: u32, vc: u32, mo: u32, stride: u32) -> Trip {
+  var r: Trip;
+  let k0 = row(j, k_base);
+  let k1 = row(j + KG, k_base);
+  let k2 = row(j + 2u * KG, k_base);
+  let k3 = row(j + 3u * KG, k_base);
+  r.q0 = codes(k0, vs, vc);
+  r.q1 = codes(k1, vs, vc);
+  r.q2 = codes(k2, vs, vc);
+  r.q3 = codes(k3, vs, vc);
+  r.m0 = meta_word(k0, stride, mo);
+  r.m1 = meta_word(k1, stride, mo);
+  r.m2 = meta_word(k2, stride, mo);
+  r.m3 = meta_word(k3, stride, mo);
+  if (UNROLL == 8u) {
+    let k4 = row(j + 4u * KG, k_base);
+    let k5 = row(j + 5u * KG, k_base);
+    let k6 = row(j + 6u * KG, k_base);
+    let k7 = row(j + 7u * KG, k_base);
+    r.q4 = codes(k4, vs, vc);
+    r.q5 = codes(k5, vs, vc);
+    r.q6 = codes(k6, vs, vc);
+    r.q7 = codes(k7, vs, vc);
+    r.m4 = meta_word(k4, stride, mo);
+    r.m5 = meta_word(k5, stride, mo);
+    r.m6 = meta_word(k6, stride, mo);
+    r.m7 = meta_word(k7, stride, mo);
+  }
+  return r;
+}
+
+// One reduction pass over the KG channel groups: eight columns (lo, hi) of every thread, from column `part`*8
+// of its COLS on; writes the sums of the tile's columns to partials.
+fn reduce_pass(t: u32, part: u32, lo: vec4<f32>, hi: vec4<f32>, tile_col0: u32, seg: Seg, split: u32) {
+  let c = t % TPR;
+  let kg = t / TPR;
+  let r = kg * TPR * 8u + c * 8u;
+  red[r] = lo.x; red[r + 1u] = lo.y; red[r + 2u] = lo.z; red[r + 3u] = lo.w;
+  red[r + 4u] = hi.x; red[r + 5u] = hi.y; red[r + 6u] = hi.z; red[r + 7u] = hi.w;
+  workgroupBarrier();
+  for (var i = t; i < TPR * 8u; i += WG) {
+    let cl = tile_col0 + (i / 8u) * COLS + part * 8u + i % 8u;
+    if (cl < seg.len) {
+      var sum = 0.0;
+      for (var q = 0u; q < KG; q++) { sum += red[q * TPR * 8u + i]; }
+      partials[split * p.ncols + seg.out + cl] = sum;
+    }
+  }
+  workgroupBarrier();
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  // read before the staging loads but tested after them, so their round trips overlap
+  let eos = state[3] != 0u;
+  let tile = wid.x;
+  let split = wid.y;
+  var s = 0u;
+  if (p.nseg > 1u && tile >= p.seg[1].tile0) { s = 1u; }
+  if (p.nseg > 2u && tile >= p.seg[2].tile0) { s = 2u; }
+  let seg = p.seg[s];
+  let k_base = split * KCHUNK;
+  let n_k = min(KCHUNK, p.K - k_base);
+
+  // Each group of TPR threads walks every KG-th active channel; thread c of the group owns COLS columns.
+  let c = t % TPR;
+  let kg = t / TPR;
+  let tile_col0 = (tile - seg.tile0) * TILE_N;
+  let col = tile_col0 + c * COLS;
+  let vs = seg.stride / VEC;                     // VEC-word units per row
+  let vc = (seg.base + col * BITS / 32u) / VEC;  // this thread's codes in row 0
+  let g = col / GROUP;
+  var mo = seg.base + seg.scale0 + g;            // this thread's metadata word in row 0
+  if (BITS == 8u) { mo = seg.base + seg.scale0 + g / 2u; }
+  let hsel = g & 1u;
+  let early = EARLY && !SPARSE && col < seg.len && kg + (UNROLL - 1u) * KG < n_k;
+  var cur = Trip();
+  if (early) { cur = load_trip(kg, k_base, vs, vc, mo, seg.stride); }
+
+  var inv_rms = 1.0;
+  if (INPUT == 1u) {
+    var sum = 0.0;
+    for (var i = 0u; i < NSS; i++) { sum += ss[i]; }
+    inv_rms = inverseSqrt(sum / f32(p.K) + p.eps);
+  }
+
+  var n_act = n_k;
+  if (SPARSE) {
+    // Compact this split's active channels, in channel order, into workgroup memory.
+    let thr = thresholds[seg.thr];
+    let k0 = t * PER;
+    var cnt = 0u;
+    var keep = 0u;  // bit e: channel k0 + e is active (PER <= 32), so the compaction below reads no scale again
+    for (var e = 0u; e < PER; e++) {
+      // clamped, not guarded: the loads of every channel are issued before any is used
+      let kk = k0 + e;
+      let kc = k_base + min(kk, n_k - 1u);
+      let v = input(kc, inv_rms);
+      let sc = scales[s * p.K + kc];
+      if (kk < n_k) {
+        act_val[kk] = v;  // in place: the walk reads it through act_idx
+        if (abs(v) * sc > thr) {
+          cnt++;
+          keep |= 1u << e;
+        }
+      }
+    }
+    if (eos) { return; }
+    scan[t] = cnt;
+    workgroupBarrier();
+    // Kogge-Stone with SCAN_RADIX - 1 counts added a round: each round multiplies the span every thread
+    // holds by SCAN_RADIX, so there are log_SCAN_RADIX(WG) rounds of two barriers. The same code is in
+    // gemv.wgsl and gemv_q.wgsl: as a function in a shared fragment, Deno 2.9.6's WGSL compiler panicked
+    // (an override declared there) or corrupted memory (declared here) when it built the pipelines.
+    for (var off = 1u; off < WG; off *= SCAN_RADIX) {
+      var add = 0u;
+      for (var r = 1u; r < SCAN_RADIX; r++) { add += select(0u, scan[t - r * off], t >= r * off); }
+      workgroupBarrier();
+      scan[t] += add;
+      workgroupBarrier();
+    }
+    var slot = scan[t] - cnt;
+    for (var e = 0u; e < PER; e++) {
+      if ((keep & (1u << e)) != 0u) {
+        act_idx[slot] = k_base + k0 + e;
+        slot++;
+      }
+    }
+    n_act = scan[WG - 1u];
+    if (t == 0u && tile == seg.tile0) { atomicAdd(&counters[p.counter + s], n_act); }
+  } else {
+    for (var e = 0u; e < PER; e++) {
+      let kk = t + e * WG;
+      // clamped, not guarded: the loads of every channel are issued before any is used
+      let v = input(k_base + min(kk, n_k - 1u), inv_rms);
+      if (kk < n_k) { act_val[kk] = v; }
+    }
+    if (eos) { return; }
+  }
+  workgroupBarrier();
+
+  var acc = acc_zero();
+  if (col < seg.len) {
+    var j = kg;
+    let step = UNROLL * KG;
+    if (PIPE) {
+      // the trip in `cur` (EARLY: loaded before the staging) is added while the next one is in flight
+      var full = j + (UNROLL - 1u) * KG < n_act;
+      if (full && !early) { cur = load_trip(j, k_base, vs, vc, mo, seg.stride); }
+      while (full) {
+        let more = j + step + (UNROLL - 1u) * KG < n_act;
+        var next = Trip();
+        if (more) { next = load_trip(j + step, k_base, vs, vc, mo, seg.stride); }
+        fma_trip(&acc, cur, j, k_base, hsel);
+        cur = next;
+        j += step;
+        full = more;
+      }
+    } else {
+      if (early) {
+        fma_trip(&acc, cur, j, k_base, hsel);
+        j += step;
+      }
+      for (; j + (UNROLL - 1u) * KG < n_act; j += step) {
+        fma_trip(&acc, load_trip(j, k_base, vs, vc, mo, seg.stride), j, k_base, hsel);
+      }
+    }
+    for (; j < n_act; j += KG) {
+      let k = row(j, k_base);
+      fma_row(&acc, codes(k, vs, vc), coef(wt1[k * seg.stride + mo], hsel, val(j, k_base)));
+    }
+  }
+  // Reduce over the KG channel groups in passes of eight columns per thread (bounded workgroup memory).
+  acc = place_scaled(acc);
+  let b = vec4<f32>(acc.b);
+  if (BITS == 8u) {
+    reduce_pass(t, 0u, acc.a0, acc.a1, tile_col0, seg, split);
+    if (VEC == 4u) { reduce_pass(t, 1u, acc.a2, acc.a3, tile_col0, seg, split); }
+  } else {
+    reduce_pass(t, 0u, acc.a0 + b, acc.a1 + b, tile_col0, seg, split);
+    reduce_pass(t, 1u, acc.a2 + b, acc.a3 + b, tile_col0, seg, split);
+    if (VEC == 4u) {
+      reduce_pass(t, 2u, acc.a4 + b, acc.a5 + b, tile_col0, seg, split);
+      reduce_pass(t, 3u, acc.a6 + b, acc.a7 + b, tile_col0, seg, split);
+    }
+  }
+  finish(t, tile, seg);
+}
