@@ -24,7 +24,7 @@ import { randomModel } from "../src/bench/random_model.ts";
 import { SHAPES } from "../src/bench/shapes.ts";
 import { benchDecode } from "../src/bench/decode_bench.ts";
 import { median } from "../src/bench/stats.ts";
-import { parseQuant } from "../src/gpu/quant.ts";
+import { gemvQShader, parseQuant } from "../src/gpu/quant.ts";
 import { GEMV_PIPE } from "../src/gpu/kernels.ts";
 import type { GemvTunes } from "../src/model/forward.ts";
 
@@ -56,7 +56,11 @@ if (values.pipe) GEMV_PIPE.f16 = GEMV_PIPE.quant = true;
 const gpu = await createGpuContext();
 const quant = parseQuant(values.quant, "--quant");
 const model = randomModel(gpu, config, { contextLength: 256, quant });
-console.log(`${values.shape}, ${model.weightFormat} weights${values.pipe ? ", pipelined row walks" : ""}`);
+console.log(
+  `${values.shape}, ${model.weightFormat} weights${quant === "none" ? "" : ` (${gemvQShader(gpu)}.wgsl)`}${
+    values.pipe ? ", pipelined row walks" : ""
+  }`,
+);
 await benchDecode(model, { sparsities: [0, sparsity], tokens: 32 });
 const f = model.forward;
 const pos0 = 40;

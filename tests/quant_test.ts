@@ -339,6 +339,10 @@ Deno.test("gemv_qh (GEMV_HALF): packed-f16 row arithmetic equals the f32 kernel 
   assert(ctx.device.features.has("shader-f16"), "the test adapter (lavapipe) offers shader-f16");
   const r = rng(31);
   const signs = [0.25, -0.25, 0.125, -0.125];
+  const saved = GEMV_HALF.quant;
+  // the default ("gpu") leaves a CPU adapter on the f32 kernel
+  GEMV_HALF.quant = "gpu";
+  assertEquals(gemvQShader(ctx), ctx.isCpu ? "gemv_q" : "gemv_qh");
   try {
     // int8, int4 with a zero point and symmetric int4 (its offset, -8 * scale), at two group sizes
     for (const [name, s] of SCHEMES.filter(([n]) => n !== "int8/32" && n !== "int4/64 zero point")) {
@@ -388,7 +392,7 @@ Deno.test("gemv_qh (GEMV_HALF): packed-f16 row arithmetic equals the f32 kernel 
       }
     }
   } finally {
-    GEMV_HALF.quant = false;
+    GEMV_HALF.quant = saved;
   }
 });
 
@@ -656,6 +660,20 @@ Deno.test("stories260k (tied) with int8 and int4 weights: logits (41 and 100 row
       model.forward.gemvEpilogue = true;
       const fused = await model.complete([1], { temperature: 0, maxTokens: 48, stopAtEos: false });
       assertEquals(fused.ids.slice(0, sure), want.slice(0, sure), `${quant}, GEMV epilogues`);
+      // and with the GEMVs' rows added in packed f16 (gemv_qh.wgsl, the default on GPUs), whose logits may differ
+      // by its rounding too (relative 2^-11 a term, ~3e-3 at most in the kernel tests)
+      const saved = GEMV_HALF.quant;
+      GEMV_HALF.quant = true;
+      try {
+        model.forward.gemvEpilogue = false; // the decode steps are built anew, over gemv_qh
+        let sureHalf = margins.findIndex((m) => m < 4 * (err + 3e-3));
+        if (sureHalf < 0) sureHalf = want.length;
+        assert(sureHalf >= 4, `${quant}: greedy margin too small after ${sureHalf} tokens (f16 GEMVs)`);
+        const half = await model.complete([1], { temperature: 0, maxTokens: 48, stopAtEos: false });
+        assertEquals(half.ids.slice(0, sureHalf), want.slice(0, sureHalf), `${quant}, f16 GEMV arithmetic`);
+      } finally {
+        GEMV_HALF.quant = saved;
+      }
     } finally {
       model.dispose();
     }

@@ -17,7 +17,7 @@ import { DECODE, PREFILL, prefillStepsUpTo } from "../generate/decode.ts";
 import type { Model } from "../model/model.ts";
 import type { Command } from "./commands.ts";
 import { num, numList, onOff } from "./options.ts";
-import { GEMV_HALF, parseQuant } from "../gpu/quant.ts";
+import { GEMV_HALF, gemvQShader, parseQuant } from "../gpu/quant.ts";
 
 async function gitCommit(): Promise<string> {
   // the GPU machine gets a copy of the tree without .git: TEALGPU_COMMIT names the commit there
@@ -88,7 +88,7 @@ export const benchCommand: Command = {
   --gemv-pipe          the decode GEMVs load each trip of weight rows while adding the previous one
                        (software pipelining; GEMV_PIPE)
   --gemv-half on|off   the int8/int4 decode GEMVs add their rows in packed f16 (gemv_qh.wgsl, GEMV_HALF; default
-                       off; needs the shader-f16 feature)
+                       on for GPUs with the shader-f16 feature, off on CPU adapters)
   --gemv-scan-radix 2|4|8|16  counts each round of the sparse GEMVs' compaction scan adds (GEMV_SCAN; default
                        4; 2: the Hillis-Steele scan; more: fewer rounds, fewer barriers)
   --down-tpr 16|32     threads per column group of the f16 GEMVs over long inputs (down_proj; default 32,
@@ -257,8 +257,8 @@ export const benchCommand: Command = {
       model.forward.gemvEarly = onOff(v["gemv-early"], "gemv-early", model.forward.gemvEarly);
       // read by gemvTune when the decode steps are built (none are yet)
       GEMV_PIPE.f16 = GEMV_PIPE.quant = v["gemv-pipe"] === true;
-      GEMV_HALF.quant = onOff(v["gemv-half"], "gemv-half", GEMV_HALF.quant);
-      if (GEMV_HALF.quant && !model.gpu.hasF16) {
+      if (v["gemv-half"] !== undefined) GEMV_HALF.quant = onOff(v["gemv-half"], "gemv-half", false);
+      if (GEMV_HALF.quant === true && !model.gpu.hasF16) {
         throw new Error(`--gemv-half on: ${model.gpu.adapterName} has no shader-f16 feature`);
       }
       [GEMV_CHUNK.dense, GEMV_CHUNK.sparse] = chunk;
@@ -378,7 +378,7 @@ export const benchCommand: Command = {
         l2_prefetch_passes: model.forward.l2PrefetchPasses,
         gemv_early: model.forward.gemvEarly,
         gemv_pipe: GEMV_PIPE.f16,
-        gemv_half: GEMV_HALF.quant,
+        gemv_half: gemvQShader(model.gpu) === "gemv_qh",
         gemv_chunk: { ...GEMV_CHUNK },
         gemv_scan_radix: GEMV_SCAN.radix,
         down_tpr: GEMV_LONG_K.f16TPR,

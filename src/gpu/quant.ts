@@ -35,16 +35,20 @@ export type QuantFormat = "none" | "int8" | "int4";
 /** Every value of {@link QuantFormat}, for option checking. */
 /**
  * The int8/int4 GEMVs' row arithmetic in packed f16 (gemv_qh.wgsl: two codes an instruction, a trip's sums in
- * f16, then f32) instead of f32 (gemv_q.wgsl), on devices with the `shader-f16` feature; elsewhere gemv_q runs
- * regardless. Results differ from the f32 kernel's by f16 rounding (x * scale and a trip's sums: relative
- * 2^-11 a term). Off until timed on a GPU (`bench --gemv-half on`); set it before a model's decode steps are
- * built.
+ * f16, then f32) instead of f32 (gemv_q.wgsl). "gpu" (the default): on GPUs with the `shader-f16` feature, not
+ * on CPU adapters (lavapipe); true: wherever the device has the feature; false: never. Results differ from the
+ * f32 kernel's by f16 rounding (x * scale and a trip's sums: relative 2^-11 a term); perplexity through the
+ * decode step (bench/decode_nll.ts, tiny-llama-16m, 1024 tokens) moved from 167.0638 to 167.0648 (int8) and
+ * from 170.1750 to 170.1330 (int4). On the H200 at the Llama-3-8B shape (2026-12-03, docs/benchmarks.md) a
+ * decode step took 3.934 -> 3.600 ms dense and 3.458 -> 3.303 at 50% (int4), 4.233 -> 3.939 and 3.671 ->
+ * 3.615 (int8). `bench --gemv-half on|off` sets it for a run; set it before a model's decode steps are built.
  */
-export const GEMV_HALF: { quant: boolean } = { quant: false };
+export const GEMV_HALF: { quant: boolean | "gpu" } = { quant: "gpu" };
 
-/** The GEMV kernel of quantized weights on this device: gemv_qh when GEMV_HALF asks and the device can. */
+/** The GEMV kernel of quantized weights on this device ({@link GEMV_HALF}). */
 export function gemvQShader(ctx: GpuContext): "gemv_q" | "gemv_qh" {
-  return GEMV_HALF.quant && ctx.hasF16 ? "gemv_qh" : "gemv_q";
+  const on = GEMV_HALF.quant === "gpu" ? !ctx.isCpu : GEMV_HALF.quant;
+  return on && ctx.hasF16 ? "gemv_qh" : "gemv_q";
 }
 
 export const QUANT_FORMATS: readonly QuantFormat[] = ["none", "int8", "int4"];
