@@ -192,15 +192,19 @@ export function gemvTune(
   // int4 and int8: mostly two words of codes a thread (VEC 2: half the registers a row in flight, so more warps
   // fit an SM) and 512-thread workgroups, each projection's variant timed by whole decode steps
   // (bench/sparse_probe.ts --step-grid --vecs, H200, 2026-12-03; int4 step 4.43 -> 4.13 ms dense)
+  // The gate|up variants of int4 and int8's sparse down were timed again with the rows added in packed f16
+  // (gemv_qh.wgsl, the default on GPUs; same probe, H200, 2026-12-03 ninth session): int4 gate|up 32 / 8 / 512
+  // with four words dense (-69 us a step) and 64 / 8 / 512 at 50% (-61 us), int8 down at 50% 32 / 4 / 512 with
+  // four words (-42 us); the other projections' defaults stayed within the grid's spread of the best.
   if (format === "int4" && N < 65536) {
     // the 4096-wide projections (q|k|v, o: N < 8192) at 50%, and o dense, with 16 threads a column group: twice
     // the tiles (bench/sparse_probe.ts --step-grid --projs qkv,o, H200: int4 step -3.4% at 50%, -1.7% dense)
-    if (sparse) return K >= 8192 ? v(32, 4, 512, 2) : N < 8192 ? v(16, 4, 256, 2) : v(32, 4, 256, 2);
+    if (sparse) return K >= 8192 ? v(32, 4, 512, 2) : N < 8192 ? v(16, 4, 256, 2) : v(64, 8, 512, 2);
     if (N <= 4096 && K < 8192) return v(16, 8, 512, 2);
-    return N >= 8192 && K < 8192 ? v(64, 8, 512, 2) : v(32, 8, 512, 2);
+    return N >= 8192 && K < 8192 ? v(32, 8, 512, 4) : v(32, 8, 512, 2);
   }
   if (format === "int8" && N < 65536) {
-    if (K >= 8192) return sparse ? v(64, 8, 512, 2) : v(32, 8, 512);
+    if (K >= 8192) return sparse ? v(32, 4, 512) : v(32, 8, 512);
     if (N >= 8192) return sparse ? v(32, 8) : v(64, 8, 512);
     return sparse ? v(32, 4, 512, 2) : v(32, 8, 512, 2);
   }
