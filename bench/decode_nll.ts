@@ -2,7 +2,7 @@
  * Perplexity through the decode step itself: every token of each window fed one decode step at a time (the
  * GEMV kernels, the decode attention, lm_head's GEMV), its logits read back and scored against the next token.
  * `cli.ts eval` scores windows through the prefill pass (the GEMM kernels), which never runs the decode GEMVs, so
- * a change to them (e.g. `--gemv-half`: the int8/int4 GEMVs' arithmetic in f16) is measured here. Dense weights,
+ * a change to them (e.g. `--gemv-half`: the GEMVs' row arithmetic in f16, GEMV_HALF) is measured here. Dense weights,
  * no TEAL sparsity. One read-back a token: slow on a GPU (~10 ms each in Deno), so keep the windows few.
  *
  * `deno run -A bench/decode_nll.ts --text FILE [--model PATH] [--quant none|int8|int4] [--windows 4]
@@ -11,7 +11,8 @@
  */
 import { parseArgs } from "node:util";
 import { loadModel } from "../src/model/model.ts";
-import { GEMV_HALF, parseQuant } from "../src/gpu/quant.ts";
+import { parseQuant } from "../src/gpu/quant.ts";
+import { GEMV_HALF } from "../src/gpu/kernels.ts";
 import { defaultModelDir } from "../src/model/default_model.ts";
 
 /** Mean negative log-likelihood (nats a token) of `windows` windows of `ctx` tokens after BOS. */
@@ -74,7 +75,7 @@ async function main(): Promise<void> {
   const device = probe.gpu.adapterName;
   probe.dispose();
   for (const on of half === "both" ? [false, true] : [half === "on"]) {
-    GEMV_HALF.quant = on;
+    GEMV_HALF.quant = GEMV_HALF.f16 = on;
     const r = await decodeNll(dir, quant, ids, windows, ctx);
     console.log(JSON.stringify({
       device,

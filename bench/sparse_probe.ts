@@ -15,7 +15,8 @@
  * nothing is left in L2 for the next) over threads per column group and rows in flight (Forward.gemvTunes).
  *
  * `deno run -A bench/sparse_probe.ts [--shape llama-3-8b] [--sparsity 0.5] [--quant none|int8|int4] [--grid]
- *   [--step-grid [--tprs 8,16,32] [--kchunks 256,512,1024] [--wgs 256,512] [--vecs 2,4] [--projs qkv,o]] [--pipe] [--ops]`
+ *   [--step-grid [--tprs 8,16,32] [--kchunks 256,512,1024] [--wgs 256,512] [--vecs 2,4] [--projs qkv,o]] [--pipe]
+ *   [--gemv-half-f16] [--ops]`
  * @module
  */
 import { parseArgs } from "node:util";
@@ -25,7 +26,7 @@ import { SHAPES } from "../src/bench/shapes.ts";
 import { benchDecode } from "../src/bench/decode_bench.ts";
 import { median } from "../src/bench/stats.ts";
 import { gemvQShader, parseQuant } from "../src/gpu/quant.ts";
-import { GEMV_PIPE } from "../src/gpu/kernels.ts";
+import { GEMV_HALF, GEMV_PIPE } from "../src/gpu/kernels.ts";
 import type { GemvTunes } from "../src/model/forward.ts";
 
 const { values } = parseArgs({
@@ -47,19 +48,22 @@ const { values } = parseArgs({
     ops: { type: "boolean" },
     // the GEMVs' software-pipelined row walk (GEMV_PIPE) for every format
     pipe: { type: "boolean" },
+    // the f16 weights' GEMVs with their rows in packed f16 (GEMV_HALF.f16, gemv_h.wgsl)
+    "gemv-half-f16": { type: "boolean" },
   },
 });
 const config = SHAPES[values.shape!];
 if (!config) throw new Error(`--shape ${values.shape}: unknown`);
 const sparsity = Number(values.sparsity);
 if (values.pipe) GEMV_PIPE.f16 = GEMV_PIPE.quant = true;
+if (values["gemv-half-f16"]) GEMV_HALF.f16 = true;
 const gpu = await createGpuContext();
 const quant = parseQuant(values.quant, "--quant");
 const model = randomModel(gpu, config, { contextLength: 256, quant });
 console.log(
-  `${values.shape}, ${model.weightFormat} weights${quant === "none" ? "" : ` (${gemvQShader(gpu)}.wgsl)`}${
-    values.pipe ? ", pipelined row walks" : ""
-  }`,
+  `${values.shape}, ${model.weightFormat} weights (${
+    quant === "none" ? (GEMV_HALF.f16 ? "gemv_h" : "gemv") : gemvQShader(gpu)
+  }.wgsl)${values.pipe ? ", pipelined row walks" : ""}`,
 );
 await benchDecode(model, { sparsities: [0, sparsity], tokens: 32 });
 const f = model.forward;

@@ -12,6 +12,7 @@ import {
   attnPartFloats,
   attnSpan,
   embedOp,
+  GEMV_HALF,
   GEMV_SCAN,
   gemvOp,
   gemvRowsOps,
@@ -230,6 +231,68 @@ Deno.test("gemv: sparse equals dense on the masked input; counters match a CPU c
         `K=${K}: counters at ${frac}`,
       );
     }
+  }
+});
+
+Deno.test("gemv_h (GEMV_HALF.f16): packed-f16 rows equal the f32 kernel where f16 is exact, and are within f16 rounding on random data, dense (EARLY, PIPE) and sparse", async () => {
+  const ctx = await gpu();
+  assert(ctx.hasF16, "the test adapter (lavapipe) offers shader-f16");
+  const r = rng(17);
+  const saved = GEMV_HALF.f16;
+  // weights k/64 (|w| <= 1, exact in f16) and inputs +-1/4, +-1/8: every product and every trip's sum (up to 8
+  // rows) is exact in f16, so the packed-f16 rows give the f32 kernel's sums
+  const signs = [0.25, -0.25, 0.125, -0.125];
+  const run = async (m: Matrix, x: GPUBuffer, thr: number[], sparse: boolean, tune?: GemvTune) => {
+    const splits = tune?.KCHUNK ? Math.ceil(m.K / tune.KCHUNK) : gemvSplits(m.K, m.N);
+    const sp = { thresholds: ctx.buffer(12, "t", new Float32Array(thr)), counters: ctx.buffer(12, "c") };
+    const partials = poisoned(ctx, splits * m.N);
+    const out = poisoned(ctx, m.N);
+    ctx.run([
+      gemvOp(ctx, m, x, partials, sp, { sparse, counter: 0, tune, early: !sparse }),
+      reduceOp(ctx, partials, out, { n: m.N, splits, ncols: m.N, mode: REDUCE.store }),
+    ]);
+    return { y: await ctx.readF32(out), counters: Array.from(await ctx.readU32(sp.counters, 3)) };
+  };
+  try {
+    for (const [K, lens] of [[1100, [200, 72, 72]], [300, [16390]], [7, [9]]] as [number, number[]][]) {
+      const scales = randn(K * lens.length, r).map((v) => 0.5 + Math.abs(v));
+      const exactW = lens.map((n) =>
+        Float32Array.from({ length: n * K }, () => Math.floor(r() * 129 - 64) / 64)
+      );
+      const em = makeMatrix(ctx, K, exactW, lens, scales);
+      const xe = Float32Array.from({ length: K }, () => signs[Math.floor(r() * 4)]);
+      const ws = lens.map((n) => randn(n * K, r, 0.5));
+      const m = makeMatrix(ctx, K, ws, lens, scales);
+      const x = randn(K, r);
+      const [xeb, xb] = [ctx.buffer(K * 4, "x", xe), ctx.buffer(K * 4, "x", x)];
+      for (
+        const tune of [
+          undefined,
+          { TPR: 16, KCHUNK: 256, WG: 128, UNROLL: 8 },
+          { TPR: 32, KCHUNK: 512, WG: 256, UNROLL: 4, PIPE: true },
+        ]
+      ) {
+        for (const sparse of [false, true]) {
+          const what = `K=${K} ${JSON.stringify(tune)} sparse=${sparse}`;
+          const thrE = sparse ? [0.2, 0.2, 0.2] : [0, 0, 0]; // drops every +-1/8 (scales >= 0.5)
+          const thr = sparse ? [quantile(x, 0.5), quantile(x, 0.6), quantile(x, 0.3)] : [0, 0, 0];
+          GEMV_HALF.f16 = false;
+          const f32e = await run(em, xeb, thrE, sparse, tune);
+          GEMV_HALF.f16 = true;
+          const halfE = await run(em, xeb, thrE, sparse, tune);
+          const halfR = await run(m, xb, thr, sparse, tune);
+          assertEquals(halfE.y, f32e.y, `${what}: exact case, f16 against f32`);
+          const wantE = fusedRef(xe, 1, K, exactW, lens, sparse ? thrE : null, scales);
+          assertEquals(Array.from(halfE.y), Array.from(wantE.y), `${what}: exact case against the CPU`);
+          if (sparse) assertEquals(halfE.counters.slice(0, lens.length), wantE.active, `${what}: counters`);
+          const want = fusedRef(x, 1, K, ws, lens, sparse ? thr : null, scales).y;
+          const err = relErr(halfR.y, want);
+          assert(err < 3e-3, `${what}: relative error ${err}`);
+        }
+      }
+    }
+  } finally {
+    GEMV_HALF.f16 = saved;
   }
 });
 

@@ -9,7 +9,6 @@ import {
   bytesPerWeight,
   dequantizeBlock,
   fakeQuantize,
-  GEMV_HALF,
   gemvQShader,
   groupParams,
   layoutQuantSegments,
@@ -21,6 +20,7 @@ import {
 import {
   checkGemvTune,
   GEMV_CHUNK,
+  GEMV_HALF,
   GEMV_SCAN,
   gemvOp,
   gemvSplits,

@@ -12,12 +12,21 @@ import {
 import { randomModel } from "../bench/random_model.ts";
 import { SHAPES } from "../bench/shapes.ts";
 import { createGpuContext } from "../gpu/context.ts";
-import { ATTN_SPLITS, GEMV_CHUNK, GEMV_LONG_K, GEMV_PIPE, GEMV_SCAN, MATMUL_WIDE } from "../gpu/kernels.ts";
+import {
+  ATTN_SPLITS,
+  GEMV_CHUNK,
+  GEMV_HALF,
+  GEMV_LONG_K,
+  GEMV_PIPE,
+  GEMV_SCAN,
+  gemvHalfOn,
+  MATMUL_WIDE,
+} from "../gpu/kernels.ts";
 import { DECODE, PREFILL, prefillStepsUpTo } from "../generate/decode.ts";
 import type { Model } from "../model/model.ts";
 import type { Command } from "./commands.ts";
 import { num, numList, onOff } from "./options.ts";
-import { GEMV_HALF, gemvQShader, parseQuant } from "../gpu/quant.ts";
+import { gemvQShader, parseQuant } from "../gpu/quant.ts";
 
 async function gitCommit(): Promise<string> {
   // the GPU machine gets a copy of the tree without .git: TEALGPU_COMMIT names the commit there
@@ -89,6 +98,7 @@ export const benchCommand: Command = {
                        (software pipelining; GEMV_PIPE)
   --gemv-half on|off   the int8/int4 decode GEMVs add their rows in packed f16 (gemv_qh.wgsl, GEMV_HALF; default
                        on for GPUs with the shader-f16 feature, off on CPU adapters)
+  --gemv-half-f16 on|off  the same for the f16 weights' decode GEMVs (gemv_h.wgsl, GEMV_HALF.f16; default off)
   --gemv-scan-radix 2|4|8|16  counts each round of the sparse GEMVs' compaction scan adds (GEMV_SCAN; default
                        4; 2: the Hillis-Steele scan; more: fewer rounds, fewer barriers)
   --down-tpr 16|32     threads per column group of the f16 GEMVs over long inputs (down_proj; default 32,
@@ -139,6 +149,7 @@ export const benchCommand: Command = {
     "gemv-early": { type: "string" },
     "gemv-pipe": { type: "boolean" },
     "gemv-half": { type: "string" },
+    "gemv-half-f16": { type: "string" },
     "gemv-chunk": { type: "string" },
     "gemv-scan-radix": { type: "string" },
     "down-tpr": { type: "string" },
@@ -170,7 +181,9 @@ export const benchCommand: Command = {
       }
     }
     // checked before the model is built (applied after, over the model's own defaults)
-    for (const name of ["l2-prefetch", "gemv-early", "matmul-half", "gemv-half"]) onOff(v[name], name, false);
+    for (const name of ["l2-prefetch", "gemv-early", "matmul-half", "gemv-half", "gemv-half-f16"]) {
+      onOff(v[name], name, false);
+    }
     const tile128From = v["matmul-tile128"] === "off"
       ? 2 ** 31
       : num(v, "matmul-tile128", MATMUL_WIDE.tile128From, { min: 1, max: 65536, integer: true });
@@ -258,8 +271,9 @@ export const benchCommand: Command = {
       // read by gemvTune when the decode steps are built (none are yet)
       GEMV_PIPE.f16 = GEMV_PIPE.quant = v["gemv-pipe"] === true;
       if (v["gemv-half"] !== undefined) GEMV_HALF.quant = onOff(v["gemv-half"], "gemv-half", false);
-      if (GEMV_HALF.quant === true && !model.gpu.hasF16) {
-        throw new Error(`--gemv-half on: ${model.gpu.adapterName} has no shader-f16 feature`);
+      if (v["gemv-half-f16"] !== undefined) GEMV_HALF.f16 = onOff(v["gemv-half-f16"], "gemv-half-f16", false);
+      if ((GEMV_HALF.quant === true || GEMV_HALF.f16 === true) && !model.gpu.hasF16) {
+        throw new Error(`--gemv-half(-f16) on: ${model.gpu.adapterName} has no shader-f16 feature`);
       }
       [GEMV_CHUNK.dense, GEMV_CHUNK.sparse] = chunk;
       if (scanRadix !== undefined) GEMV_SCAN.radix = scanRadix;
@@ -379,6 +393,7 @@ export const benchCommand: Command = {
         gemv_early: model.forward.gemvEarly,
         gemv_pipe: GEMV_PIPE.f16,
         gemv_half: gemvQShader(model.gpu) === "gemv_qh",
+        gemv_half_f16: gemvHalfOn(model.gpu, "f16"),
         gemv_chunk: { ...GEMV_CHUNK },
         gemv_scan_radix: GEMV_SCAN.radix,
         down_tpr: GEMV_LONG_K.f16TPR,

@@ -20,6 +20,25 @@ export const GEMV = { TPR: 16, KCHUNK: 512, WG: 256, UNROLL: 4 } as const;
 export const GEMV_PIPE: { f16: boolean; quant: boolean } = { f16: false, quant: false };
 
 /**
+ * The decode GEMVs' row arithmetic in packed f16 (gemv_h.wgsl for f16 weights, gemv_qh.wgsl for int8/int4: two
+ * weights an instruction, a trip's sums in f16, then f32) instead of f32 (gemv.wgsl, gemv_q.wgsl). "gpu": on GPUs
+ * with the `shader-f16` feature, not on CPU adapters (lavapipe, where f16 arithmetic is slower); true: wherever
+ * the device has the feature; false: never. Results differ from the f32 kernels' by f16 rounding (the input and a
+ * trip's sums: relative 2^-11 a term); perplexity through the decode step (bench/decode_nll.ts, tiny-llama-16m,
+ * 1024 tokens) moved from 167.0638 to 167.0648 (int8) and from 170.1750 to 170.1330 (int4) on lavapipe. On the
+ * H200 at the Llama-3-8B shape (2026-12-03, docs/benchmarks.md) an int4 decode step took 3.934 -> 3.600 ms
+ * dense and 3.458 -> 3.303 at 50%, int8 4.233 -> 3.939 and 3.671 -> 3.615. `bench --gemv-half on|off` and
+ * `--gemv-half-f16 on|off` set them for a run; set them before a model's decode steps are built.
+ */
+export const GEMV_HALF: { f16: boolean | "gpu"; quant: boolean | "gpu" } = { f16: false, quant: "gpu" };
+
+/** Whether a decode GEMV over f16 or quantized weights runs its rows in packed f16 here ({@link GEMV_HALF}). */
+export function gemvHalfOn(ctx: GpuContext, weights: "f16" | "quant"): boolean {
+  const v = GEMV_HALF[weights];
+  return (v === "gpu" ? !ctx.isCpu : v) && ctx.hasF16;
+}
+
+/**
  * Counts each round of the sparse GEMVs' compaction prefix scan adds (gemv.wgsl, gemv_q.wgsl `SCAN_RADIX`): 2
  * is the Hillis-Steele scan (2 log2(WG) + 1 barriers: 17 at 256 threads); 4, 8 or 16 take fewer rounds, each
  * with more workgroup-memory loads. 4 (9 barriers at 256 threads) measured fastest on the H200 (f16 step at 50%
@@ -461,7 +480,7 @@ export function gemvOp(
   const shared = gemvInputBindings(ctx, m, x, partials, sp, inp, opts.state, fin);
   return ctx.op({
     variant: {
-      shader: "gemv",
+      shader: gemvHalfOn(ctx, "f16") ? "gemv_h" : "gemv",
       overrides: {
         TPR: tune.TPR,
         KCHUNK: tune.KCHUNK,

@@ -16,6 +16,7 @@ import {
   GEMV_SCAN,
   type GemvFinish,
   gemvFinishParts,
+  gemvHalfOn,
   type GemvInput,
   gemvInputBindings,
   type GemvTune,
@@ -33,22 +34,9 @@ import { f16BitsToF32, f32ToF16Bit } from "../model/dtype.ts";
 export type QuantFormat = "none" | "int8" | "int4";
 
 /** Every value of {@link QuantFormat}, for option checking. */
-/**
- * The int8/int4 GEMVs' row arithmetic in packed f16 (gemv_qh.wgsl: two codes an instruction, a trip's sums in
- * f16, then f32) instead of f32 (gemv_q.wgsl). "gpu" (the default): on GPUs with the `shader-f16` feature, not
- * on CPU adapters (lavapipe); true: wherever the device has the feature; false: never. Results differ from the
- * f32 kernel's by f16 rounding (x * scale and a trip's sums: relative 2^-11 a term); perplexity through the
- * decode step (bench/decode_nll.ts, tiny-llama-16m, 1024 tokens) moved from 167.0638 to 167.0648 (int8) and
- * from 170.1750 to 170.1330 (int4). On the H200 at the Llama-3-8B shape (2026-12-03, docs/benchmarks.md) a
- * decode step took 3.934 -> 3.600 ms dense and 3.458 -> 3.303 at 50% (int4), 4.233 -> 3.939 and 3.671 ->
- * 3.615 (int8). `bench --gemv-half on|off` sets it for a run; set it before a model's decode steps are built.
- */
-export const GEMV_HALF: { quant: boolean | "gpu" } = { quant: "gpu" };
-
-/** The GEMV kernel of quantized weights on this device ({@link GEMV_HALF}). */
+/** The GEMV kernel of quantized weights on this device (GEMV_HALF.quant). */
 export function gemvQShader(ctx: GpuContext): "gemv_q" | "gemv_qh" {
-  const on = GEMV_HALF.quant === "gpu" ? !ctx.isCpu : GEMV_HALF.quant;
-  return on && ctx.hasF16 ? "gemv_qh" : "gemv_q";
+  return gemvHalfOn(ctx, "quant") ? "gemv_qh" : "gemv_q";
 }
 
 export const QUANT_FORMATS: readonly QuantFormat[] = ["none", "int8", "int4"];

@@ -1,0 +1,257 @@
+// gemv's kernel without its row arithmetic (fma_trip), which gemv.wgsl (f32) and gemv_h.wgsl (packed f16) each
+// add; see gemv.wgsl for the whole.
+override TPR: u32 = 16u;
+override KCHUNK: u32 = 512u;
+override SPARSE: bool = false;
+override INPUT: u32 = 0u;
+override NSS: u32 = 1u;         // INPUT 1: partial sums of squares in ss
+override AUX_SPLITS: u32 = 1u;  // INPUT 2: splits of the gate|up partials
+override WG: u32 = 256u;     // threads per workgroup
+override UNROLL: u32 = 4u;   // rows in flight per thread: 4 or 8 (named registers; an array went to memory)
+// dense: issue the first trip's weight loads before the input is staged (their rows do not depend on it), so
+// their round trip overlaps the staging's instead of following the barrier
+override EARLY: bool = false;
+// the next trip's loads go out before the current trip's arithmetic (software pipelining; gemv_q.wgsl)
+override PIPE: bool = false;
+// counts each round of the compaction's prefix scan adds: 2 (Hillis-Steele), 4, 8 or 16 (GEMV_SCAN)
+override SCAN_RADIX: u32 = 4u;
+override KG: u32 = WG / TPR;
+override TILE_N: u32 = TPR * 8u;
+override PER: u32 = KCHUNK / WG;
+
+struct Seg {
+  base: u32,    // first f16 of the segment's [K][stride] block
+  stride: u32,  // f16 per row of the block (multiple of 8)
+  len: u32,     // columns of the segment
+  tile0: u32,   // first workgroup tile of the segment
+  thr: u32,     // index into thresholds
+  out: u32,     // column of the segment's output 0
+  _pad0: u32,
+  _pad1: u32,
+}
+struct Params {
+  K: u32,
+  ncols: u32,      // columns of partials (all segments)
+  nseg: u32,
+  counter: u32,    // counters[counter + seg] counts active channels of each segment
+  tickets: u32,    // EPI: counters[tickets + tile] orders the workgroups of a tile (gemv_finish.wgsl)
+  eps: f32,        // INPUT 1
+  outOffset: u32,  // EPI: element of column 0 in outv
+  auxCols: u32,    // INPUT 2: columns of the gate|up partials; up starts at auxCols / 2
+  seg: array<Seg, 3>,
+}
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(4) var<storage, read> thresholds: array<f32>;
+@group(0) @binding(5) var<storage, read> scales: array<f32>;
+@group(0) @binding(6) var<storage, read_write> counters: array<atomic<u32>>;
+@group(0) @binding(7) var<storage, read> aux: array<f32>;
+@group(0) @binding(8) var<storage, read_write> ss: array<f32>;  // read_write: EPI 2 writes it
+@group(0) @binding(9) var<storage, read> state: array<u32>;
+
+// #include gemv_finish
+
+var<workgroup> act_idx: array<u32, KCHUNK>;
+var<workgroup> act_val: array<f32, KCHUNK>;
+var<workgroup> scan: array<u32, WG>;
+var<workgroup> red: array<f32, WG * 8u>;  // KG * TILE_N
+
+fn input(k: u32, inv_rms: f32) -> f32 {
+  if (INPUT == 1u) { return x[k] * inv_rms * aux[k]; }
+  if (INPUT == 2u) {
+    // AUX_SPLITS is a constant so the loop unrolls and its loads are all in flight at once: a loop bound read
+    // from the uniform left them one L2 round trip apart (about 20 us per down GEMV at 8B shapes)
+    var g = 0.0;
+    var u = 0.0;
+    let half_cols = p.auxCols / 2u;
+    for (var s = 0u; s < AUX_SPLITS; s++) {
+      g += aux[s * p.auxCols + k];
+      u += aux[s * p.auxCols + half_cols + k];
+    }
+    return g / (1.0 + exp(-g)) * u;
+  }
+  return x[k];
+}
+
+// Input channel of the j-th row walked: the j-th active channel when sparse, else the chunk's j-th.
+fn row(j: u32, k_base: u32) -> u32 {
+  if (SPARSE) { return act_idx[j]; }
+  return k_base + j;
+}
+
+// Input value of the j-th row walked: staged at its channel's place in the chunk, dense or sparse (so the
+// compaction moves only indices and the chunk needs 8 bytes of workgroup memory a channel, not 12).
+fn val(j: u32, k_base: u32) -> f32 {
+  if (SPARSE) { return act_val[act_idx[j] - k_base]; }
+  return act_val[j];
+}
+
+
+// One trip of a thread's row walk: UNROLL rows of its 8 columns (rows 4..7 only when UNROLL is 8).
+struct Trip { w0: vec4<u32>, w1: vec4<u32>, w2: vec4<u32>, w3: vec4<u32>,
+              w4: vec4<u32>, w5: vec4<u32>, w6: vec4<u32>, w7: vec4<u32> }
+
+// Walk position j, clamped below `lim` in the walk's last, partial trip (`tail`): the trip's positions past
+// the rows left re-read the last one (a cache hit) and add it with the value 0, so the tail is one round trip
+// with no branch, where a row at a time took one a row (up to UNROLL - 1 more in every sparse chunk).
+fn at(j: u32, tail: bool, lim: u32) -> u32 {
+  return select(j, min(j, lim - 1u), tail);
+}
+
+// Loads the trip of walk positions j, j + KG, ... for the thread's columns at v_col.
+fn load_trip(j: u32, k_base: u32, v_stride: u32, v_col: u32, tail: bool, lim: u32) -> Trip {
+  var r: Trip;
+  r.w0 = wt[row(at(j, tail, lim), k_base) * v_stride + v_col];
+  r.w1 = wt[row(at(j + KG, tail, lim), k_base) * v_stride + v_col];
+  r.w2 = wt[row(at(j + 2u * KG, tail, lim), k_base) * v_stride + v_col];
+  r.w3 = wt[row(at(j + 3u * KG, tail, lim), k_base) * v_stride + v_col];
+  if (UNROLL == 8u) {
+    r.w4 = wt[row(at(j + 4u * KG, tail, lim), k_base) * v_stride + v_col];
+    r.w5 = wt[row(at(j + 5u * KG, tail, lim), k_base) * v_stride + v_col];
+    r.w6 = wt[row(at(j + 6u * KG, tail, lim), k_base) * v_stride + v_col];
+    r.w7 = wt[row(at(j + 7u * KG, tail, lim), k_base) * v_stride + v_col];
+  }
+  return r;
+}
+
+// val(j); 0 past `lim` in a tail trip.
+fn val_at(j: u32, k_base: u32, tail: bool, lim: u32) -> f32 {
+  return select(val(at(j, tail, lim), k_base), 0.0, tail && j >= lim);
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  // read before the staging loads but tested after them, so their round trips overlap
+  let eos = state[3] != 0u;
+  let tile = wid.x;
+  let split = wid.y;
+  var s = 0u;
+  if (p.nseg > 1u && tile >= p.seg[1].tile0) { s = 1u; }
+  if (p.nseg > 2u && tile >= p.seg[2].tile0) { s = 2u; }
+  let seg = p.seg[s];
+  let k_base = split * KCHUNK;
+  let n_k = min(KCHUNK, p.K - k_base);
+
+  // Each group of TPR threads walks every KG-th active channel; thread c of the group owns 8 columns.
+  let c = t % TPR;
+  let kg = t / TPR;
+  let col = (tile - seg.tile0) * TILE_N + c * 8u;
+  let v_col = (seg.base + col) / 8u;
+  let v_stride = seg.stride / 8u;
+  let early = EARLY && !SPARSE && col < seg.len && kg + (UNROLL - 1u) * KG < n_k;
+  var cur = Trip();
+  if (early) { cur = load_trip(kg, k_base, v_stride, v_col, false, 0u); }
+
+  var inv_rms = 1.0;
+  if (INPUT == 1u) {
+    var sum = 0.0;
+    for (var i = 0u; i < NSS; i++) { sum += ss[i]; }
+    inv_rms = inverseSqrt(sum / f32(p.K) + p.eps);
+  }
+
+  var n_act = n_k;
+  if (SPARSE) {
+    // Compact this split's active channels, in channel order, into workgroup memory.
+    let thr = thresholds[seg.thr];
+    let k0 = t * PER;
+    var cnt = 0u;
+    var keep = 0u;  // bit e: channel k0 + e is active (PER <= 32), so the compaction below reads no scale again
+    for (var e = 0u; e < PER; e++) {
+      // clamped, not guarded: the loads of every channel are issued before any is used
+      let kk = k0 + e;
+      let kc = k_base + min(kk, n_k - 1u);
+      let v = input(kc, inv_rms);
+      let sc = scales[s * p.K + kc];
+      if (kk < n_k) {
+        act_val[kk] = v;  // in place: the walk reads it through act_idx
+        if (abs(v) * sc > thr) {
+          cnt++;
+          keep |= 1u << e;
+        }
+      }
+    }
+    if (eos) { return; }
+    scan[t] = cnt;
+    workgroupBarrier();
+    // Kogge-Stone with SCAN_RADIX - 1 counts added a round: each round multiplies the span every thread
+    // holds by SCAN_RADIX, so there are log_SCAN_RADIX(WG) rounds of two barriers. The same code is in
+    // gemv.wgsl and gemv_q.wgsl: as a function in a shared fragment, Deno 2.9.6's WGSL compiler panicked
+    // (an override declared there) or corrupted memory (declared here) when it built the pipelines.
+    for (var off = 1u; off < WG; off *= SCAN_RADIX) {
+      var add = 0u;
+      for (var r = 1u; r < SCAN_RADIX; r++) { add += select(0u, scan[t - r * off], t >= r * off); }
+      workgroupBarrier();
+      scan[t] += add;
+      workgroupBarrier();
+    }
+    var slot = scan[t] - cnt;
+    for (var e = 0u; e < PER; e++) {
+      if ((keep & (1u << e)) != 0u) {
+        act_idx[slot] = k_base + k0 + e;
+        slot++;
+      }
+    }
+    n_act = scan[WG - 1u];
+    if (t == 0u && tile == seg.tile0) { atomicAdd(&counters[p.counter + s], n_act); }
+  } else {
+    // a constant trip count (PER) so that the compiler can issue every thread's input loads together;
+    // dense rows are k_base + j, so only the values are staged
+    for (var e = 0u; e < PER; e++) {
+      let kk = t + e * WG;
+      // clamped, not guarded: the loads of every channel are issued before any is used
+      let v = input(k_base + min(kk, n_k - 1u), inv_rms);
+      if (kk < n_k) { act_val[kk] = v; }
+    }
+    if (eos) { return; }
+  }
+  workgroupBarrier();
+
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  if (col < seg.len) {
+    var j = kg;
+    let step = UNROLL * KG;
+    if (PIPE) {
+      // the trip in `cur` (EARLY: loaded before the staging) is added while the next one is in flight
+      var full = j + (UNROLL - 1u) * KG < n_act;
+      if (full && !early) { cur = load_trip(j, k_base, v_stride, v_col, false, 0u); }
+      while (full) {
+        let more = j + step + (UNROLL - 1u) * KG < n_act;
+        var next = Trip();
+        if (more) { next = load_trip(j + step, k_base, v_stride, v_col, false, 0u); }
+        fma_trip(&acc0, &acc1, cur, j, k_base, false, 0u);
+        cur = next;
+        j += step;
+        full = more;
+      }
+    } else {
+      if (early) {
+        fma_trip(&acc0, &acc1, cur, j, k_base, false, 0u);
+        j += step;
+      }
+      // the last trip, when fewer rows than a trip are left, is clamped (one copy of the trip's code)
+      for (; j < n_act; j += step) {
+        let tail = j + (UNROLL - 1u) * KG >= n_act;
+        fma_trip(&acc0, &acc1, load_trip(j, k_base, v_stride, v_col, tail, n_act), j, k_base, tail, n_act);
+      }
+    }
+    if (PIPE && j < n_act) {
+      fma_trip(&acc0, &acc1, load_trip(j, k_base, v_stride, v_col, true, n_act), j, k_base, true, n_act);
+    }
+  }
+  let r = kg * TILE_N + c * 8u;
+  red[r] = acc0.x; red[r + 1u] = acc0.y; red[r + 2u] = acc0.z; red[r + 3u] = acc0.w;
+  red[r + 4u] = acc1.x; red[r + 5u] = acc1.y; red[r + 6u] = acc1.z; red[r + 7u] = acc1.w;
+  workgroupBarrier();
+  for (var ct = t; ct < TILE_N; ct += WG) {
+    let cl = (tile - seg.tile0) * TILE_N + ct;
+    if (cl < seg.len) {
+      var sum = 0.0;
+      for (var g = 0u; g < KG; g++) { sum += red[g * TILE_N + ct]; }
+      partials[split * p.ncols + seg.out + cl] = sum;
+    }
+  }
+  finish(t, tile, seg);
+}
