@@ -29,11 +29,11 @@ import { median } from "../src/bench/stats.ts";
  * `--probe`: copies of the one-workgroup kernel with one part cut out, to see where its time goes (each edit
  * must match the shader's text; a stale one throws).
  */
-const PROBES: Record<string, ProbeEdit[]> = {
+export const PROBES: Record<string, ProbeEdit[]> = {
   "cache read-only (no store)": [
     ["var<storage, read_write> kcache", "var<storage, read> kcache"],
     ["var<storage, read_write> vcache", "var<storage, read> vcache"],
-    ["if (cur && head % group == 0u) {", "if (false) {"],
+    ["if (takes && head0 % group == 0u) {", "if (false) {"],
     ["      kcache[at + w] = vec4<u32>(", "      let unused_k = vec4<u32>("],
     ["      vcache[at + w] = vec4<u32>(", "      let unused_v = vec4<u32>("],
   ],

@@ -31,7 +31,7 @@ import { type ProbeEdit, probeSource } from "../src/bench/probe.ts";
  * `--probe`: copies of the kernel with one part cut out, timed with the default tile, to see where its time
  * goes (their results are wrong, so they are not checked; each edit must match the shader's text).
  */
-const PROBES: Record<string, ProbeEdit[]> = {
+export const PROBES: Record<string, ProbeEdit[]> = {
   // a load the workgroups never reach keeps each cache bound
   "no cache loads": [
     ["w.x = kcache[at];", "w.x = at & 0x3bff3bffu;\n    if (at == 0xffffffffu) { w.x = kcache[0]; }"],

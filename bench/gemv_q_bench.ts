@@ -16,6 +16,7 @@ import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.t
 import {
   fillOp,
   GEMV,
+  GEMV_HALF,
   GEMV_PIPE,
   gemvChunk,
   gemvOp,
@@ -40,7 +41,7 @@ import { median } from "../src/bench/stats.ts";
  * `--probe`: edited copies of the kernels (one part cut or replaced), timed like the real ones, to see where a
  * GEMV's time goes. Results are wrong by design; only the time counts. Each edit must match the shader's text.
  */
-const PROBES: { name: string; shader: "gemv" | "gemv_q"; edits: ProbeEdit[] }[] = [
+export const PROBES: { name: string; shader: "gemv" | "gemv_q"; edits: ProbeEdit[] }[] = [
   {
     name: "no f16 conversion",
     shader: "gemv",
@@ -96,8 +97,8 @@ const PROBES: { name: string; shader: "gemv" | "gemv_q"; edits: ProbeEdit[] }[] 
         "  return bitcast<vec4<f32>>(vec4<u32>(w) & vec4<u32>(0x3f7fffffu));\n  let m = vec4<u32>(0u);",
       ],
       [
-        "  let u = w ^ 0x80808080u;  // q + 128, unsigned",
-        "  return bitcast<vec4<f32>>(vec4<u32>(w) & vec4<u32>(0x3f7fffffu));\n  let u = w;",
+        "  let h = w >> 16u;\n  let m = vec4<u32>(w & 0xffu,",
+        "  return bitcast<vec4<f32>>(vec4<u32>(w) & vec4<u32>(0x3f7fffffu));\n  let h = w >> 16u;\n  let m = vec4<u32>(w & 0xffu,",
       ],
     ],
   },
@@ -240,6 +241,8 @@ if (import.meta.main) {
     );
   const rows: Record<string, number | string | boolean>[] = [];
   if (Deno.args.includes("--probe")) {
+    // the probes edit the f32 kernels (gemv.wgsl, gemv_q.wgsl), so those run, not the packed-f16 ones
+    GEMV_HALF.f16 = GEMV_HALF.quant = false;
     const f16Only = Deno.args.includes("--f16");
     const formats = (f16Only ? ["f16"] : ["f16", "int8", "int4"]) as WeightFormat[];
     const onlyAt = Deno.args.indexOf("--only");

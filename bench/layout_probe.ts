@@ -16,13 +16,13 @@
  * @module
  */
 import { createGpuContext } from "../src/gpu/context.ts";
-import { gemvTune } from "../src/gpu/kernels.ts";
+import { GEMV_HALF, gemvTune } from "../src/gpu/kernels.ts";
 import { bytesPerWeight, type WeightFormat } from "../src/gpu/quant.ts";
 import { type ProbeEdit, probeSource } from "../src/bench/probe.ts";
 import { matrices, timeGemv } from "./gemv_q_bench.ts";
 
 /** gemv.wgsl reading [panel][K][TILE_N]: a thread's 8 columns at c * 8 of its tile's panel row. */
-const PANEL_F16: ProbeEdit[] = [
+export const PANEL_F16: ProbeEdit[] = [
   [
     "let v_col = (seg.base + col) / 8u;",
     "let v_col = (seg.base + (tile - seg.tile0) * p.K * TILE_N) / 8u + c;",
@@ -34,23 +34,23 @@ const PANEL_F16: ProbeEdit[] = [
  * gemv_q.wgsl reading codes [panel][K][TPR vec4] and then metadata [panel][K][MWX words] (the tile's groups;
  * at least one word a row).
  */
-const PANEL_Q: ProbeEdit[] = [
+export const PANEL_Q: ProbeEdit[] = [
   [
-    "let vs = seg.stride / 4u;                      // vec4 words per row",
-    "let vs = TILE_N * BITS / 128u;\n  let pan = tile - seg.tile0;\n  let npan = (seg.len + TILE_N - 1u) / TILE_N;\n" +
+    "let vs = seg.stride / VEC;                     // VEC-word units per row",
+    "let vs = TILE_N * BITS / (32u * VEC);\n  let pan = tile - seg.tile0;\n  let npan = (seg.len + TILE_N - 1u) / TILE_N;\n" +
     "  let MWX = max(1u, select(TILE_N / GROUP, TILE_N / GROUP / 2u, BITS == 8u));",
   ],
   [
-    "let vc = (seg.base + col * BITS / 32u) / 4u;   // this thread's codes in row 0",
-    "let vc = seg.base / 4u + pan * p.K * vs + c;",
+    "let vc = (seg.base + col * BITS / 32u) / VEC;  // this thread's codes in row 0",
+    "let vc = seg.base / VEC + pan * p.K * vs + c;",
   ],
   [
     "var mo = seg.base + seg.scale0 + g;            // this thread's metadata word in row 0",
-    "let mo = seg.base + npan * p.K * vs * 4u + pan * p.K * MWX + min((c * COLS) / GROUP / select(1u, 2u, BITS == 8u), MWX - 1u);",
+    "let mo = seg.base + npan * p.K * vs * VEC + pan * p.K * MWX + min((c * COLS) / GROUP / select(1u, 2u, BITS == 8u), MWX - 1u);",
   ],
   ["if (BITS == 8u) { mo = seg.base + seg.scale0 + g / 2u; }", ""],
   ["mo, seg.stride)", "mo, MWX)"],
-  ["let i = k * seg.stride + mo;", "let i = k * MWX + mo;"],
+  ["wt1[k * seg.stride + mo]", "wt1[k * MWX + mo]"],
 ];
 
 /** The decode GEMVs of a Llama-3-8B layer, N x K (q|k|v and gate|up as one segment). */
@@ -65,6 +65,8 @@ if (import.meta.main) {
   if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
   const quick = Deno.args.includes("--quick");
   const jsonAt = Deno.args.indexOf("--json");
+  // the panel edits are of the f32 kernels (gemv.wgsl, gemv_q.wgsl), so those run, not the packed-f16 ones
+  GEMV_HALF.f16 = GEMV_HALF.quant = false;
   const ctx = await createGpuContext();
   console.log(`device: ${ctx.adapterName}`);
   const sources = { gemv: probeSource("gemv", PANEL_F16), gemv_q: probeSource("gemv_q", PANEL_Q) };

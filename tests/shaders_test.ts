@@ -14,6 +14,7 @@ import {
   STORAGE_BUFFERS_PER_KERNEL,
 } from "../src/gpu/context.ts";
 import { gpu } from "./_gpu.ts";
+import { type ProbeEdit, probeSource } from "../src/bench/probe.ts";
 
 Deno.test("src/gpu/shaders.generated.ts is up to date with shaders/*.wgsl", async () => {
   const root = new URL("../", import.meta.url);
@@ -75,4 +76,38 @@ Deno.test("an adapter that binds fewer storage buffers than a kernel is refused,
       /binds at most 8 storage buffers .*maxStorageBuffersPerShaderStage.*need 12/.test(e.message),
   );
   checkAdapterLimits({ maxStorageBuffersPerShaderStage: STORAGE_BUFFERS_PER_KERNEL });
+});
+
+Deno.test("every benchmark probe's edits still match its shader (includes expanded), and the edited shaders compile", async () => {
+  const { PROBES: gemvProbes } = await import("../bench/gemv_q_bench.ts");
+  const { PROBES: attnProbes } = await import("../bench/attn_bench.ts");
+  const { PROBES: prefillProbes } = await import("../bench/attn_prefill_bench.ts");
+  const { PANEL_F16, PANEL_Q } = await import("../bench/layout_probe.ts");
+  const cases: [string, ShaderName, ProbeEdit[]][] = [
+    ...gemvProbes.map((p) =>
+      [`gemv_q_bench: ${p.name}`, p.shader, p.edits] as [string, ShaderName, ProbeEdit[]]
+    ),
+    ...Object.entries(attnProbes).map(([n, e]) =>
+      [`attn_bench: ${n}`, "attn_decode", e] as [string, ShaderName, ProbeEdit[]]
+    ),
+    ...Object.entries(prefillProbes).map((
+      [n, e],
+    ) => [`attn_prefill_bench: ${n}`, "attention", e] as [string, ShaderName, ProbeEdit[]]),
+    ["layout_probe: f16 panels", "gemv", PANEL_F16],
+    ["layout_probe: int8/int4 panels", "gemv_q", PANEL_Q],
+  ];
+  const ctx = await gpu();
+  const errors: string[] = [];
+  for (const [name, shader, edits] of cases) {
+    let code: string;
+    try {
+      code = probeSource(shader, edits);
+    } catch (e) {
+      errors.push(`${name}: ${(e as Error).message}`);
+      continue;
+    }
+    const info = await ctx.device.createShaderModule({ code, label: name }).getCompilationInfo();
+    for (const m of info.messages) if (m.type === "error") errors.push(`${name}:${m.lineNum}: ${m.message}`);
+  }
+  assertEquals(errors, []);
 });
