@@ -41,17 +41,6 @@ fn nibbles4(w: u32) -> vec4<f32> {
   return bitcast<vec4<f32>>(m) - vec4<f32>(8388608.0);
 }
 
-// The thread's accumulators: eight vec4 columns (int8 uses four).
-struct Acc {
-  a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
-  a4: vec4<f32>, a5: vec4<f32>, a6: vec4<f32>, a7: vec4<f32>,
-  b: f32,  // int4: sum of x * offset, added to every column at the end
-}
-
-fn acc_zero() -> Acc {
-  return Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0),
-             vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), 0.0);
-}
 
 // The place factors of bytes4 / nibbles4 stay in the accumulators until place_scaled divides them out: scaling
 // by a power of two is exact, so the sums are the same bits, and a row costs no multiply per place.

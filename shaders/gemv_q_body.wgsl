@@ -1,5 +1,5 @@
-// gemv_q's kernel without its row arithmetic (fma_row, fma_trip, place_scaled, acc_zero and the Acc
-// accumulators), which gemv_q.wgsl (f32) and gemv_qh.wgsl (packed f16) each add; see gemv_q.wgsl for the whole.
+// gemv_q's kernel without its row arithmetic (fma_row, fma_trip, place_scaled), which gemv_q.wgsl (f32) and
+// gemv_qh.wgsl (packed f16) each add; see gemv_q.wgsl for the whole.
 override NSS: u32 = 1u;         // INPUT 1: partial sums of squares in ss
 override AUX_SPLITS: u32 = 1u;  // INPUT 2: splits of the gate|up partials
 override TPR: u32 = 8u;
@@ -117,6 +117,19 @@ fn coef(mw: u32, hsel: u32, v: f32) -> vec2<f32> {
   // int8: the group's half of the word alone (one conversion, no select)
   if (BITS == 8u) { return vec2<f32>(v * unpack2x16float(mw >> (16u * hsel)).x, 0.0); }
   return v * unpack2x16float(mw);
+}
+
+// The thread's accumulators: eight vec4 columns (int8 uses four), in f32 in both kernels (gemv_q.wgsl keeps
+// its codes' place factors in them until place_scaled).
+struct Acc {
+  a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
+  a4: vec4<f32>, a5: vec4<f32>, a6: vec4<f32>, a7: vec4<f32>,
+  b: f32,  // int4: sum of x * offset, added to every column at the end
+}
+
+fn acc_zero() -> Acc {
+  return Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0),
+             vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), 0.0);
 }
 
 // Loads the trip of walk positions j, j + KG, ...: the rows' codes (at vc) then their metadata words (at mo).

@@ -10,18 +10,6 @@ enable f16;
 // The codes are exact in f16 (integers below 2048); x * scale is rounded to f16 once a row (relative 2^-11).
 // #include gemv_q_body
 
-// The thread's f32 accumulators, as gemv_q.wgsl's (no place factors here: place_scaled leaves them).
-struct Acc {
-  a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
-  a4: vec4<f32>, a5: vec4<f32>, a6: vec4<f32>, a7: vec4<f32>,
-  b: f32,  // int4: sum of x * offset, added to every column at the end
-}
-
-fn acc_zero() -> Acc {
-  return Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0),
-             vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), 0.0);
-}
-
 // A trip's f16 sums, two columns each: int8, per word of codes, bytes (0, 2) and (1, 3); int4, per word, nibbles
 // (i, 4 + i) for i = 0..3 (h0..h3 the thread's first word, h4..h7 its second, ...). Named registers.
 struct Half {
