@@ -396,6 +396,15 @@ Deno.test("speculative sampling on stories260k: seeded runs reproduce; (t0, t1) 
 Deno.test('speculate: "auto" measures, picks a valid K and S, caches them, and keeps dense greedy output', async () => {
   const model = await stories();
   try {
+    // aborted before it starts: the measurement stops at once, nothing is cached, the generation ends "abort"
+    const stopped = await model.complete([1], {
+      maxTokens: 8,
+      temperature: 0,
+      speculate: "auto",
+      signal: AbortSignal.abort(),
+    });
+    assertEquals([stopped.finishReason, stopped.ids], ["abort", []]);
+    assertEquals(model.speculationChoices.size, 0);
     const dense = await model.complete([1], { maxTokens: 40, temperature: 0, stopAtEos: false });
     const t0 = performance.now();
     const auto = await model.complete([1], {

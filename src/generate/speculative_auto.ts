@@ -94,9 +94,14 @@ export interface ChooseOptions {
   sparsities: number[];
   /** Writes the TEAL thresholds of one target. */
   useSparsity: (s: number) => void;
+  /** Stops the measurement between the prompt's prefill passes and after each measuring run. */
+  signal?: AbortSignal;
 }
 
-/** Measures acceptance and costs on the model and returns the K and S of the highest expected tokens/s. */
+/**
+ * Measures acceptance and costs on the model and returns the K and S of the highest expected tokens/s. Rejects
+ * with the signal's reason (an "AbortError" DOMException by default) when `signal` stops it.
+ */
 export async function chooseSpeculation(fwd: Forward, o: ChooseOptions): Promise<SpeculativeChoice> {
   if (o.sparsities.length === 0) throw new RangeError("no draft sparsity to choose from");
   const t0 = performance.now();
@@ -117,7 +122,11 @@ export async function chooseSpeculation(fwd: Forward, o: ChooseOptions): Promise
       sampling: o.sampling,
       eosIds: [],
       onTokens: () => true,
+      signal: o.signal,
     });
+    if (stats.aborted) {
+      throw o.signal?.reason ?? new DOMException("the measurement was aborted", "AbortError");
+    }
     // Laplace's rule: a few dozen tokens can be all accepted, and a = 1 would always pick the largest K
     acceptance.push({
       sparsity: s,

@@ -424,9 +424,14 @@ export class Model implements TextModel {
     let draftSparsity = 0;
     let choice: SpeculativeChoice | null = null;
     if (o.speculate === "auto") {
-      choice = await this.#chooseSpeculation(promptIds, sampling, o.draftSparsity);
-      k = choice.k;
-      draftSparsity = choice.draftSparsity;
+      try {
+        choice = await this.#chooseSpeculation(promptIds, sampling, o.draftSparsity, o.signal);
+        k = choice.k;
+        draftSparsity = choice.draftSparsity;
+      } catch (e) {
+        // aborted while measuring: nothing is cached, and the decode below, seeing the signal, runs nothing
+        if (!o.signal?.aborted) throw e;
+      }
     } else if (o.speculate !== undefined) {
       k = o.speculate;
       draftSparsity = o.draftSparsity ?? Math.min(0.5, this.#sparsityLevels.at(-1) ?? 0.5);
@@ -498,6 +503,7 @@ export class Model implements TextModel {
     promptIds: number[],
     sampling: { temperature: number; topK: number; topP: number; seed: number },
     fixed: number | undefined,
+    signal: AbortSignal | undefined,
   ): Promise<SpeculativeChoice> {
     const key = `${sampling.temperature > 0 ? "sampled" : "greedy"}:${fixed ?? "auto"}`;
     const cached = this.#specChoices.get(key);
@@ -512,6 +518,7 @@ export class Model implements TextModel {
       sampling,
       sparsities: grid,
       useSparsity: (s) => this.#useSparsity(s),
+      signal,
     });
     this.#specChoices.set(key, choice);
     return choice;
