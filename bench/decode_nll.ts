@@ -2,11 +2,13 @@
  * Perplexity through the decode step itself: every token of each window fed one decode step at a time (the
  * GEMV kernels, the decode attention, lm_head's GEMV), its logits read back and scored against the next token.
  * `cli.ts eval` scores windows through the prefill pass (the GEMM kernels), which never runs the decode GEMVs, so
- * a change to them (e.g. `--gemv-half`: the GEMVs' row arithmetic in f16, GEMV_HALF) is measured here. Dense weights,
- * no TEAL sparsity. One read-back a token: slow on a GPU (~10 ms each in Deno), so keep the windows few.
+ * a change to them (e.g. `--gemv-half`: the GEMVs' row arithmetic in f16, GEMV_HALF) is measured here. `--sparsity S`
+ * runs the TEAL-sparse decode step at the model profile's thresholds for S (the sparse GEMVs; `eval --sparsity`
+ * masks the prefill GEMMs' inputs instead). One read-back a token: slow on a GPU (~10 ms each in Deno), so keep
+ * the windows few.
  *
  * `deno run -A bench/decode_nll.ts --text FILE [--model PATH] [--quant none|int8|int4] [--windows 4]
- *   [--ctx 128] [--gemv-half off|on|both]`
+ *   [--ctx 128] [--sparsity S] [--gemv-half off|on|both]`
  * @module
  */
 import { parseArgs } from "node:util";
@@ -14,6 +16,7 @@ import { loadModel } from "../src/model/model.ts";
 import { parseQuant } from "../src/gpu/quant.ts";
 import { GEMV_HALF } from "../src/gpu/kernels.ts";
 import { defaultModelDir } from "../src/model/default_model.ts";
+import { thresholdsFor } from "../src/teal/profile.ts";
 
 /** Mean negative log-likelihood (nats a token) of `windows` windows of `ctx` tokens after BOS. */
 async function decodeNll(
@@ -22,10 +25,18 @@ async function decodeNll(
   ids: number[],
   windows: number,
   ctx: number,
+  sparsity: number,
 ): Promise<{ nll: number; tokens: number }> {
   const model = await loadModel(dir, { quant });
   try {
     const fwd = model.forward;
+    const sparse = sparsity > 0;
+    if (sparse) {
+      if (!model.profile) {
+        throw new Error(`--sparsity: model ${dir} has no TEAL profile (run: cli.ts calibrate)`);
+      }
+      model.setThresholds(thresholdsFor(model.profile, sparsity));
+    }
     const bos = model.config.bosTokenId ?? 1;
     let sum = 0;
     let n = 0;
@@ -34,7 +45,7 @@ async function decodeNll(
       if (win.length < 2) break;
       for (let i = 0; i + 1 < win.length; i++) {
         fwd.writeState(i, win[i], 1);
-        model.gpu.run(fwd.decodeStep(false, i));
+        model.gpu.run(fwd.decodeStep(sparse, i));
         const logits = await model.gpu.readF32(fwd.logits);
         let max = -Infinity;
         for (const v of logits) max = Math.max(max, v);
@@ -59,6 +70,7 @@ async function main(): Promise<void> {
       windows: { type: "string" },
       ctx: { type: "string" },
       "gemv-half": { type: "string" },
+      sparsity: { type: "string" },
     },
   });
   if (!values.text) throw new Error("--text FILE: the text to score");
@@ -67,6 +79,8 @@ async function main(): Promise<void> {
   const ctx = Number(values.ctx ?? 128);
   if (!Number.isInteger(windows) || windows < 1) throw new RangeError("--windows: a positive integer");
   if (!Number.isInteger(ctx) || ctx < 1) throw new RangeError("--ctx: a positive integer");
+  const sparsity = Number(values.sparsity ?? 0);
+  if (!(sparsity >= 0 && sparsity < 1)) throw new RangeError("--sparsity: a number in [0, 1)");
   const half = values["gemv-half"] ?? "both";
   if (!["off", "on", "both"].includes(half)) throw new RangeError("--gemv-half: off, on or both");
   const dir = values.model ?? defaultModelDir();
@@ -76,12 +90,13 @@ async function main(): Promise<void> {
   probe.dispose();
   for (const on of half === "both" ? [false, true] : [half === "on"]) {
     GEMV_HALF.quant = GEMV_HALF.f16 = on;
-    const r = await decodeNll(dir, quant, ids, windows, ctx);
+    const r = await decodeNll(dir, quant, ids, windows, ctx, sparsity);
     console.log(JSON.stringify({
       device,
       model: dir,
       quant,
       gemv_half: on,
+      sparsity,
       windows,
       ctx,
       tokens: r.tokens,
