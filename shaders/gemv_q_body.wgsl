@@ -22,16 +22,7 @@ override COLS: u32 = VEC * 32u / BITS;
 override TILE_N: u32 = TPR * COLS;
 override PER: u32 = KCHUNK / WG;
 
-struct Seg {
-  base: u32,    // first u32 word of the segment's [K][stride] block (multiple of 4)
-  stride: u32,  // u32 words per row (multiple of 4)
-  len: u32,     // columns of the segment
-  tile0: u32,   // first workgroup tile of the segment
-  thr: u32,     // index into thresholds
-  out: u32,     // column of the segment's output 0
-  scale0: u32,    // word of a row's group metadata, after its codes
-  _pad1: u32,
-}
+// #include segment
 struct Params {
   K: u32,
   ncols: u32,      // columns of partials (all segments)

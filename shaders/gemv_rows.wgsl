@@ -17,16 +17,7 @@ override UNROLL: u32 = 4u;   // channels in flight per thread: 4 or 8
 override KG: u32 = WG / TPR;
 override TILE_N: u32 = TPR * 4u;
 
-struct Seg {
-  base: u32,    // first f16 of the segment's [K][stride] block (multiple of 8)
-  stride: u32,  // f16 per row of the block (multiple of 8)
-  len: u32,     // columns of the segment
-  tile0: u32,   // first workgroup tile of the segment
-  thr: u32,
-  out: u32,     // column of the segment's output 0
-  _pad0: u32,
-  _pad1: u32,
-}
+// #include segment
 struct Params {
   K: u32,
   ncols: u32,  // columns of part (all segments)

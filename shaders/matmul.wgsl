@@ -20,27 +20,7 @@ override TM: u32 = 64u;
 override RPT: u32 = TM / 16u;     // rows per thread
 override XPT: u32 = TM * BK / 256u;  // inputs each thread stages per K step
 
-struct Seg {
-  base: u32,    // first f16 of the segment's [K][stride] block
-  stride: u32,  // f16 per row of the block (multiple of 8)
-  len: u32,
-  tile0: u32,
-  thr: u32,
-  out: u32,     // column of the segment's output 0 in y (and in bias)
-  _pad0: u32,
-  _pad1: u32,
-}
-struct Params {
-  M: u32,
-  K: u32,
-  ldy: u32,      // y row stride (elements)
-  yOffset: u32,  // added to every output column
-  nseg: u32,
-  counter: u32,  // counters[counter + seg] counts kept inputs (SPARSE)
-  klen: u32,     // inputs per K split (workgroup z covers [z * klen, (z + 1) * klen)); K when not split
-  ncols: u32,    // SPLITK: columns of a partial row (all segments)
-  seg: array<Seg, 3>,
-}
+// #include gemm_params
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<u32>;

@@ -41,27 +41,7 @@ override XR: u32 = 4u * RM;        // slots (4 rows each) an input of the x tile
 override NX: u32 = RM * BK / 64u;  // x vec4<f32> a thread loads a step: 1, 2 or 4
 override NW: u32 = BK / 8u;        // weight vec4<f16> a thread loads a step: 2 or 4
 
-struct Seg {
-  base: u32,    // first f16 of the segment's [K][stride] block
-  stride: u32,  // f16 per row of the block (multiple of 8)
-  len: u32,
-  tile0: u32,
-  thr: u32,
-  out: u32,     // column of the segment's output 0 in y (and in bias)
-  _pad0: u32,
-  _pad1: u32,
-}
-struct Params {
-  M: u32,
-  K: u32,
-  ldy: u32,      // y row stride (elements)
-  yOffset: u32,  // added to every output column
-  nseg: u32,
-  counter: u32,  // counters[counter + seg] counts kept inputs (SPARSE)
-  klen: u32,     // unused here (matmul.wgsl's split-K)
-  ncols: u32,    // unused here
-  seg: array<Seg, 3>,
-}
+// #include gemm_params
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> wt: array<vec4<f16>>;

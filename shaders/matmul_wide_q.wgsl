@@ -21,27 +21,7 @@ const BK: u32 = 16u;
 // neighbouring threads (one row, four inputs each) fall in different banks
 const XROW: u32 = 33u;
 
-struct Seg {
-  base: u32,    // first u32 word of the segment's [K][stride] block
-  stride: u32,  // u32 words per row: the codes (padded to a whole group), then the group metadata
-  len: u32,
-  tile0: u32,
-  thr: u32,
-  out: u32,     // column of the segment's output 0 in y (and in bias)
-  scale0: u32,  // word of a row's group metadata, after its codes
-  _pad1: u32,
-}
-struct Params {
-  M: u32,
-  K: u32,
-  ldy: u32,      // y row stride (elements)
-  yOffset: u32,  // added to every output column
-  nseg: u32,
-  counter: u32,  // counters[counter + seg] counts kept inputs (SPARSE)
-  klen: u32,     // unused here (matmul_q.wgsl's split-K)
-  ncols: u32,    // unused here
-  seg: array<Seg, 3>,
-}
+// #include gemm_params
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> wt: array<u32>;

@@ -26,7 +26,7 @@ import { DECODE, PREFILL, prefillStepsUpTo } from "../generate/decode.ts";
 import type { Model } from "../model/model.ts";
 import type { Command } from "./commands.ts";
 import { num, numList, onOff } from "./options.ts";
-import { gemvQShader, parseQuant } from "../gpu/quant.ts";
+import { parseQuant } from "../gpu/quant.ts";
 
 async function gitCommit(): Promise<string> {
   // the GPU machine gets a copy of the tree without .git: TEALGPU_COMMIT names the commit there
@@ -392,7 +392,7 @@ export const benchCommand: Command = {
         l2_prefetch_passes: model.forward.l2PrefetchPasses,
         gemv_early: model.forward.gemvEarly,
         gemv_pipe: GEMV_PIPE.f16,
-        gemv_half: gemvQShader(model.gpu) === "gemv_qh",
+        gemv_half: gemvHalfOn(model.gpu, "quant"),
         gemv_half_f16: gemvHalfOn(model.gpu, "f16"),
         gemv_chunk: { ...GEMV_CHUNK },
         gemv_scan_radix: GEMV_SCAN.radix,

@@ -66,17 +66,15 @@ export function variantName(v: Variant): string {
  * kernels share, e.g. gemv_finish; a fragment may include others), from `sources` where given, else the
  * embedded shaders.
  */
-export function shaderCode(
-  name: ShaderName,
-  sources: Partial<Record<ShaderName, string>> = {},
-  depth = 0,
-): string {
-  if (depth > 4) throw new GpuError(`shader ${name}: includes nested too deep (a cycle?)`);
-  const text = (n: ShaderName) => sources[n] ?? SHADERS[n];
-  return text(name).replace(/^\/\/ #include (\w+)$/gm, (_, inc: string) => {
-    if (!(inc in SHADERS)) throw new GpuError(`shader ${name}: no shader ${inc} to include`);
-    return shaderCode(inc as ShaderName, sources, depth + 1);
-  });
+export function shaderCode(name: ShaderName, sources: Partial<Record<ShaderName, string>> = {}): string {
+  const expand = (n: ShaderName, depth: number): string => {
+    if (depth > 4) throw new GpuError(`shader ${name}: includes nested too deep (a cycle?)`);
+    return (sources[n] ?? SHADERS[n]).replace(/^\/\/ #include (\w+)$/gm, (_, inc: string) => {
+      if (!(inc in SHADERS)) throw new GpuError(`shader ${n}: no shader ${inc} to include`);
+      return expand(inc as ShaderName, depth + 1);
+    });
+  };
+  return expand(name, 0);
 }
 
 /** Whether WGSL source enables the f16 extension (`enable f16;` before any declaration). */
@@ -97,8 +95,9 @@ export class GpuContext {
   /** Whether the adapter runs on the CPU (lavapipe, SwiftShader): some tunables differ there. */
   readonly isCpu: boolean;
   /**
-   * Whether the device has the "shader-f16" feature, so that shaders beginning with `enable f16;` (the opt-in
-   * f16-arithmetic kernels, e.g. shaders/matmul_wide_h.wgsl) compile on it.
+   * Whether the device has the "shader-f16" feature, so that shaders beginning with `enable f16;` (the
+   * f16-arithmetic kernels: gemv_qh.wgsl, by default on GPUs, and the opt-in gemv_h.wgsl, matmul_wide_h.wgsl)
+   * compile on it.
    */
   readonly hasF16: boolean;
   #pipelines = new Map<string, GPUComputePipeline>();
@@ -356,8 +355,9 @@ export function checkAdapterLimits(l: { maxStorageBuffersPerShaderStage: number 
 /**
  * Requests the adapter and a device with the adapter's own buffer limits (WebGPU's defaults, 128/256 MiB,
  * are far too small for model weights), and timestamp-query and shader-f16 when offered. shader-f16 serves only
- * the opt-in f16-arithmetic kernels (the shaders that `enable f16`, e.g. matmul_wide_h.wgsl with
- * MATMUL_WIDE.half); the others read f16 as packed u32 words, so a device without it runs all of them.
+ * the f16-arithmetic kernels (the shaders that `enable f16`: gemv_qh.wgsl for int8/int4 decode on GPUs,
+ * GEMV_HALF; the opt-in gemv_h.wgsl and matmul_wide_h.wgsl); every other kernel reads f16 as packed u32 words,
+ * and a device without the feature runs their f32 counterparts.
  */
 export async function createGpuContext(options: GpuContextOptions = {}): Promise<GpuContext> {
   if (!("gpu" in navigator) || !navigator.gpu) {

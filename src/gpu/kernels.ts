@@ -27,7 +27,8 @@ export const GEMV_PIPE: { f16: boolean; quant: boolean } = { f16: false, quant: 
  * trip's sums: relative 2^-11 a term); perplexity through the decode step (bench/decode_nll.ts, tiny-llama-16m,
  * 1024 tokens) moved from 167.0638 to 167.0648 (int8) and from 170.1750 to 170.1330 (int4) on lavapipe. On the
  * H200 at the Llama-3-8B shape (2026-12-03, docs/benchmarks.md) an int4 decode step took 3.934 -> 3.600 ms
- * dense and 3.458 -> 3.303 at 50%, int8 4.233 -> 3.939 and 3.671 -> 3.615. `bench --gemv-half on|off` and
+ * dense and 3.458 -> 3.303 at 50%, int8 4.233 -> 3.939 and 3.671 -> 3.615; f16 weights' steps gained at most
+ * 0.6%, so `f16` stays off. Timed on NVIDIA only. `bench --gemv-half on|off` and
  * `--gemv-half-f16 on|off` set them for a run; set them before a model's decode steps are built.
  */
 export const GEMV_HALF: { f16: boolean | "gpu"; quant: boolean | "gpu" } = { f16: false, quant: "gpu" };
@@ -808,7 +809,8 @@ export interface MatmulWideSettings {
  * 128-row tiles win only from 1024 rows (522 against 549 ms). Measured in f16; the quantized kernel shares the
  * settings (`bench/matmul_bench.ts --quant int8|int4` times it).
  *
- * `half` (off by default: not yet timed on a GPU) swaps matmul_wide.wgsl for matmul_wide_h.wgsl, the same
+ * `half` (off by default: on the H200 it was slower at every pass size, 558 against 522 ms for a 1024-row pass's
+ * GEMMs, docs/benchmarks.md ninth session) swaps matmul_wide.wgsl for matmul_wide_h.wgsl, the same
  * tiles in f16 arithmetic, with K steps of `halfBK` inputs (32 by default: half the barriers and f16 -> f32
  * adds of 16, for more registers), where the device has shader-f16. Its error per output is at most about
  * (halfBK + 2) * 2^-11 * sum_k |x_k * w_k| (f16 inputs, sums of halfBK products in f16), against ~K * 2^-24.
