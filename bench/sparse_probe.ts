@@ -16,7 +16,7 @@
  *
  * `deno run -A bench/sparse_probe.ts [--shape llama-3-8b] [--sparsity 0.5] [--quant none|int8|int4] [--grid]
  *   [--step-grid [--tprs 8,16,32] [--kchunks 256,512,1024] [--wgs 256,512] [--vecs 2,4] [--projs qkv,o]] [--pipe]
- *   [--gemv-half-f16] [--ops]`
+ *   [--gemv-half-f16] [--sparse-only] [--ops]`
  * @module
  */
 import { parseArgs } from "node:util";
@@ -50,6 +50,8 @@ const { values } = parseArgs({
     pipe: { type: "boolean" },
     // the f16 weights' GEMVs with their rows in packed f16 (GEMV_HALF.f16, gemv_h.wgsl)
     "gemv-half-f16": { type: "boolean" },
+    // --grid, --step-grid: the TEAL-sparse step only (the dense step does not depend on --sparsity)
+    "sparse-only": { type: "boolean" },
   },
 });
 const config = SHAPES[values.shape!];
@@ -66,6 +68,7 @@ console.log(
   }.wgsl)${values.pipe ? ", pipelined row walks" : ""}`,
 );
 await benchDecode(model, { sparsities: [0, sparsity], tokens: 32 });
+const modes = values["sparse-only"] ? [true] : [false, true];
 const f = model.forward;
 const pos0 = 40;
 // each timed pass follows ~30 ms of decode steps in the same submission: a short pass after the idle of a
@@ -89,7 +92,7 @@ if (values.grid) {
       for (const UNROLL of [4, 8]) {
         f.gemvTunes = { [proj]: { TPR, UNROLL } };
         const line: string[] = [];
-        for (const sparse of [false, true]) {
+        for (const sparse of modes) {
           const step = f.decodeStep(sparse, pos0);
           f.writeState(pos0, 5, 1);
           gpu.run(step);
@@ -107,7 +110,7 @@ if (values.grid) {
     }
   }
   // whole steps (8 in a pass) with the defaults and with the best of each projection
-  for (const sparse of [false, true]) {
+  for (const sparse of modes) {
     const k = sparse ? "sparse" : "dense";
     const steps = async () =>
       (await time(Array.from({ length: 8 }, () => f.decodeStep(sparse, pos0)).flat())) / 8;
@@ -138,7 +141,7 @@ if (values["step-grid"]) {
   const rows = opt(values.kchunks).flatMap((KCHUNK) =>
     opt(values.wgs).flatMap((WG) => opt(values.vecs).map((VEC) => ({ KCHUNK, WG, VEC })))
   );
-  for (const sparse of [false, true]) {
+  for (const sparse of modes) {
     const steps = async () =>
       (await time(Array.from({ length: 8 }, () => f.decodeStep(sparse, pos0)).flat())) / 8;
     f.gemvTunes = {};

@@ -11,6 +11,9 @@ override GROUP: u32 = 128u;  // outputs per scale: 32, 64 or 128 (a multiple of 
 override WG: u32 = 256u;     // threads per workgroup (KCHUNK a multiple, TPR * 8 at most)
 override UNROLL: u32 = 4u;   // rows in flight per thread: 4 or 8
 override EARLY: bool = false;  // dense: the first trip's loads go out before the input is staged (gemv.wgsl)
+// TEAL at low sparsity: the dense walk (every row, EARLY loads) over inputs whose inactive channels are staged as
+// zero, so the sums are the sparse kernel's without its compaction; active channels are counted as SPARSE counts
+override MASK: bool = false;
 override VEC: u32 = 4u;      // u32 words of codes a thread loads a row: 4 or 2
 // the next trip's loads go out before the current trip's arithmetic: with few workgroups an SM (int4 at 8B
 // shapes: under two), a thread's decode and FMAs otherwise leave its memory pipe idle for the whole trip
@@ -54,6 +57,7 @@ var<workgroup> act_idx: array<u32, KCHUNK>;
 var<workgroup> act_val: array<f32, KCHUNK>;
 var<workgroup> scan: array<u32, WG>;
 var<workgroup> red: array<f32, WG * 8u>;  // eight columns per thread per reduction pass
+var<workgroup> n_on: atomic<u32>;  // MASK: the chunk's active channels
 
 fn input(k: u32, inv_rms: f32) -> f32 {
   if (INPUT == 1u) { return x[k] * inv_rms * aux[k]; }
@@ -255,15 +259,32 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     n_act = scan[WG - 1u];
     if (t == 0u && tile == seg.tile0) { atomicAdd(&counters[p.counter + s], n_act); }
   } else {
+    var thr = 0.0;
+    if (MASK) {
+      thr = thresholds[seg.thr];
+      if (t == 0u) { atomicStore(&n_on, 0u); }
+    }
+    var cnt = 0u;
     for (var e = 0u; e < PER; e++) {
       let kk = t + e * WG;
       // clamped, not guarded: the loads of every channel are issued before any is used
-      let v = input(k_base + min(kk, n_k - 1u), inv_rms);
+      let kc = k_base + min(kk, n_k - 1u);
+      var v = input(kc, inv_rms);
+      if (MASK) {
+        let on = abs(v) * scales[s * p.K + kc] > thr;
+        v = select(0.0, v, on);
+        if (on && kk < n_k) { cnt++; }
+      }
       if (kk < n_k) { act_val[kk] = v; }
     }
     if (eos) { return; }
+    if (MASK) {
+      workgroupBarrier();  // n_on's reset before any thread adds
+      if (cnt > 0u) { atomicAdd(&n_on, cnt); }
+    }
   }
   workgroupBarrier();
+  if (MASK && t == 0u && tile == seg.tile0) { atomicAdd(&counters[p.counter + s], atomicLoad(&n_on)); }
 
   var acc = acc_zero();
   if (col < seg.len) {

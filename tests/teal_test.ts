@@ -236,7 +236,7 @@ async function syntheticModel(seed: number, chain = 0, outGain = 1) {
     maxPrefill: 64,
   });
   let current: Float32Array = new Float32Array(L * SLOTS);
-  model.setSparsityProfile([0, 0.5], () => current);
+  model.setSparsityProfile([0, 0.5, 0.8], () => current);
   const use = (t: Float32Array) => {
     current = t;
     model.setThresholds(t);
@@ -354,6 +354,17 @@ Deno.test("TEAL sparse greedy decode (GEMV) equals the masked reference step by 
     checkCounters(model.lastSparsity!.perTensor, st, "decode");
     assert(Math.abs(got.realizedSparsity! - model.lastSparsity!.overall) < 1e-12);
     assert(Math.abs(got.realizedSparsity! - 0.5) < 0.1, `realised ${got.realizedSparsity}`);
+    // the same thresholds under the targets of the low and high sparsity bins: their GEMV variants
+    for (const sparsity of [0.25, 0.7]) {
+      const binned = await model.complete(prompt, {
+        temperature: 0,
+        sparsity,
+        stopAtEos: false,
+        maxTokens: n,
+      });
+      assertEquals(binned.ids, path, `sparsity bin of ${sparsity}`);
+      checkCounters(model.lastSparsity!.perTensor, st, `decode, sparsity bin of ${sparsity}`);
+    }
     // the same with the sparse GEMVs summing their own splits (gemv_finish.wgsl)
     model.forward.gemvEpilogue = true;
     const fused = await model.complete(prompt, {

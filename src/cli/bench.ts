@@ -21,6 +21,7 @@ import {
   GEMV_SCAN,
   gemvHalfOn,
   MATMUL_WIDE,
+  SPARSITY_BINS,
 } from "../gpu/kernels.ts";
 import { DECODE, PREFILL, prefillStepsUpTo } from "../generate/decode.ts";
 import type { Model } from "../model/model.ts";
@@ -99,6 +100,9 @@ export const benchCommand: Command = {
   --gemv-half on|off   the int8/int4 decode GEMVs add their rows in packed f16 (gemv_qh.wgsl, GEMV_HALF; default
                        on for GPUs with the shader-f16 feature, off on CPU adapters)
   --gemv-half-f16 on|off  the same for the f16 weights' decode GEMVs (gemv_h.wgsl, GEMV_HALF.f16; default off)
+  --sparsity-bins on|off  sparse steps take the GEMV variants of their sparsity's bin (low < 0.35 <= mid < 0.6
+                       <= high; int8/int4 low: the masked dense walk; SPARSITY_BINS; default on); off: the mid
+                       variants at every sparsity
   --gemv-scan-radix 2|4|8|16  counts each round of the sparse GEMVs' compaction scan adds (GEMV_SCAN; default
                        4; 2: the Hillis-Steele scan; more: fewer rounds, fewer barriers)
   --down-tpr 16|32     threads per column group of the f16 GEMVs over long inputs (down_proj; default 32,
@@ -150,6 +154,7 @@ export const benchCommand: Command = {
     "gemv-pipe": { type: "boolean" },
     "gemv-half": { type: "string" },
     "gemv-half-f16": { type: "string" },
+    "sparsity-bins": { type: "string" },
     "gemv-chunk": { type: "string" },
     "gemv-scan-radix": { type: "string" },
     "down-tpr": { type: "string" },
@@ -181,7 +186,16 @@ export const benchCommand: Command = {
       }
     }
     // checked before the model is built (applied after, over the model's own defaults)
-    for (const name of ["l2-prefetch", "gemv-early", "matmul-half", "gemv-half", "gemv-half-f16"]) {
+    for (
+      const name of [
+        "l2-prefetch",
+        "gemv-early",
+        "matmul-half",
+        "gemv-half",
+        "gemv-half-f16",
+        "sparsity-bins",
+      ]
+    ) {
       onOff(v[name], name, false);
     }
     const tile128From = v["matmul-tile128"] === "off"
@@ -275,6 +289,7 @@ export const benchCommand: Command = {
       if ((GEMV_HALF.quant === true || GEMV_HALF.f16 === true) && !model.gpu.hasF16) {
         throw new Error(`--gemv-half(-f16) on: ${model.gpu.adapterName} has no shader-f16 feature`);
       }
+      SPARSITY_BINS.on = onOff(v["sparsity-bins"], "sparsity-bins", SPARSITY_BINS.on);
       [GEMV_CHUNK.dense, GEMV_CHUNK.sparse] = chunk;
       if (scanRadix !== undefined) GEMV_SCAN.radix = scanRadix;
       if (downTpr !== undefined) GEMV_LONG_K.f16TPR = downTpr;
@@ -394,6 +409,7 @@ export const benchCommand: Command = {
         gemv_pipe: GEMV_PIPE.f16,
         gemv_half: gemvHalfOn(model.gpu, "quant"),
         gemv_half_f16: gemvHalfOn(model.gpu, "f16"),
+        sparsity_bins: SPARSITY_BINS.on ? { ...SPARSITY_BINS } : false,
         gemv_chunk: { ...GEMV_CHUNK },
         gemv_scan_radix: GEMV_SCAN.radix,
         down_tpr: GEMV_LONG_K.f16TPR,

@@ -62,6 +62,38 @@ export const GEMV_LONG_K: { f16TPR: number } = { f16TPR: 32 };
  */
 export const GEMV_CHUNK: { dense: number; sparse: number } = { dense: 1, sparse: 1 };
 
+/**
+ * Bins of a TEAL-sparse step's expected sparsity (the model-wide target its thresholds were set for), each with
+ * GEMV variants of its own ({@link gemvTune}, {@link gemvMasked}): "low" below `lowBelow`, "high" from
+ * `highFrom`, "mid" between. `on` false runs every sparse step with the mid variants (`bench --sparsity-bins
+ * off`); set it before a model's decode steps are built.
+ */
+export const SPARSITY_BINS: { on: boolean; lowBelow: number; highFrom: number } = {
+  on: true,
+  lowBelow: 0.35,
+  highFrom: 0.6,
+};
+
+/** A bin of expected sparsity ({@link SPARSITY_BINS}). */
+export type SparsityBin = "low" | "mid" | "high";
+
+/** The bin of a model-wide sparsity target ("mid" when {@link SPARSITY_BINS} is off). */
+export function sparsityBin(level: number): SparsityBin {
+  if (!SPARSITY_BINS.on) return "mid";
+  return level < SPARSITY_BINS.lowBelow ? "low" : level >= SPARSITY_BINS.highFrom ? "high" : "mid";
+}
+
+/**
+ * Whether a TEAL-sparse GEMV of this weight format runs as the masked dense walk in this bin: int8/int4 at low
+ * sparsity. There the decode step is latency-bound, and compacting the active channels cost more than a quarter
+ * of the rows saved: on the H200 at the Llama-3-8B shape the 25% sparse step took 3.677 ms against 3.542 dense
+ * (int4) and 4.007 against 3.988 (int8), and no variant of the step grid closed that (docs/benchmarks.md, tenth
+ * session). f16 keeps the sparse walk at 25% (4.98 ms against 5.34 dense).
+ */
+export function gemvMasked(format: WeightFormat | undefined, bin: SparsityBin): boolean {
+  return bin === "low" && format !== undefined && format !== "f16";
+}
+
 /** A gemv.wgsl / gemv_q.wgsl variant (benchmarks sweep these; fields left out come from gemvTune). */
 export interface GemvTune {
   /** Threads per column group (8 columns each). */
@@ -198,6 +230,7 @@ export function gemvTune(
   N: number,
   format: WeightFormat = "f16",
   sparse = false,
+  bin: SparsityBin = "mid",
 ): Required<GemvTune> {
   const KCHUNK = gemvChunk(K, N, sparse);
   const PIPE = format === "f16" ? GEMV_PIPE.f16 : GEMV_PIPE.quant;
@@ -216,6 +249,24 @@ export function gemvTune(
   // (gemv_qh.wgsl, the default on GPUs; same probe, H200, 2026-12-03 ninth session): int4 gate|up 32 / 8 / 512
   // with four words dense (-69 us a step) and 64 / 8 / 512 at 50% (-61 us), int8 down at 50% 32 / 4 / 512 with
   // four words (-42 us); the other projections' defaults stayed within the grid's spread of the best.
+  // Sparse variants of the low and high bins (bench/sparse_probe.ts --step-grid --sparse-only at 25% and 70%,
+  // H200, 2026-12-03 tenth session; the step with all of a bin's together against the mid variants): f16 at 25%
+  // takes eight rows in flight as its dense walks do (-126 us a step), at 70% eight too and 64 threads a
+  // column group for down (-91 us); int8 at 70% wider column groups for gate|up and down (-76 us). int8/int4
+  // at 25% take the masked dense walk (gemvMasked: their dense variants); int4 at 70% kept its mid variants
+  // (the grid's best together was 3 us off them).
+  if (sparse && bin === "high" && format === "int8" && N < 65536) {
+    if (K >= 8192) return v(64, 4, 512, 2);
+    if (N >= 8192) return v(64, 4, 512, 4);
+    return N > K ? v(32, 8, 256, 2) : v(32, 4, 512, 2);
+  }
+  if (sparse && bin !== "mid" && format === "f16" && N < 65536) {
+    const high = bin === "high";
+    if (N >= 16384) return v(64, 8);
+    if (K >= 8192) return high ? v(64, 8, 512) : v(GEMV_LONG_K.f16TPR, 8);
+    if (N >= 8192 || N > K) return v(32, 8);
+    return high ? v(32, 4) : v(GEMV.TPR, GEMV.UNROLL);
+  }
   if (format === "int4" && N < 65536) {
     // the 4096-wide projections (q|k|v, o: N < 8192) at 50%, and o dense, with 16 threads a column group: twice
     // the tiles (bench/sparse_probe.ts --step-grid --projs qkv,o, H200: int4 step -3.4% at 50%, -1.7% dense)
@@ -248,8 +299,9 @@ export function resolveGemvTune(
   format: WeightFormat | undefined,
   sparse: boolean,
   tune?: Partial<GemvTune>,
+  bin: SparsityBin = "mid",
 ): Required<GemvTune> {
-  const base = gemvTune(K, N, format ?? "f16", sparse);
+  const base = gemvTune(K, N, format ?? "f16", sparse, bin);
   const given: Partial<GemvTune> = Object.fromEntries(
     Object.entries(tune ?? {}).filter(([, v]) => v !== undefined),
   );
@@ -258,9 +310,10 @@ export function resolveGemvTune(
   return t;
 }
 
-// Workgroup memory of a gemv.wgsl / gemv_q.wgsl variant: act_idx + act_val, scan, red and gemv_finish's flag.
+// Workgroup memory of a gemv.wgsl / gemv_q.wgsl variant: act_idx + act_val, scan, red, gemv_finish's flag and
+// gemv_q's count of active channels (MASK).
 function gemvWorkgroupBytes(KCHUNK: number, WG: number): number {
-  return 8 * KCHUNK + 4 * WG + 32 * WG + 4;
+  return 8 * KCHUNK + 4 * WG + 32 * WG + 8;
 }
 
 /**
@@ -455,9 +508,15 @@ export function gemvOp(
      * the staging's). The same sums either way; one trip of weights is read even in steps queued past EOS.
      */
     early?: boolean;
+    /**
+     * int8/int4 weights only, with `sparse` false: the dense walk over TEAL-masked inputs (the sparse kernel's
+     * sums without its compaction; {@link gemvMasked} says when).
+     */
+    mask?: boolean;
   },
 ): Op {
   if (m.format && m.format !== "f16") return gemvQOp(ctx, m, x, partials, sp, opts);
+  if (opts.mask) throw new RangeError("gemv: the masked dense walk is for int8/int4 weights, not f16");
   const tune = resolveGemvTune(m.K, m.N, "f16", opts.sparse ?? false, opts.tune);
   checkGemvTune(tune, ctx.device.limits.maxComputeWorkgroupStorageSize);
   const inp = opts.input ?? { kind: "plain" };

@@ -22,6 +22,7 @@ import {
   gemvChunk,
   type GemvFinish,
   type GemvInput,
+  gemvMasked,
   gemvOp,
   gemvRowsOps,
   gemvRowsPartialBytes,
@@ -44,6 +45,7 @@ import {
   ropeOp,
   sampleOp,
   SAMPLER_PARAMS_BYTES,
+  sparsityBin,
   type SparsityBuffers,
   type SplitK,
   swigluOp,
@@ -265,6 +267,20 @@ export class Forward {
   #gemvTunes: GemvTunes = {};
 
   /**
+   * The model-wide sparsity the thresholds buffer was set for (Model sets it with a TEAL target): its
+   * {@link sparsityBin} picks the sparse steps' GEMV variants, and for int8/int4 at low sparsity the masked dense
+   * walk ({@link gemvMasked}). 0.5 until set (the mid bin). Steps of each bin are built once and kept.
+   */
+  get sparsityLevel(): number {
+    return this.#sparsityLevel;
+  }
+  set sparsityLevel(level: number) {
+    if (!(level >= 0 && level <= 1)) throw new RangeError(`sparsityLevel must be in [0, 1], got ${level}`);
+    this.#sparsityLevel = level;
+  }
+  #sparsityLevel = 0.5;
+
+  /**
    * q heads a workgroup of the split decode attention (long contexts, {@link attnSpan}) takes, all of one kv
    * head, which then read its keys and values once between them: 1 to 4, dividing the q heads a kv head, at
    * every position the split variant runs; null (the default): by position, {@link attnHeadsAt}. Change it
@@ -473,6 +489,7 @@ export class Forward {
     const h = c.hiddenSize;
     const fused = this.gemvEpilogue;
     const early = this.gemvEarly;
+    const bin = sparsityBin(this.#sparsityLevel);
     // the fused RMSNorm adds up the sums of squares its input's producer left: one per embedding workgroup,
     // per column tile of a GEMV epilogue, or per reduce-pass workgroup
     const normed = (weight: GPUBuffer, nss: number): GemvInput => ({
@@ -482,8 +499,7 @@ export class Forward {
       nss,
       eps: c.rmsNormEps,
     });
-    const ssOf = (m: Matrix, proj: string) =>
-      fused ? gemvTiles(m, tuneOf(m, proj), sparse) : Math.ceil(h / 256);
+    const ssOf = (m: Matrix, proj: string) => fused ? gemvTiles(m, tuneOf(m, proj)) : Math.ceil(h / 256);
     // a reduce pass reads the start of the next GEMV's weights into L2, its checksums at `check` of its output
     // buffer, past what it writes (l2PrefetchPasses)
     const passPrefetch = (next: Matrix, check: number): L2Prefetch | undefined => {
@@ -499,16 +515,26 @@ export class Forward {
         ? { buffer: next.buffer, ...prefetchRange(next, PASS_PREFETCH_CAP_BYTES), check }
         : undefined;
     };
-    // a GemvTunes override over the shape's variant
-    const tuneOf = (m: Matrix, proj: string): GemvTune | undefined => {
-      const t = this.#gemvTunes[proj as keyof GemvTunes];
-      return t ? resolveGemvTune(m.K, m.N, m.format, sparse, t) : undefined;
-    };
-    // the split-K partials a projection's GEMV leaves for the pass after it
-    const splitsOf = (m: Matrix, proj: string): number =>
-      Math.ceil(
-        m.K / resolveGemvTune(m.K, m.N, m.format, sparse, this.#gemvTunes[proj as keyof GemvTunes]).KCHUNK,
+    // int8/int4 at low sparsity: the dense walk over masked inputs, with the dense variants
+    const masked = (m: Matrix) => sparse && gemvMasked(m.format, bin);
+    // the GEMV's whole variant: a GemvTunes override over the shape's own for the step's bin
+    const tuneOf = (m: Matrix, proj: string): Required<GemvTune> =>
+      resolveGemvTune(
+        m.K,
+        m.N,
+        m.format,
+        sparse && !masked(m),
+        this.#gemvTunes[proj as keyof GemvTunes],
+        bin,
       );
+    // how a projection's GEMV runs: its variant, and sparse or masked
+    const walk = (m: Matrix, proj: string) => ({
+      sparse: sparse && !masked(m),
+      mask: masked(m),
+      tune: tuneOf(m, proj),
+    });
+    // the split-K partials a projection's GEMV leaves for the pass after it
+    const splitsOf = (m: Matrix, proj: string): number => Math.ceil(m.K / tuneOf(m, proj).KCHUNK);
     // x += m . in, its splits summed in the GEMV's epilogue or in a reduce pass (which prefetches `next`)
     const residual = (
       m: Matrix,
@@ -518,7 +544,7 @@ export class Forward {
       label: string,
       next: Matrix,
     ): Op[] => {
-      const o = { sparse, counter, label: `gemv.${label}`, state: this.state, early, tune: tuneOf(m, label) };
+      const o = { counter, label: `gemv.${label}`, state: this.state, early, ...walk(m, label) };
       if (fused) {
         return [
           gemvOp(ctx, m, input, partials, sp, { ...o, finish: { kind: "add", out: this.x, ss: this.ss } }),
@@ -540,13 +566,12 @@ export class Forward {
     // act = silu(gate) * up of the gate|up GEMV
     const gateUp = (L: Weights["layers"][number], counter: number, nss: number): Op[] => {
       const o = {
-        sparse,
         counter,
         label: "gemv.gateup",
         state: this.state,
         input: normed(L.mlpNorm, nss),
         early,
-        tune: tuneOf(L.gateUp, "gateup"),
+        ...walk(L.gateUp, "gateup"),
       };
       if (fused) {
         return [
@@ -588,13 +613,12 @@ export class Forward {
       const slot = i * SLOTS;
       ops!.push(
         gemvOp(ctx, L.qkv, this.x, this.partials, sp, {
-          sparse,
           early,
           counter: slot,
           label: "gemv.qkv",
           state: this.state,
           input: normed(L.attnNorm, nss),
-          tune: tuneOf(L.qkv, "qkv"),
+          ...walk(L.qkv, "qkv"),
         }),
         ...attnDecodeOps(
           ctx,
@@ -656,7 +680,8 @@ export class Forward {
   }
 
   #stepKey(sparse: boolean, pos: number): string {
-    return `${sparse ? "sparse" : "dense"}/${this.attentionVariant(pos)}`;
+    const walk = sparse ? `sparse-${sparsityBin(this.#sparsityLevel)}` : "dense";
+    return `${walk}/${this.attentionVariant(pos)}`;
   }
 
   /**

@@ -224,6 +224,7 @@ export class Model implements TextModel {
     if (t.length !== this.config.numLayers * SLOTS) {
       throw new Error("profile thresholds have the wrong length");
     }
+    this.forward.sparsityLevel = sparsity; // picks the sparse steps' GEMV variants (sparsityBin)
     if (this.#thresholds && this.#thresholds.every((v, i) => v === t[i])) return;
     this.gpu.write(this.forward.sparsity.thresholds, t);
     this.#thresholds = t;
