@@ -260,10 +260,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     if (t == 0u && tile == seg.tile0) { atomicAdd(&counters[p.counter + s], n_act); }
   } else {
     var thr = 0.0;
-    if (MASK) {
-      thr = thresholds[seg.thr];
-      if (t == 0u) { atomicStore(&n_on, 0u); }
-    }
+    if (MASK) { thr = thresholds[seg.thr]; }
     var cnt = 0u;
     for (var e = 0u; e < PER; e++) {
       let kk = t + e * WG;
@@ -278,10 +275,8 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
       if (kk < n_k) { act_val[kk] = v; }
     }
     if (eos) { return; }
-    if (MASK) {
-      workgroupBarrier();  // n_on's reset before any thread adds
-      if (cnt > 0u) { atomicAdd(&n_on, cnt); }
-    }
+    // n_on starts at zero (WGSL zero-initialises workgroup memory), so the count needs no barrier of its own
+    if (MASK && cnt > 0u) { atomicAdd(&n_on, cnt); }
   }
   workgroupBarrier();
   if (MASK && t == 0u && tile == seg.tile0) { atomicAdd(&counters[p.counter + s], atomicLoad(&n_on)); }
