@@ -57,7 +57,6 @@ var<workgroup> act_idx: array<u32, KCHUNK>;
 var<workgroup> act_val: array<f32, KCHUNK>;
 var<workgroup> scan: array<u32, WG>;
 var<workgroup> red: array<f32, WG * 8u>;  // eight columns per thread per reduction pass
-var<workgroup> n_on: atomic<u32>;  // MASK: the chunk's active channels
 
 fn input(k: u32, inv_rms: f32) -> f32 {
   if (INPUT == 1u) { return x[k] * inv_rms * aux[k]; }
@@ -275,11 +274,17 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
       if (kk < n_k) { act_val[kk] = v; }
     }
     if (eos) { return; }
-    // n_on starts at zero (WGSL zero-initialises workgroup memory), so the count needs no barrier of its own
-    if (MASK && cnt > 0u) { atomicAdd(&n_on, cnt); }
+    // only the first column tile's workgroups count (as SPARSE does): each thread's count through `scan`,
+    // published by the barrier below, then WG / 16 threads add 16 each (WG is a multiple of 16; one workgroup
+    // atomic a thread on one word cost the step more than the compaction saves)
+    if (MASK && tile == seg.tile0) { scan[t] = cnt; }
   }
   workgroupBarrier();
-  if (MASK && t == 0u && tile == seg.tile0) { atomicAdd(&counters[p.counter + s], atomicLoad(&n_on)); }
+  if (MASK && tile == seg.tile0 && t < WG / 16u) {
+    var sum = 0u;
+    for (var i = 0u; i < 16u; i++) { sum += scan[t * 16u + i]; }
+    if (sum > 0u) { atomicAdd(&counters[p.counter + s], sum); }
+  }
 
   var acc = acc_zero();
   if (col < seg.len) {

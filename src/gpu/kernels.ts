@@ -310,10 +310,9 @@ export function resolveGemvTune(
   return t;
 }
 
-// Workgroup memory of a gemv.wgsl / gemv_q.wgsl variant: act_idx + act_val, scan, red, gemv_finish's flag and
-// gemv_q's count of active channels (MASK).
+// Workgroup memory of a gemv.wgsl / gemv_q.wgsl variant: act_idx + act_val, scan, red and gemv_finish's flag.
 function gemvWorkgroupBytes(KCHUNK: number, WG: number): number {
-  return 8 * KCHUNK + 4 * WG + 32 * WG + 8;
+  return 8 * KCHUNK + 4 * WG + 32 * WG + 4;
 }
 
 /**
