@@ -11,9 +11,6 @@ override GROUP: u32 = 128u;  // outputs per scale: 32, 64 or 128 (a multiple of 
 override WG: u32 = 256u;     // threads per workgroup (KCHUNK a multiple, TPR * 8 at most)
 override UNROLL: u32 = 4u;   // rows in flight per thread: 4 or 8
 override EARLY: bool = false;  // dense: the first trip's loads go out before the input is staged (gemv.wgsl)
-// TEAL at low sparsity: the dense walk (every row, EARLY loads) over inputs whose inactive channels are staged as
-// zero, so the sums are the sparse kernel's without its compaction; active channels are counted as SPARSE counts
-override MASK: bool = false;
 override VEC: u32 = 4u;      // u32 words of codes a thread loads a row: 4 or 2
 // the next trip's loads go out before the current trip's arithmetic: with few workgroups an SM (int4 at 8B
 // shapes: under two), a thread's decode and FMAs otherwise leave its memory pipe idle for the whole trip
@@ -258,33 +255,15 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     n_act = scan[WG - 1u];
     if (t == 0u && tile == seg.tile0) { atomicAdd(&counters[p.counter + s], n_act); }
   } else {
-    var thr = 0.0;
-    if (MASK) { thr = thresholds[seg.thr]; }
-    var cnt = 0u;
     for (var e = 0u; e < PER; e++) {
       let kk = t + e * WG;
       // clamped, not guarded: the loads of every channel are issued before any is used
-      let kc = k_base + min(kk, n_k - 1u);
-      var v = input(kc, inv_rms);
-      if (MASK) {
-        let on = abs(v) * scales[s * p.K + kc] > thr;
-        v = select(0.0, v, on);
-        if (on && kk < n_k) { cnt++; }
-      }
+      let v = input(k_base + min(kk, n_k - 1u), inv_rms);
       if (kk < n_k) { act_val[kk] = v; }
     }
     if (eos) { return; }
-    // only the first column tile's workgroups count (as SPARSE does): each thread's count through `scan`,
-    // published by the barrier below, then WG / 16 threads add 16 each (WG is a multiple of 16; one workgroup
-    // atomic a thread on one word cost the step more than the compaction saves)
-    if (MASK && tile == seg.tile0) { scan[t] = cnt; }
   }
   workgroupBarrier();
-  if (MASK && tile == seg.tile0 && t < WG / 16u) {
-    var sum = 0u;
-    for (var i = 0u; i < 16u; i++) { sum += scan[t * 16u + i]; }
-    if (sum > 0u) { atomicAdd(&counters[p.counter + s], sum); }
-  }
 
   var acc = acc_zero();
   if (col < seg.len) {

@@ -22,7 +22,6 @@ import {
   GEMV_CHUNK,
   GEMV_HALF,
   GEMV_SCAN,
-  gemvMasked,
   gemvOp,
   gemvSplits,
   type GemvTune,
@@ -295,20 +294,6 @@ Deno.test("gemv_q: dense (EARLY too) and sparse fused q|k|v, int8 and int4, at a
           const ref = fusedRef(x, 1, K, deq, lens, thr, scales);
           assert(relErr(got.y, ref.y) < 1e-4, `${what} sparse ${frac}: ${relErr(got.y, ref.y)}`);
           assertEquals(got.counters.slice(0, lens.length), ref.active, `${what} counters`);
-          if (tune === undefined || (tune.WG === 512 && frac === 0.4)) {
-            // the masked dense walk (low sparsity bins): the sparse kernel's sums and counts; int8/int4 walks
-            // run without EARLY loads by default (Forward.gemvEarly), one variant checks them too
-            const early = tune !== undefined;
-            const masked = await runGemv(ctx, m, xb, thr, {
-              sparse: false,
-              mask: true,
-              early,
-              counter: 0,
-              tune,
-            });
-            assert(relErr(masked.y, ref.y) < 1e-4, `${what} masked ${frac}: ${relErr(masked.y, ref.y)}`);
-            assertEquals(masked.counters.slice(0, lens.length), ref.active, `${what} masked counters`);
-          }
           if (pipe) {
             // (the sparse default variant is not the dense one: gemvTune)
             const sparseBase = tune ?? gemvTune(K, lens.reduce((a, b) => a + b), fmt, true);
@@ -383,12 +368,10 @@ Deno.test("gemv_qh (GEMV_HALF): packed-f16 row arithmetic equals the f32 kernel 
           ]
         ) {
           const what = `${name} K=${K} ${JSON.stringify(tune)}`;
-          // dense, sparse, and the masked dense walk (TEAL's sums without the compaction)
-          for (const [sparse, mask] of [[false, false], [true, false], [false, true]]) {
-            const teal = sparse || mask;
-            const thrE = teal ? lens.map(() => 0.2) : [0, 0, 0]; // drops every +-1/8 (scales >= 0.5)
-            const thr = teal ? lens.map((_, i) => quantile(x, 0.4 + 0.05 * i)) : [0, 0, 0];
-            const o = { sparse, mask, counter: 0, tune, early: !sparse };
+          for (const sparse of [false, true]) {
+            const thrE = sparse ? lens.map(() => 0.2) : [0, 0, 0]; // drops every +-1/8 (scales >= 0.5)
+            const thr = sparse ? lens.map((_, i) => quantile(x, 0.4 + 0.05 * i)) : [0, 0, 0];
+            const o = { sparse, counter: 0, tune, early: !sparse };
             GEMV_HALF.quant = false;
             const f32e = await runGemv(ctx, e.m, xeb, thrE, o);
             const f32r = await runGemv(ctx, m.m, xb, thr, o);
@@ -396,23 +379,15 @@ Deno.test("gemv_qh (GEMV_HALF): packed-f16 row arithmetic equals the f32 kernel 
             assertEquals(gemvQShader(ctx), "gemv_qh");
             const halfE = await runGemv(ctx, e.m, xeb, thrE, o);
             const halfR = await runGemv(ctx, m.m, xb, thr, o);
-            const wantE = fusedRef(xe, 1, K, e.deq, lens, teal ? thrE : null, scales);
+            const wantE = fusedRef(xe, 1, K, e.deq, lens, sparse ? thrE : null, scales);
             // exact: the f32 kernel's bits, and the CPU's sums
-            assertEquals(
-              halfE.y,
-              f32e.y,
-              `${what} sparse=${sparse} mask=${mask}: exact case, f16 against f32`,
-            );
-            assertEquals(
-              Array.from(halfE.y),
-              Array.from(wantE.y),
-              `${what} sparse=${sparse} mask=${mask}: exact`,
-            );
+            assertEquals(halfE.y, f32e.y, `${what} sparse=${sparse}: exact case, f16 against f32`);
+            assertEquals(Array.from(halfE.y), Array.from(wantE.y), `${what} sparse=${sparse}: exact case`);
             assertEquals(halfE.counters, f32e.counters);
             // random: f16 rounding of x * scale and of a trip's sums, not more
-            const want = fusedRef(x, 1, K, m.deq, lens, teal ? thr : null, scales).y;
+            const want = fusedRef(x, 1, K, m.deq, lens, sparse ? thr : null, scales).y;
             const err = relErr(halfR.y, want);
-            assert(err < 3e-3, `${what} sparse=${sparse} mask=${mask}: relative error ${err}`);
+            assert(err < 3e-3, `${what} sparse=${sparse}: relative error ${err}`);
             assert(relErr(f32r.y, want) < 1e-4);
           }
         }
@@ -707,55 +682,53 @@ Deno.test("stories260k (tied) with int8 and int4 weights: logits (41 and 100 row
   }
 });
 
-Deno.test("sparsity bins: int4 TEAL at 25% takes the masked dense walk (the low bin) with the sparse walk's tokens and counts at the same thresholds; 70% takes the high bin", async () => {
+Deno.test("sparsity bins: int8 TEAL at 70% runs the high bin's GEMV variants with the mid bin's tokens and counts at the same thresholds; 25% keeps the mid variants; bins off run the mid ones", async () => {
   const model = await loadModel(STORIES, {
     gpu: await gpu(),
     contextLength: 128,
     profile: false,
-    quant: "int4",
+    quant: "int8",
   });
   try {
     const thr = new Float32Array(model.config.numLayers * SLOTS).fill(0.4);
     model.setSparsityProfile([0, 0.25, 0.5, 0.7], () => thr); // one set of thresholds at every target
     const f = model.forward;
+    const prompt = [1, 40, 7];
     const run = async (sparsity: number) => {
-      const r = await model.complete([1, 40, 7], {
-        temperature: 0,
-        maxTokens: 24,
-        stopAtEos: false,
-        sparsity,
-      });
+      const r = await model.complete(prompt, { temperature: 0, maxTokens: 24, stopAtEos: false, sparsity });
       const qkv = f.decodeStep(true, 8).find((op) => op.label === "gemv.qkv")!;
       return { ids: r.ids, realized: r.realizedSparsity!, perTensor: model.lastSparsity!.perTensor, qkv };
     };
     const mid = await run(0.5);
-    const dense = await model.complete([1, 40, 7], { temperature: 0, maxTokens: 24, stopAtEos: false });
+    const dense = await model.complete(prompt, { temperature: 0, maxTokens: 24, stopAtEos: false });
     assert(dense.ids.join() !== mid.ids.join(), "the thresholds change the greedy tokens");
     assert(
       mid.realized > 0.1 && mid.realized < 0.9,
       `realised sparsity ${mid.realized}: thresholds too weak or strong`,
     );
-    const low = await run(0.25);
-    assertEquals(f.sparsityLevel, 0.25);
-    assert(low.qkv.pipeline !== mid.qkv.pipeline, "the low bin runs another kernel variant (MASK)");
-    assertEquals(low.ids, mid.ids);
-    assertEquals(low.perTensor, mid.perTensor);
     const high = await run(0.7);
+    assertEquals(f.sparsityLevel, 0.7);
+    assert(high.qkv.pipeline !== mid.qkv.pipeline, "the high bin runs another q|k|v variant");
     assertEquals(high.ids, mid.ids);
     assertEquals(high.perTensor, mid.perTensor);
+    const low = await run(0.25);
+    assert(low.qkv.pipeline === mid.qkv.pipeline, "int8's low bin keeps the mid variants");
+    assertEquals(low.ids, mid.ids);
     // with the bins off, every sparse step takes the mid variants
     SPARSITY_BINS.on = false;
     try {
-      const off = await run(0.25);
-      assert(off.qkv.pipeline === mid.qkv.pipeline, "bins off: the mid bin's kernel");
-      assertEquals(off.ids, mid.ids);
+      const off = await run(0.7);
+      assert(off.qkv.pipeline === mid.qkv.pipeline, "bins off: the mid bin's variant");
+      assertEquals([off.ids, off.perTensor], [mid.ids, mid.perTensor]);
     } finally {
       SPARSITY_BINS.on = true;
     }
-    assertEquals(sparsityBin(0.2), "low");
-    assertEquals(sparsityBin(0.4), "mid");
-    assertEquals(sparsityBin(0.6), "high");
-    assert(gemvMasked("int8", "low") && !gemvMasked("f16", "low") && !gemvMasked("int4", "mid"));
+    assertEquals([sparsityBin(0.2), sparsityBin(0.35), sparsityBin(0.59), sparsityBin(0.6)], [
+      "low",
+      "mid",
+      "mid",
+      "high",
+    ]);
   } finally {
     model.dispose();
   }

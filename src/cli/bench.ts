@@ -100,9 +100,8 @@ export const benchCommand: Command = {
   --gemv-half on|off   the int8/int4 decode GEMVs add their rows in packed f16 (gemv_qh.wgsl, GEMV_HALF; default
                        on for GPUs with the shader-f16 feature, off on CPU adapters)
   --gemv-half-f16 on|off  the same for the f16 weights' decode GEMVs (gemv_h.wgsl, GEMV_HALF.f16; default off)
-  --sparsity-bins on|off  sparse steps take the GEMV variants of their sparsity's bin (low < 0.35 <= mid < 0.6
-                       <= high; int8/int4 low: the masked dense walk; SPARSITY_BINS; default on); off: the mid
-                       variants at every sparsity
+  --sparsity-bins on|off  sparse steps take the GEMV variants of their target sparsity's bin (low < 0.35 <= mid
+                       < 0.6 <= high; SPARSITY_BINS; default on); off: the mid variants at every sparsity
   --gemv-scan-radix 2|4|8|16  counts each round of the sparse GEMVs' compaction scan adds (GEMV_SCAN; default
                        4; 2: the Hillis-Steele scan; more: fewer rounds, fewer barriers)
   --down-tpr 16|32     threads per column group of the f16 GEMVs over long inputs (down_proj; default 32,

@@ -64,8 +64,7 @@ export const GEMV_CHUNK: { dense: number; sparse: number } = { dense: 1, sparse:
 
 /**
  * Bins of a TEAL-sparse step's expected sparsity (the model-wide target its thresholds were set for), each with
- * GEMV variants of its own ({@link gemvTune}, {@link gemvMasked}): "low" below `lowBelow`, "high" from
- * `highFrom`, "mid" between. `on` false runs every sparse step with the mid variants (`bench --sparsity-bins
+ * GEMV variants of its own ({@link gemvTune}): "low" below `lowBelow`, "high" from `highFrom`, "mid" between. `on` false runs every sparse step with the mid variants (`bench --sparsity-bins
  * off`); set it before a model's decode steps are built.
  */
 export const SPARSITY_BINS: { on: boolean; lowBelow: number; highFrom: number } = {
@@ -81,17 +80,6 @@ export type SparsityBin = "low" | "mid" | "high";
 export function sparsityBin(level: number): SparsityBin {
   if (!SPARSITY_BINS.on) return "mid";
   return level < SPARSITY_BINS.lowBelow ? "low" : level >= SPARSITY_BINS.highFrom ? "high" : "mid";
-}
-
-/**
- * Whether a TEAL-sparse GEMV of this weight format runs as the masked dense walk in this bin: int8/int4 at low
- * sparsity. There the decode step is latency-bound, and compacting the active channels cost more than a quarter
- * of the rows saved: on the H200 at the Llama-3-8B shape the 25% sparse step took 3.677 ms against 3.542 dense
- * (int4) and 4.007 against 3.988 (int8), and no variant of the step grid closed that (docs/benchmarks.md, tenth
- * session). f16 keeps the sparse walk at 25% (4.98 ms against 5.34 dense).
- */
-export function gemvMasked(format: WeightFormat | undefined, bin: SparsityBin): boolean {
-  return bin === "low" && format !== undefined && format !== "f16";
 }
 
 /** A gemv.wgsl / gemv_q.wgsl variant (benchmarks sweep these; fields left out come from gemvTune). */
@@ -252,9 +240,10 @@ export function gemvTune(
   // Sparse variants of the low and high bins (bench/sparse_probe.ts --step-grid --sparse-only at 25% and 70%,
   // H200, 2026-12-03 tenth session; the step with all of a bin's together against the mid variants): f16 at 25%
   // takes eight rows in flight as its dense walks do (-126 us a step), at 70% eight too and 64 threads a
-  // column group for down (-91 us); int8 at 70% wider column groups for gate|up and down (-76 us). int8/int4
-  // at 25% take the masked dense walk (gemvMasked: their dense variants); int4 at 70% kept its mid variants
-  // (the grid's best together was 3 us off them).
+  // column group for down (-91 us); int8 at 70% wider column groups for gate|up and down (-76 us). The other
+  // bins of int8/int4 keep the mid variants: the grid's best together was within 40 us of them. Through the
+  // decode loop (bench --sparsity-bins on|off, one call): f16 4.868 / 5.002 ms at 25%, 3.689 / 3.801 at 70%;
+  // int8 3.072 / 3.158 at 70%.
   if (sparse && bin === "high" && format === "int8" && N < 65536) {
     if (K >= 8192) return v(64, 4, 512, 2);
     if (N >= 8192) return v(64, 4, 512, 4);
@@ -507,15 +496,9 @@ export function gemvOp(
      * the staging's). The same sums either way; one trip of weights is read even in steps queued past EOS.
      */
     early?: boolean;
-    /**
-     * int8/int4 weights only, with `sparse` false: the dense walk over TEAL-masked inputs (the sparse kernel's
-     * sums without its compaction; {@link gemvMasked} says when).
-     */
-    mask?: boolean;
   },
 ): Op {
   if (m.format && m.format !== "f16") return gemvQOp(ctx, m, x, partials, sp, opts);
-  if (opts.mask) throw new RangeError("gemv: the masked dense walk is for int8/int4 weights, not f16");
   const tune = resolveGemvTune(m.K, m.N, "f16", opts.sparse ?? false, opts.tune);
   checkGemvTune(tune, ctx.device.limits.maxComputeWorkgroupStorageSize);
   const inp = opts.input ?? { kind: "plain" };

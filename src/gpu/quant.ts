@@ -276,12 +276,6 @@ export function gemvQOp(
   sp: SparsityBuffers,
   opts: {
     sparse: boolean;
-    /**
-     * Dense walk over TEAL-masked inputs (needs `sparse` false): channels at or below their threshold are
-     * staged as zero and the active ones counted at `counter`, as the sparse kernel counts them. For low
-     * sparsity, where compacting costs more than the skipped rows save ({@link gemvMasked}).
-     */
-    mask?: boolean;
     counter?: number;
     label?: string;
     input?: GemvInput;
@@ -291,7 +285,6 @@ export function gemvQOp(
     early?: boolean;
   },
 ): Op {
-  if (opts.mask && opts.sparse) throw new RangeError("gemv_q: mask is a dense walk; sparse must be false");
   const s = schemeOf(m);
   // the split count is fixed by gemvChunk: reduce, rope and the SwiGLU pass read that many partials
   const tune = resolveGemvTune(m.K, m.N, m.format, opts.sparse ?? false, opts.tune);
@@ -327,7 +320,6 @@ export function gemvQOp(
         WG,
         UNROLL,
         SPARSE: opts.sparse ? 1 : 0,
-        MASK: opts.mask ? 1 : 0,
         EARLY: opts.early && !opts.sparse ? 1 : 0,
         PIPE: tune.PIPE ? 1 : 0,
         SCAN_RADIX: GEMV_SCAN.radix,

@@ -22,7 +22,6 @@ import {
   gemvChunk,
   type GemvFinish,
   type GemvInput,
-  gemvMasked,
   gemvOp,
   gemvRowsOps,
   gemvRowsPartialBytes,
@@ -268,8 +267,8 @@ export class Forward {
 
   /**
    * The model-wide sparsity the thresholds buffer was set for (Model sets it with a TEAL target): its
-   * {@link sparsityBin} picks the sparse steps' GEMV variants, and for int8/int4 at low sparsity the masked dense
-   * walk ({@link gemvMasked}). 0.5 until set (the mid bin). Steps of each bin are built once and kept.
+   * {@link sparsityBin} picks the sparse steps' GEMV variants ({@link gemvTune}). 0.5 until set (the mid bin).
+   * Steps of each bin are built once and kept.
    */
   get sparsityLevel(): number {
     return this.#sparsityLevel;
@@ -515,24 +514,9 @@ export class Forward {
         ? { buffer: next.buffer, ...prefetchRange(next, PASS_PREFETCH_CAP_BYTES), check }
         : undefined;
     };
-    // int8/int4 at low sparsity: the dense walk over masked inputs, with the dense variants
-    const masked = (m: Matrix) => sparse && gemvMasked(m.format, bin);
-    // the GEMV's whole variant: a GemvTunes override over the shape's own for the step's bin
+    // the GEMV's whole variant: a GemvTunes override over the shape's own for the step's sparsity bin
     const tuneOf = (m: Matrix, proj: string): Required<GemvTune> =>
-      resolveGemvTune(
-        m.K,
-        m.N,
-        m.format,
-        sparse && !masked(m),
-        this.#gemvTunes[proj as keyof GemvTunes],
-        bin,
-      );
-    // how a projection's GEMV runs: its variant, and sparse or masked
-    const walk = (m: Matrix, proj: string) => ({
-      sparse: sparse && !masked(m),
-      mask: masked(m),
-      tune: tuneOf(m, proj),
-    });
+      resolveGemvTune(m.K, m.N, m.format, sparse, this.#gemvTunes[proj as keyof GemvTunes], bin);
     // the split-K partials a projection's GEMV leaves for the pass after it
     const splitsOf = (m: Matrix, proj: string): number => Math.ceil(m.K / tuneOf(m, proj).KCHUNK);
     // x += m . in, its splits summed in the GEMV's epilogue or in a reduce pass (which prefetches `next`)
@@ -544,7 +528,7 @@ export class Forward {
       label: string,
       next: Matrix,
     ): Op[] => {
-      const o = { counter, label: `gemv.${label}`, state: this.state, early, ...walk(m, label) };
+      const o = { sparse, counter, label: `gemv.${label}`, state: this.state, early, tune: tuneOf(m, label) };
       if (fused) {
         return [
           gemvOp(ctx, m, input, partials, sp, { ...o, finish: { kind: "add", out: this.x, ss: this.ss } }),
@@ -566,12 +550,13 @@ export class Forward {
     // act = silu(gate) * up of the gate|up GEMV
     const gateUp = (L: Weights["layers"][number], counter: number, nss: number): Op[] => {
       const o = {
+        sparse,
         counter,
         label: "gemv.gateup",
         state: this.state,
         input: normed(L.mlpNorm, nss),
         early,
-        ...walk(L.gateUp, "gateup"),
+        tune: tuneOf(L.gateUp, "gateup"),
       };
       if (fused) {
         return [
@@ -613,12 +598,13 @@ export class Forward {
       const slot = i * SLOTS;
       ops!.push(
         gemvOp(ctx, L.qkv, this.x, this.partials, sp, {
+          sparse,
           early,
           counter: slot,
           label: "gemv.qkv",
           state: this.state,
           input: normed(L.attnNorm, nss),
-          ...walk(L.qkv, "qkv"),
+          tune: tuneOf(L.qkv, "qkv"),
         }),
         ...attnDecodeOps(
           ctx,
