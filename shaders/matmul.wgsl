@@ -129,44 +129,8 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     store_w(t, 1u, st.w1);
     store_w(t, 2u, st.w2);
     store_w(t, 3u, st.w3);
-    my_kept += st.kept;
-    workgroupBarrier();
-    // the next step's loads go out before this step's arithmetic
-    if (k0 + BK < ke) { st = load_step(t, k0 + BK, ke, row0, col0, s, seg, thr); }
-    for (var kk = 0u; kk < BK; kk++) {
-      let b = vec4<f32>(ws[kk * 64u + tx * 4u], ws[kk * 64u + tx * 4u + 1u], ws[kk * 64u + tx * 4u + 2u],
-        ws[kk * 64u + tx * 4u + 3u]);
-      a0 += xs[(ty * RPT) * BK + kk] * b;
-      if (RPT == 4u) {
-        a1 += xs[(ty * 4u + 1u) * BK + kk] * b;
-        a2 += xs[(ty * 4u + 2u) * BK + kk] * b;
-        a3 += xs[(ty * 4u + 3u) * BK + kk] * b;
-      }
-    }
-    workgroupBarrier();
+    // #include matmul_step
   }
 
-  // one column tile per segment counts the kept inputs of its rows
-  if (SPARSE && wid.x == seg.tile0) {
-    atomicAdd(&kept, my_kept);
-    workgroupBarrier();
-    if (t == 0u) { atomicAdd(&counters[p.counter + s], atomicLoad(&kept)); }
-  }
-  let acc = array<vec4<f32>, 4>(a0, a1, a2, a3);
-  for (var i = 0u; i < RPT; i++) {
-    let m = row0 + ty * RPT + i;
-    if (m >= p.M) { continue; }
-    for (var j = 0u; j < 4u; j++) {
-      let cl = col0 + tx * 4u + j;
-      if (cl >= seg.len) { continue; }
-      var v = acc[i][j];
-      if (SPLITK) {
-        y[(wid.z * p.M + m) * p.ncols + seg.out + cl] = v;
-        continue;
-      }
-      if (BIAS) { v += bias[seg.out + cl]; }
-      let at = m * p.ldy + p.yOffset + seg.out + cl;
-      if (ACCUM) { y[at] += v; } else { y[at] = v; }
-    }
-  }
+  // #include matmul_out
 }

@@ -154,62 +154,9 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     workgroupBarrier();
     // the next step's loads go out before this step's arithmetic
     if (k0 + BK < p.K) { st = load_step(t, k0 + BK, row0, wcol, s, seg, thr); }
-    for (var kk = 0u; kk < BK; kk++) {
-      let b0 = ws[kk * 32u + tx];
-      let b1 = ws[kk * 32u + 16u + tx];
-      if (RM == 8u) {
-        let a0 = xs[kk * XROW + ty * 2u];
-        let a1 = xs[kk * XROW + ty * 2u + 1u];
-        c0a += a0.x * b0;
-        c0b += a0.x * b1;
-        c1a += a0.y * b0;
-        c1b += a0.y * b1;
-        c2a += a0.z * b0;
-        c2b += a0.z * b1;
-        c3a += a0.w * b0;
-        c3b += a0.w * b1;
-        c4a += a1.x * b0;
-        c4b += a1.x * b1;
-        c5a += a1.y * b0;
-        c5b += a1.y * b1;
-        c6a += a1.z * b0;
-        c6b += a1.z * b1;
-        c7a += a1.w * b0;
-        c7b += a1.w * b1;
-      } else {
-        let a0 = xs[kk * XROW + ty];
-        c0a += a0.x * b0;
-        c0b += a0.x * b1;
-        c1a += a0.y * b0;
-        c1b += a0.y * b1;
-        c2a += a0.z * b0;
-        c2b += a0.z * b1;
-        c3a += a0.w * b0;
-        c3b += a0.w * b1;
-      }
-    }
+    // #include matmul_wide_fma
     workgroupBarrier();
   }
 
-  // one column tile per segment counts the kept inputs of its rows
-  if (SPARSE && wid.x == seg.tile0) {
-    atomicAdd(&kept, my_kept);
-    workgroupBarrier();
-    if (t == 0u) { atomicAdd(&counters[p.counter + s], atomicLoad(&kept)); }
-  }
-  let acc = array<vec4<f32>, 16>(c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b, c6a, c6b, c7a, c7b);
-  for (var i = 0u; i < RM; i++) {
-    let m = row0 + ty * RM + i;
-    if (m >= p.M) { continue; }
-    for (var h = 0u; h < 2u; h++) {
-      for (var j = 0u; j < 4u; j++) {
-        let cl = col0 + h * 64u + tx * 4u + j;
-        if (cl >= seg.len) { continue; }
-        var v = acc[i * 2u + h][j];
-        if (BIAS) { v += bias[seg.out + cl]; }
-        let at = m * p.ldy + p.yOffset + seg.out + cl;
-        if (ACCUM) { y[at] += v; } else { y[at] = v; }
-      }
-    }
-  }
+  // #include matmul_wide_out
 }

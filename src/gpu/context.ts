@@ -62,14 +62,14 @@ export function variantName(v: Variant): string {
 }
 
 /**
- * The WGSL of a shader with its `// #include NAME` lines replaced by shader NAME's text (a fragment several
- * kernels share, e.g. gemv_finish; a fragment may include others), from `sources` where given, else the
- * embedded shaders.
+ * The WGSL of a shader with its `// #include NAME` lines (indented or not) replaced by shader NAME's text (a
+ * fragment several kernels share: declarations such as gemv_finish, or statements such as gemv_stage; a fragment
+ * may include others), from `sources` where given, else the embedded shaders.
  */
 export function shaderCode(name: ShaderName, sources: Partial<Record<ShaderName, string>> = {}): string {
   const expand = (n: ShaderName, depth: number): string => {
     if (depth > 4) throw new GpuError(`shader ${name}: includes nested too deep (a cycle?)`);
-    return (sources[n] ?? SHADERS[n]).replace(/^\/\/ #include (\w+)$/gm, (_, inc: string) => {
+    return (sources[n] ?? SHADERS[n]).replace(/^[ \t]*\/\/ #include (\w+)$/gm, (_, inc: string) => {
       if (!(inc in SHADERS)) throw new GpuError(`shader ${n}: no shader ${inc} to include`);
       return expand(inc as ShaderName, depth + 1);
     });
