@@ -39,7 +39,7 @@ import {
 import type { GpuContext } from "../src/gpu/context.ts";
 import { argmax, matmulT, ReferenceModel, rmsNorm, silu } from "../src/model/reference.ts";
 import { f16ToF32, f32ToF16Bits } from "../src/model/dtype.ts";
-import { loadModel } from "../src/model/model.ts";
+import { loadModel, type Model } from "../src/model/model.ts";
 import { SLOTS, WeightPacker } from "../src/model/weights.ts";
 import { openCheckpoint } from "../src/model/checkpoint.ts";
 import { COMMANDS } from "../src/cli/commands.ts";
@@ -732,6 +732,47 @@ Deno.test("sparsity bins: int8 TEAL at 70% runs the high bin's GEMV variants wit
   } finally {
     model.dispose();
   }
+});
+
+Deno.test("gemvHalf load option: the int8/int4 decode GEMVs over gemv_qh or gemv_q per model, whatever GEMV_HALF says; a non-boolean is refused", async () => {
+  const ctx = await gpu();
+  const kernelOf = (m: Model) =>
+    m.forward.decodeStep(false, 4).find((op) => op.label === "gemv.qkv")!.pipeline;
+  const on = await loadModel(STORIES, {
+    gpu: ctx,
+    contextLength: 64,
+    profile: false,
+    quant: "int4",
+    gemvHalf: true,
+  });
+  const off = await loadModel(STORIES, {
+    gpu: ctx,
+    contextLength: 64,
+    profile: false,
+    quant: "int4",
+    gemvHalf: false,
+  });
+  const byDefault = await loadModel(STORIES, { gpu: ctx, contextLength: 64, profile: false, quant: "int4" });
+  try {
+    assertEquals([on.forward.gemvHalf, off.forward.gemvHalf, byDefault.forward.gemvHalf], [
+      true,
+      false,
+      undefined,
+    ]);
+    assert(kernelOf(on) !== kernelOf(off), "gemvHalf true and false run different kernels");
+    // lavapipe is a CPU adapter: the default is the f32 kernel (GEMV_HALF.quant "gpu")
+    assert(kernelOf(byDefault) === kernelOf(off), "the default on a CPU adapter is gemv_q");
+    const greedy = { temperature: 0, maxTokens: 4, stopAtEos: false };
+    assertEquals((await on.complete([1], greedy)).ids, (await off.complete([1], greedy)).ids);
+  } finally {
+    on.dispose();
+    off.dispose();
+    byDefault.dispose();
+  }
+  await rejects(
+    () => loadModel(STORIES, { gpu: ctx, quant: "int4", gemvHalf: "yes" as unknown as boolean }),
+    /gemvHalf must be true or false/,
+  );
 });
 
 Deno.test("random bench models: quantized codes and scales made on the GPU give finite logits; weight bytes per format", async () => {

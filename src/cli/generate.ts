@@ -5,7 +5,7 @@
 import type { Command } from "./commands.ts";
 import { speculationJson } from "../generate/report.ts";
 import type { GenerateResult } from "../generate/types.ts";
-import { num, numList } from "./options.ts";
+import { GEMV_HALF_USAGE, gemvHalfFlag, num, numList } from "./options.ts";
 import { parseQuant } from "../gpu/quant.ts";
 
 /** The text of --prompt-file: a UTF-8 file, or standard input for '-'; errors name the file. */
@@ -82,6 +82,7 @@ const USAGE = `usage: deno run -A cli.ts generate [options]
   --draft-sparsity S   sparsity of the speculative draft, in [0, 1) (default 0.5; with auto: fixes S)
   --context N          context length to allocate (default min(model max, 4096))
   --quant FORMAT       weight format: none (f16, default), int8 or int4 (quantized at load)
+${GEMV_HALF_USAGE}
   --json               print {"ids", "text", "prompt_tokens", "tokens_per_s", ...} instead of streaming
 
 A prompt longer than one prefill pass shows its progress on stderr. Ctrl-C stops the generation (during the
@@ -109,6 +110,7 @@ export const generateCommand: Command = {
     "sparse-prefill": { type: "boolean" },
     context: { type: "string" },
     quant: { type: "string" },
+    "gemv-half": { type: "string" },
     speculate: { type: "string" },
     "draft-sparsity": { type: "string" },
     json: { type: "boolean" },
@@ -141,6 +143,7 @@ export const generateCommand: Command = {
         : num(v, "draft-sparsity", 0.5, { min: 0, max: 0.999 }),
     };
     const quant = parseQuant(v.quant as string | undefined, "--quant");
+    const gemvHalf = gemvHalfFlag(v["gemv-half"]);
     const dir = (v.model as string | undefined) ?? deps.defaultModelDir();
     const contextLength = v.context === undefined
       ? undefined
@@ -149,6 +152,7 @@ export const generateCommand: Command = {
       contextLength,
       profile: v.profile as string | undefined,
       quant,
+      gemvHalf,
     });
     try {
       let prompt: string | number[];

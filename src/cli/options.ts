@@ -47,3 +47,15 @@ export function onOff(value: unknown, name: string, fallback: boolean): boolean 
   if (value === "on" || value === "off") return value === "on";
   throw new Error(`--${name} must be 'on' or 'off', got '${value}'`);
 }
+
+/** Usage line of `--gemv-half`, shared by the commands that load a model. */
+export const GEMV_HALF_USAGE =
+  `  --gemv-half on|off|auto  int8/int4 weights: the decode GEMVs add their rows in packed f16 (default auto: on
+                       GPUs with the shader-f16 feature, off on CPU adapters; timed on NVIDIA only)`;
+
+/** `--gemv-half on|off|auto` as the `gemvHalf` load option (auto: undefined, the device's default). */
+export function gemvHalfFlag(value: unknown, name = "gemv-half"): boolean | undefined {
+  if (value === undefined || value === "auto") return undefined;
+  if (value === "on" || value === "off") return value === "on";
+  throw new Error(`--${name} must be 'on', 'off' or 'auto', got '${value}'`);
+}

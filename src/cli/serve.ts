@@ -3,7 +3,7 @@
  * @module
  */
 import type { Command } from "./commands.ts";
-import { num } from "./options.ts";
+import { GEMV_HALF_USAGE, gemvHalfFlag, num } from "./options.ts";
 import { parseQuant } from "../gpu/quant.ts";
 import { DEFAULT_LIMITS } from "../server/app.ts";
 import { serve } from "../server/serve.ts";
@@ -19,6 +19,7 @@ const USAGE = `usage: deno run -A cli.ts serve [options]
   --context N             context length to allocate (default min(model max, 4096))
   --profile FILE          TEAL profile (default: teal-profile.json beside the model)
   --quant FORMAT          weight format: none (f16), int8 or int4 (default: $TEALGPU_QUANT, else none)
+${GEMV_HALF_USAGE} (default: $TEALGPU_GEMV_HALF, else auto)
 
 Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health.
 SIGINT/SIGTERM stop accepting connections and wait for running requests; a second signal exits at once.`;
@@ -36,6 +37,7 @@ export const serveCommand: Command = {
     context: { type: "string" },
     profile: { type: "string" },
     quant: { type: "string" },
+    "gemv-half": { type: "string" },
   },
   async run(v, deps) {
     const port = num(v, "port", 8000, { min: 0, max: 65535, integer: true });
@@ -53,6 +55,9 @@ export const serveCommand: Command = {
     const quant = v.quant !== undefined
       ? parseQuant(v.quant as string, "--quant")
       : parseQuant(Deno.env.get("TEALGPU_QUANT") || undefined, "TEALGPU_QUANT");
+    const gemvHalf = v["gemv-half"] !== undefined
+      ? gemvHalfFlag(v["gemv-half"])
+      : gemvHalfFlag(Deno.env.get("TEALGPU_GEMV_HALF") || undefined, "gemv-half (TEALGPU_GEMV_HALF)");
 
     const stop = new AbortController();
     let signals = 0;
@@ -67,7 +72,12 @@ export const serveCommand: Command = {
     let failed = false;
     // the model runs in a worker thread: GPU read-backs block their thread, and this one serves HTTP
     console.error(`tealgpu: loading ${dir}`);
-    const model = loadModelInWorker(dir, { contextLength, profile: v.profile as string | undefined, quant });
+    const model = loadModelInWorker(dir, {
+      contextLength,
+      profile: v.profile as string | undefined,
+      quant,
+      gemvHalf,
+    });
     model.then(
       (m) => {
         const sparse = m.sparsityLevels.length > 0 ? `, TEAL sparsity up to ${m.sparsityLevels.at(-1)}` : "";

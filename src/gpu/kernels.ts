@@ -3,7 +3,7 @@
  * `Params` structs in `shaders/*.wgsl`.
  * @module
  */
-import type { GpuContext, Op } from "./context.ts";
+import { type GpuContext, GpuError, type Op } from "./context.ts";
 import { gemvQColsPerThread, gemvQOp, quantOverrides, type WeightFormat } from "./quant.ts";
 
 /**
@@ -496,9 +496,19 @@ export function gemvOp(
      * the staging's). The same sums either way; one trip of weights is read even in steps queued past EOS.
      */
     early?: boolean;
+    /**
+     * Add the rows in packed f16 (gemv_h.wgsl for f16 weights, gemv_qh.wgsl for int8/int4; needs the
+     * shader-f16 feature); default {@link gemvHalfOn}, which follows {@link GEMV_HALF}.
+     */
+    half?: boolean;
   },
 ): Op {
   if (m.format && m.format !== "f16") return gemvQOp(ctx, m, x, partials, sp, opts);
+  if (opts.half && !ctx.hasF16) {
+    throw new GpuError(
+      `${ctx.adapterName} has no shader-f16 feature: the GEMVs cannot add their rows in f16`,
+    );
+  }
   const tune = resolveGemvTune(m.K, m.N, "f16", opts.sparse ?? false, opts.tune);
   checkGemvTune(tune, ctx.device.limits.maxComputeWorkgroupStorageSize);
   const inp = opts.input ?? { kind: "plain" };
@@ -522,7 +532,7 @@ export function gemvOp(
   const shared = gemvInputBindings(ctx, m, x, partials, sp, inp, opts.state, fin);
   return ctx.op({
     variant: {
-      shader: gemvHalfOn(ctx, "f16") ? "gemv_h" : "gemv",
+      shader: (opts.half ?? gemvHalfOn(ctx, "f16")) ? "gemv_h" : "gemv",
       overrides: {
         TPR: tune.TPR,
         KCHUNK: tune.KCHUNK,

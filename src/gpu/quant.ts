@@ -10,7 +10,7 @@
  * the offset). A channel TEAL drops is one run of codes + scales that is never read.
  * @module
  */
-import type { GpuContext, Op } from "./context.ts";
+import { type GpuContext, GpuError, type Op } from "./context.ts";
 import {
   checkGemvTune,
   GEMV_SCAN,
@@ -33,12 +33,20 @@ import { f16BitsToF32, f32ToF16Bit } from "../model/dtype.ts";
 /** Weight format of the `quant` load option: f16 ("none"), or group-wise int8 / int4. */
 export type QuantFormat = "none" | "int8" | "int4";
 
-/** Every value of {@link QuantFormat}, for option checking. */
-/** The GEMV kernel of quantized weights on this device (GEMV_HALF.quant). */
-export function gemvQShader(ctx: GpuContext): "gemv_q" | "gemv_qh" {
-  return gemvHalfOn(ctx, "quant") ? "gemv_qh" : "gemv_q";
+/**
+ * The GEMV kernel of quantized weights on this device: gemv_qh (rows in packed f16) when `half` says so, else
+ * by GEMV_HALF.quant ({@link gemvHalfOn}). A device without shader-f16 runs gemv_q; `half` true there is refused.
+ */
+export function gemvQShader(ctx: GpuContext, half?: boolean): "gemv_q" | "gemv_qh" {
+  if (half && !ctx.hasF16) {
+    throw new GpuError(
+      `${ctx.adapterName} has no shader-f16 feature: the GEMVs cannot add their rows in f16`,
+    );
+  }
+  return (half ?? gemvHalfOn(ctx, "quant")) ? "gemv_qh" : "gemv_q";
 }
 
+/** Every value of {@link QuantFormat}, for option checking. */
 export const QUANT_FORMATS: readonly QuantFormat[] = ["none", "int8", "int4"];
 
 /** Storage format of one {@link Matrix}. */
@@ -283,6 +291,8 @@ export function gemvQOp(
     tune?: GemvTune;
     finish?: GemvFinish;
     early?: boolean;
+    /** Rows in packed f16 (gemv_qh.wgsl); default {@link gemvHalfOn}. */
+    half?: boolean;
   },
 ): Op {
   const s = schemeOf(m);
@@ -313,7 +323,7 @@ export function gemvQOp(
   const tiles = segmentTiles(m.segments, tileN);
   return ctx.op({
     variant: {
-      shader: gemvQShader(ctx),
+      shader: gemvQShader(ctx, opts.half),
       overrides: {
         TPR,
         KCHUNK,

@@ -280,6 +280,26 @@ export class Forward {
   #sparsityLevel = 0.5;
 
   /**
+   * Whether the int8/int4 decode GEMVs add their rows in packed f16 (gemv_qh.wgsl); undefined (the default):
+   * GEMV_HALF's choice for the device (on GPUs with shader-f16, off on CPU adapters). f16 weights keep their
+   * default kernel either way. true on a device without shader-f16 throws when a step is built. Setting it
+   * drops the decode steps built so far.
+   */
+  get gemvHalf(): boolean | undefined {
+    return this.#gemvHalf;
+  }
+  set gemvHalf(on: boolean | undefined) {
+    if (on === this.#gemvHalf) return;
+    this.#gemvHalf = on;
+    this.#dropSteps();
+  }
+  #gemvHalf: boolean | undefined = undefined;
+  // the packed-f16 choice for a matrix's GEMV: quantized weights only
+  #halfFor(m: Matrix): boolean | undefined {
+    return m.format && m.format !== "f16" ? this.#gemvHalf : undefined;
+  }
+
+  /**
    * q heads a workgroup of the split decode attention (long contexts, {@link attnSpan}) takes, all of one kv
    * head, which then read its keys and values once between them: 1 to 4, dividing the q heads a kv head, at
    * every position the split variant runs; null (the default): by position, {@link attnHeadsAt}. Change it
@@ -528,7 +548,15 @@ export class Forward {
       label: string,
       next: Matrix,
     ): Op[] => {
-      const o = { sparse, counter, label: `gemv.${label}`, state: this.state, early, tune: tuneOf(m, label) };
+      const o = {
+        sparse,
+        counter,
+        label: `gemv.${label}`,
+        state: this.state,
+        early,
+        tune: tuneOf(m, label),
+        half: this.#halfFor(m),
+      };
       if (fused) {
         return [
           gemvOp(ctx, m, input, partials, sp, { ...o, finish: { kind: "add", out: this.x, ss: this.ss } }),
@@ -557,6 +585,7 @@ export class Forward {
         input: normed(L.mlpNorm, nss),
         early,
         tune: tuneOf(L.gateUp, "gateup"),
+        half: this.#halfFor(L.gateUp),
       };
       if (fused) {
         return [
@@ -605,6 +634,7 @@ export class Forward {
           state: this.state,
           input: normed(L.attnNorm, nss),
           tune: tuneOf(L.qkv, "qkv"),
+          half: this.#halfFor(L.qkv),
         }),
         ...attnDecodeOps(
           ctx,
@@ -716,6 +746,7 @@ export class Forward {
         gemvOp(this.ctx, p.matrix, x, this.partials, this.sparsity, {
           sparse: false,
           early: this.gemvEarly,
+          half: this.#halfFor(p.matrix),
           label: "gemv.lm_head",
           finish,
           ...o,

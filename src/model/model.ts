@@ -61,6 +61,13 @@ export interface LoadOptions {
    * "int4" (with a zero point, groups of 128) quantize at load (docs/quantization.md). Embeddings stay f16.
    */
   quant?: QuantFormat;
+  /**
+   * int8/int4 weights: whether the decode GEMVs add their rows in packed f16 arithmetic (two codes an
+   * instruction; docs/quantization.md). Default: on GPUs with the shader-f16 feature, off on CPU adapters,
+   * where it is slower. It was timed on NVIDIA only: false keeps the f32 kernel on GPUs where that is faster.
+   * true on a device without shader-f16 is refused.
+   */
+  gemvHalf?: boolean;
 }
 
 /** Realised TEAL sparsity measured on the GPU during the last generation. */
@@ -117,7 +124,8 @@ export class Model implements TextModel {
    * @param gpu GPU context holding the weights.
    * @param weights The model's weights on the GPU.
    * @param tokenizer The tokenizer, or null for token-id-only models.
-   * @param o Longest sequence (`contextLength`) and most tokens per prefill pass (`maxPrefill`).
+   * @param o Longest sequence (`contextLength`), most tokens per prefill pass (`maxPrefill`) and the int8/int4
+   * decode GEMVs' arithmetic (`gemvHalf`, {@link LoadOptions}).
    */
   constructor(
     id: string,
@@ -125,7 +133,7 @@ export class Model implements TextModel {
     gpu: GpuContext,
     weights: Weights,
     tokenizer: TextTokenizer | null,
-    o: { contextLength: number; maxPrefill: number },
+    o: { contextLength: number; maxPrefill: number; gemvHalf?: boolean },
   ) {
     this.id = id;
     this.config = config;
@@ -136,6 +144,7 @@ export class Model implements TextModel {
     this.weightBytes = weights.bytes;
     this.weightFormat = weights.format;
     this.forward = new Forward(gpu, config, weights, { maxSeq: o.contextLength, maxPrefill: o.maxPrefill });
+    this.forward.gemvHalf = o.gemvHalf;
   }
 
   /** Sparsity targets the attached TEAL profile offers. */
@@ -631,7 +640,14 @@ export async function modelFromTensors(
 ): Promise<Model> {
   checkShapes(config);
   const quant = parseQuant(options.quant, "quant");
+  if (options.gemvHalf !== undefined && typeof options.gemvHalf !== "boolean") {
+    throw new RangeError(`gemvHalf must be true or false, got ${JSON.stringify(options.gemvHalf)}`);
+  }
   const gpu = options.gpu ?? await createGpuContext();
+  if (options.gemvHalf && !gpu.hasF16) {
+    if (!options.gpu) gpu.destroy();
+    throw new RangeError(`gemvHalf: ${gpu.adapterName} has no shader-f16 feature`);
+  }
   const weights = allocateWeights(gpu, config, quant);
   try {
     let pending = 0;
@@ -653,6 +669,7 @@ export async function modelFromTensors(
   }
   const contextLength = Math.min(options.contextLength ?? DEFAULT_CONTEXT, config.maxPositionEmbeddings);
   return new Model(id, config, gpu, weights, options.tokenizer ?? null, {
+    gemvHalf: options.gemvHalf,
     contextLength,
     maxPrefill: options.maxPrefill === undefined
       ? defaultMaxPrefill(config, gpu.maxBinding, contextLength)

@@ -39,6 +39,8 @@ export interface WorkerLoadOptions {
   profile?: string | false;
   /** Weight format: "none" (f16), "int8" or "int4" (quantized at load). */
   quant?: QuantFormat;
+  /** int8/int4: the decode GEMVs' rows in packed f16 (default: the device's; see `LoadOptions.gemvHalf`). */
+  gemvHalf?: boolean;
 }
 
 /** What the worker reports once the model is loaded. */
