@@ -149,6 +149,25 @@ const K_LLAMA: ModelConfig = {
   eosTokenIds: [2],
 };
 
+Deno.test("GGUF Q8_0 / Q4_0 with quant int8 / int4: re-quantized at load, as the stored values are from safetensors", async () => {
+  const ctx = await gpu();
+  const { config, tensors } = await hfModel(STORIES);
+  for (const [type, quant] of [["Q8_0", "int8"], ["Q4_0", "int4"]] as const) {
+    const { file, stored } = hfToGguf(config, tensors, matricesAs(type));
+    const { dir, path } = await tempGguf(file);
+    try {
+      const loaded = await loadModel(path, { ...OPTS, gpu: ctx, quant });
+      const ref = await modelFromTensors("ref", config, stored, { ...OPTS, gpu: ctx, quant });
+      assertEquals([loaded.weightFormat, loaded.weightBytes], [quant, ref.weightBytes]);
+      // the same dequantized values quantized by the same GPU kernel: the same codes, the same logits
+      const got = await logitsOf(loaded);
+      assertEquals(got, await logitsOf(ref), `${type} as ${quant}`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
+});
+
 Deno.test("llama GGUF with every matrix Q4_K, Q5_K or Q6_K (GQA, untied) matches a model of the stored values", async () => {
   const tensors = randomModel(K_LLAMA, 11);
   for (const type of ["Q4_K", "Q5_K", "Q6_K"] as const) {
