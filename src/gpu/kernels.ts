@@ -64,8 +64,9 @@ export const GEMV_CHUNK: { dense: number; sparse: number } = { dense: 1, sparse:
 
 /**
  * Bins of a TEAL-sparse step's expected sparsity (the model-wide target its thresholds were set for), each with
- * GEMV variants of its own ({@link gemvTune}): "low" below `lowBelow`, "high" from `highFrom`, "mid" between. `on` false runs every sparse step with the mid variants (`bench --sparsity-bins
- * off`); set it before a model's decode steps are built.
+ * GEMV variants of its own ({@link gemvTune}): "low" below `lowBelow`, "high" from `highFrom`, "mid" between.
+ * `on` false runs every sparse step with the mid variants (`bench --sparsity-bins off`); set it before a
+ * model's decode steps are built.
  */
 export const SPARSITY_BINS: { on: boolean; lowBelow: number; highFrom: number } = {
   on: true,
@@ -211,7 +212,8 @@ export function gemvChunk(K: number, N: number, sparse = false): number {
  * workgroups, so that more warps an SM hide each other's decode arithmetic (shorter K chunks and pipelined
  * walks measured slower), int4's 4096-wide projections at 50% and its o dense on 16-thread column groups
  * (twice the tiles); their lm_head as f16's wide outputs. The chunk is always gemvChunk's: the kernels
- * that sum the splits read that many.
+ * that sum the splits read that many. `bin`: the sparse step's {@link sparsityBin} (the low and high bins have
+ * variants of their own for f16, and int8's high bin).
  */
 export function gemvTune(
   K: number,
