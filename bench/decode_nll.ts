@@ -4,17 +4,18 @@
  * `cli.ts eval` scores windows through the prefill pass (the GEMM kernels), which never runs the decode GEMVs, so
  * a change to them (e.g. `--gemv-half`: the GEMVs' row arithmetic in f16, GEMV_HALF) is measured here. `--sparsity S`
  * runs the TEAL-sparse decode step at the model profile's thresholds for S (the sparse GEMVs; `eval --sparsity`
- * masks the prefill GEMMs' inputs instead). One read-back a token: slow on a GPU (~10 ms each in Deno), so keep
- * the windows few.
+ * masks the prefill GEMMs' inputs instead), with the GEMV variants of S's sparsity bin (`--sparsity-bins
+ * off|on|both`: the mid bin's variants, SPARSITY_BINS). One read-back a token: slow on a GPU (~10 ms each in
+ * Deno), so keep the windows few.
  *
  * `deno run -A bench/decode_nll.ts --text FILE [--model PATH] [--quant none|int8|int4] [--windows 4]
- *   [--ctx 128] [--sparsity S] [--gemv-half off|on|both]`
+ *   [--ctx 128] [--sparsity S] [--gemv-half off|on|both] [--sparsity-bins off|on|both]`
  * @module
  */
 import { parseArgs } from "node:util";
 import { loadModel } from "../src/model/model.ts";
 import { parseQuant } from "../src/gpu/quant.ts";
-import { GEMV_HALF } from "../src/gpu/kernels.ts";
+import { GEMV_HALF, SPARSITY_BINS } from "../src/gpu/kernels.ts";
 import { defaultModelDir } from "../src/model/default_model.ts";
 import { thresholdsFor } from "../src/teal/profile.ts";
 
@@ -36,6 +37,7 @@ async function decodeNll(
         throw new Error(`--sparsity: model ${dir} has no TEAL profile (run: cli.ts calibrate)`);
       }
       model.setThresholds(thresholdsFor(model.profile, sparsity));
+      fwd.sparsityLevel = sparsity; // the GEMV variants of its bin
     }
     const bos = model.config.bosTokenId ?? 1;
     let sum = 0;
@@ -71,6 +73,7 @@ async function main(): Promise<void> {
       ctx: { type: "string" },
       "gemv-half": { type: "string" },
       sparsity: { type: "string" },
+      "sparsity-bins": { type: "string" },
     },
   });
   if (!values.text) throw new Error("--text FILE: the text to score");
@@ -83,26 +86,33 @@ async function main(): Promise<void> {
   if (!(sparsity >= 0 && sparsity < 1)) throw new RangeError("--sparsity: a number in [0, 1)");
   const half = values["gemv-half"] ?? "both";
   if (!["off", "on", "both"].includes(half)) throw new RangeError("--gemv-half: off, on or both");
+  const bins = values["sparsity-bins"] ?? "on";
+  if (!["off", "on", "both"].includes(bins)) throw new RangeError("--sparsity-bins: off, on or both");
   const dir = values.model ?? defaultModelDir();
   const probe = await loadModel(dir, { quant: "none" });
   const ids = probe.encode(await Deno.readTextFile(values.text), false);
   const device = probe.gpu.adapterName;
   probe.dispose();
-  for (const on of half === "both" ? [false, true] : [half === "on"]) {
-    GEMV_HALF.quant = GEMV_HALF.f16 = on;
-    const r = await decodeNll(dir, quant, ids, windows, ctx, sparsity);
-    console.log(JSON.stringify({
-      device,
-      model: dir,
-      quant,
-      gemv_half: on,
-      sparsity,
-      windows,
-      ctx,
-      tokens: r.tokens,
-      nll: r.nll,
-      ppl: Math.exp(r.nll),
-    }));
+  const choices = (v: string) => v === "both" ? [false, true] : [v === "on"];
+  for (const on of choices(half)) {
+    for (const binsOn of choices(bins)) {
+      GEMV_HALF.quant = GEMV_HALF.f16 = on;
+      SPARSITY_BINS.on = binsOn;
+      const r = await decodeNll(dir, quant, ids, windows, ctx, sparsity);
+      console.log(JSON.stringify({
+        device,
+        model: dir,
+        quant,
+        gemv_half: on,
+        sparsity_bins: binsOn,
+        sparsity,
+        windows,
+        ctx,
+        tokens: r.tokens,
+        nll: r.nll,
+        ppl: Math.exp(r.nll),
+      }));
+    }
   }
 }
 
