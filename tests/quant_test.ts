@@ -773,6 +773,26 @@ Deno.test("gemvHalf load option: the int8/int4 decode GEMVs over gemv_qh or gemv
     () => loadModel(STORIES, { gpu: ctx, quant: "int4", gemvHalf: "yes" as unknown as boolean }),
     /gemvHalf must be true or false/,
   );
+  // the CLI: --gemv-half reaches the load options of generate; a bad value is refused before any load
+  const seen: unknown[] = [];
+  const capture = {
+    loadModel: (_d: string, o?: { gemvHalf?: boolean }) => {
+      seen.push(o?.gemvHalf);
+      return Promise.reject(new Error("stop here"));
+    },
+    defaultModelDir: () => STORIES,
+  };
+  for (const flag of ["on", "off", "auto"]) {
+    await rejects(COMMANDS.generate.run({ prompt: "x", "gemv-half": flag }, capture), /stop here/);
+  }
+  assertEquals(seen, [true, false, undefined]);
+  for (const cmd of [COMMANDS.generate, COMMANDS.serve]) {
+    await rejects(
+      cmd.run({ prompt: "x", "gemv-half": "fast" }, capture),
+      /--gemv-half must be 'on', 'off' or 'auto'/,
+    );
+  }
+  assertEquals(seen.length, 3);
 });
 
 Deno.test("random bench models: quantized codes and scales made on the GPU give finite logits; weight bytes per format", async () => {
