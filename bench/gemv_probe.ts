@@ -1,10 +1,13 @@
 /**
  * Where a decode GEMV's time goes, at Llama-3-8B shapes: the read pattern alone (the gemv grid and row walk,
- * loads XOR-ed together, no arithmetic and no staging), the kernel without its reduce pass, the kernel with
- * no active row (its fixed cost: launch, staging, compaction, epilogue), and the reduce pass alone.
+ * loads XOR-ed together, no arithmetic and no staging; f16 weights), the kernel without its reduce pass, the
+ * kernel with no active row (its fixed cost: launch, staging, compaction, epilogue), and the reduce pass alone.
+ * `--quant int8|int4` times the quantized GEMVs (random codes made on the GPU, the shape's variants and the
+ * device's kernel: gemv_qh on GPUs with shader-f16) the same way, but for the read pattern.
  *
- * `deno run -A bench/gemv_probe.ts [--quick] [--json FILE]` prints GPU microseconds per dispatch (timestamp queries,
- * median of 7 passes of many dispatches over rotating weight copies, each pass after an untimed one).
+ * `deno run -A bench/gemv_probe.ts [--quick] [--quant none|int8|int4] [--json FILE]` prints GPU microseconds per
+ * dispatch (timestamp queries, median of 7 passes of many dispatches over rotating weight copies, each pass after
+ * an untimed one).
  * @module
  */
 import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
@@ -19,6 +22,14 @@ import {
   reduceOp,
 } from "../src/gpu/kernels.ts";
 import { median } from "../src/bench/stats.ts";
+import {
+  bytesPerWeight,
+  fillQuantOps,
+  gemvQShader,
+  layoutQuantSegments,
+  parseQuant,
+  QUANT_SCHEMES,
+} from "../src/gpu/quant.ts";
 
 const SHAPES: [number, number][] = [[28672, 4096], [14336, 4096], [4096, 14336], [6144, 4096], [4096, 4096]];
 
@@ -76,8 +87,13 @@ async function timeOps(ctx: GpuContext, ops: Op[], perPass: number): Promise<num
 if (import.meta.main) {
   if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
   const jsonAt = Deno.args.indexOf("--json");
+  const quantAt = Deno.args.indexOf("--quant");
+  const quant = parseQuant(quantAt >= 0 ? Deno.args[quantAt + 1] : undefined, "--quant");
   const ctx = await createGpuContext();
-  console.log(`device: ${ctx.adapterName}`);
+  const format = quant === "none" ? "f16" : quant;
+  console.log(
+    `device: ${ctx.adapterName}, ${format} weights${quant === "none" ? "" : ` (${gemvQShader(ctx)}.wgsl)`}`,
+  );
   const module = ctx.device.createShaderModule({ code: STREAM_WGSL, label: "probe_stream" });
   const sink = ctx.buffer(16, "sink");
   const rows: Record<string, number | string>[] = [];
@@ -86,14 +102,31 @@ if (import.meta.main) {
   for (const [N, K] of quick ? [[1024, 520] as [number, number]] : SHAPES) {
     const mats: Matrix[] = [];
     for (let c = 0; c < copies; c++) {
+      const scales = ctx.buffer(K * 4, "ones", new Float32Array(K).fill(1));
+      if (quant !== "none") {
+        const scheme = QUANT_SCHEMES[quant];
+        const { segments, words } = layoutQuantSegments(K, [N], [0], scheme);
+        const m: Matrix = {
+          K,
+          N,
+          segments,
+          buffer: ctx.buffer(words * 4, "wq"),
+          scales,
+          format,
+          group: scheme.group,
+        };
+        ctx.run(fillQuantOps(ctx, m, c + 1));
+        mats.push(m);
+        continue;
+      }
       const { segments, halves } = layoutSegments(K, [N], [0]);
       const buffer = ctx.buffer(halves * 2, "w");
       ctx.run([fillOp(ctx, buffer, { words: halves / 2, mode: "random", seed: c + 1, scale: 0.02 })]);
-      mats.push({ K, N, segments, buffer, scales: ctx.buffer(K * 4, "ones", new Float32Array(K).fill(1)) });
+      mats.push({ K, N, segments, buffer, scales });
     }
     const xs = new Float32Array(K).map((_, i) => Math.sin(i * 12.9898) * 0.999);
     const x = ctx.buffer(K * 4, "x", xs);
-    const tune = gemvTune(K, N);
+    const tune = gemvTune(K, N, format);
     const splits = Math.ceil(K / tune.KCHUNK);
     const partials = ctx.buffer(splits * N * 4, "partials");
     const out = ctx.buffer(N * 4, "out");
@@ -102,7 +135,7 @@ if (import.meta.main) {
       counters: ctx.buffer(16, "c"),
     });
     const perPass = quick ? 4 : Math.max(40, Math.round(4e-2 / (N * K * 2 / 3e12)));
-    const bytes = N * K * 2;
+    const bytes = N * K * bytesPerWeight(format, mats[0].group);
     const line = (what: string, us: number, b = bytes) => {
       rows.push({ N, K, what, us: Number(us.toFixed(2)), gbs: Math.round(b / (us * 1e-6) / 1e9) });
       console.log(
@@ -111,7 +144,10 @@ if (import.meta.main) {
         } GB/s`,
       );
     };
-    for (const [TPR, UNROLL] of [[tune.TPR, tune.UNROLL], [16, 4], [32, 8], [64, 8]]) {
+    // the read pattern of the f16 layout (quantized rows are laid out otherwise: no stream probe for them)
+    for (
+      const [TPR, UNROLL] of quant === "none" ? [[tune.TPR, tune.UNROLL], [16, 4], [32, 8], [64, 8]] : []
+    ) {
       const pipeline = ctx.device.createComputePipeline({
         layout: "auto",
         compute: { module, entryPoint: "main", constants: { TPR, KCHUNK: tune.KCHUNK, UNROLL } },
