@@ -19,65 +19,11 @@ override KG: u32 = WG / TPR;
 override TILE_N: u32 = TPR * 8u;
 override PER: u32 = KCHUNK / WG;
 
-// #include segment
-struct Params {
-  K: u32,
-  ncols: u32,      // columns of partials (all segments)
-  nseg: u32,
-  counter: u32,    // counters[counter + seg] counts active channels of each segment
-  tickets: u32,    // EPI: counters[tickets + tile] orders the workgroups of a tile (gemv_finish.wgsl)
-  eps: f32,        // INPUT 1
-  outOffset: u32,  // EPI: element of column 0 in outv
-  auxCols: u32,    // INPUT 2: columns of the gate|up partials; up starts at auxCols / 2
-  seg: array<Seg, 3>,
-}
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read_write> partials: array<f32>;
-@group(0) @binding(4) var<storage, read> thresholds: array<f32>;
-@group(0) @binding(5) var<storage, read> scales: array<f32>;
-@group(0) @binding(6) var<storage, read_write> counters: array<atomic<u32>>;
-@group(0) @binding(7) var<storage, read> aux: array<f32>;
-@group(0) @binding(8) var<storage, read_write> ss: array<f32>;  // read_write: EPI 2 writes it
-@group(0) @binding(9) var<storage, read> state: array<u32>;
+// #include gemv_params
 
 // #include gemv_finish
 
-var<workgroup> act_idx: array<u32, KCHUNK>;
-var<workgroup> act_val: array<f32, KCHUNK>;
-var<workgroup> scan: array<u32, WG>;
-var<workgroup> red: array<f32, WG * 8u>;  // KG * TILE_N
-
-fn input(k: u32, inv_rms: f32) -> f32 {
-  if (INPUT == 1u) { return x[k] * inv_rms * aux[k]; }
-  if (INPUT == 2u) {
-    // AUX_SPLITS is a constant so the loop unrolls and its loads are all in flight at once: a loop bound read
-    // from the uniform left them one L2 round trip apart (about 20 us per down GEMV at 8B shapes)
-    var g = 0.0;
-    var u = 0.0;
-    let half_cols = p.auxCols / 2u;
-    for (var s = 0u; s < AUX_SPLITS; s++) {
-      g += aux[s * p.auxCols + k];
-      u += aux[s * p.auxCols + half_cols + k];
-    }
-    return g / (1.0 + exp(-g)) * u;
-  }
-  return x[k];
-}
-
-// Input channel of the j-th row walked: the j-th active channel when sparse, else the chunk's j-th.
-fn row(j: u32, k_base: u32) -> u32 {
-  if (SPARSE) { return act_idx[j]; }
-  return k_base + j;
-}
-
-// Input value of the j-th row walked: staged at its channel's place in the chunk, dense or sparse (so the
-// compaction moves only indices and the chunk needs 8 bytes of workgroup memory a channel, not 12).
-fn val(j: u32, k_base: u32) -> f32 {
-  if (SPARSE) { return act_val[act_idx[j] - k_base]; }
-  return act_val[j];
-}
+// #include gemv_workgroup
 
 
 // One trip of a thread's row walk: UNROLL rows of its 8 columns (rows 4..7 only when UNROLL is 8).

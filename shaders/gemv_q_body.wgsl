@@ -22,53 +22,14 @@ override COLS: u32 = VEC * 32u / BITS;
 override TILE_N: u32 = TPR * COLS;
 override PER: u32 = KCHUNK / WG;
 
-// #include segment
-struct Params {
-  K: u32,
-  ncols: u32,      // columns of partials (all segments)
-  nseg: u32,
-  counter: u32,    // counters[counter + seg] counts active channels of each segment
-  tickets: u32,    // EPI: counters[tickets + tile] orders the workgroups of a tile (gemv_finish.wgsl)
-  eps: f32,        // INPUT 1
-  outOffset: u32,  // EPI: element of column 0 in outv
-  auxCols: u32,    // INPUT 2: columns of the gate|up partials; up starts at auxCols / 2
-  seg: array<Seg, 3>,
-}
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read_write> partials: array<f32>;
-@group(0) @binding(4) var<storage, read> thresholds: array<f32>;
-@group(0) @binding(5) var<storage, read> scales: array<f32>;
-@group(0) @binding(6) var<storage, read_write> counters: array<atomic<u32>>;
-@group(0) @binding(7) var<storage, read> aux: array<f32>;
-@group(0) @binding(8) var<storage, read_write> ss: array<f32>;  // read_write: EPI 2 writes it
-@group(0) @binding(9) var<storage, read> state: array<u32>;
+// #include gemv_params
 @group(0) @binding(11) var<storage, read> wt2: array<vec2<u32>>;
 @group(0) @binding(12) var<storage, read> wt1: array<u32>;
 
 
 // #include gemv_finish
 
-var<workgroup> act_idx: array<u32, KCHUNK>;
-var<workgroup> act_val: array<f32, KCHUNK>;
-var<workgroup> scan: array<u32, WG>;
-var<workgroup> red: array<f32, WG * 8u>;  // eight columns per thread per reduction pass
-
-fn input(k: u32, inv_rms: f32) -> f32 {
-  if (INPUT == 1u) { return x[k] * inv_rms * aux[k]; }
-  if (INPUT == 2u) {
-    var g = 0.0;
-    var u = 0.0;
-    let half_cols = p.auxCols / 2u;
-    for (var s = 0u; s < AUX_SPLITS; s++) {  // a constant bound: the loads go out together (gemv.wgsl)
-      g += aux[s * p.auxCols + k];
-      u += aux[s * p.auxCols + half_cols + k];
-    }
-    return g / (1.0 + exp(-g)) * u;
-  }
-  return x[k];
-}
+// #include gemv_workgroup
 
 // Row k's codes for this thread (vc: its first word in row 0, in units of VEC words; vs: units a row). VEC 2
 // leaves z and w zero, and fma_row never reads them.
@@ -87,19 +48,6 @@ struct Trip {
   q0: vec4<u32>, q1: vec4<u32>, q2: vec4<u32>, q3: vec4<u32>,
   q4: vec4<u32>, q5: vec4<u32>, q6: vec4<u32>, q7: vec4<u32>,
   m0: u32, m1: u32, m2: u32, m3: u32, m4: u32, m5: u32, m6: u32, m7: u32,
-}
-
-// Input channel of the j-th row walked: the j-th active channel when sparse, else the chunk's j-th.
-fn row(j: u32, k_base: u32) -> u32 {
-  if (SPARSE) { return act_idx[j]; }
-  return k_base + j;
-}
-
-// Input value of the j-th row walked: staged at its channel's place in the chunk, dense or sparse (so the
-// compaction moves only indices and the chunk needs 8 bytes of workgroup memory a channel, not 12).
-fn val(j: u32, k_base: u32) -> f32 {
-  if (SPARSE) { return act_val[act_idx[j] - k_base]; }
-  return act_val[j];
 }
 
 // x * scale (the place factors of bytes4 / nibbles4 are divided out at the end: place_scaled), and x * offset,

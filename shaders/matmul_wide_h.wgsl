@@ -60,14 +60,7 @@ fn load_x(t: u32, i: u32, k0: u32, row0: u32, s: u32, thr: f32, kept: ptr<functi
   let idx = t + i * 256u;
   let m = row0 + idx / (BK / 4u);
   let k = k0 + (idx % (BK / 4u)) * 4u;
-  if (m >= p.M || k >= p.K) { return vec4<f32>(0.0); }
-  var v = x[(m * p.K + k) / 4u];
-  if (SPARSE) {
-    let keep = abs(v) * scales[(s * p.K + k) / 4u] > vec4<f32>(thr);
-    v = select(vec4<f32>(0.0), v, keep);
-    *kept += u32(keep.x) + u32(keep.y) + u32(keep.z) + u32(keep.w);
-  }
-  return v;
+  // #include matmul_wide_x
 }
 
 // a thread's i-th weight vec4 of the step at k0: columns col..col+3 of input k (zero past K or the segment's
@@ -147,32 +140,7 @@ fn store_step(b: u32, t: u32, st: Step) {
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-  var s = 0u;
-  if (p.nseg > 1u && wid.x >= p.seg[1].tile0) { s = 1u; }
-  if (p.nseg > 2u && wid.x >= p.seg[2].tile0) { s = 2u; }
-  let seg = p.seg[s];
-  let thr = thresholds[seg.thr];
-  let col0 = (wid.x - seg.tile0) * 128u;  // first column of the tile within the segment
-  let row0 = wid.y * 16u * RM;
-  let tx = t % 16u;
-  let ty = t / 16u;
-  // f32 sums over the steps: rows ty * RM + i, columns tx*4.. (a) and 64 + tx*4.. (b)
-  var c0a = vec4<f32>(0.0);
-  var c0b = vec4<f32>(0.0);
-  var c1a = vec4<f32>(0.0);
-  var c1b = vec4<f32>(0.0);
-  var c2a = vec4<f32>(0.0);
-  var c2b = vec4<f32>(0.0);
-  var c3a = vec4<f32>(0.0);
-  var c3b = vec4<f32>(0.0);
-  var c4a = vec4<f32>(0.0);
-  var c4b = vec4<f32>(0.0);
-  var c5a = vec4<f32>(0.0);
-  var c5b = vec4<f32>(0.0);
-  var c6a = vec4<f32>(0.0);
-  var c6b = vec4<f32>(0.0);
-  var c7a = vec4<f32>(0.0);
-  var c7b = vec4<f32>(0.0);
+  // #include matmul_wide_begin
 
   var st = load_step(t, 0u, row0, col0, s, seg, thr);
   var my_kept = st.kept;
@@ -267,19 +235,5 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
 
   // one column tile per segment counts the kept inputs of its rows
   if (SPARSE && wid.x == seg.tile0 && my_kept > 0u) { atomicAdd(&counters[p.counter + s], my_kept); }
-  let acc = array<vec4<f32>, 16>(c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b, c6a, c6b, c7a, c7b);
-  for (var i = 0u; i < RM; i++) {
-    let m = row0 + ty * RM + i;
-    if (m >= p.M) { continue; }
-    for (var h = 0u; h < 2u; h++) {
-      for (var j = 0u; j < 4u; j++) {
-        let cl = col0 + h * 64u + tx * 4u + j;
-        if (cl >= seg.len) { continue; }
-        var v = acc[i * 2u + h][j];
-        if (BIAS) { v += bias[seg.out + cl]; }
-        let at = m * p.ldy + p.yOffset + seg.out + cl;
-        if (ACCUM) { y[at] += v; } else { y[at] = v; }
-      }
-    }
-  }
+  // #include matmul_wide_store
 }

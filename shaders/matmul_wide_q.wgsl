@@ -37,14 +37,7 @@ var<workgroup> kept: atomic<u32>;
 
 // x inputs k..k+3 of row m (zero past the rows or K), TEAL-masked when SPARSE; kept counts what the mask kept
 fn load_x(m: u32, k: u32, s: u32, thr: f32, kept: ptr<function, u32>) -> vec4<f32> {
-  if (m >= p.M || k >= p.K) { return vec4<f32>(0.0); }
-  var v = x[(m * p.K + k) / 4u];
-  if (SPARSE) {
-    let keep = abs(v) * scales[(s * p.K + k) / 4u] > vec4<f32>(thr);
-    v = select(vec4<f32>(0.0), v, keep);
-    *kept += u32(keep.x) + u32(keep.y) + u32(keep.z) + u32(keep.w);
-  }
-  return v;
+  // #include matmul_wide_x
 }
 
 // Code words (int8: two, int4: one and 0) and metadata word of outputs col..col+7 of input k. Zero past K and
@@ -115,34 +108,10 @@ fn load_step(t: u32, k0: u32, row0: u32, col: u32, s: u32, seg: Seg, thr: f32) -
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-  var s = 0u;
-  if (p.nseg > 1u && wid.x >= p.seg[1].tile0) { s = 1u; }
-  if (p.nseg > 2u && wid.x >= p.seg[2].tile0) { s = 2u; }
-  let seg = p.seg[s];
-  let thr = thresholds[seg.thr];
-  let col0 = (wid.x - seg.tile0) * 128u;  // first column of the tile within the segment
-  let row0 = wid.y * 16u * RM;
-  let tx = t % 16u;
-  let ty = t / 16u;
+  // #include matmul_wide_begin
   // the 8 outputs this thread stages each step, and their group
   let wcol = col0 + tx * 8u;
   let wg = wcol / GROUP;
-  var c0a = vec4<f32>(0.0);
-  var c0b = vec4<f32>(0.0);
-  var c1a = vec4<f32>(0.0);
-  var c1b = vec4<f32>(0.0);
-  var c2a = vec4<f32>(0.0);
-  var c2b = vec4<f32>(0.0);
-  var c3a = vec4<f32>(0.0);
-  var c3b = vec4<f32>(0.0);
-  var c4a = vec4<f32>(0.0);
-  var c4b = vec4<f32>(0.0);
-  var c5a = vec4<f32>(0.0);
-  var c5b = vec4<f32>(0.0);
-  var c6a = vec4<f32>(0.0);
-  var c6b = vec4<f32>(0.0);
-  var c7a = vec4<f32>(0.0);
-  var c7b = vec4<f32>(0.0);
   var my_kept = 0u;
 
   var st = load_step(t, 0u, row0, wcol, s, seg, thr);

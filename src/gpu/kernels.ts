@@ -33,8 +33,19 @@ export const GEMV_PIPE: { f16: boolean; quant: boolean } = { f16: false, quant: 
  */
 export const GEMV_HALF: { f16: boolean | "gpu"; quant: boolean | "gpu" } = { f16: false, quant: "gpu" };
 
-/** Whether a decode GEMV over f16 or quantized weights runs its rows in packed f16 here ({@link GEMV_HALF}). */
-export function gemvHalfOn(ctx: GpuContext, weights: "f16" | "quant"): boolean {
+/**
+ * Whether a decode GEMV over f16 or quantized weights runs its rows in packed f16 here: `want` when given (true
+ * on a device without shader-f16 throws), else {@link GEMV_HALF}'s choice for the device.
+ */
+export function gemvHalfOn(ctx: GpuContext, weights: "f16" | "quant", want?: boolean): boolean {
+  if (want !== undefined) {
+    if (want && !ctx.hasF16) {
+      throw new GpuError(
+        `${ctx.adapterName} has no shader-f16 feature: the GEMVs cannot add their rows in f16`,
+      );
+    }
+    return want;
+  }
   const v = GEMV_HALF[weights];
   return (v === "gpu" ? !ctx.isCpu : v) && ctx.hasF16;
 }
@@ -506,11 +517,6 @@ export function gemvOp(
   },
 ): Op {
   if (m.format && m.format !== "f16") return gemvQOp(ctx, m, x, partials, sp, opts);
-  if (opts.half && !ctx.hasF16) {
-    throw new GpuError(
-      `${ctx.adapterName} has no shader-f16 feature: the GEMVs cannot add their rows in f16`,
-    );
-  }
   const tune = resolveGemvTune(m.K, m.N, "f16", opts.sparse ?? false, opts.tune);
   checkGemvTune(tune, ctx.device.limits.maxComputeWorkgroupStorageSize);
   const inp = opts.input ?? { kind: "plain" };
@@ -534,7 +540,7 @@ export function gemvOp(
   const shared = gemvInputBindings(ctx, m, x, partials, sp, inp, opts.state, fin);
   return ctx.op({
     variant: {
-      shader: (opts.half ?? gemvHalfOn(ctx, "f16")) ? "gemv_h" : "gemv",
+      shader: gemvHalfOn(ctx, "f16", opts.half) ? "gemv_h" : "gemv",
       overrides: {
         TPR: tune.TPR,
         KCHUNK: tune.KCHUNK,

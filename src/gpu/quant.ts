@@ -10,7 +10,7 @@
  * the offset). A channel TEAL drops is one run of codes + scales that is never read.
  * @module
  */
-import { type GpuContext, GpuError, type Op } from "./context.ts";
+import type { GpuContext, Op } from "./context.ts";
 import {
   checkGemvTune,
   GEMV_SCAN,
@@ -38,12 +38,7 @@ export type QuantFormat = "none" | "int8" | "int4";
  * by GEMV_HALF.quant ({@link gemvHalfOn}). A device without shader-f16 runs gemv_q; `half` true there is refused.
  */
 export function gemvQShader(ctx: GpuContext, half?: boolean): "gemv_q" | "gemv_qh" {
-  if (half && !ctx.hasF16) {
-    throw new GpuError(
-      `${ctx.adapterName} has no shader-f16 feature: the GEMVs cannot add their rows in f16`,
-    );
-  }
-  return (half ?? gemvHalfOn(ctx, "quant")) ? "gemv_qh" : "gemv_q";
+  return gemvHalfOn(ctx, "quant", half) ? "gemv_qh" : "gemv_q";
 }
 
 /** Every value of {@link QuantFormat}, for option checking. */

@@ -1,0 +1,37 @@
+// The decode GEMVs' staging memory and the functions over it (gemv_body.wgsl, gemv_q_body.wgsl include it after
+// gemv_finish): a chunk's inputs (act_val) and active channels (act_idx), the compaction's scan, the column
+// sums' reduction (red); the fused input of a channel, and the j-th row walked with its input value.
+var<workgroup> act_idx: array<u32, KCHUNK>;
+var<workgroup> act_val: array<f32, KCHUNK>;
+var<workgroup> scan: array<u32, WG>;
+var<workgroup> red: array<f32, WG * 8u>;  // KG * TILE_N (f16 kernels); eight columns a thread a pass (quantized)
+
+fn input(k: u32, inv_rms: f32) -> f32 {
+  if (INPUT == 1u) { return x[k] * inv_rms * aux[k]; }
+  if (INPUT == 2u) {
+    // AUX_SPLITS is a constant so the loop unrolls and its loads are all in flight at once: a loop bound read
+    // from the uniform left them one L2 round trip apart (about 20 us per down GEMV at 8B shapes)
+    var g = 0.0;
+    var u = 0.0;
+    let half_cols = p.auxCols / 2u;
+    for (var s = 0u; s < AUX_SPLITS; s++) {
+      g += aux[s * p.auxCols + k];
+      u += aux[s * p.auxCols + half_cols + k];
+    }
+    return g / (1.0 + exp(-g)) * u;
+  }
+  return x[k];
+}
+
+// Input channel of the j-th row walked: the j-th active channel when sparse, else the chunk's j-th.
+fn row(j: u32, k_base: u32) -> u32 {
+  if (SPARSE) { return act_idx[j]; }
+  return k_base + j;
+}
+
+// Input value of the j-th row walked: staged at its channel's place in the chunk, dense or sparse (so the
+// compaction moves only indices and the chunk needs 8 bytes of workgroup memory a channel, not 12).
+fn val(j: u32, k_base: u32) -> f32 {
+  if (SPARSE) { return act_val[act_idx[j] - k_base]; }
+  return act_val[j];
+}
