@@ -62,14 +62,7 @@ fn val_at(j: u32, k_base: u32, tail: bool, lim: u32) -> f32 {
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
   // read before the staging loads but tested after them, so their round trips overlap
   let eos = state[3] != 0u;
-  let tile = wid.x;
-  let split = wid.y;
-  var s = 0u;
-  if (p.nseg > 1u && tile >= p.seg[1].tile0) { s = 1u; }
-  if (p.nseg > 2u && tile >= p.seg[2].tile0) { s = 2u; }
-  let seg = p.seg[s];
-  let k_base = split * KCHUNK;
-  let n_k = min(KCHUNK, p.K - k_base);
+  // #include gemv_split
 
   // Each group of TPR threads walks every KG-th active channel; thread c of the group owns 8 columns.
   let c = t % TPR;

@@ -127,14 +127,7 @@ fn reduce_pass(t: u32, part: u32, lo: vec4<f32>, hi: vec4<f32>, tile_col0: u32, 
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
   // read before the staging loads but tested after them, so their round trips overlap
   let eos = state[3] != 0u;
-  let tile = wid.x;
-  let split = wid.y;
-  var s = 0u;
-  if (p.nseg > 1u && tile >= p.seg[1].tile0) { s = 1u; }
-  if (p.nseg > 2u && tile >= p.seg[2].tile0) { s = 2u; }
-  let seg = p.seg[s];
-  let k_base = split * KCHUNK;
-  let n_k = min(KCHUNK, p.K - k_base);
+  // #include gemv_split
 
   // Each group of TPR threads walks every KG-th active channel; thread c of the group owns COLS columns.
   let c = t % TPR;

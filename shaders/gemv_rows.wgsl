@@ -95,14 +95,7 @@ fn acc(m: u32) -> vec4<f32> {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-  let tile = wid.x;
-  let split = wid.y;
-  var s = 0u;
-  if (p.nseg > 1u && tile >= p.seg[1].tile0) { s = 1u; }
-  if (p.nseg > 2u && tile >= p.seg[2].tile0) { s = 2u; }
-  let seg = p.seg[s];
-  let k_base = split * KCHUNK;
-  let n_k = min(KCHUNK, p.K - k_base);
+  // #include gemv_split
 
   // stage x[m][k_base ..] for every row; channels past K are zeros
   for (var i = t; i < ROWS * KCHUNK; i += WG) {
