@@ -12,7 +12,8 @@ export function gpu(): Promise<GpuContext> {
   if (!shared) {
     shared = createGpuContext().then((ctx) => {
       // Free the device when the test module ends, while the runtime is whole, rather than leave it to the
-      // process's exit (a CI run once aborted with heap corruption after every test had passed).
+      // module's teardown. (The heap-corruption aborts at exit that this was once meant to stop came from libEGL,
+      // now never loaded: docs/testing.md.)
       globalThis.addEventListener("unload", () => ctx.device.destroy());
       return ctx;
     });

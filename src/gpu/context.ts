@@ -4,6 +4,7 @@
  * @module
  */
 import { type ShaderName, SHADERS } from "./shaders.generated.ts";
+import { applyBackendDefault } from "./backend.ts";
 
 /** Why the context could not be created, or a GPU error, in words a user can act on. */
 export class GpuError extends Error {
@@ -358,11 +359,16 @@ export function checkAdapterLimits(l: { maxStorageBuffersPerShaderStage: number 
  * the f16-arithmetic kernels (the shaders that `enable f16`: gemv_qh.wgsl for int8/int4 decode on GPUs,
  * GEMV_HALF; the opt-in gemv_h.wgsl and matmul_wide_h.wgsl); every other kernel reads f16 as packed u32 words,
  * and a device without the feature runs their f32 counterparts.
+ *
+ * On Linux, when DENO_WEBGPU_BACKEND is unset (and env access is granted), it is set to "vulkan" first: Deno's
+ * other backend there, OpenGL through EGL, can abort the process at exit (src/gpu/backend.ts says why). A value
+ * already set is kept.
  */
 export async function createGpuContext(options: GpuContextOptions = {}): Promise<GpuContext> {
   if (!("gpu" in navigator) || !navigator.gpu) {
     throw new GpuError("WebGPU is not available in this runtime (Deno 2.9+ exposes navigator.gpu)");
   }
+  applyBackendDefault();
   const adapter = await navigator.gpu.requestAdapter({
     powerPreference: options.powerPreference ?? "high-performance",
   });
