@@ -35,7 +35,8 @@ override BQ: u32 = 2u;          // queries a score block: 2 or 4 (QT a multiple)
 override BK: u32 = 4u;          // keys a score block: 2 or 4 (KT a multiple)
 // array sizes, set by attentionOp: QS = QT * KSTR and KVS = KT * KSTR vec4s, SS = QT * KT / 4 vec4s. Not written
 // as those expressions: Deno 2.9.6's WGSL compiler (naga 29) panics on an override expression as an array size,
-// and an override initialised from others that sizes an array went with heap corruption at exit
+// and an override initialised from others that sizes an array seemed to go with heap corruption at exit (the
+// abort was libEGL's, docs/testing.md)
 override QS: u32 = 1056u;
 override KVS: u32 = 264u;
 override SS: u32 = 64u;

@@ -36,7 +36,8 @@ override VW: u32 = HEAD_DIM / 8u;
 override KG: u32 = WG / VW;
 // array sizes, set by attnDecodeOps: QS = HEAD_DIM * HG / 4 vec4s of qs, SCORES = SUB * HG floats of sc. Not
 // written as those expressions: Deno 2.9.6's WGSL compiler (naga 29) panics on an override expression as an array
-// size, and an override initialised from others that sizes an array went with heap corruption at exit
+// size, and an override initialised from others that sizes an array seemed to go with heap corruption at exit
+// (the abort was libEGL's, docs/testing.md)
 override QS: u32 = 32u;
 override SCORES: u32 = 512u;
 const TAU: f32 = 6.283185307179586;

@@ -2,8 +2,8 @@
 // workgroup's segment, chunk and EARLY loads): the fused RMSNorm's scale, then the chunk's inputs in act_val
 // and, when SPARSE, its active channels compacted in channel order into act_idx (n_act of them), counted at
 // counters[p.counter + s]; a barrier publishes them. Statements, not a function: as a function in a shared
-// fragment, Deno 2.9.6's WGSL compiler panicked (an override declared there) or corrupted memory (declared in
-// the kernel) when it built the pipelines.
+// fragment, Deno 2.9.6's WGSL compiler panicked (an override declared there) or seemed to corrupt memory
+// (declared in the kernel; the heap aborts of that time were libEGL's, docs/testing.md).
   var inv_rms = 1.0;
   if (INPUT == 1u) {
     var sum = 0.0;
