@@ -60,3 +60,29 @@ Deno.test({
     if (installed) assert(kept.egl, "libEGL should be mapped with the GL backend on");
   },
 });
+
+Deno.test("createGpuContext without env permission still makes the context (it asks for nothing and throws nothing)", async () => {
+  const root = new URL("..", import.meta.url).pathname;
+  const context = new URL("../src/gpu/context.ts", import.meta.url).href;
+  const code = `import { createGpuContext } from ${JSON.stringify(context)};
+const ctx = await createGpuContext();
+console.log("made", ctx.adapterName.length > 0);`;
+  const dir = await Deno.makeTempDir();
+  try {
+    const script = `${dir}/probe.ts`;
+    await Deno.writeTextFile(script, code);
+    const env = Object.fromEntries(Object.entries(Deno.env.toObject()).filter(([k]) => k !== BACKEND_VAR));
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", `--allow-read=${root},${dir}`, script],
+      env,
+      clearEnv: true,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout).trim();
+    assert(out.success, `probe failed: ${text} ${new TextDecoder().decode(out.stderr)}`);
+    assertEquals(text.split("\n").at(-1), "made true");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -24,9 +24,14 @@ export function backendDefault(os: string, current: string | undefined): string 
  * permission to read and write it (the default backends stay). Returns the value it set, or null.
  */
 export function applyBackendDefault(): string | null {
-  const state = Deno.permissions.querySync({ name: "env", variable: BACKEND_VAR }).state;
-  if (state !== "granted") return null;
-  const value = backendDefault(Deno.build.os, Deno.env.get(BACKEND_VAR));
-  if (value !== null) Deno.env.set(BACKEND_VAR, value);
-  return value;
+  try {
+    const state = Deno.permissions.querySync({ name: "env", variable: BACKEND_VAR }).state;
+    if (state !== "granted") return null;
+    const value = backendDefault(Deno.build.os, Deno.env.get(BACKEND_VAR));
+    if (value !== null) Deno.env.set(BACKEND_VAR, value);
+    return value;
+  } catch {
+    // a runtime without these APIs, or one that refuses them: Deno's default backends stay
+    return null;
+  }
 }
