@@ -1,10 +1,11 @@
 /**
  * Which of wgpu's backends Deno's WebGPU starts. Deno reads DENO_WEBGPU_BACKEND when a process (or worker) first
  * asks for an adapter and otherwise starts every backend it was built with. On Linux that includes OpenGL
- * through EGL (libglvnd), whose per-thread state is freed twice when a thread that touched WebGPU exits while
+ * through EGL (libglvnd), whose per-thread state gets freed twice when a thread that touched WebGPU exits while
  * the process exits: glibc then aborts ("double free or corruption", "corrupted size vs. prev_size"). `deno
- * test` runs each module on a thread of its own, so its test runs hit this now and then on lavapipe
- * (docs/testing.md). TealGPU's kernels run on Vulkan there, so Vulkan alone is asked for.
+ * test` runs each module on a thread of its own, so its test runs hit this now and then on lavapipe; with
+ * Vulkan alone, libEGL is never loaded and the aborts stopped (docs/testing.md). TealGPU's kernels run on
+ * Vulkan there, so Vulkan alone is asked for.
  * @module
  */
 
