@@ -11,25 +11,10 @@
  * @module
  */
 import { createGpuContext, type GpuContext, type Op } from "../src/gpu/context.ts";
-import {
-  fillOp,
-  type GemvInput,
-  gemvOp,
-  gemvTune,
-  layoutSegments,
-  type Matrix,
-  REDUCE,
-  reduceOp,
-} from "../src/gpu/kernels.ts";
+import { type GemvInput, gemvOp, gemvTune, REDUCE, reduceOp } from "../src/gpu/kernels.ts";
 import { median } from "../src/bench/stats.ts";
-import {
-  bytesPerWeight,
-  fillQuantOps,
-  gemvQShader,
-  layoutQuantSegments,
-  parseQuant,
-  QUANT_SCHEMES,
-} from "../src/gpu/quant.ts";
+import { randomMatrices } from "../src/bench/layer_gemms.ts";
+import { bytesPerWeight, gemvQShader, parseQuant, QUANT_SCHEMES } from "../src/gpu/quant.ts";
 
 const SHAPES: [number, number][] = [[28672, 4096], [14336, 4096], [4096, 14336], [6144, 4096], [4096, 4096]];
 
@@ -100,30 +85,12 @@ if (import.meta.main) {
   const quick = Deno.args.includes("--quick");
   const copies = quick ? 2 : 6;
   for (const [N, K] of quick ? [[1024, 520] as [number, number]] : SHAPES) {
-    const mats: Matrix[] = [];
-    for (let c = 0; c < copies; c++) {
-      const scales = ctx.buffer(K * 4, "ones", new Float32Array(K).fill(1));
-      if (quant !== "none") {
-        const scheme = QUANT_SCHEMES[quant];
-        const { segments, words } = layoutQuantSegments(K, [N], [0], scheme);
-        const m: Matrix = {
-          K,
-          N,
-          segments,
-          buffer: ctx.buffer(words * 4, "wq"),
-          scales,
-          format,
-          group: scheme.group,
-        };
-        ctx.run(fillQuantOps(ctx, m, c + 1));
-        mats.push(m);
-        continue;
-      }
-      const { segments, halves } = layoutSegments(K, [N], [0]);
-      const buffer = ctx.buffer(halves * 2, "w");
-      ctx.run([fillOp(ctx, buffer, { words: halves / 2, mode: "random", seed: c + 1, scale: 0.02 })]);
-      mats.push({ K, N, segments, buffer, scales });
-    }
+    const mats = randomMatrices(
+      ctx,
+      { name: `${N}x${K}`, K, lens: [N] },
+      copies,
+      quant === "none" ? null : { format: quant, scheme: QUANT_SCHEMES[quant] },
+    );
     const xs = new Float32Array(K).map((_, i) => Math.sin(i * 12.9898) * 0.999);
     const x = ctx.buffer(K * 4, "x", xs);
     const tune = gemvTune(K, N, format);

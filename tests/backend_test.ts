@@ -15,29 +15,43 @@ Deno.test("backendDefault: vulkan on Linux when unset; a user's value, and other
   assertEquals(backendDefault("windows", undefined), null);
 });
 
+const context = new URL("../src/gpu/context.ts", import.meta.url).href;
+const root = new URL("..", import.meta.url).pathname;
+
 /**
- * createGpuContext in a fresh process with this environment less DENO_WEBGPU_BACKEND, plus `env`: the variable
- * it leaves and whether libEGL got mapped.
+ * Runs `code` as a script in a fresh `deno run` with every permission (`all`) or only read access to the
+ * repository and the script, in this environment less DENO_WEBGPU_BACKEND plus `env`; returns the last line it
+ * printed.
  */
+async function runProbe(code: string, all: boolean, env: Record<string, string> = {}): Promise<string> {
+  const dir = await Deno.makeTempDir();
+  try {
+    const script = `${dir}/probe.ts`;
+    await Deno.writeTextFile(script, code);
+    const base = Object.fromEntries(Object.entries(Deno.env.toObject()).filter(([k]) => k !== BACKEND_VAR));
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", all ? "-A" : `--allow-read=${root},${dir}`, script],
+      env: { ...base, ...env },
+      clearEnv: true,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout).trim();
+    assert(out.success, `probe failed: ${text} ${new TextDecoder().decode(out.stderr)}`);
+    return text.split("\n").at(-1)!;
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** createGpuContext with all permissions and `env`: the variable it leaves and whether libEGL got mapped. */
 async function probe(env: Record<string, string>): Promise<{ backend: string | null; egl: boolean }> {
-  const context = new URL("../src/gpu/context.ts", import.meta.url).href;
   const code = `import { createGpuContext } from ${JSON.stringify(context)};
 await createGpuContext();
 const maps = await Deno.readTextFile("/proc/self/maps");
-console.log(JSON.stringify({ backend: Deno.env.get(${
-    JSON.stringify(BACKEND_VAR)
-  }) ?? null, egl: maps.includes("libEGL") }));`;
-  const base = Object.fromEntries(Object.entries(Deno.env.toObject()).filter(([k]) => k !== BACKEND_VAR));
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--ext=ts", code],
-    env: { ...base, ...env },
-    clearEnv: true,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout).trim();
-  assert(out.success, `probe failed: ${text} ${new TextDecoder().decode(out.stderr)}`);
-  return JSON.parse(text.split("\n").at(-1)!);
+const backend = Deno.env.get(${JSON.stringify(BACKEND_VAR)}) ?? null;
+console.log(JSON.stringify({ backend, egl: maps.includes("libEGL") }));`;
+  return JSON.parse(await runProbe(code, true, env));
 }
 
 Deno.test({
@@ -62,27 +76,8 @@ Deno.test({
 });
 
 Deno.test("createGpuContext without env permission still makes the context (it asks for nothing and throws nothing)", async () => {
-  const root = new URL("..", import.meta.url).pathname;
-  const context = new URL("../src/gpu/context.ts", import.meta.url).href;
   const code = `import { createGpuContext } from ${JSON.stringify(context)};
 const ctx = await createGpuContext();
 console.log("made", ctx.adapterName.length > 0);`;
-  const dir = await Deno.makeTempDir();
-  try {
-    const script = `${dir}/probe.ts`;
-    await Deno.writeTextFile(script, code);
-    const env = Object.fromEntries(Object.entries(Deno.env.toObject()).filter(([k]) => k !== BACKEND_VAR));
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", `--allow-read=${root},${dir}`, script],
-      env,
-      clearEnv: true,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder().decode(out.stdout).trim();
-    assert(out.success, `probe failed: ${text} ${new TextDecoder().decode(out.stderr)}`);
-    assertEquals(text.split("\n").at(-1), "made true");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  assertEquals(await runProbe(code, false), "made true");
 });
