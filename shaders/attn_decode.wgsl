@@ -40,6 +40,13 @@ override KG: u32 = WG / VW;
 // (the abort was libEGL's, docs/testing.md)
 override QS: u32 = 32u;
 override SCORES: u32 = 512u;
+// FINAL, HEAD_DIM <= 128: each thread loads its key (key t) and its first trip of values (eight keys of its lane)
+// before anything else. Neither depends on the new token, so their DRAM round trips overlap the staging's
+// instead of following its barrier; the scores and values use them when the context starts at key 0.
+override PRELOAD: bool = false;
+// PRELOAD: value trips loaded first, 1 or 2 (positions past 8 KG and 16 KG keys: 128 and 256 at 128 dims load
+// the rest where they are used)
+override PRELOAD_TRIPS: u32 = 1u;
 const TAU: f32 = 6.283185307179586;
 
 struct Params {
@@ -89,6 +96,15 @@ var<private> a2: vec4<f32>;
 var<private> b2: vec4<f32>;
 var<private> a3: vec4<f32>;
 var<private> b3: vec4<f32>;
+
+// A key's row (up to 16 words of 8 dims: HEAD_DIM <= 128) and a trip of eight values of a key lane, held in named
+// registers (PRELOAD).
+struct KeyRow { k0: vec4<u32>, k1: vec4<u32>, k2: vec4<u32>, k3: vec4<u32>,
+                k4: vec4<u32>, k5: vec4<u32>, k6: vec4<u32>, k7: vec4<u32>,
+                k8: vec4<u32>, k9: vec4<u32>, k10: vec4<u32>, k11: vec4<u32>,
+                k12: vec4<u32>, k13: vec4<u32>, k14: vec4<u32>, k15: vec4<u32> }
+struct ValueTrip { v0: vec4<u32>, v1: vec4<u32>, v2: vec4<u32>, v3: vec4<u32>,
+                   v4: vec4<u32>, v5: vec4<u32>, v6: vec4<u32>, v7: vec4<u32> }
 
 // RoPE (rotate-half) of the pair (a, b) = dims (i, i + HEAD_DIM/2) at position pos; the angle as in rope.wgsl.
 fn rotate(a: f32, b: f32, i: u32, pos: u32) -> vec2<f32> {
@@ -167,6 +183,66 @@ fn score(j: u32, pos: u32, cur: bool, kvh: u32) -> vec4<f32> {
   return s;
 }
 
+// Key j's row from the cache (its first VW words; VW <= 16).
+fn load_key(j: u32, kvh: u32) -> KeyRow {
+  let kr = (kvh * p.maxSeq + j) * VW;
+  var r: KeyRow;
+  r.k0 = kcache[kr];
+  if (VW > 1u) { r.k1 = kcache[kr + 1u]; }
+  if (VW > 2u) { r.k2 = kcache[kr + 2u]; }
+  if (VW > 3u) { r.k3 = kcache[kr + 3u]; }
+  if (VW > 4u) { r.k4 = kcache[kr + 4u]; }
+  if (VW > 5u) { r.k5 = kcache[kr + 5u]; }
+  if (VW > 6u) { r.k6 = kcache[kr + 6u]; }
+  if (VW > 7u) { r.k7 = kcache[kr + 7u]; }
+  if (VW > 8u) { r.k8 = kcache[kr + 8u]; }
+  if (VW > 9u) { r.k9 = kcache[kr + 9u]; }
+  if (VW > 10u) { r.k10 = kcache[kr + 10u]; }
+  if (VW > 11u) { r.k11 = kcache[kr + 11u]; }
+  if (VW > 12u) { r.k12 = kcache[kr + 12u]; }
+  if (VW > 13u) { r.k13 = kcache[kr + 13u]; }
+  if (VW > 14u) { r.k14 = kcache[kr + 14u]; }
+  if (VW > 15u) { r.k15 = kcache[kr + 15u]; }
+  return r;
+}
+
+// Scores of a preloaded key (as score() of a cached key).
+fn score_row(r: KeyRow) -> vec4<f32> {
+  var s = qdots(0u, lo4(r.k0), hi4(r.k0));
+  if (VW > 1u) { s += qdots(8u, lo4(r.k1), hi4(r.k1)); }
+  if (VW > 2u) { s += qdots(16u, lo4(r.k2), hi4(r.k2)); }
+  if (VW > 3u) { s += qdots(24u, lo4(r.k3), hi4(r.k3)); }
+  if (VW > 4u) { s += qdots(32u, lo4(r.k4), hi4(r.k4)); }
+  if (VW > 5u) { s += qdots(40u, lo4(r.k5), hi4(r.k5)); }
+  if (VW > 6u) { s += qdots(48u, lo4(r.k6), hi4(r.k6)); }
+  if (VW > 7u) { s += qdots(56u, lo4(r.k7), hi4(r.k7)); }
+  if (VW > 8u) { s += qdots(64u, lo4(r.k8), hi4(r.k8)); }
+  if (VW > 9u) { s += qdots(72u, lo4(r.k9), hi4(r.k9)); }
+  if (VW > 10u) { s += qdots(80u, lo4(r.k10), hi4(r.k10)); }
+  if (VW > 11u) { s += qdots(88u, lo4(r.k11), hi4(r.k11)); }
+  if (VW > 12u) { s += qdots(96u, lo4(r.k12), hi4(r.k12)); }
+  if (VW > 13u) { s += qdots(104u, lo4(r.k13), hi4(r.k13)); }
+  if (VW > 14u) { s += qdots(112u, lo4(r.k14), hi4(r.k14)); }
+  if (VW > 15u) { s += qdots(120u, lo4(r.k15), hi4(r.k15)); }
+  return s;
+}
+
+// Values i0, i0 + KG, ..., i0 + 7 KG of a key lane (dims of word w), each position clamped below `lim`.
+fn load_values(kvh: u32, c0: u32, w: u32, i0: u32, lim: u32) -> ValueTrip {
+  let vr = (kvh * p.maxSeq + c0) * VW + w;
+  let last = lim - 1u;
+  return ValueTrip(
+    vcache[vr + min(i0, last) * VW],
+    vcache[vr + min(i0 + KG, last) * VW],
+    vcache[vr + min(i0 + 2u * KG, last) * VW],
+    vcache[vr + min(i0 + 3u * KG, last) * VW],
+    vcache[vr + min(i0 + 4u * KG, last) * VW],
+    vcache[vr + min(i0 + 5u * KG, last) * VW],
+    vcache[vr + min(i0 + 6u * KG, last) * VW],
+    vcache[vr + min(i0 + 7u * KG, last) * VW],
+  );
+}
+
 // Key i's scores (or weights) of the piece in sc, a lane a head; lanes past HG zero.
 fn sc_get(i: u32) -> vec4<f32> {
   var e = vec4<f32>(sc[i * HG], 0.0, 0.0, 0.0);
@@ -199,6 +275,12 @@ fn accum(lo: vec4<f32>, hi: vec4<f32>, e: vec4<f32>) {
     a3 += e.w * lo;
     b3 += e.w * hi;
   }
+}
+
+// Key i's value (8 dims) with its weights, when i is one of the piece's cached keys (below nc): a trip's
+// positions past them hold clamped or preloaded rows that are not the piece's.
+fn add_value(v: vec4<u32>, i: u32, nc: u32) {
+  if (i < nc) { accum(lo4(v), hi4(v), sc_get(i)); }
 }
 
 // Scales every head's sums (the online softmax's rescale when the running max moves).
@@ -272,7 +354,11 @@ fn put_q(e: u32, q: vec2<f32>, pos: u32) {
 
 // Keys [j0, j1) of `split` for the workgroup's heads (their q in qs; the position's k and v in kc and vc):
 // FINAL, the normalised output; else the split's partial (weighted sum of values, max, sum) for attn_combine.
-fn attend(t: u32, head0: u32, kvh: u32, split: u32, j0: u32, j1: u32, pos: u32) {
+// PRELOAD (FINAL): kp is key t's row, vp the first value trip of the thread's lane and vp2 its second
+// (PRELOAD_TRIPS 2), all from key 0 on.
+fn attend(
+  t: u32, head0: u32, kvh: u32, split: u32, j0: u32, j1: u32, pos: u32, kp: KeyRow, vp: ValueTrip, vp2: ValueTrip,
+) {
   let cur = j1 == pos + 1u;  // this split holds the decode position
   let kg = t / VW;  // this thread's key lane (values)
   let w = t % VW;   // and its 8 dims
@@ -288,12 +374,18 @@ fn attend(t: u32, head0: u32, kvh: u32, split: u32, j0: u32, j1: u32, pos: u32) 
   var l_run = vec4<f32>(0.0);
   for (var c0 = j0; c0 < j1; c0 += SUB) {
     let n = min(SUB, j1 - c0);
+    let pre = PRELOAD && VW <= 16u && FINAL && c0 == 0u;  // kp and vp hold this piece's first keys and values
     // scores: a key a thread, two keys a trip (32 loads of 16 bytes in flight); the second clamped, not
     // guarded, so that its loads go out with the first's
     var m = vec4<f32>(-3.0e38);
     for (var i = t; i < n; i += 2u * WG) {
       let i2 = min(i + WG, n - 1u);
-      let s = score(c0 + i, pos, cur, kvh);
+      var s: vec4<f32>;
+      if (pre && i == t && !(cur && i == pos)) {
+        s = score_row(kp);
+      } else {
+        s = score(c0 + i, pos, cur, kvh);
+      }
       let s2 = score(c0 + i2, pos, cur, kvh);
       sc_put(i, s);
       m = max(m, s);
@@ -313,36 +405,27 @@ fn attend(t: u32, head0: u32, kvh: u32, split: u32, j0: u32, j1: u32, pos: u32) 
     l_run = l_run * alpha + reduce_sum(t, l);  // its barriers also publish sc
     m_run = mx;
     rescale(alpha);
-    // values of the cached keys, eight a lane in flight, the last trip masked (clamped loads, zero weights);
-    // the decode position's, the last key, from vc
+    // values of the cached keys, eight a lane in flight, the last trip's positions past the keys clamped
+    // (loaded, not added); the decode position's, the last key, from vc
     let nc = select(n, n - 1u, cur && c0 + n == j1);
     if (kg < KG && nc > 0u) {
-      let vr = (kvh * p.maxSeq + c0) * VW + w;
-      let zero = vec4<f32>(0.0);
       for (var i = kg; i < nc; i += 8u * KG) {
-        let i1 = min(i + KG, nc - 1u);
-        let i2 = min(i + 2u * KG, nc - 1u);
-        let i3 = min(i + 3u * KG, nc - 1u);
-        let i4 = min(i + 4u * KG, nc - 1u);
-        let i5 = min(i + 5u * KG, nc - 1u);
-        let i6 = min(i + 6u * KG, nc - 1u);
-        let i7 = min(i + 7u * KG, nc - 1u);
-        let v0 = vcache[vr + i * VW];
-        let v1 = vcache[vr + i1 * VW];
-        let v2 = vcache[vr + i2 * VW];
-        let v3 = vcache[vr + i3 * VW];
-        let v4 = vcache[vr + i4 * VW];
-        let v5 = vcache[vr + i5 * VW];
-        let v6 = vcache[vr + i6 * VW];
-        let v7 = vcache[vr + i7 * VW];
-        accum(lo4(v0), hi4(v0), sc_get(i));
-        accum(lo4(v1), hi4(v1), select(zero, sc_get(i1), i + KG < nc));
-        accum(lo4(v2), hi4(v2), select(zero, sc_get(i2), i + 2u * KG < nc));
-        accum(lo4(v3), hi4(v3), select(zero, sc_get(i3), i + 3u * KG < nc));
-        accum(lo4(v4), hi4(v4), select(zero, sc_get(i4), i + 4u * KG < nc));
-        accum(lo4(v5), hi4(v5), select(zero, sc_get(i5), i + 5u * KG < nc));
-        accum(lo4(v6), hi4(v6), select(zero, sc_get(i6), i + 6u * KG < nc));
-        accum(lo4(v7), hi4(v7), select(zero, sc_get(i7), i + 7u * KG < nc));
+        var tr: ValueTrip;
+        if (pre && i == kg) {
+          tr = vp;
+        } else if (pre && PRELOAD_TRIPS > 1u && i == kg + 8u * KG) {
+          tr = vp2;
+        } else {
+          tr = load_values(kvh, c0, w, i, nc);
+        }
+        add_value(tr.v0, i, nc);
+        add_value(tr.v1, i + KG, nc);
+        add_value(tr.v2, i + 2u * KG, nc);
+        add_value(tr.v3, i + 3u * KG, nc);
+        add_value(tr.v4, i + 4u * KG, nc);
+        add_value(tr.v5, i + 5u * KG, nc);
+        add_value(tr.v6, i + 6u * KG, nc);
+        add_value(tr.v7, i + 7u * KG, nc);
       }
     }
     if (nc < n && kg == 0u) {
@@ -412,6 +495,16 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   let half = HEAD_DIM / 2u;
   let group = p.numHeads / p.numKv;
   let kvh = head0 / group;
+  var kp: KeyRow;
+  var vp: ValueTrip;
+  var vp2: ValueTrip;
+  if (FINAL && PRELOAD && VW <= 16u) {
+    kp = load_key(min(t, p.maxSeq - 1u), kvh);
+    if (t / VW < KG) {
+      vp = load_values(kvh, 0u, t % VW, t / VW, p.maxSeq);
+      if (PRELOAD_TRIPS > 1u) { vp2 = load_values(kvh, 0u, t % VW, t / VW + 8u * KG, p.maxSeq); }
+    }
+  }
   var st: Staged;
   // one workgroup per head group: the q|k|v loads go out with the state's, not behind a branch on it
   if (FINAL) { st = stage(head0, kvh, t); }
@@ -470,10 +563,10 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     }
   }
   if (FINAL) {
-    attend(t, head0, kvh, 0u, lo, pos + 1u, pos);
+    attend(t, head0, kvh, 0u, lo, pos + 1u, pos, kp, vp, vp2);
     return;
   }
   for (; split * SPAN <= pos; split += ROWS) {
-    attend(t, head0, kvh, split, max(lo, split * SPAN), min(pos + 1u, (split + 1u) * SPAN), pos);
+    attend(t, head0, kvh, split, max(lo, split * SPAN), min(pos + 1u, (split + 1u) * SPAN), pos, kp, vp, vp2);
   }
 }

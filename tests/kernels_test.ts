@@ -6,6 +6,7 @@ import {
   attentionOp,
   type AttentionShape,
   ATTN,
+  ATTN_PRELOAD,
   attnDecodeOps,
   attnHeads,
   attnHeadsAt,
@@ -551,7 +552,7 @@ async function checkDecodeStep(
   const part = poisoned(ctx, attnPartFloats(c.shape, c.span));
   const label =
     `pos ${c.pos}, window ${c.window}, ${c.single ? "single" : "split"}, ${c.heads ?? 1} heads, ` +
-    `${c.rows ?? "default"} rows`;
+    `${c.rows ?? "default"} rows${c.preload ? ", preload" : ""}`;
   const kBefore = new Uint16Array(await ctx.read(c.kc));
   const vBefore = new Uint16Array(await ctx.read(c.vc));
   ctx.run(attnDecodeOps(
@@ -568,7 +569,15 @@ async function checkDecodeStep(
     out,
     state,
     c.shape,
-    { window: c.window, single: c.single, span: c.span, sub: c.sub, heads: c.heads, rows: c.rows },
+    {
+      window: c.window,
+      single: c.single,
+      span: c.span,
+      sub: c.sub,
+      heads: c.heads,
+      rows: c.rows,
+      preload: c.preload,
+    },
   ));
   const rot = Float32Array.from(row);
   applyRope(rot, [c.pos], numHeads + numKv, headDim, c.invFreq, ldq, 0);
@@ -708,6 +717,64 @@ Deno.test("attn_decode + attn_combine: decode attention over a long cache, both 
     await checkDecodeStep(ctx, r, { ...c, pos, window, single: false });
     // and as decode runs it: pieces of ATTN.SUB, more keys than threads
     if (pos > 256) await checkDecodeStep(ctx, r, { ...c, pos, window, single: true });
+  }
+});
+
+Deno.test("attn_decode PRELOAD: first keys and values loaded before the staging; rows past the position are NaN and never added", async () => {
+  const ctx = await gpu();
+  const r = rng(21);
+  // [numHeads, numKv, headDim, heads a workgroup]: 128 dims fill the 16 preloaded words (16 key lanes); 40
+  // leave the last thread without a lane; 256 is past what a key row holds (requested, not applied)
+  for (
+    const [numHeads, numKv, headDim, heads] of [[4, 2, 128, 1], [4, 1, 40, 1], [8, 2, 128, 2], [2, 1, 256, 1]]
+  ) {
+    const maxSeq = 530;
+    const shape = { numHeads, numKv, headDim, maxSeq, ldq: (numHeads + 2 * numKv) * headDim };
+    const c = { shape, ...ropeTables(ctx, headDim), ...randomCaches(ctx, r, shape), heads, preload: true };
+    // the GPU's caches from the reference's mirror, with every row from `from` on NaN (f16 0x7e00): a
+    // preloaded row past the position that reached a sum would make the output NaN
+    const poisonFrom = (from: number) => {
+      for (const [buf, mirror] of [[c.kc, c.K], [c.vc, c.V]] as const) {
+        const w = new Uint16Array(numKv * maxSeq * headDim).fill(0x7e00);
+        for (let h = 0; h < numKv; h++) {
+          for (let j = 0; j < from; j++) {
+            const row = mirror.subarray((j * numKv + h) * headDim, (j * numKv + h + 1) * headDim);
+            w.set(f32ToF16Bits(row), (h * maxSeq + j) * headDim);
+          }
+        }
+        ctx.device.queue.writeBuffer(buf, 0, w);
+      }
+    };
+    // positions: the first, fewer keys than a lane's trip, one trip of every lane and past it, more keys than
+    // threads (a second key a thread), the last single-variant position; a window (keys from past 0: the
+    // preloaded rows unused); pieces of 100 scores (only the first piece's rows preloaded)
+    for (
+      const [pos, window, sub] of [
+        [0, 0, 512],
+        [5, 0, 512],
+        [127, 0, 512],
+        [130, 0, 512],
+        [300, 0, 512],
+        [
+          511,
+          0,
+          512,
+        ],
+        [400, 90, 512],
+        [450, 0, 100],
+      ]
+    ) {
+      // one value trip preloaded, then two (keys 128..255 of 128 dims from the second)
+      for (const trips of [1, 2]) {
+        ATTN_PRELOAD.trips = trips;
+        try {
+          poisonFrom(pos);
+          await checkDecodeStep(ctx, r, { ...c, pos, window, single: true, sub });
+        } finally {
+          ATTN_PRELOAD.trips = 1;
+        }
+      }
+    }
   }
 });
 

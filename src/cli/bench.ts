@@ -13,6 +13,7 @@ import { randomModel } from "../bench/random_model.ts";
 import { SHAPES } from "../bench/shapes.ts";
 import { createGpuContext } from "../gpu/context.ts";
 import {
+  ATTN_PRELOAD,
   ATTN_SPLITS,
   GEMV_CHUNK,
   GEMV_HALF,
@@ -87,6 +88,9 @@ export const benchCommand: Command = {
                        device: 7 on a GPU, 1 on a CPU adapter)
   --gemv-epilogue      the decode GEMVs sum their own splits (Forward.gemvEpilogue: no reduce passes; check
                        the GPU first with bench/finish_check.ts)
+  --attn-preload on|off the short-context decode attention loads its first keys and values before it stages
+                       q|k|v (Forward.attnPreload; default on)
+  --attn-preload-trips N  value trips it loads then, 1 or 2 (ATTN_PRELOAD; default 1)
   --l2-prefetch on|off decode attention also reads the o projection's weights into L2 for the o GEMV
                        (Forward.l2Prefetch; default on for f16 weights, off for int8/int4)
   --l2-prefetch-passes the decode step's reduce passes also read the start of the next GEMV's weights into L2
@@ -142,11 +146,13 @@ export const benchCommand: Command = {
     context: { type: "string" },
     "attn-heads": { type: "string" },
     "attn-splits": { type: "string" },
+    "attn-preload-trips": { type: "string" },
     "prefill-steps": { type: "string" },
     "prefill-submit": { type: "string" },
     "prefill-cache": { type: "string" },
     "gemv-epilogue": { type: "boolean" },
     "l2-prefetch": { type: "string" },
+    "attn-preload": { type: "string" },
     "l2-prefetch-passes": { type: "boolean" },
     "l2-prefetch-heads": { type: "string" },
     "gemv-early": { type: "string" },
@@ -188,6 +194,7 @@ export const benchCommand: Command = {
     for (
       const name of [
         "l2-prefetch",
+        "attn-preload",
         "gemv-early",
         "matmul-half",
         "gemv-half",
@@ -232,6 +239,7 @@ export const benchCommand: Command = {
     const attnHeads = v["attn-heads"] === undefined
       ? undefined
       : num(v, "attn-heads", 1, { min: 1, max: 4, integer: true });
+    const preloadTrips = num(v, "attn-preload-trips", ATTN_PRELOAD.trips, { min: 1, max: 2, integer: true });
     const attnSplits = v["attn-splits"] === undefined
       ? 0
       : num(v, "attn-splits", 0, { min: 1, max: 256, integer: true });
@@ -278,6 +286,7 @@ export const benchCommand: Command = {
       }
       model.forward.gemvEpilogue = v["gemv-epilogue"] === true;
       model.forward.l2Prefetch = onOff(v["l2-prefetch"], "l2-prefetch", model.forward.l2Prefetch);
+      model.forward.attnPreload = onOff(v["attn-preload"], "attn-preload", model.forward.attnPreload);
       model.forward.l2PrefetchPasses = v["l2-prefetch-passes"] === true;
       model.forward.l2PrefetchHeadsBytes = num(v, "l2-prefetch-heads", 0, { min: 0, max: 64 }) * 2 ** 20;
       model.forward.gemvEarly = onOff(v["gemv-early"], "gemv-early", model.forward.gemvEarly);
@@ -295,6 +304,7 @@ export const benchCommand: Command = {
       model.forward.prefillGemv = v["prefill-gemm"] !== true;
       if (attnHeads !== undefined) model.forward.attentionHeads = attnHeads;
       ATTN_SPLITS.perGroup = attnSplits;
+      ATTN_PRELOAD.trips = preloadTrips;
       MATMUL_WIDE.fromRows = wideFrom;
       MATMUL_WIDE.tile128From = tile128From;
       MATMUL_WIDE.half = onOff(v["matmul-half"], "matmul-half", MATMUL_WIDE.half);
@@ -403,6 +413,7 @@ export const benchCommand: Command = {
         prefill_steps_up_to: prefillStepsUpTo(model.forward),
         gemv_epilogue: model.forward.gemvEpilogue,
         l2_prefetch: model.forward.l2Prefetch,
+        attn_preload: model.forward.attnPreload ? ATTN_PRELOAD.trips : 0,
         l2_prefetch_passes: model.forward.l2PrefetchPasses,
         gemv_early: model.forward.gemvEarly,
         gemv_pipe: GEMV_PIPE.f16,

@@ -1752,6 +1752,12 @@ export function attnHeadsRunnable(heads: number, a: { numHeads: number; numKv: n
  */
 export const ATTN_SPLITS: { perGroup: number } = { perGroup: 0 };
 
+/**
+ * Value trips (eight keys of each key lane) the short-context decode attention loads before its staging when
+ * it preloads (attnDecodeOps `preload`): 1 or 2. Read when a step is built (`bench --attn-preload-trips`).
+ */
+export const ATTN_PRELOAD: { trips: number } = { trips: 1 };
+
 function groupSplits(heads: number): number {
   return ATTN_SPLITS.perGroup || ATTN.MAX_SPLITS * heads;
 }
@@ -1864,6 +1870,12 @@ export function attnDecodeOps(
     heads?: number;
     rows?: number;
     prefetch?: L2Prefetch;
+    /**
+     * The one-workgroup-a-head variant (single) loads each thread's first key and value trip before the
+     * q|k|v staging (attn_decode.wgsl PRELOAD; head sizes up to 128): the same results, fewer round trips in
+     * a row. No effect on the split variant.
+     */
+    preload?: boolean;
   },
 ): Op[] {
   if (a.headDim % 8 !== 0 || a.headDim > 256) {
@@ -1933,6 +1945,8 @@ export function attnDecodeOps(
         SCORES: sub * heads,
         ROWS: rows,
         PREFETCH_WG: preWg,
+        PRELOAD: o.single && o.preload && a.headDim <= 128 ? 1 : 0,
+        PRELOAD_TRIPS: ATTN_PRELOAD.trips,
       },
     },
     bindings: [

@@ -193,6 +193,22 @@ export class Forward {
   #l2Prefetch: boolean;
 
   /**
+   * The short-context decode attention (one workgroup a head, below ATTN.SINGLE_BELOW) loads each thread's
+   * first cached key and first trip of values before it stages q|k|v: they do not depend on the new token, so
+   * their DRAM round trips overlap the staging's (attn_decode.wgsl PRELOAD; head sizes up to 128). The same
+   * results either way. Change it between generations, not during one.
+   */
+  get attnPreload(): boolean {
+    return this.#attnPreload;
+  }
+  set attnPreload(on: boolean) {
+    if (on === this.#attnPreload) return;
+    this.#attnPreload = on;
+    this.#dropSteps();
+  }
+  #attnPreload = true;
+
+  /**
    * A decode step's reduce passes prefetch the start of the next GEMV's weights (up to
    * PASS_PREFETCH_CAP_BYTES) into L2 with extra workgroups of their own dispatch (reduce.wgsl, prefetch.wgsl):
    * the residual add after the o GEMV reads gate|up's, SwiGLU down's, the residual add after the down GEMV the
@@ -649,6 +665,7 @@ export class Forward {
           {
             window: c.slidingWindow ?? 0,
             single: span === 0,
+            preload: this.#attnPreload,
             span: span || undefined,
             heads: span === 0 ? 1 : heads,
             // the o GEMV's weights into L2 while the one-workgroup-a-head attention runs (the split
