@@ -764,6 +764,7 @@ Deno.test("attn_decode PRELOAD: first keys and values loaded before the staging;
         [450, 0, 100],
       ]
     ) {
+      const trips0 = ATTN_PRELOAD.trips;
       // one value trip preloaded, then two (keys 128..255 of 128 dims from the second)
       for (const trips of [1, 2]) {
         ATTN_PRELOAD.trips = trips;
@@ -771,7 +772,7 @@ Deno.test("attn_decode PRELOAD: first keys and values loaded before the staging;
           poisonFrom(pos);
           await checkDecodeStep(ctx, r, { ...c, pos, window, single: true, sub });
         } finally {
-          ATTN_PRELOAD.trips = 1;
+          ATTN_PRELOAD.trips = trips0;
         }
       }
     }

@@ -90,7 +90,7 @@ export const benchCommand: Command = {
                        the GPU first with bench/finish_check.ts)
   --attn-preload on|off the short-context decode attention loads its first keys and values before it stages
                        q|k|v (Forward.attnPreload; default on)
-  --attn-preload-trips N  value trips it loads then, 1 or 2 (ATTN_PRELOAD; default 1)
+  --attn-preload-trips N  value trips it loads then, 1 or 2 (ATTN_PRELOAD; default 2)
   --l2-prefetch on|off decode attention also reads the o projection's weights into L2 for the o GEMV
                        (Forward.l2Prefetch; default on for f16 weights, off for int8/int4)
   --l2-prefetch-passes the decode step's reduce passes also read the start of the next GEMV's weights into L2

@@ -1755,8 +1755,10 @@ export const ATTN_SPLITS: { perGroup: number } = { perGroup: 0 };
 /**
  * Value trips (eight keys of each key lane) the short-context decode attention loads before its staging when
  * it preloads (attnDecodeOps `preload`): 1 or 2. Read when a step is built (`bench --attn-preload-trips`).
+ * Two: on the H200 at Llama-3-8B shapes (2026-12-04, docs/benchmarks.md) a 50% step took 4.180 ms against
+ * 4.198 with one and 4.285 with no preload; at position 500, 4.452 against 4.493 and 4.589.
  */
-export const ATTN_PRELOAD: { trips: number } = { trips: 1 };
+export const ATTN_PRELOAD: { trips: number } = { trips: 2 };
 
 function groupSplits(heads: number): number {
   return ATTN_SPLITS.perGroup || ATTN.MAX_SPLITS * heads;
