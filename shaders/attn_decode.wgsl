@@ -40,9 +40,9 @@ override KG: u32 = WG / VW;
 // (the abort was libEGL's, docs/testing.md)
 override QS: u32 = 32u;
 override SCORES: u32 = 512u;
-// FINAL, HEAD_DIM <= 128: each thread loads its key (key t) and its first trip of values (eight keys of its lane)
-// before anything else. Neither depends on the new token, so their DRAM round trips overlap the staging's
-// instead of following its barrier; the scores and values use them when the context starts at key 0.
+// HEAD_DIM <= 128: each thread loads its key and its first trips of values (eight keys of its lane a trip) of
+// the workgroup's first piece before the q|k|v staging (FINAL: before anything else). Neither depends on the new
+// token, so their DRAM round trips overlap the staging's instead of following its barrier.
 override PRELOAD: bool = false;
 // PRELOAD: value trips loaded first, 1 or 2 (positions past 8 KG and 16 KG keys: 128 and 256 at 128 dims load
 // the rest where they are used)
@@ -243,6 +243,20 @@ fn load_values(kvh: u32, c0: u32, w: u32, i0: u32, lim: u32) -> ValueTrip {
   );
 }
 
+// PRELOAD: a thread's key (pbase + t) and its lane's first value trips (from key pbase), loaded before the
+// q|k|v staging. Positions are clamped to the cache; the walks use only those of the piece.
+struct Preloaded { k: KeyRow, v: ValueTrip, v2: ValueTrip }
+
+fn preload(t: u32, kvh: u32, pbase: u32) -> Preloaded {
+  var r: Preloaded;
+  r.k = load_key(min(pbase + t, p.maxSeq - 1u), kvh);
+  if (t / VW < KG) {
+    r.v = load_values(kvh, pbase, t % VW, t / VW, p.maxSeq - pbase);
+    if (PRELOAD_TRIPS > 1u) { r.v2 = load_values(kvh, pbase, t % VW, t / VW + 8u * KG, p.maxSeq - pbase); }
+  }
+  return r;
+}
+
 // Key i's scores (or weights) of the piece in sc, a lane a head; lanes past HG zero.
 fn sc_get(i: u32) -> vec4<f32> {
   var e = vec4<f32>(sc[i * HG], 0.0, 0.0, 0.0);
@@ -354,11 +368,9 @@ fn put_q(e: u32, q: vec2<f32>, pos: u32) {
 
 // Keys [j0, j1) of `split` for the workgroup's heads (their q in qs; the position's k and v in kc and vc):
 // FINAL, the normalised output; else the split's partial (weighted sum of values, max, sum) for attn_combine.
-// PRELOAD (FINAL): kp is key t's row, vp the first value trip of the thread's lane and vp2 its second
-// (PRELOAD_TRIPS 2), all from key 0 on.
-fn attend(
-  t: u32, head0: u32, kvh: u32, split: u32, j0: u32, j1: u32, pos: u32, kp: KeyRow, vp: ValueTrip, vp2: ValueTrip,
-) {
+// PRELOAD: pl holds key pbase + t's row and the first value trips of the thread's lane from key pbase on (pbase:
+// the workgroup's first split's first key; past the cache when nothing was preloaded).
+fn attend(t: u32, head0: u32, kvh: u32, split: u32, j0: u32, j1: u32, pos: u32, pl: Preloaded, pbase: u32) {
   let cur = j1 == pos + 1u;  // this split holds the decode position
   let kg = t / VW;  // this thread's key lane (values)
   let w = t % VW;   // and its 8 dims
@@ -374,15 +386,15 @@ fn attend(
   var l_run = vec4<f32>(0.0);
   for (var c0 = j0; c0 < j1; c0 += SUB) {
     let n = min(SUB, j1 - c0);
-    let pre = PRELOAD && VW <= 16u && FINAL && c0 == 0u;  // kp and vp hold this piece's first keys and values
+    let pre = PRELOAD && VW <= 16u && c0 == pbase;  // pl holds this piece's first keys and values
     // scores: a key a thread, two keys a trip (32 loads of 16 bytes in flight); the second clamped, not
     // guarded, so that its loads go out with the first's
     var m = vec4<f32>(-3.0e38);
     for (var i = t; i < n; i += 2u * WG) {
       let i2 = min(i + WG, n - 1u);
       var s: vec4<f32>;
-      if (pre && i == t && !(cur && i == pos)) {
-        s = score_row(kp);
+      if (pre && i == t && !(cur && c0 + i == pos)) {
+        s = score_row(pl.k);
       } else {
         s = score(c0 + i, pos, cur, kvh);
       }
@@ -412,9 +424,9 @@ fn attend(
       for (var i = kg; i < nc; i += 8u * KG) {
         var tr: ValueTrip;
         if (pre && i == kg) {
-          tr = vp;
+          tr = pl.v;
         } else if (pre && PRELOAD_TRIPS > 1u && i == kg + 8u * KG) {
-          tr = vp2;
+          tr = pl.v2;
         } else {
           tr = load_values(kvh, c0, w, i, nc);
         }
@@ -495,15 +507,12 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   let half = HEAD_DIM / 2u;
   let group = p.numHeads / p.numKv;
   let kvh = head0 / group;
-  var kp: KeyRow;
-  var vp: ValueTrip;
-  var vp2: ValueTrip;
+  // FINAL: the preload goes out first of all; split: after the position (below), with the staging
+  var pl: Preloaded;
+  var pbase = 0xffffffffu;
   if (FINAL && PRELOAD && VW <= 16u) {
-    kp = load_key(min(t, p.maxSeq - 1u), kvh);
-    if (t / VW < KG) {
-      vp = load_values(kvh, 0u, t % VW, t / VW, p.maxSeq);
-      if (PRELOAD_TRIPS > 1u) { vp2 = load_values(kvh, 0u, t % VW, t / VW + 8u * KG, p.maxSeq); }
-    }
+    pbase = 0u;
+    pl = preload(t, kvh, pbase);
   }
   var st: Staged;
   // one workgroup per head group: the q|k|v loads go out with the state's, not behind a branch on it
@@ -526,6 +535,10 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
       }
     }
     if (split * SPAN > pos) { return; }
+    if (PRELOAD && VW <= 16u && split == row && lo <= row * SPAN) {
+      pbase = row * SPAN;
+      pl = preload(t, kvh, pbase);
+    }
     st = stage(head0, kvh, t);
   }
 
@@ -563,10 +576,10 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     }
   }
   if (FINAL) {
-    attend(t, head0, kvh, 0u, lo, pos + 1u, pos, kp, vp, vp2);
+    attend(t, head0, kvh, 0u, lo, pos + 1u, pos, pl, pbase);
     return;
   }
   for (; split * SPAN <= pos; split += ROWS) {
-    attend(t, head0, kvh, split, max(lo, split * SPAN), min(pos + 1u, (split + 1u) * SPAN), pos, kp, vp, vp2);
+    attend(t, head0, kvh, split, max(lo, split * SPAN), min(pos + 1u, (split + 1u) * SPAN), pos, pl, pbase);
   }
 }

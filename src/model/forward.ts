@@ -193,10 +193,10 @@ export class Forward {
   #l2Prefetch: boolean;
 
   /**
-   * The short-context decode attention (one workgroup a head, below ATTN.SINGLE_BELOW) loads each thread's
-   * first cached key and first trip of values before it stages q|k|v: they do not depend on the new token, so
-   * their DRAM round trips overlap the staging's (attn_decode.wgsl PRELOAD; head sizes up to 128). The same
-   * results either way. Change it between generations, not during one.
+   * The decode attention loads each thread's first cached key and first trips of values (ATTN_PRELOAD) of its
+   * workgroup's first piece before it stages q|k|v: they do not depend on the new token, so their DRAM round
+   * trips overlap the staging's (attn_decode.wgsl PRELOAD; head sizes up to 128). The same results either
+   * way. Change it between generations, not during one.
    */
   get attnPreload(): boolean {
     return this.#attnPreload;
