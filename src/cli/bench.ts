@@ -88,8 +88,8 @@ export const benchCommand: Command = {
                        device: 7 on a GPU, 1 on a CPU adapter)
   --gemv-epilogue      the decode GEMVs sum their own splits (Forward.gemvEpilogue: no reduce passes; check
                        the GPU first with bench/finish_check.ts)
-  --attn-preload on|off decode attention loads its first keys and values before it stages q|k|v
-                       (Forward.attnPreload; default on)
+  --attn-preload on|off the short-context decode attention loads its first keys and values before it stages
+                       q|k|v (Forward.attnPreload; default on)
   --attn-preload-trips N  value trips it loads then, 1 or 2 (ATTN_PRELOAD; default 2)
   --l2-prefetch on|off decode attention also reads the o projection's weights into L2 for the o GEMV
                        (Forward.l2Prefetch; default on for f16 weights, off for int8/int4)

@@ -1873,9 +1873,10 @@ export function attnDecodeOps(
     rows?: number;
     prefetch?: L2Prefetch;
     /**
-     * Each thread loads its first key and value trips (ATTN_PRELOAD) of its workgroup's first piece before the
-     * q|k|v staging (attn_decode.wgsl PRELOAD; head sizes up to 128): the same results, fewer round trips in
-     * a row.
+     * The one-workgroup-a-head variant (single) loads each thread's first key and value trips (ATTN_PRELOAD)
+     * before the q|k|v staging (attn_decode.wgsl PRELOAD; head sizes up to 128): the same results, fewer round
+     * trips in a row. No effect on the split variant, where the registers cost more than the round trips save
+     * (H200, 2026-12-04: a 50% step at position 1024 took 4.97 ms with it against 4.32).
      */
     preload?: boolean;
   },
@@ -1947,7 +1948,7 @@ export function attnDecodeOps(
         SCORES: sub * heads,
         ROWS: rows,
         PREFETCH_WG: preWg,
-        PRELOAD: o.preload && a.headDim <= 128 ? 1 : 0,
+        PRELOAD: o.single && o.preload && a.headDim <= 128 ? 1 : 0,
         PRELOAD_TRIPS: ATTN_PRELOAD.trips,
       },
     },
