@@ -41,8 +41,9 @@ override KG: u32 = WG / VW;
 override QS: u32 = 32u;
 override SCORES: u32 = 512u;
 // FINAL, HEAD_DIM <= 128: each thread loads its key and its first trips of values (eight keys of its lane a
-// trip) before anything else. Neither depends on the new
-// token, so their DRAM round trips overlap the staging's instead of following its barrier.
+// trip) before anything else. Neither depends on the new token, so their DRAM round trips overlap the
+// staging's instead of following its barrier. Not in the split variant: there its registers cost more than the
+// round trips they save (many workgroups: a step at position 1024 took 4.97 ms against 4.32 without).
 override PRELOAD: bool = false;
 // PRELOAD: value trips loaded first, 1 or 2 (positions past 8 KG and 16 KG keys: 128 and 256 at 128 dims load
 // the rest where they are used)
@@ -243,16 +244,16 @@ fn load_values(kvh: u32, c0: u32, w: u32, i0: u32, lim: u32) -> ValueTrip {
   );
 }
 
-// PRELOAD: a thread's key (pbase + t) and its lane's first value trips (from key pbase), loaded before the
-// q|k|v staging. Positions are clamped to the cache; the walks use only those of the piece.
+// PRELOAD: a thread's key (key t) and its lane's first value trips, from key 0, loaded before the q|k|v
+// staging. Positions are clamped to the cache; the walks use only those of the context.
 struct Preloaded { k: KeyRow, v: ValueTrip, v2: ValueTrip }
 
-fn preload(t: u32, kvh: u32, pbase: u32) -> Preloaded {
+fn preload(t: u32, kvh: u32) -> Preloaded {
   var r: Preloaded;
-  r.k = load_key(min(pbase + t, p.maxSeq - 1u), kvh);
+  r.k = load_key(min(t, p.maxSeq - 1u), kvh);
   if (t / VW < KG) {
-    r.v = load_values(kvh, pbase, t % VW, t / VW, p.maxSeq - pbase);
-    if (PRELOAD_TRIPS > 1u) { r.v2 = load_values(kvh, pbase, t % VW, t / VW + 8u * KG, p.maxSeq - pbase); }
+    r.v = load_values(kvh, 0u, t % VW, t / VW, p.maxSeq);
+    if (PRELOAD_TRIPS > 1u) { r.v2 = load_values(kvh, 0u, t % VW, t / VW + 8u * KG, p.maxSeq); }
   }
   return r;
 }
@@ -368,9 +369,8 @@ fn put_q(e: u32, q: vec2<f32>, pos: u32) {
 
 // Keys [j0, j1) of `split` for the workgroup's heads (their q in qs; the position's k and v in kc and vc):
 // FINAL, the normalised output; else the split's partial (weighted sum of values, max, sum) for attn_combine.
-// PRELOAD: pl holds key pbase + t's row and the first value trips of the thread's lane from key pbase on (pbase:
-// the workgroup's first split's first key; past the cache when nothing was preloaded).
-fn attend(t: u32, head0: u32, kvh: u32, split: u32, j0: u32, j1: u32, pos: u32, pl: Preloaded, pbase: u32) {
+// PRELOAD (FINAL): pl holds key t's row and the first value trips of the thread's lane, from key 0 on.
+fn attend(t: u32, head0: u32, kvh: u32, split: u32, j0: u32, j1: u32, pos: u32, pl: Preloaded) {
   let cur = j1 == pos + 1u;  // this split holds the decode position
   let kg = t / VW;  // this thread's key lane (values)
   let w = t % VW;   // and its 8 dims
@@ -386,7 +386,7 @@ fn attend(t: u32, head0: u32, kvh: u32, split: u32, j0: u32, j1: u32, pos: u32, 
   var l_run = vec4<f32>(0.0);
   for (var c0 = j0; c0 < j1; c0 += SUB) {
     let n = min(SUB, j1 - c0);
-    let pre = PRELOAD && VW <= 16u && c0 == pbase;  // pl holds this piece's first keys and values
+    let pre = FINAL && PRELOAD && VW <= 16u && c0 == 0u;  // pl holds this piece's first keys and values
     // scores: a key a thread, two keys a trip (32 loads of 16 bytes in flight); the second clamped, not
     // guarded, so that its loads go out with the first's
     var m = vec4<f32>(-3.0e38);
@@ -507,14 +507,9 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   let half = HEAD_DIM / 2u;
   let group = p.numHeads / p.numKv;
   let kvh = head0 / group;
-  // FINAL: the preload goes out first of all. Not in the split variant: there its registers cost more than
-  // the round trips they save (many workgroups: a step at position 1024 took 4.97 ms against 4.32 without)
+  // the preload goes out first of all
   var pl: Preloaded;
-  var pbase = 0xffffffffu;
-  if (FINAL && PRELOAD && VW <= 16u) {
-    pbase = 0u;
-    pl = preload(t, kvh, pbase);
-  }
+  if (FINAL && PRELOAD && VW <= 16u) { pl = preload(t, kvh); }
   var st: Staged;
   // one workgroup per head group: the q|k|v loads go out with the state's, not behind a branch on it
   if (FINAL) { st = stage(head0, kvh, t); }
@@ -573,10 +568,10 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     }
   }
   if (FINAL) {
-    attend(t, head0, kvh, 0u, lo, pos + 1u, pos, pl, pbase);
+    attend(t, head0, kvh, 0u, lo, pos + 1u, pos, pl);
     return;
   }
   for (; split * SPAN <= pos; split += ROWS) {
-    attend(t, head0, kvh, split, max(lo, split * SPAN), min(pos + 1u, (split + 1u) * SPAN), pos, pl, pbase);
+    attend(t, head0, kvh, split, max(lo, split * SPAN), min(pos + 1u, (split + 1u) * SPAN), pos, pl);
   }
 }
