@@ -612,6 +612,72 @@ Deno.test("decode steps with the next GEMV's weights prefetched into L2 (l2Prefe
   }
 });
 
+Deno.test("decode steps with the o projection fused into the attention (attnO) give the unfused step's logits and active counts, dense and sparse; long contexts and int8 weights run as before", async () => {
+  // Llama (172 columns of o: not whole vec4 columns), the same with GEMV epilogues (the fused o still has a
+  // reduce pass), Qwen2 (q|k|v bias, a sliding window), int8 (not fused)
+  for (
+    const [config, quant, epilogue] of [
+      [LLAMA, "none", false],
+      [LLAMA, "none", true],
+      [QWEN, "none", false],
+      [LLAMA, "int8", false],
+    ] as const
+  ) {
+    const c = { ...config, maxPositionEmbeddings: 1024 };
+    const { tensors } = randomWeights(c, 41);
+    const model = await modelFromTensors("synthetic", c, tensors, {
+      gpu: await gpu(),
+      contextLength: 600,
+      quant,
+    });
+    try {
+      const fwd = model.forward;
+      const ctx = model.gpu;
+      const slots = c.numLayers * 7;
+      assertEquals(fwd.attnO, false);
+      fwd.gemvEpilogue = epilogue;
+      for (const sparse of [false, true]) {
+        ctx.write(fwd.sparsity.thresholds, new Float32Array(slots).fill(sparse ? 0.3 : 0));
+        for (const pos of [3, 40, ATTN.SINGLE_BELOW + 5]) {
+          const what = `${c.architecture} ${quant}${epilogue ? " epilogues" : ""}, ${
+            sparse ? "sparse" : "dense"
+          }, pos ${pos}`;
+          const logits: Float32Array[] = [];
+          const counts: Uint32Array[] = [];
+          const dispatches: number[] = [];
+          for (const on of [false, true]) {
+            fwd.attnO = on;
+            ctx.write(fwd.sparsity.counters, new Uint32Array(slots));
+            fwd.writeState(pos, 5, 1);
+            const step = fwd.decodeStep(sparse, pos);
+            dispatches.push(step.length);
+            ctx.run(step);
+            logits.push(await ctx.readF32(fwd.logits));
+            counts.push(await ctx.readU32(fwd.sparsity.counters, slots));
+          }
+          fwd.attnO = false;
+          assert(logits[0].every(Number.isFinite), `logits, ${what}`);
+          assertEquals(counts[1], counts[0], `active channels counted, ${what}`);
+          if (quant === "none" && pos < ATTN.SINGLE_BELOW) {
+            // one dispatch a layer fewer (no o GEMV; with epilogues, its reduce pass replaces it); the o sums
+            // added in another order
+            assertEquals(dispatches[1], dispatches[0] - (epilogue ? 0 : c.numLayers), `dispatches, ${what}`);
+            assert(relErr(logits[1], logits[0]) < 1e-3, `logits, ${what}`);
+            if (sparse) {
+              assert(counts[0][3] > 0 && counts[0][3] < c.numHeads * c.headDim, `o sparse, ${what}`);
+            }
+          } else {
+            assertEquals(dispatches[1], dispatches[0], `dispatches, ${what}`);
+            assertEquals(logits[1], logits[0], `logits, ${what}`);
+          }
+        }
+      }
+    } finally {
+      model.dispose();
+    }
+  }
+});
+
 Deno.test("decode steps whose reduce passes prefetch the first rows of every K chunk of the next GEMV (l2PrefetchHeadsBytes) give the same logits, dense and sparse; the SwiGLU pass reads down's chunk heads", async () => {
   // K of gate|up, down and lm_head multiples of their GEMVs' chunks (512 / 1024), so each gets chunk heads;
   // q|k|v (rows of unequal length) gets none
