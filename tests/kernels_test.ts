@@ -347,6 +347,38 @@ Deno.test("reduce: residual add and SwiGLU epilogues", async () => {
   assert(relErr(await ctx.readF32(ss, 2), wantSs) < 1e-5);
 });
 
+Deno.test("reduce adds the splits in split order (the sums of f32 adds a split at a time, bit for bit), 1 to 33 splits", async () => {
+  const ctx = await gpu();
+  const r = rng(33);
+  // fewer than a batch of sixteen loads, one, one and a part, two and a part; 300 outputs over 310 columns
+  for (const splits of [1, 3, 5, 14, 16, 17, 21, 33]) {
+    const n = 300;
+    const np = 310;
+    const parts = randn(splits * np, r);
+    const out = poisoned(ctx, n + 8);
+    ctx.run([
+      reduceOp(ctx, ctx.buffer(parts.byteLength, "parts", parts), out, {
+        n,
+        splits,
+        ncols: np,
+        mode: REDUCE.store,
+      }),
+    ]);
+    const want = new Float32Array(n);
+    for (let o = 0; o < n; o++) {
+      let sum = 0;
+      for (let s = 0; s < splits; s++) sum = Math.fround(sum + parts[s * np + o]);
+      want[o] = sum;
+    }
+    const got = await ctx.readF32(out);
+    assertEquals(got.subarray(0, n), want, `${splits} splits`);
+    assert(
+      new Uint32Array(got.buffer, n * 4).every((w) => w === POISON),
+      `${splits} splits: past the outputs`,
+    );
+  }
+});
+
 Deno.test("reduce L2 prefetch: the pass's bits and sums of squares unchanged, each workgroup's slice read (XOR checksums), nothing else written", async () => {
   const ctx = await gpu();
   const r = rng(24);
