@@ -200,6 +200,9 @@ fn score(j: u32, pos: u32, cur: bool, kvh: u32) -> vec4<f32> {
     }
     return s;
   }
+  // a row of up to 16 words as named loads, all in flight at once (NVIDIA's compiler did not unroll the loop,
+  // and its loads went one round trip apart)
+  if (VW <= 16u) { return score_row(load_key(j, kvh)); }
   let kr = (kvh * p.maxSeq + j) * VW;
   for (var u = 0u; u < VW; u++) {
     let k4 = kcache[kr + u];
@@ -368,14 +371,41 @@ fn stage(head0: u32, kvh: u32, t: u32) -> Staged {
     k = vec2<f32>(bias[ka], bias[ka + half]);
     v = vec2<f32>(bias[va], bias[va + half]);
   }
-  for (var s = 0u; s < SPLITS; s++) {
-    let r = s * p.ldq;
-    q += vec2<f32>(partials[r + qa], partials[r + qa + half]);
-    if (pairs > WG) { q2 += vec2<f32>(partials[r + qb], partials[r + qb + half]); }
-    k += vec2<f32>(partials[r + ka], partials[r + ka + half]);
-    v += vec2<f32>(partials[r + va], partials[r + va + half]);
+  // four splits' loads in flight at a time, added in split order (past the last clamped, not added): NVIDIA's
+  // compiler did not unroll a loop of one split a trip, and its loads went one L2 round trip apart
+  var st = Staged(q, q2, k, v);
+  for (var s = 0u; s < SPLITS; s += 4u) {
+    let s0 = split_row(s, qa, qb, ka, va);
+    let s1 = split_row(s + 1u, qa, qb, ka, va);
+    let s2 = split_row(s + 2u, qa, qb, ka, va);
+    let s3 = split_row(s + 3u, qa, qb, ka, va);
+    st = add_split(st, s0);
+    if (s + 1u < SPLITS) { st = add_split(st, s1); }
+    if (s + 2u < SPLITS) { st = add_split(st, s2); }
+    if (s + 3u < SPLITS) { st = add_split(st, s3); }
   }
-  return Staged(q, q2, k, v);
+  return st;
+}
+
+// Split s's (clamped to the last) q|k|v values at a thread's pairs (stage).
+fn split_row(s: u32, qa: u32, qb: u32, ka: u32, va: u32) -> Staged {
+  let half = HEAD_DIM / 2u;
+  let pairs = HG * half;
+  let r = min(s, SPLITS - 1u) * p.ldq;
+  var q2 = vec2<f32>(0.0);
+  if (pairs > WG) { q2 = vec2<f32>(partials[r + qb], partials[r + qb + half]); }
+  return Staged(
+    vec2<f32>(partials[r + qa], partials[r + qa + half]),
+    q2,
+    vec2<f32>(partials[r + ka], partials[r + ka + half]),
+    vec2<f32>(partials[r + va], partials[r + va + half]),
+  );
+}
+
+fn add_split(a: Staged, b: Staged) -> Staged {
+  var q2 = a.q2;
+  if (HG * HEAD_DIM / 2u > WG) { q2 += b.q2; }
+  return Staged(a.q + b.q, q2, a.k + b.k, a.v + b.v);
 }
 
 // q pair e rotated and scaled into qs.

@@ -6,8 +6,43 @@
 // (declared in the kernel; the heap aborts of that time were libEGL's, docs/testing.md).
   var inv_rms = 1.0;
   if (INPUT == 1u) {
+    // sixteen loads in flight at a time, added in order (past the last clamped, not added): NVIDIA's compiler
+    // did not unroll a loop of one load a trip, which left its loads one L2 round trip apart (reduce.wgsl)
     var sum = 0.0;
-    for (var i = 0u; i < NSS; i++) { sum += ss[i]; }
+    for (var i = 0u; i < NSS; i += 16u) {
+      let s0 = ss[min(i, NSS - 1u)];
+      let s1 = ss[min(i + 1u, NSS - 1u)];
+      let s2 = ss[min(i + 2u, NSS - 1u)];
+      let s3 = ss[min(i + 3u, NSS - 1u)];
+      let s4 = ss[min(i + 4u, NSS - 1u)];
+      let s5 = ss[min(i + 5u, NSS - 1u)];
+      let s6 = ss[min(i + 6u, NSS - 1u)];
+      let s7 = ss[min(i + 7u, NSS - 1u)];
+      let s8 = ss[min(i + 8u, NSS - 1u)];
+      let s9 = ss[min(i + 9u, NSS - 1u)];
+      let s10 = ss[min(i + 10u, NSS - 1u)];
+      let s11 = ss[min(i + 11u, NSS - 1u)];
+      let s12 = ss[min(i + 12u, NSS - 1u)];
+      let s13 = ss[min(i + 13u, NSS - 1u)];
+      let s14 = ss[min(i + 14u, NSS - 1u)];
+      let s15 = ss[min(i + 15u, NSS - 1u)];
+      sum += s0;
+      if (i + 1u < NSS) { sum += s1; }
+      if (i + 2u < NSS) { sum += s2; }
+      if (i + 3u < NSS) { sum += s3; }
+      if (i + 4u < NSS) { sum += s4; }
+      if (i + 5u < NSS) { sum += s5; }
+      if (i + 6u < NSS) { sum += s6; }
+      if (i + 7u < NSS) { sum += s7; }
+      if (i + 8u < NSS) { sum += s8; }
+      if (i + 9u < NSS) { sum += s9; }
+      if (i + 10u < NSS) { sum += s10; }
+      if (i + 11u < NSS) { sum += s11; }
+      if (i + 12u < NSS) { sum += s12; }
+      if (i + 13u < NSS) { sum += s13; }
+      if (i + 14u < NSS) { sum += s14; }
+      if (i + 15u < NSS) { sum += s15; }
+    }
     inv_rms = inverseSqrt(sum / f32(p.K) + p.eps);
   }
 
@@ -18,17 +53,47 @@
     let k0 = t * PER;
     var cnt = 0u;
     var keep = 0u;  // bit e: channel k0 + e is active (PER <= 32), so the compaction below reads no scale again
-    for (var e = 0u; e < PER; e++) {
-      // clamped, not guarded: the loads of every channel are issued before any is used
-      let kk = k0 + e;
-      let kc = k_base + min(kk, n_k - 1u);
-      let v = input(kc, inv_rms);
-      let sc = scales[s * p.K + kc];
-      if (kk < n_k) {
-        act_val[kk] = v;  // in place: the walk reads it through act_idx
-        if (abs(v) * sc > thr) {
+    // four channels a trip, clamped, not guarded: their loads are all issued before any is used (as one loop
+    // of a channel a trip, NVIDIA's compiler left them one L2 round trip apart)
+    for (var e = 0u; e < PER; e += 4u) {
+      let kc0 = k_base + min(k0 + e, n_k - 1u);
+      let kc1 = k_base + min(k0 + min(e + 1u, PER - 1u), n_k - 1u);
+      let kc2 = k_base + min(k0 + min(e + 2u, PER - 1u), n_k - 1u);
+      let kc3 = k_base + min(k0 + min(e + 3u, PER - 1u), n_k - 1u);
+      let v0 = input(kc0, inv_rms);
+      let c0 = scales[s * p.K + kc0];
+      let v1 = input(kc1, inv_rms);
+      let c1 = scales[s * p.K + kc1];
+      let v2 = input(kc2, inv_rms);
+      let c2 = scales[s * p.K + kc2];
+      let v3 = input(kc3, inv_rms);
+      let c3 = scales[s * p.K + kc3];
+      if (e < PER && k0 + e < n_k) {
+        act_val[k0 + e] = v0;  // in place: the walk reads it through act_idx
+        if (abs(v0) * c0 > thr) {
           cnt++;
-          keep |= 1u << e;
+          keep |= 1u << (e);
+        }
+      }
+      if (e + 1u < PER && k0 + e + 1u < n_k) {
+        act_val[k0 + e + 1u] = v1;  // in place: the walk reads it through act_idx
+        if (abs(v1) * c1 > thr) {
+          cnt++;
+          keep |= 1u << (e + 1u);
+        }
+      }
+      if (e + 2u < PER && k0 + e + 2u < n_k) {
+        act_val[k0 + e + 2u] = v2;  // in place: the walk reads it through act_idx
+        if (abs(v2) * c2 > thr) {
+          cnt++;
+          keep |= 1u << (e + 2u);
+        }
+      }
+      if (e + 3u < PER && k0 + e + 3u < n_k) {
+        act_val[k0 + e + 3u] = v3;  // in place: the walk reads it through act_idx
+        if (abs(v3) * c3 > thr) {
+          cnt++;
+          keep |= 1u << (e + 3u);
         }
       }
     }
@@ -56,11 +121,20 @@
   } else {
     // a constant trip count (PER) so that the compiler can issue every thread's input loads together;
     // dense rows are k_base + j, so only the values are staged
-    for (var e = 0u; e < PER; e++) {
-      let kk = t + e * WG;
-      // clamped, not guarded: the loads of every channel are issued before any is used
-      let v = input(k_base + min(kk, n_k - 1u), inv_rms);
-      if (kk < n_k) { act_val[kk] = v; }
+    for (var e = 0u; e < PER; e += 4u) {
+      // four channels a trip, clamped, not guarded: their loads are all issued before any is used
+      let kk0 = t + e * WG;
+      let kk1 = t + min(e + 1u, PER - 1u) * WG;
+      let kk2 = t + min(e + 2u, PER - 1u) * WG;
+      let kk3 = t + min(e + 3u, PER - 1u) * WG;
+      let v0 = input(k_base + min(kk0, n_k - 1u), inv_rms);
+      let v1 = input(k_base + min(kk1, n_k - 1u), inv_rms);
+      let v2 = input(k_base + min(kk2, n_k - 1u), inv_rms);
+      let v3 = input(k_base + min(kk3, n_k - 1u), inv_rms);
+      if (kk0 < n_k) { act_val[kk0] = v0; }
+      if (e + 1u < PER && kk1 < n_k) { act_val[kk1] = v1; }
+      if (e + 2u < PER && kk2 < n_k) { act_val[kk2] = v2; }
+      if (e + 3u < PER && kk3 < n_k) { act_val[kk3] = v3; }
     }
     if (eos) { return; }
   }

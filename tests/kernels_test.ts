@@ -576,10 +576,15 @@ async function checkDecodeStep(
   } & Omit<Parameters<typeof attnDecodeOps>[9], "prefetch">,
 ): Promise<void> {
   const { numHeads, numKv, headDim, ldq, maxSeq } = c.shape;
-  const splits = 3;
+  // 1 to 7 q|k|v splits by position: one, a whole batch of four (attn_decode.wgsl stage) and a batch and a part
+  const splits = 1 + (c.pos % 7);
   const parts = randn(splits * ldq, r);
   const bias = randn(ldq, r);
-  const row = new Float32Array(ldq).map((_, i) => bias[i] + parts[i] + parts[ldq + i] + parts[2 * ldq + i]);
+  const row = new Float32Array(ldq).map((_, i) => {
+    let v = bias[i];
+    for (let s = 0; s < splits; s++) v += parts[s * ldq + i];
+    return v;
+  });
   const state = ctx.buffer(16, "state", new Uint32Array([c.pos, 0, 0, 0]));
   const out = poisoned(ctx, numHeads * headDim);
   const part = poisoned(ctx, attnPartFloats(c.shape, c.span));
