@@ -13,17 +13,11 @@
 // L2 prefetch (prefetch.wgsl, which says why): PREFETCH_WG more workgroups past the attention's read a range of
 // `pre` (the o projection's weights) for the o GEMV right after; with preCheck, their checksums go to out past
 // the attention's output.
-// O_SLICES > 0 (FINAL, one q head a workgroup, f16 o weights): the o projection is fused in. Each head runs in
-// O_SLICES workgroups, and each of them multiplies the head's output by the head's rows of the o weights over
-// one slice of the output columns (its channels under the threshold dropped when O_SPARSE), so that no o GEMV
-// dispatch follows: the head's sums go to out as split `head` of the o projection, which a reduce pass adds up.
 // bindings: 0 params (uniform), 1 partials (f32 [SPLITS][ldq], read), 2 bias (f32 [ldq], read),
 //           3 turns (f32 [HEAD_DIM/2], read), 4 kcache (8 f16 a word, [numKv][maxSeq][HEAD_DIM/8], read_write),
 //           5 vcache (same), 6 out (FINAL: f32 [numHeads][HEAD_DIM]; else f32 [splits][numHeads][HEAD_DIM + 2],
 //           write; preCheck: checksums past those), 7 state (u32: [0] = decode position, read),
-//           8 pre (vec4<u32>, read: the words to prefetch; a scratch buffer when PREFETCH_WG is 0),
-//           O_SLICES > 0 (else scratch buffers): 9 wo (the o weights, f16 [K][stride] block at vec4 oBase, read),
-//           10 thresholds (f32, read), 11 oscales (f32 [K], read), 12 counters (atomic u32, read_write)
+//           8 pre (vec4<u32>, read: the words to prefetch; a scratch buffer when PREFETCH_WG is 0)
 override SPAN: u32 = 64u;
 override FINAL: bool = false;
 // the head size as a constant: the loops over a key's dims unroll, and their loads go out together
@@ -54,11 +48,6 @@ override PRELOAD: bool = false;
 // PRELOAD: value trips loaded first, 1 or 2 (positions past 8 KG and 16 KG keys: 128 and 256 at 128 dims load
 // the rest where they are used)
 override PRELOAD_TRIPS: u32 = 1u;
-// Fused o projection: workgroups a head (column slices), 0 for none; TEAL-sparse; threads a row group of the
-// row walk (each a vec4 column, 8 outputs, at a time; WG / O_TPR row groups walk the head's rows side by side)
-override O_SLICES: u32 = 0u;
-override O_SPARSE: bool = false;
-override O_TPR: u32 = 128u;
 const TAU: f32 = 6.283185307179586;
 
 struct Params {
@@ -74,11 +63,6 @@ struct Params {
   preCheck: u32,  // 0; else the out index of the prefetch checksums
   preRanges: u32,  // ranges of preCount vec4s, preStride apart (0 or 1: one)
   preStride: u32,
-  oBase: u32,     // O_SLICES: vec4 of the o weights' row 0
-  oStride: u32,   // vec4s a row of them
-  oCols: u32,     // o's output columns
-  oThr: u32,      // O_SPARSE: o's threshold in thresholds
-  oCounter: u32,  // O_SPARSE: counters[oCounter] counts o's active channels (summed over heads and calls)
   _pad0: u32,
   _pad1: u32,
   _pad2: u32,
@@ -92,10 +76,6 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> outv: array<f32>;
 @group(0) @binding(7) var<storage, read> state: array<u32>;
 @group(0) @binding(8) var<storage, read> pre: array<vec4<u32>>;
-@group(0) @binding(9) var<storage, read> wo: array<vec4<u32>>;
-@group(0) @binding(10) var<storage, read> thresholds: array<f32>;
-@group(0) @binding(11) var<storage, read> oscales: array<f32>;
-@group(0) @binding(12) var<storage, read_write> counters: array<atomic<u32>>;
 
 // head h's q (rotated, scaled) at vec4 h * HEAD_DIM / 4: a key's 8 dims meet two 16-byte loads, not eight
 var<workgroup> qs: array<vec4<f32>, QS>;
@@ -106,10 +86,6 @@ var<workgroup> sc: array<f32, SCORES>;  // key i's score (then weight) for head 
 var<workgroup> red: array<vec4<f32>, WG * 2u>;
 var<workgroup> red2: array<vec4<f32>, 16>;
 var<workgroup> red3: array<vec4<f32>, 16>;
-// O_SLICES: the head's output, its active channels in order, and their bits
-var<workgroup> ao: array<f32, HEAD_DIM>;
-var<workgroup> oidx: array<u32, HEAD_DIM>;
-var<workgroup> omask: array<atomic<u32>, 8>;
 
 // A thread's weighted sums of values, dims [8w, 8w + 8) of its key lane, for head h of the workgroup in
 // (a_h, b_h): named registers, as an array indexed by head could go to memory.
@@ -200,9 +176,6 @@ fn score(j: u32, pos: u32, cur: bool, kvh: u32) -> vec4<f32> {
     }
     return s;
   }
-  // a row of up to 16 words as named loads, all in flight at once (NVIDIA's compiler did not unroll the loop,
-  // and its loads went one round trip apart)
-  if (VW <= 16u) { return score_row(load_key(j, kvh)); }
   let kr = (kvh * p.maxSeq + j) * VW;
   for (var u = 0u; u < VW; u++) {
     let k4 = kcache[kr + u];
@@ -371,41 +344,14 @@ fn stage(head0: u32, kvh: u32, t: u32) -> Staged {
     k = vec2<f32>(bias[ka], bias[ka + half]);
     v = vec2<f32>(bias[va], bias[va + half]);
   }
-  // four splits' loads in flight at a time, added in split order (past the last clamped, not added): NVIDIA's
-  // compiler did not unroll a loop of one split a trip, and its loads went one L2 round trip apart
-  var st = Staged(q, q2, k, v);
-  for (var s = 0u; s < SPLITS; s += 4u) {
-    let s0 = split_row(s, qa, qb, ka, va);
-    let s1 = split_row(s + 1u, qa, qb, ka, va);
-    let s2 = split_row(s + 2u, qa, qb, ka, va);
-    let s3 = split_row(s + 3u, qa, qb, ka, va);
-    st = add_split(st, s0);
-    if (s + 1u < SPLITS) { st = add_split(st, s1); }
-    if (s + 2u < SPLITS) { st = add_split(st, s2); }
-    if (s + 3u < SPLITS) { st = add_split(st, s3); }
+  for (var s = 0u; s < SPLITS; s++) {
+    let r = s * p.ldq;
+    q += vec2<f32>(partials[r + qa], partials[r + qa + half]);
+    if (pairs > WG) { q2 += vec2<f32>(partials[r + qb], partials[r + qb + half]); }
+    k += vec2<f32>(partials[r + ka], partials[r + ka + half]);
+    v += vec2<f32>(partials[r + va], partials[r + va + half]);
   }
-  return st;
-}
-
-// Split s's (clamped to the last) q|k|v values at a thread's pairs (stage).
-fn split_row(s: u32, qa: u32, qb: u32, ka: u32, va: u32) -> Staged {
-  let half = HEAD_DIM / 2u;
-  let pairs = HG * half;
-  let r = min(s, SPLITS - 1u) * p.ldq;
-  var q2 = vec2<f32>(0.0);
-  if (pairs > WG) { q2 = vec2<f32>(partials[r + qb], partials[r + qb + half]); }
-  return Staged(
-    vec2<f32>(partials[r + qa], partials[r + qa + half]),
-    q2,
-    vec2<f32>(partials[r + ka], partials[r + ka + half]),
-    vec2<f32>(partials[r + va], partials[r + va + half]),
-  );
-}
-
-fn add_split(a: Staged, b: Staged) -> Staged {
-  var q2 = a.q2;
-  if (HG * HEAD_DIM / 2u > WG) { q2 += b.q2; }
-  return Staged(a.q + b.q, q2, a.k + b.k, a.v + b.v);
+  return Staged(q, q2, k, v);
 }
 
 // q pair e rotated and scaled into qs.
@@ -533,9 +479,7 @@ fn attend(t: u32, head0: u32, kvh: u32, split: u32, j0: u32, j1: u32, pos: u32, 
         let i = g * HEAD_DIM + d;
         sum += red[i / 4u][i % 4u];
       }
-      if (FINAL && O_SLICES > 0u) {
-        ao[d] = sum / l_run[h];
-      } else if (FINAL) {
+      if (FINAL) {
         outv[head * HEAD_DIM + d] = sum / l_run[h];
       } else {
         outv[out + d] = sum;
@@ -549,97 +493,6 @@ fn attend(t: u32, head0: u32, kvh: u32, split: u32, j0: u32, j1: u32, pos: u32, 
   }
 }
 
-// Row i of the head's active channels of the o weights, at vec4 column vc.
-fn o_row(i: u32, vc: u32, head: u32) -> vec4<u32> {
-  return wo[p.oBase + (head * HEAD_DIM + oidx[i]) * p.oStride + vc];
-}
-
-// O_SLICES: the head's output (ao) times the head's rows of the o weights over column slice `slice`, into
-// outv[head * oCols + column]. The active channels are ranked from a bit mask (channel order, so the sums are
-// the same run after run); each row group walks every (WG / O_TPR)-th of them, eight 16-byte loads in flight.
-fn o_part(t: u32, head: u32, slice: u32) {
-  if (t < HEAD_DIM) {
-    var keep = true;
-    if (O_SPARSE) { keep = abs(ao[t]) * oscales[head * HEAD_DIM + t] > thresholds[p.oThr]; }
-    if (keep) { atomicOr(&omask[t / 32u], 1u << (t % 32u)); }
-  }
-  workgroupBarrier();
-  var n_act = 0u;
-  var rank = 0u;
-  var kept = false;
-  for (var w = 0u; w * 32u < HEAD_DIM; w++) {
-    let m = atomicLoad(&omask[w]);
-    n_act += countOneBits(m);
-    if (w < t / 32u) { rank += countOneBits(m); }
-    if (w == t / 32u) {
-      rank += countOneBits(m & ((1u << (t % 32u)) - 1u));
-      kept = ((m >> (t % 32u)) & 1u) != 0u;
-    }
-  }
-  if (t < HEAD_DIM && kept) { oidx[rank] = t; }
-  workgroupBarrier();
-  if (O_SPARSE && slice == 0u && t == 0u) { atomicAdd(&counters[p.oCounter], n_act); }
-  let rgs = WG / O_TPR;
-  let c = t % O_TPR;
-  let rg = t / O_TPR;
-  let n8 = (p.oCols + 7u) / 8u;
-  let per = (n8 + O_SLICES - 1u) / O_SLICES;
-  let v0 = slice * per;
-  let v1 = min(v0 + per, n8);
-  for (var cb = v0; cb < v1; cb += O_TPR) {
-    let vc = cb + c;
-    var a = vec4<f32>(0.0);
-    var b = vec4<f32>(0.0);
-    if (vc < v1) {
-      var i = rg;
-      for (; i + 7u * rgs < n_act; i += 8u * rgs) {
-        let w0 = o_row(i, vc, head);
-        let w1 = o_row(i + rgs, vc, head);
-        let w2 = o_row(i + 2u * rgs, vc, head);
-        let w3 = o_row(i + 3u * rgs, vc, head);
-        let w4 = o_row(i + 4u * rgs, vc, head);
-        let w5 = o_row(i + 5u * rgs, vc, head);
-        let w6 = o_row(i + 6u * rgs, vc, head);
-        let w7 = o_row(i + 7u * rgs, vc, head);
-        let x0 = ao[oidx[i]];
-        let x1 = ao[oidx[i + rgs]];
-        let x2 = ao[oidx[i + 2u * rgs]];
-        let x3 = ao[oidx[i + 3u * rgs]];
-        let x4 = ao[oidx[i + 4u * rgs]];
-        let x5 = ao[oidx[i + 5u * rgs]];
-        let x6 = ao[oidx[i + 6u * rgs]];
-        let x7 = ao[oidx[i + 7u * rgs]];
-        a += x0 * lo4(w0) + x1 * lo4(w1) + x2 * lo4(w2) + x3 * lo4(w3);
-        b += x0 * hi4(w0) + x1 * hi4(w1) + x2 * hi4(w2) + x3 * hi4(w3);
-        a += x4 * lo4(w4) + x5 * lo4(w5) + x6 * lo4(w6) + x7 * lo4(w7);
-        b += x4 * hi4(w4) + x5 * hi4(w5) + x6 * hi4(w6) + x7 * hi4(w7);
-      }
-      for (; i < n_act; i += rgs) {
-        let w = o_row(i, vc, head);
-        let x = ao[oidx[i]];
-        a += x * lo4(w);
-        b += x * hi4(w);
-      }
-    }
-    red[2u * t] = a;
-    red[2u * t + 1u] = b;
-    workgroupBarrier();
-    if (rg == 0u && vc < v1) {
-      for (var g = 1u; g < rgs; g++) {
-        a += red[2u * (g * O_TPR + c)];
-        b += red[2u * (g * O_TPR + c) + 1u];
-      }
-      let col = 8u * vc;
-      let out = head * p.oCols + col;
-      for (var e = 0u; e < 4u; e++) {
-        if (col + e < p.oCols) { outv[out + e] = a[e]; }
-        if (col + 4u + e < p.oCols) { outv[out + 4u + e] = b[e]; }
-      }
-    }
-    workgroupBarrier();  // the next columns rewrite red
-  }
-}
-
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
   let groups = p.numHeads / HG;  // head groups
@@ -650,11 +503,10 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     return;
   }
   let head0 = (wid.x % groups) * HG;  // the workgroup's first head
-  let row = wid.x / groups;           // its first split, then every ROWS-th (O_SLICES: its column slice)
+  let row = wid.x / groups;           // its first split; then every ROWS-th
   let half = HEAD_DIM / 2u;
   let group = p.numHeads / p.numKv;
   let kvh = head0 / group;
-  if (O_SLICES > 0u && t < 8u) { atomicStore(&omask[t], 0u); }  // published by attend's barriers
   // the preload goes out first of all
   var pl: Preloaded;
   if (FINAL && PRELOAD && VW <= 16u) { pl = preload(t, kvh); }
@@ -696,8 +548,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   workgroupBarrier();
   // the workgroup that takes the position's split, of the first q head of a kv group, stores k and v
   let at_split = pos / SPAN;
-  // (FINAL: the head's first workgroup; with O_SLICES, a head has one a column slice)
-  let takes = (FINAL && row == 0u) || (!FINAL && at_split >= row && (at_split - row) % ROWS == 0u);
+  let takes = FINAL || (at_split >= row && (at_split - row) % ROWS == 0u);
   if (takes && head0 % group == 0u) {
     let at = (kvh * p.maxSeq + pos) * VW;
     for (var w = t; w < VW; w += WG) {
@@ -718,8 +569,6 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   }
   if (FINAL) {
     attend(t, head0, kvh, 0u, lo, pos + 1u, pos, pl);
-    // steps queued past an EOS skip the o weights, as the GEMVs do
-    if (O_SLICES > 0u && state[3] == 0u) { o_part(t, head0, row); }
     return;
   }
   for (; split * SPAN <= pos; split += ROWS) {

@@ -44,9 +44,9 @@ var<workgroup> part: array<f32, WG>;
 var<workgroup> part2: array<f32, 16>;
 var<workgroup> part_i: array<i32, 16>;
 
-// The splits added in order, their loads sixteen at a time (past the last split clamped, not added): as one
-// loop a split a trip, 32 splits (the fused o projection's, a split a head) were not unrolled, and their loads
-// went one L2 round trip apart.
+// The splits added in order, their loads sixteen at a time (past the last split clamped, not added). As a loop
+// of one load a trip, NVIDIA's compiler left the loads one L2 round trip apart: on the H200 the passes after
+// o, gate|up and down took 1.3-2.5 us a layer more (2026-12-04, docs/benchmarks.md).
 fn total(col: u32) -> f32 {
   let last = SPLITS - 1u;
   var sum = 0.0;

@@ -13,7 +13,6 @@ import { randomModel } from "../bench/random_model.ts";
 import { SHAPES } from "../bench/shapes.ts";
 import { createGpuContext } from "../gpu/context.ts";
 import {
-  ATTN_O,
   ATTN_PRELOAD,
   ATTN_SPLITS,
   GEMV_CHUNK,
@@ -92,9 +91,6 @@ export const benchCommand: Command = {
   --attn-preload on|off the short-context decode attention loads its first keys and values before it stages
                        q|k|v (Forward.attnPreload; default on)
   --attn-preload-trips N  value trips it loads then, 1 or 2 (ATTN_PRELOAD; default 2)
-  --attn-o on|off      the short-context decode attention also applies the o projection, f16 weights
-                       (Forward.attnO: no o GEMV dispatch; default off)
-  --attn-o-slices N    workgroups a head then, each a slice of o's columns (ATTN_O; default 4)
   --l2-prefetch on|off decode attention also reads the o projection's weights into L2 for the o GEMV
                        (Forward.l2Prefetch; default on for f16 weights, off for int8/int4)
   --l2-prefetch-passes the decode step's reduce passes also read the start of the next GEMV's weights into L2
@@ -151,8 +147,6 @@ export const benchCommand: Command = {
     "attn-heads": { type: "string" },
     "attn-splits": { type: "string" },
     "attn-preload-trips": { type: "string" },
-    "attn-o-slices": { type: "string" },
-    "attn-o": { type: "string" },
     "prefill-steps": { type: "string" },
     "prefill-submit": { type: "string" },
     "prefill-cache": { type: "string" },
@@ -201,7 +195,6 @@ export const benchCommand: Command = {
       const name of [
         "l2-prefetch",
         "attn-preload",
-        "attn-o",
         "gemv-early",
         "matmul-half",
         "gemv-half",
@@ -247,7 +240,6 @@ export const benchCommand: Command = {
       ? undefined
       : num(v, "attn-heads", 1, { min: 1, max: 4, integer: true });
     const preloadTrips = num(v, "attn-preload-trips", ATTN_PRELOAD.trips, { min: 1, max: 2, integer: true });
-    const oSlices = num(v, "attn-o-slices", ATTN_O.slices, { min: 1, max: 64, integer: true });
     const attnSplits = v["attn-splits"] === undefined
       ? 0
       : num(v, "attn-splits", 0, { min: 1, max: 256, integer: true });
@@ -295,7 +287,6 @@ export const benchCommand: Command = {
       model.forward.gemvEpilogue = v["gemv-epilogue"] === true;
       model.forward.l2Prefetch = onOff(v["l2-prefetch"], "l2-prefetch", model.forward.l2Prefetch);
       model.forward.attnPreload = onOff(v["attn-preload"], "attn-preload", model.forward.attnPreload);
-      model.forward.attnO = onOff(v["attn-o"], "attn-o", model.forward.attnO);
       model.forward.l2PrefetchPasses = v["l2-prefetch-passes"] === true;
       model.forward.l2PrefetchHeadsBytes = num(v, "l2-prefetch-heads", 0, { min: 0, max: 64 }) * 2 ** 20;
       model.forward.gemvEarly = onOff(v["gemv-early"], "gemv-early", model.forward.gemvEarly);
@@ -314,7 +305,6 @@ export const benchCommand: Command = {
       if (attnHeads !== undefined) model.forward.attentionHeads = attnHeads;
       ATTN_SPLITS.perGroup = attnSplits;
       ATTN_PRELOAD.trips = preloadTrips;
-      ATTN_O.slices = oSlices;
       MATMUL_WIDE.fromRows = wideFrom;
       MATMUL_WIDE.tile128From = tile128From;
       MATMUL_WIDE.half = onOff(v["matmul-half"], "matmul-half", MATMUL_WIDE.half);
@@ -424,7 +414,6 @@ export const benchCommand: Command = {
         gemv_epilogue: model.forward.gemvEpilogue,
         l2_prefetch: model.forward.l2Prefetch,
         attn_preload: model.forward.attnPreload ? ATTN_PRELOAD.trips : 0,
-        attn_o: model.forward.attnO ? ATTN_O.slices : 0,
         l2_prefetch_passes: model.forward.l2PrefetchPasses,
         gemv_early: model.forward.gemvEarly,
         gemv_pipe: GEMV_PIPE.f16,

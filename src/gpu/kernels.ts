@@ -1760,31 +1760,6 @@ export const ATTN_SPLITS: { perGroup: number } = { perGroup: 0 };
  */
 export const ATTN_PRELOAD: { trips: number } = { trips: 2 };
 
-/**
- * The o projection fused into the one-workgroup-a-head decode attention ({@link AttnOProj}): workgroups a head
- * (each one slice of the output columns; the head's attention runs in each) and threads a row group of the row
- * walk. Four slices keep the dispatch (32 heads at Llama-3-8B shapes: 128 workgroups) within one workgroup an
- * SM of an H100/H200, which the kernel's registers allow.
- */
-export const ATTN_O: { slices: number; tpr: number } = { slices: 4, tpr: 128 };
-
-/**
- * The o projection fused into the short-context decode attention (attn_decode.wgsl O_SLICES): each head's
- * output times the head's rows of `matrix` (f16, one segment), TEAL-sparse when `sparse`, written to `out` as
- * split `head` of the o projection ([numHeads][N] f32: a reduce pass with numHeads splits adds them). No o
- * GEMV dispatch follows the attention.
- */
-export interface AttnOProj {
-  matrix: Matrix;
-  out: GPUBuffer;
-  sparse: boolean;
-  sp: SparsityBuffers;
-  /** counters[counter] counts o's active channels when sparse (as the o GEMV's would). */
-  counter: number;
-  /** Workgroups a head (default ATTN_O.slices). */
-  slices?: number;
-}
-
 function groupSplits(heads: number): number {
   return ATTN_SPLITS.perGroup || ATTN.MAX_SPLITS * heads;
 }
@@ -1801,8 +1776,7 @@ export function attnRows(maxSeq: number, span: number, heads = 1): number {
 
 /** Workgroup memory of attn_decode: qs, kc, vc, sc, red, red2, red3 and the prefetch checksum, in bytes. */
 export function attnWorkgroupBytes(headDim: number, heads: number, sub: number = ATTN.SUB): number {
-  // qs, kc and vc, sc, red, red2 and red3, the L2 prefetch's checksum; ao, oidx and omask (fused o)
-  return 4 * (headDim * heads + 2 * headDim + sub * heads + 2 * 256 * 4 + 2 * 16 * 4 + 1 + 2 * headDim + 8);
+  return 4 * (headDim * heads + 2 * headDim + sub * heads + 2 * 256 * 4 + 2 * 16 * 4 + 1);
 }
 
 /** Floats of attn_decode's split partials for a shape. */
@@ -1905,8 +1879,6 @@ export function attnDecodeOps(
      * (H200, 2026-12-04: a 50% step at position 1024 took 4.97 ms with it against 4.32).
      */
     preload?: boolean;
-    /** Fuse the o projection (single variant, one head a workgroup, f16 weights only). */
-    oProj?: AttnOProj;
   },
 ): Op[] {
   if (a.headDim % 8 !== 0 || a.headDim > 256) {
@@ -1938,28 +1910,6 @@ export function attnDecodeOps(
   if (!(Number.isInteger(rows) && rows >= 1)) {
     throw new RangeError(`decode attention: rows must be an integer >= 1, got ${rows}`);
   }
-  const op = o.oProj;
-  let slices = 0;
-  if (op) {
-    const m = op.matrix;
-    if (!o.single || heads !== 1) {
-      throw new RangeError(
-        "decode attention: the fused o projection needs the single variant, one head a workgroup",
-      );
-    }
-    if ((m.format ?? "f16") !== "f16" || m.segments.length !== 1 || m.K !== a.numHeads * a.headDim) {
-      throw new RangeError(
-        `decode attention: the fused o projection takes one f16 segment of ${a.numHeads * a.headDim} rows ` +
-          `(got ${m.format ?? "f16"}, ${m.segments.length} segments, ${m.K} rows)`,
-      );
-    }
-    slices = op.slices ?? ATTN_O.slices;
-    if (!(Number.isInteger(slices) && slices >= 1)) {
-      throw new RangeError(`decode attention: o slices must be an integer >= 1, got ${slices}`);
-    }
-    if (o.prefetch) throw new RangeError("decode attention: no L2 prefetch with the fused o projection");
-  }
-  const seg = op?.matrix.segments[0];
   const pre = o.prefetch;
   const preWg = pre ? checkPrefetch(pre, o.single ? out : part) : 0;
   const params = ctx.uniform(
@@ -1976,11 +1926,7 @@ export function attnDecodeOps(
       pre?.check ?? 0,
       pre?.ranges ?? 1,
       pre?.strideVec4 ?? 0,
-      seg ? seg.base / 8 : 0,
-      seg ? seg.stride / 8 : 0,
-      seg ? seg.len : 0,
-      seg ? seg.thr : 0,
-      op?.counter ?? 0,
+      0,
       0,
       0,
       0,
@@ -2004,9 +1950,6 @@ export function attnDecodeOps(
         PREFETCH_WG: preWg,
         PRELOAD: o.single && o.preload && a.headDim <= 128 ? 1 : 0,
         PRELOAD_TRIPS: ATTN_PRELOAD.trips,
-        O_SLICES: slices,
-        O_SPARSE: op?.sparse ? 1 : 0,
-        O_TPR: ATTN_O.tpr,
       },
     },
     bindings: [
@@ -2016,16 +1959,12 @@ export function attnDecodeOps(
       turns,
       kcache,
       vcache,
-      op ? op.out : o.single ? out : part,
+      o.single ? out : part,
       state,
       pre?.buffer ?? ctx.scratch("read"),
-      op?.matrix.buffer ?? ctx.scratch("read"),
-      op?.sp.thresholds ?? ctx.scratch("read"),
-      op?.matrix.scales ?? ctx.scratch("read"),
-      op?.sp.counters ?? ctx.scratch("write"),
     ],
     owned: [params],
-    workgroups: [(a.numHeads / heads) * (slices || rows) + preWg],
+    workgroups: [(a.numHeads / heads) * rows + preWg],
     label: "attention",
   });
   if (o.single) return [attention];

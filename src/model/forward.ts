@@ -10,7 +10,6 @@ import {
   attentionOp,
   type AttentionShape,
   ATTN,
-  ATTN_O,
   attnDecodeOps,
   attnHeadsAt,
   attnHeadsRunnable,
@@ -211,24 +210,6 @@ export class Forward {
   #attnPreload = true;
 
   /**
-   * The short-context decode attention (one workgroup a head, below ATTN.SINGLE_BELOW) also applies the o
-   * projection, for f16 weights (attn_decode.wgsl O_SLICES, {@link ATTN_O}): each head runs in a few workgroups,
-   * each of which multiplies the head's output by the head's rows of o over a slice of its columns (TEAL-sparse
-   * in sparse steps). No o GEMV dispatch follows; the residual add sums one split a head. The sums are added in
-   * another order than the o GEMV's, so logits differ from the unfused step's by rounding. No effect on
-   * int8/int4 weights or long contexts. Change it between generations, not during one.
-   */
-  get attnO(): boolean {
-    return this.#attnO;
-  }
-  set attnO(on: boolean) {
-    if (on === this.#attnO) return;
-    this.#attnO = on;
-    this.#dropSteps();
-  }
-  #attnO = false;
-
-  /**
    * A decode step's reduce passes prefetch the start of the next GEMV's weights (up to
    * PASS_PREFETCH_CAP_BYTES) into L2 with extra workgroups of their own dispatch (reduce.wgsl, prefetch.wgsl):
    * the residual add after the o GEMV reads gate|up's, SwiGLU down's, the residual add after the down GEMV the
@@ -422,8 +403,7 @@ export class Forward {
     // no matrix has more: a K chunk is one workgroup's channels at least (gemvChunk, gemvTunes)
     const maxSplits = Math.ceil(maxK / GEMV.WG);
     this.partials = f32(maxSplits * maxCols, "partials");
-    // partials2 also holds the fused o projection's splits, one a head (attnO)
-    this.partials2 = f32(Math.max(maxSplits * maxCols, c.numHeads * c.hiddenSize), "partials2");
+    this.partials2 = f32(maxSplits * maxCols, "partials2");
     // one sum of squares per embedding workgroup (256 values) or per column tile of the o / down GEMV
     // (sized for the narrowest column groups gemvTunes allows)
     const tiles = weights.layers.flatMap((L) => [gemvTiles(L.o, NARROWEST), gemvTiles(L.down, NARROWEST)]);
@@ -662,8 +642,6 @@ export class Forward {
     let nss = Math.ceil(h / 256); // the embedding's
     w.layers.forEach((L, i) => {
       const slot = i * SLOTS;
-      // the o projection in the attention's own dispatch (attnO), its split per head summed by reduce.o
-      const fuseO = this.#attnO && span === 0 && (L.o.format ?? "f16") === "f16" && L.o.segments.length === 1;
       ops!.push(
         gemvOp(ctx, L.qkv, this.x, this.partials, sp, {
           sparse,
@@ -693,15 +671,12 @@ export class Forward {
             heads: span === 0 ? 1 : heads,
             // the o GEMV's weights into L2 while the one-workgroup-a-head attention runs (the split
             // variant walks more of the cache from DRAM: with the prefetch, long-context steps were slower)
-            prefetch: this.l2Prefetch && span === 0 && !fuseO
+            prefetch: this.l2Prefetch && span === 0
               ? {
                 buffer: L.o.buffer,
                 ...prefetchRange(L.o, ATTN.PREFETCH_CAP_BYTES),
                 check: c.numHeads * c.headDim,
               }
-              : undefined,
-            oProj: fuseO
-              ? { matrix: L.o, out: this.partials2, sparse, sp, counter: slot + 3, slices: ATTN_O.slices }
               : undefined,
           },
         ),
@@ -711,18 +686,8 @@ export class Forward {
       // after the last layer's down projection, lm_head's first part
       const next = w.layers[i + 1]?.qkv ?? w.lmHead[0].matrix;
       ops!.push(
-        ...(fuseO
-          ? [reduceOp(ctx, this.partials2, this.x, {
-            n: L.o.N,
-            splits: c.numHeads,
-            ncols: L.o.N,
-            mode: REDUCE.add,
-            ss: this.ss,
-            prefetch: passPrefetch(L.gateUp, h),
-            label: "reduce.o",
-          })]
-          : residual(L.o, this.attn, this.partials, slot + 3, "o", L.gateUp)),
-        ...gateUp(L, slot + 4, fuseO ? Math.ceil(h / 256) : ssOf(L.o, "o")),
+        ...residual(L.o, this.attn, this.partials, slot + 3, "o", L.gateUp),
+        ...gateUp(L, slot + 4, ssOf(L.o, "o")),
         ...residual(L.down, this.act, this.partials2, slot + 6, "down", next),
       );
       nss = ssOf(L.down, "down");
