@@ -120,32 +120,154 @@ fn f16_round(v: vec2<f32>) -> vec2<f32> { return unpack2x16float(pack2x16float(v
 // Reductions over the workgroup (WG = 256) in two levels, 16 sums of 16, then every thread reads the 16: two
 // barriers where a tree takes nine. One lane a head. Max and sum keep their second level apart (red2, red3), so
 // a sum may follow a max with no barrier between.
+// The reads of each level are named, all issued before they are combined (in order): as a loop of one read a
+// trip, NVIDIA's compiler left them one workgroup-memory round trip apart (reduce.wgsl's total()).
 fn reduce_max(t: u32, v: vec4<f32>) -> vec4<f32> {
   red[t] = v;
   workgroupBarrier();
   if (t < 16u) {
-    var m = red[16u * t];
-    for (var i = 1u; i < 16u; i++) { m = max(m, red[16u * t + i]); }
+    let r0 = red[16u * t + 0u];
+    let r1 = red[16u * t + 1u];
+    let r2 = red[16u * t + 2u];
+    let r3 = red[16u * t + 3u];
+    let r4 = red[16u * t + 4u];
+    let r5 = red[16u * t + 5u];
+    let r6 = red[16u * t + 6u];
+    let r7 = red[16u * t + 7u];
+    let r8 = red[16u * t + 8u];
+    let r9 = red[16u * t + 9u];
+    let r10 = red[16u * t + 10u];
+    let r11 = red[16u * t + 11u];
+    let r12 = red[16u * t + 12u];
+    let r13 = red[16u * t + 13u];
+    let r14 = red[16u * t + 14u];
+    let r15 = red[16u * t + 15u];
+    var m = r0;
+    m = max(m, r1);
+    m = max(m, r2);
+    m = max(m, r3);
+    m = max(m, r4);
+    m = max(m, r5);
+    m = max(m, r6);
+    m = max(m, r7);
+    m = max(m, r8);
+    m = max(m, r9);
+    m = max(m, r10);
+    m = max(m, r11);
+    m = max(m, r12);
+    m = max(m, r13);
+    m = max(m, r14);
+    m = max(m, r15);
     red2[t] = m;
   }
   workgroupBarrier();
-  var r = red2[0];
-  for (var i = 1u; i < 16u; i++) { r = max(r, red2[i]); }
-  return r;
+  let r0 = red2[0u];
+  let r1 = red2[1u];
+  let r2 = red2[2u];
+  let r3 = red2[3u];
+  let r4 = red2[4u];
+  let r5 = red2[5u];
+  let r6 = red2[6u];
+  let r7 = red2[7u];
+  let r8 = red2[8u];
+  let r9 = red2[9u];
+  let r10 = red2[10u];
+  let r11 = red2[11u];
+  let r12 = red2[12u];
+  let r13 = red2[13u];
+  let r14 = red2[14u];
+  let r15 = red2[15u];
+  var m = r0;
+  m = max(m, r1);
+  m = max(m, r2);
+  m = max(m, r3);
+  m = max(m, r4);
+  m = max(m, r5);
+  m = max(m, r6);
+  m = max(m, r7);
+  m = max(m, r8);
+  m = max(m, r9);
+  m = max(m, r10);
+  m = max(m, r11);
+  m = max(m, r12);
+  m = max(m, r13);
+  m = max(m, r14);
+  m = max(m, r15);
+  return m;
 }
 
 fn reduce_sum(t: u32, v: vec4<f32>) -> vec4<f32> {
   red[t] = v;
   workgroupBarrier();
   if (t < 16u) {
-    var m = red[16u * t];
-    for (var i = 1u; i < 16u; i++) { m += red[16u * t + i]; }
+    let r0 = red[16u * t + 0u];
+    let r1 = red[16u * t + 1u];
+    let r2 = red[16u * t + 2u];
+    let r3 = red[16u * t + 3u];
+    let r4 = red[16u * t + 4u];
+    let r5 = red[16u * t + 5u];
+    let r6 = red[16u * t + 6u];
+    let r7 = red[16u * t + 7u];
+    let r8 = red[16u * t + 8u];
+    let r9 = red[16u * t + 9u];
+    let r10 = red[16u * t + 10u];
+    let r11 = red[16u * t + 11u];
+    let r12 = red[16u * t + 12u];
+    let r13 = red[16u * t + 13u];
+    let r14 = red[16u * t + 14u];
+    let r15 = red[16u * t + 15u];
+    var m = r0;
+    m += r1;
+    m += r2;
+    m += r3;
+    m += r4;
+    m += r5;
+    m += r6;
+    m += r7;
+    m += r8;
+    m += r9;
+    m += r10;
+    m += r11;
+    m += r12;
+    m += r13;
+    m += r14;
+    m += r15;
     red3[t] = m;
   }
   workgroupBarrier();
-  var r = red3[0];
-  for (var i = 1u; i < 16u; i++) { r += red3[i]; }
-  return r;
+  let r0 = red3[0u];
+  let r1 = red3[1u];
+  let r2 = red3[2u];
+  let r3 = red3[3u];
+  let r4 = red3[4u];
+  let r5 = red3[5u];
+  let r6 = red3[6u];
+  let r7 = red3[7u];
+  let r8 = red3[8u];
+  let r9 = red3[9u];
+  let r10 = red3[10u];
+  let r11 = red3[11u];
+  let r12 = red3[12u];
+  let r13 = red3[13u];
+  let r14 = red3[14u];
+  let r15 = red3[15u];
+  var m = r0;
+  m += r1;
+  m += r2;
+  m += r3;
+  m += r4;
+  m += r5;
+  m += r6;
+  m += r7;
+  m += r8;
+  m += r9;
+  m += r10;
+  m += r11;
+  m += r12;
+  m += r13;
+  m += r14;
+  m += r15;
+  return m;
 }
 
 fn lo4(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
@@ -475,9 +597,23 @@ fn attend(t: u32, head0: u32, kvh: u32, split: u32, j0: u32, j1: u32, pos: u32, 
     let out = (split * p.numHeads + head) * (HEAD_DIM + 2u);
     for (var d = t; d < HEAD_DIM; d += WG) {
       var sum = 0.0;
-      for (var g = 0u; g < KG; g++) {
-        let i = g * HEAD_DIM + d;
-        sum += red[i / 4u][i % 4u];
+      for (var g = 0u; g < KG; g += 8u) {
+        let r0 = red[(g * HEAD_DIM + d) / 4u][(g * HEAD_DIM + d) % 4u];
+        let r1 = red[(min(g + 1u, KG - 1u) * HEAD_DIM + d) / 4u][(min(g + 1u, KG - 1u) * HEAD_DIM + d) % 4u];
+        let r2 = red[(min(g + 2u, KG - 1u) * HEAD_DIM + d) / 4u][(min(g + 2u, KG - 1u) * HEAD_DIM + d) % 4u];
+        let r3 = red[(min(g + 3u, KG - 1u) * HEAD_DIM + d) / 4u][(min(g + 3u, KG - 1u) * HEAD_DIM + d) % 4u];
+        let r4 = red[(min(g + 4u, KG - 1u) * HEAD_DIM + d) / 4u][(min(g + 4u, KG - 1u) * HEAD_DIM + d) % 4u];
+        let r5 = red[(min(g + 5u, KG - 1u) * HEAD_DIM + d) / 4u][(min(g + 5u, KG - 1u) * HEAD_DIM + d) % 4u];
+        let r6 = red[(min(g + 6u, KG - 1u) * HEAD_DIM + d) / 4u][(min(g + 6u, KG - 1u) * HEAD_DIM + d) % 4u];
+        let r7 = red[(min(g + 7u, KG - 1u) * HEAD_DIM + d) / 4u][(min(g + 7u, KG - 1u) * HEAD_DIM + d) % 4u];
+        sum += r0;
+        if (g + 1u < KG) { sum += r1; }
+        if (g + 2u < KG) { sum += r2; }
+        if (g + 3u < KG) { sum += r3; }
+        if (g + 4u < KG) { sum += r4; }
+        if (g + 5u < KG) { sum += r5; }
+        if (g + 6u < KG) { sum += r6; }
+        if (g + 7u < KG) { sum += r7; }
       }
       if (FINAL) {
         outv[head * HEAD_DIM + d] = sum / l_run[h];

@@ -121,15 +121,76 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation
     // two levels (16 sums of 16, then one of 16): two barriers where a tree takes nine
     part[t] = nv * nv;
     workgroupBarrier();
+    // named reads, added in order: a loop of one read a trip was not unrolled (total())
     if (t < 16u) {
-      var sum = 0.0;
-      for (var i = 0u; i < 16u; i++) { sum += part[16u * t + i]; }
+      let r0 = part[16u * t + 0u];
+      let r1 = part[16u * t + 1u];
+      let r2 = part[16u * t + 2u];
+      let r3 = part[16u * t + 3u];
+      let r4 = part[16u * t + 4u];
+      let r5 = part[16u * t + 5u];
+      let r6 = part[16u * t + 6u];
+      let r7 = part[16u * t + 7u];
+      let r8 = part[16u * t + 8u];
+      let r9 = part[16u * t + 9u];
+      let r10 = part[16u * t + 10u];
+      let r11 = part[16u * t + 11u];
+      let r12 = part[16u * t + 12u];
+      let r13 = part[16u * t + 13u];
+      let r14 = part[16u * t + 14u];
+      let r15 = part[16u * t + 15u];
+      var sum = r0;
+      sum += r1;
+      sum += r2;
+      sum += r3;
+      sum += r4;
+      sum += r5;
+      sum += r6;
+      sum += r7;
+      sum += r8;
+      sum += r9;
+      sum += r10;
+      sum += r11;
+      sum += r12;
+      sum += r13;
+      sum += r14;
+      sum += r15;
       part2[t] = sum;
     }
     workgroupBarrier();
     if (t == 0u) {
-      var sum = 0.0;
-      for (var i = 0u; i < 16u; i++) { sum += part2[i]; }
+      let r0 = part2[0u];
+      let r1 = part2[1u];
+      let r2 = part2[2u];
+      let r3 = part2[3u];
+      let r4 = part2[4u];
+      let r5 = part2[5u];
+      let r6 = part2[6u];
+      let r7 = part2[7u];
+      let r8 = part2[8u];
+      let r9 = part2[9u];
+      let r10 = part2[10u];
+      let r11 = part2[11u];
+      let r12 = part2[12u];
+      let r13 = part2[13u];
+      let r14 = part2[14u];
+      let r15 = part2[15u];
+      var sum = r0;
+      sum += r1;
+      sum += r2;
+      sum += r3;
+      sum += r4;
+      sum += r5;
+      sum += r6;
+      sum += r7;
+      sum += r8;
+      sum += r9;
+      sum += r10;
+      sum += r11;
+      sum += r12;
+      sum += r13;
+      sum += r14;
+      sum += r15;
       ss[wid.x] = sum;
     }
   } else if (MODE == 3u) {
