@@ -41,7 +41,7 @@ export const PROBES: Record<string, ProbeEdit[]> = {
     "for (var s = 0u; s < SPLITS; s++) {\n    let r = s * p.ldq;",
     "for (var s = 0u; s < 1u; s++) {\n    let r = s * p.ldq;",
   ]],
-  "no key loads": [[/= kcache\[kr( \+ [^\]]*)?\];/g, "= vec4<u32>(kr);"]],
+  "no key loads": [["let k4 = kcache[kr + u];", "let k4 = vec4<u32>(kr + u);"]],
   "no value loop": [["let nc = select(n, n - 1u, cur && c0 + n == j1);", "let nc = 0u;"]],
   "no reductions": [
     ["let mx = max(m_run, reduce_max(t, m));", "let mx = max(m_run, m);"],

@@ -298,19 +298,10 @@ fn score(j: u32, pos: u32, cur: bool, kvh: u32) -> vec4<f32> {
     }
     return s;
   }
-  // four words' loads in flight at a time, added in order (past the last clamped, not added): a loop of one
-  // load a trip was not unrolled (reduce.wgsl's total()); named loads of the whole row (load_key) cost the
-  // split variant occupancy (a step at position 1024 took 4.35 ms against 4.17)
   let kr = (kvh * p.maxSeq + j) * VW;
-  for (var u = 0u; u < VW; u += 4u) {
-    let k0 = kcache[kr + u];
-    let k1 = kcache[kr + min(u + 1u, VW - 1u)];
-    let k2 = kcache[kr + min(u + 2u, VW - 1u)];
-    let k3 = kcache[kr + min(u + 3u, VW - 1u)];
-    s += qdots(8u * u, lo4(k0), hi4(k0));
-    if (u + 1u < VW) { s += qdots(8u * (u + 1u), lo4(k1), hi4(k1)); }
-    if (u + 2u < VW) { s += qdots(8u * (u + 2u), lo4(k2), hi4(k2)); }
-    if (u + 3u < VW) { s += qdots(8u * (u + 3u), lo4(k3), hi4(k3)); }
+  for (var u = 0u; u < VW; u++) {
+    let k4 = kcache[kr + u];
+    s += qdots(8u * u, lo4(k4), hi4(k4));
   }
   return s;
 }
