@@ -126,7 +126,7 @@ fn reduce_max(t: u32, v: vec4<f32>) -> vec4<f32> {
   red[t] = v;
   workgroupBarrier();
   if (t < 16u) {
-    let r0 = red[16u * t + 0u];
+    let r0 = red[16u * t];
     let r1 = red[16u * t + 1u];
     let r2 = red[16u * t + 2u];
     let r3 = red[16u * t + 3u];
@@ -161,7 +161,7 @@ fn reduce_max(t: u32, v: vec4<f32>) -> vec4<f32> {
     red2[t] = m;
   }
   workgroupBarrier();
-  let r0 = red2[0u];
+  let r0 = red2[0];
   let r1 = red2[1u];
   let r2 = red2[2u];
   let r3 = red2[3u];
@@ -200,7 +200,7 @@ fn reduce_sum(t: u32, v: vec4<f32>) -> vec4<f32> {
   red[t] = v;
   workgroupBarrier();
   if (t < 16u) {
-    let r0 = red[16u * t + 0u];
+    let r0 = red[16u * t];
     let r1 = red[16u * t + 1u];
     let r2 = red[16u * t + 2u];
     let r3 = red[16u * t + 3u];
@@ -235,7 +235,7 @@ fn reduce_sum(t: u32, v: vec4<f32>) -> vec4<f32> {
     red3[t] = m;
   }
   workgroupBarrier();
-  let r0 = red3[0u];
+  let r0 = red3[0];
   let r1 = red3[1u];
   let r2 = red3[2u];
   let r3 = red3[3u];

@@ -72,7 +72,7 @@
         act_val[k0 + e] = v0;  // in place: the walk reads it through act_idx
         if (abs(v0) * c0 > thr) {
           cnt++;
-          keep |= 1u << (e);
+          keep |= 1u << e;
         }
       }
       if (e + 1u < PER && k0 + e + 1u < n_k) {
@@ -119,10 +119,9 @@
     n_act = scan[WG - 1u];
     if (t == 0u && tile == seg.tile0) { atomicAdd(&counters[p.counter + s], n_act); }
   } else {
-    // a constant trip count (PER) so that the compiler can issue every thread's input loads together;
-    // dense rows are k_base + j, so only the values are staged
+    // dense rows are k_base + j, so only the values are staged; four channels a trip, clamped, not guarded:
+    // their loads are all issued before any is used (as in the sparse path)
     for (var e = 0u; e < PER; e += 4u) {
-      // four channels a trip, clamped, not guarded: their loads are all issued before any is used
       let kk0 = t + e * WG;
       let kk1 = t + min(e + 1u, PER - 1u) * WG;
       let kk2 = t + min(e + 2u, PER - 1u) * WG;

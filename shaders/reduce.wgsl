@@ -123,7 +123,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation
     workgroupBarrier();
     // named reads, added in order: a loop of one read a trip was not unrolled (total())
     if (t < 16u) {
-      let r0 = part[16u * t + 0u];
+      let r0 = part[16u * t];
       let r1 = part[16u * t + 1u];
       let r2 = part[16u * t + 2u];
       let r3 = part[16u * t + 3u];
@@ -159,7 +159,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation
     }
     workgroupBarrier();
     if (t == 0u) {
-      let r0 = part2[0u];
+      let r0 = part2[0];
       let r1 = part2[1u];
       let r2 = part2[2u];
       let r3 = part2[3u];
