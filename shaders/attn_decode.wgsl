@@ -120,79 +120,30 @@ fn f16_round(v: vec2<f32>) -> vec2<f32> { return unpack2x16float(pack2x16float(v
 // Reductions over the workgroup (WG = 256) in two levels, 16 sums of 16, then every thread reads the 16: two
 // barriers where a tree takes nine. One lane a head. Max and sum keep their second level apart (red2, red3), so
 // a sum may follow a max with no barrier between.
-// The reads of each level are named, all issued before they are combined (in order): as a loop of one read a
-// trip, NVIDIA's compiler left them one workgroup-memory round trip apart (reduce.wgsl's total()).
+// The reads of each level in straight-line code, combined in order: as a loop of one read a trip, NVIDIA's
+// compiler left them one workgroup-memory round trip apart (reduce.wgsl's total()).
+fn max4(a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) -> vec4<f32> {
+  return max(max(max(a, b), c), d);
+}
+
 fn reduce_max(t: u32, v: vec4<f32>) -> vec4<f32> {
   red[t] = v;
   workgroupBarrier();
   if (t < 16u) {
-    let r0 = red[16u * t];
-    let r1 = red[16u * t + 1u];
-    let r2 = red[16u * t + 2u];
-    let r3 = red[16u * t + 3u];
-    let r4 = red[16u * t + 4u];
-    let r5 = red[16u * t + 5u];
-    let r6 = red[16u * t + 6u];
-    let r7 = red[16u * t + 7u];
-    let r8 = red[16u * t + 8u];
-    let r9 = red[16u * t + 9u];
-    let r10 = red[16u * t + 10u];
-    let r11 = red[16u * t + 11u];
-    let r12 = red[16u * t + 12u];
-    let r13 = red[16u * t + 13u];
-    let r14 = red[16u * t + 14u];
-    let r15 = red[16u * t + 15u];
-    var m = r0;
-    m = max(m, r1);
-    m = max(m, r2);
-    m = max(m, r3);
-    m = max(m, r4);
-    m = max(m, r5);
-    m = max(m, r6);
-    m = max(m, r7);
-    m = max(m, r8);
-    m = max(m, r9);
-    m = max(m, r10);
-    m = max(m, r11);
-    m = max(m, r12);
-    m = max(m, r13);
-    m = max(m, r14);
-    m = max(m, r15);
+    let b = 16u * t;
+    var m = max4(red[b], red[b + 1u], red[b + 2u], red[b + 3u]);
+    m = max4(m, red[b + 4u], red[b + 5u], red[b + 6u]);
+    m = max4(m, red[b + 7u], red[b + 8u], red[b + 9u]);
+    m = max4(m, red[b + 10u], red[b + 11u], red[b + 12u]);
+    m = max4(m, red[b + 13u], red[b + 14u], red[b + 15u]);
     red2[t] = m;
   }
   workgroupBarrier();
-  let r0 = red2[0];
-  let r1 = red2[1u];
-  let r2 = red2[2u];
-  let r3 = red2[3u];
-  let r4 = red2[4u];
-  let r5 = red2[5u];
-  let r6 = red2[6u];
-  let r7 = red2[7u];
-  let r8 = red2[8u];
-  let r9 = red2[9u];
-  let r10 = red2[10u];
-  let r11 = red2[11u];
-  let r12 = red2[12u];
-  let r13 = red2[13u];
-  let r14 = red2[14u];
-  let r15 = red2[15u];
-  var m = r0;
-  m = max(m, r1);
-  m = max(m, r2);
-  m = max(m, r3);
-  m = max(m, r4);
-  m = max(m, r5);
-  m = max(m, r6);
-  m = max(m, r7);
-  m = max(m, r8);
-  m = max(m, r9);
-  m = max(m, r10);
-  m = max(m, r11);
-  m = max(m, r12);
-  m = max(m, r13);
-  m = max(m, r14);
-  m = max(m, r15);
+  var m = max4(red2[0], red2[1u], red2[2u], red2[3u]);
+  m = max4(m, red2[4u], red2[5u], red2[6u]);
+  m = max4(m, red2[7u], red2[8u], red2[9u]);
+  m = max4(m, red2[10u], red2[11u], red2[12u]);
+  m = max4(m, red2[13u], red2[14u], red2[15u]);
   return m;
 }
 
@@ -200,74 +151,17 @@ fn reduce_sum(t: u32, v: vec4<f32>) -> vec4<f32> {
   red[t] = v;
   workgroupBarrier();
   if (t < 16u) {
-    let r0 = red[16u * t];
-    let r1 = red[16u * t + 1u];
-    let r2 = red[16u * t + 2u];
-    let r3 = red[16u * t + 3u];
-    let r4 = red[16u * t + 4u];
-    let r5 = red[16u * t + 5u];
-    let r6 = red[16u * t + 6u];
-    let r7 = red[16u * t + 7u];
-    let r8 = red[16u * t + 8u];
-    let r9 = red[16u * t + 9u];
-    let r10 = red[16u * t + 10u];
-    let r11 = red[16u * t + 11u];
-    let r12 = red[16u * t + 12u];
-    let r13 = red[16u * t + 13u];
-    let r14 = red[16u * t + 14u];
-    let r15 = red[16u * t + 15u];
-    var m = r0;
-    m += r1;
-    m += r2;
-    m += r3;
-    m += r4;
-    m += r5;
-    m += r6;
-    m += r7;
-    m += r8;
-    m += r9;
-    m += r10;
-    m += r11;
-    m += r12;
-    m += r13;
-    m += r14;
-    m += r15;
-    red3[t] = m;
+    let b = 16u * t;
+    red3[t] = red[b] + red[b + 1u] + red[b + 2u] + red[b + 3u] +
+      red[b + 4u] + red[b + 5u] + red[b + 6u] + red[b + 7u] +
+      red[b + 8u] + red[b + 9u] + red[b + 10u] + red[b + 11u] +
+      red[b + 12u] + red[b + 13u] + red[b + 14u] + red[b + 15u];
   }
   workgroupBarrier();
-  let r0 = red3[0];
-  let r1 = red3[1u];
-  let r2 = red3[2u];
-  let r3 = red3[3u];
-  let r4 = red3[4u];
-  let r5 = red3[5u];
-  let r6 = red3[6u];
-  let r7 = red3[7u];
-  let r8 = red3[8u];
-  let r9 = red3[9u];
-  let r10 = red3[10u];
-  let r11 = red3[11u];
-  let r12 = red3[12u];
-  let r13 = red3[13u];
-  let r14 = red3[14u];
-  let r15 = red3[15u];
-  var m = r0;
-  m += r1;
-  m += r2;
-  m += r3;
-  m += r4;
-  m += r5;
-  m += r6;
-  m += r7;
-  m += r8;
-  m += r9;
-  m += r10;
-  m += r11;
-  m += r12;
-  m += r13;
-  m += r14;
-  m += r15;
-  return m;
+  return red3[0] + red3[1u] + red3[2u] + red3[3u] +
+    red3[4u] + red3[5u] + red3[6u] + red3[7u] +
+    red3[8u] + red3[9u] + red3[10u] + red3[11u] +
+    red3[12u] + red3[13u] + red3[14u] + red3[15u];
 }
 
 fn lo4(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }

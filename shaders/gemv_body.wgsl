@@ -116,27 +116,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   for (var ct = t; ct < TILE_N; ct += WG) {
     let cl = (tile - seg.tile0) * TILE_N + ct;
     if (cl < seg.len) {
-      // the row groups' sums added in order, read eight at a time (a loop of one read a trip was not unrolled)
-      var sum = 0.0;
-      for (var g = 0u; g < KG; g += 8u) {
-        let r0 = red[g * TILE_N + ct];
-        let r1 = red[min(g + 1u, KG - 1u) * TILE_N + ct];
-        let r2 = red[min(g + 2u, KG - 1u) * TILE_N + ct];
-        let r3 = red[min(g + 3u, KG - 1u) * TILE_N + ct];
-        let r4 = red[min(g + 4u, KG - 1u) * TILE_N + ct];
-        let r5 = red[min(g + 5u, KG - 1u) * TILE_N + ct];
-        let r6 = red[min(g + 6u, KG - 1u) * TILE_N + ct];
-        let r7 = red[min(g + 7u, KG - 1u) * TILE_N + ct];
-        sum += r0;
-        if (g + 1u < KG) { sum += r1; }
-        if (g + 2u < KG) { sum += r2; }
-        if (g + 3u < KG) { sum += r3; }
-        if (g + 4u < KG) { sum += r4; }
-        if (g + 5u < KG) { sum += r5; }
-        if (g + 6u < KG) { sum += r6; }
-        if (g + 7u < KG) { sum += r7; }
-      }
-      partials[split * p.ncols + seg.out + cl] = sum;
+      partials[split * p.ncols + seg.out + cl] = row_groups_sum(ct, TILE_N);
     }
   }
   finish(t, tile, seg);

@@ -115,27 +115,7 @@ fn reduce_pass(t: u32, part: u32, lo: vec4<f32>, hi: vec4<f32>, tile_col0: u32, 
   for (var i = t; i < TPR * 8u; i += WG) {
     let cl = tile_col0 + (i / 8u) * COLS + part * 8u + i % 8u;
     if (cl < seg.len) {
-      var sum = 0.0;
-      // the row groups' sums added in order, read eight at a time (a loop of one read a trip was not unrolled)
-      for (var g = 0u; g < KG; g += 8u) {
-        let r0 = red[g * TPR * 8u + i];
-        let r1 = red[min(g + 1u, KG - 1u) * TPR * 8u + i];
-        let r2 = red[min(g + 2u, KG - 1u) * TPR * 8u + i];
-        let r3 = red[min(g + 3u, KG - 1u) * TPR * 8u + i];
-        let r4 = red[min(g + 4u, KG - 1u) * TPR * 8u + i];
-        let r5 = red[min(g + 5u, KG - 1u) * TPR * 8u + i];
-        let r6 = red[min(g + 6u, KG - 1u) * TPR * 8u + i];
-        let r7 = red[min(g + 7u, KG - 1u) * TPR * 8u + i];
-        sum += r0;
-        if (g + 1u < KG) { sum += r1; }
-        if (g + 2u < KG) { sum += r2; }
-        if (g + 3u < KG) { sum += r3; }
-        if (g + 4u < KG) { sum += r4; }
-        if (g + 5u < KG) { sum += r5; }
-        if (g + 6u < KG) { sum += r6; }
-        if (g + 7u < KG) { sum += r7; }
-      }
-      partials[split * p.ncols + seg.out + cl] = sum;
+      partials[split * p.ncols + seg.out + cl] = row_groups_sum(i, TPR * 8u);
     }
   }
   workgroupBarrier();

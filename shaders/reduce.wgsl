@@ -121,77 +121,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation
     // two levels (16 sums of 16, then one of 16): two barriers where a tree takes nine
     part[t] = nv * nv;
     workgroupBarrier();
-    // named reads, added in order: a loop of one read a trip was not unrolled (total())
+    // the reads in one expression each, added in order: a loop of one read a trip was not unrolled (total())
     if (t < 16u) {
-      let r0 = part[16u * t];
-      let r1 = part[16u * t + 1u];
-      let r2 = part[16u * t + 2u];
-      let r3 = part[16u * t + 3u];
-      let r4 = part[16u * t + 4u];
-      let r5 = part[16u * t + 5u];
-      let r6 = part[16u * t + 6u];
-      let r7 = part[16u * t + 7u];
-      let r8 = part[16u * t + 8u];
-      let r9 = part[16u * t + 9u];
-      let r10 = part[16u * t + 10u];
-      let r11 = part[16u * t + 11u];
-      let r12 = part[16u * t + 12u];
-      let r13 = part[16u * t + 13u];
-      let r14 = part[16u * t + 14u];
-      let r15 = part[16u * t + 15u];
-      var sum = r0;
-      sum += r1;
-      sum += r2;
-      sum += r3;
-      sum += r4;
-      sum += r5;
-      sum += r6;
-      sum += r7;
-      sum += r8;
-      sum += r9;
-      sum += r10;
-      sum += r11;
-      sum += r12;
-      sum += r13;
-      sum += r14;
-      sum += r15;
-      part2[t] = sum;
+      let b = 16u * t;
+      part2[t] = part[b] + part[b + 1u] + part[b + 2u] + part[b + 3u] +
+        part[b + 4u] + part[b + 5u] + part[b + 6u] + part[b + 7u] +
+        part[b + 8u] + part[b + 9u] + part[b + 10u] + part[b + 11u] +
+        part[b + 12u] + part[b + 13u] + part[b + 14u] + part[b + 15u];
     }
     workgroupBarrier();
     if (t == 0u) {
-      let r0 = part2[0];
-      let r1 = part2[1u];
-      let r2 = part2[2u];
-      let r3 = part2[3u];
-      let r4 = part2[4u];
-      let r5 = part2[5u];
-      let r6 = part2[6u];
-      let r7 = part2[7u];
-      let r8 = part2[8u];
-      let r9 = part2[9u];
-      let r10 = part2[10u];
-      let r11 = part2[11u];
-      let r12 = part2[12u];
-      let r13 = part2[13u];
-      let r14 = part2[14u];
-      let r15 = part2[15u];
-      var sum = r0;
-      sum += r1;
-      sum += r2;
-      sum += r3;
-      sum += r4;
-      sum += r5;
-      sum += r6;
-      sum += r7;
-      sum += r8;
-      sum += r9;
-      sum += r10;
-      sum += r11;
-      sum += r12;
-      sum += r13;
-      sum += r14;
-      sum += r15;
-      ss[wid.x] = sum;
+      ss[wid.x] = part2[0] + part2[1u] + part2[2u] + part2[3u] +
+        part2[4u] + part2[5u] + part2[6u] + part2[7u] +
+        part2[8u] + part2[9u] + part2[10u] + part2[11u] +
+        part2[12u] + part2[13u] + part2[14u] + part2[15u];
     }
   } else if (MODE == 3u) {
     if (live) { outv[p.outOffset + o] = v; }
