@@ -19,10 +19,54 @@ override SPLITS: u32 = 1u;  // workgroups along y: a constant, so a column's spl
 @group(0) @binding(10) var<storage, read_write> outv: array<f32>;
 var<workgroup> fin_last: u32;
 
+// The splits added in split order, their loads sixteen at a time (past the last split clamped, not added): as a
+// loop of one load a trip, NVIDIA's compiler left them one L2 round trip apart (reduce.wgsl total()).
 fn split_sum(col: u32) -> f32 {
+  let last = SPLITS - 1u;
   var sum = 0.0;
-  for (var s = 0u; s < SPLITS; s++) { sum += partials[s * p.ncols + col]; }
+  for (var s = 0u; s < SPLITS; s += 16u) {
+    let v0 = partials[min(s, last) * p.ncols + col];
+    let v1 = partials[min(s + 1u, last) * p.ncols + col];
+    let v2 = partials[min(s + 2u, last) * p.ncols + col];
+    let v3 = partials[min(s + 3u, last) * p.ncols + col];
+    let v4 = partials[min(s + 4u, last) * p.ncols + col];
+    let v5 = partials[min(s + 5u, last) * p.ncols + col];
+    let v6 = partials[min(s + 6u, last) * p.ncols + col];
+    let v7 = partials[min(s + 7u, last) * p.ncols + col];
+    let v8 = partials[min(s + 8u, last) * p.ncols + col];
+    let v9 = partials[min(s + 9u, last) * p.ncols + col];
+    let v10 = partials[min(s + 10u, last) * p.ncols + col];
+    let v11 = partials[min(s + 11u, last) * p.ncols + col];
+    let v12 = partials[min(s + 12u, last) * p.ncols + col];
+    let v13 = partials[min(s + 13u, last) * p.ncols + col];
+    let v14 = partials[min(s + 14u, last) * p.ncols + col];
+    let v15 = partials[min(s + 15u, last) * p.ncols + col];
+    sum += v0;
+    if (s + 1u < SPLITS) { sum += v1; }
+    if (s + 2u < SPLITS) { sum += v2; }
+    if (s + 3u < SPLITS) { sum += v3; }
+    if (s + 4u < SPLITS) { sum += v4; }
+    if (s + 5u < SPLITS) { sum += v5; }
+    if (s + 6u < SPLITS) { sum += v6; }
+    if (s + 7u < SPLITS) { sum += v7; }
+    if (s + 8u < SPLITS) { sum += v8; }
+    if (s + 9u < SPLITS) { sum += v9; }
+    if (s + 10u < SPLITS) { sum += v10; }
+    if (s + 11u < SPLITS) { sum += v11; }
+    if (s + 12u < SPLITS) { sum += v12; }
+    if (s + 13u < SPLITS) { sum += v13; }
+    if (s + 14u < SPLITS) { sum += v14; }
+    if (s + 15u < SPLITS) { sum += v15; }
+  }
   return sum;
+}
+
+// Sixteen consecutive entries of red from i, added in order, read in one expression (a loop of one read a trip
+// left them one round trip apart).
+fn red16(i: u32) -> f32 {
+  return red[i] + red[i + 1u] + red[i + 2u] + red[i + 3u] + red[i + 4u] + red[i + 5u] + red[i + 6u] +
+    red[i + 7u] + red[i + 8u] + red[i + 9u] + red[i + 10u] + red[i + 11u] + red[i + 12u] + red[i + 13u] +
+    red[i + 14u] + red[i + 15u];
 }
 
 fn finish(t: u32, tile: u32, seg: Seg) {
@@ -70,15 +114,18 @@ fn finish(t: u32, tile: u32, seg: Seg) {
     // floats): every thread last read it before the barrier of workgroupUniformLoad above
     red[t] = sq;
     workgroupBarrier();
-    if (t < WG / 16u) {
-      var sum = 0.0;
-      for (var i = 0u; i < 16u; i++) { sum += red[16u * t + i]; }
-      red[WG + t] = sum;
-    }
+    if (t < WG / 16u) { red[WG + t] = red16(16u * t); }
     workgroupBarrier();
     if (t == 0u) {
+      // the WG / 16 sums in order, four reads a trip where WG allows
       var sum = 0.0;
-      for (var i = 0u; i < WG / 16u; i++) { sum += red[WG + i]; }
+      if (WG % 64u == 0u) {
+        for (var i = 0u; i < WG / 16u; i += 4u) {
+          sum = sum + red[WG + i] + red[WG + i + 1u] + red[WG + i + 2u] + red[WG + i + 3u];
+        }
+      } else {
+        for (var i = 0u; i < WG / 16u; i++) { sum += red[WG + i]; }
+      }
       ss[tile] = sum;
     }
   }
