@@ -4,6 +4,36 @@
 // counters[p.counter + s]; a barrier publishes them. Statements, not a function: as a function in a shared
 // fragment, Deno 2.9.6's WGSL compiler panicked (an override declared there) or seemed to corrupt memory
 // (declared in the kernel; the heap aborts of that time were libEGL's, docs/testing.md).
+  // The first trip's channels (four a thread; PER <= 4 in every tuned variant, so their only trip), and what
+  // of them does not depend on the RMSNorm's scale: the raw inputs and norm weights (INPUT 1), the TEAL scales
+  // and threshold (SPARSE). Their loads go out before the sums of squares', so the two L2 round trips overlap:
+  // after the sums' loop they waited for its loads.
+  let ch0 = first_channel(t, 0u, k_base, n_k);
+  let ch1 = first_channel(t, 1u, k_base, n_k);
+  let ch2 = first_channel(t, 2u, k_base, n_k);
+  let ch3 = first_channel(t, 3u, k_base, n_k);
+  var xa0 = vec2<f32>(0.0);
+  var xa1 = vec2<f32>(0.0);
+  var xa2 = vec2<f32>(0.0);
+  var xa3 = vec2<f32>(0.0);
+  if (INPUT == 1u) {
+    xa0 = vec2<f32>(x[ch0], aux[ch0]);
+    xa1 = vec2<f32>(x[ch1], aux[ch1]);
+    xa2 = vec2<f32>(x[ch2], aux[ch2]);
+    xa3 = vec2<f32>(x[ch3], aux[ch3]);
+  }
+  var sc0 = 0.0;
+  var sc1 = 0.0;
+  var sc2 = 0.0;
+  var sc3 = 0.0;
+  var thr = 0.0;
+  if (SPARSE) {
+    thr = thresholds[seg.thr];
+    sc0 = scales[s * p.K + ch0];
+    sc1 = scales[s * p.K + ch1];
+    sc2 = scales[s * p.K + ch2];
+    sc3 = scales[s * p.K + ch3];
+  }
   var inv_rms = 1.0;
   if (INPUT == 1u) {
     // sixteen loads in flight at a time, added in order (past the last clamped, not added): NVIDIA's compiler
@@ -49,25 +79,26 @@
   var n_act = n_k;
   if (SPARSE) {
     // Compact this split's active channels, in channel order, into workgroup memory.
-    let thr = thresholds[seg.thr];
     let k0 = t * PER;
     var cnt = 0u;
     var keep = 0u;  // bit e: channel k0 + e is active (PER <= 32), so the compaction below reads no scale again
     // four channels a trip, clamped, not guarded: their loads are all issued before any is used (as one loop
-    // of a channel a trip, NVIDIA's compiler left them one L2 round trip apart)
+    // of a channel a trip, NVIDIA's compiler left them one L2 round trip apart); the first trip's were loaded
+    // above
     for (var e = 0u; e < PER; e += 4u) {
-      let kc0 = k_base + min(k0 + e, n_k - 1u);
-      let kc1 = k_base + min(k0 + min(e + 1u, PER - 1u), n_k - 1u);
-      let kc2 = k_base + min(k0 + min(e + 2u, PER - 1u), n_k - 1u);
-      let kc3 = k_base + min(k0 + min(e + 3u, PER - 1u), n_k - 1u);
-      let v0 = input(kc0, inv_rms);
-      let c0 = scales[s * p.K + kc0];
-      let v1 = input(kc1, inv_rms);
-      let c1 = scales[s * p.K + kc1];
-      let v2 = input(kc2, inv_rms);
-      let c2 = scales[s * p.K + kc2];
-      let v3 = input(kc3, inv_rms);
-      let c3 = scales[s * p.K + kc3];
+      let first = e == 0u;
+      let kc0 = select(first_channel(t, e, k_base, n_k), ch0, first);
+      let kc1 = select(first_channel(t, e + 1u, k_base, n_k), ch1, first);
+      let kc2 = select(first_channel(t, e + 2u, k_base, n_k), ch2, first);
+      let kc3 = select(first_channel(t, e + 3u, k_base, n_k), ch3, first);
+      let v0 = staged_input(kc0, inv_rms, first, xa0);
+      let c0 = select(scales[s * p.K + kc0], sc0, first);
+      let v1 = staged_input(kc1, inv_rms, first, xa1);
+      let c1 = select(scales[s * p.K + kc1], sc1, first);
+      let v2 = staged_input(kc2, inv_rms, first, xa2);
+      let c2 = select(scales[s * p.K + kc2], sc2, first);
+      let v3 = staged_input(kc3, inv_rms, first, xa3);
+      let c3 = select(scales[s * p.K + kc3], sc3, first);
       if (e < PER && k0 + e < n_k) {
         act_val[k0 + e] = v0;  // in place: the walk reads it through act_idx
         if (abs(v0) * c0 > thr) {
@@ -102,9 +133,18 @@
     workgroupBarrier();
     // Kogge-Stone with SCAN_RADIX - 1 counts added a round: each round multiplies the span every thread
     // holds by SCAN_RADIX, so there are log_SCAN_RADIX(WG) rounds of two barriers.
+    // The reads of a round in straight-line code (up to SCAN_RADIX 16): as a loop of one read a trip they
+    // would wait for each other.
     for (var off = 1u; off < WG; off *= SCAN_RADIX) {
-      var add = 0u;
-      for (var r = 1u; r < SCAN_RADIX; r++) { add += select(0u, scan[t - r * off], t >= r * off); }
+      var add = scan_read(t, 1u, off);
+      if (SCAN_RADIX > 2u) { add += scan_read(t, 2u, off) + scan_read(t, 3u, off); }
+      if (SCAN_RADIX > 4u) {
+        add += scan_read(t, 4u, off) + scan_read(t, 5u, off) + scan_read(t, 6u, off) + scan_read(t, 7u, off);
+      }
+      if (SCAN_RADIX > 8u) {
+        add += scan_read(t, 8u, off) + scan_read(t, 9u, off) + scan_read(t, 10u, off) + scan_read(t, 11u, off) +
+          scan_read(t, 12u, off) + scan_read(t, 13u, off) + scan_read(t, 14u, off) + scan_read(t, 15u, off);
+      }
       workgroupBarrier();
       scan[t] += add;
       workgroupBarrier();
@@ -122,14 +162,15 @@
     // dense rows are k_base + j, so only the values are staged; four channels a trip, clamped, not guarded:
     // their loads are all issued before any is used (as in the sparse path)
     for (var e = 0u; e < PER; e += 4u) {
+      let first = e == 0u;
       let kk0 = t + e * WG;
       let kk1 = t + min(e + 1u, PER - 1u) * WG;
       let kk2 = t + min(e + 2u, PER - 1u) * WG;
       let kk3 = t + min(e + 3u, PER - 1u) * WG;
-      let v0 = input(k_base + min(kk0, n_k - 1u), inv_rms);
-      let v1 = input(k_base + min(kk1, n_k - 1u), inv_rms);
-      let v2 = input(k_base + min(kk2, n_k - 1u), inv_rms);
-      let v3 = input(k_base + min(kk3, n_k - 1u), inv_rms);
+      let v0 = staged_input(select(first_channel(t, e, k_base, n_k), ch0, first), inv_rms, first, xa0);
+      let v1 = staged_input(select(first_channel(t, e + 1u, k_base, n_k), ch1, first), inv_rms, first, xa1);
+      let v2 = staged_input(select(first_channel(t, e + 2u, k_base, n_k), ch2, first), inv_rms, first, xa2);
+      let v3 = staged_input(select(first_channel(t, e + 3u, k_base, n_k), ch3, first), inv_rms, first, xa3);
       if (kk0 < n_k) { act_val[kk0] = v0; }
       if (e + 1u < PER && kk1 < n_k) { act_val[kk1] = v1; }
       if (e + 2u < PER && kk2 < n_k) { act_val[kk2] = v2; }

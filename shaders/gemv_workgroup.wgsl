@@ -23,6 +23,27 @@ fn input(k: u32, inv_rms: f32) -> f32 {
   return x[k];
 }
 
+// The channel a thread stages at place e of its trips (clamped to the position's last and the chunk's last):
+// sparse, each thread takes PER consecutive channels (the compaction keeps them in order); dense, channel
+// t + e * WG.
+fn first_channel(t: u32, e: u32, k_base: u32, n_k: u32) -> u32 {
+  let ec = min(e, PER - 1u);
+  if (SPARSE) { return k_base + min(t * PER + ec, n_k - 1u); }
+  return k_base + min(t + ec * WG, n_k - 1u);
+}
+
+// input(k), with INPUT 1's x[k] and norm weight given in `xa` when `first` (loaded before the RMSNorm's scale
+// was known).
+fn staged_input(k: u32, inv_rms: f32, first: bool, xa: vec2<f32>) -> f32 {
+  if (INPUT == 1u && first) { return xa.x * inv_rms * xa.y; }
+  return input(k, inv_rms);
+}
+
+// The count r * off places before thread t's in the compaction's scan (0 before the first).
+fn scan_read(t: u32, r: u32, off: u32) -> u32 {
+  return select(0u, scan[max(t, r * off) - r * off], t >= r * off);
+}
+
 // Column i's sum over the KG row groups' partial sums in red (group g's at g * stride + i), added in group order,
 // read eight at a time: as a loop of one read a trip, NVIDIA's compiler left the reads one round trip apart.
 fn row_groups_sum(i: u32, stride: u32) -> f32 {
