@@ -107,9 +107,10 @@ struct KeyRow { k0: vec4<u32>, k1: vec4<u32>, k2: vec4<u32>, k3: vec4<u32>,
 struct ValueTrip { v0: vec4<u32>, v1: vec4<u32>, v2: vec4<u32>, v3: vec4<u32>,
                    v4: vec4<u32>, v5: vec4<u32>, v6: vec4<u32>, v7: vec4<u32> }
 
-// RoPE (rotate-half) of the pair (a, b) = dims (i, i + HEAD_DIM/2) at position pos; the angle as in rope.wgsl.
-fn rotate(a: f32, b: f32, i: u32, pos: u32) -> vec2<f32> {
-  let ang = fract(f32(pos) * turns[i]) * TAU;
+// RoPE (rotate-half) of the pair (a, b) = dims (i, i + HEAD_DIM/2) at position pos, turn = turns[i]; the angle
+// as in rope.wgsl.
+fn rotate(a: f32, b: f32, turn: f32, pos: u32) -> vec2<f32> {
+  let ang = fract(f32(pos) * turn) * TAU;
   let c = cos(ang);
   let s = sin(ang);
   return vec2<f32>(a * c - b * s, b * c + a * s);
@@ -371,11 +372,11 @@ fn stage(head0: u32, kvh: u32, t: u32) -> Staged {
 }
 
 // q pair e rotated and scaled into qs.
-fn put_q(e: u32, q: vec2<f32>, pos: u32) {
+fn put_q(e: u32, q: vec2<f32>, pos: u32, turn: f32) {
   let half = HEAD_DIM / 2u;
   let d = e % half;
   let at = (e / half) * HEAD_DIM + d;
-  let qr = rotate(q.x, q.y, d, pos);
+  let qr = rotate(q.x, q.y, turn, pos);
   qs[at / 4u][at % 4u] = qr.x * p.scale;
   qs[(at + half) / 4u][(at + half) % 4u] = qr.y * p.scale;
 }
@@ -540,10 +541,14 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   // the preload goes out first of all
   var pl: Preloaded;
   if (FINAL && PRELOAD && VW <= 16u) { pl = preload(t, kvh); }
+  // the position and this thread's RoPE turns (of q pairs t and t + WG, and of k pair t) before the q|k|v
+  // loop: after it, their loads waited for its loads
+  let pos = state[0];
+  let turn0 = turns[t % half];
+  let turn1 = turns[(t + WG) % half];
   var st: Staged;
   // one workgroup per head group: the q|k|v loads go out with the state's, not behind a branch on it
   if (FINAL) { st = stage(head0, kvh, t); }
-  let pos = state[0];
   var lo = 0u;
   if (p.window > 0u && pos + 1u > p.window) { lo = pos + 1u - p.window; }
   var split = row;
@@ -565,10 +570,10 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   }
 
   // q rotated and scaled; the new k (rotated) and v, rounded to f16 as the cache holds them
-  if (t < HG * half) { put_q(t, st.q, pos); }
-  if (HG * half > WG && t + WG < HG * half) { put_q(t + WG, st.q2, pos); }
+  if (t < HG * half) { put_q(t, st.q, pos, turn0); }
+  if (HG * half > WG && t + WG < HG * half) { put_q(t + WG, st.q2, pos, turn1); }
   if (t < half) {
-    let kr = f16_round(rotate(st.k.x, st.k.y, t, pos));
+    let kr = f16_round(rotate(st.k.x, st.k.y, turn0, pos));
     kc[t] = kr.x;
     kc[t + half] = kr.y;
     let vr = f16_round(st.v);

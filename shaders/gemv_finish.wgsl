@@ -61,6 +61,39 @@ fn split_sum(col: u32) -> f32 {
   return sum;
 }
 
+// split_sum(a) and split_sum(b) in one walk, so that both columns' loads go out together (reduce.wgsl total2()).
+fn split_sum2(a: u32, b: u32) -> vec2<f32> {
+  let last = SPLITS - 1u;
+  var sum = vec2<f32>(0.0);
+  for (var s = 0u; s < SPLITS; s += 8u) {
+    let r0 = min(s, last) * p.ncols;
+    let r1 = min(s + 1u, last) * p.ncols;
+    let r2 = min(s + 2u, last) * p.ncols;
+    let r3 = min(s + 3u, last) * p.ncols;
+    let r4 = min(s + 4u, last) * p.ncols;
+    let r5 = min(s + 5u, last) * p.ncols;
+    let r6 = min(s + 6u, last) * p.ncols;
+    let r7 = min(s + 7u, last) * p.ncols;
+    let v0 = vec2<f32>(partials[r0 + a], partials[r0 + b]);
+    let v1 = vec2<f32>(partials[r1 + a], partials[r1 + b]);
+    let v2 = vec2<f32>(partials[r2 + a], partials[r2 + b]);
+    let v3 = vec2<f32>(partials[r3 + a], partials[r3 + b]);
+    let v4 = vec2<f32>(partials[r4 + a], partials[r4 + b]);
+    let v5 = vec2<f32>(partials[r5 + a], partials[r5 + b]);
+    let v6 = vec2<f32>(partials[r6 + a], partials[r6 + b]);
+    let v7 = vec2<f32>(partials[r7 + a], partials[r7 + b]);
+    sum += v0;
+    if (s + 1u < SPLITS) { sum += v1; }
+    if (s + 2u < SPLITS) { sum += v2; }
+    if (s + 3u < SPLITS) { sum += v3; }
+    if (s + 4u < SPLITS) { sum += v4; }
+    if (s + 5u < SPLITS) { sum += v5; }
+    if (s + 6u < SPLITS) { sum += v6; }
+    if (s + 7u < SPLITS) { sum += v7; }
+  }
+  return sum;
+}
+
 // Sixteen consecutive entries of red from i, added in order, read in one expression (a loop of one read a trip
 // left them one round trip apart).
 fn red16(i: u32) -> f32 {
@@ -90,8 +123,8 @@ fn finish(t: u32, tile: u32, seg: Seg) {
     for (var ct = t; ct < TILE_N; ct += WG) {
       let cl = c0 + ct;
       if (cl < seg.len) {
-        let g = split_sum(p.seg[0].out + cl);
-        outv[p.outOffset + cl] = g / (1.0 + exp(-g)) * split_sum(p.seg[1].out + cl);
+        let gu = split_sum2(p.seg[0].out + cl, p.seg[1].out + cl);
+        outv[p.outOffset + cl] = gu.x / (1.0 + exp(-gu.x)) * gu.y;
       }
     }
     return;
@@ -101,9 +134,12 @@ fn finish(t: u32, tile: u32, seg: Seg) {
     let cl = c0 + ct;
     if (cl < seg.len) {
       let o = p.outOffset + seg.out + cl;
+      // the residual read before the splits, so that its load goes out with theirs
+      var resid = 0.0;
+      if (EPI == 2u) { resid = outv[o]; }
       var v = split_sum(seg.out + cl);
       if (EPI == 2u) {
-        v = outv[o] + v;
+        v = resid + v;
         sq += v * v;
       }
       outv[o] = v;

@@ -87,6 +87,40 @@ fn total(col: u32) -> f32 {
   return sum;
 }
 
+// total(a) and total(b) in one walk, so that both columns' loads go out together (SwiGLU's gate and up: as two
+// walks, the second's loads waited for the first's). Each column added in split order, as total() does.
+fn total2(a: u32, b: u32) -> vec2<f32> {
+  let last = SPLITS - 1u;
+  var sum = vec2<f32>(0.0);
+  for (var s = 0u; s < SPLITS; s += 8u) {
+    let r0 = min(s, last) * p.np;
+    let r1 = min(s + 1u, last) * p.np;
+    let r2 = min(s + 2u, last) * p.np;
+    let r3 = min(s + 3u, last) * p.np;
+    let r4 = min(s + 4u, last) * p.np;
+    let r5 = min(s + 5u, last) * p.np;
+    let r6 = min(s + 6u, last) * p.np;
+    let r7 = min(s + 7u, last) * p.np;
+    let v0 = vec2<f32>(partials[r0 + a], partials[r0 + b]);
+    let v1 = vec2<f32>(partials[r1 + a], partials[r1 + b]);
+    let v2 = vec2<f32>(partials[r2 + a], partials[r2 + b]);
+    let v3 = vec2<f32>(partials[r3 + a], partials[r3 + b]);
+    let v4 = vec2<f32>(partials[r4 + a], partials[r4 + b]);
+    let v5 = vec2<f32>(partials[r5 + a], partials[r5 + b]);
+    let v6 = vec2<f32>(partials[r6 + a], partials[r6 + b]);
+    let v7 = vec2<f32>(partials[r7 + a], partials[r7 + b]);
+    sum += v0;
+    if (s + 1u < SPLITS) { sum += v1; }
+    if (s + 2u < SPLITS) { sum += v2; }
+    if (s + 3u < SPLITS) { sum += v3; }
+    if (s + 4u < SPLITS) { sum += v4; }
+    if (s + 5u < SPLITS) { sum += v5; }
+    if (s + 6u < SPLITS) { sum += v6; }
+    if (s + 7u < SPLITS) { sum += v7; }
+  }
+  return sum;
+}
+
 // #include prefetch
 
 @compute @workgroup_size(WG)
@@ -102,11 +136,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation
   let live = o < p.n;
   if (MODE == 2u) {
     if (live) {
-      let g = total(p.srcOffset + o);
-      outv[p.outOffset + o] = g / (1.0 + exp(-g)) * total(p.offB + o);
+      let gu = total2(p.srcOffset + o, p.offB + o);
+      outv[p.outOffset + o] = gu.x / (1.0 + exp(-gu.x)) * gu.y;
     }
     return;
   }
+  // MODE 1's residual, read before the splits so that its load goes out with theirs (after their walk, it
+  // waited for them)
+  var resid = 0.0;
+  if (MODE == 1u && live) { resid = outv[p.outOffset + o]; }
   var v = 0.0;
   if (live) {
     v = total(p.srcOffset + o);
@@ -115,7 +153,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation
   if (MODE == 1u) {
     var nv = 0.0;
     if (live) {
-      nv = outv[p.outOffset + o] + v;
+      nv = resid + v;
       outv[p.outOffset + o] = nv;
     }
     // two levels (16 sums of 16, then one of 16): two barriers where a tree takes nine
