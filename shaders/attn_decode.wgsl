@@ -546,9 +546,9 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   let pos = state[0];
   let turn0 = turns[t % half];
   let turn1 = turns[(t + WG) % half];
-  var st: Staged;
-  // one workgroup per head group: the q|k|v loads go out with the state's, not behind a branch on it
-  if (FINAL) { st = stage(head0, kvh, t); }
+  // the q|k|v loads go out with the state's, not behind a branch on it (the split variant's workgroups that
+  // return below load them for nothing: a few reads of L2)
+  let st = stage(head0, kvh, t);
   var lo = 0u;
   if (p.window > 0u && pos + 1u > p.window) { lo = pos + 1u - p.window; }
   var split = row;
@@ -566,7 +566,6 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
       }
     }
     if (split * SPAN > pos) { return; }
-    st = stage(head0, kvh, t);
   }
 
   // q rotated and scaled; the new k (rotated) and v, rounded to f16 as the cache holds them
