@@ -5,8 +5,8 @@
 // fragment, Deno 2.9.6's WGSL compiler panicked (an override declared there) or seemed to corrupt memory
 // (declared in the kernel; the heap aborts of that time were libEGL's, docs/testing.md).
   // The first trip's channels (four a thread; PER <= 4 in every tuned variant, so their only trip), and what
-  // of them does not depend on the RMSNorm's scale: the raw inputs and norm weights (INPUT 1), the TEAL scales
-  // and threshold (SPARSE). Their loads go out before the sums of squares', so the two L2 round trips overlap:
+  // of them does not depend on the RMSNorm's scale: the raw inputs and norm weights (INPUT 1), the gate and up
+  // sums (INPUT 2), the TEAL scales and threshold (SPARSE). Their loads go out before the sums of squares', so the two L2 round trips overlap:
   // after the sums' loop they waited for its loads.
   let ch0 = first_channel(t, 0u, k_base, n_k);
   let ch1 = first_channel(t, 1u, k_base, n_k);
@@ -21,6 +21,56 @@
     xa1 = vec2<f32>(x[ch1], aux[ch1]);
     xa2 = vec2<f32>(x[ch2], aux[ch2]);
     xa3 = vec2<f32>(x[ch3], aux[ch3]);
+  }
+  if (INPUT == 2u) {
+    // the four channels' gate and up split sums, their loads together: each gate_up() is a loop, and a load
+    // after a loop waits for it
+    let half_cols = p.auxCols / 2u;
+    let last = AUX_SPLITS - 1u;
+    for (var a = 0u; a < AUX_SPLITS; a += 4u) {
+      let r0 = min(a, last) * p.auxCols;
+      let r1 = min(a + 1u, last) * p.auxCols;
+      let r2 = min(a + 2u, last) * p.auxCols;
+      let r3 = min(a + 3u, last) * p.auxCols;
+      let a0 = vec2<f32>(aux[r0 + ch0], aux[r0 + half_cols + ch0]);
+      let a1 = vec2<f32>(aux[r0 + ch1], aux[r0 + half_cols + ch1]);
+      let a2 = vec2<f32>(aux[r0 + ch2], aux[r0 + half_cols + ch2]);
+      let a3 = vec2<f32>(aux[r0 + ch3], aux[r0 + half_cols + ch3]);
+      let b0 = vec2<f32>(aux[r1 + ch0], aux[r1 + half_cols + ch0]);
+      let b1 = vec2<f32>(aux[r1 + ch1], aux[r1 + half_cols + ch1]);
+      let b2 = vec2<f32>(aux[r1 + ch2], aux[r1 + half_cols + ch2]);
+      let b3 = vec2<f32>(aux[r1 + ch3], aux[r1 + half_cols + ch3]);
+      let c0 = vec2<f32>(aux[r2 + ch0], aux[r2 + half_cols + ch0]);
+      let c1 = vec2<f32>(aux[r2 + ch1], aux[r2 + half_cols + ch1]);
+      let c2 = vec2<f32>(aux[r2 + ch2], aux[r2 + half_cols + ch2]);
+      let c3 = vec2<f32>(aux[r2 + ch3], aux[r2 + half_cols + ch3]);
+      let d0 = vec2<f32>(aux[r3 + ch0], aux[r3 + half_cols + ch0]);
+      let d1 = vec2<f32>(aux[r3 + ch1], aux[r3 + half_cols + ch1]);
+      let d2 = vec2<f32>(aux[r3 + ch2], aux[r3 + half_cols + ch2]);
+      let d3 = vec2<f32>(aux[r3 + ch3], aux[r3 + half_cols + ch3]);
+      xa0 += a0;
+      xa1 += a1;
+      xa2 += a2;
+      xa3 += a3;
+      if (a + 1u < AUX_SPLITS) {
+        xa0 += b0;
+        xa1 += b1;
+        xa2 += b2;
+        xa3 += b3;
+      }
+      if (a + 2u < AUX_SPLITS) {
+        xa0 += c0;
+        xa1 += c1;
+        xa2 += c2;
+        xa3 += c3;
+      }
+      if (a + 3u < AUX_SPLITS) {
+        xa0 += d0;
+        xa1 += d1;
+        xa2 += d2;
+        xa3 += d3;
+      }
+    }
   }
   var sc0 = 0.0;
   var sc1 = 0.0;

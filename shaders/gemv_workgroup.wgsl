@@ -8,20 +8,35 @@ var<workgroup> red: array<f32, WG * 8u>;  // KG * TILE_N (f16 kernels); eight co
 
 fn input(k: u32, inv_rms: f32) -> f32 {
   if (INPUT == 1u) { return x[k] * inv_rms * aux[k]; }
-  if (INPUT == 2u) {
-    // AUX_SPLITS is a constant so the loop unrolls and its loads are all in flight at once: a loop bound read
-    // from the uniform left them one L2 round trip apart (about 20 us per down GEMV at 8B shapes)
-    var g = 0.0;
-    var u = 0.0;
-    let half_cols = p.auxCols / 2u;
-    for (var s = 0u; s < AUX_SPLITS; s++) {
-      g += aux[s * p.auxCols + k];
-      u += aux[s * p.auxCols + half_cols + k];
-    }
-    return g / (1.0 + exp(-g)) * u;
-  }
+  if (INPUT == 2u) { return swiglu_of(gate_up(k)); }
   return x[k];
 }
+
+// INPUT 2: channel k's gate and up, each summed over the gate|up GEMV's splits in split order (as reduce.wgsl's
+// SwiGLU pass adds them), four splits' loads at a time (past the last clamped, not added): as a loop of one
+// split a trip their loads waited for each other.
+fn gate_up(k: u32) -> vec2<f32> {
+  let half_cols = p.auxCols / 2u;
+  let last = AUX_SPLITS - 1u;
+  var gu = vec2<f32>(0.0);
+  for (var s = 0u; s < AUX_SPLITS; s += 4u) {
+    let r0 = min(s, last) * p.auxCols + k;
+    let r1 = min(s + 1u, last) * p.auxCols + k;
+    let r2 = min(s + 2u, last) * p.auxCols + k;
+    let r3 = min(s + 3u, last) * p.auxCols + k;
+    let v0 = vec2<f32>(aux[r0], aux[r0 + half_cols]);
+    let v1 = vec2<f32>(aux[r1], aux[r1 + half_cols]);
+    let v2 = vec2<f32>(aux[r2], aux[r2 + half_cols]);
+    let v3 = vec2<f32>(aux[r3], aux[r3 + half_cols]);
+    gu += v0;
+    if (s + 1u < AUX_SPLITS) { gu += v1; }
+    if (s + 2u < AUX_SPLITS) { gu += v2; }
+    if (s + 3u < AUX_SPLITS) { gu += v3; }
+  }
+  return gu;
+}
+
+fn swiglu_of(gu: vec2<f32>) -> f32 { return gu.x / (1.0 + exp(-gu.x)) * gu.y; }
 
 // The channel a thread stages at place e of its trips (clamped to the position's last and the chunk's last):
 // sparse, each thread takes PER consecutive channels (the compaction keeps them in order); dense, channel
@@ -32,10 +47,11 @@ fn first_channel(t: u32, e: u32, k_base: u32, n_k: u32) -> u32 {
   return k_base + min(t + ec * WG, n_k - 1u);
 }
 
-// input(k), with INPUT 1's x[k] and norm weight given in `xa` when `first` (loaded before the RMSNorm's scale
-// was known).
+// input(k), with what the first trip loaded early given in `xa` when `first`: INPUT 1, x[k] and the norm weight
+// (loaded before the RMSNorm's scale was known); INPUT 2, the channel's gate and up sums.
 fn staged_input(k: u32, inv_rms: f32, first: bool, xa: vec2<f32>) -> f32 {
   if (INPUT == 1u && first) { return xa.x * inv_rms * xa.y; }
+  if (INPUT == 2u && first) { return swiglu_of(xa); }
   return input(k, inv_rms);
 }
 

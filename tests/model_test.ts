@@ -663,7 +663,7 @@ Deno.test("decode steps whose reduce passes prefetch the first rows of every K c
   }
 });
 
-Deno.test("decode steps with GEMV epilogues, and prefill by the few-row GEMV, over several splits (K > 512) give the reference's logits", async () => {
+Deno.test("decode steps with GEMV epilogues or SwiGLU in the down GEMV, and prefill by the few-row GEMV, over several splits (K > 512) give the reference's logits", async () => {
   // every decode GEMV has 2..3 splits, so each epilogue's last workgroup sums partials others wrote
   const config = { ...LLAMA, hiddenSize: 600, intermediateSize: 1100, numHeads: 36, numKvHeads: 4 };
   const { map, tensors } = randomWeights(config, 12);
@@ -688,10 +688,20 @@ Deno.test("decode steps with GEMV epilogues, and prefill by the few-row GEMV, ov
       const pos = prompt.length + step - 1;
       const token = (await ctx.readU32(fwd.tokens, 1, (step - 1) * 4))[0];
       const want = ref.forward([token], pos);
-      fwd.writeState(pos, token, step);
-      ctx.run(fwd.decodeStep(false, pos));
-      const err = relErr(await ctx.readF32(fwd.logits), want);
-      assert(err < 5e-3, `position ${pos}: logits relative error ${err}`);
+      // the epilogues, then reduce passes with SwiGLU in the down GEMV's staging (swigluInDown: its 2 gate|up
+      // splits summed per channel by every column tile of down), then the default layout
+      const logits: Float32Array[] = [];
+      for (const [epilogue, inDown] of [[true, false], [false, true], [false, false]]) {
+        fwd.gemvEpilogue = epilogue;
+        fwd.swigluInDown = inDown;
+        fwd.writeState(pos, token, step);
+        ctx.run(fwd.decodeStep(false, pos));
+        logits.push(await ctx.readF32(fwd.logits));
+        const err = relErr(logits.at(-1)!, want);
+        assert(err < 5e-3, `position ${pos}, epilogue ${epilogue}, swiglu in down ${inDown}: error ${err}`);
+      }
+      // the same sums in the same order as the SwiGLU pass: close to its logits whatever the compiler fuses
+      assert(relErr(logits[1], logits[2]) < 1e-5, `position ${pos}: swiglu in down against the pass`);
     }
     // and the few-row prefill GEMV at these sizes: 2 or 3 splits, several column tiles a segment
     fwd.prefillGemv = true;

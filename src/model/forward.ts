@@ -160,6 +160,24 @@ export class Forward {
   #gemvEpilogue = false;
   #gemvEarly: boolean;
 
+  /**
+   * The down GEMV computes SwiGLU itself while it stages its input (gemv.wgsl INPUT 2: each channel's gate and
+   * up summed from the gate|up GEMV's split partials), so no SwiGLU pass runs: seven dispatches a layer instead
+   * of eight. Every column tile of the down GEMV recomputes its chunk's SwiGLU from L2. The same sums in the
+   * same order as the pass's. Off by default until timed on a GPU (`bench --swiglu-in-down`); no effect with
+   * {@link gemvEpilogue}, whose gate|up GEMV applies SwiGLU itself. Change it between generations, not during
+   * one.
+   */
+  get swigluInDown(): boolean {
+    return this.#swigluInDown;
+  }
+  set swigluInDown(on: boolean) {
+    if (on === this.#swigluInDown) return;
+    this.#swigluInDown = on;
+    this.#dropSteps();
+  }
+  #swigluInDown = false;
+
   /** Drops the decode steps built so far (a layout option changed). */
   #dropSteps(): void {
     // prompt steps are slices of decode steps: their parameter buffers go with them
@@ -525,6 +543,7 @@ export class Forward {
     const sp = this.sparsity;
     const h = c.hiddenSize;
     const fused = this.gemvEpilogue;
+    const swigluInDown = this.swigluInDown && !fused;
     const early = this.gemvEarly;
     const bin = sparsityBin(this.#sparsityLevel);
     // the fused RMSNorm adds up the sums of squares its input's producer left: one per embedding workgroup,
@@ -565,6 +584,7 @@ export class Forward {
       counter: number,
       label: string,
       next: Matrix,
+      how?: GemvInput,
     ): Op[] => {
       const o = {
         sparse,
@@ -574,6 +594,7 @@ export class Forward {
         early,
         tune: tuneOf(m, label),
         half: this.#halfFor(m),
+        input: how,
       };
       if (fused) {
         return [
@@ -613,9 +634,10 @@ export class Forward {
           }),
         ];
       }
+      if (swigluInDown) return [gemvOp(ctx, L.gateUp, this.x, this.partials, sp, o)];
       return [
         gemvOp(ctx, L.gateUp, this.x, this.partials, sp, o),
-        // SwiGLU in a pass of its own: fused into the down GEMV's staging, every column tile recomputed it,
+        // SwiGLU in a pass of its own (or, with swigluInDown, in the down GEMV's staging): fused into the down GEMV's staging, every column tile recomputed it,
         // which cost ~11 us a layer at 8B shapes against ~4 us for this pass (bench/gemv_probe.ts, H200)
         reduceOp(ctx, this.partials, this.act, {
           n: L.gateUp.N / 2,
@@ -689,7 +711,22 @@ export class Forward {
       ops!.push(
         ...residual(L.o, this.attn, this.partials, slot + 3, "o", L.gateUp),
         ...gateUp(L, slot + 4, ssOf(L.o, "o")),
-        ...residual(L.down, this.act, this.partials2, slot + 6, "down", next),
+        ...residual(
+          L.down,
+          this.act,
+          this.partials2,
+          slot + 6,
+          "down",
+          next,
+          swigluInDown
+            ? {
+              kind: "swiglu",
+              partials: this.partials,
+              splits: splitsOf(L.gateUp, "gateup"),
+              cols: L.gateUp.N,
+            }
+            : undefined,
+        ),
       );
       nss = ssOf(L.down, "down");
     });
