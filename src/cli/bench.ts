@@ -88,8 +88,9 @@ export const benchCommand: Command = {
                        device: 7 on a GPU, 1 on a CPU adapter)
   --gemv-epilogue      the decode GEMVs sum their own splits (Forward.gemvEpilogue: no reduce passes; check
                        the GPU first with bench/finish_check.ts)
-  --swiglu-in-down     the down GEMV computes SwiGLU from the gate|up GEMV's split sums while staging its input
-                       (Forward.swigluInDown: no SwiGLU pass; no effect with --gemv-epilogue)
+  --swiglu-in-down on|off  the down GEMV computes SwiGLU from the gate|up GEMV's split sums while staging its
+                       input (Forward.swigluInDown: no SwiGLU pass; default on for GPUs, off on CPU adapters; no
+                       effect with --gemv-epilogue)
   --attn-preload on|off the short-context decode attention loads its first keys and values before it stages
                        q|k|v (Forward.attnPreload; default on)
   --attn-preload-trips N  value trips it loads then, 1 or 2 (ATTN_PRELOAD; default 2)
@@ -153,7 +154,7 @@ export const benchCommand: Command = {
     "prefill-submit": { type: "string" },
     "prefill-cache": { type: "string" },
     "gemv-epilogue": { type: "boolean" },
-    "swiglu-in-down": { type: "boolean" },
+    "swiglu-in-down": { type: "string" },
     "l2-prefetch": { type: "string" },
     "attn-preload": { type: "string" },
     "l2-prefetch-passes": { type: "boolean" },
@@ -199,6 +200,7 @@ export const benchCommand: Command = {
         "l2-prefetch",
         "attn-preload",
         "gemv-early",
+        "swiglu-in-down",
         "matmul-half",
         "gemv-half",
         "gemv-half-f16",
@@ -288,7 +290,7 @@ export const benchCommand: Command = {
         PREFILL.stepsUpTo = num(v, "prefill-steps", 0, { min: 0, integer: true });
       }
       model.forward.gemvEpilogue = v["gemv-epilogue"] === true;
-      model.forward.swigluInDown = v["swiglu-in-down"] === true;
+      model.forward.swigluInDown = onOff(v["swiglu-in-down"], "swiglu-in-down", model.forward.swigluInDown);
       model.forward.l2Prefetch = onOff(v["l2-prefetch"], "l2-prefetch", model.forward.l2Prefetch);
       model.forward.attnPreload = onOff(v["attn-preload"], "attn-preload", model.forward.attnPreload);
       model.forward.l2PrefetchPasses = v["l2-prefetch-passes"] === true;

@@ -164,9 +164,11 @@ export class Forward {
    * The down GEMV computes SwiGLU itself while it stages its input (gemv.wgsl INPUT 2: each channel's gate and
    * up summed from the gate|up GEMV's split partials), so no SwiGLU pass runs: seven dispatches a layer instead
    * of eight. Every column tile of the down GEMV recomputes its chunk's SwiGLU from L2. The same sums in the
-   * same order as the pass's. Off by default until timed on a GPU (`bench --swiglu-in-down`); no effect with
-   * {@link gemvEpilogue}, whose gate|up GEMV applies SwiGLU itself. Change it between generations, not during
-   * one.
+   * same order as the pass's. On by default on GPUs: at Llama-3-8B shapes on the H200 (2026-12-04,
+   * docs/benchmarks.md) a decode step took 1.5-1.9% less time with f16 weights, 1.6-1.9% with int8 and 2.6-3.0%
+   * with int4, dense and at 50% sparsity. Off on a CPU adapter (lavapipe), where it was not timed and the
+   * recomputation is arithmetic the CPU pays for. No effect with {@link gemvEpilogue}, whose gate|up GEMV
+   * applies SwiGLU itself. Change it between generations, not during one.
    */
   get swigluInDown(): boolean {
     return this.#swigluInDown;
@@ -176,7 +178,7 @@ export class Forward {
     this.#swigluInDown = on;
     this.#dropSteps();
   }
-  #swigluInDown = false;
+  #swigluInDown: boolean;
 
   /** Drops the decode steps built so far (a layout option changed). */
   #dropSteps(): void {
@@ -388,6 +390,7 @@ export class Forward {
     // 128 extra workgroups an attention dispatch cost it real time
     this.#gemvEarly = weights.format === "f16";
     this.#l2Prefetch = weights.format === "f16" && !ctx.isCpu;
+    this.#swigluInDown = !ctx.isCpu;
     this.maxSeq = o.maxSeq;
     this.maxPrefill = o.maxPrefill;
     this.#workgroupBytes = ctx.device.limits.maxComputeWorkgroupStorageSize;
@@ -525,8 +528,9 @@ export class Forward {
    * One decode step for the token in the state buffer: embedding, every layer, lm_head, sampling.
    * Built once per variant and reused: all per-step data lives on the GPU. Per layer, eight dispatches: q|k|v
    * GEMV, attention (which sums the q|k|v splits, applies RoPE and stores k and v in the cache), o GEMV,
-   * residual add, gate|up GEMV, SwiGLU, down GEMV, residual add; with {@link gemvEpilogue}, five (the GEMVs
-   * apply the residual adds and SwiGLU themselves). RMSNorm is fused into the GEMV that reads it (from the sums
+   * residual add, gate|up GEMV, SwiGLU, down GEMV, residual add; with {@link swigluInDown} (the default on
+   * GPUs), seven (the down GEMV computes SwiGLU as it stages its input); with {@link gemvEpilogue}, five (the
+   * GEMVs apply the residual adds and SwiGLU themselves). RMSNorm is fused into the GEMV that reads it (from the sums
    * of squares the residual add leaves). `pos`, where the step is expected to run, picks the attention variant
    * ({@link attnSpan}): one workgroup per head at short contexts, else split over the context plus a combine
    * pass (one more dispatch), with {@link attentionHeads} q heads a workgroup. Every variant is right at any
@@ -637,8 +641,9 @@ export class Forward {
       if (swigluInDown) return [gemvOp(ctx, L.gateUp, this.x, this.partials, sp, o)];
       return [
         gemvOp(ctx, L.gateUp, this.x, this.partials, sp, o),
-        // SwiGLU in a pass of its own (or, with swigluInDown, in the down GEMV's staging): fused into the down GEMV's staging, every column tile recomputed it,
-        // which cost ~11 us a layer at 8B shapes against ~4 us for this pass (bench/gemv_probe.ts, H200)
+        // SwiGLU in a pass of its own (swigluInDown off: CPU adapters). In the down GEMV's staging it once cost
+        // ~11 us a layer at 8B shapes against ~4 us for this pass, while its split sums were loaded one split
+        // a trip; with their loads together it is the faster layout on the H200 (docs/benchmarks.md)
         reduceOp(ctx, this.partials, this.act, {
           n: L.gateUp.N / 2,
           splits: splitsOf(L.gateUp, "gateup"),
