@@ -165,7 +165,7 @@ export class Forward {
    * up summed from the gate|up GEMV's split partials), so no SwiGLU pass runs: seven dispatches a layer instead
    * of eight. Every column tile of the down GEMV recomputes its chunk's SwiGLU from L2. The same sums in the
    * same order as the pass's. On by default on GPUs: at Llama-3-8B shapes on the H200 (2026-12-04,
-   * docs/benchmarks.md) a decode step took 1.5-1.9% less time with f16 weights, 1.6-1.9% with int8 and 2.6-3.0%
+   * docs/benchmarks.md) a decode step took 1.5-1.9% less time with f16 weights, 1.6-1.9% with int8 and 2.7-3.0%
    * with int4, dense and at 50% sparsity. Off on a CPU adapter (lavapipe), where it was not timed and the
    * recomputation is arithmetic the CPU pays for. No effect with {@link gemvEpilogue}, whose gate|up GEMV
    * applies SwiGLU itself. Change it between generations, not during one.
