@@ -4,10 +4,10 @@
 // counters[p.counter + s]; a barrier publishes them. Statements, not a function: as a function in a shared
 // fragment, Deno 2.9.6's WGSL compiler panicked (an override declared there) or seemed to corrupt memory
 // (declared in the kernel; the heap aborts of that time were libEGL's, docs/testing.md).
-  // The first trip's channels (four a thread; PER <= 4 in every tuned variant, so their only trip), and what
-  // of them does not depend on the RMSNorm's scale: the raw inputs and norm weights (INPUT 1), the gate and up
-  // sums (INPUT 2), the TEAL scales and threshold (SPARSE). Their loads go out before the sums of squares', so the two L2 round trips overlap:
-  // after the sums' loop they waited for its loads.
+  // The first trip's channels (four a thread; PER <= 4 in every tuned variant, so their only trip) and what of
+  // them does not depend on the RMSNorm's scale: raw inputs and norm weights (INPUT 1), gate and up sums
+  // (INPUT 2), TEAL scales and threshold (SPARSE). Loaded here, before the loop over the sums of squares: after
+  // it, their loads waited for the loop's, two L2 round trips in a row.
   let ch0 = first_channel(t, 0u, k_base, n_k);
   let ch1 = first_channel(t, 1u, k_base, n_k);
   let ch2 = first_channel(t, 2u, k_base, n_k);
