@@ -166,8 +166,9 @@ export class Forward {
    * of eight. Every column tile of the down GEMV recomputes its chunk's SwiGLU from L2. The same sums in the
    * same order as the pass's. On by default on GPUs: at Llama-3-8B shapes on the H200 (2026-12-04,
    * docs/benchmarks.md) a decode step took 1.5-1.9% less time with f16 weights, 1.6-1.9% with int8 and 2.7-3.0%
-   * with int4, dense and at 50% sparsity. Off on a CPU adapter (lavapipe), where it was not timed and the
-   * recomputation is arithmetic the CPU pays for. No effect with {@link gemvEpilogue}, whose gate|up GEMV
+   * with int4, dense and at 50% sparsity. Off on a CPU adapter (lavapipe), where the recomputation is
+   * arithmetic the CPU pays for: at the tiny shape a dense step took 30.3 ms either way, a 50% one 28.1 ms
+   * against 26.7-27.2 (2026-12-04, noisy). No effect with {@link gemvEpilogue}, whose gate|up GEMV
    * applies SwiGLU itself. Change it between generations, not during one.
    */
   get swigluInDown(): boolean {
