@@ -49,8 +49,7 @@ export const PANEL_Q: ProbeEdit[] = [
     "let mo = seg.base + npan * p.K * vs * VEC + pan * p.K * MWX + min((c * COLS) / GROUP / select(1u, 2u, BITS == 8u), MWX - 1u);",
   ],
   ["if (BITS == 8u) { mo = seg.base + seg.scale0 + g / 2u; }", ""],
-  ["mo, seg.stride)", "mo, MWX)"],
-  ["wt1[k * seg.stride + mo]", "wt1[k * MWX + mo]"],
+  ["mo, seg.stride,", "mo, MWX,"],
 ];
 
 /** The decode GEMVs of a Llama-3-8B layer, N x K (q|k|v and gate|up as one segment). */

@@ -30,13 +30,6 @@ override PER: u32 = KCHUNK / WG;
 struct Trip { w0: vec4<u32>, w1: vec4<u32>, w2: vec4<u32>, w3: vec4<u32>,
               w4: vec4<u32>, w5: vec4<u32>, w6: vec4<u32>, w7: vec4<u32> }
 
-// Walk position j, clamped below `lim` in the walk's last, partial trip (`tail`): the trip's positions past
-// the rows left re-read the last one (a cache hit) and add it with the value 0, so the tail is one round trip
-// with no branch, where a row at a time took one a row (up to UNROLL - 1 more in every sparse chunk).
-fn at(j: u32, tail: bool, lim: u32) -> u32 {
-  return select(j, min(j, lim - 1u), tail);
-}
-
 // Loads the trip of walk positions j, j + KG, ... for the thread's columns at v_col.
 fn load_trip(j: u32, k_base: u32, v_stride: u32, v_col: u32, tail: bool, lim: u32) -> Trip {
   var r: Trip;
@@ -51,11 +44,6 @@ fn load_trip(j: u32, k_base: u32, v_stride: u32, v_col: u32, tail: bool, lim: u3
     r.w7 = wt[row(at(j + 7u * KG, tail, lim), k_base) * v_stride + v_col];
   }
   return r;
-}
-
-// val(j); 0 past `lim` in a tail trip.
-fn val_at(j: u32, k_base: u32, tail: bool, lim: u32) -> f32 {
-  return select(val(at(j, tail, lim), k_base), 0.0, tail && j >= lim);
 }
 
 @compute @workgroup_size(WG)

@@ -82,15 +82,15 @@ fn place_scaled(acc: Acc) -> Acc {
 }
 
 // Adds a loaded trip (walk positions j, j + KG, ...) into the accumulators, row by row in walk order.
-fn fma_trip(acc: ptr<function, Acc>, r: Trip, j: u32, k_base: u32, hsel: u32) {
-  fma_row(acc, r.q0, coef(r.m0, hsel, val(j, k_base)));
-  fma_row(acc, r.q1, coef(r.m1, hsel, val(j + KG, k_base)));
-  fma_row(acc, r.q2, coef(r.m2, hsel, val(j + 2u * KG, k_base)));
-  fma_row(acc, r.q3, coef(r.m3, hsel, val(j + 3u * KG, k_base)));
+fn fma_trip(acc: ptr<function, Acc>, r: Trip, j: u32, k_base: u32, hsel: u32, tail: bool, lim: u32) {
+  fma_row(acc, r.q0, coef(r.m0, hsel, val_at(j, k_base, tail, lim)));
+  fma_row(acc, r.q1, coef(r.m1, hsel, val_at(j + KG, k_base, tail, lim)));
+  fma_row(acc, r.q2, coef(r.m2, hsel, val_at(j + 2u * KG, k_base, tail, lim)));
+  fma_row(acc, r.q3, coef(r.m3, hsel, val_at(j + 3u * KG, k_base, tail, lim)));
   if (UNROLL == 8u) {
-    fma_row(acc, r.q4, coef(r.m4, hsel, val(j + 4u * KG, k_base)));
-    fma_row(acc, r.q5, coef(r.m5, hsel, val(j + 5u * KG, k_base)));
-    fma_row(acc, r.q6, coef(r.m6, hsel, val(j + 6u * KG, k_base)));
-    fma_row(acc, r.q7, coef(r.m7, hsel, val(j + 7u * KG, k_base)));
+    fma_row(acc, r.q4, coef(r.m4, hsel, val_at(j + 4u * KG, k_base, tail, lim)));
+    fma_row(acc, r.q5, coef(r.m5, hsel, val_at(j + 5u * KG, k_base, tail, lim)));
+    fma_row(acc, r.q6, coef(r.m6, hsel, val_at(j + 6u * KG, k_base, tail, lim)));
+    fma_row(acc, r.q7, coef(r.m7, hsel, val_at(j + 7u * KG, k_base, tail, lim)));
   }
 }

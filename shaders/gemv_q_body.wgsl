@@ -1,4 +1,4 @@
-// gemv_q's kernel without its row arithmetic (fma_row, fma_trip, place_scaled), which gemv_q.wgsl (f32) and
+// gemv_q's kernel without its row arithmetic (fma_trip, place_scaled), which gemv_q.wgsl (f32) and
 // gemv_qh.wgsl (packed f16) each add; see gemv_q.wgsl for the whole.
 override NSS: u32 = 1u;         // INPUT 1: partial sums of squares in ss
 override AUX_SPLITS: u32 = 1u;  // INPUT 2: splits of the gate|up partials
@@ -32,7 +32,7 @@ override PER: u32 = KCHUNK / WG;
 // #include gemv_workgroup
 
 // Row k's codes for this thread (vc: its first word in row 0, in units of VEC words; vs: units a row). VEC 2
-// leaves z and w zero, and fma_row never reads them.
+// leaves z and w zero, and the row arithmetic never reads them.
 fn codes(k: u32, vs: u32, vc: u32) -> vec4<u32> {
   if (VEC == 2u) { return vec4<u32>(wt2[k * vs + vc], 0u, 0u); }
   return wt[k * vs + vc];
@@ -71,13 +71,14 @@ fn acc_zero() -> Acc {
              vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), 0.0);
 }
 
-// Loads the trip of walk positions j, j + KG, ...: the rows' codes (at vc) then their metadata words (at mo).
-fn load_trip(j: u32, k_base: u32, vs: u32, vc: u32, mo: u32, stride: u32) -> Trip {
+// Loads the trip of walk positions j, j + KG, ...: the rows' codes (at vc) then their metadata words (at mo);
+// in the walk's last, partial trip (`tail`) the positions past `lim` re-read the last row (at()).
+fn load_trip(j: u32, k_base: u32, vs: u32, vc: u32, mo: u32, stride: u32, tail: bool, lim: u32) -> Trip {
   var r: Trip;
-  let k0 = row(j, k_base);
-  let k1 = row(j + KG, k_base);
-  let k2 = row(j + 2u * KG, k_base);
-  let k3 = row(j + 3u * KG, k_base);
+  let k0 = row(at(j, tail, lim), k_base);
+  let k1 = row(at(j + KG, tail, lim), k_base);
+  let k2 = row(at(j + 2u * KG, tail, lim), k_base);
+  let k3 = row(at(j + 3u * KG, tail, lim), k_base);
   r.q0 = codes(k0, vs, vc);
   r.q1 = codes(k1, vs, vc);
   r.q2 = codes(k2, vs, vc);
@@ -87,10 +88,10 @@ fn load_trip(j: u32, k_base: u32, vs: u32, vc: u32, mo: u32, stride: u32) -> Tri
   r.m2 = meta_word(k2, stride, mo);
   r.m3 = meta_word(k3, stride, mo);
   if (UNROLL == 8u) {
-    let k4 = row(j + 4u * KG, k_base);
-    let k5 = row(j + 5u * KG, k_base);
-    let k6 = row(j + 6u * KG, k_base);
-    let k7 = row(j + 7u * KG, k_base);
+    let k4 = row(at(j + 4u * KG, tail, lim), k_base);
+    let k5 = row(at(j + 5u * KG, tail, lim), k_base);
+    let k6 = row(at(j + 6u * KG, tail, lim), k_base);
+    let k7 = row(at(j + 7u * KG, tail, lim), k_base);
     r.q4 = codes(k4, vs, vc);
     r.q5 = codes(k5, vs, vc);
     r.q6 = codes(k6, vs, vc);
@@ -140,7 +141,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   let hsel = g & 1u;
   let early = EARLY && !SPARSE && col < seg.len && kg + (UNROLL - 1u) * KG < n_k;
   var cur = Trip();
-  if (early) { cur = load_trip(kg, k_base, vs, vc, mo, seg.stride); }
+  if (early) { cur = load_trip(kg, k_base, vs, vc, mo, seg.stride, false, 0u); }
 
   // #include gemv_stage
 
@@ -151,28 +152,29 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     if (PIPE) {
       // the trip in `cur` (EARLY: loaded before the staging) is added while the next one is in flight
       var full = j + (UNROLL - 1u) * KG < n_act;
-      if (full && !early) { cur = load_trip(j, k_base, vs, vc, mo, seg.stride); }
+      if (full && !early) { cur = load_trip(j, k_base, vs, vc, mo, seg.stride, false, 0u); }
       while (full) {
         let more = j + step + (UNROLL - 1u) * KG < n_act;
         var next = Trip();
-        if (more) { next = load_trip(j + step, k_base, vs, vc, mo, seg.stride); }
-        fma_trip(&acc, cur, j, k_base, hsel);
+        if (more) { next = load_trip(j + step, k_base, vs, vc, mo, seg.stride, false, 0u); }
+        fma_trip(&acc, cur, j, k_base, hsel, false, 0u);
         cur = next;
         j += step;
         full = more;
       }
     } else {
       if (early) {
-        fma_trip(&acc, cur, j, k_base, hsel);
+        fma_trip(&acc, cur, j, k_base, hsel, false, 0u);
         j += step;
       }
       for (; j + (UNROLL - 1u) * KG < n_act; j += step) {
-        fma_trip(&acc, load_trip(j, k_base, vs, vc, mo, seg.stride), j, k_base, hsel);
+        fma_trip(&acc, load_trip(j, k_base, vs, vc, mo, seg.stride, false, 0u), j, k_base, hsel, false, 0u);
       }
     }
-    for (; j < n_act; j += KG) {
-      let k = row(j, k_base);
-      fma_row(&acc, codes(k, vs, vc), coef(wt1[k * seg.stride + mo], hsel, val(j, k_base)));
+    // the rows left (fewer than a trip) in one clamped trip: one round trip, where a row at a time took one a
+    // row (up to UNROLL - 1 in every sparse chunk, as the f16 kernel had found)
+    if (j < n_act) {
+      fma_trip(&acc, load_trip(j, k_base, vs, vc, mo, seg.stride, true, n_act), j, k_base, hsel, true, n_act);
     }
   }
   // Reduce over the KG channel groups in passes of eight columns per thread (bounded workgroup memory).

@@ -122,12 +122,6 @@ fn flush(acc: ptr<function, Acc>, h: Half) {
   }
 }
 
-// One row alone (the walk's last rows): a trip of one.
-fn fma_row(acc: ptr<function, Acc>, q: vec4<u32>, ab: vec2<f32>) {
-  flush(acc, half_row(half_zero(), q, coef_h(ab)));
-  if (BITS == 4u) { (*acc).b += ab.y; }
-}
-
 // No place factors to divide out.
 fn place_scaled(acc: Acc) -> Acc {
   return acc;
@@ -135,21 +129,21 @@ fn place_scaled(acc: Acc) -> Acc {
 
 // Adds a loaded trip (walk positions j, j + KG, ...) into the accumulators: rows in walk order into f16 sums,
 // then those into f32.
-fn fma_trip(acc: ptr<function, Acc>, r: Trip, j: u32, k_base: u32, hsel: u32) {
-  let ab0 = coef(r.m0, hsel, val(j, k_base));
-  let ab1 = coef(r.m1, hsel, val(j + KG, k_base));
-  let ab2 = coef(r.m2, hsel, val(j + 2u * KG, k_base));
-  let ab3 = coef(r.m3, hsel, val(j + 3u * KG, k_base));
+fn fma_trip(acc: ptr<function, Acc>, r: Trip, j: u32, k_base: u32, hsel: u32, tail: bool, lim: u32) {
+  let ab0 = coef(r.m0, hsel, val_at(j, k_base, tail, lim));
+  let ab1 = coef(r.m1, hsel, val_at(j + KG, k_base, tail, lim));
+  let ab2 = coef(r.m2, hsel, val_at(j + 2u * KG, k_base, tail, lim));
+  let ab3 = coef(r.m3, hsel, val_at(j + 3u * KG, k_base, tail, lim));
   var h = half_row(half_zero(), r.q0, coef_h(ab0));
   h = half_row(h, r.q1, coef_h(ab1));
   h = half_row(h, r.q2, coef_h(ab2));
   h = half_row(h, r.q3, coef_h(ab3));
   var b = ab0.y + ab1.y + ab2.y + ab3.y;
   if (UNROLL == 8u) {
-    let ab4 = coef(r.m4, hsel, val(j + 4u * KG, k_base));
-    let ab5 = coef(r.m5, hsel, val(j + 5u * KG, k_base));
-    let ab6 = coef(r.m6, hsel, val(j + 6u * KG, k_base));
-    let ab7 = coef(r.m7, hsel, val(j + 7u * KG, k_base));
+    let ab4 = coef(r.m4, hsel, val_at(j + 4u * KG, k_base, tail, lim));
+    let ab5 = coef(r.m5, hsel, val_at(j + 5u * KG, k_base, tail, lim));
+    let ab6 = coef(r.m6, hsel, val_at(j + 6u * KG, k_base, tail, lim));
+    let ab7 = coef(r.m7, hsel, val_at(j + 7u * KG, k_base, tail, lim));
     h = half_row(h, r.q4, coef_h(ab4));
     h = half_row(h, r.q5, coef_h(ab5));
     h = half_row(h, r.q6, coef_h(ab6));

@@ -97,3 +97,15 @@ fn val(j: u32, k_base: u32) -> f32 {
   if (SPARSE) { return act_val[act_idx[j] - k_base]; }
   return act_val[j];
 }
+
+// Walk position j, clamped below `lim` in the walk's last, partial trip (`tail`): the trip's positions past
+// the rows left re-read the last one (a cache hit) and add it with the value 0, so the tail is one round trip
+// with no branch, where a row at a time took one a row (up to UNROLL - 1 more in every sparse chunk).
+fn at(j: u32, tail: bool, lim: u32) -> u32 {
+  return select(j, min(j, lim - 1u), tail);
+}
+
+// val(j); 0 past `lim` in a tail trip.
+fn val_at(j: u32, k_base: u32, tail: bool, lim: u32) -> f32 {
+  return select(val(at(j, tail, lim), k_base), 0.0, tail && j >= lim);
+}
