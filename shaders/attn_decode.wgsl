@@ -122,7 +122,7 @@ fn f16_round(v: vec2<f32>) -> vec2<f32> { return unpack2x16float(pack2x16float(v
 // barriers where a tree takes nine. One lane a head. Max and sum keep their second level apart (red2, red3), so
 // a sum may follow a max with no barrier between.
 // The reads of each level in straight-line code, combined in order: as a loop of one read a trip, NVIDIA's
-// compiler left them one workgroup-memory round trip apart (reduce.wgsl's total()).
+// compiler left them one workgroup-memory round trip apart (split_sums.wgsl).
 fn max4(a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) -> vec4<f32> {
   return max(max(max(a, b), c), d);
 }

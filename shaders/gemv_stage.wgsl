@@ -142,13 +142,20 @@
       let kc2 = select(first_channel(t, e + 2u, k_base, n_k), ch2, first);
       let kc3 = select(first_channel(t, e + 3u, k_base, n_k), ch3, first);
       let v0 = staged_input(kc0, inv_rms, first, xa0);
-      let c0 = select(scales[s * p.K + kc0], sc0, first);
       let v1 = staged_input(kc1, inv_rms, first, xa1);
-      let c1 = select(scales[s * p.K + kc1], sc1, first);
       let v2 = staged_input(kc2, inv_rms, first, xa2);
-      let c2 = select(scales[s * p.K + kc2], sc2, first);
       let v3 = staged_input(kc3, inv_rms, first, xa3);
-      let c3 = select(scales[s * p.K + kc3], sc3, first);
+      // the first trip's scales were loaded above (select() would load them again: it evaluates both sides)
+      var c0 = sc0;
+      var c1 = sc1;
+      var c2 = sc2;
+      var c3 = sc3;
+      if (!first) {
+        c0 = scales[s * p.K + kc0];
+        c1 = scales[s * p.K + kc1];
+        c2 = scales[s * p.K + kc2];
+        c3 = scales[s * p.K + kc3];
+      }
       if (e < PER && k0 + e < n_k) {
         act_val[k0 + e] = v0;  // in place: the walk reads it through act_idx
         if (abs(v0) * c0 > thr) {

@@ -44,82 +44,7 @@ var<workgroup> part: array<f32, WG>;
 var<workgroup> part2: array<f32, 16>;
 var<workgroup> part_i: array<i32, 16>;
 
-// The splits added in order, their loads sixteen at a time (past the last split clamped, not added). As a loop
-// of one load a trip, NVIDIA's compiler left the loads one L2 round trip apart: on the H200 the passes after
-// o, gate|up and down took 1.3-2.5 us a layer more (2026-12-04, docs/benchmarks.md).
-fn total(col: u32) -> f32 {
-  let last = SPLITS - 1u;
-  var sum = 0.0;
-  for (var s = 0u; s < SPLITS; s += 16u) {
-    let v0 = partials[min(s, last) * p.np + col];
-    let v1 = partials[min(s + 1u, last) * p.np + col];
-    let v2 = partials[min(s + 2u, last) * p.np + col];
-    let v3 = partials[min(s + 3u, last) * p.np + col];
-    let v4 = partials[min(s + 4u, last) * p.np + col];
-    let v5 = partials[min(s + 5u, last) * p.np + col];
-    let v6 = partials[min(s + 6u, last) * p.np + col];
-    let v7 = partials[min(s + 7u, last) * p.np + col];
-    let v8 = partials[min(s + 8u, last) * p.np + col];
-    let v9 = partials[min(s + 9u, last) * p.np + col];
-    let v10 = partials[min(s + 10u, last) * p.np + col];
-    let v11 = partials[min(s + 11u, last) * p.np + col];
-    let v12 = partials[min(s + 12u, last) * p.np + col];
-    let v13 = partials[min(s + 13u, last) * p.np + col];
-    let v14 = partials[min(s + 14u, last) * p.np + col];
-    let v15 = partials[min(s + 15u, last) * p.np + col];
-    sum += v0;
-    if (s + 1u < SPLITS) { sum += v1; }
-    if (s + 2u < SPLITS) { sum += v2; }
-    if (s + 3u < SPLITS) { sum += v3; }
-    if (s + 4u < SPLITS) { sum += v4; }
-    if (s + 5u < SPLITS) { sum += v5; }
-    if (s + 6u < SPLITS) { sum += v6; }
-    if (s + 7u < SPLITS) { sum += v7; }
-    if (s + 8u < SPLITS) { sum += v8; }
-    if (s + 9u < SPLITS) { sum += v9; }
-    if (s + 10u < SPLITS) { sum += v10; }
-    if (s + 11u < SPLITS) { sum += v11; }
-    if (s + 12u < SPLITS) { sum += v12; }
-    if (s + 13u < SPLITS) { sum += v13; }
-    if (s + 14u < SPLITS) { sum += v14; }
-    if (s + 15u < SPLITS) { sum += v15; }
-  }
-  return sum;
-}
-
-// total(a) and total(b) in one walk, so that both columns' loads go out together (SwiGLU's gate and up: as two
-// walks, the second's loads waited for the first's). Each column added in split order, as total() does.
-fn total2(a: u32, b: u32) -> vec2<f32> {
-  let last = SPLITS - 1u;
-  var sum = vec2<f32>(0.0);
-  for (var s = 0u; s < SPLITS; s += 8u) {
-    let r0 = min(s, last) * p.np;
-    let r1 = min(s + 1u, last) * p.np;
-    let r2 = min(s + 2u, last) * p.np;
-    let r3 = min(s + 3u, last) * p.np;
-    let r4 = min(s + 4u, last) * p.np;
-    let r5 = min(s + 5u, last) * p.np;
-    let r6 = min(s + 6u, last) * p.np;
-    let r7 = min(s + 7u, last) * p.np;
-    let v0 = vec2<f32>(partials[r0 + a], partials[r0 + b]);
-    let v1 = vec2<f32>(partials[r1 + a], partials[r1 + b]);
-    let v2 = vec2<f32>(partials[r2 + a], partials[r2 + b]);
-    let v3 = vec2<f32>(partials[r3 + a], partials[r3 + b]);
-    let v4 = vec2<f32>(partials[r4 + a], partials[r4 + b]);
-    let v5 = vec2<f32>(partials[r5 + a], partials[r5 + b]);
-    let v6 = vec2<f32>(partials[r6 + a], partials[r6 + b]);
-    let v7 = vec2<f32>(partials[r7 + a], partials[r7 + b]);
-    sum += v0;
-    if (s + 1u < SPLITS) { sum += v1; }
-    if (s + 2u < SPLITS) { sum += v2; }
-    if (s + 3u < SPLITS) { sum += v3; }
-    if (s + 4u < SPLITS) { sum += v4; }
-    if (s + 5u < SPLITS) { sum += v5; }
-    if (s + 6u < SPLITS) { sum += v6; }
-    if (s + 7u < SPLITS) { sum += v7; }
-  }
-  return sum;
-}
+// #include split_sums
 
 // #include prefetch
 
@@ -136,7 +61,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation
   let live = o < p.n;
   if (MODE == 2u) {
     if (live) {
-      let gu = total2(p.srcOffset + o, p.offB + o);
+      let gu = split_sum2(p.srcOffset + o, p.offB + o, p.np);
       outv[p.outOffset + o] = gu.x / (1.0 + exp(-gu.x)) * gu.y;
     }
     return;
@@ -147,7 +72,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation
   if (MODE == 1u && live) { resid = outv[p.outOffset + o]; }
   var v = 0.0;
   if (live) {
-    v = total(p.srcOffset + o);
+    v = split_sum(p.srcOffset + o, p.np);
     if (p.hasBias != 0u) { v += bias[o]; }
   }
   if (MODE == 1u) {
@@ -159,7 +84,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation
     // two levels (16 sums of 16, then one of 16): two barriers where a tree takes nine
     part[t] = nv * nv;
     workgroupBarrier();
-    // the reads in one expression each, added in order: a loop of one read a trip was not unrolled (total())
+    // the reads in one expression each, added in order: a loop of one read a trip was not unrolled (split_sums.wgsl)
     if (t < 16u) {
       let b = 16u * t;
       part2[t] = part[b] + part[b + 1u] + part[b + 2u] + part[b + 3u] +
